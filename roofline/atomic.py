@@ -1,0 +1,32 @@
+"""Atomic file writes: a killed run leaves the old file or the new one, never half of either."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> str:
+    """Write to a temporary file in the same directory, fsync it, then rename over ``path``."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> str:
+    return write_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

@@ -1,0 +1,71 @@
+"""Scale a hardware entry to the clocks it actually runs at (power modes, throttling, capped boards).
+
+1. Compute peaks scale with ``gpu_clock / nominal_gpu_clock`` and ``active_sms / sm_count``.
+2. Bandwidth scales with ``mem_clock / nominal_mem_clock`` (EMC on Jetson).
+3. The scaled entry's numbers are marked derived and name what they were scaled from; a calibration
+   measured at other clocks is dropped rather than carried over silently.
+
+Jetson power modes: ../shared/reference/hardware.md ("Jetson: power modes"), from each board's
+nvpmodel config. ``None`` means "unchanged" (all SMs; EMC uncapped).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .hardware import Hardware, Spec, get_hardware
+
+# board key -> mode name -> (mode id, GPU max MHz, active SMs or None, EMC max MHz or None)
+POWER_MODES: dict[str, dict[str, tuple]] = {
+    "jetson_orin_nano": {"15W": (0, 625, None, 2133), "7W": (1, 408, 4, 2133)},
+    "jetson_orin_nano_super": {"15W": (0, 612, None, 2133), "25W": (1, 918, None, 3199),
+                               "MAXN_SUPER": (2, 1020, None, 3199)},
+    "jetson_agx_orin": {"MAXN": (0, 1300.5, None, None), "15W": (1, 408, 6, 2133), "30W": (2, 612, 8, None),
+                        "50W": (3, 816, None, None)},
+}
+
+
+def _ratio(name: str, value, nominal: Spec | float | None, hw: Hardware) -> float:
+    if value is None:
+        return 1.0
+    if not (value > 0 and value < float("inf")):
+        raise ValueError(f"{name}={value!r} must be a positive number")
+    if nominal is None:
+        raise ValueError(f"{hw.key} has no nominal {name} in the registry; cannot scale by it")
+    return value / (nominal.value if isinstance(nominal, Spec) else nominal)
+
+
+def scale_clocks(hardware, gpu_clock_mhz=None, active_sms=None, mem_clock_mhz=None, label=None) -> Hardware:
+    hw = get_hardware(hardware)
+    if active_sms is not None and hw.sm_count and active_sms > hw.sm_count:
+        raise ValueError(f"active_sms={active_sms} exceeds {hw.key}'s {hw.sm_count} SMs")
+    compute = _ratio("gpu_clock_mhz", gpu_clock_mhz, hw.gpu_clock, hw) * _ratio("active_sms", active_sms,
+                                                                                hw.sm_count, hw)
+    memory = _ratio("mem_clock_mhz", mem_clock_mhz, hw.mem_clock, hw)
+    what = label or ", ".join(f"{n}={v}" for n, v in (("gpu_clock_mhz", gpu_clock_mhz), ("active_sms", active_sms),
+                                                      ("mem_clock_mhz", mem_clock_mhz)) if v is not None)
+
+    def scaled(spec: Spec | None, factor: float) -> Spec | None:
+        if spec is None or factor == 1.0:
+            return spec
+        return dataclasses.replace(spec, value=spec.value * factor, derived=True,
+                                   note=f"{spec.value:g} scaled x{factor:.4g} ({what})")
+
+    return dataclasses.replace(
+        hw, key=f"{hw.key}@{what}" if what else hw.key, aliases=(), calibration=None,
+        peaks={c: scaled(s, compute) for c, s in hw.peaks.items()}, bandwidth=scaled(hw.bandwidth, memory),
+        gpu_clock=Spec(gpu_clock_mhz, "scaled", derived=True) if gpu_clock_mhz else hw.gpu_clock,
+        mem_clock=Spec(mem_clock_mhz, "scaled", derived=True) if mem_clock_mhz else hw.mem_clock,
+        sm_count=active_sms or hw.sm_count)
+
+
+def apply_power_mode(hardware, mode: str) -> Hardware:
+    """The entry as it runs in a Jetson nvpmodel mode (by name or id, e.g. ``"7W"`` or ``1``)."""
+    hw = get_hardware(hardware)
+    modes = POWER_MODES.get(hw.key)
+    if modes is None:
+        raise ValueError(f"no power modes known for {hw.key}; known boards: {', '.join(POWER_MODES)}")
+    for name, (mode_id, gpu, sms, emc) in modes.items():
+        if str(mode).upper() == name or str(mode) == str(mode_id):
+            return scale_clocks(hw, gpu_clock_mhz=gpu, active_sms=sms, mem_clock_mhz=emc, label=f"nvpmodel {name}")
+    raise ValueError(f"unknown power mode {mode!r} for {hw.key}; known: "
+                     f"{', '.join(f'{n} ({v[0]})' for n, v in modes.items())}")

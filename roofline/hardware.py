@@ -1,0 +1,245 @@
+"""Hardware entries: datasheet peaks with provenance, plus optional measured (calibrated) peaks.
+
+1. A ``Hardware`` holds dense datasheet peaks per compute class (``fp16``, ``fp8``...), bandwidth,
+   capacity and the formats its tensor cores run natively. Each number is a ``Spec`` carrying its
+   source and whether it is derived or unverified.
+2. A ``Calibration`` (measured peaks from ``roofline calibrate``) sits *beside* the datasheet numbers;
+   it never replaces them. Predictions choose ``peaks="datasheet"`` or ``"calibrated"`` and say which.
+3. Custom hardware (an ASIC, a board at reduced clocks) comes from a dict or JSON file with the same
+   fields; plain numbers are recorded as user-defined.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+
+from .formats import get_format
+from .hardware_data import HARDWARE_DATA
+
+PEAK_SOURCES = ("datasheet", "calibrated")
+
+
+@dataclass(frozen=True)
+class Spec:
+    value: float
+    source: str
+    note: str = ""
+    derived: bool = False
+    unverified: bool = False
+
+    @property
+    def flags(self) -> str:
+        return ",".join(f for f, on in (("derived", self.derived), ("unverified", self.unverified)) if on)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Measured ceilings for one device (written by kernels.calibrate, loaded from JSON)."""
+    hardware: str
+    peaks_tflops: dict[str, float]
+    bandwidth_gbs: float
+    cache_bandwidth_gbs: dict[str, float] = field(default_factory=dict)
+    device: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+    timestamp: str = ""
+    path: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict, path: str = "") -> "Calibration":
+        try:
+            peaks = {str(k): float(v) for k, v in d["peaks_tflops"].items()}
+            bw = float(d["bandwidth_gbs"])
+            hw = str(d["hardware"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"calibration profile {path or '<dict>'} is malformed ({e!r}); it needs "
+                             "'hardware', 'bandwidth_gbs' and 'peaks_tflops' {class: TFLOP/s}") from None
+        for name, v in [("bandwidth_gbs", bw), *peaks.items()]:
+            if not (v > 0 and v < float("inf")):
+                raise ValueError(f"calibration profile {path or '<dict>'}: {name}={v} must be a positive number")
+        return cls(hardware=hw, peaks_tflops=peaks, bandwidth_gbs=bw,
+                   cache_bandwidth_gbs={str(k): float(v) for k, v in d.get("cache_bandwidth_gbs", {}).items()},
+                   device=dict(d.get("device", {})), versions=dict(d.get("versions", {})),
+                   timestamp=str(d.get("timestamp", "")), path=path)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("path")
+        return d
+
+
+def load_calibration(path: str | os.PathLike) -> Calibration:
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read calibration profile {os.fspath(path)!r}: {e}") from None
+    return Calibration.from_dict(data, path=os.fspath(path))
+
+
+@dataclass(frozen=True)
+class Hardware:
+    key: str
+    name: str
+    arch: str
+    kind: str  # "gpu", "jetson", "cpu", "custom"
+    source: str
+    bandwidth: Spec | None
+    memory: Spec | None
+    peaks: dict[str, Spec]
+    native: frozenset[str]
+    l2_mb: float | None = None
+    sm_count: int | None = None
+    gpu_clock: Spec | None = None
+    mem_clock: Spec | None = None
+    aliases: tuple[str, ...] = ()
+    calibration: Calibration | None = None
+    family: str = ""  # pytest marker / tox env selecting this hardware's cases (b10, jetson, h100...)
+
+    # --- the two roofs -----------------------------------------------------------------------
+    def peak_tflops(self, compute_class: str, peaks: str = "datasheet") -> float:
+        _check_peaks(peaks)
+        if peaks == "calibrated":
+            cal = self._need_calibration()
+            if compute_class not in cal.peaks_tflops:
+                raise ValueError(f"calibration {cal.path or 'profile'} for {self.key} has no measured "
+                                 f"{compute_class} peak; measured: {', '.join(cal.peaks_tflops) or 'none'}")
+            return cal.peaks_tflops[compute_class]
+        spec = self.peaks.get(compute_class)
+        if spec is None:
+            raise ValueError(f"{self.key} has no datasheet {compute_class} peak (known: "
+                             f"{', '.join(self.peaks) or 'none'}); use a calibration profile "
+                             "(`python -m roofline calibrate`)")
+        return spec.value
+
+    def bandwidth_gbs(self, peaks: str = "datasheet") -> float:
+        _check_peaks(peaks)
+        if peaks == "calibrated":
+            return self._need_calibration().bandwidth_gbs
+        if self.bandwidth is None:
+            raise ValueError(f"{self.key} has no datasheet bandwidth; use a calibration profile "
+                             "(`python -m roofline calibrate`)")
+        return self.bandwidth.value
+
+    def supports_native(self, fmt) -> bool:
+        return get_format(fmt).name in self.native
+
+    def with_calibration(self, cal: Calibration) -> "Hardware":
+        return dataclasses.replace(self, calibration=cal)
+
+    def _need_calibration(self) -> Calibration:
+        if self.calibration is None:
+            raise ValueError(f"no calibration loaded for {self.key}; run `python -m roofline calibrate` "
+                             "or pass --calibration FILE, or use --peaks datasheet")
+        return self.calibration
+
+    def to_dict(self) -> dict:
+        def spec(s):
+            return None if s is None else dataclasses.asdict(s)
+        return {"key": self.key, "family": self.family, "name": self.name, "arch": self.arch, "kind": self.kind, "source": self.source,
+                "bandwidth_gbs": spec(self.bandwidth), "memory_gb": spec(self.memory), "l2_mb": self.l2_mb,
+                "sm_count": self.sm_count, "gpu_clock_mhz": spec(self.gpu_clock), "mem_clock_mhz": spec(self.mem_clock),
+                "native": sorted(self.native), "aliases": list(self.aliases),
+                "peaks_tflops": {k: spec(v) for k, v in self.peaks.items()},
+                "calibration": None if self.calibration is None else self.calibration.to_dict()}
+
+
+def _check_peaks(peaks: str) -> None:
+    if peaks not in PEAK_SOURCES:
+        raise ValueError(f"unknown peaks source {peaks!r}; allowed: {', '.join(PEAK_SOURCES)}")
+
+
+def _spec(raw, source: str, what: str) -> Spec | None:
+    """Accept a Spec, a {'value', 'note', ...} dict from the data table, or a plain number."""
+    if raw is None or isinstance(raw, Spec):
+        return raw
+    if isinstance(raw, dict):
+        value, extra = raw.get("value"), {k: raw[k] for k in ("note", "derived", "unverified") if k in raw}
+        source = raw.get("source", source)
+    else:
+        value, extra = raw, {}
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}={value!r} is not a number") from None
+    if not (0 < value < float("inf")):
+        raise ValueError(f"{what}={value!r} must be a positive finite number")
+    return Spec(value=value, source=source, **extra)
+
+
+def hardware_from_dict(d: dict) -> Hardware:
+    """Build a Hardware from registry data or a user's JSON (plain numbers become user-defined specs)."""
+    if "key" not in d:
+        raise ValueError("hardware definition needs a 'key'")
+    key = str(d["key"]).lower()
+    source = str(d.get("source", "user-defined"))
+    native = d.get("native", ())
+    for n in native:
+        get_format(n)  # raises with the known names
+    peaks = {str(k): _spec(v, source, f"{key} peak {k}") for k, v in d.get("peaks_tflops", {}).items()}
+    return Hardware(key=key, name=str(d.get("name", key)), arch=str(d.get("arch", "custom")),
+                    kind=str(d.get("kind", "custom")), source=source,
+                    bandwidth=_spec(d.get("bandwidth_gbs"), source, f"{key} bandwidth_gbs"),
+                    memory=_spec(d.get("memory_gb"), source, f"{key} memory_gb"), peaks=peaks,
+                    native=frozenset(get_format(n).name for n in native), l2_mb=d.get("l2_mb"),
+                    sm_count=d.get("sm_count"), gpu_clock=_spec(d.get("gpu_clock_mhz"), source, f"{key} gpu_clock_mhz"),
+                    mem_clock=_spec(d.get("mem_clock_mhz"), source, f"{key} mem_clock_mhz"),
+                    aliases=tuple(a.lower() for a in d.get("aliases", ())), family=str(d.get("family", key)))
+
+
+REGISTRY: dict[str, Hardware] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_hardware(hw: Hardware, replace: bool = False) -> Hardware:
+    """Add a (custom) entry to this process's registry under its key and aliases."""
+    names = (hw.key, *hw.aliases)
+    for n in names:
+        if not replace and n in _ALIASES and _ALIASES[n] != hw.key:
+            raise ValueError(f"hardware name {n!r} is already taken by {_ALIASES[n]!r}")
+    REGISTRY[hw.key] = hw
+    for n in names:
+        _ALIASES[n] = hw.key
+    return hw
+
+
+for _d in HARDWARE_DATA:
+    register_hardware(hardware_from_dict(_d))
+
+
+def known_hardware() -> list[str]:
+    return list(REGISTRY)
+
+
+def hardware_families() -> dict[str, list[str]]:
+    """family (pytest marker) -> registry keys in it."""
+    out: dict[str, list[str]] = {}
+    for hw in REGISTRY.values():
+        out.setdefault(hw.family, []).append(hw.key)
+    return out
+
+
+def get_hardware(key: str | Hardware) -> Hardware:
+    if isinstance(key, Hardware):
+        return key
+    name = str(key).strip().lower().replace("-", "_")
+    if name in _ALIASES:
+        return REGISTRY[_ALIASES[name]]
+    aliases = sorted(a for a in _ALIASES if a not in REGISTRY)
+    raise ValueError(f"unknown hardware {key!r}; known: {', '.join(REGISTRY)} (aliases: {', '.join(aliases)})")
+
+
+def load_hardware_file(path: str | os.PathLike, register: bool = True) -> list[Hardware]:
+    """Load custom hardware from JSON: one object or a list of objects with the registry's fields."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read hardware file {os.fspath(path)!r}: {e}") from None
+    items = data if isinstance(data, list) else [data]
+    hws = [hardware_from_dict(d) for d in items]
+    if register:
+        for hw in hws:
+            register_hardware(hw, replace=True)
+    return hws

@@ -1,0 +1,103 @@
+"""The hardware registry as data: dense datasheet peaks with their sources.
+
+Every compute figure is dense (no 2:4 sparsity); where a vendor prints only the sparse figure it was
+halved and the note says so. ``derived`` = computed from a vendor figure or per-SM rates;
+``unverified`` = one secondary source, or sources disagree. Facts from
+../shared/reference/hardware.md (each row names its primary source).
+
+``family`` is the user-facing name of a hardware class: the pytest marker (``pytest -m b10``) and
+the tox env that select its cases.
+
+Native sets follow the reference's tensor-core support matrix: Ampere (sm_80/87) INT8 and INT4 but no
+FP8; Ada (sm_89) FP8 and INT8 (INT4 unverified, left out); Hopper (sm_90) FP8 and INT8, no INT4;
+Blackwell (sm_100, sm_120/121) adds MXFP8/MXFP6 at the FP8 rate and NVFP4/MXFP4 at the FP4 rate.
+"""
+from __future__ import annotations
+
+_AMPERE = ("fp32", "tf32", "fp16", "bf16", "int8", "int4")
+_ADA_HOPPER = ("fp32", "tf32", "fp16", "bf16", "fp8_e4m3", "fp8_e5m2", "int8")
+_BLACKWELL = _ADA_HOPPER + ("mxfp8", "mxfp6", "mxfp4", "nvfp4")
+
+
+def _p(value, note="", derived=False, unverified=False):
+    return {"value": value, "note": note, "derived": derived, "unverified": unverified}
+
+
+# One dict per device. "peaks_tflops" is keyed by compute class (see formats.Format.compute_class).
+HARDWARE_DATA: list[dict] = [
+    dict(key="gb10", family="b10", aliases=("b10", "dgx_spark", "spark"), name="NVIDIA GB10 Grace Blackwell (DGX Spark)",
+         arch="sm_121", kind="gpu",
+         source="NVIDIA spec via huggingface.js PR #1861; Hot Chips 2025 coverage; NVIDIA/cudnn-frontend#1164",
+         bandwidth_gbs=_p(273, "LPDDR5X 256-bit @ 8533 MT/s"), memory_gb=_p(128, "unified; ~122.6 GB visible to CUDA"),
+         l2_mb=24, sm_count=48, gpu_clock_mhz=_p(2418, "max boost; NVIDIA's table says 2.14 GHz", unverified=True),
+         mem_clock_mhz=None, native=_BLACKWELL,
+         peaks_tflops=dict(fp32=_p(31), tf32=_p(31, unverified=True),
+                           fp16=_p(62, "fp32 accumulate (~125 with fp16 accumulate)", derived=True),
+                           bf16=_p(62, "fp32 accumulate", derived=True), fp8=_p(250, derived=True),
+                           int8=_p(250, unverified=True), fp4=_p(500, "1 PFLOP sparse / 2", derived=True))),
+    dict(key="jetson_orin_nano", family="jetson", aliases=("orin_nano",), name="Jetson Orin Nano 8GB (original clocks)",
+         arch="sm_87", kind="jetson", source="Jetson Orin Nano datasheet",
+         bandwidth_gbs=_p(68, "LPDDR5 128-bit @ 2133 MHz EMC"), memory_gb=_p(8), l2_mb=None, sm_count=8,
+         gpu_clock_mhz=_p(625), mem_clock_mhz=_p(2133), native=_AMPERE,
+         peaks_tflops=dict(fp32=_p(1.28, derived=True), tf32=_p(5.1, derived=True), fp16=_p(10.2, derived=True),
+                           bf16=_p(10.2, derived=True), int8=_p(20, "40 sparse / 2"),
+                           int4=_p(40, "2x dense INT8 as on Ampere A100", derived=True, unverified=True))),
+    dict(key="jetson_orin_nano_super", family="jetson", aliases=("orin_nano_super",), name="Jetson Orin Nano Super (MAXN_SUPER)",
+         arch="sm_87", kind="jetson", source="nvpmodel p3767_0003_super.conf; Orin Nano Super datasheet",
+         bandwidth_gbs=_p(102, "EMC 3199 MHz"), memory_gb=_p(8), l2_mb=None, sm_count=8,
+         gpu_clock_mhz=_p(1020), mem_clock_mhz=_p(3199), native=_AMPERE,
+         peaks_tflops=dict(fp32=_p(2.09, derived=True), tf32=_p(8.4, derived=True), fp16=_p(16.7, derived=True),
+                           bf16=_p(16.7, derived=True), int8=_p(33, "67 sparse / 2"),
+                           int4=_p(67, "2x dense INT8 as on Ampere A100", derived=True, unverified=True))),
+    dict(key="jetson_agx_orin", family="jetson", aliases=("agx_orin", "orin_agx"), name="Jetson AGX Orin 64GB",
+         arch="sm_87", kind="jetson", source="Jetson AGX Orin technical brief",
+         bandwidth_gbs=_p(204.8, unverified=True), memory_gb=_p(64), l2_mb=4, sm_count=16,
+         gpu_clock_mhz=_p(1300.5), mem_clock_mhz=_p(3199, "EMC max of the 204.8 GB/s figure", derived=True),
+         native=_AMPERE,
+         peaks_tflops=dict(fp32=_p(5.3), tf32=_p(10.6, derived=True), fp16=_p(42.6, derived=True),
+                           bf16=_p(42.6, derived=True), int8=_p(85, "170 sparse / 2"),
+                           int4=_p(170, "2x dense INT8 as on Ampere A100", derived=True, unverified=True))),
+    dict(key="h100_sxm", family="h100", aliases=("h100", "h100_sxm5"), name="NVIDIA H100 SXM5 80GB", arch="sm_90", kind="gpu",
+         source="NVIDIA H100 datasheet (sparse column marked *; dense figures used)",
+         bandwidth_gbs=_p(3350), memory_gb=_p(80), l2_mb=50, sm_count=132, gpu_clock_mhz=None,
+         mem_clock_mhz=None, native=_ADA_HOPPER,
+         peaks_tflops=dict(fp32=_p(67), tf32=_p(494.7), fp16=_p(989.4), bf16=_p(989.4), fp8=_p(1979),
+                           int8=_p(1979))),
+    dict(key="h100_pcie", family="h100", aliases=(), name="NVIDIA H100 PCIe 80GB", arch="sm_90", kind="gpu",
+         source="NVIDIA H100 datasheet", bandwidth_gbs=_p(2000), memory_gb=_p(80), l2_mb=50, sm_count=114,
+         gpu_clock_mhz=None, mem_clock_mhz=None, native=_ADA_HOPPER,
+         peaks_tflops=dict(fp32=_p(51), tf32=_p(378), fp16=_p(756), bf16=_p(756), fp8=_p(1513), int8=_p(1513))),
+    dict(key="h200", family="h200", aliases=("h200_sxm",), name="NVIDIA H200 SXM 141GB", arch="sm_90", kind="gpu",
+         source="NVIDIA H200 datasheet", bandwidth_gbs=_p(4800), memory_gb=_p(141), l2_mb=50, sm_count=132,
+         gpu_clock_mhz=None, mem_clock_mhz=None, native=_ADA_HOPPER,
+         peaks_tflops=dict(fp32=_p(67), tf32=_p(494.7), fp16=_p(989.5), bf16=_p(989.5), fp8=_p(1979),
+                           int8=_p(1979))),
+    dict(key="a100", family="a100", aliases=("a100_sxm", "a100_80gb"), name="NVIDIA A100 80GB SXM", arch="sm_80", kind="gpu",
+         source="NVIDIA A100 datasheet", bandwidth_gbs=_p(2039), memory_gb=_p(80), l2_mb=40, sm_count=108,
+         gpu_clock_mhz=_p(1410), mem_clock_mhz=None, native=_AMPERE,
+         peaks_tflops=dict(fp32=_p(19.5), tf32=_p(156), fp16=_p(312), bf16=_p(312), int8=_p(624),
+                           int4=_p(1248))),
+    dict(key="b200", family="b200", aliases=("hgx_b200",), name="NVIDIA B200 (HGX, 1000 W)", arch="sm_100", kind="gpu",
+         source="NVIDIA HGX B200 table",
+         bandwidth_gbs=_p(7700, "some sheets: 8000", unverified=True), memory_gb=_p(180, "some: 192", unverified=True),
+         l2_mb=None, sm_count=148, gpu_clock_mhz=None, mem_clock_mhz=None, native=_BLACKWELL,
+         peaks_tflops=dict(fp32=_p(75), tf32=_p(1100), fp16=_p(2250), bf16=_p(2250), fp8=_p(4500),
+                           int8=_p(4500), fp4=_p(9000, "18000 sparse / 2"))),
+    dict(key="rtx4090", family="rtx4090", aliases=("4090",), name="NVIDIA GeForce RTX 4090", arch="sm_89", kind="gpu",
+         source="NVIDIA Ada whitepaper", bandwidth_gbs=_p(1008), memory_gb=_p(24), l2_mb=72, sm_count=128,
+         gpu_clock_mhz=_p(2520), mem_clock_mhz=None, native=_ADA_HOPPER,
+         peaks_tflops=dict(fp32=_p(82.6), tf32=_p(82.6), fp16=_p(165.2, "fp32 accumulate (330.3 fp16 acc)"),
+                           bf16=_p(165.2, "fp32 accumulate"), fp8=_p(330.3, "fp32 accumulate"), int8=_p(660.6))),
+    dict(key="rtx5090", family="rtx5090", aliases=("5090",), name="NVIDIA GeForce RTX 5090", arch="sm_120", kind="gpu",
+         source="NVIDIA Blackwell GeForce spec sheets", bandwidth_gbs=_p(1792), memory_gb=_p(32), l2_mb=96,
+         sm_count=170, gpu_clock_mhz=_p(2407), mem_clock_mhz=None, native=_BLACKWELL,
+         peaks_tflops=dict(fp32=_p(104.8), tf32=_p(104.8, derived=True), fp16=_p(209.5, "fp32 accumulate (419 fp16 acc)"),
+                           bf16=_p(209.5, "fp32 accumulate"), fp8=_p(838, derived=True), int8=_p(838, unverified=True),
+                           fp4=_p(1676, "3352 sparse / 2"))),
+    # The host CPU has no datasheet here: kernels.device builds a host entry with peaks derived from
+    # the core count, clock and SIMD width, and `roofline calibrate` measures the real ones.
+    dict(key="cpu", family="cpu", aliases=("host", "host_cpu"), name="host CPU (peaks come from detection or calibration)",
+         arch="cpu", kind="cpu", source="none: measure with `python -m roofline calibrate`",
+         bandwidth_gbs=None, memory_gb=None, l2_mb=None, sm_count=None, gpu_clock_mhz=None, mem_clock_mhz=None,
+         native=("fp32",), peaks_tflops={}),
+]

@@ -1,0 +1,119 @@
+"""Hardware registry: dense peaks with sources, custom hardware, calibration beside the datasheet."""
+import json
+
+import pytest
+
+from roofline import REGISTRY, gemv, get_hardware, load_calibration, load_hardware_file, predict
+from roofline.hardware import Calibration, hardware_from_dict
+
+REQUIRED_KEYS = ["gb10", "jetson_orin_nano", "jetson_orin_nano_super", "jetson_agx_orin", "h100_sxm", "h100_pcie",
+                 "h200", "a100", "b200", "rtx4090", "rtx5090"]
+
+
+def test_registry_has_the_required_keys_and_aliases():
+    for key in REQUIRED_KEYS:
+        assert key in REGISTRY
+    assert get_hardware("b10").key == "gb10"
+    assert get_hardware("H100").key == "h100_sxm"
+
+
+@pytest.mark.parametrize("key", REQUIRED_KEYS)
+def test_every_number_carries_a_source(key):
+    hw = REGISTRY[key]
+    assert hw.bandwidth and hw.bandwidth.source and hw.memory
+    assert hw.peaks, "a datasheet entry without peaks"
+    for cls, spec in hw.peaks.items():
+        assert spec.value > 0 and spec.source, (key, cls)
+
+
+@pytest.mark.parametrize("key, cls, dense", [
+    ("h100_sxm", "fp16", 989.4),   # 1979 is the sparse figure
+    ("h100_sxm", "fp8", 1979),     # 3958 sparse
+    ("b200", "fp16", 2250),        # 4500 sparse
+    ("gb10", "fp4", 500),          # 1 PFLOP sparse
+    ("jetson_orin_nano", "int8", 20),
+])
+def test_dense_peaks_not_sparse_ones(key, cls, dense):
+    assert REGISTRY[key].peaks[cls].value == dense
+
+
+@pytest.mark.parametrize("key, gbs", [("gb10", 273), ("jetson_orin_nano", 68), ("jetson_orin_nano_super", 102),
+                                      ("h100_sxm", 3350), ("h200", 4800)])
+def test_bandwidths_match_the_reference(key, gbs):
+    assert REGISTRY[key].bandwidth.value == gbs
+
+
+def test_derived_and_unverified_numbers_say_so():
+    assert REGISTRY["gb10"].peaks["fp4"].derived
+    assert REGISTRY["gb10"].peaks["int8"].unverified
+    assert not REGISTRY["h100_sxm"].peaks["fp16"].derived
+
+
+def test_unknown_hardware_lists_the_known_keys():
+    with pytest.raises(ValueError) as e:
+        get_hardware("tpu9")
+    assert "'tpu9'" in str(e.value) and "gb10" in str(e.value) and "h100_sxm" in str(e.value)
+
+
+def test_custom_hardware_from_json(tmp_path):
+    path = tmp_path / "asic.json"
+    path.write_text(json.dumps({"key": "my_asic", "bandwidth_gbs": 100, "memory_gb": 16,
+                                "peaks_tflops": {"fp16": 50, "int8": 100}, "native": ["fp16", "int8"]}))
+    (hw,) = load_hardware_file(path)
+    assert get_hardware("my_asic") is hw and hw.peaks["fp16"].source == "user-defined"
+    p = predict(gemv(1000, 1000, "int8"), "my_asic")
+    assert p.t_memory_s == p.bytes / 100e9
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ({"key": "x", "bandwidth_gbs": -5}, "bandwidth_gbs"),
+    ({"key": "x", "bandwidth_gbs": "fast"}, "not a number"),
+    ({"key": "x", "native": ["fp9"]}, "unknown precision"),
+    ({"bandwidth_gbs": 5}, "'key'"),
+])
+def test_bad_custom_hardware_is_a_clear_error(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        hardware_from_dict(bad)
+
+
+def _profile(tmp_path, **over):
+    d = {"hardware": "gb10", "bandwidth_gbs": 230.0, "peaks_tflops": {"fp16": 50.0, "fp4": 350.0},
+         "timestamp": "2026-11-21T00:00:00Z", **over}
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(d))
+    return path
+
+
+def test_calibration_sits_beside_the_datasheet(tmp_path):
+    hw = get_hardware("gb10").with_calibration(load_calibration(_profile(tmp_path)))
+    assert hw.peak_tflops("fp16") == 62 and hw.peak_tflops("fp16", "calibrated") == 50.0
+    assert hw.bandwidth_gbs() == 273 and hw.bandwidth_gbs("calibrated") == 230.0
+    cal = predict(gemv(4096, 4096, "fp16"), hw, peaks="calibrated")
+    sheet = predict(gemv(4096, 4096, "fp16"), hw)
+    assert cal.peaks == "calibrated" and "cal.json" in cal.peak_source
+    assert sheet.peaks == "datasheet" and sheet.peak_source.startswith("datasheet")
+    assert cal.time_s == pytest.approx(sheet.time_s * 273 / 230)
+    assert get_hardware("gb10").calibration is None  # the registry entry is untouched
+
+
+def test_calibration_without_the_needed_class_says_what_was_measured(tmp_path):
+    hw = get_hardware("gb10").with_calibration(load_calibration(_profile(tmp_path)))
+    with pytest.raises(ValueError, match="no measured fp8 peak; measured: fp16, fp4"):
+        hw.peak_tflops("fp8", "calibrated")
+
+
+@pytest.mark.parametrize("over", [{"bandwidth_gbs": 0}, {"peaks_tflops": "fast"}, {"hardware": None,
+                                                                                   "bandwidth_gbs": None}])
+def test_malformed_calibration_is_a_clear_error(tmp_path, over):
+    with pytest.raises(ValueError, match="calibration profile"):
+        load_calibration(_profile(tmp_path, **over))
+
+
+def test_calibrated_peaks_without_a_profile_is_a_clear_error():
+    with pytest.raises(ValueError, match="no calibration loaded for gb10"):
+        predict(gemv(64, 64), "gb10", peaks="calibrated")
+
+
+def test_calibration_round_trips():
+    cal = Calibration("cpu", {"fp32": 1.5}, 20.0, {"L2": 100.0}, {"name": "x"}, {"torch": "2.13"}, "now")
+    assert Calibration.from_dict(cal.to_dict()) == cal
