@@ -13,7 +13,7 @@ import json
 import math
 import sys
 
-from . import (FORMATS, REGISTRY, apply_power_mode, attention, ffn, gemm, gemv, get_hardware, get_model_config,
+from . import (FORMATS, apply_power_mode, known_hardware, attention, ffn, gemm, gemv, get_hardware, get_model_config,
                load_calibration, load_hardware_file, model_step, predict, recommend_quantization, scale_clocks,
                sweep_table, transformer_layer)
 from .atomic import write_atomic
@@ -182,10 +182,10 @@ def cmd_hardware(args, out):
         out.write(f"  native: {', '.join(sorted(hw.native))}\n")
         return
     if args.json:
-        return json.dump([hw.to_dict() for hw in REGISTRY.values()], out, indent=2)
+        return json.dump([get_hardware(k).to_dict() for k in known_hardware()], out, indent=2)
     classes = ("fp32", "tf32", "fp16", "fp8", "int8", "int4", "fp4")
     out.write(f"{'key':<24}{'arch':<8}{'GB/s':>8}{'GB':>6}" + "".join(f"{c:>9}" for c in classes) + "\n")
-    for hw in REGISTRY.values():
+    for hw in map(get_hardware, known_hardware()):
         def cell(spec):
             if spec is None:
                 return f"{'-':>9}"

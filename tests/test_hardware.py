@@ -55,7 +55,7 @@ def test_unknown_hardware_lists_the_known_keys():
     assert "'tpu9'" in str(e.value) and "gb10" in str(e.value) and "h100_sxm" in str(e.value)
 
 
-def test_custom_hardware_from_json(tmp_path):
+def test_custom_hardware_from_json(tmp_path, isolated_registry):
     path = tmp_path / "asic.json"
     path.write_text(json.dumps({"key": "my_asic", "bandwidth_gbs": 100, "memory_gb": 16,
                                 "peaks_tflops": {"fp16": 50, "int8": 100}, "native": ["fp16", "int8"]}))

@@ -1,0 +1,159 @@
+"""The CLI: answers, --json shapes, and one-line errors with exit 2 for every bad input."""
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from roofline.cli import main
+
+
+def run(*argv):
+    out = io.StringIO()
+    rc = main(list(argv), out=out)
+    return rc, out.getvalue()
+
+
+def test_predict_json_has_the_documented_keys():
+    rc, text = run("predict", "gemv", "--hardware", "b10", "--n", "4096", "--k", "4096", "--precision", "fp16",
+                   "--json")
+    d = json.loads(text)
+    assert rc == 0
+    assert {"flops", "bytes", "ai", "time_s", "t_memory_s", "t_compute_s", "bound", "critical_ai", "precision",
+            "hardware"} <= set(d)
+    assert d["hardware"] == "gb10" and d["bound"] == "memory" and d["time_s"] == pytest.approx(123e-6, rel=2e-3)
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "gemm", "--m", "8192", "--n", "8192", "--k", "8192", "--precision", "bf16", "--hardware", "h100"],
+    ["predict", "attention", "--batch", "4", "--heads", "32", "--kv-heads", "8", "--seq-kv", "4096",
+     "--kv-precision", "fp8_e4m3", "--act-precision", "bf16"],
+    ["predict", "attention", "--phase", "prefill", "--seq-kv", "2048"],
+    ["predict", "ffn", "--m", "16"],
+    ["predict", "layer", "--model", "llama3-8b", "--phase", "prefill", "--seq-len", "512"],
+    ["predict", "model", "--model", "70b", "--precision", "nvfp4", "--hardware", "b10"],
+    ["predict", "model", "--model", "llama3-8b", "--hidden-size", "2048", "--layers", "2", "--weight-precision",
+     "int4_g128", "--act-precision", "fp16"],
+    ["predict", "gemv", "--hardware", "jetson_orin_nano", "--power-mode", "7W", "--precision", "int8"],
+    ["predict", "gemv", "--hardware", "gb10", "--gpu-clock-mhz", "1200", "--launch-overhead-us", "4"],
+])
+def test_predict_variants_answer_in_text_and_json(argv):
+    rc, text = run(*argv)
+    assert rc == 0 and "bound" in text
+    rc, text = run(*argv, "--json")
+    d = json.loads(text)
+    assert rc == 0 and d["time_s"] > 0 and d["bound"] in ("memory", "compute")
+
+
+def test_model_json_breaks_down_per_op():
+    rc, text = run("predict", "model", "--model", "llama3-8b", "--json")
+    d = json.loads(text)
+    names = [p["name"] for p in d["parts"]]
+    assert names == ["embedding", "layers", "final_norm", "lm_head"]
+    assert d["parts"][1]["repeat"] == 32 and d["kernels"] == 291
+
+
+def test_formats_json():
+    rc, text = run("formats", "--json")
+    rows = {r["name"]: r for r in json.loads(text)}
+    assert rows["nvfp4"]["bits_per_element"] == 4.5 and rows["mxfp4"]["bits_per_element"] == 4.25
+
+
+def test_hardware_table_and_detail():
+    rc, text = run("hardware")
+    assert rc == 0 and "gb10" in text and "989.4" in text
+    rc, text = run("hardware", "b10")
+    assert "273" in text and "huggingface.js" in text
+    rc, text = run("hardware", "--json")
+    assert {h["key"] for h in json.loads(text)} >= {"gb10", "h100_sxm", "jetson_orin_nano"}
+
+
+def test_recommend_json():
+    rc, text = run("recommend", "--hardware", "gb10", "--m", "1", "--n", "4096", "--k", "4096", "--phase",
+                   "decode", "--json")
+    d = json.loads(text)
+    assert {"precision", "method", "reason", "predicted_speedup"} <= set(d)
+    assert d["predicted_speedup"] > 3
+
+
+def test_sweep_csv_to_a_file(tmp_path):
+    path = tmp_path / "sweep.csv"
+    rc, text = run("sweep", "--hardware", "gb10,h100", "--precisions", "fp16,nvfp4", "--shapes",
+                   "1x4096x4096,4096x4096x4096", "--format", "csv", "--output", str(path))
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert rc == 0 and len(rows) == 8
+    h100_nvfp4 = [r for r in rows if r["hardware"] == "h100_sxm" and r["precision"] == "nvfp4"]
+    assert all(r["status"].startswith("unsupported") for r in h100_nvfp4)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_custom_hardware_file_and_calibration(tmp_path, isolated_registry):
+    hw = tmp_path / "hw.json"
+    hw.write_text(json.dumps({"key": "edge_asic", "bandwidth_gbs": 50, "peaks_tflops": {"int8": 10},
+                              "native": ["int8"]}))
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps({"hardware": "edge_asic", "bandwidth_gbs": 40, "peaks_tflops": {"int8": 8}}))
+    rc, text = run("predict", "gemv", "--hardware-file", str(hw), "--hardware", "edge_asic", "--precision", "int8",
+                   "--calibration", str(cal), "--json")
+    d = json.loads(text)
+    assert rc == 0 and d["peaks"] == "calibrated" and d["bandwidth_gbs"] == 40
+
+
+BAD = [
+    ["predict", "gemv", "--n", "0"],
+    ["predict", "gemv", "--n", "-4"],
+    ["predict", "gemv", "--n", "nan"],
+    ["predict", "gemv", "--k", "1e3"],
+    ["predict", "gemv", "--n", "99999999999"],
+    ["predict", "gemm", "--precision", "fp9"],
+    ["predict", "gemm", "--weight-precision", "int3", "--act-precision", "fp16"],
+    ["predict", "gemv", "--hardware", "tpu"],
+    ["predict", "gemm", "--precision", "nvfp4", "--hardware", "h100"],
+    ["predict", "attention", "--seq-q", "10", "--seq-kv", "5", "--phase", "prefill"],
+    ["predict", "attention", "--heads", "32", "--kv-heads", "5"],
+    ["predict", "model", "--model", "gpt5"],
+    ["predict", "gemm", "--peaks", "calibrated"],
+    ["predict", "gemm", "--calibration", "/nonexistent/cal.json"],
+    ["predict", "gemm", "--hardware-file", "/nonexistent/hw.json"],
+    ["predict", "gemv", "--hardware", "h100", "--power-mode", "7W"],
+    ["predict", "gemv", "--gpu-clock-mhz", "inf"],
+    ["predict", "conv"],
+    ["recommend", "--memory-limit-gb", "-1"],
+    ["recommend", "--phase", "train"],
+    ["recommend", "--baseline", "int8"],
+    ["recommend", "--n", "65536", "--k", "65536", "--memory-limit-gb", "0.001"],
+    ["sweep", "--shapes", "1x2"],
+    ["sweep", "--shapes", "0x4x4"],
+    ["sweep", "--precisions", "fp9"],
+    ["hardware", "tpu"],
+    ["frobnicate"],
+    [],
+]
+
+
+@pytest.mark.parametrize("argv", BAD, ids=lambda a: " ".join(a) or "no-args")
+def test_bad_input_is_one_line_on_stderr_and_exit_2(argv, capsys):
+    out = io.StringIO()
+    rc = main(argv, out=out)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert out.getvalue() == "", "no number may be printed for bad input"
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "error" in err
+
+
+def test_module_entry_point_and_exit_code():
+    ok = subprocess.run([sys.executable, "-m", "roofline", "predict", "gemv", "--json"], capture_output=True,
+                        text=True)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["bound"] == "memory"
+    bad = subprocess.run([sys.executable, "-m", "roofline", "predict", "gemv", "--n", "0"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and bad.stdout == "" and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_theory_never_imports_torch():
+    code = "import sys, roofline, roofline.cli; from roofline.cli import main; import io; " \
+           "main(['predict', 'model'], out=io.StringIO()); print('torch' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.stdout.strip() == "False", res.stderr

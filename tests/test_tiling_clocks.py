@@ -1,0 +1,73 @@
+"""Tiling traffic model and clock / power-mode scaling."""
+import pytest
+
+from roofline import apply_power_mode, best_tiling, gemm, get_hardware, predict, scale_clocks, tiled_gemm_traffic
+
+
+def test_tiles_covering_the_problem_give_the_compulsory_bytes():
+    t = tiled_gemm_traffic(512, 1024, 256, 512, 1024, precision="fp16")
+    assert t.dram_bytes == gemm(512, 1024, 256, "fp16").bytes and t.excess == 1.0
+
+
+def test_rereads_by_hand():
+    # 1024x1024x1024 fp16, 128x256 tiles: A read 1024/256 = 4 times, B 1024/128 = 8 times
+    t = tiled_gemm_traffic(1024, 1024, 1024, 128, 256, precision="fp16")
+    mb = 1024 * 1024 * 2
+    assert (t.a_reads, t.b_reads) == (4, 8)
+    assert t.dram_bytes == 4 * mb + 8 * mb + mb
+    assert t.ai == pytest.approx(2 * 1024**3 / (13 * mb))
+
+
+def test_traffic_shrinks_toward_compulsory_as_tiles_grow():
+    sizes = [16, 32, 64, 128, 256, 512, 1024, 2048]
+    traffic = [tiled_gemm_traffic(2048, 2048, 2048, s, s, precision="bf16").dram_bytes for s in sizes]
+    assert traffic == sorted(traffic, reverse=True)
+    assert traffic[-1] == gemm(2048, 2048, 2048, "bf16").bytes
+
+
+def test_partial_tiles_round_up():
+    t = tiled_gemm_traffic(100, 100, 64, 64, 64, precision="fp16")
+    assert (t.a_reads, t.b_reads) == (2, 2)
+
+
+def test_capacity_limits_the_tile():
+    with pytest.raises(ValueError, match="on chip"):
+        tiled_gemm_traffic(4096, 4096, 4096, 1024, 1024, precision="fp16", onchip_bytes=228 * 1024)
+    best = best_tiling(4096, 4096, 4096, 228 * 1024, precision="fp16")
+    assert best.tile_working_set_bytes <= 228 * 1024 and best.excess > 1
+
+
+def test_clock_scaling():
+    hw = scale_clocks("jetson_orin_nano_super", gpu_clock_mhz=510, mem_clock_mhz=2133)
+    base = get_hardware("jetson_orin_nano_super")
+    assert hw.peaks["fp16"].value == pytest.approx(base.peaks["fp16"].value / 2)
+    assert hw.bandwidth.value == pytest.approx(102 * 2133 / 3199)
+    assert hw.peaks["fp16"].derived and "scaled" in hw.peaks["fp16"].note
+    assert base.peaks["fp16"].value == 16.7  # registry untouched
+
+
+def test_power_modes():
+    nano_7w = apply_power_mode("jetson_orin_nano", "7W")
+    assert nano_7w.peaks["fp16"].value == pytest.approx(10.2 * 408 / 625 * 4 / 8)
+    assert nano_7w.sm_count == 4 and nano_7w.family == "jetson"
+    super15 = apply_power_mode("jetson_orin_nano_super", "15w")
+    assert super15.bandwidth.value == pytest.approx(68, rel=0.01)
+    assert apply_power_mode("jetson_agx_orin", 2).peaks["fp16"].value == pytest.approx(42.6 * 612 / 1300.5 * 8 / 16)
+    slower = predict(gemv_cost(), super15).time_s / predict(gemv_cost(), "jetson_orin_nano_super").time_s
+    assert slower == pytest.approx(3199 / 2133, rel=1e-6)
+
+
+def gemv_cost():
+    return gemm(1, 4096, 4096, "fp16")
+
+
+@pytest.mark.parametrize("call, msg", [
+    (lambda: apply_power_mode("h100", "MAXN"), "no power modes known for h100_sxm"),
+    (lambda: apply_power_mode("jetson_orin_nano", "99W"), "unknown power mode '99W'"),
+    (lambda: scale_clocks("h100", gpu_clock_mhz=1000), "no nominal gpu_clock_mhz"),
+    (lambda: scale_clocks("gb10", gpu_clock_mhz=-1), "positive"),
+    (lambda: scale_clocks("jetson_orin_nano", active_sms=99), "exceeds"),
+])
+def test_bad_scaling_input(call, msg):
+    with pytest.raises(ValueError, match=msg):
+        call()
