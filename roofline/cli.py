@@ -63,7 +63,8 @@ def fmt_time(seconds: float) -> str:
 
 def add_hardware_options(p, default="gb10"):
     g = p.add_argument_group("hardware")
-    g.add_argument("--hardware", default=default, help=f"registry key or alias (default {default})")
+    g.add_argument("--hardware", default=default,
+                   help=f"registry key or alias (default: {default or 'the detected device'})")
     g.add_argument("--hardware-file", help="JSON file defining custom hardware (registered before lookup)")
     g.add_argument("--calibration", help="calibration profile (JSON) to load beside the datasheet peaks")
     g.add_argument("--peaks", choices=("datasheet", "calibrated"), default=None,
@@ -127,8 +128,12 @@ def build_cost(args):
     return build(cfg, args.phase, args.batch, args.seq_kv, weight=args.weight_precision, kv=args.kv_precision, **f)
 
 
-def add_op_arguments(p):
-    p.add_argument("op", choices=("gemv", "gemm", "attention", "ffn", "layer", "model"))
+PREDICT_OPS = ("gemv", "gemm", "attention", "ffn", "layer", "model")
+MEASURE_OPS = ("gemv", "gemm", "attention")
+
+
+def add_op_arguments(p, ops=PREDICT_OPS):
+    p.add_argument("op", choices=ops)
     g = p.add_argument_group("shape")
     g.add_argument("--m", type=positive_int, default=1, help="rows of activations / tokens (GEMM, FFN)")
     g.add_argument("--n", type=positive_int, default=4096, help="output features")
@@ -284,6 +289,76 @@ def cmd_sweep(args, out):
         out.write(text)
 
 
+def _progress(line: str) -> None:
+    print(f"[roofline] {line}", file=sys.stderr, flush=True)
+
+
+def _measure_context(args):
+    """(device info, hardware entry with calibration if any, peaks) for measure."""
+    from kernels.calibrate import load_or_calibrate
+    from kernels.device import detect
+    from kernels.measure import hardware_for
+    info = detect(args.hardware)
+    cal = load_calibration(args.calibration) if args.calibration else None
+    hw = hardware_for(info, cal)
+    needs_cal = args.peaks == "calibrated" or hw.bandwidth is None
+    if cal is None and needs_cal and args.peaks != "datasheet":
+        cal = load_or_calibrate(info, quick=True, progress=_progress)
+        hw = hardware_for(info, cal)
+    peaks = args.peaks or ("calibrated" if cal is not None else "datasheet")
+    return info, hw, peaks
+
+
+def cmd_measure(args, out):
+    from kernels.measure import measure_kernel
+    from kernels.ops import make_attention, make_gemm, make_gemv
+    info, hw, peaks = _measure_context(args)
+    f = formats_kwargs(args, precision_default="fp32")
+    f.pop("out")
+    if args.op == "gemv":
+        kernel = make_gemv(args.n, args.k, device=info.torch_device, **f)
+    elif args.op == "gemm":
+        kernel = make_gemm(args.m, args.n, args.k, device=info.torch_device, **f)
+    else:
+        seq_q = args.seq_q or (1 if args.phase == "decode" else args.seq_kv)
+        kernel = make_attention(args.batch, args.heads, args.kv_heads or args.heads, seq_q, args.seq_kv,
+                                args.head_dim, f["precision"] or f["act"] or "fp32", kv=args.kv_precision,
+                                device=info.torch_device)
+    _progress(f"measuring {kernel.op} {kernel.precision} on {info.name} ({args.mode})")
+    m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms)
+    if args.json:
+        return json.dump(m.to_dict(), out, indent=2, default=str)
+    t = m.timing
+    out.write(f"{m.op} {m.precision} {m.shape} on {m.hardware} ({m.device_name}), {t.mode}; {m.path}\n"
+              f"  measured   median {fmt_time(t.median_s)} (p20 {fmt_time(t.p20_s)}, p80 {fmt_time(t.p80_s)}; "
+              f"n={t.count}, rel IQR {t.rel_iqr:.1%}{'' if t.converged else ', spread not settled'})\n")
+    if m.predicted_time_s is not None:
+        out.write(f"  predicted  {fmt_time(m.predicted_time_s)} against {peaks} peaks; {m.prediction_note}\n"
+                  f"  efficiency {m.efficiency:.1%}" + ("  <-- BEATS THE ROOF: a bug to explain" if m.beats_roof else "")
+                  + "\n")
+    out.write(f"  achieved   {m.achieved_gbs:.4g} GB/s, {m.achieved_tflops:.4g} TFLOP/s\n"
+              f"  contention {', '.join(m.contention) or 'none seen'}\n")
+
+
+def cmd_calibrate(args, out):
+    from kernels.calibrate import load_or_calibrate, save
+    from kernels.device import detect
+    info = detect(args.hardware)
+    cal = load_or_calibrate(info, args.cache_dir, quick=args.quick, refresh=args.refresh, progress=_progress)
+    if args.output:
+        save(cal, args.output)
+        _progress(f"profile written to {args.output}")
+    if args.json:
+        return json.dump(cal.to_dict(), out, indent=2, default=str)
+    out.write(f"calibration for {cal.hardware} ({info.name}), {cal.timestamp}; profile: {cal.path}\n"
+              f"  DRAM bandwidth {cal.bandwidth_gbs:.4g} GB/s; caches: "
+              + ", ".join(f"{k} {v:.4g}" for k, v in cal.cache_bandwidth_gbs.items()) + " GB/s\n")
+    for cls, v in cal.peaks_tflops.items():
+        out.write(f"  {cls:<6} {v:.4g} TFLOP/s\n")
+    for prec, why in cal.details.get("skipped", {}).items():
+        out.write(f"  {prec:<6} skipped: {why}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="roofline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -326,6 +401,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write here (atomically) instead of stdout")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("measure", help="measure an operator on this device, next to its prediction")
+    add_op_arguments(p, MEASURE_OPS)
+    add_precision_options(p)
+    add_hardware_options(p, default=None)
+    p.add_argument("--mode", choices=("cold", "hot"), default="cold")
+    p.add_argument("--warmup-ms", type=positive_float, default=25.0)
+    p.add_argument("--rep-ms", type=positive_float, default=100.0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_measure)
+
+    p = sub.add_parser("calibrate", help="measure this device's bandwidth and per-precision peaks; save the profile")
+    p.add_argument("--hardware", default=None, help="registry key to file the profile under (default: detected)")
+    p.add_argument("--quick", action="store_true", help="smaller sweeps (seconds instead of a minute)")
+    p.add_argument("--refresh", action="store_true", help="measure again even if a cached profile exists")
+    p.add_argument("--cache-dir", help="where profiles are cached (default ~/.cache/roofline)")
+    p.add_argument("--output", help="also write the profile here (atomically)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_calibrate)
     return parser
 
 
@@ -342,5 +436,10 @@ def main(argv=None, out=None) -> int:
         return EXIT_USAGE
     except ValueError as e:  # bad values caught by the theory: names the value and what is allowed
         print(f"roofline: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:
+        if type(e).__name__ != "UnsupportedKernel":  # kernels' catchable error, without importing kernels
+            raise
+        print(f"roofline: unsupported: {e}", file=sys.stderr)
         return EXIT_USAGE
     return 0

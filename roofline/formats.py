@@ -55,6 +55,8 @@ FORMATS: dict[str, Format] = {
                aliases=("e4m3", "fp8", "float8_e4m3fn", "float8_e4m3")),
         Format("fp8_e5m2", 8, "float", "fp8", "OCP FP8 E5M2 (per-tensor scale ignored)", _REF,
                aliases=("e5m2", "float8_e5m2")),
+        Format("int32", 32, "int", None, "32-bit integer: the accumulator output of INT8 matmuls "
+               "(torch._int_mm)", _REF, aliases=("i32",)),
         Format("int8", 8, "int", "int8", "8-bit integer (per-channel scale ignored)", _REF,
                aliases=("i8", "w8a8")),
         Format("int4", 4, "int", "int4", "plain packed 4-bit integer, no scales", _REF,

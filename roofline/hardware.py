@@ -45,6 +45,7 @@ class Calibration:
     versions: dict = field(default_factory=dict)
     timestamp: str = ""
     path: str = ""
+    details: dict = field(default_factory=dict)  # raw sweeps, skipped precisions, settings
 
     @classmethod
     def from_dict(cls, d: dict, path: str = "") -> "Calibration":
@@ -61,7 +62,7 @@ class Calibration:
         return cls(hardware=hw, peaks_tflops=peaks, bandwidth_gbs=bw,
                    cache_bandwidth_gbs={str(k): float(v) for k, v in d.get("cache_bandwidth_gbs", {}).items()},
                    device=dict(d.get("device", {})), versions=dict(d.get("versions", {})),
-                   timestamp=str(d.get("timestamp", "")), path=path)
+                   timestamp=str(d.get("timestamp", "")), path=path, details=dict(d.get("details", {})))
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -45,4 +45,4 @@ def test_unknown_format_lists_the_known_names(bad):
 
 def test_storage_only_formats_have_no_math_of_their_own():
     assert {f.name for f in FORMATS.values() if f.compute_class is None} == \
-           {"nf4", "nf4_dq", "int4_g128", "int4_tinygemm"}
+           {"nf4", "nf4_dq", "int4_g128", "int4_tinygemm", "int32"}

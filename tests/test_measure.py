@@ -1,0 +1,74 @@
+"""Measurements travel with their context, and the CLI's measure/calibrate commands."""
+import io
+import json
+
+import pytest
+
+from kernels.measure import measure_kernel, predict_kernel
+from kernels.ops import make_gemv
+from roofline.cli import main
+
+pytestmark = pytest.mark.cpu
+
+
+def test_a_measurement_carries_its_prediction_and_context(device_info, hardware_entry):
+    k = make_gemv(2048, 2048, "fp32")
+    m = measure_kernel(k, device_info, hardware_entry, "cold", "calibrated", rep_ms=50)
+    d = m.to_dict()
+    assert d["prediction"]["bound"] == "memory" and d["peaks"] == "calibrated"
+    assert m.efficiency == pytest.approx(m.predicted_time_s / m.timing.median_s)
+    assert m.achieved_gbs == pytest.approx(k.cost.bytes / m.timing.median_s / 1e9)
+    assert d["mode"] == "cold" and d["timing"]["flush_bytes"] >= device_info.cpu.llc_bytes
+    assert "cpu" in d["telemetry"] and isinstance(d["contention"], list)
+
+
+def test_an_emulated_kernel_is_held_against_the_memory_roof_only(hardware_entry):
+    k = make_gemv(256, 256, "fp8_e4m3")
+    t, pred, note = predict_kernel(k, hardware_entry, "calibrated")
+    assert pred is None and "memory roof only" in note and t == k.cost.bytes / (hardware_entry.bandwidth_gbs(
+        "calibrated") * 1e9)
+
+
+def run(*argv):
+    out = io.StringIO()
+    return main(list(argv), out=out), out.getvalue()
+
+
+def test_cli_measure_json(calibration):
+    rc, text = run("measure", "gemv", "--n", "1024", "--k", "1024", "--precision", "bf16", "--rep-ms", "30",
+                   "--calibration", calibration.path, "--json")
+    d = json.loads(text)
+    assert rc == 0
+    for key in ("median_s", "p20_s", "p80_s", "count", "achieved_gbs", "achieved_tflops", "predicted_time_s",
+                "efficiency"):
+        assert d[key] is not None, key
+    assert d["p20_s"] <= d["median_s"] <= d["p80_s"]
+
+
+def test_cli_measure_text_and_attention(calibration):
+    rc, text = run("measure", "attention", "--heads", "8", "--kv-heads", "2", "--seq-kv", "512", "--head-dim", "64",
+                   "--precision", "fp32", "--mode", "hot", "--rep-ms", "20", "--calibration", calibration.path)
+    assert rc == 0 and "efficiency" in text and "hot" in text
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["measure", "gemv", "--precision", "nvfp4"], "no nvfp4 kernel on cpu"),
+    (["measure", "gemv", "--precision", "int4"], "int4_tinygemm"),
+    (["measure", "model"], "invalid choice"),
+    (["measure", "gemv", "--mode", "warm"], "invalid choice"),
+    (["measure", "gemv", "--n", "0"], ">= 1"),
+])
+def test_cli_measure_bad_input(argv, needle, capsys, calibration):
+    rc, text = run(*argv, "--calibration", calibration.path)
+    err = capsys.readouterr().err
+    assert rc == 2 and text == "" and needle in err
+    assert len([line for line in err.splitlines() if not line.startswith("[roofline]")]) == 1
+
+
+def test_cli_calibrate_reads_the_cache(tmp_path, device_info, calibration):
+    from kernels.calibrate import profile_path
+    profile_path(device_info, tmp_path).write_text(json.dumps(calibration.to_dict()))
+    out_file = tmp_path / "copy.json"
+    rc, text = run("calibrate", "--quick", "--cache-dir", str(tmp_path), "--output", str(out_file), "--json")
+    assert rc == 0 and json.loads(text)["bandwidth_gbs"] == calibration.bandwidth_gbs
+    assert json.loads(out_file.read_text())["peaks_tflops"] == calibration.peaks_tflops
