@@ -12,6 +12,8 @@
 import os
 
 import pytest
+
+pytest_plugins = ["tests.validation.report"]
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("dev", max_examples=100)
@@ -25,6 +27,7 @@ def pytest_addoption(parser):
     group.addoption("--hardware", default=None,
                     help="registry key of the device under test (default: detected); e.g. b10, jetson_orin_nano")
     group.addoption("--recalibrate", action="store_true", help="measure the calibration profile again")
+    group.addoption("--run-slow", action="store_true", help="run cases marked slow (skipped by default)")
 
 
 _DEVICE = {}
@@ -49,6 +52,8 @@ def pytest_report_header(config):
 
 
 def pytest_runtest_setup(item):
+    if item.get_closest_marker("slow") and not item.config.getoption("--run-slow"):
+        pytest.skip("slow: heavy on this hardware; run with --run-slow")
     required = [m.args[0] for m in item.iter_markers("measure")]
     needs_gpu = item.get_closest_marker("gpu") is not None
     if not required and not needs_gpu:

@@ -64,7 +64,7 @@ def _check(mode, warmup_ms, rep_ms, min_reps):
 
 def bench(fn, *, device: str = "cpu", mode: str = "cold", warmup_ms: float = 25.0, rep_ms: float = 100.0,
           flush_bytes: int = 64 * 2**20, min_reps: int = 10, max_reps: int = 100_000,
-          rel_iqr_target: float = 0.05, cuda_graph: bool = False) -> Timing:
+          rel_iqr_target: float = 0.02, cuda_graph: bool = False) -> Timing:
     """Time ``fn()`` (which must do the whole kernel; its result is discarded)."""
     _check(mode, warmup_ms, rep_ms, min_reps)
     if device == "cpu":

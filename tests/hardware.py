@@ -1,11 +1,15 @@
 """The selector marker and its skip condition in one helper (vLLM's `tests/utils.py` style)."""
 import pytest
 
-from roofline import get_hardware
+from roofline.hardware import get_hardware, hardware_families
+
+
+def family_of(key_or_family: str) -> str:
+    return key_or_family if key_or_family in hardware_families() else get_hardware(key_or_family).family
 
 
 def on_hardware(key_or_family: str):
     """Marks for a case that measures on this hardware: the family's selector marker (`pytest -m b10`)
     plus `measure(family)`, which the root conftest turns into a skip with a reason elsewhere."""
-    family = get_hardware(key_or_family).family if key_or_family != "cpu" else "cpu"
+    family = family_of(key_or_family)
     return [getattr(pytest.mark, family), pytest.mark.measure(family)]

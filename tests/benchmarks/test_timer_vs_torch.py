@@ -3,6 +3,7 @@
 Medians must agree (same kernel, same run, hot caches: torch's Timer does not flush); wall time is
 recorded next to them. Run: `pytest tests/benchmarks -s` to see the ratio and both wall times.
 """
+import statistics
 import time
 
 import pytest
@@ -16,21 +17,32 @@ def test_median_agrees_with_torch_utils_benchmark(benchmark):
     import torch
     import torch.utils.benchmark as tb
 
-    W, x = torch.randn(2048, 2048), torch.randn(1, 2048)
+    # A cache-resident compute-bound GEMM: memory contention from other tenants cannot move it, so
+    # what is compared is the timers, not the host (a 16 MB GEMV wobbled +-8% between runs here).
+    A = torch.randn(512, 512)
 
     def kernel():
-        return torch.nn.functional.linear(x, W)
+        return A @ A
 
-    ours = benchmark.pedantic(lambda: bench(kernel, mode="hot", warmup_ms=25, rep_ms=100), rounds=3, iterations=1)
-    t0 = time.perf_counter()
-    ref = tb.Timer("kernel()", globals={"kernel": kernel}).blocked_autorange(min_run_time=0.5)
-    torch_wall = time.perf_counter() - t0
-    ratio = ours.median_s / ref.median
-    benchmark.extra_info.update({"ours_median_s": ours.median_s, "torch_median_s": ref.median, "ratio": ratio,
-                                 "ours_wall_s": ours.wall_s, "torch_wall_s": torch_wall})
+    threads = torch.get_num_threads()  # torch's Timer defaults to ONE thread: that alone made it 2x slower
+
+    # Alternate the two timers so drift of this shared host (seen: 12% within a second) hits both.
+    ours_runs, torch_runs, torch_walls = [], [], []
+    for _ in range(3):
+        ours_runs.append(bench(kernel, mode="hot", warmup_ms=25, rep_ms=100))
+        t0 = time.perf_counter()
+        torch_runs.append(tb.Timer("kernel()", globals={"kernel": kernel}, num_threads=threads).blocked_autorange(
+            min_run_time=0.2))
+        torch_walls.append(time.perf_counter() - t0)
+    benchmark.pedantic(lambda: bench(kernel, mode="hot", warmup_ms=25, rep_ms=100), rounds=1, iterations=1)
+    ours_median = statistics.median(t.median_s for t in ours_runs)
+    torch_median = statistics.median(m.median for m in torch_runs)
+    ours_wall, torch_wall = statistics.median(t.wall_s for t in ours_runs), statistics.median(torch_walls)
+    ratio = ours_median / torch_median
+    benchmark.extra_info.update({"ours_median_s": ours_median, "torch_median_s": torch_median, "ratio": ratio,
+                                 "ours_wall_s": ours_wall, "torch_wall_s": torch_wall})
     print(f"\ntimer vs torch.utils.benchmark: median ratio {ratio:.3f} "
-          f"(ours {ours.median_s * 1e6:.1f} us in {ours.wall_s:.2f} s wall, "
-          f"torch {ref.median * 1e6:.1f} us in {torch_wall:.2f} s wall)")
-    # torch's Timer reports the mean of blocks of calls; ours the median of single calls. On a
-    # shared 2-core host 10% is the honest agreement band for two timers run one after the other.
-    assert 0.9 < ratio < 1.1
+          f"(ours {ours_median * 1e6:.1f} us in {ours_wall:.2f} s wall, "
+          f"torch {torch_median * 1e6:.1f} us in {torch_wall:.2f} s wall; medians of 3 alternated runs)")
+    # torch's Timer reports the median of block means; ours the median of single calls (seen: 0.96-1.00)
+    assert 0.95 < ratio < 1.05

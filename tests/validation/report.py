@@ -1,0 +1,221 @@
+"""pytest plugin: report extras, environment table, timing-history machine info, JSON/CSV exports.
+
+- A case fills its ``roofline_record`` (a dict); one ``pytest_runtest_makereport`` hookwrapper turns
+  it into pytest-html extras: the predicted-vs-measured table and a roofline plot (base64 PNG, so
+  ``--self-contained-html`` holds).
+- ``pytest_metadata`` fills the report's environment table (device, clocks, power mode, driver,
+  versions); the calibration used is added when the session ends.
+- ``pytest_html_results_summary`` adds one roofline plot of the whole session.
+- Every record is exported as JSON and CSV in the report dir, written atomically.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import html
+import io
+from pathlib import Path
+
+import pytest
+
+from roofline.atomic import write_atomic, write_json_atomic
+from roofline.plot import CLASS_COLOURS, Point, Roof, colour_for, roofline_png
+
+RECORD_KEY = pytest.StashKey[dict]()
+SESSION_KEY = pytest.StashKey[dict]()
+CSV_FIELDS = ["id", "outcome", "hardware", "device", "op", "shape", "precision", "path", "emulated", "mode",
+              "median_s", "p20_s", "p80_s", "count", "rel_iqr", "flops", "bytes", "ai", "bound",
+              "predicted_time_s", "efficiency", "predicted_datasheet_s", "efficiency_datasheet", "achieved_gbs",
+              "achieved_tflops", "floor", "roof_checked", "contention", "note"]
+
+
+def pytest_addoption(parser):
+    parser.getgroup("roofline").addoption("--roofline-report-dir", default="reports",
+                                          help="where measurements.json/.csv go (default reports/)")
+
+
+def pytest_configure(config):
+    config.stash[SESSION_KEY] = {"records": [], "calibration": None}
+
+
+@pytest.fixture
+def roofline_record(request):
+    """A dict the case fills; it becomes the case's report extras and a row of the session export."""
+    rec: dict = {}
+    request.node.stash[RECORD_KEY] = rec
+    return rec
+
+
+def note_calibration(config, cal) -> None:
+    config.stash[SESSION_KEY]["calibration"] = cal
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    rec = item.stash.get(RECORD_KEY, None)
+    if not rec or report.when != "call":
+        return
+    rec.update(id=item.nodeid, outcome=report.outcome)
+    item.config.stash[SESSION_KEY]["records"].append(rec)
+    try:
+        from pytest_html import extras
+    except ImportError:
+        return
+    report.extras = getattr(report, "extras", []) + [extras.html(_table(rec))]
+    png = _case_plot(rec)
+    if png:
+        report.extras.append(extras.png(base64.b64encode(png).decode(), name="roofline"))
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _table(rec: dict) -> str:
+    rows = [("measured median", rec.get("median_s"), "s"), ("p20 / p80", f"{_fmt(rec.get('p20_s'))} / "
+                                                                       f"{_fmt(rec.get('p80_s'))}", "s"),
+            ("predicted (calibrated)", rec.get("predicted_time_s"), "s"),
+            ("predicted (datasheet)", rec.get("predicted_datasheet_s"), "s"),
+            ("efficiency vs calibrated", rec.get("efficiency"), ""),
+            ("efficiency vs datasheet", rec.get("efficiency_datasheet"), ""),
+            ("floor", rec.get("floor"), rec.get("floor_source", "")),
+            ("achieved", f"{_fmt(rec.get('achieved_gbs'))} GB/s, {_fmt(rec.get('achieved_tflops'))} TFLOP/s", ""),
+            ("bytes / flops / AI", f"{_fmt(rec.get('bytes'))} / {_fmt(rec.get('flops'))} / {_fmt(rec.get('ai'))}", ""),
+            ("bound", rec.get("bound"), ""), ("path", rec.get("path"), "emulated" if rec.get("emulated") else ""),
+            ("mode / count / rel IQR", f"{rec.get('mode')} / {rec.get('count')} / {_fmt(rec.get('rel_iqr'))}", ""),
+            ("contention", ", ".join(rec.get("contention") or []) or "none seen", ""),
+            ("note", rec.get("note", ""), "")]
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v) if v is not None else '-'}</td>"
+                   f"<td>{html.escape(str(u))}</td></tr>" for k, v, u in rows)
+    return f'<table class="roofline"><tbody>{body}</tbody></table>'
+
+
+def _roofs(rec: dict) -> list[Roof]:
+    cls = rec.get("compute_class") or "fp32"
+    colour = CLASS_COLOURS.get(cls, "#111827")
+    roofs = []
+    if rec.get("datasheet_peak_tflops") and rec.get("datasheet_bandwidth_gbs"):
+        roofs.append(Roof(f"{rec['hardware']} {cls} datasheet", rec["datasheet_peak_tflops"],
+                          rec["datasheet_bandwidth_gbs"], colour))
+    if rec.get("calibrated_peak_tflops") and rec.get("calibrated_bandwidth_gbs"):
+        roofs.append(Roof(f"{cls} calibrated", rec["calibrated_peak_tflops"], rec["calibrated_bandwidth_gbs"],
+                          colour, calibrated=True))
+    return roofs
+
+
+def _case_plot(rec: dict) -> bytes | None:
+    if not rec.get("median_s") or not rec.get("ai"):
+        return None
+    colour = colour_for(rec["precision"])
+    points = [Point(f"{rec['precision']} measured", rec["ai"], rec["achieved_tflops"], colour)]
+    if rec.get("predicted_time_s"):
+        points.append(Point("prediction", rec["ai"], rec["flops"] / rec["predicted_time_s"] / 1e12, colour,
+                            measured=False))
+    return roofline_png(_roofs(rec), points, f"{rec['op']} {rec['shape']} {rec['precision']}")
+
+
+def summary_png(records: list[dict]) -> bytes | None:
+    measured = [r for r in records if r.get("median_s") and r.get("ai")]
+    if not measured:
+        return None
+    roofs, seen = [], set()
+    for r in measured:
+        for roof in _roofs(r):
+            if roof.label not in seen:
+                seen.add(roof.label)
+                roofs.append(roof)
+    points = [Point(r["precision"], r["ai"], r["achieved_tflops"], colour_for(r["precision"])) for r in measured]
+    return roofline_png(roofs, points, f"session: {len(measured)} measured cases", size=(8, 5.5), dpi=90)
+
+
+def pytest_html_results_summary(prefix, summary, postfix, session):
+    records = session.config.stash[SESSION_KEY]["records"]
+    png = summary_png(records)
+    if png:
+        prefix.append(f'<h3>Session roofline</h3><img alt="session roofline" '
+                      f'src="data:image/png;base64,{base64.b64encode(png).decode()}"/>')
+    bad = [r for r in records if r.get("outcome") == "failed"]
+    if bad:
+        prefix.append("<p><b>Cases that disagree with the roof:</b> " +
+                      ", ".join(html.escape(r["id"].split("::")[-1]) for r in bad) + "</p>")
+
+
+def pytest_html_report_title(report):
+    report.title = "Roofline validation report"
+
+
+def device_metadata(config) -> dict:
+    from conftest import _device_info
+    info = _device_info(config)
+    if info is None:
+        return {"Device": "none detected (measurement layer unavailable)"}
+    from kernels import telemetry
+    snap = telemetry.snapshot(info.kind, busy_interval_s=0)
+    meta = {"Device": info.name, "Hardware key": info.hardware_key, "Detected by": info.detected_by,
+            "CPU": f"{info.cpu.model}, {info.cpu.cores} cores, LLC {info.cpu.llc_bytes // 2**20} MiB",
+            "CPU clocks (MHz)": ", ".join(f"{f:g}" for f in (snap["cpu"].get("freq_mhz") or [])) or
+            f"max {info.cpu.max_mhz} ({info.cpu.clock_source})",
+            "CPU governor": ", ".join(snap["cpu"].get("governor") or []) or "not readable",
+            "Flush buffer (cold)": f"{info.flush_bytes // 2**20} MiB"}
+    nv = snap.get("nvml") or {}
+    if nv:
+        meta["NVML"] = (f"driver {nv.get('driver')}, SM {nv.get('sm_clock_mhz')} MHz, mem {nv.get('mem_clock_mhz')} "
+                        f"MHz, {nv.get('power_w')} W" if nv.get("available") else nv.get("reason"))
+    js = snap.get("jetson") or {}
+    if js:
+        meta["Jetson"] = (f"power mode {js['power_mode']}, GPU {js.get('gpu_cur_mhz')} of {js.get('gpu_max_mhz')} MHz,"
+                          f" EMC cap {js.get('emc_cap_mhz')} MHz" if js.get("available") else js.get("reason"))
+    for k, v in info.versions.items():
+        meta[k] = v or "not installed"
+    if info.compute_capability:
+        meta["Compute capability"] = info.compute_capability
+        meta["CUDA"] = info.cuda
+    return meta
+
+
+def pytest_metadata(metadata, config):
+    metadata.update(device_metadata(config))
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Timing history records the device, not just the host Python."""
+    from conftest import _device_info
+    info = _device_info(config)
+    if info is not None:
+        machine_info.update(hardware=info.hardware_key, device=info.name, driver=info.driver, cuda=info.cuda,
+                            compute_capability=info.compute_capability, torch=info.versions.get("torch"),
+                            torchao=info.versions.get("torchao"), cpu_model=info.cpu.model)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    config = session.config
+    state = config.stash.get(SESSION_KEY, None)
+    if state is None:
+        return
+    cal = state["calibration"]
+    if cal is not None:
+        try:
+            from pytest_metadata.plugin import metadata_key
+            config.stash[metadata_key]["Calibration"] = (
+                f"{cal.path} ({cal.timestamp}): DRAM {cal.bandwidth_gbs:.4g} GB/s; " +
+                ", ".join(f"{k} {v:.4g} TFLOP/s" for k, v in cal.peaks_tflops.items()))
+        except ImportError:
+            pass
+    if not state["records"]:
+        return
+    out = Path(config.getoption("--roofline-report-dir"))
+    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    write_json_atomic(out / "measurements.json", {"session_end": stamp, "records": state["records"],
+                                                  "calibration": cal.to_dict() if cal else None})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    for r in state["records"]:
+        w.writerow({**r, "contention": "; ".join(r.get("contention") or []), "shape": r.get("shape")})
+    write_atomic(out / "measurements.csv", buf.getvalue())

@@ -1,0 +1,40 @@
+"""The tolerance table (tolerances.toml), looked up by hardware family, bound and precision."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+TABLE = tomllib.loads((Path(__file__).with_name("tolerances.toml")).read_text())
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    family: str
+    roof: str
+    beat_epsilon: float
+    ratio_band: float
+    floor: float | None
+    floor_source: str
+
+
+def _section(family: str) -> dict:
+    """A family's section over the defaults; floors become {kind: {precision: (value, source)}}."""
+    base = dict(TABLE["default"])
+    own = TABLE.get(family, {})
+    merged = {**base, **{k: v for k, v in own.items() if k != "floor"}}
+    floors: dict[str, dict] = {}
+    if family != "cpu":  # the CPU's floors stand alone: GPU defaults mean nothing there
+        for kind, v in base["floor"].items():
+            floors[kind] = {p: (x, f"[default.floor.{kind}]") for p, x in v.items()}
+    for kind, v in own.get("floor", {}).items():
+        floors.setdefault(kind, {}).update({p: (x, f"[{family}.floor.{kind}]") for p, x in v.items()})
+    merged["floor"] = floors
+    return merged
+
+
+def tolerance(family: str, bound: str, precision: str, op: str = "") -> Tolerance:
+    sec = _section(family)
+    floors = sec["floor"]
+    floor, source = floors.get(op, {}).get(precision) or floors.get(bound, {}).get(precision) or (None, "none")
+    return Tolerance(family, sec["roof"], float(sec["beat_epsilon"]), float(sec["ratio_band"]), floor, source)
