@@ -40,7 +40,7 @@ def theory_params():
             yield pytest.param(key, case, marks=getattr(pytest.mark, family), id=f"{key}-{case.id}")
 
 
-@pytest.mark.parametrize("key, case", theory_params())
+@pytest.mark.parametrize("key, case", list(theory_params()))
 def test_theory_case(key, case):
     hw = REGISTRY[key]
     try:
@@ -86,7 +86,7 @@ def _synced(kernel):
     return lambda: (kernel.fn(), torch.cuda.synchronize())
 
 
-@pytest.mark.parametrize("family, case", measured_params())
+@pytest.mark.parametrize("family, case", list(measured_params()))
 def test_measured_case(family, case, request, device_info, hardware_entry, calibration, roofline_record, benchmark,
                        flusher):
     note_calibration(request.config, calibration)
@@ -156,7 +156,7 @@ def ratio_params():
             yield pytest.param(family, a, b, marks=on_hardware(family), id=f"{family}-{a}_vs_{b}".replace("/", "_"))
 
 
-@pytest.mark.parametrize("family, slow_prec, fast_prec", ratio_params())
+@pytest.mark.parametrize("family, slow_prec, fast_prec", list(ratio_params()))
 def test_precision_ratio(family, slow_prec, fast_prec, device_info, hardware_entry):
     kwargs = dict(GEMM_PRECISIONS)
     kernels = []
