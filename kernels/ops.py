@@ -164,7 +164,7 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
             raise UnsupportedKernel(label, device, f"the packed INT4 kernel needs K % {INT4_GROUP} == 0 and "
                                     f"N % 16 == 0; got N={n}, K={k}")
         x = x32.to(torch.bfloat16)
-        q, scale, zero = _quantize_int4_groupwise(w32)
+        q, scale, zero = quantize_int4_groupwise(w32)
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
         sz = torch.stack([scale, zero], dim=-1).to(torch.bfloat16).contiguous()
         w_dq = (q.float() - 8) * sz[..., 0].float().repeat_interleave(INT4_GROUP, 0).t() \
@@ -189,7 +189,7 @@ def make_gemv(n, k, precision=None, weight=None, act=None, device="cpu", seed=0)
     return make_gemm(1, n, k, precision, weight, act, device, seed, op="gemv")
 
 
-def _quantize_int4_groupwise(w32):
+def quantize_int4_groupwise(w32):
     """Asymmetric 4-bit per group of 128 along K, in tinygemm's convention: w ~ (q - 8) * scale + zero."""
     torch = _torch()
     n, k = w32.shape

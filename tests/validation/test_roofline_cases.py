@@ -94,10 +94,16 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
         kernel = build_kernel(case, device_info.torch_device)
     except UnsupportedKernel as e:
         pytest.skip(f"no kernel: {e}")
-    m = measure_kernel(kernel, device_info, hardware_entry, "cold", "calibrated",
-                       rep_ms=60 if kernel.emulated else 100)
+    rep_ms = 60 if kernel.emulated else 100
+    m = measure_kernel(kernel, device_info, hardware_entry, "cold", "calibrated", rep_ms=rep_ms)
     tol = tolerance(family, (m.prediction or {}).get("bound", "memory"), case.precision,
                     "attention" if case.op == "attention" else "")
+    first_contention = []
+    if m.contention and tol.floor is not None and m.efficiency is not None and m.efficiency < tol.floor:
+        # Measured while something else loaded the machine: measure once more rather than judge the
+        # kernel by someone else's load. The bound itself does not move.
+        first_contention = m.contention
+        m = measure_kernel(kernel, device_info, hardware_entry, "cold", "calibrated", rep_ms=rep_ms)
     try:
         sheet = predict(kernel.cost, hardware_entry, "datasheet")
     except (UnsupportedPathError, ValueError):  # no datasheet bandwidth (CPU) or no native path
@@ -112,7 +118,8 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
         predicted_datasheet_s=sheet.time_s if sheet else None,
         efficiency_datasheet=sheet.time_s / m.timing.median_s if sheet else None,
         achieved_gbs=m.achieved_gbs, achieved_tflops=m.achieved_tflops, floor=tol.floor,
-        floor_source=tol.floor_source, roof_checked=tol.roof, contention=m.contention, note=m.prediction_note,
+        floor_source=tol.floor_source, roof_checked=tol.roof,
+        contention=m.contention + [f"re-measured after: {c}" for c in first_contention], note=m.prediction_note,
         calibrated_peak_tflops=pred.get("peak_tflops"), calibrated_bandwidth_gbs=hardware_entry.bandwidth_gbs("calibrated"),
         datasheet_peak_tflops=sheet.peak_tflops if sheet else None,
         datasheet_bandwidth_gbs=sheet.bandwidth_gbs if sheet else None)

@@ -1,0 +1,4 @@
+"""Quantization: torchao configs per device, apply with a report, recommend -> quantize -> measure.
+
+Byte predictions come from ``roofline.formats``; timing from ``kernels.timer``.
+"""

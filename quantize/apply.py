@@ -1,0 +1,136 @@
+"""``apply_quantization``: quantize a model's linear layers in place and report what happened.
+
+The report names the layers quantized and the layers skipped (with why), parameter bytes before and
+after (counting the inner tensors of torchao's tensor subclasses and the packed INT4 buffers), and the
+bytes ``roofline.formats`` predicts for the quantized layers. Every eligible layer is checked after
+the fact: a layer torchao left unquantized is an error, not a silent pass.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from roofline import tensor_bytes
+
+from .configs import Precision, QuantizationUnsupported, get_precision, torchao_config
+from .int4_cpu import Int4PackedLinear, int4_cpu_unsupported_reason
+
+MX_BLOCK = {"nvfp4": 16, "mxfp4": 32}
+
+
+def tensor_storage_bytes(t: torch.Tensor) -> int:
+    """Bytes a tensor really stores; a tensor subclass (torchao) is the sum of its inner tensors."""
+    if hasattr(t, "__tensor_flatten__") and type(t) not in (torch.Tensor, torch.nn.Parameter):
+        names, _ = t.__tensor_flatten__()
+        return sum(tensor_storage_bytes(getattr(t, n)) for n in names if getattr(t, n, None) is not None)
+    return t.numel() * t.element_size()
+
+
+def param_bytes(model: torch.nn.Module) -> int:
+    """Parameters and buffers, each storage once (tied weights count once)."""
+    seen, total = set(), 0
+    for t in list(model.parameters()) + list(model.buffers()):
+        key = id(t)
+        if key not in seen:
+            seen.add(key)
+            total += tensor_storage_bytes(t)
+    return total
+
+
+@dataclass
+class QuantReport:
+    precision: str
+    method: str
+    device: str
+    config: str
+    weight_format: str
+    quantized: list = field(default_factory=list)   # layer names
+    skipped: list = field(default_factory=list)     # (layer name, why)
+    bytes_before: int = 0
+    bytes_after: int = 0
+    predicted_bytes_after: float = 0.0
+
+    @property
+    def bytes_vs_prediction(self) -> float:
+        return self.bytes_after / self.predicted_bytes_after
+
+    @property
+    def reduction(self) -> float:
+        return self.bytes_before / self.bytes_after
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(bytes_vs_prediction=self.bytes_vs_prediction, reduction=self.reduction)
+        return d
+
+
+def _layer_skip_reason(prec: Precision, lin: torch.nn.Linear, info, group_size: int) -> str | None:
+    n, k = lin.weight.shape
+    if prec.name == "int4":
+        if info.kind == "cpu":
+            return int4_cpu_unsupported_reason(lin, group_size)
+        return None if k % group_size == 0 else f"in_features={k} is not a multiple of group size {group_size}"
+    if prec.name.startswith("fp8") and (n % 16 or k % 16):
+        return f"FP8 matmuls need both dims multiples of 16; got {n}x{k}"
+    if prec.name in MX_BLOCK and k % MX_BLOCK[prec.name]:
+        return f"in_features={k} is not a multiple of the {prec.name} block ({MX_BLOCK[prec.name]})"
+    return None
+
+
+def _set_submodule(model: torch.nn.Module, name: str, module: torch.nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def _is_quantized(module: torch.nn.Module) -> bool:
+    if isinstance(module, Int4PackedLinear):
+        return True
+    w = getattr(module, "weight", None)
+    return w is not None and type(w.data if isinstance(w, torch.nn.Parameter) else w) is not torch.Tensor
+
+
+def apply_quantization(model: torch.nn.Module, precision: str, device_info=None, group_size: int = 128,
+                       filter_fn: Callable[[torch.nn.Module, str], bool] | None = None) -> QuantReport:
+    """Quantize ``model``'s linear layers in place to ``precision`` (see ``configs.PRECISIONS``)."""
+    from kernels.device import detect
+    info = device_info or detect()
+    prec = get_precision(precision)
+    config = torchao_config(prec, info, group_size)  # raises QuantizationUnsupported
+    report = QuantReport(prec.name, prec.method, info.hardware_key,
+                         "Int4PackedLinear(group_size=%d)" % group_size if config is None else repr(config),
+                         prec.weight_format, bytes_before=param_bytes(model))
+    eligible, weight_bytes_before, predicted = [], 0, 0.0
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.Linear) or (filter_fn is not None and not filter_fn(mod, name)):
+            continue
+        why = _layer_skip_reason(prec, mod, info, group_size)
+        if why:
+            report.skipped.append((name, why))
+            continue
+        eligible.append(name)
+        weight_bytes_before += tensor_storage_bytes(mod.weight)
+        predicted += tensor_bytes(prec.weight_format, mod.weight.numel())
+    if not eligible:
+        raise QuantizationUnsupported(prec.name, info.hardware_key, "no linear layer is eligible: " +
+                                      "; ".join(f"{n}: {w}" for n, w in report.skipped) if report.skipped
+                                      else "the model has no linear layers")
+    with torch.no_grad():
+        if config is None:
+            for name in eligible:
+                _set_submodule(model, name, Int4PackedLinear(model.get_submodule(name), group_size))
+        else:
+            import torchao.quantization as q
+            names = set(eligible)
+            try:
+                q.quantize_(model, config, filter_fn=lambda m, fqn: fqn in names)
+            except Exception as e:  # torchao's own refusal (kernel library missing, layout rules)
+                raise QuantizationUnsupported(prec.name, info.hardware_key, f"torchao failed: {e}") from None
+    left = [n for n in eligible if not _is_quantized(model.get_submodule(n))]
+    if left:
+        raise RuntimeError(f"{prec.name}: these layers were left unquantized: {', '.join(left)}")
+    report.quantized = eligible
+    report.bytes_after = param_bytes(model)
+    report.predicted_bytes_after = report.bytes_before - weight_bytes_before + predicted
+    return report

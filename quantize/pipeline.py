@@ -1,0 +1,160 @@
+"""recommend -> quantize -> measure -> compare, for the built-in decoder or a local Hugging Face model.
+
+1. Recommend with ``roofline.recommend_quantization`` on the model's largest projection, on the
+   hardware entry in use (calibrated roof where there is one); map it to a precision this device runs.
+2. Quantize a copy with ``apply_quantization``; the unquantized copy stays as the baseline.
+3. Measure decode (one token against a KV cache of ``prompt_len``) and prefill latency before and
+   after with ``kernels.timer`` (hot: the weights exceed the last-level cache, so they stream from DRAM
+   either way), tokens/s and "bandwidth achieved" = parameter bytes x tokens/s (gpt-fast's figure).
+4. Predict both with ``roofline.model_step`` for the same dims and formats; report the measured next
+   to the predicted speedup.
+5. Accuracy beside speed: relative error of the logits against an FP32 copy and top-1 agreement on
+   fixed tokens (plus perplexity on a built-in text for a real model), so fast-but-broken shows.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from roofline import model_step, predict, recommend_quantization
+from roofline.predict import UnsupportedPathError
+
+from .apply import QuantReport, apply_quantization, param_bytes
+from .configs import FROM_RECOMMENDATION, QuantizationUnsupported, check_supported, get_precision
+from .hf import load_local_model  # noqa: F401  (re-exported for the CLI)
+from .model import TinyConfig, build_tiny
+
+PERPLEXITY_TEXT = ("The roofline model bounds the speed of a kernel by the memory bandwidth and the peak compute "
+                   "of the machine it runs on. A decode step of a language model reads every weight once, so "
+                   "its speed is set by the bytes it moves, and quantization makes those bytes fewer.")
+
+
+@dataclass
+class PhaseTiming:
+    decode_s: float
+    prefill_s: float
+    tokens_per_s: float
+    bandwidth_achieved_gbs: float
+    param_bytes: int
+
+
+@dataclass
+class PipelineReport:
+    model: str
+    hardware: str
+    device: str
+    phase: str
+    recommendation: dict
+    precision: str
+    quantization: dict
+    before: PhaseTiming
+    after: PhaseTiming
+    predicted: dict
+    measured_speedup: dict
+    accuracy: dict
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _time(fn, rep_ms):
+    from kernels.timer import bench
+    return bench(fn, mode="hot", warmup_ms=20, rep_ms=rep_ms, min_reps=5).median_s
+
+
+def measure_model(model, tokens: torch.Tensor, rep_ms: float = 200.0) -> PhaseTiming:
+    prompt_len = tokens.shape[1]
+    prefill = _time(lambda: model(tokens, 0), rep_ms)
+    model(tokens, 0)  # a filled cache for the decode step
+    nxt = tokens[:, -1:]
+    decode = _time(lambda: model(nxt, prompt_len), rep_ms)
+    nbytes = param_bytes(model)
+    tps = tokens.shape[0] / decode
+    return PhaseTiming(decode, prefill, tps, nbytes * tps / 1e9, nbytes)
+
+
+def accuracy(model, reference, tokens) -> dict:
+    out, ref = model(tokens, 0, last_only=False), reference(tokens, 0, last_only=False)
+    return {"logits_rel_error": float((out - ref).norm() / ref.norm()),
+            "top1_agreement": float((out.argmax(-1) == ref.argmax(-1)).float().mean()),
+            "reference": "fp32 copy of the same weights, same tokens"}
+
+
+def predicted_times(cfg, hw, peaks, batch, prompt_len, weight, act) -> dict:
+    """The theory's step time for the same dims; the residual stream stays bf16, as in the model."""
+    out = {}
+    for phase, seq in (("decode", prompt_len + 1), ("prefill", prompt_len)):
+        try:
+            step = model_step(cfg, phase, batch, seq, weight=weight, act=act, out="bf16")
+            out[phase] = predict(step, hw, peaks).time_s
+        except UnsupportedPathError as e:
+            out[phase] = None
+            out[f"{phase}_note"] = str(e)
+    return out
+
+
+def choose_precision(precision: str, hw, cfg, phase, batch, prompt_len, peaks) -> tuple[str | None, dict]:
+    m = batch if phase == "decode" else batch * prompt_len
+    rec = recommend_quantization(hw, m, cfg.intermediate, cfg.hidden, phase, baseline="bf16", peaks=peaks)
+    rec_d = {"precision": rec.precision, "method": rec.method, "reason": rec.reason,
+             "predicted_speedup": rec.predicted_speedup, "gemm": [m, cfg.intermediate, cfg.hidden]}
+    if precision != "auto":
+        return get_precision(precision).name, rec_d
+    return FROM_RECOMMENDATION.get(rec.precision), rec_d
+
+
+def run_pipeline(model=None, hardware=None, phase: str = "decode", precision: str = "auto", prompt_len: int = 64,
+                 batch: int = 1, device_info=None, calibration=None, rep_ms: float = 200.0,
+                 tiny_config: TinyConfig = TinyConfig()) -> PipelineReport:
+    from kernels.device import detect
+    from kernels.measure import hardware_for
+    info = device_info or detect(hardware)
+    hw = hardware_for(info, calibration)
+    peaks = "calibrated" if calibration is not None else "datasheet"
+    if model is None:
+        model, name = build_tiny(tiny_config), f"tiny ({tiny_config})"
+    else:
+        name = type(model).__name__
+    reference = copy.deepcopy(model).float()
+    reference.setup_cache(batch, torch.float32)
+    cfg = model.config.to_roofline()
+    tokens = torch.randint(0, cfg.vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(1))
+
+    chosen, rec = choose_precision(precision, hw, cfg, phase, batch, prompt_len, peaks)
+    if chosen is None:
+        raise QuantizationUnsupported(rec["precision"], info.hardware_key, "the roofline recommends no quantization "
+                                      f"for this shape ({rec['reason']})", "pass --precision to force one")
+    check_supported(get_precision(chosen), info)  # before spending time measuring the baseline
+    before = measure_model(model, tokens, rep_ms)
+    quantized = copy.deepcopy(model)
+    qrep: QuantReport = apply_quantization(quantized, chosen, info)
+    quantized.setup_cache(batch, torch.bfloat16)
+    after = measure_model(quantized, tokens, rep_ms)
+
+    prec = get_precision(chosen)
+    pred_before = predicted_times(cfg, hw, peaks, batch, prompt_len, "bf16", "bf16")
+    pred_after = predicted_times(cfg, hw, peaks, batch, prompt_len, prec.weight_format, prec.act_format)
+    predicted = {"peaks": peaks, "before": pred_before, "after": pred_after, "speedup": {
+        ph: (pred_before[ph] / pred_after[ph] if pred_before.get(ph) and pred_after.get(ph) else None)
+        for ph in ("decode", "prefill")}}
+    measured = {"decode": before.decode_s / after.decode_s, "prefill": before.prefill_s / after.prefill_s}
+    notes = []
+    for ph in ("decode", "prefill"):
+        p = predicted["speedup"][ph]
+        if p and measured[ph] < 0.5 * p:
+            notes.append(f"{ph}: measured speedup {measured[ph]:.2f}x is under half the predicted {p:.2f}x: the "
+                         f"{chosen} kernels on {info.hardware_key} do not reach their roof (see `pytest -m "
+                         f"{hw.family}` for per-kernel efficiency)")
+    acc = accuracy(quantized, reference, tokens)
+    if hasattr(quantized, "perplexity"):  # a real model: perplexity on a built-in text, before and after
+        acc["perplexity_before"] = model.perplexity(PERPLEXITY_TEXT)
+        acc["perplexity"] = quantized.perplexity(PERPLEXITY_TEXT)
+    if acc["logits_rel_error"] > 0.2:
+        notes.append(f"accuracy: logits move {acc['logits_rel_error']:.0%} from FP32 (random weights amplify "
+                     "quantization noise; judge a real model by perplexity)")
+    return PipelineReport(model=name, hardware=hw.key, device=info.name, phase=phase, recommendation=rec,
+                          precision=chosen, quantization=qrep.to_dict(), before=before, after=after,
+                          predicted=predicted, measured_speedup=measured, accuracy=acc, notes=notes)
