@@ -9,7 +9,11 @@
    ERT. Per-cache-level figures come from working sets at half of each level.
 2. Compute: per precision, the best of a sweep of large GEMMs built by ``kernels.ops`` (so FLOPs come
    from ``roofline``); emulated paths are skipped (their speed is not a ceiling of the hardware).
-3. The profile (JSON) is what ``roofline`` loads beside the datasheet peaks; it is cached per device
+3. A roof measured while something else loads the machine is a wrong roof (seen: a profile taken
+   beside another job put fp32 at half its peak, and every later case "beat" it). So calibration
+   waits for a quiet machine, takes each peak as the best of two passes, records any contention
+   seen before or after it, and a cached profile that recorded contention is measured again.
+4. The profile (JSON) is what ``roofline`` loads beside the datasheet peaks; it is cached per device
    fingerprint so a test session calibrates once, and written atomically.
 """
 from __future__ import annotations
@@ -18,12 +22,14 @@ import datetime as dt
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
 from roofline import Calibration
 from roofline.atomic import write_json_atomic
 
+from . import telemetry
 from .device import DeviceInfo
 from .ops import UnsupportedKernel, make_gemm
 from .timer import bench
@@ -31,7 +37,9 @@ from .timer import bench
 STREAM_BYTES_PER_ELEMENT = {"read": 1, "amax": 1, "copy": 2, "triad": 3}  # x element size
 STREAM_ARRAYS = {"read": 1, "amax": 1, "copy": 2, "triad": 3}
 COMPUTE_PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "int8")
-CALIBRATION_METHOD = 2  # part of the cache key: profiles measured by an older method are not reused
+QUIET_ATTEMPTS, QUIET_WAIT_S = 8, 1.0
+COMPUTE_PASSES = 2
+CALIBRATION_METHOD = 3  # part of the cache key: profiles measured by an older method are not reused
 FULL_SHAPES = (1024, 2048, 4096)
 QUICK_SHAPES = (512, 1024)
 
@@ -86,32 +94,46 @@ def compute_peaks(info: DeviceInfo, quick: bool = False, progress: Callable[[str
     import torch
     peaks, skipped, sweep = {}, {}, []
     shapes = QUICK_SHAPES if quick else FULL_SHAPES
-    for prec in COMPUTE_PRECISIONS:
-        if prec == "tf32":
-            if info.torch_device != "cuda":
-                skipped[prec] = "TF32 is a CUDA tensor-core mode"
+    # whole passes over every precision in turn, so one burst of load cannot hit both of a precision's runs
+    for _ in range(COMPUTE_PASSES):
+        for prec in COMPUTE_PRECISIONS:
+            if prec in skipped:
                 continue
-            torch.backends.cuda.matmul.allow_tf32 = True
-        best = 0.0
-        try:
-            for s in shapes:
-                k = make_gemm(s, s, s, "fp32" if prec == "tf32" else prec, device=info.torch_device)
-                if k.emulated:
-                    raise UnsupportedKernel(prec, info.torch_device, f"emulated ({k.path}): not a hardware ceiling")
-                t = bench(k.fn, device=info.torch_device, mode="hot", warmup_ms=10, rep_ms=40 if quick else 150,
-                          min_reps=3)
-                tflops = k.cost.flops / t.median_s / 1e12
-                sweep.append({"precision": prec, "shape": s, "tflops": tflops, "median_s": t.median_s})
-                best = max(best, tflops)
-        except UnsupportedKernel as e:
-            skipped[prec] = e.why
-            continue
-        finally:
-            if prec == "tf32":
-                torch.backends.cuda.matmul.allow_tf32 = False
-        peaks[get_compute_class(prec)] = best
-        progress(f"compute {prec}: {best:.3g} TFLOP/s (best of {', '.join(map(str, shapes))} cubes)")
+            best = _gemm_pass(prec, shapes, info, quick, skipped, sweep, torch)
+            if best is not None:
+                cls = get_compute_class(prec)
+                peaks[cls] = max(peaks.get(cls, 0.0), best)
+    for cls, v in peaks.items():
+        progress(f"compute {cls}: {v:.3g} TFLOP/s (best of {COMPUTE_PASSES} passes over "
+                 f"{', '.join(map(str, shapes))} cubes)")
     return peaks, skipped, sweep
+
+
+def _gemm_pass(prec, shapes, info, quick, skipped, sweep, torch) -> float | None:
+    """Best TFLOP/s of one pass over the GEMM cubes, or None (recorded in ``skipped``) without a kernel."""
+    if prec == "tf32":
+        if info.torch_device != "cuda":
+            skipped[prec] = "TF32 is a CUDA tensor-core mode"
+            return None
+        torch.backends.cuda.matmul.allow_tf32 = True
+    best = 0.0
+    try:
+        for s in shapes:
+            k = make_gemm(s, s, s, "fp32" if prec == "tf32" else prec, device=info.torch_device)
+            if k.emulated:
+                raise UnsupportedKernel(prec, info.torch_device, f"emulated ({k.path}): not a hardware ceiling")
+            t = bench(k.fn, device=info.torch_device, mode="hot", warmup_ms=10, rep_ms=40 if quick else 150,
+                      min_reps=3)
+            tflops = k.cost.flops / t.median_s / 1e12
+            sweep.append({"precision": prec, "shape": s, "tflops": tflops, "median_s": t.median_s})
+            best = max(best, tflops)
+    except UnsupportedKernel as e:
+        skipped[prec] = e.why
+        return None
+    finally:
+        if prec == "tf32":
+            torch.backends.cuda.matmul.allow_tf32 = False
+    return best
 
 
 def get_compute_class(prec: str) -> str:
@@ -130,14 +152,32 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
+def wait_for_quiet(info: DeviceInfo, progress: Callable[[str], None] = lambda s: None) -> list[str]:
+    """Contention flags still present after waiting up to QUIET_ATTEMPTS x QUIET_WAIT_S (empty: quiet)."""
+    flags: list[str] = []
+    for attempt in range(QUIET_ATTEMPTS):
+        flags = telemetry.snapshot(info.kind, busy_interval_s=0.2)["contention"]
+        if not flags:
+            return []
+        progress(f"waiting for a quiet machine before calibrating: {', '.join(flags)}")
+        time.sleep(QUIET_WAIT_S)
+    return flags
+
+
 def calibrate(info: DeviceInfo, quick: bool = False, progress: Callable[[str], None] = lambda s: None) -> Calibration:
+    before = wait_for_quiet(info, progress)
     bw = bandwidth_sweep(info, quick, progress)
     peaks, skipped, compute_sweep = compute_peaks(info, quick, progress)
+    after = telemetry.snapshot(info.kind, busy_interval_s=0.2)["contention"]
+    contention = [f"before: {f}" for f in before] + [f"after: {f}" for f in after]
+    if contention:
+        progress(f"calibrated under contention ({'; '.join(contention)}): this profile will not be reused")
     return Calibration(
         hardware=info.hardware_key, peaks_tflops=peaks, bandwidth_gbs=bw["dram_gbs"], cache_bandwidth_gbs=bw["cache_gbs"],
         device={k: v for k, v in info.to_dict().items() if k != "versions"}, versions=info.versions,
         timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         details={"quick": quick, "threads": _threads(), "fingerprint": fingerprint(info), "skipped": skipped,
+                 "contention": contention,
                  "bandwidth_sweep": bw["sweep"], "compute_sweep": compute_sweep})
 
 
@@ -162,7 +202,9 @@ def load_or_calibrate(info: DeviceInfo, cache_dir=None, quick: bool = False, ref
     if path.exists() and not refresh:
         try:
             cal = load_calibration(path)
-            if quick or not cal.details.get("quick", False):
+            if cal.details.get("contention"):
+                progress(f"cached profile {path} was measured under contention; measuring again")
+            elif quick or not cal.details.get("quick", False):
                 return cal
         except ValueError:
             pass  # a damaged cache is measured again, not trusted

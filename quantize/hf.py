@@ -15,20 +15,25 @@ from torch import nn
 from roofline import ModelConfig
 
 
+class HFDims:
+    """The model's dims as the theory reads them (a plain object: not a submodule)."""
+
+    def __init__(self, hf_config, name: str):
+        self.hf_config, self.name = hf_config, name
+
+    def to_roofline(self) -> ModelConfig:
+        c = self.hf_config
+        return ModelConfig(self.name, c.hidden_size, c.num_attention_heads,
+                           getattr(c, "num_key_value_heads", None) or c.num_attention_heads, c.intermediate_size,
+                           c.num_hidden_layers, c.vocab_size, head_dim=getattr(c, "head_dim", None))
+
+
 class HFCausalLM(nn.Module):
     def __init__(self, model, tokenizer, path: str):
         super().__init__()
         self.model, self.tokenizer, self.path = model, tokenizer, path
-        c = model.config
-        self.config = self  # the pipeline reads model.config.to_roofline()
-        self.vocab = c.vocab_size
+        self.config = HFDims(model.config, os.path.basename(path.rstrip("/")) or "hf")
         self._cache = None
-
-    def to_roofline(self) -> ModelConfig:
-        c = self.model.config
-        return ModelConfig(os.path.basename(self.path.rstrip("/")) or "hf", c.hidden_size, c.num_attention_heads,
-                           getattr(c, "num_key_value_heads", None) or c.num_attention_heads, c.intermediate_size,
-                           c.num_hidden_layers, c.vocab_size, head_dim=getattr(c, "head_dim", None))
 
     def setup_cache(self, batch: int = 1, dtype=None):
         self._cache = None
@@ -38,8 +43,10 @@ class HFCausalLM(nn.Module):
         from transformers import DynamicCache
         if start_pos == 0 or self._cache is None:
             self._cache = DynamicCache()
-        else:
-            self._cache.crop(start_pos)
+        elif self._cache.get_seq_length() > start_pos:
+            # a negative count (drop that many tokens) means the same in transformers 4 and 5; v5
+            # refuses a positive one
+            self._cache.crop(-(self._cache.get_seq_length() - start_pos))
         out = self.model(input_ids=tokens, past_key_values=self._cache, use_cache=True)
         logits = out.logits[:, -1:] if last_only else out.logits
         return logits.float()
@@ -58,6 +65,6 @@ def load_local_model(path: str) -> HFCausalLM:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError:
         raise ValueError(f"--model {path!r} needs the transformers package, which is not installed") from None
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, torch_dtype=torch.bfloat16).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.bfloat16).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return HFCausalLM(model, tokenizer, path)

@@ -112,6 +112,9 @@ def run_pipeline(model=None, hardware=None, phase: str = "decode", precision: st
     from kernels.device import detect
     from kernels.measure import hardware_for
     info = device_info or detect(hardware)
+    if calibration is None and hardware_for(info).bandwidth is None:  # a CPU: its roof is measured, not printed
+        from kernels.calibrate import load_or_calibrate
+        calibration = load_or_calibrate(info, quick=True)
     hw = hardware_for(info, calibration)
     peaks = "calibrated" if calibration is not None else "datasheet"
     if model is None:

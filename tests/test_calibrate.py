@@ -57,3 +57,34 @@ def test_a_quick_profile_does_not_satisfy_a_full_request(tmp_path, device_info, 
     monkeypatch.setattr(cal_mod, "calibrate", lambda info, quick, progress: calls.append(quick) or calibration)
     load_or_calibrate(device_info, tmp_path, quick=False)
     assert calls == [False]
+
+
+def test_calibration_waits_for_a_quiet_machine_and_records_contention(device_info, monkeypatch):
+    snaps = iter([["busy CPU: 90%"], [], ["busy CPU: 60%"]])  # busy, then quiet before; busy after
+    monkeypatch.setattr(cal_mod.telemetry, "snapshot", lambda kind, busy_interval_s: {"contention": next(snaps)})
+    monkeypatch.setattr(cal_mod, "QUIET_WAIT_S", 0.0)
+    monkeypatch.setattr(cal_mod, "bandwidth_sweep", lambda info, quick, progress: {
+        "dram_gbs": 40.0, "cache_gbs": {}, "sweep": []})
+    monkeypatch.setattr(cal_mod, "compute_peaks", lambda info, quick, progress: ({"fp32": 0.2}, {}, []))
+    lines = []
+    cal = cal_mod.calibrate(device_info, quick=True, progress=lines.append)
+    assert cal.details["contention"] == ["after: busy CPU: 60%"]
+    assert any("waiting for a quiet machine" in line for line in lines)
+
+
+def test_a_profile_measured_under_contention_is_not_reused(tmp_path, device_info, calibration, monkeypatch):
+    spoiled = calibration.to_dict()
+    spoiled["details"] = {**spoiled["details"], "contention": ["before: busy CPU: 80%"]}
+    profile_path(device_info, tmp_path).write_text(json.dumps(spoiled))
+    calls = []
+    monkeypatch.setattr(cal_mod, "calibrate", lambda info, quick, progress: calls.append(1) or calibration)
+    load_or_calibrate(device_info, tmp_path, quick=True)
+    assert calls == [1]
+
+
+def test_peaks_take_the_best_of_passes(device_info, monkeypatch):
+    results = iter([0.1, 0.3])  # a contended first pass, a clean second one
+    monkeypatch.setattr(cal_mod, "COMPUTE_PRECISIONS", ("fp32",))
+    monkeypatch.setattr(cal_mod, "_gemm_pass", lambda *a: next(results))
+    peaks, skipped, _ = cal_mod.compute_peaks(device_info, quick=True)
+    assert peaks == {"fp32": 0.3} and skipped == {}

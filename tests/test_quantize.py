@@ -171,12 +171,66 @@ def test_cli_quantize_bad_input(argv, needle, capsys, calibration):
     assert rc == 2 and text == "" and len(err) == 1 and needle in err[0]
 
 
-def test_local_hugging_face_model():
-    pytest.importorskip("transformers", reason="transformers is not installed: the local-HF-model path needs it")
+@pytest.fixture(scope="module")
+def local_hf_model(tmp_path_factory):
+    """A tiny Llama and a BPE tokenizer built here and saved as a local model directory: the
+    Hugging Face path runs for real without downloading anything."""
+    pytest.importorskip("transformers", reason="transformers is not installed (extra 'hf'): the local-HF-model "
+                                               "path needs it")
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from quantize.pipeline import PERPLEXITY_TEXT
+    path = tmp_path_factory.mktemp("tiny_hf_llama")
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.train_from_iterator([PERPLEXITY_TEXT] * 20, trainers.BpeTrainer(
+        vocab_size=256, special_tokens=["<unk>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>").save_pretrained(path)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                 num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=128)
+                     ).save_pretrained(path)
+    return str(path)
+
+
+def test_local_hugging_face_model_pipeline(local_hf_model, info, calibration):
+    from quantize.hf import load_local_model
+    model = load_local_model(local_hf_model)
+    linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    rep = run_pipeline(model, precision="int8", device_info=info, calibration=calibration, rep_ms=40, prompt_len=16)
+    assert sorted(rep.quantization["quantized"]) == sorted(linears) and len(linears) == 2 * 7 + 1
+    # torchao's per-row fp32 scale + int8 zero point: 5 bytes a row over K=256..512 bytes of weights
+    assert 1.0 < rep.quantization["bytes_vs_prediction"] < 1 + 5 / 256
+    acc = rep.accuracy
+    assert acc["perplexity"] > 0 and acc["perplexity"] == pytest.approx(acc["perplexity_before"], rel=0.1)
+    assert rep.predicted["speedup"]["decode"] and rep.measured_speedup["decode"] > 0
+
+
+def test_local_hugging_face_model_cache_matches_full_sequence(local_hf_model):
+    from quantize.hf import load_local_model
+    model = load_local_model(local_hf_model)
+    toks = torch.randint(0, 512, (1, 17), generator=torch.Generator().manual_seed(5))
+    full = model(toks, 0, last_only=False)[:, -1]
+    model(toks[:, :16], 0)
+    for _ in range(2):  # decoding the same position twice must not grow the cache
+        step = model(toks[:, 16:], 16)[:, -1]
+    assert torch.allclose(full, step, atol=1e-2)
+
+
+def test_cli_quantize_local_hugging_face_model(local_hf_model, calibration):
+    rc, text = run("quantize", "--model", local_hf_model, "--precision", "int8", "--prompt-len", "8", "--rep-ms", "30",
+                   "--calibration", calibration.path, "--json")
+    assert rc == 0 and "perplexity" in json.loads(text)["accuracy"]
+
+
+def test_a_users_local_hugging_face_model():
+    """Point ROOFLINE_HF_MODEL at a real local model directory to run the pipeline on it."""
+    pytest.importorskip("transformers", reason="transformers is not installed (extra 'hf')")
     import os
     path = os.environ.get("ROOFLINE_HF_MODEL")
     if not path:
-        pytest.skip("no local Hugging Face model directory given (set ROOFLINE_HF_MODEL); nothing is downloaded")
+        pytest.skip("no real local model given (set ROOFLINE_HF_MODEL to its directory); nothing is downloaded")
     from quantize.hf import load_local_model
     rep = run_pipeline(load_local_model(path), precision="int8", rep_ms=50)
     assert rep.accuracy["perplexity"] > 0 and rep.quantization["quantized"]

@@ -136,7 +136,9 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
         f"more than {tol.beat_epsilon:.0%}: {m.bytes / 1e6:.1f} MB at {m.achieved_gbs:.1f} GB/s achieved vs "
         f"{hardware_entry.bandwidth_gbs('calibrated'):.1f} GB/s calibrated; {m.flops / 1e9:.2f} GFLOP at "
         f"{m.achieved_tflops:.3g} TFLOP/s vs peak {pred.get('peak_tflops')}. Suspect the byte model, the peaks, "
-        f"or cache residency (flush {device_info.flush_bytes >> 20} MiB)")
+        f"or cache residency (flush {device_info.flush_bytes >> 20} MiB)" + (
+            f"; the calibration itself saw contention ({'; '.join(calibration.details['contention'])}): "
+            "rerun with --recalibrate on a quiet machine" if calibration.details.get("contention") else ""))
 
     if kernel.emulated:
         # No compute roof exists for an emulated path; what is checkable is the memory roof (above) and,
