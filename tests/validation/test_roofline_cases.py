@@ -128,7 +128,9 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
     # timing history: device time of the same kernel, cold, with the prediction beside it
     benchmark.extra_info.update({k: roofline_record[k] for k in (
         "hardware", "op", "shape", "precision", "predicted_time_s", "efficiency", "ai", "emulated", "path")})
-    benchmark.pedantic(_synced(kernel), setup=flusher, rounds=3 if kernel.emulated else 5, warmup_rounds=1)
+    # ~0.3 s of rounds (flush included), 5 to 30: cheap kernels get enough samples for a stable median
+    rounds = 3 if kernel.emulated else max(5, min(30, int(0.3 / (m.timing.median_s + 0.007))))
+    benchmark.pedantic(_synced(kernel), setup=flusher, rounds=rounds, warmup_rounds=1)
 
     # 1. cannot beat the roof
     roof_s = sheet.time_s if (tol.roof == "datasheet" and sheet) else m.predicted_time_s
