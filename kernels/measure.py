@@ -90,16 +90,17 @@ def predict_kernel(kernel: Kernel, hw: Hardware, peaks: str):
 
 
 def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "cold", peaks: str = "calibrated",
-                   warmup_ms: float = 25.0, rep_ms: float = 100.0, with_telemetry: bool = True) -> Measurement:
+                   warmup_ms: float = 25.0, rep_ms: float = 100.0, with_telemetry: bool = True,
+                   cuda_graph: bool = False) -> Measurement:
     snap = telemetry.snapshot(info.kind, busy_interval_s=0.05) if with_telemetry else {}
     if info.kind == "cuda" and with_telemetry:
         with telemetry.PowerSampler() as sampler:
             timing = bench(kernel.fn, device=kernel.device, mode=mode, warmup_ms=warmup_ms, rep_ms=rep_ms,
-                           flush_bytes=info.flush_bytes)
+                           flush_bytes=info.flush_bytes, cuda_graph=cuda_graph)
         snap["power"] = sampler.result(timing.count)
     else:
         timing = bench(kernel.fn, device=kernel.device, mode=mode, warmup_ms=warmup_ms, rep_ms=rep_ms,
-                       flush_bytes=info.flush_bytes)
+                       flush_bytes=info.flush_bytes, cuda_graph=cuda_graph)
     predicted, pred, note = predict_kernel(kernel, hw, peaks)
     return Measurement(op=kernel.op, precision=kernel.precision, shape=dict(kernel.cost.shape), path=kernel.path,
                        emulated=kernel.emulated, hardware=hw.key, device_name=info.name, timing=timing,

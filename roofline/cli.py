@@ -325,7 +325,7 @@ def cmd_measure(args, out):
                                 args.head_dim, f["precision"] or f["act"] or "fp32", kv=args.kv_precision,
                                 device=info.torch_device)
     _progress(f"measuring {kernel.op} {kernel.precision} on {info.name} ({args.mode})")
-    m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms)
+    m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms, cuda_graph=args.cuda_graph)
     if args.json:
         return json.dump(m.to_dict(), out, indent=2, default=str)
     t = m.timing
@@ -444,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("cold", "hot"), default="cold")
     p.add_argument("--warmup-ms", type=positive_float, default=25.0)
     p.add_argument("--rep-ms", type=positive_float, default=100.0)
+    p.add_argument("--cuda-graph", action="store_true", help="replay the kernel from a CUDA graph (launch-bound kernels)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_measure)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .formats import get_format
 from .hardware import get_hardware
 from .operators import attention_flops, attention_operand_bytes, check_dim, gemm_flops, gemm_operand_bytes, \
     operand_formats
@@ -41,7 +42,7 @@ def sweep_attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, hardware, p
     if causal and (sq > skv).any():
         raise ValueError("causal attention needs seq_q <= seq_kv everywhere in the sweep")
     _, a, o = operand_formats(precision, None, act, out)
-    kvf = operand_formats(kv)[0] if kv is not None else a
+    kvf = get_format(kv) if kv is not None else a
     hw = get_hardware(hardware)
     path = compute_path(hw, kvf.name, a.name)
     nbytes = sum(attention_operand_bytes(b, h, hkv, sq, skv, d, a, kvf, o).values())
