@@ -88,3 +88,10 @@ def test_peaks_take_the_best_of_passes(device_info, monkeypatch):
     monkeypatch.setattr(cal_mod, "_gemm_pass", lambda *a: next(results))
     peaks, skipped, _ = cal_mod.compute_peaks(device_info, quick=True)
     assert peaks == {"fp32": 0.3} and skipped == {}
+
+
+def test_dram_bandwidth_now_is_a_dram_figure(device_info, calibration):
+    now = cal_mod.dram_bandwidth_now(device_info)
+    cache = max(calibration.cache_bandwidth_gbs.get(lvl, 0) for lvl in ("L2", "L3"))
+    # a DRAM working set (8x LLC): slower than the caches, and within the roof's observed drift
+    assert 0.5 * calibration.bandwidth_gbs <= now <= cache, (now, calibration.bandwidth_gbs, cache)
