@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from roofline import Calibration
+from roofline import Calibration, get_format
 from roofline.atomic import write_json_atomic
 
 from . import telemetry
@@ -34,7 +34,7 @@ from .device import DeviceInfo
 from .ops import UnsupportedKernel, make_gemm
 from .timer import bench
 
-STREAM_BYTES_PER_ELEMENT = {"read": 1, "amax": 1, "copy": 2, "triad": 3}  # x element size
+# arrays each kernel touches once (read: a; copy: a -> b; triad: b, c -> a): bytes = arrays x n x 4
 STREAM_ARRAYS = {"read": 1, "amax": 1, "copy": 2, "triad": 3}
 COMPUTE_PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "int8")
 QUIET_ATTEMPTS, QUIET_WAIT_S = 8, 1.0
@@ -63,7 +63,7 @@ def stream_bandwidth(kind: str, nbytes: int, device: str = "cpu", rep_ms: float 
     n = max(1024, nbytes // (4 * STREAM_ARRAYS[kind]))
     fn = _stream_kernel(kind, n, device)
     t = bench(fn, device=device, mode="hot", warmup_ms=5, rep_ms=rep_ms, min_reps=5)
-    return STREAM_BYTES_PER_ELEMENT[kind] * 4 * n / t.median_s / 1e9
+    return STREAM_ARRAYS[kind] * 4 * n / t.median_s / 1e9
 
 
 def bandwidth_sweep(info: DeviceInfo, quick: bool = False, progress: Callable[[str], None] = lambda s: None) -> dict:
@@ -75,12 +75,12 @@ def bandwidth_sweep(info: DeviceInfo, quick: bool = False, progress: Callable[[s
     sweep = []
     for size in sizes:
         row = {"working_set_bytes": size}
-        for kind in STREAM_BYTES_PER_ELEMENT:
+        for kind in STREAM_ARRAYS:
             row[f"{kind}_gbs"] = stream_bandwidth(kind, size, device, rep)
         progress(f"bandwidth {size / 2**20:.3g} MiB: " + ", ".join(f"{k} {row[f'{k}_gbs']:.1f}"
-                                                                 for k in STREAM_BYTES_PER_ELEMENT) + " GB/s")
+                                                                 for k in STREAM_ARRAYS) + " GB/s")
         sweep.append(row)
-    best = lambda row: max(row[f"{k}_gbs"] for k in STREAM_BYTES_PER_ELEMENT)  # noqa: E731
+    best = lambda row: max(row[f"{k}_gbs"] for k in STREAM_ARRAYS)  # noqa: E731
     dram = max(best(r) for r in sweep if r["working_set_bytes"] >= 8 * llc)
     cache_bw = {}
     for name, size in levels.items():
@@ -93,7 +93,7 @@ def bandwidth_sweep(info: DeviceInfo, quick: bool = False, progress: Callable[[s
 def dram_bandwidth_now(info: DeviceInfo, rep_ms: float = 30.0) -> float:
     """The best stream kernel's GB/s at 8x the LLC, measured now (a drifting roof is re-measured, not assumed)."""
     llc = info.cpu.llc_bytes if info.torch_device == "cpu" else (info.l2_bytes or 32 * 2**20)
-    return max(stream_bandwidth(kind, 8 * llc, info.torch_device, rep_ms) for kind in STREAM_BYTES_PER_ELEMENT)
+    return max(stream_bandwidth(kind, 8 * llc, info.torch_device, rep_ms) for kind in STREAM_ARRAYS)
 
 
 def compute_peaks(info: DeviceInfo, quick: bool = False, progress: Callable[[str], None] = lambda s: None):
@@ -107,7 +107,7 @@ def compute_peaks(info: DeviceInfo, quick: bool = False, progress: Callable[[str
                 continue
             best = _gemm_pass(prec, shapes, info, quick, skipped, sweep, torch)
             if best is not None:
-                cls = get_compute_class(prec)
+                cls = get_format(prec).compute_class
                 peaks[cls] = max(peaks.get(cls, 0.0), best)
     for cls, v in peaks.items():
         progress(f"compute {cls}: {v:.3g} TFLOP/s (best of {COMPUTE_PASSES} passes over "
@@ -140,11 +140,6 @@ def _gemm_pass(prec, shapes, info, quick, skipped, sweep, torch) -> float | None
         if prec == "tf32":
             torch.backends.cuda.matmul.allow_tf32 = False
     return best
-
-
-def get_compute_class(prec: str) -> str:
-    from roofline import get_format
-    return get_format(prec).compute_class
 
 
 def fingerprint(info: DeviceInfo) -> str:

@@ -40,7 +40,7 @@ class Measurement:
     flops: float
     bytes: float
     peaks: str
-    predicted_time_s: float | None
+    predicted_time_s: float  # the full roof, or the memory roof alone for a path with no native math
     prediction: dict | None
     prediction_note: str
     telemetry: dict = field(default_factory=dict)
@@ -58,12 +58,12 @@ class Measurement:
         return self.flops / self.timing.median_s / 1e12
 
     @property
-    def efficiency(self) -> float | None:
-        return None if self.predicted_time_s is None else self.predicted_time_s / self.timing.median_s
+    def efficiency(self) -> float:
+        return self.predicted_time_s / self.timing.median_s
 
     @property
     def beats_roof(self) -> bool:
-        return self.efficiency is not None and self.efficiency > 1 + BEATS_ROOF_EPSILON
+        return self.efficiency > 1 + BEATS_ROOF_EPSILON
 
     @property
     def contention(self) -> list[str]:

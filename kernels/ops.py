@@ -20,15 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-from roofline import OpCost, attention, gemm, get_format
+from roofline import OpCost, attention, gemm, gemv, get_format
 from roofline.operators import operand_formats
 
 INT4_GROUP = 128
 _FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-class UnsupportedKernel(Exception):
-    """No kernel for this (precision, device) pair."""
+class UnsupportedKernel(ValueError):
+    """No kernel for this (precision, device) pair (a ValueError, like roofline's UnsupportedPathError)."""
 
     def __init__(self, precision: str, device: str, why: str):
         self.precision, self.device, self.why = precision, device, why
@@ -108,9 +108,7 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
     x32, w32 = _rand((m, k), gen, "cpu"), _rand((n, k), gen, "cpu") / k**0.5
 
     def cost(out):
-        c = gemm(m, n, k, weight=w, act=a, out=out)
-        return c if op == "gemm" else OpCost(op, op, c.flops, c.operand_bytes, c.weight_format, c.act_format,
-                                             c.out_format, {"n": n, "k": k})
+        return gemm(m, n, k, weight=w, act=a, out=out) if op == "gemm" else gemv(n, k, weight=w, act=a, out=out)
 
     def kern(fn, ref, out, path, operands, emulated=False, rtol=1e-2, atol=1e-2):
         return Kernel(op, label, device, fn, ref, cost(out), path, emulated, operands, rtol, atol)

@@ -13,6 +13,7 @@ Result: median, p20, p80, mean, stdev, min, count, mode, spread, and whether the
 """
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -44,12 +45,15 @@ class Timing:
         return asdict(self)
 
 
-def summarize(times_s, **context) -> Timing:
+def summarize(times_s, mode="hot", device="cpu", wall_s=0.0, warmup_count=0, flush_bytes=0, cuda_graph=False,
+              converged=False) -> Timing:
     t = np.asarray(times_s, dtype=np.float64)
     p20, p25, p50, p75, p80 = np.percentile(t, [20, 25, 50, 75, 80])
     return Timing(median_s=float(p50), p20_s=float(p20), p80_s=float(p80), mean_s=float(t.mean()),
                   stdev_s=float(statistics.stdev(t)) if len(t) > 1 else 0.0, min_s=float(t.min()), count=len(t),
-                  rel_iqr=float((p75 - p25) / p50) if p50 > 0 else float("inf"), **context)
+                  rel_iqr=float((p75 - p25) / p50) if p50 > 0 else float("inf"), mode=mode, device=device,
+                  wall_s=wall_s, warmup_count=warmup_count, flush_bytes=flush_bytes, cuda_graph=cuda_graph,
+                  converged=converged)
 
 
 def _check(mode, warmup_ms, rep_ms, min_reps):
@@ -109,25 +113,14 @@ def _bench_cpu(fn, mode, warmup_ms, rep_ms, flush_bytes, min_reps, max_reps, tar
         n = len(times)
         if n >= next_check:
             next_check = int(n * 1.25) + 1
-            if summarize(times, **_ctx(mode, "cpu", 0, 0, 0, False)).rel_iqr <= target:
+            if summarize(times).rel_iqr <= target:
                 converged = True
                 break
         if time.perf_counter() > budget_end and n >= min(3, min_reps):
             break
-    result = summarize(times, **_ctx(mode, "cpu", time.perf_counter() - start_wall, n_warmup,
-                                     flush_bytes if flush_buf is not None else 0, False))
-    return _with_converged(result, converged or result.rel_iqr <= target)
-
-
-def _ctx(mode, device, wall_s, warmup_count, flush_bytes, cuda_graph, converged=False):
-    return dict(mode=mode, device=device, wall_s=wall_s, warmup_count=warmup_count, flush_bytes=flush_bytes,
-                cuda_graph=cuda_graph, converged=converged)
-
-
-def _with_converged(t: Timing, converged: bool) -> Timing:
-    d = t.to_dict()
-    d["converged"] = converged
-    return Timing(**d)
+    result = summarize(times, mode, "cpu", time.perf_counter() - start_wall, n_warmup,
+                       flush_bytes if flush_buf is not None else 0)
+    return dataclasses.replace(result, converged=converged or result.rel_iqr <= target)
 
 
 def _bench_cuda(fn, mode, warmup_ms, rep_ms, flush_bytes, min_reps, max_reps, target, cuda_graph) -> Timing:
@@ -174,6 +167,6 @@ def _bench_cuda(fn, mode, warmup_ms, rep_ms, flush_bytes, min_reps, max_reps, ta
         e.record()
     torch.cuda.synchronize()
     times = [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
-    result = summarize(times, **_ctx(mode, "cuda", time.perf_counter() - start_wall, n_warmup,
-                                     flush_bytes if cache is not None else 0, cuda_graph))
-    return _with_converged(result, result.rel_iqr <= target)
+    result = summarize(times, mode, "cuda", time.perf_counter() - start_wall, n_warmup,
+                       flush_bytes if cache is not None else 0, cuda_graph)
+    return dataclasses.replace(result, converged=result.rel_iqr <= target)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .predict import roofline_time
+from .predict import critical_ai, roofline_time
 
 PRECISION_COLOURS = {
     "fp16": "#f97316", "bf16": "#fb923c", "fp8_e4m3": "#22c55e", "fp8_e5m2": "#16a34a", "nvfp4": "#a855f7",
@@ -58,8 +58,9 @@ def roofline_png(roofs: list[Roof], points: list[Point], title: str = "", size=(
     import matplotlib.pyplot as plt
 
     ais = [p.ai for p in points if p.ai > 0] or [1.0]
-    lo = min(min(ais) / 4, min((r.peak_tflops * 1e12 / (r.bandwidth_gbs * 1e9) for r in roofs), default=1) / 8)
-    hi = max(max(ais) * 4, max((r.peak_tflops * 1e12 / (r.bandwidth_gbs * 1e9) for r in roofs), default=1) * 8)
+    ridges = [critical_ai(r.peak_tflops, r.bandwidth_gbs) for r in roofs]
+    lo = min(min(ais) / 4, min(ridges, default=1) / 8)
+    hi = max(max(ais) * 4, max(ridges, default=1) * 8)
     x = np.logspace(np.log10(max(lo, 1e-3)), np.log10(hi), 200)
     fig, ax = plt.subplots(figsize=size, dpi=dpi)
     try:

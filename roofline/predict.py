@@ -61,6 +61,11 @@ def roofline_time(flops, nbytes, peak_tflops, bandwidth_gbs):
     return t_memory, t_compute, np.maximum(t_memory, t_compute)
 
 
+def critical_ai(peak_tflops, bandwidth_gbs):
+    """The ridge point (FLOP/byte) where the compute and memory roofs meet."""
+    return peak_tflops * FLOPS_PER_TFLOP / (bandwidth_gbs * BYTES_PER_GB)
+
+
 def bound_of(t_memory, t_compute):
     return np.where(t_compute >= t_memory, "compute", "memory")
 
@@ -121,7 +126,7 @@ def predict_op(cost: OpCost, hardware, peaks: str = "datasheet", launch_overhead
         op=cost.op, name=cost.name, hardware=hw.key, precision=precision_label(cost.weight_format, cost.act_format),
         weight_format=cost.weight_format, act_format=cost.act_format, out_format=cost.out_format,
         compute_class=path.compute_class, method=path.method, peaks=peaks, peak_source=source,
-        flops=cost.flops, bytes=cost.bytes, ai=cost.ai, critical_ai=peak * FLOPS_PER_TFLOP / (bw * BYTES_PER_GB),
+        flops=cost.flops, bytes=cost.bytes, ai=cost.ai, critical_ai=critical_ai(peak, bw),
         peak_tflops=peak, bandwidth_gbs=bw, t_memory_s=float(t_mem), t_compute_s=float(t_comp), time_s=float(t),
         bound=str(bound_of(t_mem, t_comp)), attainable_tflops=cost.flops / float(t) / FLOPS_PER_TFLOP,
         shape=dict(cost.shape), launch_overhead_s=float(launch_overhead_s))
