@@ -14,6 +14,7 @@ class Tolerance:
     roof: str
     beat_epsilon: float
     ratio_band: float
+    ratio_band_upper: float
     floor: float | None
     floor_source: str
 
@@ -37,4 +38,5 @@ def tolerance(family: str, bound: str, precision: str, op: str = "") -> Toleranc
     sec = _section(family)
     floors = sec["floor"]
     floor, source = floors.get(op, {}).get(precision) or floors.get(bound, {}).get(precision) or (None, "none")
-    return Tolerance(family, sec["roof"], float(sec["beat_epsilon"]), float(sec["ratio_band"]), floor, source)
+    return Tolerance(family, sec["roof"], float(sec["beat_epsilon"]), float(sec["ratio_band"]),
+                     float(sec.get("ratio_band_upper", sec["ratio_band"])), floor, source)
