@@ -1,4 +1,9 @@
-"""Atomic file writes: a killed run leaves the old file or the new one, never half of either."""
+"""Atomic file writes: a killed run leaves the old file or the new one, never half of either.
+
+``mkstemp`` creates its file 0600; a report, export or profile is meant to be read by others (CI
+archives, a shared profile store), so the file gets the mode an ordinary ``open()`` would give it:
+0666 less the process umask (0644 under the usual 022).
+"""
 from __future__ import annotations
 
 import json
@@ -18,6 +23,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> str:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -26,6 +32,12 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> str:
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: str | os.PathLike, obj) -> str:

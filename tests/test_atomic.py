@@ -25,3 +25,14 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_atomic(path, "new")
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["out.txt"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_get_ordinary_permissions(tmp_path, umask, mode):
+    """CI archives reports for others to read: mkstemp's 0600 must not leak into them."""
+    old = os.umask(umask)
+    try:
+        path = write_atomic(tmp_path / "report.csv", "a,b\n")
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == mode
