@@ -1,7 +1,10 @@
 """The tolerance table (tolerances.toml), looked up by hardware family, bound and precision."""
 from __future__ import annotations
 
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: JetPack 6's Python, for which NVIDIA builds its Jetson torch wheel
+    import tomli as tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +15,8 @@ TABLE = tomllib.loads((Path(__file__).with_name("tolerances.toml")).read_text())
 class Tolerance:
     family: str
     roof: str
-    beat_epsilon: float
+    regression_band: float
+    ratio_enforced: bool
     ratio_band: float
     ratio_band_upper: float
     floor: float | None
@@ -38,5 +42,5 @@ def tolerance(family: str, bound: str, precision: str, op: str = "") -> Toleranc
     sec = _section(family)
     floors = sec["floor"]
     floor, source = floors.get(op, {}).get(precision) or floors.get(bound, {}).get(precision) or (None, "none")
-    return Tolerance(family, sec["roof"], float(sec["beat_epsilon"]), float(sec["ratio_band"]),
+    return Tolerance(family, sec["roof"], float(sec["regression_band"]), bool(sec["ratio_enforced"]), float(sec["ratio_band"]),
                      float(sec.get("ratio_band_upper", sec["ratio_band"])), floor, source)
