@@ -1,8 +1,14 @@
 """Which machine is this, mapped to a roofline registry key, and what a report needs to know about it.
 
-Order: an explicit override always wins; then a CUDA device (by name); then a Jetson board
-(``/etc/nv_tegra_release`` or ``/proc/device-tree/model``); else the host CPU. The parsing is done
-by pure functions over strings and a filesystem root, so fake trees test it without the hardware.
+Order: an explicit override wins over the key (but must be of the detected kind: ``--hardware`` changes
+the roofs, not the device measured); then the CUDA device torch uses (by name, SM count and memory);
+a Jetson is recognised by its device tree, ``/etc/nv_tegra_release`` or an "Orin" CUDA device, and its
+board named by kernels/identify.py from every fact there is (the device tree is masked in containers);
+else the host CPU. Facts are read under a filesystem root, so fake trees test it without the hardware
+(tests/fakes), and ``DeviceInfo.sysfs_root`` tells telemetry to read the same root.
+
+A device detected but not measurable here (a Jetson whose torch has no CUDA, a GPU the registry lacks)
+gets ``unavailable``: the reason, which the suite skips with.
 
 The host CPU has no datasheet in the registry: ``host_cpu_hardware`` derives its compute peaks from
 core count x max clock x SIMD FLOPs per cycle (marked derived and unverified) and leaves bandwidth to
@@ -19,37 +25,9 @@ from pathlib import Path
 
 from roofline import Hardware, Spec, get_hardware
 
-# (pattern in the CUDA device name, registry key): first match wins, so specific names come first.
-CUDA_NAME_RULES: tuple[tuple[str, str], ...] = (
-    (r"GB10", "gb10"),
-    (r"H200", "h200"),
-    (r"H100.*PCIe", "h100_pcie"),
-    (r"H100", "h100_sxm"),
-    (r"A100", "a100"),
-    (r"B200", "b200"),
-    (r"RTX 4090", "rtx4090"),
-    (r"RTX 5090", "rtx5090"),
-    (r"Orin", "jetson_orin_nano"),  # integrated GPU of a Jetson; refined by the board model
-)
-
-
-def hardware_key_from_cuda_name(name: str) -> str | None:
-    for pattern, key in CUDA_NAME_RULES:
-        if re.search(pattern, name, re.IGNORECASE):
-            return key
-    return None
-
-
-def hardware_key_from_jetson(model: str, nvpmodel_conf: str = "") -> str | None:
-    """``/proc/device-tree/model`` text (and ``/etc/nvpmodel.conf`` for the Super clocks) -> key."""
-    m = model.lower()
-    if "orin" not in m:
-        return None
-    if "agx" in m:
-        return "jetson_agx_orin"
-    if "nano" in m or "nx" in m:
-        return "jetson_orin_nano_super" if ("super" in m or "MAXN_SUPER" in nvpmodel_conf) else "jetson_orin_nano"
-    return "jetson_agx_orin"
+from . import jetson as _jetson
+from .identify import (CUDA_NAME_RULES, JetsonFacts, check_override_kind, hardware_key_from_cuda_name,  # noqa: F401
+                       hardware_key_from_jetson, identify_cuda, identify_jetson)
 
 
 def _read(path: Path) -> str:
@@ -160,13 +138,19 @@ class DeviceInfo:
     sm_count: int | None = None
     l2_bytes: int | None = None
     memory_bytes: int | None = None
-    driver: str | None = None
+    driver: str | None = None  # NVML's driver version; on a Jetson the NVRM version, else the L4T release
     cuda: str | None = None
     versions: dict = field(default_factory=dict)
+    uuid: str | None = None  # NVML spelling, "GPU-..." (telemetry finds the measured GPU by it)
+    pci_bus_id: str | None = None  # "0000:41:00.0"
+    power_mode: dict | None = None  # a Jetson's {"mode": NAME, "id": N} from `nvpmodel -q` at detection
+    sysfs_root: str = "/"  # the root detection read; telemetry reads the same
+    unavailable: str | None = None  # why measurement cannot run here (the suite skips with it)
+    simulated: str | None = None  # the registry key a simulated run stands in for (tests/simulation.py)
 
     @property
     def torch_device(self) -> str:
-        return "cpu" if self.kind == "cpu" else "cuda"
+        return "cpu" if self.kind == "cpu" or self.simulated or self.unavailable else "cuda"
 
     @property
     def flush_bytes(self) -> int:
@@ -198,54 +182,112 @@ def _versions() -> dict:
 
 
 def detect(override: str | None = None, root: str | os.PathLike = "/") -> DeviceInfo:
-    cpu = read_cpu_info(root)
-    versions = _versions()
-    root = Path(root)
+    cpu, versions, root = read_cpu_info(root), _versions(), Path(root)
     cuda = _detect_cuda()
-    if cuda is not None:
-        key = hardware_key_from_cuda_name(cuda["name"]) or "cpu"
-        if key.startswith("jetson"):
-            key = hardware_key_from_jetson(_read(root / "proc/device-tree/model"),
-                                           _read(root / "etc/nvpmodel.conf")) or key
-        info = DeviceInfo(hardware_key=key, kind="jetson" if key.startswith("jetson") else "cuda",
-                          detected_by=f"CUDA device name {cuda.pop('name')!r}", cpu=cpu, versions=versions,
-                          name=cuda.pop("display_name"), **cuda)
+    model = _read(root / "proc/device-tree/model")
+    tegra = _jetson.l4t_release(root)
+    if (cuda and "orin" in cuda["name"].lower()) or "orin" in model.lower() or (tegra and not cuda):
+        info = _detect_jetson(cuda, model, tegra, root, cpu, versions)
+    elif cuda is not None:
+        info = _detect_gpu(cuda, cpu, versions)
     else:
-        model = _read(root / "proc/device-tree/model")
-        jetson = hardware_key_from_jetson(model, _read(root / "etc/nvpmodel.conf")) if (
-            model or (root / "etc/nv_tegra_release").exists()) else None
-        if jetson:
-            info = DeviceInfo(hardware_key=jetson, kind="jetson", name=model, cpu=cpu, versions=versions,
-                              detected_by="/proc/device-tree/model (no CUDA device visible to torch)")
-        else:
-            info = DeviceInfo(hardware_key="cpu", kind="cpu", name=cpu.model, cpu=cpu, versions=versions,
-                              detected_by="no CUDA device, not a Jetson: the host CPU")
+        info = DeviceInfo(hardware_key="cpu", kind="cpu", name=cpu.model, cpu=cpu, versions=versions,
+                          detected_by="no CUDA device, not a Jetson: the host CPU")
+    info = dataclasses.replace(info, sysfs_root=str(root))
     if override:
-        key = get_hardware(override).key
+        key = check_override_kind(override, info.kind, f"{info.hardware_key}: {info.name}; {info.detected_by}")
         info = dataclasses.replace(info, hardware_key=key, detected_by=f"--hardware {override} (detected: "
                                    f"{info.hardware_key}, {info.detected_by})")
     return info
 
 
+def _cuda_fields(cuda: dict) -> dict:
+    return {k: cuda.get(k) for k in ("compute_capability", "sm_count", "l2_bytes", "memory_bytes", "cuda", "uuid",
+                                     "pci_bus_id")}
+
+
+def _detect_gpu(cuda: dict, cpu: CpuInfo, versions: dict) -> DeviceInfo:
+    found = identify_cuda(cuda["name"], cuda["sm_count"], cuda["memory_bytes"])
+    unavailable = None
+    if found.key is None:
+        unavailable = (f"CUDA device {cuda['name']!r} has no registry entry: pass --hardware KEY naming one that "
+                       "describes it (e.g. from --hardware-file), or add it to roofline/hardware_data.py")
+    return DeviceInfo(hardware_key=found.key or "cpu", kind="cuda", name=cuda["name"],
+                      detected_by="; ".join(found.evidence), cpu=cpu, versions=versions, driver=_nvml_driver(),
+                      unavailable=unavailable, **_cuda_fields(cuda))
+
+
+def _detect_jetson(cuda: dict | None, model: str, tegra: str | None, root: Path, cpu: CpuInfo,
+                   versions: dict) -> DeviceInfo:
+    mode = _jetson.query_nvpmodel()
+    freqs = _jetson.gpu_available_mhz(root)
+    facts = JetsonFacts(model=model, sm_count=(cuda or {}).get("sm_count"),
+                        memory_bytes=(cuda or {}).get("memory_bytes") or _jetson.meminfo_total_bytes(root),
+                        power_mode=mode, nvpmodel_conf=_read(root / "etc/nvpmodel.conf"),
+                        gpu_max_mhz=max(freqs) if freqs else (cuda or {}).get("clock_mhz"))
+    found = identify_jetson(facts)
+    seen = [f"device tree {model!r}" if model else "device tree masked",
+            f"L4T {tegra}" if tegra else "no /etc/nv_tegra_release", f"CUDA {cuda['name']!r}" if cuda else "no CUDA"]
+    detected_by = f"Jetson ({', '.join(seen)}): " + "; ".join(found.evidence)
+    driver = _jetson.jetson_driver_version(root) or _nvml_driver() or (f"L4T {tegra}" if tegra else None)
+    if found.key is None:
+        return DeviceInfo(hardware_key="cpu", kind="jetson", name=model or "Jetson", detected_by=detected_by, cpu=cpu,
+                          versions=versions, driver=driver, power_mode=mode,
+                          unavailable=f"a Jetson the registry lacks ({model or 'unknown board'})",
+                          **(_cuda_fields(cuda) if cuda else {}))
+    name = get_hardware(found.key).name
+    unavailable = None
+    if cuda is None:
+        unavailable = (f"{name} detected ({', '.join(seen[:2])}) but torch {_torch_version(versions)} has no CUDA: "
+                       "install NVIDIA's JetPack torch wheel")
+    return DeviceInfo(hardware_key=found.key, kind="jetson", name=model or name, detected_by=detected_by, cpu=cpu,
+                      versions=versions, driver=driver, power_mode=mode, unavailable=unavailable,
+                      **(_cuda_fields(cuda) if cuda else {}))
+
+
+def _torch_version(versions: dict) -> str:
+    try:
+        import torch
+        return torch.__version__
+    except ImportError:
+        return versions.get("torch") or "(not installed)"
+
+
+def _uuid(props) -> str | None:
+    raw = getattr(props, "uuid", None)
+    text = str(raw).strip() if raw is not None else ""
+    return None if not text else text if re.match(r"(?i)^(GPU|MIG)-", text) else f"GPU-{text}"
+
+
+def _pci_bus_id(props) -> str | None:
+    """"0000:41:00.0" from the ints pci_domain_id / pci_bus_id / pci_device_id of recent torch (2.13's own
+    torch/numa/binding.py formats them so; its type stub lacks them); None where a build lacks them."""
+    parts = [getattr(props, a, None) for a in ("pci_domain_id", "pci_bus_id", "pci_device_id")]
+    if any(not isinstance(p, int) for p in parts):
+        return None
+    return f"{parts[0]:04x}:{parts[1]:02x}:{parts[2]:02x}.0"
+
+
 def _detect_cuda() -> dict | None:
-    """CUDA device 0 as torch sees it, or None (no torch, CPU build, no device)."""
+    """The CUDA device torch uses (its current device) as torch sees it, or None (no torch, CPU build, none)."""
     try:
         import torch
         if not torch.cuda.is_available():
             return None
-        props = torch.cuda.get_device_properties(0)
-        return {"name": props.name, "display_name": props.name,
-                "compute_capability": f"{props.major}.{props.minor}", "sm_count": props.multi_processor_count,
-                "l2_bytes": getattr(props, "L2_cache_size", None), "memory_bytes": props.total_memory,
-                "cuda": torch.version.cuda, "driver": _nvml_driver()}
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        clock_khz = getattr(props, "clock_rate", None)
+        return {"name": props.name, "compute_capability": f"{props.major}.{props.minor}",
+                "sm_count": props.multi_processor_count, "l2_bytes": getattr(props, "L2_cache_size", None) or None,
+                "memory_bytes": props.total_memory, "cuda": torch.version.cuda, "uuid": _uuid(props),
+                "pci_bus_id": _pci_bus_id(props), "clock_mhz": clock_khz / 1000 if clock_khz else None}
     except Exception:
         return None
 
 
 def _nvml_driver() -> str | None:
     try:
-        import pynvml
-        pynvml.nvmlInit()
-        return pynvml.nvmlSystemGetDriverVersion()
+        from .nvml import as_str, session
+        with session() as pynvml:
+            return as_str(pynvml.nvmlSystemGetDriverVersion())
     except Exception:
         return None

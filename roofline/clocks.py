@@ -6,7 +6,11 @@
    measured at other clocks is dropped rather than carried over silently.
 
 Jetson power modes: ../shared/reference/hardware.md ("Jetson: power modes"), from each board's
-nvpmodel config. ``None`` means "unchanged" (all SMs; EMC uncapped).
+nvpmodel config; the Orin NX modes from NVIDIA's nvpmodel_p3767_0000/_0001(_super).conf (as vendored in
+LineageOS/android_device_nvidia_concord). Mode names are spelled as ``nvpmodel -q`` prints them
+(the AGX Orin's config says ``MODE_30W``); ``15W`` and ``MODE_15W`` name the same mode. Active SMs come
+from each mode's TPC_PG_MASK (a set bit gates one TPC of 2 SMs). ``None`` means "unchanged" (all SMs;
+EMC uncapped); a GPU cap of -1 in the config (uncapped) is the board's nominal clock here.
 """
 from __future__ import annotations
 
@@ -19,9 +23,36 @@ POWER_MODES: dict[str, dict[str, tuple]] = {
     "jetson_orin_nano": {"15W": (0, 625, None, 2133), "7W": (1, 408, 4, 2133)},
     "jetson_orin_nano_super": {"15W": (0, 612, None, 2133), "25W": (1, 918, None, 3199),
                                "MAXN_SUPER": (2, 1020, None, 3199)},
-    "jetson_agx_orin": {"MAXN": (0, 1300.5, None, None), "15W": (1, 408, 6, 2133), "30W": (2, 612, 8, None),
-                        "50W": (3, 816, None, None)},
+    "jetson_agx_orin": {"MAXN": (0, 1300.5, None, None), "MODE_15W": (1, 408, 6, 2133), "MODE_30W": (2, 612, 8, None),
+                        "MODE_50W": (3, 816, None, None)},
+    "jetson_orin_nx_16gb": {"MAXN": (0, 918, None, None), "10W": (1, 612, 4, 2133), "15W": (2, 612, 4, None),
+                            "25W": (3, 408, None, None)},
+    "jetson_orin_nx_8gb": {"MAXN": (0, 765, None, None), "10W": (1, 612, 4, 2133), "15W": (2, 612, 4, None),
+                           "20W": (3, 408, None, None)},
+    "jetson_orin_nx_16gb_super": {"MAXN_SUPER": (0, 1173, None, None), "10W": (1, 612, 4, 2133),
+                                  "15W": (2, 612, 4, None), "25W": (3, 408, None, None), "40W": (4, 1173, None, None)},
+    "jetson_orin_nx_8gb_super": {"MAXN_SUPER": (0, 1173, None, None), "10W": (1, 612, 4, 2133),
+                                 "15W": (2, 612, 4, None), "20W": (3, 408, None, None), "40W": (4, 1173, None, None)},
 }
+# board key -> the mode it boots in (each config's PM_CONFIG DEFAULT)
+DEFAULT_POWER_MODE: dict[str, str] = {
+    "jetson_orin_nano": "15W", "jetson_orin_nano_super": "25W", "jetson_agx_orin": "MODE_30W",
+    "jetson_orin_nx_16gb": "15W", "jetson_orin_nx_8gb": "15W", "jetson_orin_nx_16gb_super": "40W",
+    "jetson_orin_nx_8gb_super": "40W",
+}
+
+
+def _mode_name(mode) -> str:
+    name = str(mode).strip().upper()
+    return name[len("MODE_"):] if name.startswith("MODE_") else name
+
+
+def find_power_mode(key: str, mode) -> tuple[str, tuple] | None:
+    """(name, (id, GPU MHz, SMs, EMC MHz)) of a board's mode given by name (``15W``, ``MODE_15W``) or id."""
+    for name, spec in POWER_MODES.get(key, {}).items():
+        if _mode_name(mode) == _mode_name(name) or str(mode).strip() == str(spec[0]):
+            return name, spec
+    return None
 
 
 def _ratio(name: str, value, nominal: Spec | float | None, hw: Hardware) -> float:
@@ -64,8 +95,9 @@ def apply_power_mode(hardware, mode: str) -> Hardware:
     modes = POWER_MODES.get(hw.key)
     if modes is None:
         raise ValueError(f"no power modes known for {hw.key}; known boards: {', '.join(POWER_MODES)}")
-    for name, (mode_id, gpu, sms, emc) in modes.items():
-        if str(mode).upper() == name or str(mode) == str(mode_id):
-            return scale_clocks(hw, gpu_clock_mhz=gpu, active_sms=sms, mem_clock_mhz=emc, label=f"nvpmodel {name}")
+    found = find_power_mode(hw.key, mode)
+    if found is not None:
+        name, (_, gpu, sms, emc) = found
+        return scale_clocks(hw, gpu_clock_mhz=gpu, active_sms=sms, mem_clock_mhz=emc, label=f"nvpmodel {name}")
     raise ValueError(f"unknown power mode {mode!r} for {hw.key}; known: "
                      f"{', '.join(f'{n} ({v[0]})' for n, v in modes.items())}")

@@ -3,7 +3,9 @@
 Every compute figure is dense (no 2:4 sparsity); where a vendor prints only the sparse figure it was
 halved and the note says so. ``derived`` = computed from a vendor figure or per-SM rates;
 ``unverified`` = one secondary source, or sources disagree. Facts from
-../shared/reference/hardware.md (each row names its primary source).
+../shared/reference/hardware.md (each row names its primary source), except the Orin NX boards and the
+H100 NVL, which the reference lacks: their ``source`` names where each number came from, and every
+number not read from a vendor sheet here is marked unverified.
 
 ``family`` is the user-facing name of a hardware class: the pytest marker (``pytest -m b10``) and
 the tox env that select its cases.
@@ -21,6 +23,33 @@ _BLACKWELL = _ADA_HOPPER + ("mxfp8", "mxfp6", "mxfp4", "nvfp4")
 
 def _p(value, note="", derived=False, unverified=False):
     return {"value": value, "note": note, "derived": derived, "unverified": unverified}
+
+
+# Orin's GPU (GA10B) per SM per clock, dense: 256 FP32 FLOP (128 FMA cores), and on the tensor cores
+# 1024 TF32, 2048 FP16/BF16, 4096 INT8, 8192 INT4 ops. These reproduce the Orin Nano datasheet figures
+# below (8 SMs x 625 MHz: 1.28 FP32, 10.2 FP16, 20 INT8 = 40 sparse / 2) and the Nano Super's (1020 MHz:
+# 16.7 FP16, 33 INT8 = 67 / 2); the INT4 and TF32 rates follow the Orin Nano entry's convention.
+_GA10B_PER_SM_CLOCK = dict(fp32=256, tf32=1024, fp16=2048, bf16=2048, int8=4096, int4=8192)
+
+
+def _orin_gpu_peaks(sms: int, mhz: float, how: str) -> dict:
+    """Dense peaks of an Orin GPU with ``sms`` SMs at ``mhz``: derived, and unverified where the rate is."""
+    return {c: _p(round(sms * mhz * 1e6 * r / 1e12, 2), f"{sms} SMs x {mhz:g} MHz x {r} per SM per clock ({how})",
+                  derived=True, unverified=c in ("tf32", "int4"))
+            for c, r in _GA10B_PER_SM_CLOCK.items()}
+
+
+# Orin NX (p3767-0000 16GB, p3767-0001 8GB): the same 8-SM GPU as the Orin Nano, higher clocks, and the
+# 128-bit LPDDR5 at the EMC clock the Nano only reaches as "Super". The datasheet's 100 / 70 TOPS include
+# the DLAs (2 on the 16GB, 1 on the 8GB); the GPU's share is what the per-SM rate gives.
+_NX_SOURCE = ("Jetson Orin NX series datasheet (100 / 70 TOPS with DLAs); NVIDIA nvpmodel_p3767_0000.conf and "
+              "_0001.conf (power modes, as vendored in LineageOS/android_device_nvidia_concord@54e4953); "
+              "deviceQuery on an Orin NX 16GB (8 SMs, 918 MHz max, 14486 MiB: gist atinfinity/8cede915)")
+_NX_SUPER_SOURCE = ("NVIDIA nvpmodel_p3767_0000_super.conf / _0001_super.conf (JetPack 6.2 'Super' modes: 40W "
+                    "caps the GPU at 1173 MHz, MAXN_SUPER uncaps it; LineageOS/android_device_nvidia_concord"
+                    "@370b63a); clocks and per-SM rates as the Orin NX entries")
+_NX_BANDWIDTH = _p(102.4, "128-bit LPDDR5 @ 3199 MHz EMC (as Orin Nano Super); datasheet table not read here",
+                   derived=True, unverified=True)
 
 
 # One dict per device. "peaks_tflops" is keyed by compute class (see formats.Format.compute_class).
@@ -57,6 +86,31 @@ HARDWARE_DATA: list[dict] = [
          peaks_tflops=dict(fp32=_p(5.3), tf32=_p(10.6, derived=True), fp16=_p(42.6, derived=True),
                            bf16=_p(42.6, derived=True), int8=_p(85, "170 sparse / 2"),
                            int4=_p(170, "2x dense INT8 as on Ampere A100", derived=True, unverified=True))),
+    dict(key="jetson_orin_nx_16gb", family="jetson", aliases=("orin_nx_16gb", "orin_nx"),
+         name="Jetson Orin NX 16GB (original clocks)", arch="sm_87", kind="jetson", source=_NX_SOURCE,
+         bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(16), l2_mb=None, sm_count=8,
+         gpu_clock_mhz=_p(918, "deviceQuery 'GPU Max Clock rate'", unverified=True),
+         mem_clock_mhz=_p(3199, "EMC max of the 102.4 GB/s figure", derived=True), native=_AMPERE,
+         peaks_tflops=_orin_gpu_peaks(8, 918, "GPU only; the datasheet's 100 TOPS adds 2 DLAs")),
+    dict(key="jetson_orin_nx_8gb", family="jetson", aliases=("orin_nx_8gb",),
+         name="Jetson Orin NX 8GB (original clocks)", arch="sm_87", kind="jetson", source=_NX_SOURCE,
+         bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(8), l2_mb=None, sm_count=8,
+         gpu_clock_mhz=_p(765, "datasheet GPU max frequency, not re-read here: 50 sparse GPU TOPS + 1 DLA "
+                               "make the 70 TOPS total", unverified=True),
+         mem_clock_mhz=_p(3199, "EMC max of the 102.4 GB/s figure", derived=True), native=_AMPERE,
+         peaks_tflops=_orin_gpu_peaks(8, 765, "GPU only; the datasheet's 70 TOPS adds 1 DLA")),
+    dict(key="jetson_orin_nx_16gb_super", family="jetson", aliases=("orin_nx_16gb_super", "orin_nx_super"),
+         name="Jetson Orin NX 16GB Super (40W / MAXN_SUPER)", arch="sm_87", kind="jetson", source=_NX_SUPER_SOURCE,
+         bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(16), l2_mb=None, sm_count=8,
+         gpu_clock_mhz=_p(1173, "the 40W cap; MAXN_SUPER is uncapped and may allow more", unverified=True),
+         mem_clock_mhz=_p(3199, "EMC max of the 102.4 GB/s figure", derived=True), native=_AMPERE,
+         peaks_tflops=_orin_gpu_peaks(8, 1173, "GPU only, at the 40W cap")),
+    dict(key="jetson_orin_nx_8gb_super", family="jetson", aliases=("orin_nx_8gb_super",),
+         name="Jetson Orin NX 8GB Super (40W / MAXN_SUPER)", arch="sm_87", kind="jetson", source=_NX_SUPER_SOURCE,
+         bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(8), l2_mb=None, sm_count=8,
+         gpu_clock_mhz=_p(1173, "the 40W cap; MAXN_SUPER is uncapped and may allow more", unverified=True),
+         mem_clock_mhz=_p(3199, "EMC max of the 102.4 GB/s figure", derived=True), native=_AMPERE,
+         peaks_tflops=_orin_gpu_peaks(8, 1173, "GPU only, at the 40W cap")),
     dict(key="h100_sxm", family="h100", aliases=("h100", "h100_sxm5"), name="NVIDIA H100 SXM5 80GB", arch="sm_90", kind="gpu",
          source="NVIDIA H100 datasheet (sparse column marked *; dense figures used)",
          bandwidth_gbs=_p(3350), memory_gb=_p(80), l2_mb=50, sm_count=132, gpu_clock_mhz=None,
@@ -67,6 +121,17 @@ HARDWARE_DATA: list[dict] = [
          source="NVIDIA H100 datasheet", bandwidth_gbs=_p(2000), memory_gb=_p(80), l2_mb=50, sm_count=114,
          gpu_clock_mhz=None, mem_clock_mhz=None, native=_ADA_HOPPER,
          peaks_tflops=dict(fp32=_p(51), tf32=_p(378), fp16=_p(756), bf16=_p(756), fp8=_p(1513), int8=_p(1513))),
+    dict(key="h100_nvl", family="h100", aliases=("h100nvl",), name="NVIDIA H100 NVL 94GB (one GPU of the pair)",
+         arch="sm_90", kind="gpu",
+         source=("NVIDIA H100 datasheet, NVL column per GPU (sparse figures marked *, halved here), as quoted by "
+                 "secondary sources: not read from NVIDIA's sheet here, so every number is unverified"),
+         bandwidth_gbs=_p(3900, "HBM3; some sheets: 3.94 TB/s", unverified=True), memory_gb=_p(94, unverified=True),
+         l2_mb=50, sm_count=132, gpu_clock_mhz=None, mem_clock_mhz=None, native=_ADA_HOPPER,
+         peaks_tflops=dict(fp32=_p(60, unverified=True), tf32=_p(417.5, "835 sparse / 2", unverified=True),
+                           fp16=_p(835.5, "1671 sparse / 2", unverified=True),
+                           bf16=_p(835.5, "1671 sparse / 2", unverified=True),
+                           fp8=_p(1670.5, "3341 sparse / 2", unverified=True),
+                           int8=_p(1670.5, "3341 sparse / 2", unverified=True))),
     dict(key="h200", family="h200", aliases=("h200_sxm",), name="NVIDIA H200 SXM 141GB", arch="sm_90", kind="gpu",
          source="NVIDIA H200 datasheet", bandwidth_gbs=_p(4800), memory_gb=_p(141), l2_mb=50, sm_count=132,
          gpu_clock_mhz=None, mem_clock_mhz=None, native=_ADA_HOPPER,

@@ -1,18 +1,37 @@
-"""Device detection: CUDA names, Jetson boards and CPU facts, parsed from strings and fake trees."""
+"""Device detection: CUDA names, Jetson boards and CPU facts, on simulated devices (tests/fakes) and fake trees."""
+import dataclasses
+
 import pytest
 
-from kernels.device import (detect, fp32_flops_per_cycle, hardware_key_from_cuda_name, hardware_key_from_jetson,
-                            host_cpu_hardware, read_cpu_info)
+from kernels.device import (DeviceInfo, detect, fp32_flops_per_cycle, hardware_key_from_cuda_name,
+                            hardware_key_from_jetson, host_cpu_hardware, read_cpu_info)
+from kernels.identify import identify_cuda
+from tests.fakes.cuda import install_fake_cuda
+from tests.fakes.devices import SIMULATED
+from tests.fakes.host import fake_cpu_tree, write
+from tests.fakes.install import install_device
+from tests.fakes.jetson import install_fake_nvpmodel, path_with
+
+JETSONS = [k for k, d in SIMULATED.items() if d.is_jetson]
 
 
 @pytest.mark.parametrize("name, key", [
     ("NVIDIA GB10", "gb10"), ("NVIDIA H100 80GB HBM3", "h100_sxm"), ("NVIDIA H100 PCIe", "h100_pcie"),
-    ("NVIDIA H200", "h200"), ("NVIDIA A100-SXM4-80GB", "a100"), ("NVIDIA B200", "b200"),
-    ("NVIDIA GeForce RTX 4090", "rtx4090"), ("NVIDIA GeForce RTX 5090", "rtx5090"), ("Orin", "jetson_orin_nano"),
-    ("Tesla T4", None),
+    ("NVIDIA H100 NVL", "h100_nvl"), ("NVIDIA H200", "h200"), ("NVIDIA A100-SXM4-80GB", "a100"),
+    ("NVIDIA B200", "b200"), ("NVIDIA GeForce RTX 4090", "rtx4090"), ("NVIDIA GeForce RTX 5090", "rtx5090"),
+    ("Orin", "jetson_orin_nano"), ("Tesla T4", None),
 ])
 def test_cuda_device_names(name, key):
     assert hardware_key_from_cuda_name(name) == key
+
+
+def test_sm_count_and_memory_correct_an_ambiguous_name():
+    """An H100 named without its form factor is told apart by what CUDA reports about it."""
+    pcie = identify_cuda("NVIDIA H100", sm_count=114, memory_bytes=80 * 2**30)
+    assert pcie.key == "h100_pcie" and "114 SMs" in pcie.evidence[-1]
+    nvl = identify_cuda("NVIDIA H100", sm_count=132, memory_bytes=94 * 2**30)
+    assert nvl.key == "h100_nvl"
+    assert identify_cuda("NVIDIA H100 80GB HBM3", sm_count=132, memory_bytes=80 * 2**30).key == "h100_sxm"
 
 
 @pytest.mark.parametrize("model, conf, key", [
@@ -21,30 +40,141 @@ def test_cuda_device_names(name, key):
     ("NVIDIA Jetson Orin Nano Developer Kit", "< POWER_MODEL ID=2 NAME=MAXN_SUPER >", "jetson_orin_nano_super"),
     ("NVIDIA Jetson AGX Orin Developer Kit", "", "jetson_agx_orin"),
     ("Raspberry Pi 5 Model B", "", None),
+    ("NVIDIA Jetson Xavier NX Developer Kit", "", None),
 ])
 def test_jetson_models(model, conf, key):
     assert hardware_key_from_jetson(model, conf) == key
 
 
-def fake_cpu_tree(root, flags="fpu sse2 avx2 fma", max_khz="3500000"):
-    (root / "proc").mkdir(parents=True)
-    (root / "proc/cpuinfo").write_text("".join(
-        f"processor\t: {i}\nmodel name\t: Fake CPU 9000\ncpu MHz\t\t: 2000.000\nphysical id\t: 0\n"
-        f"cpu cores\t: 4\nflags\t\t: {flags}\n\n" for i in range(8)))
-    cache = root / "sys/devices/system/cpu/cpu0/cache"
-    for i, (level, kind, size) in enumerate([(1, "Data", "32K"), (1, "Instruction", "32K"), (2, "Unified", "1024K"),
-                                             (3, "Unified", "16384K")]):
-        d = cache / f"index{i}"
-        d.mkdir(parents=True)
-        (d / "level").write_text(f"{level}\n")
-        (d / "type").write_text(f"{kind}\n")
-        (d / "size").write_text(f"{size}\n")
-    if max_khz:
-        freq = root / "sys/devices/system/cpu/cpu0/cpufreq"
-        freq.mkdir(parents=True)
-        (freq / "cpuinfo_max_freq").write_text(max_khz + "\n")
-    return root
+# --- every simulated device is detected as itself ---------------------------------------------------
 
+@pytest.mark.parametrize("key", sorted(SIMULATED))
+def test_every_simulated_device_is_detected_as_itself(key, tmp_path, monkeypatch):
+    install_device(monkeypatch, key, tmp_path)
+    info = detect(root=tmp_path)
+    dev = SIMULATED[key]
+    assert info.hardware_key == key, info.detected_by
+    assert info.kind == ("jetson" if dev.is_jetson else "cuda") and info.torch_device == "cuda"
+    assert (info.uuid, info.sm_count, info.memory_bytes) == (dev.uuid, dev.sm_count, dev.memory_bytes)
+    assert info.compute_capability == "{}.{}".format(*dev.capability) and info.unavailable is None
+    assert info.sysfs_root == str(tmp_path)
+
+
+@pytest.mark.parametrize("key", JETSONS)
+def test_a_jetson_in_a_container_is_still_its_board(key, tmp_path, monkeypatch):
+    """No device tree (docker masks it): SM count, memory, power mode and GPU clocks name the board.
+    Before: every Orin became an Orin Nano (the CUDA name is just "Orin")."""
+    install_device(monkeypatch, key, tmp_path, docker=True)
+    info = detect(root=tmp_path)
+    assert info.hardware_key == key and "device tree masked" in info.detected_by, info.detected_by
+
+
+@pytest.mark.parametrize("key", ["jetson_orin_nx_16gb", "jetson_orin_nx_8gb"])
+def test_orin_nx_is_not_an_orin_nano(key, tmp_path, monkeypatch):
+    """Orin NX has 102 GB/s: held to the Nano's 68 GB/s roof, its cases would "beat" it. Before: nano."""
+    install_device(monkeypatch, key, tmp_path)
+    info = detect(root=tmp_path)
+    assert info.hardware_key == key
+    from roofline import get_hardware
+    assert get_hardware(info.hardware_key).bandwidth.value > get_hardware("jetson_orin_nano").bandwidth.value
+
+
+def test_super_follows_the_current_power_mode_not_the_config_text(tmp_path, monkeypatch):
+    """The mode the board runs decides Super vs not; the config file's text is only the last resort."""
+    install_device(monkeypatch, "jetson_orin_nano_super", tmp_path, docker=True, mode="MAXN_SUPER")
+    assert not (tmp_path / "etc/nvpmodel.conf").exists()  # a container: no config to read
+    info = detect(root=tmp_path)
+    assert info.hardware_key == "jetson_orin_nano_super" and "MAXN_SUPER" in info.detected_by
+    assert info.power_mode == {"mode": "MAXN_SUPER", "id": 2}
+
+
+def test_a_config_mentioning_super_does_not_override_a_non_super_mode(tmp_path, monkeypatch):
+    install_device(monkeypatch, "jetson_orin_nano", tmp_path, mode="7W")
+    write(tmp_path, "etc/nvpmodel.conf", "< POWER_MODEL ID=2 NAME=MAXN_SUPER >\n")  # a stale Super config
+    info = detect(root=tmp_path)
+    assert info.hardware_key == "jetson_orin_nano" and info.power_mode == {"mode": "7W", "id": 1}
+    from roofline import apply_power_mode  # the current mode must exist in the key's table
+    assert apply_power_mode(info.hardware_key, info.power_mode["mode"]).sm_count == 4
+
+
+def test_power_mode_and_driver_are_recorded(tmp_path, monkeypatch):
+    install_device(monkeypatch, "jetson_agx_orin", tmp_path, mode="MODE_50W")
+    info = detect(root=tmp_path)
+    assert info.power_mode == {"mode": "MODE_50W", "id": 3} and info.driver == "540.4.0"
+    assert info.to_dict()["power_mode"] == {"mode": "MODE_50W", "id": 3}
+
+
+def test_a_jetson_without_cuda_torch_is_unavailable_with_the_reason(tmp_path, monkeypatch):
+    """Before: kind jetson, torch_device "cuda", and every case errored on a CPU-only torch."""
+    install_device(monkeypatch, "jetson_orin_nano", tmp_path, cuda=False)
+    import torch
+    info = detect(root=tmp_path)
+    assert info.kind == "jetson" and info.hardware_key == "jetson_orin_nano"
+    assert info.torch_device == "cpu"
+    assert "Jetson Orin Nano" in info.unavailable and f"torch {torch.__version__} has no CUDA" in info.unavailable
+    assert "JetPack torch wheel" in info.unavailable
+
+
+def test_an_unknown_gpu_is_unavailable_not_a_cpu(tmp_path, monkeypatch):
+    dev = SIMULATED["h100_sxm"].replace(cuda_name="Tesla T4", sm_count=40)
+    install_device(monkeypatch, "h100_sxm", tmp_path, device=dev)
+    info = detect(root=tmp_path)
+    assert info.kind == "cuda" and "'Tesla T4' has no registry entry" in info.unavailable
+    assert info.torch_device == "cpu"
+
+
+def test_the_cuda_device_torch_uses_is_the_one_described(tmp_path, monkeypatch):
+    gpus = [SIMULATED["h100_sxm"].replace(uuid=f"GPU-0000000{i}-0000-0000-0000-000000000000",
+                                          pci_bus_id=f"00000000:{0x18 + i:02X}:00.0") for i in range(2)]
+    install_fake_cuda(monkeypatch, gpus, current=1)
+    info = detect(root=tmp_path)
+    assert info.uuid == gpus[1].uuid and info.pci_bus_id == "0000:19:00.0"
+
+
+# --- --hardware --------------------------------------------------------------------------------------
+
+def test_an_override_of_another_kind_is_refused():
+    """Before: `--hardware b10` on this CPU host relabelled the CPU as a GB10 and measured the CPU."""
+    with pytest.raises(ValueError) as e:
+        detect("b10")
+    msg = str(e.value)
+    assert "'b10'" in msg and "gb10" in msg and "detected as a cpu device" in msg and "kind cpu or custom" in msg
+
+
+def test_the_cpu_entry_on_a_gpu_host_is_refused_and_a_sibling_gpu_allowed(tmp_path, monkeypatch):
+    install_device(monkeypatch, "h100_sxm", tmp_path)
+    with pytest.raises(ValueError, match="'cpu' names cpu, a cpu entry.*Allowed here: entries of kind gpu"):
+        detect("cpu", root=tmp_path)
+    forced = detect("h100_pcie", root=tmp_path)
+    assert forced.hardware_key == "h100_pcie" and "detected: h100_sxm" in forced.detected_by
+
+
+def test_this_machine_is_detected_and_unknown_overrides_name_the_known():
+    info = detect()
+    assert info.hardware_key == "cpu" and info.kind == "cpu" and info.torch_device == "cpu"
+    assert info.versions["torch"] and info.cpu.cores >= 1 and info.unavailable is None
+    assert info.flush_bytes >= 2 * info.cpu.llc_bytes
+    assert detect("host").hardware_key == "cpu"
+    with pytest.raises(ValueError, match="unknown hardware 'tpu'"):
+        detect("tpu")
+
+
+def test_torch_device_is_cpu_when_simulated_or_unavailable():
+    info = detect()
+    gpu = dataclasses.replace(info, kind="cuda", hardware_key="gb10")
+    assert gpu.torch_device == "cuda"
+    assert dataclasses.replace(gpu, simulated="gb10").torch_device == "cpu"
+    assert dataclasses.replace(gpu, unavailable="no CUDA").torch_device == "cpu"
+    assert dataclasses.replace(gpu, simulated="gb10").to_dict()["simulated"] == "gb10"
+
+
+def test_device_info_keeps_its_old_constructor():
+    info = DeviceInfo("cpu", "cpu", "x", "y", read_cpu_info("/nonexistent"))
+    assert (info.uuid, info.pci_bus_id, info.power_mode, info.sysfs_root, info.unavailable, info.simulated) == \
+        (None, None, None, "/", None, None)
+
+
+# --- the host CPU --------------------------------------------------------------------------------------
 
 def test_cpu_info_from_a_fake_tree(tmp_path):
     cpu = read_cpu_info(fake_cpu_tree(tmp_path))
@@ -73,20 +203,11 @@ def test_flops_per_cycle_by_simd_width():
     assert fp32_flops_per_cycle(frozenset({"asimd"})) == 16
 
 
-def test_this_machine_is_detected_and_the_override_wins():
-    info = detect()
-    assert info.hardware_key == "cpu" and info.kind == "cpu" and info.torch_device == "cpu"
-    assert info.versions["torch"] and info.cpu.cores >= 1
-    assert info.flush_bytes >= 2 * info.cpu.llc_bytes
-    forced = detect("b10")
-    assert forced.hardware_key == "gb10" and "detected: cpu" in forced.detected_by
-    with pytest.raises(ValueError, match="unknown hardware 'tpu'"):
-        detect("tpu")
-
-
-def test_a_jetson_tree_without_cuda_is_detected_as_the_board(tmp_path):
+def test_a_bare_jetson_tree_without_cuda_is_detected_as_the_board(tmp_path, monkeypatch):
     root = fake_cpu_tree(tmp_path)
-    (root / "proc/device-tree").mkdir(parents=True)
-    (root / "proc/device-tree/model").write_text("NVIDIA Jetson AGX Orin Developer Kit\x00")
+    write(root, "proc/device-tree/model", "NVIDIA Jetson AGX Orin Developer Kit\x00")
+    install_fake_nvpmodel(tmp_path / "bin", "MODE_30W", 2)
+    monkeypatch.setenv("PATH", path_with(tmp_path / "bin"))
     info = detect(root=root)
-    assert info.hardware_key == "jetson_agx_orin" and info.kind == "jetson"
+    assert info.hardware_key == "jetson_agx_orin" and info.kind == "jetson" and info.torch_device == "cpu"
+    assert info.power_mode == {"mode": "MODE_30W", "id": 2}

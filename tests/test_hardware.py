@@ -6,8 +6,9 @@ import pytest
 from roofline import REGISTRY, gemv, get_hardware, load_calibration, load_hardware_file, predict
 from roofline.hardware import Calibration, hardware_from_dict
 
-REQUIRED_KEYS = ["gb10", "jetson_orin_nano", "jetson_orin_nano_super", "jetson_agx_orin", "h100_sxm", "h100_pcie",
-                 "h200", "a100", "b200", "rtx4090", "rtx5090"]
+REQUIRED_KEYS = ["gb10", "jetson_orin_nano", "jetson_orin_nano_super", "jetson_agx_orin", "jetson_orin_nx_16gb",
+                 "jetson_orin_nx_8gb", "jetson_orin_nx_16gb_super", "jetson_orin_nx_8gb_super", "h100_sxm", "h100_pcie",
+                 "h100_nvl", "h200", "a100", "b200", "rtx4090", "rtx5090"]
 
 
 def test_registry_has_the_required_keys_and_aliases():
@@ -41,6 +42,49 @@ def test_dense_peaks_not_sparse_ones(key, cls, dense):
                                       ("h100_sxm", 3350), ("h200", 4800)])
 def test_bandwidths_match_the_reference(key, gbs):
     assert REGISTRY[key].bandwidth.value == gbs
+
+
+@pytest.mark.parametrize("key, family", [
+    ("jetson_orin_nx_16gb", "jetson"), ("jetson_orin_nx_8gb", "jetson"), ("jetson_orin_nx_16gb_super", "jetson"),
+    ("jetson_orin_nx_8gb_super", "jetson"), ("h100_nvl", "h100")])
+def test_boards_the_detector_names_have_entries_in_their_family(key, family):
+    assert REGISTRY[key].family == family
+
+
+def test_orin_nx_peaks_follow_the_orin_per_sm_rate_and_say_where_from():
+    """The NX GPU is the Nano's 8 SMs at a higher clock: its peaks scale from the Nano's by the clock ratio."""
+    nano, nx = REGISTRY["jetson_orin_nano"], REGISTRY["jetson_orin_nx_16gb"]
+    ratio = nx.gpu_clock.value / nano.gpu_clock.value
+    for cls in ("fp32", "fp16", "int8"):
+        assert nx.peaks[cls].value == pytest.approx(nano.peaks[cls].value * ratio, rel=0.03)
+        assert nx.peaks[cls].derived and "SMs x" in nx.peaks[cls].note
+    assert nx.bandwidth.value > nano.bandwidth.value and nx.bandwidth.unverified
+    assert "nvpmodel_p3767_0000.conf" in nx.source and "DLA" in nx.source
+
+
+def test_h100_nvl_is_dense_and_unverified_where_not_read_from_the_sheet():
+    nvl = REGISTRY["h100_nvl"]
+    assert nvl.peaks["fp16"].value * 2 == pytest.approx(1671, abs=1) and "sparse / 2" in nvl.peaks["fp16"].note
+    assert all(s.unverified for s in nvl.peaks.values()) and nvl.bandwidth.unverified
+
+
+def test_every_jetson_has_power_modes_and_a_default_among_them():
+    from roofline.clocks import DEFAULT_POWER_MODE, POWER_MODES, find_power_mode
+    jetsons = {k for k, hw in REGISTRY.items() if hw.kind == "jetson"}
+    assert jetsons == set(POWER_MODES) == set(DEFAULT_POWER_MODE)
+    for key in jetsons:
+        assert find_power_mode(key, DEFAULT_POWER_MODE[key]) is not None
+        for name, (mode_id, gpu_mhz, sms, emc_mhz) in POWER_MODES[key].items():
+            assert gpu_mhz <= REGISTRY[key].gpu_clock.value and (sms is None or sms <= REGISTRY[key].sm_count)
+
+
+def test_power_modes_accept_the_names_nvpmodel_prints():
+    """`nvpmodel -q` on an AGX Orin prints MODE_30W; the reference table says 30W: both name mode 2."""
+    from roofline import apply_power_mode
+    assert apply_power_mode("jetson_agx_orin", "MODE_30W").sm_count == 8
+    assert apply_power_mode("jetson_agx_orin", "30W").key == apply_power_mode("jetson_agx_orin", 2).key
+    nx_10w = apply_power_mode("jetson_orin_nx_16gb", "10W")
+    assert nx_10w.sm_count == 4 and nx_10w.bandwidth.value == pytest.approx(102.4 * 2133 / 3199)
 
 
 def test_derived_and_unverified_numbers_say_so():

@@ -1,51 +1,50 @@
-"""Telemetry: fake Jetson sysfs trees, a fake NVML, the absent paths, contention flags."""
+"""Telemetry on simulated devices: Jetson sysfs trees, a fake NVML on one and several GPUs, the timed region."""
+import os
 import sys
-import types
 
 import pytest
 
 from kernels import telemetry
-
-
-def write(root, rel, text):
-    p = root / rel
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(text)
-
-
-def jetson_tree(root, layout="jp6"):
-    """Mirrors the real layouts: JetPack 6 names the node 17000000.gpu, JetPack 5 17000000.ga10b."""
-    node = "17000000.gpu" if layout == "jp6" else "17000000.ga10b"
-    dev = root / "sys/class/devfreq" / node
-    write(root, f"sys/class/devfreq/{node}/device/of_node/name", ("gpu" if layout == "jp6" else "ga10b") + "\x00")
-    write(root, f"sys/class/devfreq/{node}/cur_freq", "306000000\n")
-    write(root, f"sys/class/devfreq/{node}/min_freq", "306000000\n")
-    write(root, f"sys/class/devfreq/{node}/max_freq", "1020000000\n")
-    write(root, f"sys/class/devfreq/{node}/available_frequencies", "306000000 612000000 1020000000\n")
-    write(root, f"sys/class/devfreq/{node}/device/load", "734\n")
-    write(root, "sys/kernel/nvpmodel_emc_cap/emc_iso_cap", "3199000000\n")
-    hw = "sys/bus/i2c/devices/1-0040/hwmon/hwmon3"
-    write(root, "sys/bus/i2c/devices/1-0040/name", "ina3221\n")
-    for n, (label, mv, ma) in enumerate([("VDD_IN", 5072, 1480), ("VDD_CPU_GPU_CV", 5072, 560),
-                                         ("VDD_SOC", 5072, 384)], start=1):
-        write(root, f"{hw}/in{n}_label", label + "\n")
-        write(root, f"{hw}/in{n}_input", f"{mv}\n")
-        write(root, f"{hw}/curr{n}_input", f"{ma}\n")
-    return dev
-
+from kernels.device import detect
+from kernels.nvml import other_gpu_processes
+from kernels.region import CLOCK_DROP_FRACTION, Sample, integrate_power, region_flags
+from tests.fakes.cuda import install_fake_cuda
+from tests.fakes.devices import SIMULATED, multi_gpu
+from tests.fakes.host import write
+from tests.fakes.install import install_device
+from tests.fakes.jetson import MODULE_RAILS, gpu_frequencies_mhz, make_jetson_tree, write_rails
+from tests.fakes.nvml import FAKE_SM_CLOCK_MHZ, NVML_ERROR_LIBRARY_NOT_FOUND, ClockDrop, make_fake_pynvml
 
 NVPMODEL_Q = "NV Power Mode: MAXN_SUPER\n2\n"
 
 
+class ManualClock:
+    """The fake NVML's clock, moved by hand: a region of exactly ``t`` seconds, no sleeping."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def use_nvml(monkeypatch, fake):
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    return fake
+
+
+# --- Jetson files --------------------------------------------------------------------------------------
+
 @pytest.mark.parametrize("layout", ["jp6", "jp5"])
 def test_jetson_snapshot_from_a_fake_tree(tmp_path, layout):
-    jetson_tree(tmp_path, layout)
+    make_jetson_tree(tmp_path, "jetson_orin_nano_super", mode="MAXN_SUPER", layout=layout, gpu_cur_mhz=306)
     s = telemetry.jetson_snapshot(tmp_path, nvpmodel_output=NVPMODEL_Q)
     assert s["available"] and s["gpu_cur_mhz"] == 306 and s["gpu_max_mhz"] == 1020
-    assert s["gpu_available_mhz"] == [306, 612, 1020] and s["gpu_load_pct"] == 73.4
+    assert s["gpu_available_mhz"] == gpu_frequencies_mhz("jetson_orin_nano_super") and s["gpu_load_pct"] == 73.4
     assert s["emc_cap_mhz"] == 3199 and s["power_mode"] == {"mode": "MAXN_SUPER", "id": 2}
-    assert s["rails"]["VDD_IN"]["power_mw"] == pytest.approx(5072 * 1480 / 1000)
-    assert s["board_power_w"] == pytest.approx(7.50656)
+    label, mv, ma = MODULE_RAILS[0]
+    assert s["rails"][label]["power_mw"] == pytest.approx(mv * ma / 1000)
+    assert s["board_power_w"] == pytest.approx(mv * ma / 1e6)
 
 
 def test_old_l4t_path_and_gpu0_load(tmp_path):
@@ -62,73 +61,223 @@ def test_jetson_absent_is_not_available(tmp_path):
     assert s == {"available": False, "reason": "no Jetson GPU devfreq node under /sys/class/devfreq"}
 
 
+@pytest.mark.parametrize("text, mode", [("NV Power Mode: 15W\n0\n", {"mode": "15W", "id": 0}),
+                                        ("NVPM WARN: fan mode is not set!\nNV Power Mode: MODE_30W\n2\n",
+                                         {"mode": "MODE_30W", "id": 2}),
+                                        ("", {"mode": None, "id": None})])
+def test_parse_nvpmodel(text, mode):
+    assert telemetry.parse_nvpmodel(text) == mode
+
+
+def test_snapshot_with_info_reads_the_root_detection_read(tmp_path, monkeypatch):
+    install_device(monkeypatch, "jetson_orin_nano", tmp_path, mode="7W")
+    info = detect(root=tmp_path)
+    s = telemetry.snapshot(info.kind, busy_interval_s=0, info=info)
+    assert s["jetson"]["available"] and s["jetson"]["gpu_max_mhz"] == 408
+    assert s["jetson"]["power_mode"] == {"mode": "7W", "id": 1}
+
+
+# --- NVML ------------------------------------------------------------------------------------------------
+
 def test_nvml_absent_degrades(monkeypatch):
-    broken = types.ModuleType("pynvml")
-
-    def init():
-        raise RuntimeError("NVML Shared Library Not Found")
-
-    broken.nvmlInit = init
-    monkeypatch.setitem(sys.modules, "pynvml", broken)
+    use_nvml(monkeypatch, make_fake_pynvml([], init_error=NVML_ERROR_LIBRARY_NOT_FOUND))
     s = telemetry.nvml_snapshot()
     assert not s["available"] and "NVML Shared Library Not Found" in s["reason"]
-    with telemetry.PowerSampler() as sampler:
-        pass
-    assert sampler.result() == {"available": False, "reason": "NVML unavailable: RuntimeError"}
-
-
-def fake_nvml(power_mw=250_000, mask=0, procs=()):
-    m = types.ModuleType("pynvml")
-    m.NVML_TEMPERATURE_GPU, m.NVML_CLOCK_SM, m.NVML_CLOCK_MEM = 0, 1, 2
-    m.nvmlClocksEventReasonGpuIdle, m.nvmlClocksEventReasonSwPowerCap = 0x1, 0x4
-    m.nvmlClocksEventReasonHwThermalSlowdown = 0x40
-    m.nvmlInit = m.nvmlShutdown = lambda: None
-    m.nvmlDeviceGetHandleByIndex = lambda i: "h"
-    m.nvmlDeviceGetName = lambda h: b"NVIDIA GB10"
-    m.nvmlSystemGetDriverVersion = lambda: "580.95"
-    m.nvmlDeviceGetPowerUsage = lambda h: power_mw
-    m.nvmlDeviceGetEnforcedPowerLimit = lambda h: 140_000
-    m.nvmlDeviceGetTemperature = lambda h, s: 61
-    m.nvmlDeviceGetClockInfo = lambda h, c: {1: 2418, 2: 4266}[c]
-    m.nvmlDeviceGetMaxClockInfo = lambda h, c: 2418
-    m.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=97, memory=80)
-    m.nvmlDeviceGetCurrentClocksEventReasons = lambda h: mask
-    m.nvmlDeviceGetComputeRunningProcesses = lambda h: [types.SimpleNamespace(pid=p, usedGpuMemory=2**30)
-                                                         for p in procs]
-    return m
+    region = telemetry.RegionMonitor(visible_gpu(monkeypatch, multi_gpu("h100_sxm", 1), 0))
+    region.start()
+    region.stop()
+    r = region.result(10)
+    assert r["energy_j"] is None and "NVML unavailable" in r["energy_source"] and r["flags"] == []
 
 
 def test_nvml_snapshot_and_contention(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(mask=0x1 | 0x40, procs=(4242,)))
+    fake = use_nvml(monkeypatch, make_fake_pynvml([SIMULATED["gb10"]], processes={0: [(4242, 2**30)]},
+                                                  throttle_reasons=("GpuIdle", "HwThermalSlowdown")))
     s = telemetry.nvml_snapshot()
-    assert s["available"] and s["name"] == "NVIDIA GB10" and s["power_w"] == 250 and s["sm_clock_mhz"] == 2418
+    assert s["available"] and s["name"] == "NVIDIA GB10" and s["power_w"] == SIMULATED["gb10"].power_w
+    assert s["sm_clock_mhz"] == int(SIMULATED["gb10"].gpu_clock_mhz) and "index 0" in s["matched_by"]
     assert s["throttle_reasons"] == ["HwThermalSlowdown"]  # idle is not a throttle
     flags = telemetry.contention({"nvml": s, "cpu": {"busy_fraction": 0.9}})
     assert any("4242" in f for f in flags) and any("HwThermalSlowdown" in f for f in flags)
     assert any("busy CPU" in f for f in flags)
+    assert fake.fake_state["inits"] == 0  # every nvmlInit was shut down
 
 
 def test_nvml_query_a_device_lacks_is_none_not_a_crash(monkeypatch):
-    m = fake_nvml()
-
-    def unsupported(h):
-        raise RuntimeError("Not Supported")
-
-    m.nvmlDeviceGetPowerUsage = unsupported
-    monkeypatch.setitem(sys.modules, "pynvml", m)
+    use_nvml(monkeypatch, make_fake_pynvml([SIMULATED["gb10"]], unsupported={"nvmlDeviceGetPowerUsage"}))
     s = telemetry.nvml_snapshot()
-    assert s["available"] and s["power_w"] is None and "power_w: RuntimeError" in s["unsupported"]
+    assert s["available"] and s["power_w"] is None and "power_w: NVMLError_NotSupported" in s["unsupported"]
 
 
-def test_power_sampler_averages_power(monkeypatch):
+def visible_gpu(monkeypatch, gpus, index):
+    """A node with ``gpus`` where CUDA_VISIBLE_DEVICES=index: torch sees one device, NVML all of them."""
+    install_fake_cuda(monkeypatch, [gpus[index]])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", str(index))
+    return detect()
+
+
+def test_nvml_follows_cuda_visible_devices_by_uuid(monkeypatch):
+    """Before: NVML index 0 (another GPU) supplied the clocks, power and processes of a run on GPU 2."""
+    gpus = [g.replace(power_w=100.0 + 10 * i, temperature_c=40 + i) for i, g in enumerate(multi_gpu("h100_sxm", 4))]
+    use_nvml(monkeypatch, make_fake_pynvml(gpus, processes={0: [(4242, 2**30)]}))
+    info = visible_gpu(monkeypatch, gpus, 2)
+    s = telemetry.snapshot(info.kind, busy_interval_s=0, info=info)["nvml"]
+    assert s["uuid"] == gpus[2].uuid and s["matched_by"] == f"UUID {gpus[2].uuid}"
+    assert (s["power_w"], s["temperature_c"]) == (120.0, 42) and s["other_process_count"] == 0
+
+
+def test_nvml_falls_back_to_the_pci_bus_id_and_never_silently_to_index_0(monkeypatch):
+    gpus = multi_gpu("h100_sxm", 3)
+    use_nvml(monkeypatch, make_fake_pynvml(gpus))
+    s = telemetry.nvml_snapshot(uuid=None, pci_bus_id="0000:38:00.0")
+    assert s["uuid"] == gpus[2].uuid and "PCI bus id 00000000:38:00.0" in s["matched_by"]
+    lost = telemetry.nvml_snapshot(uuid="GPU-ffffffff-0000-0000-0000-000000000000")
+    assert not lost["available"] and "no NVML device matches" in lost["reason"] and "Not Found" in lost["reason"]
+
+
+def test_a_containerised_process_does_not_count_itself_as_another(tmp_path, monkeypatch):
+    """NVML lists host PIDs; in its own PID namespace this process is one of them under another number."""
+    gpus = multi_gpu("h100_sxm", 1)
+    use_nvml(monkeypatch, make_fake_pynvml(gpus, processes={0: [(873421, 3 * 2**30)]}))
+    install_fake_cuda(monkeypatch, gpus)  # holds a CUDA context: torch.cuda.is_initialized() is True
+    info = detect(root=tmp_path)  # tmp_path/proc has none of the host PIDs
+    s = telemetry.snapshot(info.kind, busy_interval_s=0, info=info)
+    assert s["nvml"]["other_process_count"] == 0 and "PID namespace" in s["nvml"]["processes_note"]
+    assert not any("other GPU processes" in f for f in s["contention"])
+
+
+def test_other_processes_by_pid_namespace(tmp_path):
+    me = os.getpid()
+    procs = [{"pid": me, "used_memory_bytes": 1}, {"pid": 4242, "used_memory_bytes": 2}]
+    assert other_gpu_processes(procs, me, tmp_path) == (1, [procs[1]], None)  # host namespace: named
+    host = [{"pid": 500001, "used_memory_bytes": 1}, {"pid": 500002, "used_memory_bytes": 2}]
+    count, named, note = other_gpu_processes(host, me, tmp_path, on_gpu=True)
+    assert (count, named) == (1, []) and "500001, 500002" in note and "--pid=host" in note
+    assert other_gpu_processes(host, me, tmp_path, on_gpu=False)[0] == 2
+    (tmp_path / "proc/500001").mkdir(parents=True)
+    (tmp_path / "proc/500002").mkdir(parents=True)
+    assert other_gpu_processes(host, me, tmp_path, on_gpu=True) == (2, host, None)  # visible: not ours
+
+
+# --- the timed region -------------------------------------------------------------------------------------
+
+def cuda_region(monkeypatch, gpus, index=0, **nvml_options):
+    clock = ManualClock()
+    fake = use_nvml(monkeypatch, make_fake_pynvml(gpus, clock=clock, **nvml_options))
+    info = visible_gpu(monkeypatch, gpus, index)
+    # the thread never wakes: the samples are the two at start and stop
+    return telemetry.RegionMonitor(info, interval_s=60), clock, fake
+
+
+def test_energy_comes_from_the_counter_over_the_timed_region_only(monkeypatch):
+    """Before: 1 s-averaged power samples, and the whole span (warmup, flushes) divided by the timed calls."""
+    gpus = [g.replace(power_w=150.0 + 100 * i) for i, g in enumerate(multi_gpu("h100_sxm", 2))]
+    region, clock, fake = cuda_region(monkeypatch, gpus, index=1)
+    clock.t = 5.0  # warmup: before start, not counted
+    region.start()
+    clock.t = 7.0  # two seconds of timed calls
+    region.stop()
+    clock.t = 9.0  # after: not counted
+    r = region.result(calls=400)
+    assert r["energy_source"] == "nvml total energy counter" and r["matched_by"] == f"UUID {gpus[1].uuid}"
+    assert r["energy_j"] == pytest.approx(gpus[1].power_w * 2.0, abs=1e-3)
+    assert r["energy_per_call_j"] == pytest.approx(r["energy_j"] / 400)
+    assert r["flags"] == [] and r["samples"] == 2 and fake.fake_state["inits"] == 0
+
+
+def test_no_energy_counter_says_so_instead_of_guessing(monkeypatch):
+    region, clock, _ = cuda_region(monkeypatch, multi_gpu("gb10", 1),
+                                   unsupported={"nvmlDeviceGetTotalEnergyConsumption"})
+    region.start()
+    clock.t = 1.0
+    region.stop()
+    r = region.result(100)
+    assert r["energy_j"] is None and r["energy_per_call_j"] is None
+    assert r["energy_source"].startswith("none: nvmlDeviceGetTotalEnergyConsumption")
+    assert "NotSupported" in r["energy_source"]
+
+
+def test_a_clock_drop_and_throttle_during_the_region_are_flagged(monkeypatch):
+    """Before: telemetry was one snapshot taken before the timed region; a cap biting mid-run went unseen."""
+    gpus = multi_gpu("h100_sxm", 1)
+    top = int(gpus[0].gpu_clock_mhz or FAKE_SM_CLOCK_MHZ)
+    region, clock, _ = cuda_region(monkeypatch, gpus, clock_drop=ClockDrop(after_s=0.5, to_mhz=top * 0.7,
+                                                                           reasons=("HwSlowdown",)))
+    region.start()
+    clock.t = 1.0
+    region.stop()
+    r = region.result(50)
+    assert f"SM clock dropped from {top} to {int(top * 0.7)} MHz during the timed region" in r["flags"]
+    assert "throttled during the timed region: HwSlowdown" in r["flags"]
+    assert (r["sm_clock_mhz_max"], r["sm_clock_mhz_min"]) == (top, int(top * 0.7))
+    assert r["temperature_c_min"] == gpus[0].temperature_c and r["load_pct_max"] == gpus[0].utilization_pct
+
+
+def test_the_sampler_thread_samples_during_the_region(monkeypatch):
+    gpus = multi_gpu("h100_sxm", 1)
+    use_nvml(monkeypatch, make_fake_pynvml(gpus))
+    region = telemetry.RegionMonitor(visible_gpu(monkeypatch, gpus, 0), interval_s=0.005)
+    region.start()
     import time
-    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml(power_mw=100_000))
-    with telemetry.PowerSampler(interval_s=0.002) as sampler:
-        time.sleep(0.05)
-    r = sampler.result(kernel_calls=10)
-    assert r["available"] and r["avg_power_w"] == 100 and r["energy_j"] == pytest.approx(100 * r["span_s"])
-    assert r["energy_per_call_j"] == pytest.approx(r["energy_j"] / 10)
+    deadline = time.monotonic() + 5
+    while len(region.samples) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    region.stop()
+    assert region.result(1)["samples"] >= 4  # start, at least two from the thread, stop
 
+
+def test_jetson_energy_integrates_the_vdd_in_rail(tmp_path, monkeypatch):
+    install_device(monkeypatch, "jetson_orin_nano", tmp_path)
+    region = telemetry.RegionMonitor(detect(root=tmp_path), interval_s=60)
+    region.start()
+    write(tmp_path, "sys/class/devfreq/17000000.gpu/cur_freq", "408000000\n")  # a clock drop mid-run
+    write_rails(tmp_path, MODULE_RAILS)
+    region.stop()
+    r = region.result(10)
+    label, mv, ma = MODULE_RAILS[0]
+    assert r["energy_source"].startswith("jetson INA3221 VDD_IN")
+    assert r["energy_j"] == pytest.approx(mv * ma / 1e6 * (region.samples[-1].t_s - region.samples[0].t_s))
+    assert "GPU clock dropped from 625 to 408 MHz during the timed region" in r["flags"]
+
+
+def test_a_board_without_vdd_in_says_which_rail_is_missing(tmp_path, monkeypatch):
+    install_device(monkeypatch, "jetson_agx_orin", tmp_path)  # its rails: VDD_GPU_SOC, VDD_CPU_CV, VIN_SYS_5V0
+    region = telemetry.RegionMonitor(detect(root=tmp_path), interval_s=60)
+    region.start()
+    region.stop()
+    r = region.result(10)
+    assert r["energy_j"] is None and "no INA3221 VDD_IN rail" in r["energy_source"]
+
+
+def test_a_region_that_never_ran_says_so(monkeypatch):
+    """A simulated run synthesises its timing: the timer never starts the region, and result() must cope."""
+    gpus = multi_gpu("gb10", 1)
+    use_nvml(monkeypatch, make_fake_pynvml(gpus))
+    r = telemetry.RegionMonitor(visible_gpu(monkeypatch, gpus, 0)).result(25)
+    assert r["samples"] == 0 and r["flags"] == [] and r["energy_j"] is None
+    assert r["energy_source"] == "none: the region was never started (no timed loop ran through it)"
+
+
+def test_on_the_cpu_the_region_is_cheap_and_quiet():
+    region = telemetry.RegionMonitor(detect())
+    region.start()
+    region.stop()
+    r = region.result(0)
+    assert r["flags"] == [] and r["samples"] == 0 and r["energy_per_call_j"] is None and region._thread is None
+
+
+def test_region_rules_by_hand():
+    top = 2000.0
+    just_under = top * (1 - CLOCK_DROP_FRACTION) + 1
+    assert region_flags([Sample(0, top), Sample(1, just_under)]) == []
+    assert region_flags([Sample(0, 1000), Sample(1, top), Sample(2, 1000)]) == \
+        ["SM clock dropped from 2000 to 1000 MHz during the timed region"]  # a ramp up is no drop
+    assert region_flags([Sample(0, 1000), Sample(1, top)]) == []
+    assert integrate_power([Sample(0, power_w=10), Sample(2, power_w=20)]) == 30
+    assert integrate_power([Sample(0, power_w=10)]) is None
+
+
+# --- the host CPU ---------------------------------------------------------------------------------------
 
 def test_cpu_snapshot_from_a_fake_tree(tmp_path):
     write(tmp_path, "proc/loadavg", "1.50 0.80 0.40 2/300 12345\n")

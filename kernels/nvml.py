@@ -1,0 +1,120 @@
+"""NVML, for the GPU being measured: which handle that is, and who else is using it.
+
+1. NVML numbers GPUs its own way and ignores ``CUDA_VISIBLE_DEVICES``: NVML index 0 is the first GPU
+   of the machine, not the one torch measures. The handle is looked up by the UUID (or PCI bus id)
+   torch reports for its device; index 0 is used only when neither is known, and says so.
+2. NVML lists processes by host PID. A process in a container (its own PID namespace, the docker
+   default) is listed under a PID it cannot see as its own, so it would count itself as "another GPU
+   process". ``other_gpu_processes`` detects that case (its own PID absent from the list while listed
+   PIDs do not exist in its /proc), counts the processes instead of naming them, and counts one of
+   them as itself when it holds a CUDA context. ``docker run --pid=host`` lets it name them.
+3. Every query degrades to None with the reason; nothing here raises past ``session``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def session():
+    """``pynvml`` initialised for the block (raises what nvmlInit raises: no library, no driver)."""
+    import pynvml
+    pynvml.nvmlInit()
+    try:
+        yield pynvml
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except Exception:
+            pass
+
+
+def error_text(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def as_str(x):
+    return x.decode() if isinstance(x, bytes) else x
+
+
+def nvml_uuid(uuid: str) -> str:
+    """torch spells a UUID bare ("58ff5e0f-..."), NVML with a prefix ("GPU-58ff5e0f-...")."""
+    u = uuid.strip()
+    return u if re.match(r"(?i)^(GPU|MIG)-", u) else f"GPU-{u}"
+
+
+def parse_pci_bus_id(text: str) -> tuple[int, int, int] | None:
+    """"0000:41:00.0" (sysfs, torch) or "00000000:41:00.0" (NVML) -> (domain, bus, device)."""
+    m = re.fullmatch(r"\s*(?:([0-9a-fA-F]+):)?([0-9a-fA-F]+):([0-9a-fA-F]+)(?:\.[0-7])?\s*", text or "")
+    return (int(m.group(1) or "0", 16), int(m.group(2), 16), int(m.group(3), 16)) if m else None
+
+
+def nvml_bus_id(pci_bus_id: str) -> str:
+    """NVML's spelling of a PCI bus id: 8 hex digits of domain, upper case (nvidia-smi prints the same)."""
+    parsed = parse_pci_bus_id(pci_bus_id)
+    if parsed is None:
+        raise ValueError(f"PCI bus id {pci_bus_id!r} is not domain:bus:device.function")
+    domain, bus, device = parsed
+    return f"{domain:08X}:{bus:02X}:{device:02X}.0"
+
+
+def find_handle(pynvml, uuid: str | None = None, pci_bus_id: str | None = None, index: int = 0):
+    """(handle, how it was matched) for the GPU torch measures; LookupError if it is known but NVML lacks it."""
+    tried = []
+    if uuid:
+        try:
+            return pynvml.nvmlDeviceGetHandleByUUID(nvml_uuid(uuid)), f"UUID {nvml_uuid(uuid)}"
+        except Exception as e:
+            tried.append(f"UUID {nvml_uuid(uuid)} ({error_text(e)})")
+    if pci_bus_id:
+        by_bus = getattr(pynvml, "nvmlDeviceGetHandleByPciBusId_v2", None) or pynvml.nvmlDeviceGetHandleByPciBusId
+        try:
+            return by_bus(nvml_bus_id(pci_bus_id)), f"PCI bus id {nvml_bus_id(pci_bus_id)}"
+        except Exception as e:
+            tried.append(f"PCI bus id {pci_bus_id} ({error_text(e)})")
+    if tried:
+        raise LookupError(f"no NVML device matches the measured GPU: {'; '.join(tried)}")
+    return (pynvml.nvmlDeviceGetHandleByIndex(index),
+            f"index {index}: no UUID or PCI bus id known, so under CUDA_VISIBLE_DEVICES this may be another GPU")
+
+
+def self_on_gpu() -> bool:
+    """Whether this process holds a CUDA context (torch initialised CUDA), without importing torch."""
+    torch = sys.modules.get("torch")
+    try:
+        return bool(torch is not None and torch.cuda.is_initialized())
+    except Exception:
+        return False
+
+
+def other_gpu_processes(procs: list[dict], own_pid: int, root: str | Path = "/",
+                        on_gpu: bool | None = None) -> tuple[int, list[dict], str | None]:
+    """(how many other processes use the GPU, those of them that can be named, a note when they cannot).
+
+    ``procs``: [{"pid", "used_memory_bytes"}] as NVML lists them (host PIDs); ``root``: whose /proc to
+    look the PIDs up in; ``on_gpu``: whether this process holds a CUDA context (default: ask torch)."""
+    pids = [p["pid"] for p in procs]
+    if own_pid in pids or not procs:
+        others = [p for p in procs if p["pid"] != own_pid]
+        return len(others), others, None
+    if all((Path(root) / "proc" / str(pid)).exists() for pid in pids):
+        return len(procs), list(procs), None  # one PID namespace, and this process is not on this GPU
+    on_gpu = self_on_gpu() if on_gpu is None else on_gpu
+    count = max(len(procs) - (1 if on_gpu else 0), 0)
+    note = (f"NVML lists host PIDs {', '.join(map(str, pids))}, not all visible here: this process runs in its own "
+            f"PID namespace (a container without --pid=host), so its PID ({own_pid}) is not among them"
+            f"{'; it holds a CUDA context, so one of them is this process' if on_gpu else ''}")
+    return count, [], note
+
+
+def running_processes(pynvml, handle) -> list[dict]:
+    return [{"pid": p.pid, "used_memory_bytes": p.usedGpuMemory}
+            for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)]
+
+
+def own_pid() -> int:
+    return os.getpid()

@@ -1,0 +1,233 @@
+"""Telemetry of the timed region itself: clocks, throttling, temperature, load and energy *during* it.
+
+A snapshot taken before a measurement says nothing about a power cap that bites half-way through, and
+board power sampled every few ms says little on Ampere and newer, where ``nvmlDeviceGetPowerUsage`` is
+a 1 s average (NVML docs): a 0.2 s run sampled that way mixes idle and load. So:
+
+1. ``start()`` / ``stop()`` bracket exactly the timed calls (the timer calls them after warmup).
+2. Energy: NVML's total-energy counter (``nvmlDeviceGetTotalEnergyConsumption``, mJ since the driver
+   loaded; Volta and newer) read at start and stop. A Jetson has no such counter: its INA3221 board
+   input rail (VDD_IN) is sampled and integrated. Where neither exists, energy is None and
+   ``energy_source`` says why; per-call energy divides the region's energy by the timed calls only.
+   The region includes what the timer does between calls (rotating cold operands), and says so.
+3. A background thread samples the SM clock, throttle reasons, temperature and load every
+   ``interval_s``; a clock drop (``CLOCK_DROP_FRACTION``) or any throttle reason becomes a flag.
+4. Cheap and never raises: a query the device refuses is dropped after its first refusal; anything
+   that fails becomes a note. On the CPU it only reads the cores' frequency at start and stop.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import jetson as _jetson
+from . import nvml as _nvml
+
+# A clock that falls more than this below a level it held earlier in the same region is reported: boost
+# clocks wander by a few bins under steady load; a fall past 5% is a power, thermal or other cap acting.
+CLOCK_DROP_FRACTION = 0.05
+
+
+@dataclass
+class Sample:
+    t_s: float
+    clock_mhz: float | None = None
+    temperature_c: float | None = None
+    load_pct: float | None = None
+    throttle: list = field(default_factory=list)
+    power_w: float | None = None  # Jetson VDD_IN only: NVML's power reading is not sampled (1 s average)
+
+
+def _largest_drop(clocks: list[float]) -> tuple[float, float] | None:
+    """(from, to) of the largest fall of a clock below an earlier value, or None if it never fell."""
+    best, high = None, None
+    for c in clocks:
+        high = c if high is None else max(high, c)
+        if c < high and (best is None or high - c > best[0] - best[1]):
+            best = (high, c)
+    return best
+
+
+def region_flags(samples: list[Sample], clock_name: str = "SM clock") -> list[str]:
+    flags = []
+    drop = _largest_drop([s.clock_mhz for s in samples if s.clock_mhz is not None])
+    if drop and drop[1] < drop[0] * (1 - CLOCK_DROP_FRACTION):
+        flags.append(f"{clock_name} dropped from {drop[0]:g} to {drop[1]:g} MHz during the timed region")
+    reasons = sorted({r for s in samples for r in s.throttle})
+    if reasons:
+        flags.append(f"throttled during the timed region: {', '.join(reasons)}")
+    return flags
+
+
+def integrate_power(samples: list[Sample]) -> float | None:
+    """Joules under the sampled power curve (trapezoids), None with fewer than two readings."""
+    pts = [(s.t_s, s.power_w) for s in samples if s.power_w is not None]
+    if len(pts) < 2:
+        return None
+    return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(pts, pts[1:]))
+
+
+def _span(values):
+    values = [v for v in values if v is not None]
+    return (min(values), max(values)) if values else (None, None)
+
+
+class RegionMonitor:
+    """Clocks, throttling, temperature, load and energy of the timed region of one measurement."""
+
+    def __init__(self, info, interval_s: float = 0.05):
+        self.info, self.interval_s = info, interval_s
+        self.kind = getattr(info, "kind", "cpu")
+        self.root = Path(getattr(info, "sysfs_root", "/") or "/")
+        self.samples: list[Sample] = []
+        self.notes: list[str] = []
+        self.matched_by = None
+        self._t0 = self._t1 = None
+        self._energy = [None, None]  # NVML counter at start and stop, mJ
+        self._energy_why = None
+        self._cpu_mhz = [None, None]
+        self._stop = threading.Event()
+        self._thread = None
+        self._session = self._pynvml = self._handle = None
+        self._refused: set[str] = set()
+        self._gpu_dir = self._rail_files = None
+
+    # --- the timer's two calls ---------------------------------------------------------------------
+    def start(self):
+        try:
+            if self.kind == "cuda":
+                self._open_nvml()
+            if self.kind == "jetson":
+                self._gpu_dir, self._rail_files = _jetson.find_gpu_devfreq(self.root), _jetson.vdd_in_files(self.root)
+            if self.kind == "cpu":
+                self._cpu_mhz[0] = self._cpu_now()
+            elif self.kind == "jetson" or self._handle is not None:
+                self.samples.append(self._sample(time.perf_counter()))
+                self._thread = threading.Thread(target=self._run, daemon=True, name="RegionMonitor")
+                self._thread.start()
+            self._energy[0] = self._energy_now()
+            self._t0 = time.perf_counter()
+        except Exception as e:
+            self.notes.append(f"start: {_nvml.error_text(e)}")
+
+    def stop(self):
+        try:
+            self._energy[1] = self._energy_now()
+            self._t1 = time.perf_counter()
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join()
+                self.samples.append(self._sample(self._t1))
+            if self.kind == "cpu":
+                self._cpu_mhz[1] = self._cpu_now()
+        except Exception as e:
+            self.notes.append(f"stop: {_nvml.error_text(e)}")
+        finally:
+            self._close_nvml()
+
+    # --- what is read ------------------------------------------------------------------------------
+    def _open_nvml(self):
+        try:
+            self._session = _nvml.session()
+            self._pynvml = self._session.__enter__()
+            self._handle, self.matched_by = _nvml.find_handle(self._pynvml, getattr(self.info, "uuid", None),
+                                                              getattr(self.info, "pci_bus_id", None))
+        except Exception as e:
+            self._energy_why = (f"NVML: {e}" if isinstance(e, LookupError)
+                                else f"NVML unavailable ({_nvml.error_text(e)})")
+            self._close_nvml()
+
+    def _close_nvml(self):
+        if self._session is not None:
+            self._session.__exit__(None, None, None)
+        self._session = None
+
+    def _ask(self, name, call):
+        """One NVML query; a query refused once is not asked again (keeps sampling cheap)."""
+        if self._handle is None or name in self._refused:
+            return None
+        try:
+            return call()
+        except Exception as e:
+            self._refused.add(name)
+            self.notes.append(f"{name}: {_nvml.error_text(e)}")
+            return None
+
+    def _energy_now(self):
+        if self.kind != "cuda" or self._handle is None:
+            return None
+        return self._ask("energy", lambda: self._pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
+
+    def _sample(self, t: float) -> Sample:
+        if self.kind == "jetson":
+            mhz, load = _jetson.gpu_clock_and_load(self.root, self._gpu_dir)
+            return Sample(t, mhz, _jetson.gpu_temperature_c(self.root), load, [],
+                          _jetson.board_power_w(self.root, self._rail_files) if self._rail_files else None)
+        from .telemetry import throttle_reason_names
+        p, h = self._pynvml, self._handle
+        mask = self._ask("throttle", lambda: p.nvmlDeviceGetCurrentClocksEventReasons(h))
+        return Sample(t, self._ask("sm_clock", lambda: p.nvmlDeviceGetClockInfo(h, p.NVML_CLOCK_SM)),
+                      self._ask("temperature", lambda: p.nvmlDeviceGetTemperature(h, p.NVML_TEMPERATURE_GPU)),
+                      self._ask("utilization", lambda: p.nvmlDeviceGetUtilizationRates(h).gpu),
+                      throttle_reason_names(mask, p) if mask else [])
+
+    def _run(self):
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.samples.append(self._sample(time.perf_counter()))
+            except Exception as e:
+                self.notes.append(f"sample: {_nvml.error_text(e)}")
+                return
+
+    def _cpu_now(self):
+        from .telemetry import cpu_freqs_mhz
+        freqs = cpu_freqs_mhz(self.root)
+        return sum(freqs) / len(freqs) if freqs else None
+
+    # --- the record --------------------------------------------------------------------------------
+    def _energy_j(self) -> tuple[float | None, str]:
+        if self._t0 is None or self._t1 is None:
+            never = "started" if self._t0 is None else "stopped"
+            return None, f"none: the region was never {never} (no timed loop ran through it)"
+        span_ms = (self._t1 - self._t0) * 1e3 if self._t0 is not None and self._t1 is not None else 0.0
+        if self.kind == "cuda":
+            e0, e1 = self._energy
+            if e0 is not None and e1 is not None:
+                if e1 > e0:
+                    return (e1 - e0) / 1e3, "nvml total energy counter"
+                return None, f"none: the NVML energy counter did not advance over the {span_ms:.1f} ms region"
+            why = self._energy_why or next((n for n in self.notes if n.startswith("energy")), "no reading")
+            return None, f"none: nvmlDeviceGetTotalEnergyConsumption unavailable ({why})"
+        if self.kind == "jetson":
+            joules = integrate_power(self.samples)
+            if joules is not None:
+                return joules, "jetson INA3221 VDD_IN (board input, sampled and integrated)"
+            return None, f"none: no INA3221 VDD_IN rail readable under {self.root}/sys/bus/i2c/devices"
+        return None, "none: no energy counter on the host CPU"
+
+    def result(self, calls: int) -> dict:
+        try:
+            energy, source = self._energy_j()
+            clock_name = "GPU clock" if self.kind == "jetson" else "SM clock"
+            clocks = _span(s.clock_mhz for s in self.samples)
+            temps = _span(s.temperature_c for s in self.samples)
+            loads = _span(s.load_pct for s in self.samples)
+            out = {"samples": len(self.samples), "flags": region_flags(self.samples, clock_name),
+                   "energy_j": energy, "energy_per_call_j": energy / calls if energy is not None and calls else None,
+                   "energy_source": source, "calls": calls,
+                   "duration_s": self._t1 - self._t0 if self._t0 is not None and self._t1 is not None else None,
+                   "sm_clock_mhz_min": clocks[0], "sm_clock_mhz_max": clocks[1],
+                   "temperature_c_min": temps[0], "temperature_c_max": temps[1],
+                   "load_pct_min": loads[0], "load_pct_max": loads[1],
+                   "throttle_reasons": sorted({r for s in self.samples for r in s.throttle}),
+                   "matched_by": self.matched_by, "notes": list(self.notes)}
+            if energy is not None:
+                out["energy_note"] = "the timed loop, including the timer's work between calls"
+            if self.kind == "cpu":
+                out.update(cpu_mhz_start=self._cpu_mhz[0], cpu_mhz_stop=self._cpu_mhz[1])
+            return out
+        except Exception as e:  # a record, never a crash
+            return {"samples": len(self.samples), "flags": [], "energy_j": None, "energy_per_call_j": None,
+                    "energy_source": f"none: {_nvml.error_text(e)}", "notes": list(self.notes)}

@@ -1,0 +1,97 @@
+"""Fake ``torch.cuda`` that reports simulated devices, for detection and capability gates.
+
+Only queries are patched: ``is_available``, ``device_count``, ``current_device``, ``is_initialized``,
+``get_device_properties``, ``get_device_capability``, ``get_device_name`` and ``torch.version.cuda``.
+Nothing allocates on "cuda": on this CPU build of torch any real CUDA call still raises, so a simulated
+run that tried to allocate on the device would fail loudly instead of pretending.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .devices import CUDA_RUNTIME, FakeDevice
+
+
+class FakeCUuuid:
+    """torch's ``_CUuuid``: ``str()`` gives the bare 8-4-4-4-12 form, ``bytes`` the 16 bytes."""
+
+    def __init__(self, nvml_uuid: str):
+        self._text = nvml_uuid.split("-", 1)[1] if nvml_uuid.upper().startswith(("GPU-", "MIG-")) else nvml_uuid
+
+    def __str__(self) -> str:
+        return self._text
+
+    @property
+    def bytes(self) -> list[int]:
+        return list(bytearray.fromhex(self._text.replace("-", "")))
+
+
+@dataclass(frozen=True)
+class FakeDeviceProperties:
+    """The fields of ``torch.cuda.get_device_properties`` (torch 2.13) that this suite reads."""
+    name: str
+    major: int
+    minor: int
+    multi_processor_count: int
+    total_memory: int
+    L2_cache_size: int
+    uuid: FakeCUuuid
+    pci_domain_id: int
+    pci_bus_id: int
+    pci_device_id: int
+    is_integrated: int
+    clock_rate: int  # kHz, 0 where unknown
+    warp_size: int = 32
+    is_multi_gpu_board: int = 0
+
+    @property
+    def gcnArchName(self) -> str:  # torch's CUDA builds alias it to the name
+        return self.name
+
+
+def properties_of(dev: FakeDevice) -> FakeDeviceProperties:
+    domain, bus, device = (int(x, 16) for x in dev.pci_bus_id.split(".")[0].split(":"))
+    return FakeDeviceProperties(
+        name=dev.cuda_name, major=dev.capability[0], minor=dev.capability[1], multi_processor_count=dev.sm_count,
+        total_memory=dev.memory_bytes, L2_cache_size=dev.l2_bytes or 0, uuid=FakeCUuuid(dev.uuid),
+        pci_domain_id=domain, pci_bus_id=bus, pci_device_id=device, is_integrated=int(dev.is_jetson),
+        clock_rate=int((dev.gpu_clock_mhz or 0) * 1000))
+
+
+def install_fake_cuda(mp, devices: list[FakeDevice], current: int = 0,
+                      cuda_version: str = CUDA_RUNTIME) -> list[FakeDeviceProperties]:
+    """Make ``torch.cuda`` report ``devices`` (as seen through CUDA_VISIBLE_DEVICES: index 0 is the first
+    visible one) with ``current`` as the current device. ``mp``: a pytest.MonkeyPatch; ``mp.undo()`` restores."""
+    import torch
+
+    devices = list(devices)
+    if not devices:
+        raise ValueError("install_fake_cuda needs at least one FakeDevice; got none")
+    if not 0 <= current < len(devices):
+        raise ValueError(f"current={current} is not an index of the {len(devices)} fake devices")
+    props = [properties_of(d) for d in devices]
+
+    def index(device=None) -> int:
+        if device is None:
+            return current
+        if isinstance(device, int):
+            i = device
+        else:
+            d = torch.device(device)
+            if d.type != "cuda":
+                raise ValueError(f"expected a cuda device; got {device!r}")
+            i = current if d.index is None else d.index
+        if not 0 <= i < len(props):
+            raise AssertionError("Invalid device id")  # what torch raises
+        return i
+
+    mp.setattr(torch.cuda, "is_available", lambda: True)
+    mp.setattr(torch.cuda, "is_initialized", lambda: True)
+    mp.setattr(torch.cuda, "device_count", lambda: len(props))
+    mp.setattr(torch.cuda, "current_device", lambda: current)
+    mp.setattr(torch.cuda, "get_device_properties", lambda device=None: props[index(device)])
+    mp.setattr(torch.cuda, "get_device_capability", lambda device=None: (props[index(device)].major,
+                                                                          props[index(device)].minor))
+    mp.setattr(torch.cuda, "get_device_name", lambda device=None: props[index(device)].name)
+    mp.setattr(torch.version, "cuda", cuda_version)
+    return props

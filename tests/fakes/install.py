@@ -1,0 +1,37 @@
+"""One call that makes this process look like a simulated device: fake CUDA, NVML and, for a Jetson, its
+files under ``root`` and ``nvpmodel`` on PATH. Everything goes through ``mp`` (a pytest.MonkeyPatch), so
+``mp.undo()`` (or the end of the test) restores the real world."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from roofline.clocks import find_power_mode
+
+from .cuda import install_fake_cuda
+from .devices import SIMULATED, FakeDevice
+from .jetson import install_fake_nvpmodel, make_jetson_tree, path_with
+from .nvml import make_fake_pynvml
+
+
+def install_device(mp, key: str, root: Path, *, docker: bool = False, mode: str | None = None, cuda: bool = True,
+                   nvpmodel: bool = True, device: FakeDevice | None = None, **nvml_options):
+    """Simulate registry entry ``key`` (or ``device``); returns the fake pynvml module.
+
+    docker: the device tree is masked (a container); mode: the Jetson's current power mode (default: the
+    board's default); cuda=False: torch without CUDA (a CPU wheel on a Jetson); nvpmodel=False: no
+    ``nvpmodel`` on PATH; nvml_options go to ``make_fake_pynvml``."""
+    dev = device or SIMULATED[key]
+    if cuda:
+        install_fake_cuda(mp, [dev])
+    fake = make_fake_pynvml([dev], **nvml_options)
+    mp.setitem(sys.modules, "pynvml", fake)
+    if dev.is_jetson:
+        make_jetson_tree(root, dev.key, mode=mode, docker=docker)
+        if nvpmodel:
+            name, (mode_id, *_) = find_power_mode(dev.key, mode or dev.nvpmodel_mode[0])
+            install_fake_nvpmodel(Path(root) / "bin", name, mode_id)
+            mp.setenv("PATH", path_with(Path(root) / "bin"))
+        else:
+            mp.setenv("PATH", "/nonexistent")  # no nvpmodel anywhere, as in a bare container
+    return fake

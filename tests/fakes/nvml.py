@@ -1,0 +1,246 @@
+"""A fake ``pynvml`` mirroring nvidia-ml-py 13's API for the calls this suite makes.
+
+Names, signatures, constants and errors follow the installed ``pynvml.py``: ``NVMLError(value)`` returns
+the matching ``NVMLError_*`` subclass, strings come back as ``str``, ``nvmlDeviceGetPciInfo`` returns a
+struct whose ``busId`` is bytes, calls before ``nvmlInit`` (or after the last ``nvmlShutdown``; init is
+counted) raise Uninitialized. Readings move with a clock (``clock``, default ``time.monotonic``) from
+the moment the module is made: the total-energy counter advances at each GPU's stated power, and a
+``clock_drop`` lowers the SM clock (and sets throttle bits) after a given time. Install with
+``mp.setitem(sys.modules, "pynvml", fake)``.
+
+A Jetson Orin's GPU is not an NVML device (``nvmlDeviceGetHandleByUUID`` answers Not Found there:
+NVIDIA/nvbandwidth#55); only the driver version is answered for it.
+"""
+from __future__ import annotations
+
+import time
+import types
+from dataclasses import dataclass, field
+
+from .devices import FakeDevice
+
+NVML_SUCCESS, NVML_ERROR_UNINITIALIZED, NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_NOT_SUPPORTED = 0, 1, 2, 3
+NVML_ERROR_NO_PERMISSION, NVML_ERROR_NOT_FOUND, NVML_ERROR_DRIVER_NOT_LOADED = 4, 6, 9
+NVML_ERROR_LIBRARY_NOT_FOUND, NVML_ERROR_FUNCTION_NOT_FOUND, NVML_ERROR_UNKNOWN = 12, 13, 999
+_ERRORS = {1: ("Uninitialized", "Uninitialized"), 2: ("InvalidArgument", "Invalid Argument"),
+           3: ("NotSupported", "Not Supported"), 4: ("NoPermission", "Insufficient Permissions"),
+           6: ("NotFound", "Not Found"), 9: ("DriverNotLoaded", "Driver Not Loaded"),
+           12: ("LibraryNotFound", "NVML Shared Library Not Found"),
+           13: ("FunctionNotFound", "Function Not Found"), 999: ("Unknown", "Unknown Error")}
+CLOCK_EVENT_REASONS = {  # pynvml's nvmlClocksEventReason* bits
+    "GpuIdle": 0x1, "ApplicationsClocksSetting": 0x2, "SwPowerCap": 0x4, "HwSlowdown": 0x8, "SyncBoost": 0x10,
+    "SwThermalSlowdown": 0x20, "HwThermalSlowdown": 0x40, "HwPowerBrakeSlowdown": 0x80, "DisplayClockSetting": 0x100,
+}
+
+
+# Fixture readings where the registry has no number (H100s list no clock): not specs, not measurements.
+FAKE_SM_CLOCK_MHZ, FAKE_MEM_CLOCK_MHZ, FAKE_POWER_LIMIT_FACTOR = 1500.0, 2600.0, 1.4
+
+
+@dataclass
+class ClockDrop:
+    """After ``after_s`` seconds the SM clock reads ``to_mhz`` and the clocks-event mask gains ``reasons``."""
+    after_s: float
+    to_mhz: float
+    reasons: tuple[str, ...] = ("HwSlowdown",)
+
+
+@dataclass
+class _Gpu:
+    dev: FakeDevice
+    sm_clock_mhz: float
+    mem_clock_mhz: float
+    power_limit_w: float
+    processes: list = field(default_factory=list)  # [(pid, used bytes)]
+
+
+class NVMLError(Exception):
+    """As pynvml's: ``NVMLError(code)`` is an instance of the code's subclass (``NVMLError_NotSupported``)."""
+    _valClassMapping: dict = {}
+
+    def __new__(typ, value):
+        if typ is NVMLError:
+            typ = NVMLError._valClassMapping.get(value, typ)
+        obj = Exception.__new__(typ)
+        obj.value = value
+        return obj
+
+    def __str__(self):
+        return _ERRORS.get(self.value, ("", f"NVML Error with code {self.value}"))[1]
+
+    def __eq__(self, other):
+        return getattr(other, "value", None) == self.value
+
+    __hash__ = Exception.__hash__
+
+
+def _subclass(value: int, suffix: str):
+    return type(f"NVMLError_{suffix}", (NVMLError,), {"__new__": lambda typ, *a: NVMLError.__new__(typ, value)})
+
+
+NVML_ERROR_CLASSES = {value: _subclass(value, suffix) for value, (suffix, _) in _ERRORS.items()}
+NVMLError._valClassMapping.update(NVML_ERROR_CLASSES)
+
+
+def _pci_tuple(text: str) -> tuple[int, int, int]:
+    """"00000000:41:00.0" or "0000:41:00.0" or "41:00.0" -> (domain, bus, device)."""
+    parts = text.split(".")[0].split(":")
+    parts = ["0"] * (3 - len(parts)) + parts
+    return tuple(int(x, 16) for x in parts)
+
+
+def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons=(),
+                     clock_drop: ClockDrop | None = None, processes: dict | None = None, driver: str | None = None,
+                     init_error: int | None = None, clock=time.monotonic,
+                     energy_start_mj: int = 123_456_789) -> types.ModuleType:
+    """A ``pynvml`` module for ``gpus`` (NVML's own order, i.e. the whole machine, not CUDA_VISIBLE_DEVICES).
+
+    unsupported: names of functions that raise Not Supported (e.g. "nvmlDeviceGetTotalEnergyConsumption");
+    throttle_reasons: clocks-event reason names set from the start; processes: {gpu index: [(pid, bytes)]};
+    init_error: an NVML_ERROR_* code nvmlInit raises (no library, no driver)."""
+    m = types.ModuleType("pynvml")
+    m.__file__ = "<fake pynvml>"
+    Err = m.NVMLError = NVMLError
+    for cls in NVML_ERROR_CLASSES.values():
+        setattr(m, cls.__name__, cls)
+    for name, value in globals().items():
+        if name.startswith("NVML_ERROR_") or name == "NVML_SUCCESS":
+            setattr(m, name, value)
+    m.NVML_TEMPERATURE_GPU, m.NVML_CLOCK_GRAPHICS, m.NVML_CLOCK_SM, m.NVML_CLOCK_MEM = 0, 0, 1, 2
+    for reason, bit in CLOCK_EVENT_REASONS.items():
+        setattr(m, f"nvmlClocksEventReason{reason}", bit)
+    m.nvmlClocksEventReasonNone = 0
+    m.nvmlClocksEventReasonAll = sum(CLOCK_EVENT_REASONS.values())
+    t0 = clock()
+    state = {"inits": 0}
+    has_jetson = any(d.is_jetson for d in gpus)
+    table = [_Gpu(d, d.gpu_clock_mhz or FAKE_SM_CLOCK_MHZ, FAKE_MEM_CLOCK_MHZ, d.power_w * FAKE_POWER_LIMIT_FACTOR,
+                  list((processes or {}).get(i, ()))) for i, d in enumerate(gpus) if not d.is_jetson]
+    base_mask = sum(CLOCK_EVENT_REASONS[r] for r in throttle_reasons)
+    unsupported = set(unsupported)
+
+    def api(fn):
+        def call(*args):
+            if state["inits"] <= 0:
+                raise Err(NVML_ERROR_UNINITIALIZED)
+            if fn.__name__ in unsupported:
+                raise Err(NVML_ERROR_NOT_SUPPORTED)
+            args = [a.decode() if isinstance(a, bytes) else a for a in args]
+            return fn(*args)
+        call.__name__ = fn.__name__
+        setattr(m, fn.__name__, call)
+        return call
+
+    def nvmlInit():
+        if init_error is not None:
+            raise Err(init_error)
+        state["inits"] += 1
+
+    def nvmlShutdown():
+        if state["inits"] <= 0:
+            raise Err(NVML_ERROR_UNINITIALIZED)
+        state["inits"] -= 1
+
+    m.nvmlInit, m.nvmlShutdown = nvmlInit, nvmlShutdown
+
+    def dropped() -> bool:
+        return clock_drop is not None and clock() - t0 >= clock_drop.after_s
+
+    def handle(h) -> _Gpu:
+        if not isinstance(h, _Gpu):
+            raise Err(NVML_ERROR_INVALID_ARGUMENT)
+        return h
+
+    @api
+    def nvmlSystemGetDriverVersion():
+        return driver or ("540.4.0" if has_jetson and not table else "580.95.05")
+
+    @api
+    def nvmlDeviceGetCount():
+        return len(table)
+
+    @api
+    def nvmlDeviceGetHandleByIndex(index):
+        if not 0 <= index < len(table):
+            raise Err(NVML_ERROR_INVALID_ARGUMENT)
+        return table[index]
+
+    @api
+    def nvmlDeviceGetHandleByUUID(uuid):
+        for g in table:
+            if g.dev.uuid == uuid:
+                return g
+        raise Err(NVML_ERROR_NOT_FOUND)
+
+    @api
+    def nvmlDeviceGetHandleByPciBusId(bus_id):
+        for g in table:
+            if _pci_tuple(g.dev.pci_bus_id) == _pci_tuple(bus_id):
+                return g
+        raise Err(NVML_ERROR_NOT_FOUND)
+
+    m.nvmlDeviceGetHandleByPciBusId_v2 = m.nvmlDeviceGetHandleByPciBusId
+
+    @api
+    def nvmlDeviceGetName(h):
+        return handle(h).dev.cuda_name
+
+    @api
+    def nvmlDeviceGetUUID(h):
+        return handle(h).dev.uuid
+
+    @api
+    def nvmlDeviceGetPciInfo(h):
+        g = handle(h)
+        domain, bus, device = _pci_tuple(g.dev.pci_bus_id)
+        bus_id = g.dev.pci_bus_id.encode()
+        return types.SimpleNamespace(busId=bus_id, busIdLegacy=bus_id, domain=domain, bus=bus, device=device,
+                                     pciDeviceId=0x233010DE, pciSubSystemId=0)
+
+    @api
+    def nvmlDeviceGetPowerUsage(h):
+        return int(handle(h).dev.power_w * 1000)
+
+    @api
+    def nvmlDeviceGetTotalEnergyConsumption(h):
+        return energy_start_mj + int(handle(h).dev.power_w * (clock() - t0) * 1000)
+
+    @api
+    def nvmlDeviceGetEnforcedPowerLimit(h):
+        return int(handle(h).power_limit_w * 1000)
+
+    @api
+    def nvmlDeviceGetTemperature(h, sensor):
+        return handle(h).dev.temperature_c
+
+    @api
+    def nvmlDeviceGetClockInfo(h, kind):
+        g = handle(h)
+        if kind == m.NVML_CLOCK_MEM:
+            return int(g.mem_clock_mhz)
+        return int(clock_drop.to_mhz if dropped() else g.sm_clock_mhz)
+
+    @api
+    def nvmlDeviceGetMaxClockInfo(h, kind):
+        g = handle(h)
+        return int(g.mem_clock_mhz if kind == m.NVML_CLOCK_MEM else g.sm_clock_mhz)
+
+    @api
+    def nvmlDeviceGetUtilizationRates(h):
+        return types.SimpleNamespace(gpu=handle(h).dev.utilization_pct, memory=handle(h).dev.utilization_pct // 2)
+
+    @api
+    def nvmlDeviceGetCurrentClocksEventReasons(h):
+        handle(h)
+        extra = sum(CLOCK_EVENT_REASONS[r] for r in clock_drop.reasons) if dropped() else 0
+        return base_mask | extra
+
+    m.nvmlDeviceGetCurrentClocksThrottleReasons = m.nvmlDeviceGetCurrentClocksEventReasons
+
+    @api
+    def nvmlDeviceGetComputeRunningProcesses(h):
+        return [types.SimpleNamespace(pid=pid, usedGpuMemory=used, gpuInstanceId=0xFFFFFFFF,
+                                      computeInstanceId=0xFFFFFFFF) for pid, used in handle(h).processes]
+
+    m.fake_state = state  # tests read init counts (every session must close)
+    return m
