@@ -3,7 +3,9 @@
 The report names the layers quantized and the layers skipped (with why), parameter bytes before and
 after (counting the inner tensors of torchao's tensor subclasses and the packed INT4 buffers), and the
 bytes ``roofline.formats`` predicts for the quantized layers. Every eligible layer is checked after
-the fact: a layer torchao left unquantized is an error, not a silent pass.
+the fact: a layer torchao left unquantized is an error, not a silent pass, and one layer of each shape
+runs a forward before the report is returned, so a config that quantizes but cannot run (a kernel
+needing a package that is not installed) is refused here with its reason, not mid-measurement.
 """
 from __future__ import annotations
 
@@ -12,12 +14,11 @@ from typing import Callable
 
 import torch
 
+from kernels.torchao_paths import failure_reason, shape_refusal
 from roofline import tensor_bytes
 
 from .configs import Precision, QuantizationUnsupported, get_precision, torchao_config
 from .int4_cpu import Int4PackedLinear, int4_cpu_unsupported_reason
-
-MX_BLOCK = {"nvfp4": 16, "mxfp4": 32}
 
 
 def tensor_storage_bytes(t: torch.Tensor) -> int:
@@ -67,16 +68,26 @@ class QuantReport:
 
 
 def _layer_skip_reason(prec: Precision, lin: torch.nn.Linear, info, group_size: int) -> str | None:
+    if prec.name == "int4" and info.kind == "cpu":
+        return int4_cpu_unsupported_reason(lin, group_size)
     n, k = lin.weight.shape
-    if prec.name == "int4":
-        if info.kind == "cpu":
-            return int4_cpu_unsupported_reason(lin, group_size)
-        return None if k % group_size == 0 else f"in_features={k} is not a multiple of group size {group_size}"
-    if prec.name.startswith("fp8") and (n % 16 or k % 16):
-        return f"FP8 matmuls need both dims multiples of 16; got {n}x{k}"
-    if prec.name in MX_BLOCK and k % MX_BLOCK[prec.name]:
-        return f"in_features={k} is not a multiple of the {prec.name} block ({MX_BLOCK[prec.name]})"
-    return None
+    return shape_refusal(prec.weight_format, prec.act_format, n, k)
+
+
+def _probe_forwards(model: torch.nn.Module, names: list, prec: Precision, device: str) -> None:
+    """One forward through the first quantized layer of each [N, K] shape (a 1-row input)."""
+    seen = set()
+    for name in names:
+        mod = model.get_submodule(name)
+        w = mod.weight
+        if tuple(w.shape) in seen:
+            continue
+        seen.add(tuple(w.shape))
+        try:
+            mod(torch.randn(1, w.shape[1], generator=torch.Generator().manual_seed(0)).to(w.device, w.dtype))
+        except Exception as e:  # torchao's kernels raise assertions, ImportErrors and runtime errors alike
+            raise QuantizationUnsupported(prec.name, device, f"layer {name} is quantized but its forward "
+                                          f"fails: {failure_reason(e)}") from None
 
 
 def _set_submodule(model: torch.nn.Module, name: str, module: torch.nn.Module) -> None:
@@ -130,6 +141,9 @@ def apply_quantization(model: torch.nn.Module, precision: str, device_info=None,
     left = [n for n in eligible if not _is_quantized(model.get_submodule(n))]
     if left:
         raise RuntimeError(f"{prec.name}: these layers were left unquantized: {', '.join(left)}")
+    if config is not None:
+        with torch.no_grad():
+            _probe_forwards(model, eligible, prec, info.hardware_key)
     report.quantized = eligible
     report.bytes_after = param_bytes(model)
     report.predicted_bytes_after = report.bytes_before - weight_bytes_before + predicted

@@ -47,13 +47,18 @@ def test_unknown_precision_lists_the_known_ones():
         get_precision("int3")
 
 
-@pytest.mark.parametrize("prec, instead", [("fp8", "int8"), ("fp8_weight_only", "int8"), ("nvfp4", "int4"),
-                                           ("mxfp4", "int4")])
-def test_what_the_cpu_cannot_run_is_a_clear_error(info, prec, instead):
+@pytest.mark.parametrize("prec, instead, why", [("fp8", "int8", "sm_89+"), ("nvfp4", "int4", "sm_100+"),
+                                                ("mxfp4", "int4", "sm_100/sm_103")])
+def test_what_the_cpu_cannot_run_is_a_clear_error(info, prec, instead, why):
     with pytest.raises(QuantizationUnsupported) as e:
         torchao_config(get_precision(prec), info)
     msg = str(e.value)
-    assert prec in msg and "cpu" in msg and f"instead: {instead}" in msg
+    assert prec in msg and "cpu" in msg and why in msg and f"instead: {instead}" in msg
+
+
+def test_fp8_weight_only_needs_no_fp8_math(info):
+    # torchao's Float8WeightOnlyConfig dequantizes to bf16 on every call: no FP8 GEMM, no sm_89 gate
+    assert type(torchao_config(get_precision("fp8_weight_only"), info)).__name__ == "Float8WeightOnlyConfig"
 
 
 def test_missing_torchao_is_the_same_kind_of_error(info, monkeypatch):
@@ -62,7 +67,8 @@ def test_missing_torchao_is_the_same_kind_of_error(info, monkeypatch):
         torchao_config(get_precision("int8"), info)
 
 
-@pytest.mark.parametrize("prec, max_err", [("int8", 0.1), ("int8_dynamic", 0.12), ("int4", 0.6)])
+@pytest.mark.parametrize("prec, max_err", [("int8", 0.1), ("int8_dynamic", 0.12), ("int4", 0.6),
+                                           ("fp8_weight_only", 0.3)])
 def test_apply_quantizes_every_linear_and_bytes_shrink_as_predicted(info, prec, max_err):
     model = build_tiny(SMALL)
     model.setup_cache(2)
@@ -79,10 +85,11 @@ def test_apply_quantizes_every_linear_and_bytes_shrink_as_predicted(info, prec, 
         assert rep.bytes_after == rep.predicted_bytes_after  # packed nibbles + bf16 scale/zero: exactly 4.25 bits
         assert all(isinstance(model.get_submodule(n), Int4PackedLinear) for n in linears)
     else:
-        # torchao's Int8Tensor keeps an fp32 scale and an int8 zero point per output row: 5 bytes a row
-        # beyond the 8-bit format (the per-channel overhead the int8 format leaves out)
+        # torchao's Int8Tensor keeps an fp32 scale and an int8 zero point per output row (5 bytes a row),
+        # its Float8Tensor an fp32 scale (4 bytes): the per-channel overhead the 8-bit formats leave out
         rows = sum(model.get_submodule(n).weight.shape[0] for n in linears)
-        assert rep.bytes_after == rep.predicted_bytes_after + 5 * rows
+        per_row = 4 if prec.startswith("fp8") else 5
+        assert rep.bytes_after == rep.predicted_bytes_after + per_row * rows
     assert rep.bytes_after < rep.bytes_before
     # outputs: int8 within 10% of FP32 at the logits; INT4's ~10% per-layer noise compounds through the
     # random network (a broken packing gives >= 100%)
@@ -115,6 +122,25 @@ def test_no_eligible_layer_is_an_error_not_a_silent_pass(info):
     model = torch.nn.Sequential(torch.nn.Linear(100, 48)).to(torch.bfloat16)
     with pytest.raises(QuantizationUnsupported, match="no linear layer is eligible"):
         apply_quantization(model, "int4", info)
+
+
+def test_int8_weight_only_layers_read_int8_directly(info):
+    from kernels.torchao_paths import _int8_packed_mm
+    model = torch.nn.Sequential(torch.nn.Linear(256, 128, bias=False)).to(torch.bfloat16)
+    apply_quantization(model, "int8", info)
+    assert isinstance(model[0].weight, _int8_packed_mm()[1])  # its linear is aten._weight_int8pack_mm
+
+
+def test_a_layer_that_quantizes_but_cannot_run_is_refused_when_applied(info, monkeypatch):
+    """The probe: torchao's MXFP4 config quantizes on a CPU but its forward cannot run there."""
+    import quantize.apply as apply_mod
+    from torchao.prototype import mx_formats as mx
+    mxfp4 = mx.MXDynamicActivationMXWeightConfig(activation_dtype=torch.float4_e2m1fn_x2,
+                                                 weight_dtype=torch.float4_e2m1fn_x2)
+    monkeypatch.setattr(apply_mod, "torchao_config", lambda prec, info, group_size: mxfp4)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 128, bias=False)).to(torch.bfloat16)
+    with pytest.raises(QuantizationUnsupported, match="layer 0 is quantized but its forward fails: ValueError"):
+        apply_quantization(model, "int8", info)
 
 
 def test_a_layer_torchao_leaves_alone_is_an_error(info, monkeypatch):
