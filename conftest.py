@@ -2,12 +2,17 @@
 
 - Hypothesis: `dev` for local runs, `ci` (deadline off, derandomized) for CI; pick one with
   `--hypothesis-profile NAME` or `HYPOTHESIS_PROFILE`; CI=true selects `ci`.
-- `--hardware KEY` overrides detection (done once per session). A test that measures on a hardware
-  family carries `@pytest.mark.measure("b10")` (with the `b10` selector marker: see
-  tests/hardware.py `on_hardware`); elsewhere it is skipped with a reason naming what was required
-  and what was detected. `gpu` tests need a CUDA device.
-- The calibration profile is measured once per device and cached in pytest's cache dir
-  (`--recalibrate` measures again).
+- `--hardware KEY` overrides detection (done once per session; a GPU entry on a CPU-only host is refused
+  by detection). `--simulate KEY` runs the suite against a simulated device (tests/simulation.py).
+- A test that measures on a hardware family carries `@pytest.mark.measure("b10")` (with the `b10`
+  selector marker: tests/hardware.py `on_hardware`); elsewhere it is skipped with a reason naming what
+  was required and what was detected. `cpu` tests measure the host CPU: they run when the device under
+  test is the CPU (`--hardware cpu` selects it on a GPU host). `gpu` tests need a CUDA device.
+- One profile store for the CLI and pytest (`--roofline-cache-dir`, `$ROOFLINE_CACHE_DIR`,
+  `$XDG_CACHE_HOME/roofline`, ~/.cache/roofline): the calibration profile, measured once per device
+  fingerprint (`--recalibrate` measures again), and this device's baseline efficiencies (the evidence
+  that holds a device without sourced floors to its own first run; `--rebaseline` records them anew).
+  Nothing here needs pytest's cache provider (`-p no:cacheprovider` works).
 """
 import os
 from pathlib import Path
@@ -22,13 +27,27 @@ settings.register_profile("ci", max_examples=200, deadline=None, derandomize=Tru
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
+DEFAULT_CASE_BUDGET_S = 20.0
+
 
 def pytest_addoption(parser):
     group = parser.getgroup("roofline", "roofline validation suite")
     group.addoption("--hardware", default=None,
                     help="registry key of the device under test (default: detected); e.g. b10, jetson_orin_nano")
     group.addoption("--recalibrate", action="store_true", help="measure the calibration profile again")
+    group.addoption("--rebaseline", action="store_true",
+                    help="record this device's baseline efficiencies anew (devices without sourced floors)")
     group.addoption("--run-slow", action="store_true", help="run cases marked slow (skipped by default)")
+    group.addoption("--roofline-cache-dir", default=None,
+                    help="the profile store shared with the CLI (default: $ROOFLINE_CACHE_DIR, "
+                         "$XDG_CACHE_HOME/roofline or ~/.cache/roofline)")
+    group.addoption("--case-budget-s", type=float, default=DEFAULT_CASE_BUDGET_S,
+                    help="wall budget per measured case; a kernel whose 10 samples cannot fit is skipped, named")
+    group.addoption("--simulate", default=None, metavar="KEY",
+                    help="run against a simulated device (e.g. gb10, jetson_orin_nano, h100_sxm): a dry run "
+                         "with synthesised times, marked SIMULATED, never written to any history")
+    group.addoption("--simulate-fault", default=None, choices=("above-roof", "below-floor", "wrong-result"),
+                    help="plant a fault in the simulated measurements (proves the suite catches it)")
 
 
 _DEVICE = {}
@@ -39,6 +58,17 @@ _HISTORY = {}
 def pytest_configure(config):
     """A device's first gated run (`--benchmark-compare-fail`) has no history to compare with, and
     pytest-benchmark refuses the option then: this run starts the history; the gate applies next run."""
+    key = config.getoption("--simulate", None)
+    if key:
+        from tests.simulation import Simulation
+        try:
+            _DEVICE["simulation"] = Simulation(key, config.getoption("--simulate-fault")).install()
+        except ValueError as e:
+            raise pytest.UsageError(str(e)) from None
+        config.option.benchmark_autosave = False  # synthesised times never enter a history
+        config.option.benchmark_compare = []
+        config.option.benchmark_compare_fail = None
+        return
     if not getattr(config.option, "benchmark_compare_fail", None):
         return
     storage = str(getattr(config.option, "benchmark_storage", "") or "")
@@ -49,6 +79,16 @@ def pytest_configure(config):
                             "gate applies from the next run")
 
 
+def pytest_unconfigure(config):
+    sim = _DEVICE.pop("simulation", None)
+    if sim is not None:
+        sim.uninstall()
+
+
+def simulation():
+    return _DEVICE.get("simulation")
+
+
 def _device_info(config):
     if "info" not in _DEVICE:
         try:
@@ -56,7 +96,11 @@ def _device_info(config):
         except ImportError as e:  # torch missing: theory-only session
             _DEVICE["info"], _DEVICE["error"] = None, f"measurement layer unavailable: {e}"
         else:
-            _DEVICE["info"] = detect(config.getoption("--hardware"))
+            sim = simulation()
+            try:
+                _DEVICE["info"] = (sim.detect if sim else detect)(config.getoption("--hardware"))
+            except ValueError as e:  # e.g. --hardware b10 on a CPU-only host
+                raise pytest.UsageError(str(e)) from None
     return _DEVICE["info"]
 
 
@@ -64,6 +108,10 @@ def pytest_report_header(config):
     info = _device_info(config)
     lines = [f"device: none ({_DEVICE.get('error')})" if info is None else
              f"device: {info.hardware_key} ({info.name}; {info.detected_by})"]
+    if info is not None and info.simulated:
+        lines.insert(0, f"SIMULATED device {info.simulated}: synthesised times, nothing written to any history")
+    if info is not None and info.unavailable:
+        lines.append(f"measurement unavailable: {info.unavailable}")
     if "note" in _HISTORY:
         lines.append(_HISTORY["note"])
     return lines
@@ -74,19 +122,27 @@ def pytest_runtest_setup(item):
         pytest.skip("slow: heavy on this hardware; run with --run-slow")
     required = [m.args[0] for m in item.iter_markers("measure")]
     needs_gpu = item.get_closest_marker("gpu") is not None
-    if not required and not needs_gpu:
+    needs_cpu = item.get_closest_marker("cpu") is not None and not required
+    if not required and not needs_gpu and not needs_cpu:
         return
     info = _device_info(item.config)
     if info is None:
-        pytest.skip(f"requires measurement on {required or 'a GPU'}; {_DEVICE.get('error')}")
+        pytest.skip(f"requires measurement on {required or ('a GPU' if needs_gpu else 'the host CPU')}; "
+                    f"{_DEVICE.get('error')}")
     from roofline import get_hardware
     family = get_hardware(info.hardware_key).family
     detected = f"detected {info.hardware_key} ({info.name}; {info.detected_by})"
     for fam in required:
         if fam != family:
             pytest.skip(f"requires {fam} hardware; {detected}")
-    if needs_gpu and info.kind == "cpu":
-        pytest.skip(f"requires a CUDA GPU; {detected}")
+    if needs_cpu and info.kind != "cpu":
+        pytest.skip(f"measures the host CPU; the device under test is {info.hardware_key} (select the host CPU "
+                    "with --hardware cpu)")
+    if needs_gpu and (info.kind == "cpu" or info.simulated):
+        pytest.skip(f"requires a real CUDA GPU; {detected}" + (" (simulated: nothing can run on it)"
+                                                                if info.simulated else ""))
+    if info.unavailable:
+        pytest.skip(f"cannot measure on {info.hardware_key}: {info.unavailable}")
 
 
 @pytest.fixture(scope="session")
@@ -98,10 +154,21 @@ def device_info(request):
 
 
 @pytest.fixture(scope="session")
-def calibration(request, device_info):
+def profile_store(request) -> Path:
+    from kernels.calibrate import default_cache_dir
+    return Path(request.config.getoption("--roofline-cache-dir") or default_cache_dir())
+
+
+@pytest.fixture(scope="session")
+def calibration(request, device_info, profile_store):
+    from kernels.measure import hardware_for
+    sim = simulation()
+    hw = hardware_for(device_info)
+    if sim is not None:
+        return sim.calibration(device_info, hw)
     from kernels.calibrate import load_or_calibrate
-    cache_dir = request.config.cache.mkdir("roofline-calibration")
-    return load_or_calibrate(device_info, cache_dir, quick=True, refresh=request.config.getoption("--recalibrate"))
+    return load_or_calibrate(device_info, profile_store, quick=True, refresh=request.config.getoption("--recalibrate"),
+                             hw=hw)
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +176,14 @@ def hardware_entry(device_info, calibration):
     """The registry entry measurements are held against, with this device's calibration beside it."""
     from kernels.measure import hardware_for
     return hardware_for(device_info, calibration)
+
+
+@pytest.fixture(scope="session")
+def baseline_book(request, device_info, calibration, profile_store):
+    """This device's recorded efficiencies (loaded once; the cases first recorded are saved at the end)."""
+    from kernels.baseline import baseline_path, load_book, save_book
+    path = baseline_path(device_info, profile_store)
+    book = load_book(path, fresh=request.config.getoption("--rebaseline"))
+    yield book
+    if book.recorded and not device_info.simulated:
+        save_book(book, path)

@@ -1,20 +1,25 @@
 """Empirical roofline (after LBNL's ERT and mamf-finder): the ceilings this device really reaches.
 
-1. Bandwidth: read (sum, amax), copy and triad kernels over working sets from inside L1 to well
-   beyond the last-level cache, hot (the working set decides which level serves it). Bytes
-   counted: read N, copy 2N, triad 3N (write-allocate traffic not counted, as STREAM does). The
-   DRAM ceiling is the best kernel's median over working sets >= 8x the LLC: contention from other
-   tenants only ever slows a kernel, and torch's stream kernels differ by up to 30% on the same data
-   (seen here: sum 36, amax 48 GB/s), so the best observed is the estimate of the ceiling, as in
-   ERT. Per-cache-level figures come from working sets at half of each level.
-2. Compute: per precision, the best of a sweep of large GEMMs built by ``kernels.ops`` (so FLOPs come
-   from ``roofline``); emulated paths are skipped (their speed is not a ceiling of the hardware).
-3. A roof measured while something else loads the machine is a wrong roof (seen: a profile taken
-   beside another job put fp32 at half its peak, and every later case "beat" it). So calibration
-   waits for a quiet machine, takes each peak as the best of two passes, records any contention
-   seen before or after it, and a cached profile that recorded contention is measured again.
-4. The profile (JSON) is what ``roofline`` loads beside the datasheet peaks; it is cached per device
-   fingerprint so a test session calibrates once, and written atomically.
+1. Bandwidth: read (sum, amax), copy and triad kernels, hot, over working sets at half of each cache
+   level and beyond the caches (the working set decides which level serves it). Bytes counted: read N,
+   copy 2N, triad 3N (write-allocate traffic not counted, as STREAM does). Each kernel allocates only
+   the arrays it touches. The DRAM working set is 8x the caches, capped at a quarter of the memory
+   available now (a VM reporting a 480 MiB L3 once needed 23 GB for this); the profile says when the
+   cap kept it under 2x the caches. The DRAM ceiling is the best kernel's median: contention only ever
+   slows a kernel, and torch's stream kernels differ by up to 30% on the same data.
+2. Compute: per precision, GEMM cubes grow (256, 512, ...) until TFLOP/s stops rising by more than
+   ``PLATEAU``, or the next cube would not fit the precision's time budget (mamf-finder's search, bounded
+   so a host where a path is slow, e.g. int8 ``_int_mm`` without VNNI at 6 GFLOP/s, cannot take minutes).
+   A peak still rising when the budget ended is recorded as such. Every format the device runs natively
+   is calibrated (FP4 on Blackwell, TF32 on CUDA); emulated paths are skipped (not a hardware ceiling).
+3. A roof measured while something else loads the machine is a wrong roof: calibration waits for a quiet
+   machine, takes each peak as the best of two passes, looks at DRAM twice (the spread of the two looks is
+   the roof's own measured noise, which the judge allows for), and a profile that saw contention is
+   measured again next time.
+4. The profile (JSON) is what ``roofline`` loads beside the datasheet peaks. One store serves the CLI and
+   pytest: ``$ROOFLINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/roofline``, else ``~/.cache/roofline``. It is
+   keyed by a fingerprint of everything that moves a roof: device, power mode, clocks, driver, torch and
+   torchao versions, threads. Written atomically.
 """
 from __future__ import annotations
 
@@ -31,100 +36,126 @@ from roofline.atomic import write_json_atomic
 
 from . import telemetry
 from .device import DeviceInfo
+from .measure import available_memory_bytes, cache_bytes
 from .ops import UnsupportedKernel, make_gemm
 from .timer import bench
 
 # arrays each kernel touches once (read: a; copy: a -> b; triad: b, c -> a): bytes = arrays x n x 4
 STREAM_ARRAYS = {"read": 1, "amax": 1, "copy": 2, "triad": 3}
-COMPUTE_PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "int8")
+COMPUTE_PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "int8", "nvfp4")
 QUIET_ATTEMPTS, QUIET_WAIT_S = 8, 1.0
 COMPUTE_PASSES = 2
-CALIBRATION_METHOD = 5  # part of the cache key: profiles measured by an older method are not reused
-FULL_SHAPES = (1024, 2048, 4096)
-QUICK_SHAPES = (1024, 2048)  # as large as the biggest CPU case: smaller cubes understate the peak
+CALIBRATION_METHOD = 6  # part of the cache key: profiles measured by an older method are not reused
+CUBES = (256, 512, 1024, 2048, 4096, 8192)
+PLATEAU = 0.03  # a cube this much faster than the last one is still climbing
+DRAM_CACHE_MULTIPLE = 8
+MEMORY_FRACTION = 0.25
+# seconds per precision per pass; quick: the whole calibration stays under a minute on a 2-core host
+COMPUTE_BUDGET_S = {True: 4.0, False: 20.0}
+STREAM_REP_MS = {True: 20.0, False: 60.0}
 
 
 def _stream_kernel(kind: str, n: int, device: str):
     import torch
-    a = torch.rand(n, device=device)
-    b = torch.rand(n, device=device)
-    c = torch.rand(n, device=device)
+    arrays = [torch.full((n,), 1.0 + i, device=device) for i in range(STREAM_ARRAYS[kind])]  # touched pages
     if kind == "read":
-        return lambda: a.sum()
+        return lambda: arrays[0].sum()
     if kind == "amax":
-        return lambda: a.amax()
+        return lambda: arrays[0].amax()
     if kind == "copy":
-        return lambda: b.copy_(a)
-    return lambda: torch.add(b, c, alpha=3.0, out=a)
+        return lambda: arrays[1].copy_(arrays[0])
+    return lambda: torch.add(arrays[1], arrays[2], alpha=3.0, out=arrays[0])
 
 
 def stream_bandwidth(kind: str, nbytes: int, device: str = "cpu", rep_ms: float = 50.0) -> float:
-    """GB/s of one stream kernel with an ``nbytes`` working set (per array: nbytes / arrays)."""
+    """GB/s of one stream kernel over an ``nbytes`` working set (all its arrays together)."""
     n = max(1024, nbytes // (4 * STREAM_ARRAYS[kind]))
     fn = _stream_kernel(kind, n, device)
     t = bench(fn, device=device, mode="hot", warmup_ms=5, rep_ms=rep_ms, min_reps=5)
     return STREAM_ARRAYS[kind] * 4 * n / t.median_s / 1e9
 
 
+def dram_working_set(info: DeviceInfo) -> tuple[int, str]:
+    """(bytes, note): 8x the caches, capped at a quarter of the memory available now."""
+    want = DRAM_CACHE_MULTIPLE * cache_bytes(info)
+    cap = int(MEMORY_FRACTION * available_memory_bytes(info))
+    if want <= cap:
+        return want, f"{want / 2**20:.0f} MiB ({DRAM_CACHE_MULTIPLE}x caches)"
+    note = f"{cap / 2**20:.0f} MiB (capped at {MEMORY_FRACTION:.0%} of available memory; wanted {want / 2**20:.0f})"
+    if cap < 2 * cache_bytes(info):
+        note += ": under 2x the caches, so the DRAM figure may include cache hits"
+    return cap, note
+
+
 def bandwidth_sweep(info: DeviceInfo, quick: bool = False, progress: Callable[[str], None] = lambda s: None) -> dict:
     device = info.torch_device
     levels = dict(info.cpu.caches) if device == "cpu" else ({"L2": info.l2_bytes} if info.l2_bytes else {})
-    llc = max(levels.values()) if levels else 32 * 2**20
-    sizes = sorted({max(16 * 2**10, v // 2) for v in levels.values()} | {8 * llc, 16 * llc})
-    rep = 20.0 if quick else 60.0
+    dram, dram_note = dram_working_set(info)
+    sizes = sorted({max(16 * 2**10, v // 2) for v in levels.values()} | {dram})
     sweep = []
     for size in sizes:
         row = {"working_set_bytes": size}
         for kind in STREAM_ARRAYS:
-            row[f"{kind}_gbs"] = stream_bandwidth(kind, size, device, rep)
+            row[f"{kind}_gbs"] = stream_bandwidth(kind, size, device, STREAM_REP_MS[quick])
         progress(f"bandwidth {size / 2**20:.3g} MiB: " + ", ".join(f"{k} {row[f'{k}_gbs']:.1f}"
                                                                  for k in STREAM_ARRAYS) + " GB/s")
         sweep.append(row)
     best = lambda row: max(row[f"{k}_gbs"] for k in STREAM_ARRAYS)  # noqa: E731
-    dram = max(best(r) for r in sweep if r["working_set_bytes"] >= 8 * llc)
     cache_bw = {}
     for name, size in levels.items():
         rows = [r for r in sweep if r["working_set_bytes"] == max(16 * 2**10, size // 2)]
         if rows:
             cache_bw[name] = best(rows[0])
-    return {"dram_gbs": dram, "cache_gbs": cache_bw, "sweep": sweep}
+    return {"dram_gbs": best(sweep[-1]), "cache_gbs": cache_bw, "sweep": sweep, "dram_working_set": dram_note}
 
 
 def dram_bandwidth_now(info: DeviceInfo, rep_ms: float = 30.0) -> float:
-    """The best stream kernel's GB/s at 8x the LLC, measured now (a drifting roof is re-measured, not assumed)."""
-    llc = info.cpu.llc_bytes if info.torch_device == "cpu" else (info.l2_bytes or 32 * 2**20)
-    return max(stream_bandwidth(kind, 8 * llc, info.torch_device, rep_ms) for kind in STREAM_ARRAYS)
+    """The best stream kernel's GB/s over the DRAM working set, measured now (a drifting roof is re-measured)."""
+    size, _ = dram_working_set(info)
+    return max(stream_bandwidth(kind, size, info.torch_device, rep_ms) for kind in STREAM_ARRAYS)
 
 
-def compute_peaks(info: DeviceInfo, quick: bool = False, progress: Callable[[str], None] = lambda s: None):
+def native_precisions(info: DeviceInfo, hw=None) -> tuple[str, ...]:
+    """The precisions worth a compute peak here: on a GPU the registry's native formats (FP4 on Blackwell)."""
+    if info.kind == "cpu" or hw is None:
+        return tuple(p for p in COMPUTE_PRECISIONS if p not in ("tf32", "nvfp4"))
+    return tuple(p for p in COMPUTE_PRECISIONS if p == "tf32" or hw.supports_native(p))
+
+
+def compute_peaks(info: DeviceInfo, quick: bool = False, progress: Callable[[str], None] = lambda s: None, hw=None):
     import torch
-    peaks, skipped, sweep = {}, {}, []
-    shapes = QUICK_SHAPES if quick else FULL_SHAPES
+    peaks, skipped, sweep, rising = {}, {}, [], {}
     # whole passes over every precision in turn, so one burst of load cannot hit both of a precision's runs
     for _ in range(COMPUTE_PASSES):
-        for prec in COMPUTE_PRECISIONS:
+        for prec in native_precisions(info, hw):
             if prec in skipped:
                 continue
-            best = _gemm_pass(prec, shapes, info, quick, skipped, sweep, torch)
-            if best is not None:
-                cls = get_format(prec).compute_class
-                peaks[cls] = max(peaks.get(cls, 0.0), best)
+            result = _gemm_pass(prec, info, quick, skipped, sweep, torch)
+            if result is not None:
+                best, still_rising = result
+                cls = get_format(prec).compute_class if prec != "tf32" else "tf32"
+                if best > peaks.get(cls, 0.0):
+                    peaks[cls], rising[cls] = best, still_rising
     for cls, v in peaks.items():
-        progress(f"compute {cls}: {v:.3g} TFLOP/s (best of {COMPUTE_PASSES} passes over "
-                 f"{', '.join(map(str, shapes))} cubes)")
-    return peaks, skipped, sweep
+        progress(f"compute {cls}: {v:.3g} TFLOP/s (best of {COMPUTE_PASSES} passes"
+                 + ("; still rising when its time budget ended" if rising[cls] else "") + ")")
+    return peaks, skipped, sweep, rising
 
 
-def _gemm_pass(prec, shapes, info, quick, skipped, sweep, torch) -> float | None:
-    """Best TFLOP/s of one pass over the GEMM cubes, or None (recorded in ``skipped``) without a kernel."""
+def _gemm_pass(prec, info, quick, skipped, sweep, torch):
+    """(best TFLOP/s, still rising) of one pass of growing cubes, or None (recorded in ``skipped``)."""
     if prec == "tf32":
         if info.torch_device != "cuda":
             skipped[prec] = "TF32 is a CUDA tensor-core mode"
             return None
         torch.backends.cuda.matmul.allow_tf32 = True
-    best = 0.0
+    best, last, still_rising = 0.0, None, True
+    budget_end = time.perf_counter() + COMPUTE_BUDGET_S[quick]
     try:
-        for s in shapes:
+        for s in CUBES:
+            if last is not None:  # the next cube costs ~8x the last: stop if 5 calls of it cannot fit
+                if time.perf_counter() + 5 * 8 * last > budget_end:
+                    break
             k = make_gemm(s, s, s, "fp32" if prec == "tf32" else prec, device=info.torch_device)
             if k.emulated:
                 raise UnsupportedKernel(prec, info.torch_device, f"emulated ({k.path}): not a hardware ceiling")
@@ -132,6 +163,11 @@ def _gemm_pass(prec, shapes, info, quick, skipped, sweep, torch) -> float | None
                       min_reps=3)
             tflops = k.cost.flops / t.median_s / 1e12
             sweep.append({"precision": prec, "shape": s, "tflops": tflops, "median_s": t.median_s})
+            last = t.median_s
+            if best and tflops < best * (1 + PLATEAU):
+                still_rising = False
+                best = max(best, tflops)
+                break
             best = max(best, tflops)
     except UnsupportedKernel as e:
         skipped[prec] = e.why
@@ -139,13 +175,28 @@ def _gemm_pass(prec, shapes, info, quick, skipped, sweep, torch) -> float | None
     finally:
         if prec == "tf32":
             torch.backends.cuda.matmul.allow_tf32 = False
-    return best
+    return best, still_rising
 
 
 def fingerprint(info: DeviceInfo) -> str:
-    key = json.dumps([CALIBRATION_METHOD, info.hardware_key, info.name, info.cpu.model, info.cpu.threads, info.sm_count,
-                      info.versions.get("torch"), _threads()], sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
+    """Everything that moves a roof: a profile measured under other conditions is not reused."""
+    return hashlib.sha256(json.dumps(fingerprint_fields(info), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def fingerprint_fields(info: DeviceInfo) -> dict:
+    return {"method": CALIBRATION_METHOD, "hardware": info.hardware_key, "name": info.name, "cpu": info.cpu.model,
+            "threads": info.cpu.threads, "torch_threads": _threads(), "sm_count": info.sm_count,
+            "power_mode": (info.power_mode or {}).get("mode"), "driver": info.driver, "cuda": info.cuda,
+            "max_clock_mhz": _max_clock_mhz(info),
+            **{k: info.versions.get(k) for k in ("torch", "torchao")}}
+
+
+def _max_clock_mhz(info: DeviceInfo):
+    """The clock ceiling the roof was measured under: NVML's max SM clock, a Jetson's devfreq max, the CPU's max."""
+    if info.kind == "cpu":
+        return info.cpu.max_mhz
+    snap = telemetry.snapshot(info.kind, busy_interval_s=0, info=info)
+    return (snap.get("nvml") or {}).get("max_sm_clock_mhz") or (snap.get("jetson") or {}).get("gpu_max_mhz")
 
 
 def _threads() -> int:
@@ -165,33 +216,68 @@ def wait_for_quiet(info: DeviceInfo, progress: Callable[[str], None] = lambda s:
     return flags
 
 
-def calibrate(info: DeviceInfo, quick: bool = False, progress: Callable[[str], None] = lambda s: None) -> Calibration:
+def expected_seconds(info: DeviceInfo, quick: bool, hw=None) -> float:
+    """An upper bound on calibration time from the budgets (said before a full calibration starts)."""
+    levels = len(info.cpu.caches) if info.torch_device == "cpu" else 1
+    stream = (levels + 2) * len(STREAM_ARRAYS) * 3 * STREAM_REP_MS[quick] / 1e3
+    return stream + COMPUTE_PASSES * len(native_precisions(info, hw)) * COMPUTE_BUDGET_S[quick] * 1.25
+
+
+def calibrate(info: DeviceInfo, quick: bool = False, progress: Callable[[str], None] = lambda s: None,
+              hw=None) -> Calibration:
+    """Measure this device's roofs. ``hw`` (its registry entry) picks the native formats to calibrate on a GPU."""
+    started = time.perf_counter()
+    progress(f"{'quick' if quick else 'full'} calibration of {info.hardware_key}: up to "
+             f"~{expected_seconds(info, quick, hw):.0f} s")
     before = wait_for_quiet(info, progress)
     bw = bandwidth_sweep(info, quick, progress)
-    peaks, skipped, compute_sweep = compute_peaks(info, quick, progress)
-    # other tenants' memory traffic is invisible to this VM's load figures: a second look, seconds later
+    peaks, skipped, compute_sweep, rising = compute_peaks(info, quick, progress, hw)
+    # other tenants' memory traffic is invisible to a VM's load figures: a second look, seconds later
     dram_again = dram_bandwidth_now(info)
     progress(f"DRAM bandwidth again after the compute passes: {dram_again:.1f} GB/s (first: {bw['dram_gbs']:.1f})")
+    spread = abs(dram_again - bw["dram_gbs"]) / max(dram_again, bw["dram_gbs"])
     bw["dram_gbs"] = max(bw["dram_gbs"], dram_again)
-    after = telemetry.snapshot(info.kind, busy_interval_s=0.2)["contention"]
+    after = telemetry.snapshot(info.kind, busy_interval_s=0.2, info=info)["contention"]
     contention = [f"before: {f}" for f in before] + [f"after: {f}" for f in after]
     if contention:
         progress(f"calibrated under contention ({'; '.join(contention)}): this profile will not be reused")
+    took = time.perf_counter() - started
+    progress(f"calibration took {took:.1f} s")
     return Calibration(
         hardware=info.hardware_key, peaks_tflops=peaks, bandwidth_gbs=bw["dram_gbs"], cache_bandwidth_gbs=bw["cache_gbs"],
         device={k: v for k, v in info.to_dict().items() if k != "versions"}, versions=info.versions,
         timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        details={"quick": quick, "threads": _threads(), "fingerprint": fingerprint(info), "skipped": skipped,
-                 "contention": contention,
-                 "bandwidth_sweep": bw["sweep"], "compute_sweep": compute_sweep})
+        details={"quick": quick, "threads": _threads(), "fingerprint": fingerprint(info),
+                 "fingerprint_fields": fingerprint_fields(info), "skipped": skipped, "contention": contention,
+                 "dram_spread": spread, "dram_working_set": bw["dram_working_set"], "peak_still_rising": rising,
+                 "seconds": took, "bandwidth_sweep": bw["sweep"], "compute_sweep": compute_sweep})
 
 
-def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "roofline"
+ENV_CACHE_DIR = "ROOFLINE_CACHE_DIR"
+
+
+def default_cache_dir(environ=os.environ) -> Path:
+    """The one profile store: ``$ROOFLINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/roofline``, else ~/.cache/roofline."""
+    if environ.get(ENV_CACHE_DIR):
+        return Path(environ[ENV_CACHE_DIR])
+    xdg = environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache") / "roofline"
 
 
 def profile_path(info: DeviceInfo, cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / f"calibration-{info.hardware_key}-{fingerprint(info)}.json"
+
+
+def stored_profiles(cache_dir: str | os.PathLike | None = None) -> list[Calibration]:
+    """Every readable profile in the store, newest first (``calibrate --show``)."""
+    from roofline import load_calibration
+    out = []
+    for path in sorted(Path(cache_dir or default_cache_dir()).glob("calibration-*.json")):
+        try:
+            out.append(load_calibration(path))
+        except ValueError:
+            continue
+    return sorted(out, key=lambda c: c.timestamp, reverse=True)
 
 
 def save(cal: Calibration, path: str | os.PathLike) -> Path:
@@ -200,7 +286,7 @@ def save(cal: Calibration, path: str | os.PathLike) -> Path:
 
 
 def load_or_calibrate(info: DeviceInfo, cache_dir=None, quick: bool = False, refresh: bool = False,
-                      progress: Callable[[str], None] = lambda s: None) -> Calibration:
+                      progress: Callable[[str], None] = lambda s: None, hw=None) -> Calibration:
     """The cached profile for this device if there is one (a full one satisfies a quick request), else measure."""
     from roofline import load_calibration
     path = profile_path(info, cache_dir)
@@ -214,6 +300,6 @@ def load_or_calibrate(info: DeviceInfo, cache_dir=None, quick: bool = False, ref
         except ValueError:
             pass  # a damaged cache is measured again, not trusted
     progress(f"calibrating {info.hardware_key} ({'quick' if quick else 'full'}); profile -> {path}")
-    cal = calibrate(info, quick, progress)
+    cal = calibrate(info, quick, progress, hw)
     save(cal, path)
     return Calibration.from_dict(cal.to_dict(), path=str(path))

@@ -1,16 +1,22 @@
 """A measured number with its context: device, clocks, cold/hot, spread, and the prediction it faces.
 
 ``measure_kernel`` times a ``Kernel``, prices the same ``OpCost`` with ``roofline.predict`` on the
-hardware entry in use (datasheet or calibrated roof), and attaches a telemetry snapshot.
+hardware entry in use (datasheet or calibrated roof, scaled to a Jetson's current power mode), takes a
+telemetry snapshot before and a ``RegionMonitor`` record during the timed calls (clocks, throttling,
+energy), and says whether the cold samples were really cold (rotation span vs the caches).
 Efficiency is ``predicted_time / measured_median``: 1.0 is the roof; above 1 means the measurement
 beat the roof, which is flagged (``beats_roof``) as a bug to explain, never celebrated.
 An emulated kernel (FP8 on a CPU) has no compute roof: it is held against the memory roof only.
+On a simulated device the timing comes from ``timer`` (synthesised), and every record says SIMULATED.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import asdict, dataclass, field
 
-from roofline import Hardware, get_hardware, predict
+from roofline import Hardware, apply_power_mode, get_format, get_hardware, predict
+from roofline.clocks import POWER_MODES
 from roofline.predict import UnsupportedPathError, roofline_time
 
 from . import telemetry
@@ -19,12 +25,66 @@ from .ops import Kernel
 from .timer import Timing, bench
 
 BEATS_ROOF_EPSILON = 0.02  # timer resolution and clock jitter; more than this is a bug to explain
+ROTATION_CACHE_MULTIPLE = 2  # cold rotations span at least this many times the caches they must defeat
+ROTATION_MEMORY_FRACTION = 0.25  # ... and at most this share of the memory available now
 
 
 def hardware_for(info: DeviceInfo, calibration=None) -> Hardware:
-    """The registry entry to predict against: the host CPU gets derived peaks; a profile rides along."""
+    """The registry entry to predict against: the host CPU gets derived peaks; a Jetson is scaled to the power
+    mode it runs in now (its MAXN roof would flatter every lower mode's case); a profile rides along."""
     hw = host_cpu_hardware(info.cpu) if info.hardware_key == "cpu" else get_hardware(info.hardware_key)
-    return hw.with_calibration(calibration) if calibration is not None else hw
+    mode = (info.power_mode or {}).get("mode")
+    if mode and hw.key in POWER_MODES:
+        hw = apply_power_mode(hw, mode)
+    if calibration is None:
+        return hw
+    if hw.kind == "cpu":
+        # A CPU without bf16/VNNI units still runs torch's bf16 and int8 GEMMs (in software, through
+        # oneDNN): where calibration measured such a path, that measured peak is its roof. Without this,
+        # a Zen 3 host had "no math path" for bf16 and every bf16 prediction and pipeline refused.
+        measured = {f for f in CPU_CALIBRATED_FORMATS if get_format(f).compute_class in calibration.peaks_tflops}
+        hw = dataclasses.replace(hw, native=hw.native | measured)
+    return hw.with_calibration(calibration)
+
+
+CPU_CALIBRATED_FORMATS = ("bf16", "fp16", "int8")
+
+
+def cache_bytes(info: DeviceInfo) -> int:
+    """The cache a cold measurement must defeat: the GPU's L2, or the CPU's last two levels together
+    (AMD's L3 is a victim cache: lines evicted from L2 land there, so their capacities add)."""
+    if info.kind != "cpu" and info.l2_bytes:
+        return info.l2_bytes
+    caches = info.cpu.caches
+    return info.cpu.llc_bytes + (caches.get("L2", 0) if len(caches) > 2 else 0)
+
+
+def available_memory_bytes(info: DeviceInfo) -> int:
+    """Memory free for measurement buffers now: MemAvailable on the host, free device memory on a GPU."""
+    if info.torch_device == "cuda":
+        import torch
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def cold_rotation(kernel: Kernel, info: DeviceInfo):
+    """(callables, bytes spanned, note): copies of the kernel's operands spanning 2x the caches, bounded by
+    a quarter of the memory available; the note says when the bound kept the span short of the target."""
+    target = ROTATION_CACHE_MULTIPLE * cache_bytes(info)
+    budget = int(ROTATION_MEMORY_FRACTION * available_memory_bytes(info))
+    fns, spanned = kernel.rotation(target, budget)
+    note = (f"cold by rotation: {len(fns)} copies spanning {spanned / 2**20:.0f} MiB (target {target / 2**20:.0f} "
+            f"MiB = {ROTATION_CACHE_MULTIPLE}x caches)")
+    if spanned < target:
+        note += f"; SHORT of target (memory budget {budget / 2**20:.0f} MiB): samples may be partly cached"
+    return fns, spanned, note
 
 
 @dataclass
@@ -44,6 +104,8 @@ class Measurement:
     prediction: dict | None
     prediction_note: str
     telemetry: dict = field(default_factory=dict)
+    cold_note: str = ""
+    simulated: str | None = None  # the registry key of a simulated device: the timing was synthesised
 
     @property
     def median_s(self) -> float:
@@ -67,19 +129,25 @@ class Measurement:
 
     @property
     def contention(self) -> list[str]:
-        return list(self.telemetry.get("contention", []))
+        """Flags from before the timed calls and from during them (throttling, clock drops)."""
+        return list(self.telemetry.get("contention", [])) + list(self.telemetry.get("region", {}).get("flags", []))
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(median_s=self.timing.median_s, p20_s=self.timing.p20_s, p80_s=self.timing.p80_s,
                  count=self.timing.count, mode=self.timing.mode, achieved_gbs=self.achieved_gbs,
                  achieved_tflops=self.achieved_tflops, efficiency=self.efficiency, beats_roof=self.beats_roof,
-                 contention=self.contention)
+                 contention=self.contention, SIMULATED=bool(self.simulated))
         return d
 
 
 def predict_kernel(kernel: Kernel, hw: Hardware, peaks: str):
-    """(predicted time, prediction dict or None, note) for a kernel on a hardware entry."""
+    """(predicted time, prediction dict or None, note) for a kernel on a hardware entry.
+
+    A calibrated profile without a peak for this precision (never measured: FP4 before this profile
+    could measure it, a precision the calibration skipped) falls back to the datasheet peak with a note;
+    a path the hardware has no math for is held against the memory roof only. Neither is an error.
+    """
     try:
         p = predict(kernel.cost, hw, peaks)
         note = p.method + (" (kernel emulated)" if kernel.emulated else "")
@@ -87,22 +155,47 @@ def predict_kernel(kernel: Kernel, hw: Hardware, peaks: str):
     except UnsupportedPathError as e:
         t_mem, _, _ = roofline_time(0.0, kernel.cost.bytes, 1.0, hw.bandwidth_gbs(peaks))
         return float(t_mem), None, f"no native math path ({e}); held against the memory roof only"
+    except ValueError as e:
+        if peaks != "calibrated" or not _has_datasheet_peak(kernel, hw):
+            raise
+        p = predict(kernel.cost, hw, "datasheet")
+        # the calibrated bandwidth still applies; only the missing compute peak comes from the datasheet
+        t_mem, t_comp, t = roofline_time(p.flops, p.bytes, p.peak_tflops, hw.bandwidth_gbs("calibrated"))
+        d = {**p.to_dict(), "t_memory_s": float(t_mem), "time_s": float(t), "peaks": "calibrated+datasheet",
+             "bandwidth_gbs": hw.bandwidth_gbs("calibrated"), "bound": "compute" if t_comp >= t_mem else "memory"}
+        return float(t), d, f"{p.method}; {e}: the datasheet {p.compute_class} peak stands in for it"
+
+
+def _has_datasheet_peak(kernel: Kernel, hw: Hardware) -> bool:
+    from roofline import compute_path
+    try:
+        return compute_path(hw, kernel.cost.weight_format, kernel.cost.act_format).compute_class in hw.peaks
+    except UnsupportedPathError:
+        return False
 
 
 def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "cold", peaks: str = "calibrated",
                    warmup_ms: float = 25.0, rep_ms: float = 100.0, with_telemetry: bool = True,
-                   cuda_graph: bool = False) -> Measurement:
-    snap = telemetry.snapshot(info.kind, busy_interval_s=0.05) if with_telemetry else {}
-    if info.kind == "cuda" and with_telemetry:
-        with telemetry.PowerSampler() as sampler:
-            timing = bench(kernel.fn, device=kernel.device, mode=mode, warmup_ms=warmup_ms, rep_ms=rep_ms,
-                           flush_bytes=info.flush_bytes, cuda_graph=cuda_graph)
-        snap["power"] = sampler.result(timing.count)
-    else:
-        timing = bench(kernel.fn, device=kernel.device, mode=mode, warmup_ms=warmup_ms, rep_ms=rep_ms,
-                       flush_bytes=info.flush_bytes, cuda_graph=cuda_graph)
+                   cuda_graph: bool = False, max_wall_s: float | None = None, timer=None) -> Measurement:
+    """Time ``kernel`` and hold it against its prediction. ``timer`` replaces ``bench`` (a simulated device's
+    synthesised timing); ``max_wall_s`` is the per-case budget (``BudgetExceeded`` when it cannot fit)."""
+    snap = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info) if with_telemetry else {}
+    region = telemetry.RegionMonitor(info) if with_telemetry else None
     predicted, pred, note = predict_kernel(kernel, hw, peaks)
+    cold_note = ""
+    if timer is not None:
+        timing = timer(kernel, hw, peaks, mode)
+    else:
+        rotation, spanned = None, 0
+        if mode == "cold":
+            rotation, spanned, cold_note = cold_rotation(kernel, info)
+        timing = bench(kernel.fn, device=info.torch_device, mode=mode, warmup_ms=warmup_ms, rep_ms=rep_ms,
+                       cuda_graph=cuda_graph, rotation=rotation, rotation_bytes=spanned, max_wall_s=max_wall_s,
+                       region=region)
+    if region is not None:
+        snap["region"] = region.result(timing.count)
     return Measurement(op=kernel.op, precision=kernel.precision, shape=dict(kernel.cost.shape), path=kernel.path,
                        emulated=kernel.emulated, hardware=hw.key, device_name=info.name, timing=timing,
                        flops=kernel.cost.flops, bytes=kernel.cost.bytes, peaks=peaks, predicted_time_s=predicted,
-                       prediction=pred, prediction_note=note, telemetry=snap)
+                       prediction=pred, prediction_note=note, telemetry=snap, cold_note=cold_note,
+                       simulated=info.simulated)

@@ -11,9 +11,10 @@ CPU paths (torch 2.13):
 - int8 W8A8: ``torch._int_mm`` (int32 output); int8 weight-only: ``aten._weight_int8pack_mm``
 - int4 weight-only group 128: ``aten._weight_int4pack_mm_for_cpu`` on a really packed 4-bit weight
   with bf16 scale+zero per group (format ``int4_tinygemm``: 4.25 bits per weight)
-CUDA paths are small and isolated in ``_cuda_torchao_kernel`` (torchao configs: int8/int4
-weight-only, NVFP4/MXFP4 on Blackwell) and the native ``_scaled_mm`` / ``_int_mm`` calls; they need a
-GPU and skip with a reason elsewhere.
+CUDA paths: the native ``_scaled_mm`` / ``_int_mm`` calls (shape rules checked up front,
+``CUDA_SHAPE_RULES``) and torchao's configs through ``kernels.torchao_paths`` (int8/int4 weight-only,
+NVFP4/MXFP4 on Blackwell), probed when built. ``target="cuda"`` with ``device="cpu"`` chooses CUDA's
+paths with CPU tensors: how a simulated GPU (fake capability) runs them here.
 """
 from __future__ import annotations
 
@@ -37,20 +38,56 @@ class UnsupportedKernel(ValueError):
 
 @dataclass
 class Kernel:
+    """One kernel to time. ``call(inputs)`` runs it on a set of inputs; ``fn`` runs it on the built ones.
+
+    ``rotation`` hands the timer independent copies of the inputs, so that a cold measurement can cycle
+    through more data than the caches hold (CUTLASS's profiler does this) instead of sweeping a flush
+    buffer sized from the last-level cache before every call: the cost of a cold sample stays one call,
+    whatever cache size the host reports.
+    """
     op: str
     precision: str
     device: str
-    fn: Callable
+    call: Callable
+    inputs: dict
     reference: Callable
     cost: OpCost
     path: str
     emulated: bool = False
-    operands: dict = field(default_factory=dict)  # name -> tensors that hold it (byte accounting)
+    operands: dict = field(default_factory=dict)  # name -> tensors/modules that hold it (byte accounting)
     rtol: float = 1e-2
     atol: float = 1e-2
+    note: str = ""  # e.g. what the correctness probe on a simulated device could not run
+    weight_elements: int = 0  # N x K of the weights as built (the cost may be re-shaped, e.g. on a simulated device)
+
+    @property
+    def fn(self) -> Callable:
+        return lambda: self.call(self.inputs)
 
     def storage_bytes(self) -> dict:
-        return {name: sum(t.numel() * t.element_size() for t in ts) for name, ts in self.operands.items()}
+        return {name: sum(storage_bytes(t) for t in ts) for name, ts in self.operands.items()}
+
+    @property
+    def input_bytes(self) -> int:
+        return sum(storage_bytes(t) for t in self.inputs.values())
+
+    def weight_bits_per_element(self) -> float | None:
+        """Bits the kernel really stores per weight element (scales included), or None without weights."""
+        if "weights" not in self.operands or not self.weight_elements:
+            return None
+        return 8 * self.storage_bytes()["weights"] / self.weight_elements
+
+    def rotation(self, min_total_bytes: int, max_total_bytes: int) -> tuple[list[Callable], int]:
+        """(callables over distinct copies of the inputs, bytes they span together).
+
+        Enough copies that their total reaches ``min_total_bytes`` (at least two), as far as
+        ``max_total_bytes`` (a memory budget) allows; the caller records whether the target was met.
+        """
+        one = max(1, self.input_bytes)
+        copies = max(2, -(-min_total_bytes // one))
+        copies = max(1, min(copies, max_total_bytes // one))
+        sets = [self.inputs] + [_clone(self.inputs) for _ in range(copies - 1)]
+        return [(lambda inp=inp: self.call(inp)) for inp in sets], one * copies
 
     def check(self) -> float:
         """Max error against the FP32 reference, relative to the reference's scale; raises if too large."""
@@ -60,10 +97,47 @@ class Kernel:
             raise AssertionError(f"{self.precision} {self.op}: shape {tuple(out.shape)} != {tuple(ref.shape)}")
         scale = ref.abs().max().clamp_min(1e-6)
         err = ((out - ref).abs().max() / scale).item()
-        if not torch.allclose(out, ref, rtol=self.rtol, atol=self.atol * scale.item()):
+        if not torch.isfinite(out).all() or not torch.allclose(out, ref, rtol=self.rtol, atol=self.atol * scale.item()):
             raise AssertionError(f"{self.precision} {self.op} on {self.device}: relative error {err:.3g} "
                                  f"exceeds rtol={self.rtol}, atol={self.atol} x scale")
         return err
+
+
+def storage_bytes(t) -> int:
+    """Bytes a tensor (or module) really stores; a tensor subclass (torchao) is the sum of its inner tensors."""
+    torch = _torch()
+    if isinstance(t, torch.nn.Module):
+        seen = {}
+        for x in list(t.parameters()) + list(t.buffers()):
+            seen[id(x)] = x
+        return sum(storage_bytes(x) for x in seen.values())
+    if hasattr(t, "__tensor_flatten__") and type(t) not in (torch.Tensor, torch.nn.Parameter):
+        names, _ = t.__tensor_flatten__()
+        return sum(storage_bytes(getattr(t, n)) for n in names if getattr(t, n, None) is not None)
+    return t.numel() * t.element_size()
+
+
+def _clone(inputs: dict) -> dict:
+    import copy
+    torch = _torch()
+    return {k: (v.clone() if isinstance(v, torch.Tensor) and type(v) is torch.Tensor else copy.deepcopy(v))
+            for k, v in inputs.items()}
+
+
+# CUDA's shape rules for the native low-precision GEMMs (torch 2.13): checked up front so a refusal
+# names the rule, and so a simulated device refuses exactly what the real one would.
+CUDA_SHAPE_RULES = {
+    "fp8": ("torch._scaled_mm on CUDA needs K and N divisible by 16", lambda m, n, k: k % 16 == 0 and n % 16 == 0),
+    "int8": ("torch._int_mm on CUDA needs M > 16 and K, N divisible by 8",
+             lambda m, n, k: m > 16 and k % 8 == 0 and n % 8 == 0),
+}
+
+
+def cuda_shape_refusal(compute_class: str, m: int, n: int, k: int) -> str | None:
+    rule = CUDA_SHAPE_RULES.get(compute_class)
+    if rule and not rule[1](m, n, k):
+        return f"{rule[0]}; got M={m}, N={n}, K={k}"
+    return None
 
 
 def _torch():
@@ -75,9 +149,10 @@ def _dtype(name: str):
     return getattr(_torch(), _FLOAT_DTYPES[name])
 
 
-def _cuda_capability(device: str):
+def _cuda_capability(target: str):
+    """The capability whose paths are chosen: the GPU's (real, or faked by a simulated device), None on a CPU."""
     torch = _torch()
-    return torch.cuda.get_device_capability() if device == "cuda" else None
+    return tuple(torch.cuda.get_device_capability()) if target == "cuda" else None
 
 
 def _rand(shape, gen, device, dtype=None):
@@ -86,16 +161,23 @@ def _rand(shape, gen, device, dtype=None):
     return t.to(device=device, dtype=dtype) if dtype is not None else t.to(device)
 
 
-def _check_device(device):
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r}; allowed: cpu, cuda")
-    if device == "cuda" and not _torch().cuda.is_available():
+def _check_device(device, target):
+    for name, v in (("device", device), ("target", target)):
+        if v not in ("cpu", "cuda"):
+            raise ValueError(f"unknown {name} {v!r}; allowed: cpu, cuda")
+    if target == "cuda" and not _torch().cuda.is_available():
         raise UnsupportedKernel("any", "cuda", "torch sees no CUDA device (CPU build or no GPU)")
 
 
-def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed=0, op="gemm") -> Kernel:
-    """``y[M,N] = x[M,K] @ W[N,K]^T`` in the given precision; see the module docstring for paths."""
-    _check_device(device)
+def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed=0, op="gemm",
+              target=None) -> Kernel:
+    """``y[M,N] = x[M,K] @ W[N,K]^T`` in the given precision; see the module docstring for paths.
+
+    ``device`` is where the tensors live; ``target`` (default: ``device``) is the device whose paths are
+    chosen. They differ only on a simulated GPU: CUDA's paths, gates and shape rules, CPU tensors.
+    """
+    target = target or device
+    _check_device(device, target)
     torch = _torch()
     if act is None and weight is None and precision is not None and get_format(precision).compute_class is None:
         act = "bf16"  # a weight-only storage format: the CPU kernels take bf16 activations
@@ -106,66 +188,66 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
     m, n, k = probe.shape["m"], probe.shape["n"], probe.shape["k"]
     gen = torch.Generator().manual_seed(seed)
     x32, w32 = _rand((m, k), gen, "cpu"), _rand((n, k), gen, "cpu") / k**0.5
+    on_cpu = target == "cpu"
 
     def cost(out):
         return gemm(m, n, k, weight=w, act=a, out=out) if op == "gemm" else gemv(n, k, weight=w, act=a, out=out)
 
-    def kern(fn, ref, out, path, operands, emulated=False, rtol=1e-2, atol=1e-2):
-        return Kernel(op, label, device, fn, ref, cost(out), path, emulated, operands, rtol, atol)
+    def kern(call, inputs, ref, out, path, operands, emulated=False, rtol=1e-2, atol=1e-2, note=""):
+        return Kernel(op, label, target, call, inputs, ref, cost(out), path, emulated, operands, rtol, atol, note, n * k)
+
+    def refuse_shape(compute_class):
+        why = None if on_cpu else cuda_shape_refusal(compute_class, m, n, k)
+        if why:
+            raise UnsupportedKernel(label, target, why)
 
     if w == a and w in _FLOAT_DTYPES:
         dt = _dtype(w)
         x, W = x32.to(device, dt), w32.to(device, dt)
-        emulated = device == "cpu" and w == "fp16" and not _cpu_has_fp16()
+        emulated = on_cpu and w == "fp16" and not _cpu_has_fp16()
         tol = 1e-4 if w == "fp32" else 2e-2
-        return kern(lambda: torch.nn.functional.linear(x, W), lambda: x.float() @ W.float().t(), w,
+        return kern(lambda i: torch.nn.functional.linear(i["x"], i["w"]), {"x": x, "w": W},
+                    lambda: x.float() @ W.float().t(), w,
                     "F.linear" + (" (fp16 converted in software: no AVX512-FP16/AMX-FP16 on this CPU)"
                                   if emulated else ""), {"activations": [x], "weights": [W]}, emulated, tol, tol)
 
     if w_fmt.compute_class == "fp8" and a_fmt.compute_class == "fp8" and w_fmt.kind == a_fmt.kind == "float":
-        cap = _cuda_capability(device)
+        cap = _cuda_capability(target)
         if cap is not None and cap < (8, 9):
-            raise UnsupportedKernel(label, device, f"FP8 matmul needs sm_89+; this GPU is sm_{cap[0]}{cap[1]}")
+            raise UnsupportedKernel(label, target, f"FP8 matmul needs sm_89+; this GPU is sm_{cap[0]}{cap[1]}")
+        refuse_shape("fp8")
         x8 = x32.to(device).to(getattr(torch, "float8_e4m3fn" if a == "fp8_e4m3" else "float8_e5m2"))
         W8 = w32.to(device).to(getattr(torch, "float8_e4m3fn" if w == "fp8_e4m3" else "float8_e5m2"))
         one = torch.tensor(1.0, device=device)
-        fn = lambda: torch._scaled_mm(x8, W8.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)  # noqa: E731
-        try:
-            fn()
-        except RuntimeError as e:  # CUDA's FP8 GEMMs have shape rules (dims multiples of 16)
-            raise UnsupportedKernel(label, device, f"torch._scaled_mm refused {m}x{n}x{k}: {e}") from None
-        return kern(fn,
-                    lambda: x8.float() @ W8.float().t(), "bf16",
-                    "torch._scaled_mm" + (" (emulated: no FP8 units on a CPU)" if device == "cpu" else " (native)"),
-                    {"activations": [x8], "weights": [W8]}, emulated=device == "cpu", rtol=2e-2, atol=2e-2)
+        return kern(lambda i: torch._scaled_mm(i["x"], i["w"].t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16),
+                    {"x": x8, "w": W8}, lambda: x8.float() @ W8.float().t(), "bf16",
+                    "torch._scaled_mm" + (" (emulated: no FP8 units on a CPU)" if on_cpu else " (native)"),
+                    {"activations": [x8], "weights": [W8]}, emulated=on_cpu, rtol=2e-2, atol=2e-2)
 
     if w == a == "int8":
+        refuse_shape("int8")
         xi = torch.randint(-127, 128, (m, k), generator=gen, dtype=torch.int8).to(device)
         Wi = torch.randint(-127, 128, (n, k), generator=gen, dtype=torch.int8).to(device)
-        fn = lambda: torch._int_mm(xi, Wi.t())  # noqa: E731
-        try:
-            fn()
-        except RuntimeError as e:  # CUDA's _int_mm has shape rules (M > 16, multiples of 8)
-            raise UnsupportedKernel(label, device, f"torch._int_mm refused {m}x{n}x{k}: {e}") from None
-        return kern(fn, lambda: xi.float() @ Wi.float().t(), "int32", "torch._int_mm (W8A8, int32 output)",
+        return kern(lambda i: torch._int_mm(i["x"], i["w"].t()), {"x": xi, "w": Wi},
+                    lambda: xi.float() @ Wi.float().t(), "int32", "torch._int_mm (W8A8, int32 output)",
                     {"activations": [xi], "weights": [Wi]}, rtol=0, atol=0)
 
-    if a in ("bf16", "fp16") and w in ("int8", "int4_tinygemm") and device == "cuda":
-        return _cuda_torchao_kernel(kern, label, w, a, x32, w32, device)
+    if not on_cpu and (w in ("int8", "int4_tinygemm") and a in ("bf16", "fp16") or w == a and w in ("nvfp4", "mxfp4")):
+        return _torchao_kernel(kern, label, w, a, x32, w32, device, target)  # its gates: kernels.torchao_paths
 
     if a == "bf16" and w == "int8":
         x = x32.to(torch.bfloat16)
         scale = (w32.abs().amax(dim=1) / 127).clamp_min(1e-8)
         Wi = torch.round(w32 / scale[:, None]).clamp(-127, 127).to(torch.int8)
         s = scale.to(torch.bfloat16)
-        return kern(lambda: torch.ops.aten._weight_int8pack_mm(x, Wi, s),
+        return kern(lambda i: torch.ops.aten._weight_int8pack_mm(i["x"], i["w"], i["s"]), {"x": x, "w": Wi, "s": s},
                     lambda: (x.float() @ Wi.float().t()) * s.float(), "bf16",
                     "aten._weight_int8pack_mm (int8 weight-only, per-channel bf16 scale)",
                     {"activations": [x], "weights": [Wi, s]}, rtol=2e-2, atol=2e-2)
 
     if a == "bf16" and w == "int4_tinygemm":
         if k % INT4_GROUP or n % 16:
-            raise UnsupportedKernel(label, device, f"the packed INT4 kernel needs K % {INT4_GROUP} == 0 and "
+            raise UnsupportedKernel(label, target, f"the packed INT4 kernel needs K % {INT4_GROUP} == 0 and "
                                     f"N % 16 == 0; got N={n}, K={k}")
         x = x32.to(torch.bfloat16)
         q, scale, zero = quantize_int4_groupwise(w32)
@@ -173,26 +255,22 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
         sz = torch.stack([scale, zero], dim=-1).to(torch.bfloat16).contiguous()
         w_dq = (q.float() - 8) * sz[..., 0].float().repeat_interleave(INT4_GROUP, 0).t() \
             + sz[..., 1].float().repeat_interleave(INT4_GROUP, 0).t()
-        return kern(lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, INT4_GROUP, sz),
-                    lambda: x.float() @ w_dq.t(), "bf16",
+        return kern(lambda i: torch.ops.aten._weight_int4pack_mm_for_cpu(i["x"], i["w"], INT4_GROUP, i["sz"]),
+                    {"x": x, "w": packed, "sz": sz}, lambda: x.float() @ w_dq.t(), "bf16",
                     "aten._weight_int4pack_mm_for_cpu (packed 4-bit weight, bf16 scale+zero per 128)",
                     {"activations": [x], "weights": [packed, sz]}, rtol=2e-2, atol=2e-2)
 
     if w in ("nvfp4", "mxfp4") or a in ("nvfp4", "mxfp4"):
-        cap = _cuda_capability(device)
-        if w == a and cap is not None and cap[0] in (10, 12):  # Blackwell: torchao's mx_formats path
-            return _cuda_torchao_kernel(kern, label, w, "bf16", x32, w32, device)
-        where = "this CPU" if cap is None else f"sm_{cap[0]}{cap[1]}"
-        raise UnsupportedKernel(label, device, f"native block-scaled FP4 matmul needs Blackwell (sm_100 or "
-                                f"sm_120/121); {where} has none, and no emulated path is offered")
+        raise UnsupportedKernel(label, target, "native block-scaled FP4 matmul needs Blackwell (sm_100 or "
+                                "sm_120/121); this CPU has none, and no emulated path is offered")
     hint = " (INT4 weight-only is 'int4_tinygemm' with bf16 activations)" if "int4" in (w, a) else ""
-    raise UnsupportedKernel(label, device, f"no kernel for {w} weights x {a} activations{hint}; kernels: "
+    raise UnsupportedKernel(label, target, f"no kernel for {w} weights x {a} activations{hint}; kernels: "
                             "fp32, bf16, fp16, fp8_e4m3/fp8_e5m2 W8A8, int8 W8A8, int8/bf16 and "
                             "int4_tinygemm/bf16 weight-only")
 
 
-def make_gemv(n, k, precision=None, weight=None, act=None, device="cpu", seed=0) -> Kernel:
-    return make_gemm(1, n, k, precision, weight, act, device, seed, op="gemv")
+def make_gemv(n, k, precision=None, weight=None, act=None, device="cpu", seed=0, target=None) -> Kernel:
+    return make_gemm(1, n, k, precision, weight, act, device, seed, op="gemv", target=target)
 
 
 def quantize_int4_groupwise(w32):
@@ -212,54 +290,42 @@ def _cpu_has_fp16() -> bool:
     return bool({"avx512_fp16", "amx_fp16"} & read_cpu_info().flags)
 
 
-def _torchao_config(w: str):
-    import torch
-    if w in ("nvfp4", "mxfp4"):
-        from torchao.prototype import mx_formats as mx
-        if w == "nvfp4":
-            return mx.NVFP4DynamicActivationNVFP4WeightConfig()
-        return mx.MXDynamicActivationMXWeightConfig(activation_dtype=torch.float4_e2m1fn_x2,
-                                                    weight_dtype=torch.float4_e2m1fn_x2)
-    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig
-    return Int8WeightOnlyConfig() if w == "int8" else Int4WeightOnlyConfig(group_size=INT4_GROUP)
-
-
-def _cuda_torchao_kernel(kern, label, w, a, x32, w32, device):
-    """CUDA paths through torchao's documented configs on an nn.Linear (needs a GPU; untested here):
-    int8 / int4 weight-only, and on Blackwell NVFP4 / MXFP4 with dynamically quantized activations
-    (their bf16 input is read and quantized inside the call: the theory's bytes count it at 4 bits)."""
+def _torchao_kernel(kern, label, w, a, x32, w32, device, target):
+    """GPU paths through torchao (``kernels.torchao_paths``, the one place its configs are chosen): int8 /
+    int4 weight-only, and on Blackwell NVFP4 / MXFP4 with dynamically quantized activations (their bf16
+    input is read and quantized inside the call: the theory's bytes count it at 4 bits). The forward is
+    probed when built, so a config that quantizes but cannot run is refused here, not mid-measurement."""
     torch = _torch()
-    dt = _dtype(a)
     try:
-        from torchao.quantization import quantize_
-        config = _torchao_config(w)
+        from .torchao_paths import TorchaoPathUnavailable, quantized_linear
     except ImportError as e:
-        raise UnsupportedKernel(label, device, f"torchao is not importable: {e}") from None
-    lin = torch.nn.Linear(w32.shape[1], w32.shape[0], bias=False, dtype=dt, device=device)
-    with torch.no_grad():
-        lin.weight.copy_(w32.to(device, dt))
+        raise UnsupportedKernel(label, target, f"torchao is not importable: {e}") from None
+    dt = _dtype(a) if a in _FLOAT_DTYPES else torch.bfloat16
     try:
-        quantize_(lin, config)
-    except Exception as e:  # missing optional kernels (mslk, triton) or an unsupported arch
-        raise UnsupportedKernel(label, device, f"torchao {type(config).__name__} failed: {e}") from None
+        q = quantized_linear(w32, w, a, device, _cuda_capability(target))
+    except TorchaoPathUnavailable as e:
+        raise UnsupportedKernel(label, target, e.why) from None
     x = x32.to(device, dt)
-    ref_w = w32.to(device)
-    out = "bf16" if a not in ("fp16", "bf16") else a
+    out = a if a in ("fp16", "bf16") else "bf16"
     # the reference uses the unquantized weights: 4-bit formats carry ~10% quantization noise
     tol = 5e-2 if w == "int8" else 0.15
-    return kern(lambda: lin(x), lambda: x.float() @ ref_w.t(), out, f"torchao {type(config).__name__}",
-                {"activations": [x]}, rtol=tol, atol=tol)
+    # a module the simulation could not quantize (the packing needs CUDA) holds bf16 weights: not weighed
+    operands = {"activations": [x], "weights": [q.module]} if q.probed else {"activations": [x]}
+    return kern(lambda i: i["lin"](i["x"]), {"x": x, "lin": q.module}, lambda: x.float() @ w32.to(device).t(), out,
+                f"torchao {q.config_name}: {q.path}", operands, rtol=tol, atol=tol,
+                note="" if q.probed else q.probe_note)
 
 
 def make_attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, precision="bf16", kv=None, device="cpu",
-                   seed=0) -> Kernel:
+                   seed=0, target=None) -> Kernel:
     """SDPA with grouped KV heads; causal when ``seq_q > 1`` (prefill), a KV-cache read when decoding."""
-    _check_device(device)
+    target = target or device
+    _check_device(device, target)
     torch = _torch()
     a = get_format(precision).name
     kv_name = get_format(kv).name if kv is not None else a
     if a not in _FLOAT_DTYPES or kv_name != a:
-        raise UnsupportedKernel(f"{a} (kv {kv_name})", device, "SDPA runs fp32/bf16/fp16 with Q, K and V in one "
+        raise UnsupportedKernel(f"{a} (kv {kv_name})", target, "SDPA runs fp32/bf16/fp16 with Q, K and V in one "
                                 "dtype; a quantized KV cache needs a dedicated kernel")
     causal = seq_q > 1
     cost = attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, act=a, kv=kv_name, causal=causal)
@@ -280,9 +346,16 @@ def make_attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, precision="b
         return scores.softmax(-1) @ vv
 
     if causal and seq_q != seq_kv:
-        raise UnsupportedKernel(a, device, "SDPA's is_causal aligns the mask to the top-left; chunked prefill "
+        raise UnsupportedKernel(a, target, "SDPA's is_causal aligns the mask to the top-left; chunked prefill "
                                 f"(seq_q={seq_q} < seq_kv={seq_kv}) needs an explicit mask kernel")
+    if target == "cuda" and a == "fp32" and heads != kv_heads:
+        # flash attention has no fp32 kernel and memory-efficient attention no GQA: SDPA falls back to its
+        # math path, which materialises the score matrix; its time says nothing about a fused kernel's roof
+        raise UnsupportedKernel(a, target, "fp32 SDPA with grouped KV heads has no fused CUDA kernel (flash: "
+                                "16-bit only; memory-efficient: no GQA), so it would time the math fallback")
     tol = 1e-4 if a == "fp32" else 3e-2
-    return Kernel("attention", a, device, lambda: sdpa(q, k_, v, is_causal=causal, enable_gqa=heads != kv_heads),
-                  reference, cost, "F.scaled_dot_product_attention" + (" (GQA)" if heads != kv_heads else ""),
+    gqa = heads != kv_heads
+    return Kernel("attention", a, target,
+                  lambda i: sdpa(i["q"], i["k"], i["v"], is_causal=causal, enable_gqa=gqa), {"q": q, "k": k_, "v": v},
+                  reference, cost, "F.scaled_dot_product_attention" + (" (GQA)" if gqa else ""),
                   operands={"q": [q], "k": [k_], "v": [v]}, rtol=tol, atol=tol)

@@ -1,15 +1,22 @@
 """One timer for every kernel, shaped like ``triton.testing.do_bench``.
 
 1. Warmup and measurement budgets are in milliseconds; the call count follows from an estimate of one
-   call (flush included, as do_bench does).
-2. Cold mode sweeps a flush buffer larger than the last-level cache before every call, outside the
-   timed region, so each call starts from DRAM (CPU: read, leaving clean lines; CUDA: do_bench's
-   write). Hot mode repeats the call on warm caches.
-3. CPU: ``time.perf_counter_ns`` around each call; the loop stops once the relative IQR of the
-   samples settles below a target (after ``min_reps``), or when the budget ends.
-4. CUDA: one event pair per call and a single synchronize at the end (do_bench's recipe); optional
-   CUDA-graph replay for launch-bound kernels.
-Result: median, p20, p80, mean, stdev, min, count, mode, spread, and whether the spread settled.
+   call. Warmup is capped (``MAX_WARMUP`` calls) so a microsecond kernel does not warm up for ever.
+2. Cold mode cycles through independent copies of the kernel's operands (``Kernel.rotation``) whose
+   total exceeds the caches, as CUTLASS's profiler does: every call finds its operands evicted by the
+   calls between, and a cold sample costs one call. (The first version swept a flush buffer of 4x the
+   LLC before every call: on a VM reporting a 480 MiB L3 that was 2 GB read per sample.) Hot mode
+   repeats one call on warm caches.
+3. At least ``min_reps`` timed samples, always. ``max_wall_s`` is the per-case budget: a kernel whose
+   estimate says ``min_reps`` samples cannot fit is refused before timing (``BudgetExceeded``), never
+   timed with too few samples.
+4. CPU: ``time.perf_counter_ns`` around each call; the loop stops once the relative IQR settles below a
+   target (after ``min_reps``), or when the budget ends. CUDA: one event pair per call and a single
+   synchronize at the end (do_bench's recipe); optional CUDA-graph replay for launch-bound kernels.
+5. ``region`` (an object with ``start()``/``stop()``, e.g. ``telemetry.RegionMonitor``) is started
+   right before the timed loop and stopped right after it: telemetry of the timed calls, not of warmup.
+Result: median, p20, p80, mean, stdev, min, count, mode, spread, whether the spread settled, and the
+rotation that made the samples cold.
 """
 from __future__ import annotations
 
@@ -38,25 +45,34 @@ class Timing:
     converged: bool
     wall_s: float
     warmup_count: int
-    flush_bytes: int
+    rotation_bytes: int = 0  # cold: bytes the rotated operand copies span together; hot: 0
+    rotation_copies: int = 1
     cuda_graph: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def summarize(times_s, mode="hot", device="cpu", wall_s=0.0, warmup_count=0, flush_bytes=0, cuda_graph=False,
-              converged=False) -> Timing:
+def summarize(times_s, mode="hot", device="cpu", wall_s=0.0, warmup_count=0, rotation_bytes=0, rotation_copies=1,
+              cuda_graph=False, converged=False) -> Timing:
     t = np.asarray(times_s, dtype=np.float64)
     p20, p25, p50, p75, p80 = np.percentile(t, [20, 25, 50, 75, 80])
     return Timing(median_s=float(p50), p20_s=float(p20), p80_s=float(p80), mean_s=float(t.mean()),
                   stdev_s=float(statistics.stdev(t)) if len(t) > 1 else 0.0, min_s=float(t.min()), count=len(t),
                   rel_iqr=float((p75 - p25) / p50) if p50 > 0 else float("inf"), mode=mode, device=device,
-                  wall_s=wall_s, warmup_count=warmup_count, flush_bytes=flush_bytes, cuda_graph=cuda_graph,
+                  wall_s=wall_s, warmup_count=warmup_count, rotation_bytes=rotation_bytes,
+                  rotation_copies=rotation_copies, cuda_graph=cuda_graph,
                   converged=converged)
 
 
-def _check(mode, warmup_ms, rep_ms, min_reps):
+MAX_WARMUP = 200
+
+
+class BudgetExceeded(ValueError):
+    """``min_reps`` samples of this kernel cannot fit the per-case wall budget."""
+
+
+def _check(mode, warmup_ms, rep_ms, min_reps, rotation):
     if mode not in MODES:
         raise ValueError(f"unknown timing mode {mode!r}; allowed: {', '.join(MODES)}")
     for name, v in (("warmup_ms", warmup_ms), ("rep_ms", rep_ms)):
@@ -64,109 +80,136 @@ def _check(mode, warmup_ms, rep_ms, min_reps):
             raise ValueError(f"{name}={v!r} must be a non-negative number of milliseconds")
     if min_reps < 1:
         raise ValueError(f"min_reps={min_reps!r} must be >= 1")
+    if mode == "cold" and (rotation is None or len(rotation) < 2):
+        raise ValueError("cold mode needs at least two rotating copies of the operands (Kernel.rotation); "
+                         f"got {0 if rotation is None else len(rotation)}")
 
 
 def bench(fn, *, device: str = "cpu", mode: str = "cold", warmup_ms: float = 25.0, rep_ms: float = 100.0,
-          flush_bytes: int = 64 * 2**20, min_reps: int = 10, max_reps: int = 100_000,
-          rel_iqr_target: float = 0.02, cuda_graph: bool = False) -> Timing:
-    """Time ``fn()`` (which must do the whole kernel; its result is discarded)."""
-    _check(mode, warmup_ms, rep_ms, min_reps)
+          min_reps: int = 10, max_reps: int = 100_000, rel_iqr_target: float = 0.02, cuda_graph: bool = False,
+          rotation=None, rotation_bytes: int = 0, max_wall_s: float | None = None, region=None) -> Timing:
+    """Time ``fn()`` (hot) or the ``rotation`` callables in turn (cold); each call does the whole kernel."""
+    _check(mode, warmup_ms, rep_ms, min_reps, rotation)
+    fns = list(rotation) if mode == "cold" else [fn]
     if device == "cpu":
         if cuda_graph:
             raise ValueError("cuda_graph=True needs a CUDA device; got device='cpu'")
-        return _bench_cpu(fn, mode, warmup_ms, rep_ms, flush_bytes, min_reps, max_reps, rel_iqr_target)
-    return _bench_cuda(fn, mode, warmup_ms, rep_ms, flush_bytes, min_reps, max_reps, rel_iqr_target, cuda_graph)
+        timing = _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, rel_iqr_target, max_wall_s, region)
+    else:
+        timing = _bench_cuda(fns, warmup_ms, rep_ms, min_reps, max_reps, rel_iqr_target, cuda_graph, max_wall_s,
+                             region)
+    return dataclasses.replace(timing, mode=mode, rotation_bytes=rotation_bytes if mode == "cold" else 0,
+                               rotation_copies=len(fns))
 
 
-def _bench_cpu(fn, mode, warmup_ms, rep_ms, flush_bytes, min_reps, max_reps, target) -> Timing:
-    import torch
+def _refuse_if_over_budget(estimate_s, min_reps, max_wall_s):
+    if max_wall_s is not None and estimate_s * min_reps > max_wall_s:
+        raise BudgetExceeded(f"one call takes ~{estimate_s:.3g} s: {min_reps} samples need ~{estimate_s * min_reps:.3g} s, "
+                             f"over the per-case budget of {max_wall_s:g} s")
 
+
+class _Region:
+    def __init__(self, region):
+        self.region = region
+
+    def __enter__(self):
+        if self.region is not None:
+            self.region.start()
+
+    def __exit__(self, *exc):
+        if self.region is not None:
+            self.region.stop()
+        return False
+
+
+def _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, target, max_wall_s, region) -> Timing:
     start_wall = time.perf_counter()
-    # Touched (ones, not empty: untouched pages all map the kernel's zero page and evict nothing).
-    flush_buf = torch.ones(flush_bytes // 4, dtype=torch.float32) if mode == "cold" else None
-
-    def flush():
-        # A read, not a write: writing leaves the cache full of dirty lines whose write-back the timed
-        # kernel would pay for (seen here: memset-style flushes made cold GEMVs 10-30% slower).
-        if flush_buf is not None:
-            flush_buf.sum()
-
-    fn()  # first call: allocations, lazy init
+    fns[0]()  # first call: allocations, lazy init; a kernel far over the budget is refused after it alone
+    _refuse_if_over_budget((time.perf_counter() - start_wall) / 2, min_reps, max_wall_s)
+    for f in fns[1:]:  # every copy paged in
+        f()
     t0 = time.perf_counter_ns()
-    for _ in range(3):
-        flush()
-        fn()
-    estimate_ms = max((time.perf_counter_ns() - t0) / 3 / 1e6, 1e-4)
-    n_warmup = max(1, int(warmup_ms / estimate_ms))
-    for _ in range(min(n_warmup, max_reps)):
-        fn()
+    for i in range(3):
+        fns[i % len(fns)]()
+    estimate_s = max((time.perf_counter_ns() - t0) / 3 / 1e9, 1e-7)
+    _refuse_if_over_budget(estimate_s, min_reps, max_wall_s)
+    n_warmup = min(MAX_WARMUP, max(1, int(warmup_ms / 1e3 / estimate_s)))
+    for i in range(n_warmup):
+        fns[i % len(fns)]()
 
     times: list[float] = []
-    budget_end = time.perf_counter() + rep_ms / 1e3
     converged = False
     next_check = min_reps  # geometric schedule: checking the spread stays O(n log n) for microsecond kernels
-    while len(times) < max_reps:
-        flush()
-        t0 = time.perf_counter_ns()
-        fn()
-        times.append((time.perf_counter_ns() - t0) * 1e-9)
-        n = len(times)
-        if n >= next_check:
-            next_check = int(n * 1.25) + 1
-            if summarize(times).rel_iqr <= target:
-                converged = True
+    with _Region(region):
+        budget_end = time.perf_counter() + rep_ms / 1e3
+        wall_end = start_wall + max_wall_s if max_wall_s is not None else float("inf")
+        i = n_warmup
+        while len(times) < max_reps:
+            f = fns[i % len(fns)]
+            i += 1
+            t0 = time.perf_counter_ns()
+            f()
+            times.append((time.perf_counter_ns() - t0) * 1e-9)
+            n = len(times)
+            if n < min_reps:
+                continue
+            if n >= next_check:
+                next_check = int(n * 1.25) + 1
+                if summarize(times).rel_iqr <= target:
+                    converged = True
+                    break
+            now = time.perf_counter()
+            if now > budget_end or now > wall_end:
                 break
-        if time.perf_counter() > budget_end and n >= min(3, min_reps):
-            break
-    result = summarize(times, mode, "cpu", time.perf_counter() - start_wall, n_warmup,
-                       flush_bytes if flush_buf is not None else 0)
+    result = summarize(times, "hot", "cpu", time.perf_counter() - start_wall, n_warmup)
     return dataclasses.replace(result, converged=converged or result.rel_iqr <= target)
 
 
-def _bench_cuda(fn, mode, warmup_ms, rep_ms, flush_bytes, min_reps, max_reps, target, cuda_graph) -> Timing:
+def _bench_cuda(fns, warmup_ms, rep_ms, min_reps, max_reps, target, cuda_graph, max_wall_s, region) -> Timing:
     """do_bench's recipe: estimate, warm up, one event pair per call, one synchronize at the end."""
     import torch
 
     start_wall = time.perf_counter()
-    fn()
+    for f in fns:
+        f()
     torch.cuda.synchronize()
     if cuda_graph:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            fn()
-        fn = graph.replay
-    cache = torch.empty(flush_bytes, dtype=torch.int8, device="cuda") if mode == "cold" else None
-
-    def flush():
-        if cache is not None:
-            cache.zero_()
-
+        fns = [_graphed(f, torch) for f in fns]
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
-    for _ in range(5):
-        flush()
-        fn()
+    for i in range(5):
+        fns[i % len(fns)]()
     end.record()
     torch.cuda.synchronize()
-    estimate_ms = max(start.elapsed_time(end) / 5, 1e-4)
-    n_warmup = max(1, int(warmup_ms / estimate_ms))
-    n_repeat = min(max_reps, max(min_reps, int(rep_ms / estimate_ms)))
+    estimate_s = max(start.elapsed_time(end) / 5 / 1e3, 1e-7)
+    _refuse_if_over_budget(estimate_s, min_reps, max_wall_s)
+    n_warmup = min(MAX_WARMUP, max(1, int(warmup_ms / 1e3 / estimate_s)))
+    n_repeat = min(max_reps, max(min_reps, int(rep_ms / 1e3 / estimate_s)))
+    if max_wall_s is not None:
+        n_repeat = max(min_reps, min(n_repeat, int(max_wall_s / estimate_s)))
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n_repeat)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n_repeat)]
-    for _ in range(n_warmup):
-        fn()
-    for s, e in zip(starts, ends):
-        flush()
-        s.record()
-        fn()
-        e.record()
-    torch.cuda.synchronize()
+    for i in range(n_warmup):
+        fns[i % len(fns)]()
+    with _Region(region):
+        for i, (s, e) in enumerate(zip(starts, ends)):
+            f = fns[(n_warmup + i) % len(fns)]
+            s.record()
+            f()
+            e.record()
+        torch.cuda.synchronize()
     times = [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
-    result = summarize(times, mode, "cuda", time.perf_counter() - start_wall, n_warmup,
-                       flush_bytes if cache is not None else 0, cuda_graph)
+    result = summarize(times, "hot", "cuda", time.perf_counter() - start_wall, n_warmup, cuda_graph=cuda_graph)
     return dataclasses.replace(result, converged=result.rel_iqr <= target)
+
+
+def _graphed(fn, torch):
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay

@@ -303,7 +303,7 @@ def _measure_context(args):
     hw = hardware_for(info, cal)
     needs_cal = args.peaks == "calibrated" or hw.bandwidth is None
     if cal is None and needs_cal and args.peaks != "datasheet":
-        cal = load_or_calibrate(info, quick=True, progress=_progress)
+        cal = load_or_calibrate(info, args.cache_dir, quick=True, progress=_progress, hw=hw)
         hw = hardware_for(info, cal)
     peaks = args.peaks or ("calibrated" if cal is not None else "datasheet")
     return info, hw, peaks
@@ -340,10 +340,14 @@ def cmd_measure(args, out):
 
 
 def cmd_calibrate(args, out):
-    from kernels.calibrate import load_or_calibrate, save
+    from kernels.calibrate import default_cache_dir, load_or_calibrate, save, stored_profiles
     from kernels.device import detect
+    from kernels.measure import hardware_for
+    if args.show:
+        return _show_profiles(stored_profiles(args.cache_dir), args.cache_dir or default_cache_dir(), args.json, out)
     info = detect(args.hardware)
-    cal = load_or_calibrate(info, args.cache_dir, quick=args.quick, refresh=args.refresh, progress=_progress)
+    cal = load_or_calibrate(info, args.cache_dir, quick=args.quick, refresh=args.refresh, progress=_progress,
+                            hw=hardware_for(info))
     if args.output:
         save(cal, args.output)
         _progress(f"profile written to {args.output}")
@@ -358,13 +362,28 @@ def cmd_calibrate(args, out):
         out.write(f"  {prec:<6} skipped: {why}\n")
 
 
+def _show_profiles(profiles, store, as_json, out):
+    if as_json:
+        return json.dump([dict(c.to_dict(), path=c.path) for c in profiles], out, indent=2, default=str)
+    out.write(f"profile store {store}: {len(profiles)} profile(s)\n")
+    for c in profiles:
+        d = c.details
+        out.write(f"- {c.hardware} ({c.device.get('name', '?')}), measured {c.timestamp}"
+                  f"{' quick' if d.get('quick') else ' full'} in {d.get('seconds', float('nan')):.0f} s; {c.path}\n"
+                  f"    DRAM {c.bandwidth_gbs:.4g} GB/s (two looks {d.get('dram_spread', 0):.0%} apart; working set "
+                  f"{d.get('dram_working_set', '?')}); " + ", ".join(f"{k} {v:.4g} TFLOP/s" for k, v in
+                                                               c.peaks_tflops.items()) + "\n"
+                  f"    torch {c.versions.get('torch')}, torchao {c.versions.get('torchao')}"
+                  + (f"; contention: {'; '.join(d['contention'])}" if d.get("contention") else "") + "\n")
+
+
 def cmd_quantize(args, out):
     from kernels.calibrate import load_or_calibrate
     from kernels.device import detect
     from quantize.pipeline import load_local_model, run_pipeline
     info = detect(args.hardware)
     cal = load_calibration(args.calibration) if args.calibration else (
-        load_or_calibrate(info, quick=True, progress=_progress) if info.kind == "cpu" else None)
+        load_or_calibrate(info, args.cache_dir, quick=True, progress=_progress) if info.kind == "cpu" else None)
     model = None if args.model == "tiny" else load_local_model(args.model)
     _progress(f"recommend -> quantize ({args.precision}) -> measure on {info.name}")
     rep = run_pipeline(model, phase=args.phase, precision=args.precision, prompt_len=args.prompt_len,
@@ -391,6 +410,11 @@ def cmd_quantize(args, out):
                                                        if "perplexity" in rep.accuracy else "") + "\n")
     for n in rep.notes:
         out.write(f"  note        {n}\n")
+
+
+def add_store_option(p):
+    p.add_argument("--cache-dir", help="the profile store, shared with pytest (default: $ROOFLINE_CACHE_DIR, "
+                   "$XDG_CACHE_HOME/roofline or ~/.cache/roofline)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -444,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-ms", type=positive_float, default=25.0)
     p.add_argument("--rep-ms", type=positive_float, default=100.0)
     p.add_argument("--cuda-graph", action="store_true", help="replay the kernel from a CUDA graph (launch-bound kernels)")
+    add_store_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_measure)
 
@@ -451,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hardware", default=None, help="registry key to file the profile under (default: detected)")
     p.add_argument("--quick", action="store_true", help="smaller sweeps (seconds instead of a minute)")
     p.add_argument("--refresh", action="store_true", help="measure again even if a cached profile exists")
-    p.add_argument("--cache-dir", help="where profiles are cached (default ~/.cache/roofline)")
+    add_store_option(p)
+    p.add_argument("--show", action="store_true", help="print the profiles stored and when they were measured")
     p.add_argument("--output", help="also write the profile here (atomically)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_calibrate)
@@ -466,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rep-ms", type=positive_float, default=200.0)
     p.add_argument("--hardware", default=None, help="registry key to predict against (default: detected)")
     p.add_argument("--calibration", help="calibration profile (default: this device's cached one)")
+    add_store_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_quantize)
     return parser

@@ -17,7 +17,7 @@ def test_every_family_has_a_marker_and_every_marker_a_meaning():
     markers = registered_markers()
     families = {d["family"] for d in HARDWARE_DATA}
     assert families <= markers
-    assert markers - families == {"gpu", "slow", "measure"}
+    assert markers - families == {"gpu", "slow", "measure", "mutation"}
     assert {"cpu", "b10", "jetson", "h100", "h200", "a100", "b200"} <= markers
 
 

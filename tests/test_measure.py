@@ -18,8 +18,22 @@ def test_a_measurement_carries_its_prediction_and_context(device_info, hardware_
     assert d["prediction"]["bound"] == "memory" and d["peaks"] == "calibrated"
     assert m.efficiency == pytest.approx(m.predicted_time_s / m.timing.median_s)
     assert m.achieved_gbs == pytest.approx(k.cost.bytes / m.timing.median_s / 1e9)
-    assert d["mode"] == "cold" and d["timing"]["flush_bytes"] >= device_info.cpu.llc_bytes
-    assert "cpu" in d["telemetry"] and isinstance(d["contention"], list)
+    from kernels.measure import cache_bytes
+    assert d["mode"] == "cold" and d["timing"]["rotation_bytes"] >= 2 * cache_bytes(device_info) or "SHORT" in m.cold_note
+    assert d["timing"]["count"] >= 10 and d["SIMULATED"] is False
+    assert "cpu" in d["telemetry"] and "region" in d["telemetry"] and isinstance(d["contention"], list)
+
+
+def test_a_missing_calibrated_peak_falls_back_to_the_datasheet_with_a_note():
+    """A Blackwell profile without an FP4 peak (calibration never measured it) must price FP4, not error."""
+    from roofline import Calibration, gemm, get_hardware
+    from kernels.ops import Kernel
+    hw = get_hardware("gb10").with_calibration(Calibration("gb10", {"bf16": 50.0}, 230.0))
+    k = Kernel("gemm", "nvfp4", "cuda", lambda i: None, {}, lambda: None,
+               gemm(4096, 4096, 4096, precision="nvfp4"), "test")
+    t, pred, note = predict_kernel(k, hw, "calibrated")
+    assert pred["peak_tflops"] == 500 and pred["bandwidth_gbs"] == 230.0 and "datasheet fp4 peak stands in" in note
+    assert t == pytest.approx(max(k.cost.flops / 500e12, k.cost.bytes / 230e9))
 
 
 def test_an_emulated_kernel_is_held_against_the_memory_roof_only(hardware_entry):
@@ -68,8 +82,11 @@ def test_cli_measure_bad_input(argv, needle, capsys, calibration):
 
 def test_cli_calibrate_reads_the_cache(tmp_path, device_info, calibration):
     from kernels.calibrate import profile_path
-    profile_path(device_info, tmp_path).write_text(json.dumps(calibration.to_dict()))
+    from tests.test_calibrate import quiet
+    profile_path(device_info, tmp_path).write_text(json.dumps(quiet(calibration)))
     out_file = tmp_path / "copy.json"
     rc, text = run("calibrate", "--quick", "--cache-dir", str(tmp_path), "--output", str(out_file), "--json")
     assert rc == 0 and json.loads(text)["bandwidth_gbs"] == calibration.bandwidth_gbs
     assert json.loads(out_file.read_text())["peaks_tflops"] == calibration.peaks_tflops
+    rc, text = run("calibrate", "--show", "--cache-dir", str(tmp_path))
+    assert rc == 0 and "1 profile(s)" in text and str(profile_path(device_info, tmp_path)) in text

@@ -24,10 +24,11 @@ from roofline.plot import CLASS_COLOURS, Point, Roof, colour_for, roofline_png
 
 RECORD_KEY = pytest.StashKey[dict]()
 SESSION_KEY = pytest.StashKey[dict]()
-CSV_FIELDS = ["id", "outcome", "hardware", "device", "op", "shape", "precision", "path", "emulated", "mode",
+CSV_FIELDS = ["id", "outcome", "SIMULATED", "hardware", "device", "op", "shape", "precision", "path", "emulated", "mode",
               "median_s", "p20_s", "p80_s", "count", "rel_iqr", "flops", "bytes", "ai", "bound",
               "predicted_time_s", "efficiency", "predicted_datasheet_s", "efficiency_datasheet", "achieved_gbs",
-              "achieved_tflops", "floor", "roof_checked", "contention", "note"]
+              "achieved_tflops", "floor", "floor_source", "roof_checked", "correctness_error", "stored_bits", "energy_j",
+              "energy_source", "contention", "verdict", "note"]
 
 
 def pytest_addoption(parser):
@@ -89,7 +90,12 @@ def _table(rec: dict) -> str:
             ("bound", rec.get("bound"), ""), ("path", rec.get("path"), "emulated" if rec.get("emulated") else ""),
             ("mode / count / rel IQR", f"{rec.get('mode')} / {rec.get('count')} / {_fmt(rec.get('rel_iqr'))}", ""),
             ("contention", ", ".join(rec.get("contention") or []) or "none seen", ""),
+            ("energy per call", rec.get("energy_j"), rec.get("energy_source") or ""),
+            ("verdict", "; ".join(f"{c['name']}: {'ok' if c['ok'] else 'FAILED' if c['enforced'] else 'reported'}"
+                                  for c in (rec.get("verdict") or {}).get("checks", [])), ""),
             ("note", rec.get("note", ""), "")]
+    if rec.get("SIMULATED"):
+        rows.insert(0, ("SIMULATED", "synthesised timing on a simulated device: not a measurement", ""))
     body = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v) if v is not None else '-'}</td>"
                    f"<td>{html.escape(str(u))}</td></tr>" for k, v, u in rows)
     return f'<table class="roofline"><tbody>{body}</tbody></table>'
@@ -134,7 +140,14 @@ def summary_png(records: list[dict]) -> bytes | None:
 
 
 def pytest_html_results_summary(prefix, summary, postfix, session):
+    from conftest import simulation
     records = session.config.stash[SESSION_KEY]["records"]
+    sim = simulation()
+    if sim is not None:
+        prefix.append(f'<p style="background:#fde68a;padding:8px;font-weight:bold">SIMULATED device {sim.key}: '
+                      "every time in this report is synthesised from the roofline at a stated efficiency "
+                      f"({', '.join(f'{k} {v:.0%}' for k, v in sim.efficiency.items())}"
+                      + (f"; planted fault: {sim.fault}" if sim.fault else "") + "). Nothing was measured.</p>")
     png = summary_png(records)
     if png:
         prefix.append(f'<h3>Session roofline</h3><img alt="session roofline" '
@@ -155,13 +168,15 @@ def device_metadata(config) -> dict:
     if info is None:
         return {"Device": "none detected (measurement layer unavailable)"}
     from kernels import telemetry
-    snap = telemetry.snapshot(info.kind, busy_interval_s=0)
+    snap = telemetry.snapshot(info.kind, busy_interval_s=0, info=info)
     meta = {"Device": info.name, "Hardware key": info.hardware_key, "Detected by": info.detected_by,
             "CPU": f"{info.cpu.model}, {info.cpu.cores} cores, LLC {info.cpu.llc_bytes // 2**20} MiB",
             "CPU clocks (MHz)": ", ".join(f"{f:g}" for f in (snap["cpu"].get("freq_mhz") or [])) or
             f"max {info.cpu.max_mhz} ({info.cpu.clock_source})",
             "CPU governor": ", ".join(snap["cpu"].get("governor") or []) or "not readable",
-            "Flush buffer (cold)": f"{info.flush_bytes // 2**20} MiB"}
+            "Cold samples": "rotating copies of each kernel's operands spanning 2x the caches"}
+    if info.simulated:
+        meta = {"SIMULATED": f"{info.simulated}: synthesised times, nothing measured", **meta}
     nv = snap.get("nvml") or {}
     if nv:
         meta["NVML"] = (f"driver {nv.get('driver')}, SM {nv.get('sm_clock_mhz')} MHz, mem {nv.get('mem_clock_mhz')} "
@@ -211,11 +226,16 @@ def pytest_sessionfinish(session):
         return
     out = Path(config.getoption("--roofline-report-dir"))
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    write_json_atomic(out / "measurements.json", {"session_end": stamp, "records": state["records"],
+    from conftest import simulation
+    sim = simulation()
+    write_json_atomic(out / "measurements.json", {"session_end": stamp, "SIMULATED": sim.key if sim else None,
+                                                  "records": state["records"],
                                                   "calibration": cal.to_dict() if cal else None})
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
     w.writeheader()
     for r in state["records"]:
-        w.writerow({**r, "contention": "; ".join(r.get("contention") or []), "shape": r.get("shape")})
+        w.writerow({**r, "contention": "; ".join(r.get("contention") or []), "shape": r.get("shape"),
+                    "verdict": "; ".join(f"{c['name']}={'ok' if c['ok'] else 'fail'}"
+                                         for c in (r.get("verdict") or {}).get("checks", []))})
     write_atomic(out / "measurements.csv", buf.getvalue())

@@ -1,0 +1,89 @@
+"""Planted defects, one per kind of check the suite makes (``pytest -p tests.mutations --mutation NAME``).
+
+A validation suite is worth what it catches: tests/test_mutations.py runs a slice of the suite under
+each of these and asserts that the cases guarding against it fail (and that with none, all pass).
+
+- bytes_2x:      the byte model under-counts INT8 by 2x (4 bits charged per element)
+- int4_unpacked: INT4 weights kept unpacked in 16-bit behind the int4 label
+- slow_3x:       every kernel does its work three times
+- wrong_values:  every kernel returns values 25% off
+- hot_as_cold:   cold measurements reuse one set of operands (hot caches) while labelled cold
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+MUTATIONS = ("bytes_2x", "int4_unpacked", "slow_3x", "wrong_values", "hot_as_cold")
+
+
+def pytest_addoption(parser):
+    parser.getgroup("roofline").addoption("--mutation", choices=MUTATIONS, default=None,
+                                          help="plant one defect (the suite must catch it)")
+
+
+def pytest_configure(config):
+    name = config.getoption("--mutation")
+    if not name:
+        return
+    mp = pytest.MonkeyPatch()
+    config._roofline_mutation = mp
+    globals()[f"_plant_{name}"](mp)
+
+
+def pytest_unconfigure(config):
+    mp = getattr(config, "_roofline_mutation", None)
+    if mp is not None:
+        mp.undo()
+
+
+def _wrap_builders(mp, change):
+    """Apply ``change(kernel, args, kwargs)`` to every kernel the suite builds."""
+    from kernels import ops
+    import tests.validation.test_roofline_cases as cases
+    for name in ("make_gemm", "make_attention"):
+        orig = getattr(ops, name)
+
+        def wrapped(*a, _orig=orig, **k):
+            return change(_orig(*a, **k), _orig, a, k)
+        for mod in (ops, cases):
+            mp.setattr(mod, name, wrapped)
+
+
+def _plant_bytes_2x(mp):
+    from roofline import formats
+    mp.setitem(formats.FORMATS, "int8", dataclasses.replace(formats.FORMATS["int8"], bits_per_element=4))
+
+
+def _plant_int4_unpacked(mp):
+    def change(kernel, orig, a, k):
+        if kernel.cost.weight_format != "int4_tinygemm":
+            return kernel
+        plain = orig(*a, **{**k, "weight": "bf16", "act": "bf16"})  # the same weights, never packed
+        return dataclasses.replace(kernel, call=plain.call, inputs=plain.inputs, operands=plain.operands,
+                                   reference=plain.reference)
+    _wrap_builders(mp, change)
+
+
+def _plant_slow_3x(mp):
+    def change(kernel, orig, a, k):
+        call = kernel.call
+        return dataclasses.replace(kernel, call=lambda i: (call(i), call(i), call(i))[-1])
+    _wrap_builders(mp, change)
+
+
+def _plant_wrong_values(mp):
+    def change(kernel, orig, a, k):
+        call = kernel.call
+        return dataclasses.replace(kernel, call=lambda i: call(i) * 1.25)
+    _wrap_builders(mp, change)
+
+
+def _plant_hot_as_cold(mp):
+    from kernels.ops import Kernel
+
+    def rotation(self, min_total_bytes, max_total_bytes):
+        copies = max(2, -(-min_total_bytes // max(1, self.input_bytes)))
+        return [self.fn] * copies, self.input_bytes * copies  # claims the span, reuses one set
+    mp.setattr(Kernel, "rotation", rotation)

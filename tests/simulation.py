@@ -1,0 +1,136 @@
+"""A simulated device: `pytest -m b10 --simulate gb10` runs the hardware suite here as it would run there.
+
+What is real: detection (``kernels.device.detect``) over fake CUDA properties, a fake ``pynvml`` and,
+for a Jetson, a fake sysfs tree and ``nvpmodel`` (tests/fakes); the kernel builders' path choices,
+capability gates and shape rules for that device; torchao's configs built with the device's
+capability and their forward run on the CPU where torchao allows it ("not probed" where not); the
+correctness check of every kernel that runs; tolerances, judge, skips and report.
+
+What is synthesised: kernel times (the roofline time at a stated efficiency per bound) and the
+calibration (datasheet roofs at a stated efficiency). Both are marked SIMULATED everywhere (report
+banner, every record, the CSV/JSON column), and nothing is written to a benchmark history, a
+calibration store or a baseline. Kernels are built at a small probe shape of the same path and carry
+the full shape's cost, so the dry run stays seconds.
+
+Faults (``--simulate-fault``) prove the suite catches what it exists for: ``above-roof`` (a
+measurement faster than physics), ``below-floor`` (a slow kernel), ``wrong-result`` (a kernel whose
+output is off).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FAULTS = ("above-roof", "below-floor", "wrong-result")
+DEFAULT_EFFICIENCY = {"memory": 0.80, "compute": 0.70}  # stated, not measured: a plausible healthy board
+CALIBRATION_EFFICIENCY = 0.9  # the simulated calibration reaches this share of each datasheet roof
+
+
+def simulatable_keys() -> list[str]:
+    from roofline import REGISTRY
+    return [k for k, hw in REGISTRY.items() if hw.kind in ("gpu", "jetson")]
+
+
+@dataclass
+class Simulation:
+    key: str
+    fault: str | None = None
+    root: str = "/"
+    efficiency: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_EFFICIENCY))
+    _mp: object = None
+
+    def install(self):
+        """Fake CUDA (and NVML, and a Jetson's sysfs and nvpmodel) for this process."""
+        import pytest
+        from roofline import get_hardware
+        from tests.fakes.cuda import install_fake_cuda
+        from tests.fakes.devices import SIMULATED
+        from tests.fakes.nvml import make_fake_pynvml
+        import sys
+        self.key = get_hardware(self.key).key
+        if self.key not in SIMULATED:
+            raise ValueError(f"cannot simulate {self.key!r}; simulatable: {', '.join(sorted(SIMULATED))}")
+        dev = SIMULATED[self.key]
+        self._mp = pytest.MonkeyPatch()
+        install_fake_cuda(self._mp, [dev])
+        self._mp.setitem(sys.modules, "pynvml", make_fake_pynvml([dev]))
+        root = Path(tempfile.mkdtemp(prefix=f"roofline-sim-{self.key}-"))
+        if get_hardware(self.key).kind == "jetson":
+            from tests.fakes.jetson import install_fake_nvpmodel, make_jetson_tree
+            make_jetson_tree(root, self.key)
+            bin_dir = root / "bin"
+            install_fake_nvpmodel(bin_dir, *dev.nvpmodel_mode)
+            self._mp.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+        self.root = str(root)
+        return self
+
+    def uninstall(self):
+        if self._mp is not None:
+            self._mp.undo()
+
+    def detect(self, override=None):
+        from kernels.device import detect
+        info = detect(override, root=self.root)
+        return dataclasses.replace(info, simulated=self.key)
+
+    # --- synthesised numbers ---------------------------------------------------------------------
+    def calibration(self, info, hw):
+        from roofline import Calibration
+        e = CALIBRATION_EFFICIENCY
+        return Calibration(hardware=hw.key, peaks_tflops={c: s.value * e for c, s in hw.peaks.items()},
+                           bandwidth_gbs=hw.bandwidth.value * e, device=info.to_dict(), versions=info.versions,
+                           timestamp="SIMULATED", path="SIMULATED (not stored)",
+                           details={"SIMULATED": True, "quick": True, "dram_spread": 0.0, "peak_spread": {},
+                                    "note": f"synthesised: {e:.0%} of each datasheet roof of {hw.key}"})
+
+    def timer(self, kernel, hw, peaks, mode):
+        """The timing a healthy board would give at the stated efficiency (or a planted fault)."""
+        from kernels.measure import predict_kernel
+        from kernels.timer import summarize
+        roof_s, pred, _ = predict_kernel(kernel, hw, "datasheet" if hw.bandwidth else peaks)
+        bound = (pred or {}).get("bound", "memory")
+        eff = {"above-roof": 1.5, "below-floor": 0.02}.get(self.fault, self.efficiency[bound])
+        t = roof_s / eff
+        samples = t * (1 + 0.004 * np.linspace(-1, 1, 25))  # a tight, deterministic spread
+        return dataclasses.replace(summarize(samples, mode, "simulated"), converged=True)
+
+    def wrap_kernel(self, kernel):
+        if self.fault != "wrong-result":
+            return kernel
+        call = kernel.call
+        return dataclasses.replace(kernel, call=lambda inputs: call(inputs) * 1.25)
+
+
+def probe_kernel(build, case, device_info):
+    """Build ``case``'s kernel at a small probe shape of the same path, carrying the full shape's cost.
+
+    CUDA's shape rules are checked at the full shape first, so the simulated device refuses exactly
+    what the real one would; the probe shape keeps every rule the full shape passes (M > 16 stays > 16,
+    dimensions stay multiples of 256)."""
+    from kernels.ops import UnsupportedKernel, cuda_shape_refusal
+    from roofline import attention, gemm, get_format, gemv
+    s = dict(case.shape)
+    if case.op == "attention":
+        small = dict(s, seq_kv=min(s["seq_kv"], 256), seq_q=1 if s["seq_q"] == 1 else min(s["seq_q"], 256))
+        kernel = build(dataclasses.replace(case, shape=small), device_info)
+        c = kernel.cost
+        full = attention(s["batch"], s["heads"], s["kv_heads"], s["seq_q"], s["seq_kv"], s["head_dim"],
+                         act=c.act_format, kv=c.weight_format or c.act_format, causal=s["seq_q"] > 1)
+        return dataclasses.replace(kernel, cost=full)
+    w = case.kwargs.get("weight") or case.kwargs.get("precision")
+    cls = get_format(w).compute_class if w else None
+    if cls in ("fp8", "int8") and case.kwargs.get("act", w) == w:
+        why = cuda_shape_refusal(cls, s["m"], s["n"], s["k"])
+        if why:
+            raise UnsupportedKernel(case.precision, "cuda", why)
+    small = dict(m=s["m"] if s["m"] <= 16 else 32, n=min(s["n"], 256), k=min(s["k"], 256))
+    kernel = build(dataclasses.replace(case, shape=small), device_info)
+    c = kernel.cost
+    full = (gemv(s["n"], s["k"], weight=c.weight_format, act=c.act_format, out=c.out_format) if case.op == "gemv"
+            else gemm(s["m"], s["n"], s["k"], weight=c.weight_format, act=c.act_format, out=c.out_format))
+    return dataclasses.replace(kernel, cost=full)

@@ -1,0 +1,79 @@
+"""The suite catches the defects it exists for: each planted mutation (tests/mutations.py) must fail the
+cases that guard against it, and with none planted the same slice must pass.
+
+Runs a slice of the CPU suite in subprocesses (a healthy run first, which also records this device's
+baseline in a private store seeded with the session's calibration), then one run per mutation, and
+writes what each tripped to <report dir>/mutations.json. Heavy (~1-2 min): marked `mutation`, and part of
+the README's test command (CI runs it).
+"""
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from roofline.atomic import write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+GEMV = "tests/validation/test_roofline_cases.py::test_measured_case[cpu-gemv-1x4096x4096-{}]"
+SLICE = {
+    "int8": GEMV.format("int8"), "int8_bf16": GEMV.format("int8_bf16"), "int4": GEMV.format("int4_tinygemm_bf16"),
+    "bf16": GEMV.format("bf16"), "cold_vs_hot": "tests/test_timer.py::test_cold_is_slower_than_hot_for_a_cache_resident_working_set",
+}
+# what must trip under each mutation (more may: the report says what did)
+MUST_FAIL = {
+    "bytes_2x": {"int8", "int8_bf16"},           # stored bytes 2x what the model charges; and beats the roof
+    "int4_unpacked": {"int4"},                    # 16 bits stored behind a 4.25-bit label
+    "slow_3x": {"int8", "int8_bf16", "int4", "bf16"},  # under this device's baseline less the band
+    "wrong_values": {"int8", "int8_bf16", "int4", "bf16"},  # correctness, whatever the speed
+    "hot_as_cold": {"cold_vs_hot"},               # a "cold" that is not colder than hot
+}
+
+
+def run_slice(store, report_dir, mutation=None):
+    junit = report_dir / f"junit-{mutation or 'healthy'}.xml"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.mutations",
+           "--roofline-cache-dir", str(store), "--roofline-report-dir", str(report_dir / (mutation or "healthy")),
+           "--html", str(report_dir / f"{mutation or 'healthy'}.html"), "--junitxml", str(junit),
+           "--benchmark-disable", *SLICE.values()]
+    if mutation:
+        cmd += ["--mutation", mutation]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    outcome = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = next(k for k, v in SLICE.items() if v.endswith(case.get("name")))
+        failed = case.find("failure") is not None or case.find("error") is not None
+        skipped = case.find("skipped") is not None
+        msg = (case.find("failure") if case.find("failure") is not None else case.find("error"))
+        outcome[name] = {"outcome": "failed" if failed else "skipped" if skipped else "passed",
+                         "why": (msg.get("message", "")[:400] if msg is not None else "")}
+    return outcome, proc
+
+
+@pytest.mark.mutation
+@pytest.mark.cpu
+def test_each_planted_defect_is_caught_and_a_healthy_run_passes(calibration, tmp_path, request):
+    store = tmp_path / "store"
+    store.mkdir()
+    shutil.copy(calibration.path, store / Path(calibration.path).name)  # the session's profile: no recalibration
+    report_dir = Path(request.config.getoption("--roofline-report-dir")) / "mutations"
+    healthy, proc = run_slice(store, tmp_path)
+    assert all(v["outcome"] == "passed" for v in healthy.values()), (healthy, proc.stdout[-3000:])
+    results = {"healthy": healthy}
+    missed = {}
+    for mutation, must in MUST_FAIL.items():
+        outcome, proc = run_slice(store, tmp_path, mutation)
+        results[mutation] = outcome
+        tripped = {k for k, v in outcome.items() if v["outcome"] == "failed"}
+        if not must <= tripped:
+            missed[mutation] = {"missed": sorted(must - tripped), "outcome": outcome, "log": proc.stdout[-2000:]}
+    again, proc = run_slice(store, tmp_path)  # and nothing leaks between runs: healthy still passes
+    results["healthy_again"] = again
+    write_json_atomic(report_dir / "mutations.json", results)
+    summary = {m: sorted(k for k, v in o.items() if v["outcome"] == "failed") for m, o in results.items()}
+    print("mutation -> cases tripped:", json.dumps(summary, indent=1))
+    assert not missed, json.dumps(missed, indent=1)[:6000]
+    assert all(v["outcome"] == "passed" for v in again.values()), (again, proc.stdout[-3000:])
