@@ -152,21 +152,9 @@ class DeviceInfo:
     def torch_device(self) -> str:
         return "cpu" if self.kind == "cpu" or self.simulated or self.unavailable else "cuda"
 
-    @property
-    def flush_bytes(self) -> int:
-        """A cache-flush buffer comfortably larger than the last-level cache (do_bench uses 256 MB).
-
-        Measured here (AMD EPYC VM, 32 MB L3): a cold int8 GEMV with 16 MB of weights still ran at
-        53.6 GB/s after a 64 MB flush, 51.2 after 128 MB and 44.9 after 256 MB; smaller flushes
-        leave part of the working set cached and make "cold" numbers beat the DRAM roof.
-        """
-        llc = self.l2_bytes if self.kind != "cpu" and self.l2_bytes else self.cpu.llc_bytes
-        return max(4 * llc, 256 * 2**20)
-
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["cpu"]["flags"] = sorted(f for f in self.cpu.flags if f.startswith(SIMD_FLAG_PREFIXES))
-        d["flush_bytes"] = self.flush_bytes
         return d
 
 
@@ -194,6 +182,11 @@ def detect(override: str | None = None, root: str | os.PathLike = "/") -> Device
         info = DeviceInfo(hardware_key="cpu", kind="cpu", name=cpu.model, cpu=cpu, versions=versions,
                           detected_by="no CUDA device, not a Jetson: the host CPU")
     info = dataclasses.replace(info, sysfs_root=str(root))
+    if override and info.kind != "cpu" and get_hardware(override).kind == "cpu":
+        # every GPU host has a CPU too: `--hardware cpu` measures it (the `cpu` cases), not the GPU
+        return DeviceInfo(hardware_key=get_hardware(override).key, kind="cpu", name=cpu.model, cpu=cpu,
+                          versions=versions, sysfs_root=str(root),
+                          detected_by=f"--hardware {override}: the host CPU (also present: {info.name})")
     if override:
         key = check_override_kind(override, info.kind, f"{info.hardware_key}: {info.name}; {info.detected_by}")
         info = dataclasses.replace(info, hardware_key=key, detected_by=f"--hardware {override} (detected: "

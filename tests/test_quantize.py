@@ -151,26 +151,40 @@ def test_a_layer_torchao_leaves_alone_is_an_error(info, monkeypatch):
 
 
 def test_pipeline_end_to_end_compares_measured_with_predicted(info, calibration):
-    rep = run_pipeline(precision="auto", device_info=info, calibration=calibration, rep_ms=100)
-    # decode on a bandwidth-bound CPU: the roofline picks the fewest bytes that run here
-    assert rep.recommendation["precision"] == "int4_tinygemm/bf16" and rep.precision == "int4"
-    assert rep.quantization["bytes_vs_prediction"] == pytest.approx(1.0)
+    rep = run_pipeline(precision="int4", device_info=info, calibration=calibration, rep_ms=100)
+    assert rep.precision == "int4" and rep.quantization["bytes_vs_prediction"] == pytest.approx(1.0)
     pred, meas = rep.predicted["speedup"]["decode"], rep.measured_speedup["decode"]
-    assert pred == pytest.approx(3.7, rel=0.05) and rep.predicted["peaks"] == "calibrated"
-    # the default model's 124 MB of bf16 weights dwarf the 32 MB LLC: decode is bandwidth-bound, so the
-    # 2.7x fewer bytes must show (measured 2.8-3.8x here); the CPU's INT4 prefill is compute-bound and
-    # only reported
-    assert meas > 1.5, rep.to_dict()
+    assert rep.predicted["peaks"] == "calibrated" and pred > 0
+    if pred > 2:
+        # decode bandwidth-bound on this device's measured roofs: 2.7x fewer bytes must show (2.8-3.8x on a
+        # Zen 5 VM). Where a CPU runs bf16 in software (Zen 3: 0.02 TFLOP/s) decode sits on the compute roof,
+        # the prediction says ~1x, and nothing is promised.
+        assert meas > 1.5, rep.to_dict()
     assert rep.after.bandwidth_achieved_gbs == pytest.approx(
         rep.after.param_bytes * rep.after.tokens_per_s / 1e9)
     assert 0 < rep.accuracy["logits_rel_error"] < 0.6 and rep.accuracy["top1_agreement"] > 0.1
 
 
+def test_auto_applies_the_roofline_pick_or_says_why_there_is_none(info, calibration):
+    from quantize.configs import FROM_RECOMMENDATION
+    try:
+        rep = run_pipeline(precision="auto", device_info=info, calibration=calibration, rep_ms=60,
+                           tiny_config=TinyConfig(n_layers=2))
+    except QuantizationUnsupported as e:  # this device's roofs: no runnable format beats the 16-bit baseline
+        assert "recommends no quantization" in str(e) and "pass --precision" in str(e)
+        return
+    assert rep.precision == FROM_RECOMMENDATION[rep.recommendation["precision"]]
+    assert rep.predicted["speedup"]["decode"] > 1.0
+
+
 def test_pipeline_reports_a_slow_path_instead_of_hiding_it(info, calibration):
     rep = run_pipeline(precision="int8", device_info=info, calibration=calibration, rep_ms=80,
                        tiny_config=TinyConfig(n_layers=2))
-    assert rep.predicted["speedup"]["decode"] == pytest.approx(2.0, rel=0.05)
-    slow = rep.measured_speedup["decode"] < 0.5 * rep.predicted["speedup"]["decode"]
+    # the prediction is this device's roofline (bf16 -> int8 weight-only: 2x on a bandwidth-bound decode,
+    # ~1x where the measured bf16 peak puts it on the compute roof); what is tested is the note
+    pred = rep.predicted["speedup"]["decode"]
+    assert 0.9 <= pred <= 2.05
+    slow = rep.measured_speedup["decode"] < 0.5 * pred
     assert slow == any(n.startswith("decode: measured speedup") for n in rep.notes)
 
 
