@@ -1,0 +1,59 @@
+"""The simulated-device dry run (`pytest -m b10 --simulate gb10`) as users run it, in a subprocess.
+
+- Each board's dry run ends with 0 errors and 0 failures, every skip with a reason, the report and the
+  JSON marked SIMULATED, and nothing written to a benchmark history, a calibration store or a baseline.
+- A planted fault fails the right case through the right check: a measurement above the roof (physics),
+  a kernel far under its floor (efficiency), a wrong kernel result (correctness).
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CASE = "test_measured_case and gemv-1x4096x4096-bf16"
+
+
+def dry_run(tmp_path, marker, key, *extra):
+    store, reports = tmp_path / "store", tmp_path / "reports"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker, "--simulate", key,
+           "--roofline-cache-dir", str(store), "--roofline-report-dir", str(reports),
+           "--html", str(reports / "report.html"), "--self-contained-html",
+           "--benchmark-autosave", f"--benchmark-storage=file://{tmp_path / 'history'}", "-rs", *extra]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return proc, reports, store
+
+
+@pytest.mark.parametrize("marker, key", [("b10", "gb10"), ("jetson", "jetson_orin_nano"), ("h100", "h100_sxm")])
+def test_a_board_dry_run_passes_and_says_simulated(tmp_path, marker, key):
+    proc, reports, store = dry_run(tmp_path, marker, key, "-k", "measured_case or precision_ratio")
+    tail = proc.stdout[-4000:]
+    assert proc.returncode == 0 and " error" not in tail and "failed" not in tail, tail
+    data = json.loads((reports / "measurements.json").read_text())
+    records = data["records"]
+    assert data["SIMULATED"] == key and records and all(r["SIMULATED"] for r in records)
+    assert all(r["outcome"] == "passed" for r in records)
+    assert "SIMULATED" in (reports / "measurements.csv").read_text().splitlines()[0]
+    assert f"SIMULATED device {key}" in (reports / "report.html").read_text()
+    written = [p for p in (tmp_path / "history").rglob("*") if p.is_file()]  # pytest-benchmark makes the dir
+    assert written == [] and not store.exists()  # no timing history, no profile, no baseline
+    for line in proc.stdout.splitlines():  # every skip names what was required and what this device has
+        if line.startswith("SKIPPED"):
+            assert "no kernel" in line or "reported, not enforced" in line or "requires" in line, line
+
+
+@pytest.mark.parametrize("fault, check", [("above-roof", "physics"), ("below-floor", "efficiency"),
+                                          ("wrong-result", "correctness")])
+def test_a_planted_fault_fails_the_case_through_the_right_check(tmp_path, fault, check):
+    proc, reports, _ = dry_run(tmp_path, "b10", "gb10", "--simulate-fault", fault, "-k", CASE)
+    assert proc.returncode == 1, proc.stdout[-3000:]
+    (rec,) = json.loads((reports / "measurements.json").read_text())["records"]
+    failed = [c["name"] for c in rec["verdict"]["checks"] if c["enforced"] and not c["ok"]]
+    assert rec["outcome"] == "failed" and failed == [check], rec["verdict"]
+
+
+def test_an_unknown_device_is_a_usage_error(tmp_path):
+    proc, _, _ = dry_run(tmp_path, "b10", "tpu_v9")
+    assert proc.returncode == 4 and "unknown hardware 'tpu_v9'" in proc.stderr
