@@ -45,7 +45,7 @@ STREAM_ARRAYS = {"read": 1, "amax": 1, "copy": 2, "triad": 3}
 COMPUTE_PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "int8", "nvfp4")
 QUIET_ATTEMPTS, QUIET_WAIT_S = 8, 1.0
 COMPUTE_PASSES = 2
-CALIBRATION_METHOD = 6  # part of the cache key: profiles measured by an older method are not reused
+CALIBRATION_METHOD = 7  # part of the cache key: profiles measured by an older method are not reused
 CUBES = (256, 512, 1024, 2048, 4096, 8192)
 PLATEAU = 0.03  # a cube this much faster than the last one is still climbing
 DRAM_CACHE_MULTIPLE = 8
@@ -124,7 +124,7 @@ def native_precisions(info: DeviceInfo, hw=None) -> tuple[str, ...]:
 
 def compute_peaks(info: DeviceInfo, quick: bool = False, progress: Callable[[str], None] = lambda s: None, hw=None):
     import torch
-    peaks, skipped, sweep, rising = {}, {}, [], {}
+    peaks, skipped, sweep, rising, passes = {}, {}, [], {}, {}
     # whole passes over every precision in turn, so one burst of load cannot hit both of a precision's runs
     for _ in range(COMPUTE_PASSES):
         for prec in native_precisions(info, hw):
@@ -134,12 +134,14 @@ def compute_peaks(info: DeviceInfo, quick: bool = False, progress: Callable[[str
             if result is not None:
                 best, still_rising = result
                 cls = get_format(prec).compute_class if prec != "tf32" else "tf32"
+                passes.setdefault(cls, []).append(best)
                 if best > peaks.get(cls, 0.0):
                     peaks[cls], rising[cls] = best, still_rising
     for cls, v in peaks.items():
         progress(f"compute {cls}: {v:.3g} TFLOP/s (best of {COMPUTE_PASSES} passes"
                  + ("; still rising when its time budget ended" if rising[cls] else "") + ")")
-    return peaks, skipped, sweep, rising
+    spread = {cls: (max(v) - min(v)) / max(v) for cls, v in passes.items()}
+    return peaks, skipped, sweep, rising, spread
 
 
 def _gemm_pass(prec, info, quick, skipped, sweep, torch):
@@ -231,7 +233,7 @@ def calibrate(info: DeviceInfo, quick: bool = False, progress: Callable[[str], N
              f"~{expected_seconds(info, quick, hw):.0f} s")
     before = wait_for_quiet(info, progress)
     bw = bandwidth_sweep(info, quick, progress)
-    peaks, skipped, compute_sweep, rising = compute_peaks(info, quick, progress, hw)
+    peaks, skipped, compute_sweep, rising, peak_spread = compute_peaks(info, quick, progress, hw)
     # other tenants' memory traffic is invisible to a VM's load figures: a second look, seconds later
     dram_again = dram_bandwidth_now(info)
     progress(f"DRAM bandwidth again after the compute passes: {dram_again:.1f} GB/s (first: {bw['dram_gbs']:.1f})")
@@ -250,6 +252,7 @@ def calibrate(info: DeviceInfo, quick: bool = False, progress: Callable[[str], N
         details={"quick": quick, "threads": _threads(), "fingerprint": fingerprint(info),
                  "fingerprint_fields": fingerprint_fields(info), "skipped": skipped, "contention": contention,
                  "dram_spread": spread, "dram_working_set": bw["dram_working_set"], "peak_still_rising": rising,
+                 "peak_spread": peak_spread,
                  "seconds": took, "bandwidth_sweep": bw["sweep"], "compute_sweep": compute_sweep})
 
 

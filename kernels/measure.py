@@ -50,6 +50,17 @@ def hardware_for(info: DeviceInfo, calibration=None) -> Hardware:
 CPU_CALIBRATED_FORMATS = ("bf16", "fp16", "int8")
 
 
+def ceiling_is_physical(info: DeviceInfo, compute_class: str | None) -> bool:
+    """Whether the compute peak of this class is a hardware ceiling here. On a CPU only the classes its units
+    run natively (from its flags) are; a class calibration measured on a software path (bf16 without
+    AVX512-BF16, int8 without VNNI) is one kernel's speed at some shapes, which another kernel of the same
+    class may beat (seen on a Zen 3: an int8 GEMV at 1.5x the int8 cube rate). Such a case is held to
+    the memory roof, which bytes cannot beat on any host."""
+    if info.kind != "cpu" or compute_class is None:
+        return True
+    return compute_class in {get_format(f).compute_class for f in host_cpu_hardware(info.cpu).native}
+
+
 def cache_bytes(info: DeviceInfo) -> int:
     """The cache a cold measurement must defeat: the GPU's L2, or the CPU's last two levels together
     (AMD's L3 is a victim cache: lines evicted from L2 land there, so their capacities add)."""

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import simulation
 from kernels.calibrate import dram_bandwidth_now
-from kernels.measure import measure_kernel, predict_kernel
+from kernels.measure import ceiling_is_physical, measure_kernel, predict_kernel
 from kernels.ops import UnsupportedKernel, make_attention, make_gemm
 from kernels.timer import BudgetExceeded
 from roofline import REGISTRY, attention, gemm, get_format, predict
@@ -145,10 +145,19 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
         m = measure_kernel(kernel, device_info, hardware_entry, "cold", "calibrated", rep_ms=60 if kernel.emulated
                            else 100, max_wall_s=budget, timer=timer)
         last["m"] = m
-        roof = sheet.time_s if (tol.roof == "datasheet" and sheet) else m.predicted_time_s
-        return Observation(m.timing.median_s, m.timing.p20_s, roof, tuple(m.contention))
+        if tol.roof == "datasheet" and sheet:
+            roof = sheet.time_s
+        elif memory_roof_only:
+            roof = (m.prediction or {}).get("t_memory_s", m.predicted_time_s)
+        else:
+            roof = m.predicted_time_s
+        return Observation(m.timing.median_s, m.timing.p20_s, roof, tuple(m.contention), m.predicted_time_s)
 
-    memory_class = case.expected_bound == "memory" and case.op != "attention"
+    _, pred0, _ = predict_kernel(kernel, hardware_entry, "calibrated")
+    # a compute peak that is one software kernel's speed is no ceiling: such a case faces the memory roof only
+    memory_roof_only = tol.roof == "calibrated" and not ceiling_is_physical(device_info, (pred0 or {}).get(
+        "compute_class"))
+    memory_class = (case.expected_bound == "memory" and case.op != "attention") or memory_roof_only
     roof_now = None
     if tol.roof == "calibrated" and memory_class and not sim:
         roof_now = lambda: dram_bandwidth_now(device_info) / calibration.bandwidth_gbs  # noqa: E731
@@ -157,14 +166,14 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
     evidence = Evidence(floor=tol.floor, floor_source=tol.floor_source, baseline=baseline,
                         baseline_source=f"recorded on this device ({hardware_entry.key})",
                         regression_band=tol.regression_band)
-    _, pred0, _ = predict_kernel(kernel, hardware_entry, "calibrated")
     roof_label = (f"datasheet roof ({hardware_entry.key})" if tol.roof == "datasheet" and sheet else
-                  f"calibrated roof ({calibration.path})")
+                  f"calibrated {'memory ' if memory_roof_only else ''}roof ({calibration.path})")
     try:
         verdict, obs = judge_measurement(
             measure, error=error, error_note=error_note, stored_bits=kernel.weight_bits_per_element(),
             charged_bits=get_format(w_fmt).bits_per_element if kernel.weight_elements else 0.0, fmt=w_fmt or "",
-            roof_noise=_roof_noise(calibration, pred0 or {"bound": "memory"}, tol), roof_label=roof_label,
+            roof_noise=_roof_noise(calibration, {"bound": "memory"} if memory_roof_only or not pred0 else pred0, tol),
+            roof_label=roof_label,
             evidence=evidence, roof_now=roof_now, check_efficiency=not kernel.emulated)
     except BudgetExceeded as e:
         pytest.skip(f"over the per-case budget on this device: {e}; raise --case-budget-s to measure it")
