@@ -48,6 +48,10 @@ def pytest_addoption(parser):
                          "with synthesised times, marked SIMULATED, never written to any history")
     group.addoption("--simulate-fault", default=None, choices=("above-roof", "below-floor", "wrong-result"),
                     help="plant a fault in the simulated measurements (proves the suite catches it)")
+    group.addoption("--simulate-power-mode", default=None, metavar="MODE",
+                    help="the simulated Jetson's current nvpmodel mode (e.g. 7W); its roofs are that mode's")
+    group.addoption("--simulate-torch-without-cuda", action="store_true",
+                    help="the simulated board's torch has no CUDA (a CPU wheel on a Jetson): what that run says")
 
 
 _DEVICE = {}
@@ -62,10 +66,15 @@ def pytest_configure(config):
     if key:
         from tests.simulation import Simulation
         try:
-            _DEVICE["simulation"] = Simulation(key, config.getoption("--simulate-fault")).install()
+            _DEVICE["simulation"] = Simulation(key, config.getoption("--simulate-fault"),
+                                               config.getoption("--simulate-power-mode"),
+                                               not config.getoption("--simulate-torch-without-cuda")).install()
         except ValueError as e:
             raise pytest.UsageError(str(e)) from None
-        config.option.benchmark_autosave = False  # synthesised times never enter a history
+        # synthesised times never enter a history, whatever was asked for
+        config.option.benchmark_autosave = False
+        config.option.benchmark_save = None
+        config.option.benchmark_json = None
         config.option.benchmark_compare = []
         config.option.benchmark_compare_fail = None
         return

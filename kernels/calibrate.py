@@ -106,7 +106,8 @@ def bandwidth_sweep(info: DeviceInfo, quick: bool = False, progress: Callable[[s
         rows = [r for r in sweep if r["working_set_bytes"] == max(16 * 2**10, size // 2)]
         if rows:
             cache_bw[name] = best(rows[0])
-    return {"dram_gbs": best(sweep[-1]), "cache_gbs": cache_bw, "sweep": sweep, "dram_working_set": dram_note}
+    dram_row = next(r for r in sweep if r["working_set_bytes"] == dram)  # not the largest: the cap may be small
+    return {"dram_gbs": best(dram_row), "cache_gbs": cache_bw, "sweep": sweep, "dram_working_set": dram_note}
 
 
 def dram_bandwidth_now(info: DeviceInfo, rep_ms: float = 30.0) -> float:
@@ -210,7 +211,7 @@ def wait_for_quiet(info: DeviceInfo, progress: Callable[[str], None] = lambda s:
     """Contention flags still present after waiting up to QUIET_ATTEMPTS x QUIET_WAIT_S (empty: quiet)."""
     flags: list[str] = []
     for attempt in range(QUIET_ATTEMPTS):
-        flags = telemetry.snapshot(info.kind, busy_interval_s=0.2)["contention"]
+        flags = telemetry.snapshot(info.kind, busy_interval_s=0.2, info=info)["contention"]
         if not flags:
             return []
         progress(f"waiting for a quiet machine before calibrating: {', '.join(flags)}")

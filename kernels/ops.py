@@ -82,10 +82,14 @@ class Kernel:
 
         Enough copies that their total reaches ``min_total_bytes`` (at least two), as far as
         ``max_total_bytes`` (a memory budget) allows; the caller records whether the target was met.
+        Two copies that do not fit the budget raise ``BudgetExceeded`` (the case is skipped, named).
         """
+        from .timer import BudgetExceeded
         one = max(1, self.input_bytes)
-        copies = max(2, -(-min_total_bytes // one))
-        copies = max(1, min(copies, max_total_bytes // one))
+        if max_total_bytes // one < 2:
+            raise BudgetExceeded(f"two copies of this kernel's operands ({2 * one / 2**20:.0f} MiB) exceed the "
+                                 f"memory budget for cold samples ({max_total_bytes / 2**20:.0f} MiB)")
+        copies = min(max(2, -(-min_total_bytes // one)), max_total_bytes // one)
         sets = [self.inputs] + [_clone(self.inputs) for _ in range(copies - 1)]
         return [(lambda inp=inp: self.call(inp)) for inp in sets], one * copies
 
@@ -261,8 +265,10 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
                     {"activations": [x], "weights": [packed, sz]}, rtol=2e-2, atol=2e-2)
 
     if w in ("nvfp4", "mxfp4") or a in ("nvfp4", "mxfp4"):
+        where = "this CPU has none, and no emulated path is offered" if on_cpu else (
+            f"on {target} the FP4 kernels take {w if w in ('nvfp4', 'mxfp4') else a} for both operands; got {label}")
         raise UnsupportedKernel(label, target, "native block-scaled FP4 matmul needs Blackwell (sm_100 or "
-                                "sm_120/121); this CPU has none, and no emulated path is offered")
+                                f"sm_120/121) and matching formats: {where}")
     hint = " (INT4 weight-only is 'int4_tinygemm' with bf16 activations)" if "int4" in (w, a) else ""
     raise UnsupportedKernel(label, target, f"no kernel for {w} weights x {a} activations{hint}; kernels: "
                             "fp32, bf16, fp16, fp8_e4m3/fp8_e5m2 W8A8, int8 W8A8, int8/bf16 and "

@@ -164,7 +164,9 @@ def judge_measurement(measure: Callable[[], Observation], *, error: float | None
         factor = roof_now()
         if factor > 1:
             notes.append(f"roof re-measured now: {factor:.2f}x the profile's")
-            obs = replace(obs, predicted_s=obs.predicted_s / factor, expected_s=(obs.expected_s or obs.predicted_s) / factor)
+            # the roof moved; a separate expectation (a software compute time) did not
+            expected = None if obs.expected_s in (None, obs.predicted_s) else obs.expected_s
+            obs = replace(obs, predicted_s=obs.predicted_s / factor, expected_s=expected)
             phys = physics(obs, roof_noise, roof_label + " (re-measured now)")
     checks = [phys, correctness(error, error_note)]
     if charged_bits:
@@ -180,11 +182,15 @@ class BaselineBook:
     entries: dict = field(default_factory=dict)
     recorded: list = field(default_factory=list)  # case ids first recorded in this run
 
-    def get(self, case_id: str) -> float | None:
+    def get(self, case_id: str, calibration: str | None = None) -> float | None:
+        """The recorded efficiency, if it was measured against the same calibration (efficiency is relative
+        to a roof: a re-calibrated device starts its baseline again)."""
         e = self.entries.get(case_id)
-        return None if e is None else float(e["efficiency"])
+        if e is None or (calibration is not None and e.get("calibration", calibration) != calibration):
+            return None
+        return float(e["efficiency"])
 
     def record(self, case_id: str, efficiency_value: float, when: str, context: dict) -> None:
-        if case_id not in self.entries:
+        if case_id not in self.recorded:
             self.entries[case_id] = {"efficiency": efficiency_value, "recorded": when, **context}
             self.recorded.append(case_id)

@@ -19,7 +19,6 @@ output is off).
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,38 +39,35 @@ def simulatable_keys() -> list[str]:
 class Simulation:
     key: str
     fault: str | None = None
+    power_mode: str | None = None  # a Jetson's current nvpmodel mode (default: the board's default)
+    torch_cuda: bool = True        # False: torch without CUDA on the board (a CPU wheel on a Jetson)
     root: str = "/"
     efficiency: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_EFFICIENCY))
     _mp: object = None
 
     def install(self):
-        """Fake CUDA (and NVML, and a Jetson's sysfs and nvpmodel) for this process."""
+        """Fake CUDA (and NVML, and a Jetson's sysfs and nvpmodel) for this process (tests/fakes)."""
         import pytest
         from roofline import get_hardware
-        from tests.fakes.cuda import install_fake_cuda
         from tests.fakes.devices import SIMULATED
-        from tests.fakes.nvml import make_fake_pynvml
-        import sys
+        from tests.fakes.install import install_device
         self.key = get_hardware(self.key).key
         if self.key not in SIMULATED:
             raise ValueError(f"cannot simulate {self.key!r}; simulatable: {', '.join(sorted(SIMULATED))}")
-        dev = SIMULATED[self.key]
+        if self.power_mode and not SIMULATED[self.key].is_jetson:
+            raise ValueError(f"--simulate-power-mode {self.power_mode!r}: {self.key} is not a Jetson")
         self._mp = pytest.MonkeyPatch()
-        install_fake_cuda(self._mp, [dev])
-        self._mp.setitem(sys.modules, "pynvml", make_fake_pynvml([dev]))
         root = Path(tempfile.mkdtemp(prefix=f"roofline-sim-{self.key}-"))
-        if get_hardware(self.key).kind == "jetson":
-            from tests.fakes.jetson import install_fake_nvpmodel, make_jetson_tree
-            make_jetson_tree(root, self.key)
-            bin_dir = root / "bin"
-            install_fake_nvpmodel(bin_dir, *dev.nvpmodel_mode)
-            self._mp.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+        install_device(self._mp, self.key, root, mode=self.power_mode, cuda=self.torch_cuda)
         self.root = str(root)
         return self
 
     def uninstall(self):
+        import shutil
         if self._mp is not None:
             self._mp.undo()
+        if self.root != "/":
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def detect(self, override=None):
         from kernels.device import detect
@@ -92,7 +88,7 @@ class Simulation:
         """The timing a healthy board would give at the stated efficiency (or a planted fault)."""
         from kernels.measure import predict_kernel
         from kernels.timer import summarize
-        roof_s, pred, _ = predict_kernel(kernel, hw, "datasheet" if hw.bandwidth else peaks)
+        roof_s, pred, _ = predict_kernel(kernel, hw, "datasheet")  # every simulatable entry has a datasheet
         bound = (pred or {}).get("bound", "memory")
         eff = {"above-roof": 1.5, "below-floor": 0.02}.get(self.fault, self.efficiency[bound])
         t = roof_s / eff

@@ -155,3 +155,27 @@ def test_a_growing_sweep_stops_when_the_peak_stops_rising_or_the_budget_ends(dev
     monkeypatch.setattr(cal_mod, "bench", lambda fn, **k: type("T", (), {"median_s": times_rising[built[-1]]})())
     best, rising = cal_mod._gemm_pass("fp32", device_info, True, {}, [], torch)
     assert rising and built[-1] < 2048
+
+
+def test_the_profile_key_moves_with_everything_that_moves_a_roof(device_info):
+    import dataclasses
+    base = cal_mod.fingerprint(device_info)
+    for change in (dict(power_mode={"mode": "7W", "id": 1}), dict(driver="580.65"),
+                   dict(versions={**device_info.versions, "torch": "2.14.0"}),
+                   dict(versions={**device_info.versions, "torchao": "0.19.0"}),
+                   dict(cpu=dataclasses.replace(device_info.cpu, max_mhz=(device_info.cpu.max_mhz or 1) * 2))):
+        assert cal_mod.fingerprint(dataclasses.replace(device_info, **change)) != base, change
+    assert cal_mod.fingerprint(dataclasses.replace(device_info)) == base
+
+
+@pytest.mark.parametrize("key, has, lacks", [("gb10", {"nvfp4", "tf32", "fp8_e4m3", "int8"}, set()),
+                                            ("jetson_orin_nano", {"int8", "tf32", "bf16"}, {"fp8_e4m3", "nvfp4"}),
+                                            ("h100_sxm", {"fp8_e4m3", "int8"}, {"nvfp4"})])
+def test_every_native_format_of_a_gpu_is_calibrated(device_info, key, has, lacks):
+    """A Blackwell profile without an FP4 peak made every FP4 case error: calibration covers what runs natively."""
+    import dataclasses
+    from roofline import get_hardware
+    gpu = dataclasses.replace(device_info, kind="cuda", hardware_key=key)
+    chosen = set(cal_mod.native_precisions(gpu, get_hardware(key)))
+    assert has <= chosen and not (lacks & chosen)
+    assert "nvfp4" not in cal_mod.native_precisions(device_info) and "tf32" not in cal_mod.native_precisions(device_info)

@@ -57,3 +57,25 @@ def test_a_planted_fault_fails_the_case_through_the_right_check(tmp_path, fault,
 def test_an_unknown_device_is_a_usage_error(tmp_path):
     proc, _, _ = dry_run(tmp_path, "b10", "tpu_v9")
     assert proc.returncode == 4 and "unknown hardware 'tpu_v9'" in proc.stderr
+
+
+def test_a_jetson_whose_torch_has_no_cuda_skips_every_measured_case_with_the_reason(tmp_path):
+    proc, reports, _ = dry_run(tmp_path, "jetson", "jetson_orin_nano", "--simulate-torch-without-cuda",
+                               "-k", "measured_case and gemv-1x4096x4096")
+    assert proc.returncode == 0 and "passed" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+    skips = [line for line in proc.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert skips and all("cannot measure on jetson_orin_nano" in s and "CUDA" in s for s in skips), skips
+
+
+def test_a_jetson_in_a_lower_power_mode_is_held_to_that_modes_roof(tmp_path):
+    """The 7W mode runs 4 of 8 SMs at 408 MHz: its compute roof is ~1/3 of 15W's (roofline.clocks)."""
+    runs = {}
+    for mode in ("15W", "7W"):
+        proc, reports, _ = dry_run(tmp_path / mode, "jetson", "jetson_orin_nano", "--simulate-power-mode", mode,
+                                   "-k", "measured_case and gemm-2048x4096x4096-bf16")
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        (rec,) = json.loads((reports / "measurements.json").read_text())["records"]
+        runs[mode] = rec
+    assert runs["7W"]["hardware"].endswith("nvpmodel 7W") and runs["15W"]["hardware"].endswith("nvpmodel 15W")
+    ratio = runs["7W"]["predicted_datasheet_s"] / runs["15W"]["predicted_datasheet_s"]
+    assert ratio == pytest.approx((625 / 408) * (8 / 4), rel=1e-6)
