@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from kernels.ops import storage_bytes
 from kernels.torchao_paths import failure_reason, shape_refusal
 from roofline import tensor_bytes
 
@@ -21,23 +22,13 @@ from .configs import Precision, QuantizationUnsupported, get_precision, torchao_
 from .int4_cpu import Int4PackedLinear, int4_cpu_unsupported_reason
 
 
-def tensor_storage_bytes(t: torch.Tensor) -> int:
-    """Bytes a tensor really stores; a tensor subclass (torchao) is the sum of its inner tensors."""
-    if hasattr(t, "__tensor_flatten__") and type(t) not in (torch.Tensor, torch.nn.Parameter):
-        names, _ = t.__tensor_flatten__()
-        return sum(tensor_storage_bytes(getattr(t, n)) for n in names if getattr(t, n, None) is not None)
-    return t.numel() * t.element_size()
+# bytes really stored, tensor-subclass internals included: one definition, in kernels.ops
+tensor_storage_bytes = storage_bytes
 
 
 def param_bytes(model: torch.nn.Module) -> int:
     """Parameters and buffers, each storage once (tied weights count once)."""
-    seen, total = set(), 0
-    for t in list(model.parameters()) + list(model.buffers()):
-        key = id(t)
-        if key not in seen:
-            seen.add(key)
-            total += tensor_storage_bytes(t)
-    return total
+    return storage_bytes(model)
 
 
 @dataclass
