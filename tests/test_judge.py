@@ -68,6 +68,8 @@ def test_a_wrong_result_fails_whatever_its_speed():
     v, _ = judge_measurement(measure, error=None, error_note="relative error 0.3 exceeds rtol=0.01")
     assert [c.name for c in v.failures] == ["correctness"] and "0.3" in v.message()
     assert correctness(0.001).ok
+    c = correctness(None, "not probed: the packing needs CUDA", checked=False)
+    assert c.ok and not c.enforced and c.reason.startswith("not checked")  # said, never claimed as a pass
 
 
 @pytest.mark.parametrize("stored, charged, ok", [(4.25, 4.25, True), (16.0, 4.25, False), (8.0, 4.0, False),

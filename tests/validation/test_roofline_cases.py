@@ -102,13 +102,13 @@ def sim_probe(case, device_info):
 
 
 def _check_result(kernel):
-    """(error, why not): the kernel's output against its reference, before any timing."""
+    """(error, why not, checked): the kernel's output against its reference, before any timing."""
     if kernel.note.startswith("not probed"):
-        return 0.0, kernel.note
+        return None, kernel.note, False
     try:
-        return kernel.check(), ""
+        return kernel.check(), "", True
     except AssertionError as e:
-        return None, str(e)
+        return None, str(e), True
 
 
 def _roof_noise(calibration, pred, datasheet_roof):
@@ -131,7 +131,7 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
     note_calibration(request.config, calibration)
     sim = simulation()
     kernel = _kernel_or_skip(case, device_info, request.config.getoption("--run-slow"))
-    error, error_note = _check_result(kernel)  # a wrong result fails whatever its speed: checked first
+    error, error_note, checked = _check_result(kernel)  # a wrong result fails whatever its speed: checked first
     tol = tolerance(family, case.expected_bound, case.precision, "attention" if case.op == "attention" else "")
     try:
         sheet = predict(kernel.cost, hardware_entry, "datasheet")
@@ -172,7 +172,8 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
                   f"calibrated {'memory ' if memory_roof_only else ''}roof ({calibration.path})")
     try:
         verdict, obs = judge_measurement(
-            measure, error=error, error_note=error_note, stored_bits=kernel.weight_bits_per_element(),
+            measure, error=error, error_note=error_note, error_checked=checked,
+            stored_bits=kernel.weight_bits_per_element(),
             charged_bits=get_format(w_fmt).bits_per_element if kernel.weight_elements else 0.0, fmt=w_fmt or "",
             roof_noise=_roof_noise(calibration, {"bound": "memory"} if memory_roof_only or not pred0 else pred0,
                                    tol.roof == "datasheet" and sheet is not None),
