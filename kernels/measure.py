@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from roofline import Hardware, apply_power_mode, get_format, get_hardware, predict
 from roofline.clocks import POWER_MODES
 from roofline.judge import RESOLUTION
-from roofline.predict import UnsupportedPathError, bound_of, critical_ai, roofline_time
+from roofline.predict import UnsupportedPathError, roofline_time
 
 from . import telemetry
 from .device import DeviceInfo, host_cpu_hardware
@@ -161,9 +161,8 @@ class Measurement:
 def predict_kernel(kernel: Kernel, hw: Hardware, peaks: str):
     """(predicted time, prediction dict or None, note) for a kernel on a hardware entry.
 
-    A calibrated profile without a peak for this precision (never measured: FP4 before this profile
-    could measure it, a precision the calibration skipped) falls back to the datasheet peak with a note;
-    a path the hardware has no math for is held against the memory roof only. Neither is an error.
+    A path the hardware has no math for is held against the memory roof only, not an error (a calibrated
+    profile missing a peak is handled in ``roofline.predict``: the datasheet peak stands in, said).
     """
     try:
         p = predict(kernel.cost, hw, peaks)
@@ -172,25 +171,6 @@ def predict_kernel(kernel: Kernel, hw: Hardware, peaks: str):
     except UnsupportedPathError as e:
         t_mem, _, _ = roofline_time(0.0, kernel.cost.bytes, 1.0, hw.bandwidth_gbs(peaks))
         return float(t_mem), None, f"no native math path ({e}); held against the memory roof only"
-    except ValueError as e:
-        if peaks != "calibrated" or not _has_datasheet_peak(kernel, hw):
-            raise
-        p = predict(kernel.cost, hw, "datasheet")
-        # the calibrated bandwidth still applies; only the missing compute peak comes from the datasheet
-        bw = hw.bandwidth_gbs("calibrated")
-        t_mem, t_comp, t = roofline_time(p.flops, p.bytes, p.peak_tflops, bw)
-        d = {**p.to_dict(), "t_memory_s": float(t_mem), "time_s": float(t), "peaks": "calibrated+datasheet",
-             "bandwidth_gbs": bw, "bound": str(bound_of(t_mem, t_comp)), "critical_ai": critical_ai(p.peak_tflops, bw),
-             "attainable_tflops": p.flops / float(t) / 1e12}
-        return float(t), d, f"{p.method}; {e}: the datasheet {p.compute_class} peak stands in for it"
-
-
-def _has_datasheet_peak(kernel: Kernel, hw: Hardware) -> bool:
-    from roofline import compute_path
-    try:
-        return compute_path(hw, kernel.cost.weight_format, kernel.cost.act_format).compute_class in hw.peaks
-    except UnsupportedPathError:
-        return False
 
 
 def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "cold", peaks: str = "calibrated",

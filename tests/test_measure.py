@@ -32,7 +32,8 @@ def test_a_missing_calibrated_peak_falls_back_to_the_datasheet_with_a_note():
     k = Kernel("gemm", "nvfp4", "cuda", lambda i: None, {}, lambda: None,
                gemm(4096, 4096, 4096, precision="nvfp4"), "test")
     t, pred, note = predict_kernel(k, hw, "calibrated")
-    assert pred["peak_tflops"] == 500 and pred["bandwidth_gbs"] == 230.0 and "datasheet fp4 peak stands in" in note
+    assert pred["peak_tflops"] == 500 and pred["bandwidth_gbs"] == 230.0 and pred["bound"] == "compute"
+    assert "has no measured fp4 peak" in pred["peak_source"] and "NVIDIA" in pred["peak_source"]
     assert t == pytest.approx(max(k.cost.flops / 500e12, k.cost.bytes / 230e9))
 
 
