@@ -186,8 +186,9 @@ def _bench_cuda(fns, warmup_ms, rep_ms, min_reps, max_reps, target, cuda_graph, 
     _refuse_if_over_budget(estimate_s, min_reps, max_wall_s)
     n_warmup = min(MAX_WARMUP, max(1, int(warmup_ms / 1e3 / estimate_s)))
     n_repeat = min(max_reps, max(min_reps, int(rep_ms / 1e3 / estimate_s)))
-    if max_wall_s is not None:
-        n_repeat = max(min_reps, min(n_repeat, int(max_wall_s / estimate_s)))
+    if max_wall_s is not None:  # what is left of the budget after the calls so far and the warmup (queued, not run yet)
+        left = max_wall_s - (time.perf_counter() - start_wall) - n_warmup * estimate_s
+        n_repeat = max(min_reps, min(n_repeat, int(left / estimate_s)))
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n_repeat)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n_repeat)]
     for i in range(n_warmup):

@@ -104,3 +104,33 @@ def test_cold_is_slower_than_hot_for_a_cache_resident_working_set(device_info):
 def test_bad_arguments(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         bench(lambda: None, **kwargs)
+
+
+def test_the_cuda_timer_runs_its_recipe_on_fake_events(monkeypatch):
+    """do_bench's recipe (estimate, capped warmup, one event pair per call, rotation, region around the timed
+    calls, the budget) executed with fake CUDA events: the path a GPU takes, run here."""
+    from tests.fakes.cuda import install_fake_cuda_events
+    install_fake_cuda_events(monkeypatch)
+    seen, events = [], []
+
+    class Region:
+        def start(self):
+            events.append(("start", len(seen)))
+
+        def stop(self):
+            events.append(("stop", len(seen)))
+
+    fns = [lambda i=i: (seen.append(i), spin(200_000)) for i in range(3)]
+    t = bench(None, device="cuda", mode="cold", rotation=fns, rotation_bytes=99, rep_ms=5, min_reps=10,
+              warmup_ms=1, region=Region())
+    assert t.device == "cuda" and t.mode == "cold" and t.rotation_copies == 3 and t.count >= 10
+    assert 200e-6 <= t.median_s < 200e-6 * 1.5 and set(seen) == {0, 1, 2}
+    (_, began), (_, ended) = events
+    assert ended - began == t.count  # the region holds exactly the timed calls
+    with pytest.raises(BudgetExceeded):
+        bench(lambda: spin(20_000_000), device="cuda", mode="hot", min_reps=10, max_wall_s=0.1)
+    clamped = bench(lambda: spin(1_000_000), device="cuda", mode="hot", rep_ms=1000, min_reps=10, max_wall_s=0.05)
+    assert clamped.count >= 10 and clamped.wall_s < 0.05 * 1.3  # the budget caps the repeats, warmup included
+    floor = bench(lambda: spin(1_000_000), device="cuda", mode="hot", warmup_ms=0, rep_ms=1000, min_reps=10,
+                  max_wall_s=0.012)
+    assert floor.count == 10  # never below min_reps, even when the budget is nearly spent

@@ -95,3 +95,24 @@ def install_fake_cuda(mp, devices: list[FakeDevice], current: int = 0,
     mp.setattr(torch.cuda, "get_device_name", lambda device=None: props[index(device)].name)
     mp.setattr(torch.version, "cuda", cuda_version)
     return props
+
+
+class FakeEvent:
+    """``torch.cuda.Event(enable_timing=True)`` over the host clock: with synchronous stand-in kernels, an
+    event pair around a call measures that call, so the CUDA timer's control flow runs without a GPU."""
+
+    def __init__(self, enable_timing=False):
+        self.t_ns = None
+
+    def record(self, stream=None):
+        import time
+        self.t_ns = time.perf_counter_ns()
+
+    def elapsed_time(self, end) -> float:
+        return (end.t_ns - self.t_ns) / 1e6  # milliseconds, as CUDA reports
+
+
+def install_fake_cuda_events(mp):
+    import torch
+    mp.setattr(torch.cuda, "Event", FakeEvent)
+    mp.setattr(torch.cuda, "synchronize", lambda device=None: None)
