@@ -182,8 +182,12 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
     region = telemetry.RegionMonitor(info) if with_telemetry else None
     predicted, pred, note = predict_kernel(kernel, hw, peaks)
     cold_note = ""
-    if timer is not None:
+    if timer is not None:  # synthesised: the region monitor still runs, over the device's (fake) telemetry
+        if region is not None:
+            region.start()
         timing = timer(kernel, hw, peaks, mode)
+        if region is not None:
+            region.stop()
     else:
         rotation, spanned = None, 0
         if mode == "cold":

@@ -35,6 +35,9 @@ def test_a_board_dry_run_passes_and_says_simulated(tmp_path, marker, key):
     records = data["records"]
     assert data["SIMULATED"] == key and records and all(r["SIMULATED"] for r in records)
     assert all(r["outcome"] == "passed" for r in records)
+    # the region monitor ran over the board's (fake) telemetry: NVML's energy counter, or a Jetson's VDD_IN
+    assert all(r["energy_source"] and not r["energy_source"].startswith("none") for r in records
+               if r["op"] != "ratio"), {r["energy_source"] for r in records}
     assert "SIMULATED" in (reports / "measurements.csv").read_text().splitlines()[0]
     assert f"SIMULATED device {key}" in (reports / "report.html").read_text()
     written = [p for p in (tmp_path / "history").rglob("*") if p.is_file()]  # pytest-benchmark makes the dir
