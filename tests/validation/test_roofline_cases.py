@@ -111,18 +111,40 @@ def _check_result(kernel):
         return None, str(e), True
 
 
-def _roof_noise(calibration, pred, datasheet_roof):
-    """The measured noise of the roof a case is held to: none for a datasheet roof; for a calibrated one,
-    the spread the calibration saw between its looks (None: a compute peak still rising at its budget)."""
-    if datasheet_roof:
-        return 0.0
+@dataclasses.dataclass(frozen=True)
+class RoofChoice:
+    """Which roof a measured case faces, its measured noise, and whether it may be re-measured on a beat."""
+    kind: str            # "datasheet", "calibrated" or "memory" (the calibrated DRAM roof alone)
+    label: str
+    noise: float | None  # None: a compute peak still rising at its budget (physics reported, not enforced)
+    remeasurable: bool   # a calibrated DRAM roof drifts with other tenants' traffic
+
+    def roof_s(self, m, sheet) -> float:
+        if self.kind == "datasheet":
+            return sheet.time_s
+        if self.kind == "memory":
+            return (m.prediction or {}).get("t_memory_s", m.predicted_time_s)
+        return m.predicted_time_s
+
+
+def choose_roof(case, tol, sheet, pred, calibration, device_info, simulated) -> RoofChoice:
+    """The datasheet roof where the family's table says so and one exists; else the calibrated one, or only
+    its DRAM part where the compute peak is one software kernel's speed (no ceiling: ceiling_is_physical)."""
+    if tol.roof == "datasheet" and sheet is not None:
+        return RoofChoice("datasheet", f"datasheet roof ({sheet.hardware})", 0.0, False)
     d = calibration.details
-    if pred.get("bound") == "compute":
+    if not ceiling_is_physical(device_info, (pred or {}).get("compute_class")):
+        kind, bound = "memory", "memory"
+    else:
+        kind, bound = "calibrated", (pred or {}).get("bound", "memory")
+    if bound == "compute":
         cls = pred.get("compute_class")
-        if d.get("peak_still_rising", {}).get(cls):
-            return None
-        return float(d.get("peak_spread", {}).get(cls, 0.0))
-    return float(d.get("dram_spread", 0.0))
+        noise = None if d.get("peak_still_rising", {}).get(cls) else float(d.get("peak_spread", {}).get(cls, 0.0))
+    else:
+        noise = float(d.get("dram_spread", 0.0))
+    remeasurable = bound == "memory" and (kind == "memory" or case.op != "attention") and not simulated
+    return RoofChoice(kind, f"calibrated {'memory ' if kind == 'memory' else ''}roof ({calibration.path})", noise,
+                      remeasurable)
 
 
 @pytest.mark.parametrize("family, case", list(measured_params()))
@@ -139,46 +161,31 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
         sheet = None
     budget = request.config.getoption("--case-budget-s")
     timer = sim.timer if sim else None
+
+    _, pred0, _ = predict_kernel(kernel, hardware_entry, "calibrated")
+    roof = choose_roof(case, tol, sheet, pred0, calibration, device_info, bool(sim))
     last = {}
 
     def measure():
         m = measure_kernel(kernel, device_info, hardware_entry, "cold", "calibrated", rep_ms=60 if kernel.emulated
                            else 100, max_wall_s=budget, timer=timer)
         last["m"] = m
-        if tol.roof == "datasheet" and sheet:
-            roof = sheet.time_s
-        elif memory_roof_only:
-            roof = (m.prediction or {}).get("t_memory_s", m.predicted_time_s)
-        else:
-            roof = m.predicted_time_s
-        return Observation(m.timing.median_s, m.timing.p20_s, roof, tuple(m.contention), m.predicted_time_s)
+        return Observation(m.timing.median_s, m.timing.p20_s, roof.roof_s(m, sheet), tuple(m.contention),
+                           m.predicted_time_s)
 
-    _, pred0, _ = predict_kernel(kernel, hardware_entry, "calibrated")
-    # a compute peak that is one software kernel's speed is no ceiling: such a case faces the memory roof only
-    memory_roof_only = tol.roof == "calibrated" and not ceiling_is_physical(device_info, (pred0 or {}).get(
-        "compute_class"))
-    # the roof this case faces is DRAM's (as predicted now, not as the case was filed): only that roof drifts
-    # with other tenants' traffic, so only that one is re-measured on a beat
-    memory_roof = memory_roof_only or ((pred0 or {}).get("bound", "memory") == "memory" and case.op != "attention")
-    roof_now = None
-    if tol.roof == "calibrated" and memory_roof and not sim:
-        roof_now = lambda: dram_bandwidth_now(device_info) / calibration.bandwidth_gbs  # noqa: E731
     w_fmt = kernel.cost.weight_format
     baseline = baseline_book.get(case.id, calibration.timestamp) if tol.floor is None else None
     evidence = Evidence(floor=tol.floor, floor_source=tol.floor_source, baseline=baseline,
                         baseline_source=f"recorded on this device ({hardware_entry.key})",
                         regression_band=tol.regression_band)
-    roof_label = (f"datasheet roof ({hardware_entry.key})" if tol.roof == "datasheet" and sheet else
-                  f"calibrated {'memory ' if memory_roof_only else ''}roof ({calibration.path})")
     try:
         verdict, obs = judge_measurement(
             measure, error=error, error_note=error_note, error_checked=checked,
             stored_bits=kernel.weight_bits_per_element(),
             charged_bits=get_format(w_fmt).bits_per_element if kernel.weight_elements else 0.0, fmt=w_fmt or "",
-            roof_noise=_roof_noise(calibration, {"bound": "memory"} if memory_roof_only or not pred0 else pred0,
-                                   tol.roof == "datasheet" and sheet is not None),
-            roof_label=roof_label,
-            evidence=evidence, roof_now=roof_now, check_efficiency=not kernel.emulated)
+            roof_noise=roof.noise, roof_label=roof.label, evidence=evidence, check_efficiency=not kernel.emulated,
+            roof_now=(lambda: dram_bandwidth_now(device_info) / calibration.bandwidth_gbs) if roof.remeasurable
+            else None)
     except BudgetExceeded as e:
         pytest.skip(f"over the per-case budget on this device: {e}; raise --case-budget-s to measure it")
     m = last["m"]
