@@ -361,7 +361,9 @@ def make_attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, precision="b
                                 "16-bit only; memory-efficient: no GQA), so it would time the math fallback")
     tol = 1e-4 if a == "fp32" else 3e-2
     gqa = heads != kv_heads
+    emulated = target == "cpu" and a == "fp16" and not _cpu_has_fp16()
     return Kernel("attention", a, target,
                   lambda i: sdpa(i["q"], i["k"], i["v"], is_causal=causal, enable_gqa=gqa), {"q": q, "k": k_, "v": v},
-                  reference, cost, "F.scaled_dot_product_attention" + (" (GQA)" if gqa else ""),
-                  operands={"q": [q], "k": [k_], "v": [v]}, rtol=tol, atol=tol)
+                  reference, cost, "F.scaled_dot_product_attention" + (" (GQA)" if gqa else "") + (
+                      " (fp16 converted in software: no AVX512-FP16/AMX-FP16 on this CPU)" if emulated else ""),
+                  emulated=emulated, operands={"q": [q], "k": [k_], "v": [v]}, rtol=tol, atol=tol)
