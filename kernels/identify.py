@@ -10,7 +10,8 @@
    "Super" model string, the config file's text, the GPU's maximum clock.
 3. Each rule that decided says so, in words the report prints (``Identified.evidence``).
 4. ``check_override_kind``: ``--hardware KEY`` changes the roofs, not the device measured, so a key of
-   another kind than the detected device is refused.
+   another kind than the detected device is refused (one exception, in ``device.detect``: ``--hardware
+   cpu`` on a GPU host measures the host CPU, which is there too).
 """
 from __future__ import annotations
 
