@@ -175,7 +175,8 @@ def predict_kernel(kernel: Kernel, hw: Hardware, peaks: str):
 
 def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "cold", peaks: str = "calibrated",
                    warmup_ms: float = 25.0, rep_ms: float = 100.0, with_telemetry: bool = True,
-                   cuda_graph: bool = False, max_wall_s: float | None = None, timer=None) -> Measurement:
+                   cuda_graph: bool = False, max_wall_s: float | None = None, timer=None,
+                   warm: bool = False) -> Measurement:
     """Time ``kernel`` and hold it against its prediction. ``timer`` replaces ``bench`` (a simulated device's
     synthesised timing); ``max_wall_s`` is the per-case budget (``BudgetExceeded`` when it cannot fit)."""
     snap = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info) if with_telemetry else {}
@@ -194,7 +195,7 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
             rotation, spanned, cold_note = cold_rotation(kernel, info)
         timing = bench(kernel.fn, device=info.torch_device, mode=mode, warmup_ms=warmup_ms, rep_ms=rep_ms,
                        cuda_graph=cuda_graph, rotation=rotation, rotation_bytes=spanned, max_wall_s=max_wall_s,
-                       region=region)
+                       region=region, warm=warm)
     if region is not None:
         snap["region"] = region.result(timing.count)
     return Measurement(op=kernel.op, precision=kernel.precision, shape=dict(kernel.cost.shape), path=kernel.path,

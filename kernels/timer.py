@@ -87,14 +87,16 @@ def _check(mode, warmup_ms, rep_ms, min_reps, rotation):
 
 def bench(fn, *, device: str = "cpu", mode: str = "cold", warmup_ms: float = 25.0, rep_ms: float = 100.0,
           min_reps: int = 10, max_reps: int = 100_000, rel_iqr_target: float = 0.02, cuda_graph: bool = False,
-          rotation=None, rotation_bytes: int = 0, max_wall_s: float | None = None, region=None) -> Timing:
-    """Time ``fn()`` (hot) or the ``rotation`` callables in turn (cold); each call does the whole kernel."""
+          rotation=None, rotation_bytes: int = 0, max_wall_s: float | None = None, region=None,
+          warm: bool = False) -> Timing:
+    """Time ``fn()`` (hot) or the ``rotation`` callables in turn (cold); each call does the whole kernel.
+    ``warm``: the kernel has run before (e.g. its correctness check), so no call is spent on initialisation."""
     _check(mode, warmup_ms, rep_ms, min_reps, rotation)
     fns = list(rotation) if mode == "cold" else [fn]
     if device == "cpu":
         if cuda_graph:
             raise ValueError("cuda_graph=True needs a CUDA device; got device='cpu'")
-        timing = _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, rel_iqr_target, max_wall_s, region)
+        timing = _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, rel_iqr_target, max_wall_s, region, warm)
     else:
         timing = _bench_cuda(fns, warmup_ms, rep_ms, min_reps, max_reps, rel_iqr_target, cuda_graph, max_wall_s,
                              region)
@@ -122,9 +124,10 @@ class _Region:
         return False
 
 
-def _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, target, max_wall_s, region) -> Timing:
+def _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, target, max_wall_s, region, warm=False) -> Timing:
     start_wall = time.perf_counter()
-    fns[0]()  # first call: allocations, lazy init (the rotation's copies were paged in by cloning them)
+    if not warm:
+        fns[0]()  # first call: allocations, lazy init (the rotation's copies were paged in by cloning them)
     t0 = time.perf_counter_ns()
     fns[1 % len(fns)]()
     estimate_s = max((time.perf_counter_ns() - t0) / 1e9, 1e-7)

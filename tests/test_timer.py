@@ -40,6 +40,10 @@ def test_a_kernel_whose_samples_cannot_fit_the_case_budget_is_refused_after_two_
     with pytest.raises(BudgetExceeded, match="over the per-case budget of 0.1 s"):
         bench(lambda: (calls.append(1), spin(50_000_000)), mode="hot", min_reps=10, max_wall_s=0.1)
     assert len(calls) == 2  # one to initialise, one to estimate from
+    calls.clear()
+    with pytest.raises(BudgetExceeded):
+        bench(lambda: (calls.append(1), spin(50_000_000)), mode="hot", min_reps=10, max_wall_s=0.1, warm=True)
+    assert len(calls) == 1  # already initialised (its correctness check ran it): the estimate alone
 
 
 def test_warmup_is_capped():
