@@ -1,6 +1,27 @@
-"""``python -m roofline``."""
+"""``python -m roofline`` and the ``roofline`` script: the thin entry point that composes each layer's commands.
+
+The theory's commands come from ``roofline.cli``; ``kernels.cli`` (measure, calibrate) and
+``quantize.cli`` (quantize) register theirs. This is the one module under ``roofline/`` that names
+the layers above it, and it imports only their command modules, which import torch lazily inside
+each command: ``python -m roofline predict ...`` never loads torch.
+"""
+from __future__ import annotations
+
 import sys
 
-from .cli import main
+from .cli import main as _main
 
-sys.exit(main())
+
+def layers():
+    """The command modules of the layers above the theory, in the order their commands are listed."""
+    import kernels.cli
+    import quantize.cli
+    return (kernels.cli, quantize.cli)
+
+
+def main(argv=None, out=None) -> int:
+    return _main(argv, out, layers=layers())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

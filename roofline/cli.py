@@ -1,8 +1,11 @@
-"""``python -m roofline`` / ``roofline``: the theory from the command line.
+"""The theory's commands (formats, hardware, predict, recommend, sweep) and the CLI's shared parts.
+
+Each layer brings its own commands: this module registers the theory's, ``kernels.cli`` registers
+measure and calibrate, ``quantize.cli`` registers quantize, and ``roofline.__main__`` (the thin entry
+point behind ``python -m roofline`` and the ``roofline`` script) composes them. This module never
+imports the layers above it; they import the shared options and helpers from here.
 
 Every command takes ``--json``. Bad input prints one line on stderr and exits 2.
-Commands that measure (``measure``, ``calibrate``) import ``kernels`` inside the command, so the
-theory commands never touch torch.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 
 from . import (FORMATS, apply_power_mode, known_hardware, attention, ffn, gemm, gemv, get_hardware, get_model_config,
@@ -21,6 +25,7 @@ from .models import PHASES
 from .predict import CompositePrediction
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
 
 
 class UsageError(Exception):
@@ -289,138 +294,8 @@ def cmd_sweep(args, out):
         out.write(text)
 
 
-def _progress(line: str) -> None:
-    print(f"[roofline] {line}", file=sys.stderr, flush=True)
-
-
-def _measure_context(args):
-    """(device info, hardware entry with calibration if any, peaks) for measure."""
-    from kernels.calibrate import load_or_calibrate
-    from kernels.device import detect
-    from kernels.measure import hardware_for
-    info = detect(args.hardware)
-    cal = load_calibration(args.calibration) if args.calibration else None
-    hw = hardware_for(info, cal)
-    needs_cal = args.peaks == "calibrated" or hw.bandwidth is None
-    if cal is None and needs_cal and args.peaks != "datasheet":
-        cal = load_or_calibrate(info, args.cache_dir, quick=True, progress=_progress, hw=hw)
-        hw = hardware_for(info, cal)
-    peaks = args.peaks or ("calibrated" if cal is not None else "datasheet")
-    return info, hw, peaks
-
-
-def cmd_measure(args, out):
-    from kernels.measure import measure_kernel
-    from kernels.ops import make_attention, make_gemm, make_gemv
-    info, hw, peaks = _measure_context(args)
-    f = formats_kwargs(args, precision_default="fp32")
-    f.pop("out")
-    if args.op == "gemv":
-        kernel = make_gemv(args.n, args.k, device=info.torch_device, **f)
-    elif args.op == "gemm":
-        kernel = make_gemm(args.m, args.n, args.k, device=info.torch_device, **f)
-    else:
-        seq_q = args.seq_q or (1 if args.phase == "decode" else args.seq_kv)
-        kernel = make_attention(args.batch, args.heads, args.kv_heads or args.heads, seq_q, args.seq_kv,
-                                args.head_dim, f["precision"] or f["act"] or "fp32", kv=args.kv_precision,
-                                device=info.torch_device)
-    _progress(f"measuring {kernel.op} {kernel.precision} on {info.name} ({args.mode})")
-    m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms, cuda_graph=args.cuda_graph)
-    if args.json:
-        return json.dump(m.to_dict(), out, indent=2, default=str)
-    t = m.timing
-    out.write(f"{m.op} {m.precision} {m.shape} on {m.hardware} ({m.device_name}), {t.mode}; {m.path}\n"
-              f"  measured   median {fmt_time(t.median_s)} (p20 {fmt_time(t.p20_s)}, p80 {fmt_time(t.p80_s)}; "
-              f"n={t.count}, rel IQR {t.rel_iqr:.1%}{'' if t.converged else ', spread not settled'})\n")
-    out.write(f"  predicted  {fmt_time(m.predicted_time_s)} against {peaks} peaks; {m.prediction_note}\n"
-              f"  efficiency {m.efficiency:.1%}" + ("  <-- BEATS THE ROOF: a bug to explain" if m.beats_roof else "")
-              + "\n")
-    out.write(f"  achieved   {m.achieved_gbs:.4g} GB/s, {m.achieved_tflops:.4g} TFLOP/s\n"
-              f"  contention {', '.join(m.contention) or 'none seen'}\n")
-
-
-def cmd_calibrate(args, out):
-    from kernels.calibrate import default_cache_dir, load_or_calibrate, save, stored_profiles
-    from kernels.device import detect
-    from kernels.measure import hardware_for
-    if args.show:
-        return _show_profiles(stored_profiles(args.cache_dir), args.cache_dir or default_cache_dir(), args.json, out)
-    info = detect(args.hardware)
-    cal = load_or_calibrate(info, args.cache_dir, quick=args.quick, refresh=args.refresh, progress=_progress,
-                            hw=hardware_for(info))
-    if args.output:
-        save(cal, args.output)
-        _progress(f"profile written to {args.output}")
-    if args.json:
-        return json.dump(cal.to_dict(), out, indent=2, default=str)
-    out.write(f"calibration for {cal.hardware} ({info.name}), {cal.timestamp}; profile: {cal.path}\n"
-              f"  DRAM bandwidth {cal.bandwidth_gbs:.4g} GB/s; caches: "
-              + ", ".join(f"{k} {v:.4g}" for k, v in cal.cache_bandwidth_gbs.items()) + " GB/s\n")
-    for cls, v in cal.peaks_tflops.items():
-        out.write(f"  {cls:<6} {v:.4g} TFLOP/s\n")
-    for prec, why in cal.details.get("skipped", {}).items():
-        out.write(f"  {prec:<6} skipped: {why}\n")
-
-
-def _show_profiles(profiles, store, as_json, out):
-    if as_json:
-        return json.dump([dict(c.to_dict(), path=c.path) for c in profiles], out, indent=2, default=str)
-    out.write(f"profile store {store}: {len(profiles)} profile(s)\n")
-    for c in profiles:
-        d = c.details
-        out.write(f"- {c.hardware} ({c.device.get('name', '?')}), measured {c.timestamp}"
-                  f"{' quick' if d.get('quick') else ' full'} in {d.get('seconds', float('nan')):.0f} s; {c.path}\n"
-                  f"    DRAM {c.bandwidth_gbs:.4g} GB/s (two looks {d.get('dram_spread', 0):.0%} apart; working set "
-                  f"{d.get('dram_working_set', '?')}); " + ", ".join(f"{k} {v:.4g} TFLOP/s" for k, v in
-                                                               c.peaks_tflops.items()) + "\n"
-                  f"    torch {c.versions.get('torch')}, torchao {c.versions.get('torchao')}"
-                  + (f"; contention: {'; '.join(d['contention'])}" if d.get("contention") else "") + "\n")
-
-
-def cmd_quantize(args, out):
-    from kernels.calibrate import load_or_calibrate
-    from kernels.device import detect
-    from quantize.pipeline import load_local_model, run_pipeline
-    info = detect(args.hardware)
-    cal = load_calibration(args.calibration) if args.calibration else (
-        load_or_calibrate(info, args.cache_dir, quick=True, progress=_progress) if info.kind == "cpu" else None)
-    model = None if args.model == "tiny" else load_local_model(args.model)
-    _progress(f"recommend -> quantize ({args.precision}) -> measure on {info.name}")
-    rep = run_pipeline(model, phase=args.phase, precision=args.precision, prompt_len=args.prompt_len,
-                       device_info=info, calibration=cal, rep_ms=args.rep_ms)
-    if args.json:
-        return json.dump(rep.to_dict(), out, indent=2, default=str)
-    q, rec = rep.quantization, rep.recommendation
-    out.write(f"model {rep.model} on {rep.hardware} ({rep.device}), {rep.phase}\n"
-              f"  recommended {rec['precision']}: {rec['method']} (predicted {rec['predicted_speedup']:.2f}x on "
-              f"the {'x'.join(map(str, rec['gemm']))} GEMM)\n"
-              f"  applied     {rep.precision} via {q['config']}; {len(q['quantized'])} layers quantized, "
-              f"{len(q['skipped'])} skipped" + "".join(f"\n              skipped {n}: {w}" for n, w in q["skipped"]) + "\n"
-              f"  bytes       {q['bytes_before'] / 1e6:.1f} MB -> {q['bytes_after'] / 1e6:.1f} MB "
-              f"({q['bytes_vs_prediction']:.3f}x the roofline formats' prediction)\n")
-    for ph in ("decode", "prefill"):
-        b, a = getattr(rep.before, f"{ph}_s"), getattr(rep.after, f"{ph}_s")
-        pred = rep.predicted["speedup"][ph]
-        out.write(f"  {ph:<11} {fmt_time(b)} -> {fmt_time(a)}: measured {rep.measured_speedup[ph]:.2f}x, predicted "
-                  + (f"{pred:.2f}x" if pred else "n/a") + "\n")
-    out.write(f"  decode      {rep.before.tokens_per_s:.1f} -> {rep.after.tokens_per_s:.1f} tokens/s; bandwidth "
-              f"achieved {rep.before.bandwidth_achieved_gbs:.1f} -> {rep.after.bandwidth_achieved_gbs:.1f} GB/s\n"
-              f"  accuracy    logits {rep.accuracy['logits_rel_error']:.2%} from FP32, top-1 agreement "
-              f"{rep.accuracy['top1_agreement']:.1%}" + (f", perplexity {rep.accuracy['perplexity']:.3g}"
-                                                       if "perplexity" in rep.accuracy else "") + "\n")
-    for n in rep.notes:
-        out.write(f"  note        {n}\n")
-
-
-def add_store_option(p):
-    p.add_argument("--cache-dir", help="the profile store, shared with pytest (default: $ROOFLINE_CACHE_DIR, "
-                   "$XDG_CACHE_HOME/roofline or ~/.cache/roofline)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="roofline", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
+def add_commands(sub) -> None:
+    """Register the theory's subcommands on ``sub`` (an argparse subparsers action)."""
     p = sub.add_parser("formats", help="number formats and their bits per element")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_formats)
@@ -460,47 +335,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("measure", help="measure an operator on this device, next to its prediction")
-    add_op_arguments(p, MEASURE_OPS)
-    add_precision_options(p)
-    add_hardware_options(p, default=None)
-    p.add_argument("--mode", choices=("cold", "hot"), default="cold")
-    p.add_argument("--warmup-ms", type=positive_float, default=25.0)
-    p.add_argument("--rep-ms", type=positive_float, default=100.0)
-    p.add_argument("--cuda-graph", action="store_true", help="replay the kernel from a CUDA graph (launch-bound kernels)")
-    add_store_option(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_measure)
 
-    p = sub.add_parser("calibrate", help="measure this device's bandwidth and per-precision peaks; save the profile")
-    p.add_argument("--hardware", default=None, help="registry key to file the profile under (default: detected)")
-    p.add_argument("--quick", action="store_true", help="smaller sweeps (seconds instead of a minute)")
-    p.add_argument("--refresh", action="store_true", help="measure again even if a cached profile exists")
-    add_store_option(p)
-    p.add_argument("--show", action="store_true", help="print the profiles stored and when they were measured")
-    p.add_argument("--output", help="also write the profile here (atomically)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_calibrate)
-
-    p = sub.add_parser("quantize", help="recommend -> quantize -> measure -> compare on this device")
-    p.add_argument("--model", default="tiny", help="'tiny' (built-in decoder) or a local Hugging Face model dir")
-    p.add_argument("--precision", default="auto",
-                   help="auto (the roofline's recommendation), int8, int8_dynamic, int4, fp8, fp8_weight_only, "
-                        "nvfp4, mxfp4")
-    p.add_argument("--phase", choices=PHASES, default="decode")
-    p.add_argument("--prompt-len", type=positive_int, default=64)
-    p.add_argument("--rep-ms", type=positive_float, default=200.0)
-    p.add_argument("--hardware", default=None, help="registry key to predict against (default: detected)")
-    p.add_argument("--calibration", help="calibration profile (default: this device's cached one)")
-    add_store_option(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_quantize)
+def build_parser(layers=()) -> argparse.ArgumentParser:
+    """The parser with the theory's commands, then each of ``layers``' (modules with ``add_commands``)."""
+    parser = _Parser(prog="roofline", description="roofline: predict, measure and validate ML kernels "
+                     "against their roofline")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add_commands(sub)
+    for layer in layers:
+        layer.add_commands(sub)
     return parser
 
 
-def main(argv=None, out=None) -> int:
+def main(argv=None, out=None, layers=()) -> int:
+    """Run one command; 0 on success, 2 on bad input (one line on stderr)."""
     out = out or sys.stdout
-    parser = build_parser()
+    parser = build_parser(layers)
     try:
         args = parser.parse_args(argv)
         args.func(args, out)
@@ -512,4 +362,11 @@ def main(argv=None, out=None) -> int:
     except ValueError as e:  # bad values and unsupported paths: each names the value and what is allowed
         print(f"roofline: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        # The reader went away (``| head``): not an error of ours. Point stdout at devnull so the
+        # interpreter's final flush does not raise again, and exit as a killed-by-SIGPIPE writer would.
+        if out is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return 0

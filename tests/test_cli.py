@@ -1,8 +1,10 @@
 """The CLI: answers, --json shapes, and one-line errors with exit 2 for every bad input."""
 import csv
 import io
+import ast
 import json
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -153,7 +155,53 @@ def test_module_entry_point_and_exit_code():
 
 
 def test_theory_never_imports_torch():
-    code = "import sys, roofline, roofline.cli; from roofline.cli import main; import io; " \
+    # the composed entry point: the measure/quantize commands are registered, yet a theory command loads no torch
+    code = "import sys, io; from roofline.__main__ import main; " \
            "main(['predict', 'model'], out=io.StringIO()); print('torch' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip() == "False", res.stderr
+
+
+def _imported_modules(path):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+
+
+def test_the_pure_layer_never_reaches_up():
+    """No module of roofline/ imports kernels, quantize or torch; only the thin entry point names the layers."""
+    root = Path(__file__).resolve().parents[1] / "roofline"
+    offenders = {f"{path.name}: {mod}" for path in root.glob("*.py") if path.name != "__main__.py"
+                 for mod in _imported_modules(path) if mod.split(".")[0] in ("kernels", "quantize", "torch", "torchao")}
+    assert not offenders, f"roofline/ reaches up: {sorted(offenders)}"
+
+
+def test_each_layer_registers_its_own_commands():
+    from roofline import cli
+    from roofline.__main__ import layers
+    theory = cli.build_parser()._subparsers._group_actions[0].choices
+    assert {"predict", "recommend", "sweep", "hardware", "formats"} <= set(theory)
+    assert not {"measure", "calibrate", "quantize"} & set(theory)
+    composed = cli.build_parser(layers())._subparsers._group_actions[0].choices
+    assert {"measure", "calibrate", "quantize"} <= set(composed)
+
+
+class _ReaderGone(io.StringIO):
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_broken_pipe_is_quiet(capsys):
+    """`roofline hardware | head -1`: the reader leaves early; no traceback, the SIGPIPE exit status."""
+    assert main(["hardware"], out=_ReaderGone()) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_broken_pipe_through_a_shell():
+    # Whether the write fails depends on when `head` exits, so both outcomes are allowed; a traceback is not.
+    res = subprocess.run(["bash", "-c", f"'{sys.executable}' -m roofline hardware | head -c 1; "
+                          "exit ${PIPESTATUS[0]}"], capture_output=True, text=True)
+    assert res.returncode in (0, 141) and "Traceback" not in res.stderr, res.stderr

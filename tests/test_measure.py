@@ -6,7 +6,7 @@ import pytest
 
 from kernels.measure import measure_kernel, predict_kernel
 from kernels.ops import make_gemv
-from roofline.cli import main
+from roofline.__main__ import main
 
 pytestmark = pytest.mark.cpu
 

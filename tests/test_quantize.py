@@ -14,7 +14,7 @@ from quantize.int4_cpu import Int4PackedLinear
 from quantize.model import TinyConfig, build_tiny
 from quantize.pipeline import run_pipeline
 from roofline import tensor_bytes
-from roofline.cli import main
+from roofline.__main__ import main
 
 pytestmark = pytest.mark.cpu
 SMALL = TinyConfig(dim=256, n_layers=2, n_heads=8, n_kv_heads=2, intermediate=512, vocab=1024, max_seq=64)

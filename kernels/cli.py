@@ -1,0 +1,132 @@
+"""``measure`` and ``calibrate``: the measurement layer's commands, composed into ``python -m roofline``.
+
+Imports of torch-backed modules happen inside each command, so building the parser (and running the
+theory commands beside these) never imports torch.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from roofline import load_calibration
+from roofline.cli import (MEASURE_OPS, add_hardware_options, add_op_arguments, add_precision_options, fmt_time,
+                          formats_kwargs, positive_float)
+
+
+def _progress(line: str) -> None:
+    print(f"[roofline] {line}", file=sys.stderr, flush=True)
+
+
+def _measure_context(args):
+    """(device info, hardware entry with calibration if any, peaks) for measure."""
+    from kernels.calibrate import load_or_calibrate
+    from kernels.device import detect
+    from kernels.measure import hardware_for
+    info = detect(args.hardware)
+    cal = load_calibration(args.calibration) if args.calibration else None
+    hw = hardware_for(info, cal)
+    needs_cal = args.peaks == "calibrated" or hw.bandwidth is None
+    if cal is None and needs_cal and args.peaks != "datasheet":
+        cal = load_or_calibrate(info, args.cache_dir, quick=True, progress=_progress, hw=hw)
+        hw = hardware_for(info, cal)
+    peaks = args.peaks or ("calibrated" if cal is not None else "datasheet")
+    return info, hw, peaks
+
+
+def cmd_measure(args, out):
+    from kernels.measure import measure_kernel
+    from kernels.ops import make_attention, make_gemm, make_gemv
+    info, hw, peaks = _measure_context(args)
+    f = formats_kwargs(args, precision_default="fp32")
+    f.pop("out")
+    if args.op == "gemv":
+        kernel = make_gemv(args.n, args.k, device=info.torch_device, **f)
+    elif args.op == "gemm":
+        kernel = make_gemm(args.m, args.n, args.k, device=info.torch_device, **f)
+    else:
+        seq_q = args.seq_q or (1 if args.phase == "decode" else args.seq_kv)
+        kernel = make_attention(args.batch, args.heads, args.kv_heads or args.heads, seq_q, args.seq_kv,
+                                args.head_dim, f["precision"] or f["act"] or "fp32", kv=args.kv_precision,
+                                device=info.torch_device)
+    _progress(f"measuring {kernel.op} {kernel.precision} on {info.name} ({args.mode})")
+    m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms, cuda_graph=args.cuda_graph)
+    if args.json:
+        return json.dump(m.to_dict(), out, indent=2, default=str)
+    t = m.timing
+    out.write(f"{m.op} {m.precision} {m.shape} on {m.hardware} ({m.device_name}), {t.mode}; {m.path}\n"
+              f"  measured   median {fmt_time(t.median_s)} (p20 {fmt_time(t.p20_s)}, p80 {fmt_time(t.p80_s)}; "
+              f"n={t.count}, rel IQR {t.rel_iqr:.1%}{'' if t.converged else ', spread not settled'})\n")
+    out.write(f"  predicted  {fmt_time(m.predicted_time_s)} against {peaks} peaks; {m.prediction_note}\n"
+              f"  efficiency {m.efficiency:.1%}" + ("  <-- BEATS THE ROOF: a bug to explain" if m.beats_roof else "")
+              + "\n")
+    out.write(f"  achieved   {m.achieved_gbs:.4g} GB/s, {m.achieved_tflops:.4g} TFLOP/s\n"
+              f"  contention {', '.join(m.contention) or 'none seen'}\n")
+
+
+def cmd_calibrate(args, out):
+    from kernels.calibrate import default_cache_dir, load_or_calibrate, save, stored_profiles
+    from kernels.device import detect
+    from kernels.measure import hardware_for
+    if args.show:
+        return _show_profiles(stored_profiles(args.cache_dir), args.cache_dir or default_cache_dir(), args.json, out)
+    info = detect(args.hardware)
+    cal = load_or_calibrate(info, args.cache_dir, quick=args.quick, refresh=args.refresh, progress=_progress,
+                            hw=hardware_for(info))
+    if args.output:
+        save(cal, args.output)
+        _progress(f"profile written to {args.output}")
+    if args.json:
+        return json.dump(cal.to_dict(), out, indent=2, default=str)
+    out.write(f"calibration for {cal.hardware} ({info.name}), {cal.timestamp}; profile: {cal.path}\n"
+              f"  DRAM bandwidth {cal.bandwidth_gbs:.4g} GB/s; caches: "
+              + ", ".join(f"{k} {v:.4g}" for k, v in cal.cache_bandwidth_gbs.items()) + " GB/s\n")
+    for cls, v in cal.peaks_tflops.items():
+        out.write(f"  {cls:<6} {v:.4g} TFLOP/s\n")
+    for prec, why in cal.details.get("skipped", {}).items():
+        out.write(f"  {prec:<6} skipped: {why}\n")
+
+
+def _show_profiles(profiles, store, as_json, out):
+    if as_json:
+        return json.dump([dict(c.to_dict(), path=c.path) for c in profiles], out, indent=2, default=str)
+    out.write(f"profile store {store}: {len(profiles)} profile(s)\n")
+    for c in profiles:
+        d = c.details
+        out.write(f"- {c.hardware} ({c.device.get('name', '?')}), measured {c.timestamp}"
+                  f"{' quick' if d.get('quick') else ' full'} in {d.get('seconds', float('nan')):.0f} s; {c.path}\n"
+                  f"    DRAM {c.bandwidth_gbs:.4g} GB/s (two looks {d.get('dram_spread', 0):.0%} apart; working set "
+                  f"{d.get('dram_working_set', '?')}); " + ", ".join(f"{k} {v:.4g} TFLOP/s" for k, v in
+                                                               c.peaks_tflops.items()) + "\n"
+                  f"    torch {c.versions.get('torch')}, torchao {c.versions.get('torchao')}"
+                  + (f"; contention: {'; '.join(d['contention'])}" if d.get("contention") else "") + "\n")
+
+
+def add_store_option(p):
+    p.add_argument("--cache-dir", help="the profile store, shared with pytest (default: $ROOFLINE_CACHE_DIR, "
+                   "$XDG_CACHE_HOME/roofline or ~/.cache/roofline)")
+
+
+def add_commands(sub) -> None:
+    """Register this layer's subcommands on ``sub`` (an argparse subparsers action)."""
+    p = sub.add_parser("measure", help="measure an operator on this device, next to its prediction")
+    add_op_arguments(p, MEASURE_OPS)
+    add_precision_options(p)
+    add_hardware_options(p, default=None)
+    p.add_argument("--mode", choices=("cold", "hot"), default="cold")
+    p.add_argument("--warmup-ms", type=positive_float, default=25.0)
+    p.add_argument("--rep-ms", type=positive_float, default=100.0)
+    p.add_argument("--cuda-graph", action="store_true", help="replay the kernel from a CUDA graph (launch-bound kernels)")
+    add_store_option(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_measure)
+
+    p = sub.add_parser("calibrate", help="measure this device's bandwidth and per-precision peaks; save the profile")
+    p.add_argument("--hardware", default=None, help="registry key to file the profile under (default: detected)")
+    p.add_argument("--quick", action="store_true", help="smaller sweeps (seconds instead of a minute)")
+    p.add_argument("--refresh", action="store_true", help="measure again even if a cached profile exists")
+    add_store_option(p)
+    p.add_argument("--show", action="store_true", help="print the profiles stored and when they were measured")
+    p.add_argument("--output", help="also write the profile here (atomically)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_calibrate)
+

@@ -1,0 +1,60 @@
+"""``quantize``: recommend -> quantize -> measure -> compare, composed into ``python -m roofline``."""
+from __future__ import annotations
+
+import json
+
+from roofline import load_calibration
+from roofline.cli import PHASES, fmt_time, positive_int, positive_float
+from kernels.cli import _progress, add_store_option
+
+
+def cmd_quantize(args, out):
+    from kernels.calibrate import load_or_calibrate
+    from kernels.device import detect
+    from quantize.pipeline import load_local_model, run_pipeline
+    info = detect(args.hardware)
+    cal = load_calibration(args.calibration) if args.calibration else (
+        load_or_calibrate(info, args.cache_dir, quick=True, progress=_progress) if info.kind == "cpu" else None)
+    model = None if args.model == "tiny" else load_local_model(args.model)
+    _progress(f"recommend -> quantize ({args.precision}) -> measure on {info.name}")
+    rep = run_pipeline(model, phase=args.phase, precision=args.precision, prompt_len=args.prompt_len,
+                       device_info=info, calibration=cal, rep_ms=args.rep_ms)
+    if args.json:
+        return json.dump(rep.to_dict(), out, indent=2, default=str)
+    q, rec = rep.quantization, rep.recommendation
+    out.write(f"model {rep.model} on {rep.hardware} ({rep.device}), {rep.phase}\n"
+              f"  recommended {rec['precision']}: {rec['method']} (predicted {rec['predicted_speedup']:.2f}x on "
+              f"the {'x'.join(map(str, rec['gemm']))} GEMM)\n"
+              f"  applied     {rep.precision} via {q['config']}; {len(q['quantized'])} layers quantized, "
+              f"{len(q['skipped'])} skipped" + "".join(f"\n              skipped {n}: {w}" for n, w in q["skipped"]) + "\n"
+              f"  bytes       {q['bytes_before'] / 1e6:.1f} MB -> {q['bytes_after'] / 1e6:.1f} MB "
+              f"({q['bytes_vs_prediction']:.3f}x the roofline formats' prediction)\n")
+    for ph in ("decode", "prefill"):
+        b, a = getattr(rep.before, f"{ph}_s"), getattr(rep.after, f"{ph}_s")
+        pred = rep.predicted["speedup"][ph]
+        out.write(f"  {ph:<11} {fmt_time(b)} -> {fmt_time(a)}: measured {rep.measured_speedup[ph]:.2f}x, predicted "
+                  + (f"{pred:.2f}x" if pred else "n/a") + "\n")
+    out.write(f"  decode      {rep.before.tokens_per_s:.1f} -> {rep.after.tokens_per_s:.1f} tokens/s; bandwidth "
+              f"achieved {rep.before.bandwidth_achieved_gbs:.1f} -> {rep.after.bandwidth_achieved_gbs:.1f} GB/s\n"
+              f"  accuracy    logits {rep.accuracy['logits_rel_error']:.2%} from FP32, top-1 agreement "
+              f"{rep.accuracy['top1_agreement']:.1%}" + (f", perplexity {rep.accuracy['perplexity']:.3g}"
+                                                       if "perplexity" in rep.accuracy else "") + "\n")
+    for n in rep.notes:
+        out.write(f"  note        {n}\n")
+
+
+def add_commands(sub) -> None:
+    """Register this layer's subcommands on ``sub`` (an argparse subparsers action)."""
+    p = sub.add_parser("quantize", help="recommend -> quantize -> measure -> compare on this device")
+    p.add_argument("--model", default="tiny", help="'tiny' (built-in decoder) or a local Hugging Face model dir")
+    p.add_argument("--precision", default="auto",
+                   help="auto (the roofline's recommendation), int8, int8_dynamic, int4, fp8, fp8_weight_only, "
+                        "nvfp4, mxfp4")
+    p.add_argument("--phase", choices=PHASES, default="decode")
+    p.add_argument("--prompt-len", type=positive_int, default=64)
+    p.add_argument("--rep-ms", type=positive_float, default=200.0)
+    p.add_argument("--hardware", default=None, help="registry key to predict against (default: detected)")
+    p.add_argument("--calibration", help="calibration profile (default: this device's cached one)")
+    add_store_option(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_quantize)
