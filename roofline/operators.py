@@ -14,7 +14,9 @@ Assumptions (the model of performance, stated once):
    element run on vector units (priced at the FP32 peak).
 6. Default output format: the activation format when that is a 16/32-bit float, else FP16.
 
-Every function works on Python ints and on numpy integer arrays (the vectorised sweep path).
+Every function works on Python ints and on numpy integer arrays (the vectorised sweep path). Dimensions are
+capped at ``MAX_DIM`` (2**31-1); element counts are not (a long prefill's ``tokens * intermediate`` passes
+2**31), and products of dimensions are formed in float64 (``elements``) so they never wrap around.
 """
 from __future__ import annotations
 
@@ -27,23 +29,46 @@ from .formats import Format, get_format, tensor_bytes
 MAX_DIM = 2**31 - 1  # beyond this a dimension is a typo, not a tensor
 
 
-def check_dim(name: str, value):
-    """A dimension must be a positive integer no larger than MAX_DIM; arrays are checked elementwise."""
+def _check_positive_int(name: str, value, limit: int | None):
+    """A positive integer no larger than ``limit`` (None: any size); arrays are checked elementwise."""
+    allowed = f"integers 1..{limit}" if limit is not None else "positive integers"
     if isinstance(value, np.ndarray):
         if value.size == 0:
             raise ValueError(f"{name} is an empty array")
         if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.complexfloating):
             raise ValueError(f"{name} must be a numeric array, got dtype {value.dtype}")
-        bad = ~np.isfinite(value) | (value < 1) | (value > MAX_DIM) | (value != np.floor(value))
+        bad = ~np.isfinite(value) | (value < 1) | (value != np.floor(value))
+        if limit is not None:
+            bad |= value > limit
         if bad.any():
-            raise ValueError(f"{name} has invalid value {value[bad].flat[0]!r}; allowed: integers 1..{MAX_DIM}")
+            raise ValueError(f"{name} has invalid value {value[bad].flat[0]!r}; allowed: {allowed}")
         return value.astype(np.int64)
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name}={value!r} is not a number; allowed: integers 1..{MAX_DIM}")
-    if value != value or value in (float("inf"), float("-inf")) or value != int(value) \
-            or not 1 <= value <= MAX_DIM:
-        raise ValueError(f"{name}={value!r} is invalid; allowed: integers 1..{MAX_DIM}")
+        raise ValueError(f"{name}={value!r} is not a number; allowed: {allowed}")
+    if value != value or value in (float("inf"), float("-inf")) or value != int(value) or value < 1 \
+            or (limit is not None and value > limit):
+        raise ValueError(f"{name}={value!r} is invalid; allowed: {allowed}")
     return int(value)
+
+
+def check_dim(name: str, value):
+    """A dimension must be a positive integer no larger than MAX_DIM; arrays are checked elementwise."""
+    return _check_positive_int(name, value, MAX_DIM)
+
+
+def check_count(name: str, value) -> int:
+    """An element count (a product of dimensions) must be a positive integer; it has no cap of its own:
+    ``tokens * intermediate`` of a long prefill passes 2**31 while every dimension is sane."""
+    return _check_positive_int(name, value, None)
+
+
+def elements(*dims) -> float:
+    """The element count of a tensor, in float64. Scalars and int64 arrays take the same float steps, so the
+    scalar and vectorised paths agree exactly, and four large dimensions cannot wrap around int64."""
+    out = 1.0
+    for d in dims:
+        out = out * d
+    return out
 
 
 def default_out_format(act: str | Format) -> Format:
@@ -119,15 +144,15 @@ def gemm_flops(m, n, k):
 
 
 def gemm_operand_bytes(m, n, k, weight, act, out) -> dict:
-    return {"activations": tensor_bytes(act, m * k), "weights": tensor_bytes(weight, k * n),
-            "output": tensor_bytes(out, m * n)}
+    return {"activations": tensor_bytes(act, elements(m, k)), "weights": tensor_bytes(weight, elements(k, n)),
+            "output": tensor_bytes(out, elements(m, n))}
 
 
 def attention_pairs(seq_q, seq_kv, causal: bool):
     """Visible (query, key) pairs per head."""
     if causal:
-        return seq_q * seq_kv - seq_q * (seq_q - 1) / 2.0
-    return seq_q * seq_kv * 1.0
+        return elements(seq_q, seq_kv) - elements(seq_q, seq_q - 1) / 2.0
+    return elements(seq_q, seq_kv)
 
 
 def attention_flops(batch, heads, seq_q, seq_kv, head_dim, causal: bool):
@@ -135,9 +160,9 @@ def attention_flops(batch, heads, seq_q, seq_kv, head_dim, causal: bool):
 
 
 def attention_operand_bytes(batch, heads, kv_heads, seq_q, seq_kv, head_dim, act, kv, out) -> dict:
-    kv_one = tensor_bytes(kv, batch * kv_heads * seq_kv * head_dim)
-    return {"q": tensor_bytes(act, batch * heads * seq_q * head_dim), "k": kv_one, "v": kv_one,
-            "output": tensor_bytes(out, batch * heads * seq_q * head_dim)}
+    kv_one = tensor_bytes(kv, elements(batch, kv_heads, seq_kv, head_dim))
+    q_elements = elements(batch, heads, seq_q, head_dim)
+    return {"q": tensor_bytes(act, q_elements), "k": kv_one, "v": kv_one, "output": tensor_bytes(out, q_elements)}
 
 
 # --- operators ----------------------------------------------------------------------------------
@@ -179,7 +204,7 @@ def attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, precision=None, a
 
 
 def elementwise(numel, fmt, n_inputs=1, n_outputs=1, flops_per_element=1.0, name="elementwise") -> OpCost:
-    numel = check_dim("numel", numel)
+    numel = check_count("numel", numel)
     f = get_format(fmt)
     return OpCost("elementwise", name, float(flops_per_element) * numel,
                   {"inputs": n_inputs * tensor_bytes(f, numel), "output": n_outputs * tensor_bytes(f, numel)},

@@ -8,6 +8,8 @@ from roofline.predict import UnsupportedPathError
 # everything from a single token to long contexts.
 dims = st.integers(min_value=1, max_value=2**20)
 small_dims = st.integers(min_value=1, max_value=2**12)
+# Every legal dimension (roofline.operators.MAX_DIM): products of four of these overflow int64.
+large_dims = st.integers(min_value=1, max_value=2**31 - 1)
 format_names = st.sampled_from(sorted(FORMATS))
 # Entries with datasheet peaks and bandwidth (the bare host CPU entry needs a calibration).
 hardware_keys = st.sampled_from(sorted(k for k, hw in REGISTRY.items() if hw.peaks and hw.bandwidth))

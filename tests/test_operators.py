@@ -1,8 +1,12 @@
 """Operator FLOPs and compulsory bytes, with hand-checked numbers."""
+import io
+
+import numpy as np
 import pytest
 
-from roofline import (attention, elementwise, ffn, gemm, gemv, get_model_config, model_step, operand_formats,
-                      transformer_layer)
+from roofline import (attention, elementwise, ffn, gemm, gemv, get_model_config, model_step, operand_formats, predict,
+                      sweep_attention, transformer_layer)
+from roofline.cli import main
 
 
 def test_gemv_is_gemm_with_m_1():
@@ -118,3 +122,30 @@ def test_custom_model_dims_override_a_named_config():
 def test_unknown_phase_is_rejected():
     with pytest.raises(ValueError, match="unknown phase 'train'"):
         model_step(get_model_config("7b"), "train", 1, 16)
+
+
+def test_element_counts_past_2_31_are_not_capped_only_dimensions_are():
+    # 300000 tokens x 14336: the SwiGLU product has 4.3e9 elements while every dimension is legal
+    f = ffn(300000, 4096, 14336, "fp16")
+    silu = next(p for p in f.parts if p.name == "silu_mul")
+    assert silu.shape["numel"] == 300000 * 14336 and silu.bytes == 3 * 300000 * 14336 * 2
+    # Llama-3-8B prefill of 64 sequences of 4096 tokens (262144 x 14336 = 3.8e9 elements)
+    step = model_step(get_model_config("llama3-8b"), "prefill", 64, 4096, "bf16")
+    assert step.flops > 2 * 64 * 4096 * get_model_config("llama3-8b").linear_params
+    assert elementwise(2**40, "fp16").bytes == 2 * 2**41
+    with pytest.raises(ValueError, match="allowed: positive integers"):
+        elementwise(0, "fp16")
+    with pytest.raises(ValueError, match="allowed: integers 1..2147483647"):
+        gemm(2**31, 16, 16)  # a dimension keeps its cap
+
+
+def test_cli_predicts_an_ffn_of_300000_tokens():
+    assert main(["predict", "ffn", "--m", "300000"], out=io.StringIO()) == 0
+
+
+def test_vectorised_attention_does_not_wrap_around_int64():
+    # 2**16 in all six dimensions: Q has 2**64 elements, which an int64 product wraps to 0
+    big = np.full(1, 2**16, dtype=np.int64)
+    vec = sweep_attention(big, big, big, big, big, big, "h100", precision="fp16")
+    p = predict(attention(*[2**16] * 6, precision="fp16"), "h100")
+    assert vec["bytes"][0] == p.bytes == 2 * 4 * 2.0**64

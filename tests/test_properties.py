@@ -1,10 +1,11 @@
 """Hypothesis properties of the byte/FLOP math and the roofline."""
 import numpy as np
+import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from roofline import attention, gemm, gemv, get_format, predict, sweep_attention, sweep_gemm
-from tests.strategies import dims, format_names, hardware_keys, runnable_pair, small_dims
+from tests.strategies import dims, format_names, hardware_keys, large_dims, runnable_pair, small_dims
 
 
 @given(runnable_pair(), dims, dims, dims, st.sampled_from(["m", "n", "k"]), st.integers(1, 2**10))
@@ -91,3 +92,38 @@ def test_vectorised_attention_agrees_with_scalar(hw, rows):
     for i, s in enumerate(shapes):
         p = predict(attention(*s, precision="fp16"), hw)
         assert (vec["flops"][i], vec["bytes"][i], vec["time_s"][i]) == (p.flops, p.bytes, p.time_s)
+
+
+@given(runnable_pair(), st.lists(st.tuples(large_dims, large_dims, large_dims), min_size=1, max_size=8))
+def test_gemm_at_any_legal_size_matches_exact_integer_bytes(pair, shapes):
+    hw, w, a = pair
+    arr = np.array(shapes, dtype=np.int64)
+    vec = sweep_gemm(arr[:, 0], arr[:, 1], arr[:, 2], hw, weight=w, act=a)
+    for i, (m, n, k) in enumerate(shapes):
+        p = predict(gemm(m, n, k, weight=w, act=a), hw)
+        assert (vec["flops"][i], vec["bytes"][i], vec["time_s"][i]) == (p.flops, p.bytes, p.time_s)
+        wf, af, of = get_format(w), get_format(a), get_format(p.out_format)
+        exact = sum((wf.bits_per_element * k * n + wf.per_tensor_bits, af.bits_per_element * m * k + af.per_tensor_bits,
+                     of.bits_per_element * m * n + of.per_tensor_bits)) / 8  # Python ints: no wrap-around
+        assert p.bytes == pytest.approx(exact, rel=1e-12)
+
+
+@st.composite
+def large_attention_shapes(draw):
+    kv_heads = draw(large_dims)
+    heads = kv_heads * draw(st.integers(1, (2**31 - 1) // kv_heads))
+    seq = sorted((draw(large_dims), draw(large_dims)))
+    return draw(large_dims), heads, kv_heads, seq[0], seq[1], draw(large_dims)
+
+
+@given(hardware_keys, st.lists(large_attention_shapes(), min_size=1, max_size=8))
+def test_attention_at_any_legal_size_agrees_with_scalar_and_exact_bytes(hw, shapes):
+    """Four int64 dimensions multiplied in the vectorised path wrapped around (0 bytes at 2**16 each)."""
+    vec = sweep_attention(*np.array(shapes, dtype=np.int64).T, hw, precision="fp16")
+    for i, (b, h, hkv, sq, skv, d) in enumerate(shapes):
+        p = predict(attention(b, h, hkv, sq, skv, d, precision="fp16"), hw)
+        assert (vec["flops"][i], vec["bytes"][i], vec["time_s"][i]) == (p.flops, p.bytes, p.time_s)
+        exact_bytes = 2 * (2 * b * h * sq * d + 2 * b * hkv * skv * d)  # fp16 Q, O, K, V in Python ints
+        assert p.bytes == pytest.approx(exact_bytes, rel=1e-12)
+        exact_pairs = sq * skv - sq * (sq - 1) // 2  # causal: integer, since sq * (sq - 1) is even
+        assert p.flops == pytest.approx(4 * b * h * exact_pairs * d, rel=1e-12)
