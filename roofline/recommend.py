@@ -8,6 +8,10 @@
 3. So decode shapes on bandwidth-bound hardware pick the fewest bytes that run, and compute-bound
    prefill picks the highest-throughput native format, without special cases.
 4. ``memory_limit_gb`` (and the hardware's own capacity) excludes candidates whose weights do not fit.
+5. The reason names what decided, from the numbers: the winner and the runner-up (the fastest other
+   candidate that fits) each with the roofline term that bound it. The runner-up lost on ``bytes`` when
+   its memory time is its roof, on ``compute peak`` when its compute time is, and to the ``tie`` rule
+   when it is within ``tie_tolerance`` of the fastest.
 """
 from __future__ import annotations
 
@@ -47,11 +51,14 @@ class Recommendation:
     prediction: Prediction
     baseline: Prediction
     ranking: tuple  # ((precision, method, time_s or None, note), ...) for every candidate considered
+    decided_by: str = ""  # "bytes", "compute peak", "tie", or "only candidate": what beat the runner-up
+    runner_up: Prediction | None = None  # the fastest candidate that fits, other than the choice
 
     def to_dict(self) -> dict:
         return {"precision": self.precision, "method": self.method, "reason": self.reason,
-                "predicted_speedup": self.predicted_speedup, "prediction": self.prediction.to_dict(),
-                "baseline": self.baseline.to_dict(),
+                "decided_by": self.decided_by, "predicted_speedup": self.predicted_speedup,
+                "prediction": self.prediction.to_dict(), "baseline": self.baseline.to_dict(),
+                "runner_up": None if self.runner_up is None else self.runner_up.to_dict(),
                 "ranking": [dict(zip(("precision", "method", "time_s", "note"), r)) for r in self.ranking]}
 
 
@@ -104,16 +111,47 @@ def recommend_quantization(hardware, m, n, k, phase="decode", memory_limit_gb=No
     for p, meth in sorted(fitting, key=lambda pm: pm[0].time_s):
         ranking.append((p.precision, meth, p.time_s, "chosen" if p is choice else p.bound + "-bound"))
 
-    speedup = base_pred.time_s / choice.time_s
-    if choice is base_pred:
-        reason = (f"no runnable quantization on {hw.key} beats {base_fmt.name} by more than "
-                  f"{tie_tolerance:.0%} for this {phase} shape ({choice.bound}-bound)")
-    elif choice.bound == "memory":
-        reason = (f"{phase} {m}x{n}x{k} is memory-bound on {hw.key} (AI {choice.ai:.3g} < critical "
-                  f"{choice.critical_ai:.3g} FLOP/B): the fewest bytes that run win; {choice.precision} moves "
-                  f"{choice.bytes / base_pred.bytes:.0%} of the {base_fmt.name} bytes")
-    else:
-        reason = (f"{phase} {m}x{n}x{k} is compute-bound on {hw.key} (AI {choice.ai:.3g} >= critical "
-                  f"{choice.critical_ai:.3g} FLOP/B): the highest-throughput native path wins; "
-                  f"{choice.compute_class} peak {choice.peak_tflops:g} vs {base_pred.peak_tflops:g} TFLOP/s")
-    return Recommendation(choice.precision, method, reason, speedup, choice, base_pred, tuple(ranking))
+    others = [p for p, _ in fitting if p is not choice]
+    runner_up = min(others, key=lambda p: p.time_s) if others else None
+    decided_by = decision(choice, runner_up, best_time, tie_tolerance)
+    reason = explain(f"{phase} {m}x{n}x{k} on {hw.key}", choice, runner_up, base_pred, decided_by, tie_tolerance)
+    return Recommendation(choice.precision, method, reason, base_pred.time_s / choice.time_s, choice, base_pred,
+                          tuple(ranking), decided_by, runner_up)
+
+
+def decision(choice: Prediction, runner_up: Prediction | None, best_time: float, tie_tolerance: float) -> str:
+    """What beat the runner-up: the tie rule, or the roofline term that bound the runner-up."""
+    if runner_up is None:
+        return "only candidate"
+    if runner_up.time_s <= best_time * (1 + tie_tolerance):
+        return "tie"
+    return "bytes" if runner_up.bound == "memory" else "compute peak"
+
+
+def _time(t: float) -> str:
+    return f"{t * 1e3:.4g} ms" if t >= 1e-3 else f"{t * 1e6:.4g} us"
+
+
+def bound_term(p: Prediction) -> str:
+    """``p``'s time and the roofline term that set it, with the other term beside it."""
+    memory = f"{p.bytes / 1e6:.4g} MB at {p.bandwidth_gbs:g} GB/s"
+    compute = f"{p.flops / 1e9:.4g} GFLOP at the {p.compute_class} peak {p.peak_tflops:g} TFLOP/s"
+    if p.bound == "memory":
+        return f"{p.precision} {_time(p.time_s)}, memory-bound ({memory}; compute {_time(p.t_compute_s)})"
+    return f"{p.precision} {_time(p.time_s)}, compute-bound ({compute}; memory {_time(p.t_memory_s)})"
+
+
+def explain(case: str, choice: Prediction, runner_up: Prediction | None, baseline: Prediction, decided_by: str,
+            tie_tolerance: float) -> str:
+    head = f"{case}: " + ("no quantization beats the baseline, " if choice is baseline else "") + bound_term(choice)
+    if runner_up is None:
+        return f"{head}; nothing else runs and fits"
+    why = {
+        "tie": f"within {tie_tolerance:.0%} of each other: the tie goes to the higher precision",
+        "bytes": f"{runner_up.precision} loses on bytes: moving its {runner_up.bytes / 1e6:.4g} MB takes longer "
+                 f"than {choice.precision}'s {choice.bound}-bound time",
+        "compute peak": f"{runner_up.precision} loses on compute peak: {runner_up.peak_tflops:g} TFLOP/s "
+                        f"({runner_up.compute_class}) takes longer than {choice.precision}'s {choice.bound}-bound time",
+    }[decided_by]
+    base = "" if baseline in (choice, runner_up) else f"; baseline {bound_term(baseline)}"
+    return f"{head}; runner-up {bound_term(runner_up)}; {why}{base}"

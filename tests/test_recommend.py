@@ -78,3 +78,47 @@ def test_unsupported_candidates_are_listed_with_their_reason():
     assert "nvfp4" in cannot and "h100_sxm" in cannot["nvfp4"]
     with pytest.raises(UnsupportedPathError):
         compute_path("h100", "nvfp4", "nvfp4")
+
+
+def _binding_term(p) -> str:
+    """The numbers of the roofline term that set ``p``'s time, as the reason must print them."""
+    if p.bound == "memory":
+        return f"{p.bytes / 1e6:.4g} MB at {p.bandwidth_gbs:g} GB/s"
+    return f"{p.compute_class} peak {p.peak_tflops:g} TFLOP/s"
+
+
+@pytest.mark.parametrize("hw, m, phase, winner_bound, runner_bound, decided_by", [
+    ("h100", 1, "decode", "memory", "memory", "bytes"),             # both stream weights: fewer bytes win
+    ("h100", 128, "prefill", "compute", "memory", "bytes"),         # INT4 at the fp16 peak beats FP8's bytes
+    ("a100", 8192, "prefill", "compute", "compute", "compute peak"),  # INT8 624 vs the fp16 paths' 312
+    ("rtx4090", 256, "prefill", "memory", "compute", "compute peak"),  # INT8's bytes beat FP8's 330.3 TFLOP/s
+    ("h100", 8192, "prefill", "compute", "compute", "tie"),        # FP8 and INT8 both at 1979
+])
+def test_the_reason_names_what_decided_against_the_numbers(hw, m, phase, winner_bound, runner_bound, decided_by):
+    rec = recommend_quantization(hw, m, 4096 if m < 8192 else 8192, 4096 if m < 8192 else 8192, phase)
+    choice, runner = rec.prediction, rec.runner_up
+    winner_part, runner_part = rec.reason.split("; runner-up ", 1)
+    # the winner and the runner-up, each with the term that bound it and that term's numbers
+    assert f"{choice.precision} " in winner_part and f"{choice.bound}-bound" in winner_part
+    assert _binding_term(choice) in winner_part
+    assert runner_part.startswith(f"{runner.precision} ") and f"{runner.bound}-bound" in runner_part
+    assert _binding_term(runner) in runner_part
+    assert (choice.bound, runner.bound, rec.decided_by) == (winner_bound, runner_bound, decided_by)
+    # the runner-up is the fastest other candidate, and what decided follows from its roof
+    others = [t for _, _, t, note in rec.ranking if t is not None and note != "chosen"]
+    assert runner.time_s == min(others)
+    if decided_by == "tie":
+        assert runner.time_s <= min(choice.time_s, runner.time_s) * 1.02 and "tie goes to the higher" in rec.reason
+    else:
+        assert runner.time_s > choice.time_s * 1.02 and f"loses on {decided_by}" in rec.reason
+
+
+def test_int4_beating_fp8_on_bytes_at_the_fp16_peak_is_not_called_a_peak_win():
+    """H100, 128x4096x4096: W4A16 runs at the fp16 peak (2*128*4096^2 / 989.4e12 = 4.341 us) while FP8
+    W8A8 must move 4096^2 + 128*4096 + 2*128*4096 = 18.35 MB (5.478 us at 3350 GB/s). It used to say
+    'the highest-throughput native path wins; fp16 peak 989.4 vs 989.4'."""
+    rec = recommend_quantization("h100", 128, 4096, 4096, "prefill")
+    assert "4.341 us, compute-bound" in rec.reason and "fp16 peak 989.4 TFLOP/s" in rec.reason
+    assert "runner-up fp8_e4m3 5.478 us, memory-bound (18.35 MB at 3350 GB/s" in rec.reason
+    assert "fp8_e4m3 loses on bytes" in rec.reason and "989.4 vs 989.4" not in rec.reason
+    assert rec.precision == "int4_tinygemm/fp16" and rec.decided_by == "bytes"
