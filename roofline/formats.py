@@ -8,6 +8,8 @@ What this models:
    natively (``fp16``, ``fp8``, ``fp4``...). Formats without any native math (NF4, group-wise INT4)
    have ``compute_class=None``: they are storage formats, dequantised before the math.
 3. TF32 is a compute mode: it is stored as FP32.
+4. ``block_scale`` names a block-float format's scale type and block (``e8m0/32`` for OCP MX, ``e4m3/16``
+   for NVFP4): formats sharing one can feed one block-scaled matmul instruction (MXFP6 x MXFP8).
 
 Sources: ../shared/reference/hardware.md, "Storage formats" table (OCP MX spec v1.0, NVIDIA NVFP4
 blog, bitsandbytes NF4 paper, GPTQ/AWQ layouts, torchao tinygemm layout).
@@ -27,6 +29,7 @@ class Format:
     source: str
     per_tensor_bits: int = 0
     aliases: tuple[str, ...] = field(default=())
+    block_scale: str = ""  # scale type / block size of a block-float format; "" for the others
 
     @property
     def bytes_per_element(self) -> float:
@@ -42,6 +45,7 @@ class Format:
 
 
 _REF = "shared/reference/hardware.md, storage formats"
+MX_BLOCK_SCALE = "e8m0/32"  # OCP MX v1.0: one E8M0 scale per 32 elements
 
 FORMATS: dict[str, Format] = {
     f.name: f
@@ -62,13 +66,13 @@ FORMATS: dict[str, Format] = {
         Format("int4", 4, "int", "int4", "plain packed 4-bit integer, no scales", _REF,
                aliases=("i4",)),
         Format("mxfp8", 8.25, "block-float", "fp8", "E4M3/E5M2 values, one E8M0 scale per 32", _REF,
-               aliases=("mx_fp8",)),
+               aliases=("mx_fp8",), block_scale=MX_BLOCK_SCALE),
         Format("mxfp6", 6.25, "block-float", "fp8", "E2M3/E3M2 values, one E8M0 scale per 32 "
-               "(runs at the FP8 rate on Blackwell)", _REF, aliases=("mx_fp6",)),
+               "(runs at the FP8 rate on Blackwell)", _REF, aliases=("mx_fp6",), block_scale=MX_BLOCK_SCALE),
         Format("mxfp4", 4.25, "block-float", "fp4", "E2M1 values, one E8M0 scale per 32", _REF,
-               aliases=("mx_fp4",)),
+               aliases=("mx_fp4",), block_scale=MX_BLOCK_SCALE),
         Format("nvfp4", 4.5, "block-float", "fp4", "E2M1 values, one E4M3 scale per 16, "
-               "one FP32 scale per tensor", _REF, per_tensor_bits=32, aliases=("nv_fp4",)),
+               "one FP32 scale per tensor", _REF, per_tensor_bits=32, aliases=("nv_fp4",), block_scale="e4m3/16"),
         Format("nf4", 4.5, "block-int", None, "bitsandbytes NF4, block 64, FP32 absmax", _REF,
                aliases=("bnb_nf4",)),
         Format("nf4_dq", 4 + 8 / 64 + 32 / (64 * 256), "block-int", None,

@@ -2,6 +2,12 @@
 
 1. The compute peak is that of the precision the math actually runs in (``compute_path``):
    - both operands in one format the hardware runs natively (FP8 e4m3/e5m2 may mix) -> its own peak;
+   - two different OCP MX formats (MXFP6 weights x MXFP8 activations), both native -> the slower
+     operand's peak: the wider one's class. Assumption, from the PTX ISA's block-scaled MMA kinds (as
+     listed in LLVM's NVVMOps.td, llvm/llvm-project#170566): ``kind::mxf8f6f4`` takes A and B independently
+     from E2M1/E2M3/E3M2/E4M3/E5M2 with E8M0 scales per 32 at the FP8 rate, and only ``kind::mxf4``
+     (E2M1 x E2M1) runs at the FP4 rate, so MXFP4 x MXFP8 is priced at FP8. The reference's matrix
+     (shared/reference/hardware.md) makes MXFP8/MXFP6 native on Blackwell only (sm_100, sm_120/121);
    - weight-only: low-bit weights with 16/32-bit float activations -> the activation format's peak
      (the kernel dequantises the weights; only the memory traffic shrinks);
    - anything else has no path on that hardware and raises ``UnsupportedPathError``: it is never
@@ -16,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .formats import get_format
+from .formats import MX_BLOCK_SCALE, get_format
 from .hardware import Hardware, get_hardware
 from .operators import Composite, OpCost
 
@@ -45,12 +51,25 @@ def compute_path(hardware, weight, act) -> ComputePath:
     if same_family and hw.supports_native(w) and hw.supports_native(a):
         return ComputePath(w.compute_class, f"native {w.compute_class}" + (
             "" if w.name == a.name else f" ({w.name} x {a.name})"))
+    if w.name != a.name and w.block_scale == a.block_scale == MX_BLOCK_SCALE:
+        not_native = [f.name for f in (w, a) if not hw.supports_native(f)]
+        if not not_native:
+            slower = max((w, a), key=lambda f: f.bits_per_element)
+            return ComputePath(slower.compute_class, f"native mixed MX {w.name} x {a.name} (block-scaled f8f6f4 MMA "
+                                                     f"at the {slower.compute_class} rate, the slower operand's)")
+        raise UnsupportedPathError(
+            f"mixed MX {w.name} weights x {a.name} activations run natively only where both formats are native "
+            f"(Blackwell: sm_100, sm_120/121); {hw.key} ({hw.arch}) has no native {' or '.join(not_native)} "
+            f"(native: {', '.join(sorted(hw.native))})")
     if a.is_16bit_or_wider_float and hw.supports_native(a) and w.bits_per_element < a.bits_per_element:
         return ComputePath(a.compute_class, f"weight-only: {w.name} weights dequantised to {a.name}")
     natives = ", ".join(sorted(hw.native))
     instead = "16-bit" if {"fp16", "bf16"} & hw.native else "fp32"
+    scales = (f" ({w.name} scales are {w.block_scale or 'per tensor'}, {a.name} scales {a.block_scale or 'per tensor'}: "
+              "no block-scaled MMA takes both)" if (w.block_scale or a.block_scale) and w.block_scale != a.block_scale
+              else "")
     raise UnsupportedPathError(
-        f"{w.name} weights x {a.name} activations have no math path on {hw.key} ({hw.arch}; native: {natives}); "
+        f"{w.name} weights x {a.name} activations have no math path on {hw.key} ({hw.arch}; native: {natives}){scales}; "
         f"what would run instead: {w.name} weight-only with {instead} activations, or a native format")
 
 

@@ -1,8 +1,8 @@
 """Predictions: worked cases, compute paths, composites, launch overhead."""
 import pytest
 
-from roofline import (UnsupportedPathError, attention, compute_path, gemm, gemv, get_model_config, model_step,
-                      predict)
+from roofline import (REGISTRY, UnsupportedPathError, attention, compute_path, gemm, gemv, get_model_config,
+                      model_step, predict)
 
 REQUIRED_KEYS = {"flops", "bytes", "ai", "critical_ai", "t_memory_s", "t_compute_s", "time_s", "bound",
                  "attainable_tflops", "precision", "hardware", "peak_tflops", "bandwidth_gbs", "method", "peaks"}
@@ -105,3 +105,35 @@ def test_unknown_peaks_source():
 def test_host_cpu_entry_needs_a_calibration():
     with pytest.raises(ValueError, match="calibrat"):
         predict(gemv(8, 8, "fp32"), "cpu")
+
+
+# shared/reference/hardware.md, native-precision matrix: MXFP8/MXFP6 (and MXFP4) are native on Blackwell only.
+MX_NATIVE = {"gb10", "b200", "rtx5090"}
+
+
+@pytest.mark.parametrize("key", sorted(k for k, hw in REGISTRY.items() if hw.peaks and hw.bandwidth))
+def test_mixed_mx_runs_natively_on_blackwell_at_the_slower_operands_rate(key):
+    assert MX_NATIVE == {k for k, hw in REGISTRY.items() if hw.arch in ("sm_100", "sm_120", "sm_121")}
+    cost = gemm(4096, 4096, 4096, weight="mxfp6", act="mxfp8")
+    if key not in MX_NATIVE:
+        with pytest.raises(UnsupportedPathError) as e:
+            predict(cost, key)
+        msg = str(e.value)
+        assert "mixed MX mxfp6 weights x mxfp8 activations run natively only where both formats are native" in msg
+        assert f"{key} ({REGISTRY[key].arch}) has no native mxfp6 or mxfp8" in msg
+        return
+    p = predict(cost, key)
+    assert (p.compute_class, p.peak_tflops) == ("fp8", REGISTRY[key].peaks["fp8"].value)
+    assert p.method.startswith("native mixed MX mxfp6 x mxfp8")
+    assert cost.operand_bytes["weights"] == 4096 * 4096 * 6.25 / 8
+    assert cost.operand_bytes["activations"] == 4096 * 4096 * 8.25 / 8
+    # either order; MXFP4 with a wider MX operand runs the f8f6f4 MMA at the FP8 rate, not the FP4 one
+    assert compute_path(key, "mxfp8", "mxfp6").compute_class == "fp8"
+    assert compute_path(key, "mxfp4", "mxfp8").compute_class == "fp8"
+    assert compute_path(key, "mxfp4", "mxfp4").compute_class == "fp4"
+
+
+@pytest.mark.parametrize("w, a", [("nvfp4", "mxfp8"), ("fp8_e4m3", "mxfp8"), ("mxfp6", "fp8_e5m2")])
+def test_block_scales_that_differ_do_not_mix_even_on_blackwell(w, a):
+    with pytest.raises(UnsupportedPathError, match="no block-scaled MMA takes both"):
+        compute_path("b200", w, a)
