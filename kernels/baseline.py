@@ -19,8 +19,14 @@ from .calibrate import fingerprint
 from .device import DeviceInfo
 
 
+# Part of the file name: baselines recorded under another definition of efficiency are not compared with.
+# 2: a case whose compute peak is one software kernel's speed (kernels.measure.ceiling_is_physical) is held
+# to the memory roof alone, and its efficiency is against that roof.
+BASELINE_METHOD = 2
+
+
 def baseline_path(info: DeviceInfo, store: str | os.PathLike) -> Path:
-    return Path(store) / f"baseline-{info.hardware_key}-{fingerprint(info)}.json"
+    return Path(store) / f"baseline-{info.hardware_key}-{fingerprint(info)}-m{BASELINE_METHOD}.json"
 
 
 def load_book(path: str | os.PathLike, fresh: bool = False) -> BaselineBook:

@@ -116,12 +116,13 @@ class Measurement:
     flops: float
     bytes: float
     peaks: str
-    predicted_time_s: float  # the full roof, or the memory roof alone for a path with no native math
+    predicted_time_s: float  # the full roof, or the memory roof alone (no native math, or no physical ceiling)
     prediction: dict | None
     prediction_note: str
     telemetry: dict = field(default_factory=dict)
     cold_note: str = ""
     simulated: str | None = None  # the registry key of a simulated device: the timing was synthesised
+    memory_roof_only: bool = False  # held against bytes / bandwidth alone (see predicted_time_s)
 
     @property
     def median_s(self) -> float:
@@ -182,6 +183,13 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
     snap = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info) if with_telemetry else {}
     region = telemetry.RegionMonitor(info) if with_telemetry else None
     predicted, pred, note = predict_kernel(kernel, hw, peaks)
+    memory_only = pred is None
+    if pred is not None and not ceiling_is_physical(info, pred["compute_class"]):
+        memory_only = True
+        # a calibrated software speed is no ceiling (another kernel of the class may beat it): bytes are
+        predicted = pred["t_memory_s"]
+        note += (f"; the {pred['compute_class']} peak here is one software kernel's speed (no {pred['compute_class']}"
+                 " units on this CPU), not a ceiling: held against the memory roof alone")
     cold_note = ""
     if timer is not None:  # synthesised: the region monitor still runs, over the device's (fake) telemetry
         if region is not None:
@@ -202,4 +210,4 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
                        emulated=kernel.emulated, hardware=hw.key, device_name=info.name, timing=timing,
                        flops=kernel.cost.flops, bytes=kernel.cost.bytes, peaks=peaks, predicted_time_s=predicted,
                        prediction=pred, prediction_note=note, telemetry=snap, cold_note=cold_note,
-                       simulated=info.simulated)
+                       simulated=info.simulated, memory_roof_only=memory_only)
