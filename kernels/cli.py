@@ -33,7 +33,14 @@ def _measure_context(args):
     return info, hw, peaks
 
 
+def _is_spot_check(args) -> bool:
+    spec = args.precision or ""
+    return spec.strip().lower() == "all" or "," in spec or bool(args.html or args.plot)
+
+
 def cmd_measure(args, out):
+    if _is_spot_check(args):
+        return cmd_spot_check(args, out)
     from kernels.measure import measure_kernel
     from kernels.ops import make_attention, make_gemm, make_gemv
     info, hw, peaks = _measure_context(args)
@@ -61,6 +68,58 @@ def cmd_measure(args, out):
               + "\n")
     out.write(f"  achieved   {m.achieved_gbs:.4g} GB/s, {m.achieved_tflops:.4g} TFLOP/s\n"
               f"  contention {', '.join(m.contention) or 'none seen'}\n")
+
+
+def _spot_shape(args) -> dict:
+    if args.op == "gemv":
+        return {"n": args.n, "k": args.k}
+    if args.op == "gemm":
+        return {"m": args.m, "n": args.n, "k": args.k}
+    return {"batch": args.batch, "heads": args.heads, "kv_heads": args.kv_heads or args.heads,
+            "seq_q": args.seq_q or (1 if args.phase == "decode" else args.seq_kv), "seq_kv": args.seq_kv,
+            "head_dim": args.head_dim}
+
+
+def cmd_spot_check(args, out):
+    """Every precision asked for (``all`` or a list), one after another, in one table / JSON list / figure."""
+    from kernels.spot import notes, resolve_precisions, spot_check, table_rows, TABLE_HEADERS
+    if args.weight_precision or args.act_precision or args.kv_precision:
+        raise ValueError("--precision all or a list names each precision (WEIGHT/ACT for mixed ones, e.g. "
+                         "int8/bf16); --weight-precision, --act-precision and --kv-precision do not combine with it")
+    for path in (args.html, args.plot):
+        if path and not path.lower().endswith((".html", ".htm", ".svg", ".png")):
+            raise ValueError(f"cannot write a figure to {path!r}; use a .html, .svg or .png name")
+    if args.html and not args.html.lower().endswith((".html", ".htm")):
+        raise ValueError(f"--html {args.html!r}: the page is HTML; name it .html (--plot takes .svg or .png)")
+    precisions = resolve_precisions(args.op, args.precision or "all")
+    info, hw, peaks = _measure_context(args)
+    shape = _spot_shape(args)
+    _progress(f"spot check of {args.op} {'x'.join(map(str, shape.values()))} on {info.name}: "
+              f"{', '.join(p for p, _ in precisions)} ({args.mode}), one at a time")
+    report = spot_check(args.op, shape, precisions, info, hw, peaks, args.mode, args.warmup_ms, args.rep_ms,
+                        max_wall_s=args.max_seconds, check=not args.no_check, progress=_progress)
+    for path in (args.html, args.plot):
+        if path:
+            from kernels.spot import write_figure
+            write_figure(report, path)
+            _progress(f"wrote {path}")
+    if args.json:
+        json.dump(report.records(), out, indent=2, default=str)
+    else:
+        out.write(f"{args.op} {'x'.join(map(str, shape.values()))} on {report.hardware} ({report.device_name}), "
+                  f"{args.mode}, {peaks} peaks\n")
+        rows = [TABLE_HEADERS] + [cells for _, cells in table_rows(report)]
+        ok_rows = [r for r in rows if r[2] or r is rows[0]]
+        widths = [max(len(r[i]) for r in ok_rows) for i in range(len(TABLE_HEADERS))]
+        for r in rows:
+            if r is not rows[0] and not r[2]:  # did not run: precision and why, on one line
+                out.write(f"{r[0]:<{widths[0]}}  {r[1]}\n")
+                continue
+            out.write("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                      .rstrip() + "\n")
+        for n in notes(report):
+            out.write(f"  {n}\n")
+    return 130 if report.interrupted else 0
 
 
 def cmd_calibrate(args, out):
@@ -116,6 +175,12 @@ def add_commands(sub) -> None:
     p.add_argument("--warmup-ms", type=positive_float, default=25.0)
     p.add_argument("--rep-ms", type=positive_float, default=100.0)
     p.add_argument("--cuda-graph", action="store_true", help="replay the kernel from a CUDA graph (launch-bound kernels)")
+    g = p.add_argument_group("spot check (--precision all or a comma list: each precision in turn, one table)")
+    g.add_argument("--max-seconds", type=positive_float, default=10.0,
+                   help="per-precision timing budget; a precision that cannot fit it is reported, not run (default 10)")
+    g.add_argument("--no-check", action="store_true", help="skip the correctness check against the FP32 reference")
+    g.add_argument("--html", help="write the shape's roofline with every precision's points and the table here")
+    g.add_argument("--plot", help="write the roofline alone here (.svg, or .png through matplotlib)")
     add_store_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_measure)

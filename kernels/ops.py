@@ -25,6 +25,22 @@ from roofline import OpCost, attention, gemm, gemv, get_format
 from roofline.operators import operand_formats
 
 INT4_GROUP = 128
+
+# Every GEMM/GEMV kernel this module builds, as (label, builder keyword arguments): the suite's precision
+# sweep and the spot check (`measure --precision all`) both run this list, so a new kernel joins both.
+GEMM_KERNELS = [
+    ("fp32", dict(precision="fp32")),
+    ("bf16", dict(precision="bf16")),
+    ("fp16", dict(precision="fp16")),
+    ("fp8_e4m3", dict(precision="fp8_e4m3")),
+    ("fp8_e5m2", dict(precision="fp8_e5m2")),
+    ("int8", dict(precision="int8")),
+    ("int8/bf16", dict(weight="int8", act="bf16")),
+    ("int4_tinygemm/bf16", dict(weight="int4_tinygemm", act="bf16")),
+    ("nvfp4", dict(precision="nvfp4")),
+    ("mxfp4", dict(precision="mxfp4")),
+]
+ATTENTION_KERNELS = ["fp32", "bf16", "fp16"]
 _FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 

@@ -353,9 +353,11 @@ def main(argv=None, out=None, layers=()) -> int:
     parser = build_parser(layers)
     try:
         args = parser.parse_args(argv)
-        args.func(args, out)
+        rc = args.func(args, out)
         if getattr(args, "json", False):
             out.write("\n")
+        if isinstance(rc, int):
+            return rc
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,260 @@
+"""The spot check (`measure --precision all|LIST`): each precision in turn, failures reported beside the others,
+Ctrl-C keeping what finished, one table / JSON record per precision, and a self-contained roofline page."""
+import dataclasses
+import io
+import json
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+
+import pytest
+
+from kernels import spot
+from kernels.measure import measure_kernel
+from kernels.ops import GEMM_KERNELS, UnsupportedKernel, make_gemm
+from kernels.timer import BudgetExceeded, Timing
+from roofline.__main__ import main
+from roofline.plot import colour_for
+
+pytestmark = pytest.mark.cpu
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def run(*argv):
+    out = io.StringIO()
+    return main(list(argv), out=out), out.getvalue()
+
+
+# --- precision lists ---------------------------------------------------------------------------------
+
+def test_all_is_every_kernel_the_op_has():
+    assert spot.resolve_precisions("gemv", "all") == GEMM_KERNELS
+    assert [p for p, _ in spot.resolve_precisions("attention", "ALL")] == ["fp32", "bf16", "fp16"]
+
+
+def test_a_list_keeps_its_order_and_names_weight_only_formats_with_their_activations():
+    got = spot.resolve_precisions("gemm", "bf16, fp32,int8/bf16,int4_tinygemm,fp8")
+    assert [p for p, _ in got] == ["bf16", "fp32", "int8/bf16", "int4_tinygemm/bf16", "fp8_e4m3"]
+    assert dict(got)["int4_tinygemm/bf16"] == {"weight": "int4_tinygemm", "act": "bf16"}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("fp32,fp9", "unknown precision 'fp9'; known: fp32"),
+    ("fp32,,bf16", "empty name"),
+    ("all,fp32", "cannot be combined"),
+    ("bf16,bf16", "named twice"),
+    ("a/b/c", "WEIGHT/ACT"),
+])
+def test_bad_lists_are_refused_naming_the_value(spec, message):
+    with pytest.raises(ValueError, match=message):
+        spot.resolve_precisions("gemm", spec)
+
+
+def test_attention_lists_only_its_kernels():
+    with pytest.raises(ValueError, match="attention runs: fp32, bf16, fp16"):
+        spot.resolve_precisions("attention", "fp32,int8")
+
+
+# --- the loop, with fake kernels ---------------------------------------------------------------------
+
+def _fake_timing(median):
+    return Timing(median_s=median, p20_s=median * 0.95, p80_s=median * 1.05, mean_s=median, stdev_s=median * 0.05,
+                  min_s=median * 0.9, count=12, mode="cold", device="cpu", rel_iqr=0.1, converged=True,
+                  wall_s=12 * median, warmup_count=0)
+
+
+class _Script:
+    """Builds real tiny kernels but times them from a table; records the order of events."""
+
+    def __init__(self, medians, fail=None):
+        self.medians, self.fail, self.events = medians, fail or {}, []
+
+    def builder(self, op, shape, kwargs, device, target):
+        label = kwargs.get("precision") or f"{kwargs['weight']}/{kwargs['act']}"
+        self.events.append(("build", label))
+        what = self.fail.get(label)
+        if what == "unsupported":
+            raise UnsupportedKernel(label, device, "not on this test device")
+        k = make_gemm(1, 256, 256, device=device, **kwargs)
+        if what == "wrong":
+            k.reference = lambda: k.fn().float() + 1.0
+        return k
+
+    def timer(self, kernel, hw, peaks, mode):
+        self.events.append(("time", kernel.precision))
+        what = self.fail.get(kernel.precision)
+        if what == "budget":
+            raise BudgetExceeded("one call takes ~9 s")
+        if what == "interrupt":
+            raise KeyboardInterrupt
+        return _fake_timing(self.medians[kernel.precision])
+
+
+def _run(device_info, hardware_entry, script, precisions):
+    return spot.spot_check("gemv", {"n": 256, "k": 256}, spot.resolve_precisions("gemv", precisions), device_info,
+                           hardware_entry, "calibrated", builder=script.builder, timer=script.timer)
+
+
+def test_each_precision_runs_alone_and_failures_stay_in_their_row(device_info, hardware_entry):
+    script = _Script({"fp32": 4e-5, "bf16": 2e-5, "int8/bf16": 1e-5},
+                     fail={"int8": "unsupported", "fp16": "wrong", "fp8_e4m3": "budget"})
+    rep = _run(device_info, hardware_entry, script, "fp32,bf16,int8,fp16,fp8_e4m3,int8/bf16")
+    # sequential: each precision is built, then timed, before the next is built
+    builds = [i for i, e in enumerate(script.events) if e[0] == "build"]
+    for a, b in zip(builds, builds[1:]):
+        assert b - a <= 2
+    status = {r.precision: r.status for r in rep.results}
+    assert status == {"fp32": "ok", "bf16": "ok", "int8": "unsupported", "fp16": "wrong result",
+                      "fp8_e4m3": "over budget", "int8/bf16": "ok"}
+    assert ("time", "fp16") not in script.events, "a wrong result must not be timed"
+    recs = {r["precision"]: r for r in rep.records()}
+    assert "not on this test device" in recs["int8"]["reason"] and "--max-seconds" in recs["fp8_e4m3"]["reason"]
+    assert rep.baseline.precision == "bf16"
+    assert recs["fp32"]["speedup_vs_baseline"] == pytest.approx(0.5)
+    assert recs["int8/bf16"]["speedup_vs_baseline"] == pytest.approx(2.0)
+    assert recs["bf16"]["efficiency"] == pytest.approx(recs["bf16"]["bound_time_s"] / 2e-5)
+    assert recs["fp32"]["expected_source"] == "none" and recs["fp32"]["expected_time_s"] is None
+
+
+def test_ctrl_c_keeps_what_finished(device_info, hardware_entry):
+    script = _Script({"fp32": 4e-5, "bf16": 2e-5}, fail={"int8/bf16": "interrupt"})
+    rep = _run(device_info, hardware_entry, script, "fp32,bf16,int8/bf16,int4_tinygemm")
+    assert [r.precision for r in rep.results] == ["fp32", "bf16"] and rep.interrupted == "int8/bf16"
+    assert ("build", "int4_tinygemm/bf16") not in script.events
+    assert any("interrupted" in n and "int8/bf16" in n for n in spot.notes(rep))
+
+
+def test_no_baseline_means_no_speedup_and_says_so(device_info, hardware_entry):
+    rep = _run(device_info, hardware_entry, _Script({"fp32": 4e-5}), "fp32")
+    assert rep.records()[0]["speedup_vs_baseline"] is None
+    assert any("no 16-bit baseline" in n for n in spot.notes(rep))
+
+
+def test_a_native_baseline_is_preferred_to_an_emulated_one(device_info, hardware_entry):
+    rep = _run(device_info, hardware_entry, _Script({"fp16": 1e-5, "bf16": 2e-5}), "fp16,bf16")
+    rep.results[0].emulated, rep.results[1].emulated = True, False
+    assert rep.baseline.precision == "bf16"
+    rep.results[0].emulated = False
+    assert rep.baseline.precision == "fp16"
+
+
+# --- the roof a software path is held to -------------------------------------------------------------
+
+def test_a_software_peak_is_no_ceiling_bytes_are(device_info, hardware_entry):
+    """On a CPU without bf16 units the calibrated bf16 'peak' is one kernel's speed; the GEMV is held to the
+    memory roof alone (and says so). With the units (faked flags) the full roof applies."""
+    k = make_gemm(1, 512, 512, precision="bf16")
+    timer = lambda kernel, hw, peaks, mode: _fake_timing(1e-3)  # noqa: E731
+    without = dataclasses.replace(device_info, cpu=dataclasses.replace(
+        device_info.cpu, flags=device_info.cpu.flags - {"avx512_bf16", "amx_bf16"}))
+    with_units = dataclasses.replace(device_info, cpu=dataclasses.replace(
+        device_info.cpu, flags=device_info.cpu.flags | {"avx512_bf16"}))
+    m = measure_kernel(k, without, hardware_entry, "cold", "calibrated", timer=timer, with_telemetry=False)
+    assert m.memory_roof_only and m.predicted_time_s == pytest.approx(m.prediction["t_memory_s"])
+    assert "not a ceiling" in m.prediction_note
+    m2 = measure_kernel(k, with_units, hardware_entry, "cold", "calibrated", timer=timer, with_telemetry=False)
+    assert not m2.memory_roof_only and m2.predicted_time_s == pytest.approx(m2.prediction["time_s"])
+
+
+# --- the CLI and the page ----------------------------------------------------------------------------
+
+def test_cli_spot_check_json_has_one_record_per_precision(tmp_path, calibration):
+    page = tmp_path / "spot.html"
+    rc, text = run("measure", "gemv", "--n", "512", "--k", "512", "--precision", "fp32,bf16,nvfp4,int8/bf16",
+                   "--rep-ms", "20", "--warmup-ms", "5", "--calibration", calibration.path, "--json",
+                   "--html", str(page))
+    assert rc == 0
+    recs = json.loads(text)
+    assert [r["precision"] for r in recs] == ["fp32", "bf16", "nvfp4", "int8/bf16"]
+    bad = recs[2]
+    assert bad["status"] == "unsupported" and "Blackwell" in bad["reason"]
+    for r in (recs[0], recs[1], recs[3]):
+        assert r["status"] == "ok" and r["median_s"] > 0 and r["count"] >= 10 and r["bytes"] > 0
+        assert r["correctness_error"] is not None and r["mode"] == "cold" and r["device"]
+        assert r["efficiency"] == pytest.approx(r["bound_time_s"] / r["median_s"])
+    assert recs[1]["speedup_vs_baseline"] == pytest.approx(1.0)
+    _check_page(page.read_text(), {r["precision"]: r for r in recs if r["status"] == "ok"})
+
+
+class _Refs(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+def _check_page(html, recs):
+    parser = _Refs()
+    parser.feed(html)
+    assert not parser.refs and "link" not in parser.tags, f"the page must fetch nothing: {parser.refs}"
+    svg = ET.fromstring(html[html.index("<svg"):html.index("</svg>") + 6])
+    points = [g for g in svg.iter(f"{SVG}g") if "pt" in g.get("class", "").split()]
+    assert len(points) == 2 * len(recs), "one predicted and one measured point per precision that ran"
+    for g in points:
+        rec = recs[g.get("data-precision")]
+        assert float(g.get("data-ai")) == pytest.approx(rec["ai"], rel=1e-5)
+        fill = [e for e in g if e.tag in (f"{SVG}circle", f"{SVG}path")][0]
+        assert colour_for(rec["precision"]) in (fill.get("fill"), fill.get("stroke"))
+        want = rec["achieved_tflops"] if g.get("data-kind") == "measured" else rec["flops"] / rec["bound_time_s"] / 1e12
+        assert float(g.get("data-tflops")) == pytest.approx(want, rel=1e-5)
+        assert g.get("tabindex") == "0" and g.find(f"{SVG}title") is not None
+
+
+def test_cli_table_interrupt_and_bad_input(monkeypatch, calibration, capsys):
+    calls = []
+
+    def fake_measure(kernel, *a, **k):
+        calls.append(kernel.precision)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return measure_kernel(kernel, *a, **dict(k, timer=lambda *_: _fake_timing(1e-4)))
+
+    monkeypatch.setattr(spot, "measure_kernel", fake_measure)
+    rc, text = run("measure", "gemv", "--n", "256", "--k", "256", "--precision", "fp32,bf16,int8",
+                   "--calibration", calibration.path)
+    assert rc == 130 and calls == ["fp32", "bf16"]
+    lines = text.splitlines()
+    assert any(line.startswith("fp32 ") for line in lines) and not any(line.startswith("int8") for line in lines)
+    assert "interrupted (Ctrl-C) while bf16 ran" in text
+    capsys.readouterr()
+    for argv, message in [
+        (["--precision", "fp32,nope"], "unknown precision 'nope'"),
+        (["--precision", "all", "--weight-precision", "int8"], "do not combine"),
+        (["--precision", "all", "--html", "x.png"], "name it .html"),
+        (["--precision", "all", "--plot", "x.pdf"], "cannot write a figure"),
+    ]:
+        rc, text = run("measure", "gemv", *argv)
+        err = capsys.readouterr().err
+        assert rc == 2 and text == "" and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_svg_predicted_points_sit_on_their_roof():
+    """The drawn roof and the predicted point come from the same formula: the point is on the line."""
+    from roofline.svg import SvgPoint, SvgRoof, roofline_svg
+    from roofline.plot import attainable_tflops
+    roof = SvgRoof("fp16 roof", 273.0, 100.0)
+    pts = [SvgPoint("fp16", ai, float(attainable_tflops(ai, 100.0, 273.0)), False) for ai in (0.5, 2.0, 4000.0)]
+    svg = ET.fromstring(roofline_svg([roof], pts))
+    line = [tuple(map(float, p.split(","))) for p in svg.find(f".//{SVG}polyline").get("points").split()]
+
+    def y_on_line(x):
+        for (x0, y0), (x1, y1) in zip(line, line[1:]):
+            if x0 <= x <= x1:
+                return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+    for g in svg.iter(f"{SVG}g"):
+        if "pt" in g.get("class", "").split():
+            d = g.find(f"{SVG}path").get("d").split()
+            top, right = (tuple(map(float, d[0][1:].split(","))), tuple(map(float, d[1][1:].split(","))))
+            cx, cy = top[0], right[1]
+            assert cy == pytest.approx(y_on_line(cx), abs=0.6)
+
+
+def test_a_failing_point_is_marked_and_text_is_escaped():
+    from roofline.svg import SvgPoint, SvgRoof, roofline_svg
+    svg = roofline_svg([SvgRoof("r", 100.0, 10.0)], [SvgPoint("int8", 1.0, 0.2, True, {"path": "<a&b>"}, True)])
+    root = ET.fromstring(svg)  # parses: the detail text was escaped
+    g = [g for g in root.iter(f"{SVG}g") if "pt" in g.get("class", "").split()][0]
+    assert "failed" in g.get("class") and "<a&b>" in g.find(f"{SVG}title").text
