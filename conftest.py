@@ -38,6 +38,9 @@ def pytest_addoption(parser):
     group.addoption("--rebaseline", action="store_true",
                     help="record this device's baseline efficiencies anew (devices without sourced floors)")
     group.addoption("--run-slow", action="store_true", help="run cases marked slow (skipped by default)")
+    group.addoption("--shape", action="append", default=[], metavar="OP:DIMS",
+                    help="add this shape's cases (every precision, theory and measured, the same tolerances): "
+                         "gemm:MxNxK, gemv:NxK or attention:BxHxKVxSQxSKVxD; repeatable")
     group.addoption("--roofline-cache-dir", default=None,
                     help="the profile store shared with the CLI (default: $ROOFLINE_CACHE_DIR, "
                          "$XDG_CACHE_HOME/roofline or ~/.cache/roofline)")
@@ -62,6 +65,12 @@ _HISTORY = {}
 def pytest_configure(config):
     """A device's first gated run (`--benchmark-compare-fail`) has no history to compare with, and
     pytest-benchmark refuses the option then: this run starts the history; the gate applies next run."""
+    from tests.validation.cases import parse_shape_option
+    for spec in config.getoption("--shape", None) or ():
+        try:
+            parse_shape_option(spec)  # refused now, with the forms allowed, not as a collection error later
+        except ValueError as e:
+            raise pytest.UsageError(str(e)) from None
     key = config.getoption("--simulate", None)
     if key:
         from tests.simulation import Simulation

@@ -8,20 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# (label, kernel kwargs)
-GEMM_PRECISIONS = [
-    ("fp32", dict(precision="fp32")),
-    ("bf16", dict(precision="bf16")),
-    ("fp16", dict(precision="fp16")),
-    ("fp8_e4m3", dict(precision="fp8_e4m3")),
-    ("fp8_e5m2", dict(precision="fp8_e5m2")),
-    ("int8", dict(precision="int8")),
-    ("int8/bf16", dict(weight="int8", act="bf16")),
-    ("int4_tinygemm/bf16", dict(weight="int4_tinygemm", act="bf16")),
-    ("nvfp4", dict(precision="nvfp4")),
-    ("mxfp4", dict(precision="mxfp4")),
-]
-ATTENTION_PRECISIONS = ["fp32", "bf16", "fp16"]
+from kernels.ops import ATTENTION_KERNELS as ATTENTION_PRECISIONS
+from kernels.ops import GEMM_KERNELS as GEMM_PRECISIONS
+
 SWEEP_SHAPE = "1x4096x4096"  # the shape every precision runs on, slow ones included
 
 
@@ -32,7 +21,7 @@ class Case:
     shape: dict
     precision: str     # label
     kwargs: dict
-    expected_bound: str
+    expected_bound: str | None  # None for a shape given with --shape: the prediction on each hardware decides
 
     @property
     def id(self) -> str:
@@ -67,7 +56,48 @@ ATTENTION_SHAPES = [
 ]
 
 
-def cases_for(family: str) -> list[Case]:
+SHAPE_FORMS = {"gemm": ("m", "n", "k"), "gemv": ("n", "k"),
+               "attention": ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim")}
+SHAPE_EXAMPLES = "gemm:4096x4096x4096, gemv:4096x14336 (N x K), attention:1x32x8x1x4096x128 " \
+                 "(batch x heads x kv_heads x seq_q x seq_kv x head_dim)"
+
+
+def parse_shape_option(text: str) -> tuple[str, str, dict]:
+    """``--shape OP:DIMS`` -> (op, name, shape dict); ValueError naming the bad value and the forms allowed."""
+    op, _, dims = text.strip().lower().partition(":")
+    if op not in SHAPE_FORMS:
+        raise ValueError(f"--shape {text!r}: unknown operator {op!r}; forms: {SHAPE_EXAMPLES}")
+    keys = SHAPE_FORMS[op]
+    try:
+        values = [int(v) for v in dims.split("x")]
+    except ValueError:
+        values = []
+    if len(values) != len(keys) or min(values) < 1:
+        raise ValueError(f"--shape {text!r}: {op} takes {len(keys)} positive integers "
+                         f"({' x '.join(keys)}); forms: {SHAPE_EXAMPLES}")
+    shape = dict(zip(keys, values))
+    if op == "gemv":
+        shape = {"m": 1, **shape}
+    if op == "attention" and shape["heads"] % shape["kv_heads"]:
+        raise ValueError(f"--shape {text!r}: heads ({shape['heads']}) must be a multiple of kv_heads "
+                         f"({shape['kv_heads']})")
+    return op, "user_" + "x".join(map(str, values)), shape
+
+
+def user_cases(specs) -> list[Case]:
+    """Every precision of each ``--shape`` given on the command line, as cases like the built-in ones."""
+    out = []
+    for spec in specs or ():
+        op, name, shape = parse_shape_option(spec)
+        if op == "attention":
+            out += [Case(op, name, shape, p, {"precision": p}, None) for p in ATTENTION_PRECISIONS]
+        else:
+            out += [Case(op, name, shape, label, kwargs, None) for label, kwargs in GEMM_PRECISIONS]
+    return out
+
+
+def cases_for(family: str, extra: list[Case] = ()) -> list[Case]:
+    """The built-in cases of a family, then ``extra`` (the user's ``--shape`` cases)."""
     out = []
     for op, name, shape, bound in gemm_shapes(family):
         for label, kwargs in GEMM_PRECISIONS:
@@ -75,7 +105,7 @@ def cases_for(family: str) -> list[Case]:
     for name, shape, bound in ATTENTION_SHAPES:
         for prec in ATTENTION_PRECISIONS:
             out.append(Case("attention", name, shape, prec, {"precision": prec}, bound))
-    return out
+    return out + [c for c in extra if c.id not in {o.id for o in out}]
 
 
 # Precision pairs whose speed ratio on a memory-bound GEMV should follow the byte ratio.

@@ -24,7 +24,8 @@ from roofline.hardware import hardware_families
 from roofline.judge import Evidence, Observation, judge_measurement, ratio
 from roofline.predict import UnsupportedPathError
 from tests.hardware import on_hardware
-from tests.validation.cases import RATIO_NOT_AT_ROOF_ON_CUDA, RATIO_PAIRS, RATIO_SHAPE, GEMM_PRECISIONS, cases_for
+from tests.validation.cases import (RATIO_NOT_AT_ROOF_ON_CUDA, RATIO_PAIRS, RATIO_SHAPE, GEMM_PRECISIONS, cases_for,
+                                    user_cases)
 from tests.validation.report import note_calibration
 from tests.validation.tolerances import tolerance
 
@@ -43,14 +44,22 @@ def theory_cost(case):
     return gemm(case.shape["m"], case.shape["n"], case.shape["k"], **kw)
 
 
-def theory_params():
+def theory_params(extra=()):
     for key in DATASHEET_KEYS:
         family = REGISTRY[key].family
-        for case in cases_for(family):
+        for case in cases_for(family, extra):
             yield pytest.param(key, case, marks=getattr(pytest.mark, family), id=f"{key}-{case.id}")
 
 
-@pytest.mark.parametrize("key, case", list(theory_params()))
+def pytest_generate_tests(metafunc):
+    """The cases, plus every precision of each ``--shape OP:DIMS`` on the command line (the user's own layers)."""
+    extra = user_cases(metafunc.config.getoption("--shape", None))
+    if metafunc.definition.name == "test_theory_case":
+        metafunc.parametrize("key, case", list(theory_params(extra)))
+    elif metafunc.definition.name == "test_measured_case":
+        metafunc.parametrize("family, case", list(measured_params(extra)))
+
+
 def test_theory_case(key, case):
     hw = REGISTRY[key]
     try:
@@ -59,10 +68,12 @@ def test_theory_case(key, case):
         # said so, naming the hardware: never silently priced
         assert hw.key in str(e)
         return
-    assert p.bound == case.expected_bound, f"{case.id} on {key}: {p.bound}-bound, the case expects {case.expected_bound}"
+    if case.expected_bound is not None:  # a --shape case has none: its bound is what this hardware's roof says
+        assert p.bound == case.expected_bound, f"{case.id} on {key}: {p.bound}-bound, the case expects {case.expected_bound}"
     assert p.time_s == max(p.t_memory_s, p.t_compute_s) > 0
-    tol = tolerance(hw.family, case.expected_bound, case.precision, "attention" if case.op == "attention" else "")
-    assert tol.floor is not None, f"tolerances.toml has no {case.expected_bound} floor for {case.precision} on {hw.family}"
+    bound = case.expected_bound or p.bound
+    tol = tolerance(hw.family, bound, case.precision, "attention" if case.op == "attention" else "")
+    assert tol.floor is not None, f"tolerances.toml has no {bound} floor for {case.precision} on {hw.family}"
 
 
 def build_kernel(case, device_info):
@@ -74,9 +85,9 @@ def build_kernel(case, device_info):
                      target=target, **case.kwargs)
 
 
-def measured_params():
+def measured_params(extra=()):
     for family in FAMILIES:
-        for case in cases_for(family):
+        for case in cases_for(family, extra):
             marks = on_hardware(family) + ([pytest.mark.slow] if case.is_slow(family) else [])
             yield pytest.param(family, case, marks=marks, id=f"{family}-{case.id}")
 
@@ -147,14 +158,12 @@ def choose_roof(case, tol, sheet, pred, calibration, device_info, simulated) -> 
                       remeasurable)
 
 
-@pytest.mark.parametrize("family, case", list(measured_params()))
 def test_measured_case(family, case, request, device_info, hardware_entry, calibration, roofline_record,
                        baseline_book):
     note_calibration(request.config, calibration)
     sim = simulation()
     kernel = _kernel_or_skip(case, device_info, request.config.getoption("--run-slow"))
     error, error_note, checked = _check_result(kernel)  # a wrong result fails whatever its speed: checked first
-    tol = tolerance(family, case.expected_bound, case.precision, "attention" if case.op == "attention" else "")
     try:
         sheet = predict(kernel.cost, hardware_entry, "datasheet")
     except (UnsupportedPathError, ValueError):  # no datasheet bandwidth (CPU) or no native path
@@ -163,6 +172,9 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
     timer = sim.timer if sim else None
 
     _, pred0, _ = predict_kernel(kernel, hardware_entry, "calibrated")
+    # a --shape case has no expected bound: the roof this device is held to decides it (the floors are per bound)
+    bound = case.expected_bound or (sheet.bound if sheet else (pred0 or {}).get("bound", "memory"))
+    tol = tolerance(family, bound, case.precision, "attention" if case.op == "attention" else "")
     roof = choose_roof(case, tol, sheet, pred0, calibration, device_info, bool(sim))
     last = {}
 
@@ -195,7 +207,7 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
         precision=case.precision, path=kernel.path, emulated=kernel.emulated, mode=m.timing.mode,
         median_s=m.timing.median_s, p20_s=m.timing.p20_s, p80_s=m.timing.p80_s, count=m.timing.count,
         rel_iqr=m.timing.rel_iqr, flops=m.flops, bytes=m.bytes, ai=m.flops / m.bytes,
-        bound=pred.get("bound", "memory roof only"), operator_class=case.expected_bound,
+        bound="memory roof only" if m.memory_roof_only else pred.get("bound"), operator_class=bound,
         compute_class=pred.get("compute_class"), predicted_time_s=m.predicted_time_s, efficiency=m.efficiency,
         predicted_datasheet_s=sheet.time_s if sheet else None,
         efficiency_datasheet=sheet.time_s / m.timing.median_s if sheet else None,
