@@ -7,21 +7,35 @@ Assumptions:
 2. Decode: ``batch`` sequences each add one token and attend over ``seq_len`` cached positions.
    Prefill: ``batch`` prompts of ``seq_len`` tokens, causal.
 3. The LM head produces logits for the last position of each sequence only (what generation needs).
-4. Linear layers (and the LM head) use the weight format and read their inputs in the activation
-   format; the residual stream (embedding, norms, attention) is in the output format (16-bit for
-   low-bit activations); the KV cache has its own format (default: the output format).
-5. A step's roofline time is the sum of its kernels' roofline times (kernels run one after another).
+4. Linear layers use the weight format and read their inputs in the activation format; the residual
+   stream (embedding, norms, attention, MoE router) is in the output format (16-bit for low-bit
+   activations); the KV cache has its own format (default: the output format).
+5. The LM head takes the weight format unless ``lm_head`` names its own: that default is what
+   ``quantize/`` does (``apply_quantization`` quantizes every ``nn.Linear``, the LM head included;
+   tests/test_models_moe.py ties the two). GPTQ/AWQ checkpoints usually keep it 16-bit: pass
+   ``lm_head="bf16"`` for those.
+6. Mixture of experts (``experts > 0``): every layer's FFN is the MoE block of ``moe.py`` (none of
+   the named MoE models has dense layers; ``intermediate`` is then the config's unused dense width).
+   A checkpoint that ships its experts quantized (gpt-oss: MXFP4) keeps them so unless
+   ``expert_weight`` says otherwise.
+7. Sliding-window layers (gpt-oss alternates them with full attention) attend over the last
+   ``sliding_window`` positions: decode reads only the window's K/V; prefill reads all K/V once but
+   computes only the visible pairs.
+8. A step's roofline time is the sum of its kernels' roofline times (kernels run one after another).
 
-Dims come from each model's published Hugging Face ``config.json``.
+Dims come from each model's published Hugging Face ``config.json`` (``source`` names it).
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-from .operators import Composite, attention, check_dim, elementwise, ffn, gemm, operand_formats
+from .formats import Format, get_format
+from .moe import moe_ffn
+from .operators import Composite, attention, attention_pairs, check_dim, elementwise, ffn, gemm, operand_formats
 
 PHASES = ("prefill", "decode")
+LM_HEAD_FOLLOWS_WEIGHTS = "weight"  # the --lm-head-precision default: what quantize/ does
 
 
 @dataclass(frozen=True)
@@ -35,25 +49,80 @@ class ModelConfig:
     vocab: int
     head_dim: int | None = None
     tied_embeddings: bool = False
+    experts: int = 0  # routed experts per layer; 0: a dense FFN
+    experts_per_token: int = 0
+    shared_experts: int = 0  # experts every token runs (DeepSeek/Qwen2-MoE style), expert-sized each
+    expert_intermediate: int | None = None  # default: intermediate
+    expert_format: str | None = None  # the format the published checkpoint stores routed experts in
+    sliding_window: int | None = None
+    sliding_layers: int = 0  # layers attending over the window; the rest see the whole context
+    max_context: int | None = None  # max_position_embeddings, where recorded
+    source: str = ""
 
     def __post_init__(self):
         for f in ("hidden", "heads", "kv_heads", "intermediate", "layers", "vocab"):
             check_dim(f, getattr(self, f))
-        if self.head_dim is not None:
-            check_dim("head_dim", self.head_dim)
+        for f in ("head_dim", "expert_intermediate", "sliding_window", "max_context"):
+            if getattr(self, f) is not None:
+                check_dim(f, getattr(self, f))
         if self.heads % self.kv_heads:
             raise ValueError(f"{self.name}: heads={self.heads} is not a multiple of kv_heads={self.kv_heads}")
+        if self.experts:
+            check_dim("experts", self.experts)
+            if not 1 <= self.experts_per_token <= self.experts:
+                raise ValueError(f"{self.name}: experts_per_token={self.experts_per_token!r} is invalid; "
+                                 f"allowed: 1..experts ({self.experts})")
+        elif self.experts_per_token or self.shared_experts or self.expert_format:
+            raise ValueError(f"{self.name}: experts_per_token, shared_experts and expert_format need experts > 0")
+        if self.shared_experts:
+            check_dim("shared_experts", self.shared_experts)
+        if self.expert_format is not None:
+            get_format(self.expert_format)
+        if not 0 <= self.sliding_layers <= self.layers or (self.sliding_layers and not self.sliding_window):
+            raise ValueError(f"{self.name}: sliding_layers={self.sliding_layers!r} is invalid; allowed: "
+                             f"0..layers ({self.layers}), and > 0 only with a sliding_window")
 
     @property
     def dim_per_head(self) -> int:
         return self.head_dim or self.hidden // self.heads
 
     @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    @property
+    def expert_width(self) -> int:
+        return self.expert_intermediate or self.intermediate
+
+    def param_counts(self) -> dict[str, int]:
+        """Stored parameters by kind (all experts, whatever a step touches). The one count of them."""
+        hd, h = self.dim_per_head, self.hidden
+        per_layer = {"attention": h * (self.heads + 2 * self.kv_heads) * hd + self.heads * hd * h,
+                     "ffn": 0 if self.is_moe else 3 * h * self.intermediate,
+                     "shared_experts": 3 * h * self.shared_experts * self.expert_width,
+                     "experts": 3 * h * self.experts * self.expert_width, "router": h * self.experts,
+                     "norms": 2 * h}
+        counts = {k: self.layers * v for k, v in per_layer.items()}
+        counts["norms"] += h  # the final norm
+        counts.update(embedding=self.vocab * h, lm_head=self.vocab * h)
+        return counts
+
+    @property
     def linear_params(self) -> int:
         """Parameters in the linear layers (the ones a weight format applies to), LM head included."""
-        hd = self.dim_per_head
-        attn = self.hidden * (self.heads + 2 * self.kv_heads) * hd + self.heads * hd * self.hidden
-        return self.layers * (attn + 3 * self.hidden * self.intermediate) + self.hidden * self.vocab
+        c = self.param_counts()
+        return c["attention"] + c["ffn"] + c["shared_experts"] + c["experts"] + c["lm_head"]
+
+    @property
+    def active_linear_params(self) -> int:
+        """Linear parameters one token runs through: ``experts_per_token`` of the routed experts."""
+        if not self.is_moe:
+            return self.linear_params
+        return self.linear_params - self.param_counts()["experts"] * (1 - self.experts_per_token / self.experts)
+
+
+def _hf(repo: str) -> str:
+    return f"https://huggingface.co/{repo}/blob/main/config.json"
 
 
 MODEL_CONFIGS: dict[str, ModelConfig] = {c.name: c for c in (
@@ -66,9 +135,23 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {c.name: c for c in (
     ModelConfig("llama3.2-3b", 3072, 24, 8, 8192, 28, 128256, tied_embeddings=True),
     ModelConfig("mistral-7b", 4096, 32, 8, 14336, 32, 32000),
     ModelConfig("qwen2.5-7b", 3584, 28, 4, 18944, 28, 152064),
+    # layer_types alternate sliding_attention (even layers) and full_attention; quantization_config:
+    # MXFP4 experts, with self_attn, router, embed_tokens and lm_head in modules_to_not_convert (bf16)
+    ModelConfig("gpt-oss-20b", 2880, 64, 8, 2880, 24, 201088, head_dim=64, experts=32, experts_per_token=4,
+                expert_intermediate=2880, expert_format="mxfp4", sliding_window=128, sliding_layers=12,
+                max_context=131072, source=_hf("openai/gpt-oss-20b")),
+    ModelConfig("gpt-oss-120b", 2880, 64, 8, 2880, 36, 201088, head_dim=64, experts=128, experts_per_token=4,
+                expert_intermediate=2880, expert_format="mxfp4", sliding_window=128, sliding_layers=18,
+                max_context=131072, source=_hf("openai/gpt-oss-120b")),
+    ModelConfig("qwen3-30b-a3b", 2048, 32, 4, 6144, 48, 151936, head_dim=128, experts=128, experts_per_token=8,
+                expert_intermediate=768, max_context=40960, source=_hf("Qwen/Qwen3-30B-A3B")),
+    ModelConfig("mixtral-8x7b", 4096, 32, 8, 14336, 32, 32000, experts=8, experts_per_token=2,
+                expert_intermediate=14336, max_context=32768, source=_hf("mistralai/Mixtral-8x7B-v0.1")),
 )}
 MODEL_ALIASES = {"7b": "llama2-7b", "13b": "llama2-13b", "8b": "llama3-8b", "70b": "llama3-70b",
-                 "llama3.1-8b": "llama3-8b", "llama3.1-70b": "llama3-70b", "llama3.3-70b": "llama3-70b"}
+                 "llama3.1-8b": "llama3-8b", "llama3.1-70b": "llama3-70b", "llama3.3-70b": "llama3-70b",
+                 "gpt-oss": "gpt-oss-20b", "qwen3-30b": "qwen3-30b-a3b", "mixtral": "mixtral-8x7b",
+                 "mixtral-8x7b-v0.1": "mixtral-8x7b"}
 
 
 def get_model_config(name: str | ModelConfig, **overrides) -> ModelConfig:
@@ -97,33 +180,107 @@ def _tokens(phase: str, batch: int, seq_len: int) -> int:
     return batch if phase == "decode" else batch * seq_len
 
 
-def transformer_layer(cfg: ModelConfig, phase: str, batch: int, seq_len: int, precision=None, weight=None,
-                      act=None, kv=None, out=None) -> Composite:
-    batch, seq_len = check_dim("batch", batch), check_dim("seq_len", seq_len)
+@dataclass(frozen=True)
+class StepFormats:
+    """Every format a model step (and its memory plan) uses, resolved once."""
+    weight: Format
+    act: Format
+    out: Format  # the residual stream: embedding table, norms, attention, router
+    kv: Format
+    lm_head: tuple  # (weight, act)
+    experts: tuple  # (weight, act) of the routed experts
+
+
+def _own_pair(fmt, w: Format, a: Format, act=None) -> tuple:
+    """(weight, act) of layers stored in their own format beside the model's (w, a)."""
+    f = get_format(fmt)
+    if act is not None:
+        return f, get_format(act)
+    if f == w:
+        return w, a
+    if a.is_16bit_or_wider_float and not f.is_16bit_or_wider_float:
+        return f, a  # weight-only beside the model's 16-bit activations
+    return f, operand_formats(precision=f)[1]  # a 16-bit head, or a native low-bit pair
+
+
+def step_formats(cfg: ModelConfig, precision=None, weight=None, act=None, kv=None, out=None, lm_head=None,
+                 expert_weight=None, expert_act=None) -> StepFormats:
     w, a, o = operand_formats(precision, weight, act, out)
+    head = (w, a) if lm_head is None or str(lm_head).strip().lower() == LM_HEAD_FOLLOWS_WEIGHTS \
+        else _own_pair(lm_head, w, a)
+    experts = _own_pair(expert_weight or cfg.expert_format or w, w, a, expert_act)
+    return StepFormats(w, a, o, get_format(kv) if kv is not None else o, head, experts)
+
+
+def window_pairs(seq_len: int, window: int) -> float:
+    """Visible (query, key) pairs of a causal prefill where each query sees at most ``window`` keys."""
+    if window >= seq_len:
+        return attention_pairs(seq_len, seq_len, True)
+    return window * (window + 1) / 2.0 + (seq_len - window) * window
+
+
+def _attention(cfg: ModelConfig, phase, batch, seq_len, f: StepFormats, window):
+    hd, o = cfg.dim_per_head, f.out
+    if phase == "decode":
+        seen = seq_len if window is None else min(seq_len, window)
+        return attention(batch, cfg.heads, cfg.kv_heads, 1, seen, hd, act=o, kv=f.kv, out=o, causal=True)
+    full = attention(batch, cfg.heads, cfg.kv_heads, seq_len, seq_len, hd, act=o, kv=f.kv, out=o, causal=True)
+    if window is None or window >= seq_len:
+        return full
+    # a window changes only how many pairs are visible; every K/V position is still read once
+    return dataclasses.replace(full, flops=full.flops * window_pairs(seq_len, window) / attention_pairs(
+        seq_len, seq_len, True), shape={**full.shape, "window": window})
+
+
+def transformer_layer(cfg: ModelConfig, phase: str, batch: int, seq_len: int, precision=None, weight=None,
+                      act=None, kv=None, out=None, expert_weight=None, expert_act=None,
+                      sliding: bool = False) -> Composite:
+    """One layer; ``sliding=True`` prices a sliding-window layer of a model that has them."""
+    batch, seq_len = check_dim("batch", batch), check_dim("seq_len", seq_len)
+    f = step_formats(cfg, precision, weight, act, kv, out, expert_weight=expert_weight, expert_act=expert_act)
+    return _layer(cfg, phase, batch, seq_len, f, sliding)
+
+
+def _layer(cfg: ModelConfig, phase, batch, seq_len, f: StepFormats, sliding: bool) -> Composite:
+    if sliding and not cfg.sliding_window:
+        raise ValueError(f"{cfg.name} has no sliding-window layers")
+    w, a, o = f.weight, f.act, f.out
     t = _tokens(phase, batch, seq_len)
     hd = cfg.dim_per_head
-    seq_q = 1 if phase == "decode" else seq_len
-    return Composite(f"{cfg.name} layer ({phase})", (
+    if cfg.is_moe:
+        mlp = moe_ffn(t, cfg.hidden, cfg.experts, cfg.experts_per_token, cfg.expert_width, *f.experts,
+                      out=o, shared_experts=cfg.shared_experts, shared=(w, a))
+    else:
+        mlp = ffn(t, cfg.hidden, cfg.intermediate, weight=w, act=a, out=o)
+    return Composite(f"{cfg.name} {'sliding-window ' if sliding else ''}layer ({phase})", (
         elementwise(t * cfg.hidden, o, flops_per_element=4.0, name="attn_norm"),
         gemm(t, (cfg.heads + 2 * cfg.kv_heads) * hd, cfg.hidden, weight=w, act=a, out=o, name="qkv_proj"),
-        attention(batch, cfg.heads, cfg.kv_heads, seq_q, seq_len, hd, act=o, kv=kv or o, out=o, causal=True),
+        _attention(cfg, phase, batch, seq_len, f, cfg.sliding_window if sliding else None),
         gemm(t, cfg.hidden, cfg.heads * hd, weight=w, act=a, out=o, name="o_proj"),
         elementwise(t * cfg.hidden, o, flops_per_element=4.0, name="ffn_norm"),
-        ffn(t, cfg.hidden, cfg.intermediate, weight=w, act=a, out=o),
+        mlp,
     ))
 
 
 def model_step(cfg: ModelConfig, phase: str, batch: int, seq_len: int, precision=None, weight=None, act=None,
-               kv=None, out=None) -> Composite:
-    """One forward step of the whole decoder: embedding, all layers, final norm, LM head."""
+               kv=None, out=None, lm_head=None, expert_weight=None, expert_act=None) -> Composite:
+    """One forward step of the whole decoder: embedding, all layers, final norm, LM head.
+
+    ``lm_head``: None or "weight" (the weight format, as quantize/ does) or a format of its own.
+    ``expert_weight``/``expert_act``: the routed experts' formats (default: the checkpoint's, else the
+    weight format).
+    """
     batch, seq_len = check_dim("batch", batch), check_dim("seq_len", seq_len)
-    w, a, o = operand_formats(precision, weight, act, out)
+    f = step_formats(cfg, precision, weight, act, kv, out, lm_head, expert_weight, expert_act)
     t = _tokens(phase, batch, seq_len)
-    layer = transformer_layer(cfg, phase, batch, seq_len, weight=w, act=a, kv=kv, out=o)
+    full = cfg.layers - cfg.sliding_layers
+    layers = tuple(Composite(name, _layer(cfg, phase, batch, seq_len, f, sliding).parts, repeat=n)
+                   for name, n, sliding in (("layers", full, False), ("sliding_layers", cfg.sliding_layers, True))
+                   if n)
+    o = f.out
     return Composite(f"{cfg.name} {phase} step", (
         elementwise(t * cfg.hidden, o, flops_per_element=0.0, name="embedding"),
-        Composite("layers", layer.parts, repeat=cfg.layers),
+        *layers,
         elementwise(batch * cfg.hidden, o, flops_per_element=4.0, name="final_norm"),
-        gemm(batch, cfg.vocab, cfg.hidden, weight=w, act=a, out=o, name="lm_head"),
+        gemm(batch, cfg.vocab, cfg.hidden, weight=f.lm_head[0], act=f.lm_head[1], out=o, name="lm_head"),
     ))

@@ -1,0 +1,165 @@
+"""How much memory a model step needs (weights, KV cache, activation workspace) and what fits.
+
+Assumptions:
+1. Weights: every stored parameter, all experts included whatever a step touches, priced with
+   ``tensor_bytes`` in the format ``models.step_formats`` gives its kind. Norms, router and the
+   embedding table are in the residual-stream format (``quantize/`` never quantizes ``nn.Embedding``).
+   A tied LM head shares the embedding's storage only while both are in one format: quantizing it
+   stores a second copy (torchao's ``quantize_`` replaces ``lm_head.weight`` with a new tensor).
+2. KV cache: K and V of every layer for ``batch x positions``, priced by attention's own K/V operand
+   formula; positions are the context for full-attention layers and ``min(context, window)`` for
+   sliding-window layers (a ring buffer of the window, as Hugging Face's and vLLM's caches keep).
+3. Workspace, an estimate: inference frees each layer's intermediates, so the peak is one layer's
+   live tensors: the residual and its normed copy (2 x hidden per token) plus the widest intermediate
+   (QKV and the attention output, or the FFN's gate, up and product, ``k`` of them per token for
+   routed experts, plus their k outputs), and FP32 logits for the last position of each sequence.
+   Allocator slack, the CUDA context and library workspaces are not counted.
+4. Capacity: the smaller of ``memory_limit_gb`` and the registry's ``memory_gb``. GB is 1e9 bytes here
+   like every byte figure in this package; a datasheet counting GiB leaves ~7% unclaimed, a margin
+   that the uncounted CUDA context and allocator slack eat into.
+5. The largest context (at the batch) and the largest batch (at the context) that fit are found by
+   bisection on the total, which grows with both; the context is capped at the model's max_context.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .formats import tensor_bytes
+from .hardware import get_hardware
+from .models import PHASES, ModelConfig, StepFormats, step_formats
+from .operators import MAX_DIM, attention_operand_bytes, check_dim
+
+BYTES_PER_GB = 1e9
+LOGITS_BYTES_PER_ELEMENT = 4  # generation reads FP32 logits (quantize/model.py: ``.float()``)
+
+
+def weight_bytes(cfg: ModelConfig, f: StepFormats) -> dict[str, float]:
+    """Stored bytes of the weights by kind (see assumption 1)."""
+    n = cfg.param_counts()
+
+    def stored(fmt, kind, tensors):  # ``tensors`` equal tensors hold the kind's parameters
+        return tensors * tensor_bytes(fmt, n[kind] / tensors) if n[kind] else 0.0
+
+    out = {"embedding": stored(f.out, "embedding", 1), "attention": stored(f.weight, "attention", cfg.layers),
+           "ffn": stored(f.weight, "ffn", cfg.layers), "shared_experts": stored(f.weight, "shared_experts", cfg.layers),
+           "experts": stored(f.experts[0], "experts", cfg.layers * max(cfg.experts, 1)),
+           "router": stored(f.out, "router", cfg.layers), "norms": stored(f.out, "norms", 1),
+           "lm_head": stored(f.lm_head[0], "lm_head", 1)}
+    if cfg.tied_embeddings and f.lm_head[0] == f.out:
+        out["lm_head"] = 0.0  # one table serves both
+    return out
+
+
+def kv_cache_bytes(cfg: ModelConfig, f: StepFormats, context: int, batch: int) -> float:
+    hd, full = cfg.dim_per_head, cfg.layers - cfg.sliding_layers
+    total = 0.0
+    for layers, positions in ((full, context), (cfg.sliding_layers, min(context, cfg.sliding_window or context))):
+        if layers:
+            kv = attention_operand_bytes(batch, cfg.heads, cfg.kv_heads, 1, positions, hd, f.out, f.kv, f.out)
+            total += layers * (kv["k"] + kv["v"])
+    return total
+
+
+def workspace_bytes(cfg: ModelConfig, f: StepFormats, phase: str, context: int, batch: int) -> float:
+    tokens = batch if phase == "decode" else batch * context
+    hd = cfg.dim_per_head
+    attn = (cfg.heads + 2 * cfg.kv_heads) * hd + cfg.heads * hd
+    if cfg.is_moe:
+        mlp = cfg.experts_per_token * (3 * cfg.expert_width + cfg.hidden) + 3 * cfg.shared_experts * cfg.expert_width
+    else:
+        mlp = 3 * cfg.intermediate
+    return tensor_bytes(f.out, tokens * (2 * cfg.hidden + max(attn, mlp))) + \
+        batch * cfg.vocab * LOGITS_BYTES_PER_ELEMENT
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    model: str
+    phase: str
+    batch: int
+    context: int
+    weights_bytes: dict
+    kv_cache_bytes: float
+    workspace_bytes: float
+    capacity_gb: float | None
+    capacity_source: str
+    max_context: int | None = None  # at this batch; None: not even one position fits (or no capacity known)
+    max_batch: int | None = None  # at this context
+    notes: tuple = field(default=())
+
+    @property
+    def total_weights_bytes(self) -> float:
+        return sum(self.weights_bytes.values())
+
+    @property
+    def total_bytes(self) -> float:
+        return self.total_weights_bytes + self.kv_cache_bytes + self.workspace_bytes
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.capacity_gb is None else self.total_bytes <= self.capacity_gb * BYTES_PER_GB
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "phase": self.phase, "batch": self.batch, "context": self.context,
+                "weights_gb": {k: v / BYTES_PER_GB for k, v in self.weights_bytes.items() if v},
+                "total_weights_gb": self.total_weights_bytes / BYTES_PER_GB,
+                "kv_cache_gb": self.kv_cache_bytes / BYTES_PER_GB, "workspace_gb": self.workspace_bytes / BYTES_PER_GB,
+                "total_gb": self.total_bytes / BYTES_PER_GB, "capacity_gb": self.capacity_gb,
+                "capacity_source": self.capacity_source, "fits": self.fits, "max_context": self.max_context,
+                "max_batch": self.max_batch, "notes": list(self.notes)}
+
+
+def capacity(hardware=None, memory_limit_gb=None) -> tuple[float | None, str]:
+    """(GB, where it came from): the smaller of the limit and the hardware's memory."""
+    if memory_limit_gb is not None and not (0 < memory_limit_gb < float("inf")):
+        raise ValueError(f"memory_limit_gb={memory_limit_gb!r} is invalid; allowed: a positive number")
+    hw = get_hardware(hardware) if hardware is not None else None
+    options = []
+    if memory_limit_gb is not None:
+        options.append((float(memory_limit_gb), f"memory limit {memory_limit_gb:g} GB"))
+    if hw is not None and hw.memory is not None:
+        options.append((hw.memory.value, f"{hw.key} memory {hw.memory.value:g} GB ({hw.memory.source})"))
+    return min(options) if options else (None, "no capacity known (hardware without memory_gb, no limit)")
+
+
+def _total(cfg, f, phase, context, batch) -> float:
+    return sum(weight_bytes(cfg, f).values()) + kv_cache_bytes(cfg, f, context, batch) + \
+        workspace_bytes(cfg, f, phase, context, batch)
+
+
+def _largest(fits, hi: int) -> int | None:
+    """The largest n in 1..hi with fits(n), for a fits() that stays False once it turns False."""
+    if not fits(1):
+        return None
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+def memory_plan(cfg: ModelConfig, phase: str, batch: int, context: int, hardware=None, memory_limit_gb=None,
+                formats: StepFormats | None = None, find_limits: bool = True, **format_kwargs) -> MemoryPlan:
+    """Weights + KV cache + workspace for ``batch`` sequences of ``context`` tokens, against capacity.
+
+    ``formats`` (from ``models.step_formats``) or the same keywords ``model_step`` takes;
+    ``find_limits=False`` skips the search for the largest context and batch.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; allowed: {', '.join(PHASES)}")
+    batch, context = check_dim("batch", batch), check_dim("context", context)
+    f = formats or step_formats(cfg, **format_kwargs)
+    cap_gb, cap_source = capacity(hardware, memory_limit_gb)
+    max_context = max_batch = None
+    notes = []
+    if cap_gb is not None and find_limits:
+        cap = cap_gb * BYTES_PER_GB
+        max_context = _largest(lambda t: _total(cfg, f, phase, t, batch) <= cap, cfg.max_context or MAX_DIM)
+        max_batch = _largest(lambda b: _total(cfg, f, phase, context, b) <= cap, MAX_DIM)
+        if max_context is not None and max_context == cfg.max_context:
+            notes.append(f"largest context capped at the model's max_context ({cfg.max_context})")
+    if cfg.max_context and context > cfg.max_context:
+        notes.append(f"context {context} exceeds the model's max_context ({cfg.max_context})")
+    return MemoryPlan(cfg.name, phase, batch, context, weight_bytes(cfg, f), kv_cache_bytes(cfg, f, context, batch),
+                      workspace_bytes(cfg, f, phase, context, batch), cap_gb, cap_source, max_context, max_batch,
+                      tuple(notes))
