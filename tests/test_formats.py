@@ -46,3 +46,10 @@ def test_unknown_format_lists_the_known_names(bad):
 def test_storage_only_formats_have_no_math_of_their_own():
     assert {f.name for f in FORMATS.values() if f.compute_class is None} == \
            {"nf4", "nf4_dq", "int4_g128", "int4_tinygemm", "int32"}
+
+
+def test_only_the_ocp_mx_formats_share_the_e8m0_per_32_scale():
+    """The block scale decides which formats may feed one block-scaled MMA (roofline.predict.compute_path)."""
+    from roofline.formats import MX_BLOCK_SCALE
+    assert {f.name for f in FORMATS.values() if f.block_scale == MX_BLOCK_SCALE} == {"mxfp4", "mxfp6", "mxfp8"}
+    assert get_format("nvfp4").block_scale == "e4m3/16" and get_format("fp8_e4m3").block_scale == ""
