@@ -7,6 +7,9 @@
    it never replaces them. Predictions choose ``peaks="datasheet"`` or ``"calibrated"`` and say which.
 3. Custom hardware (an ASIC, a board at reduced clocks) comes from a dict or JSON file with the same
    fields; plain numbers are recorded as user-defined.
+4. SM count and L2 size stay plain numbers on the entry (device identification compares them), and their
+   provenance is kept beside them: ``hw.spec("sm_count")`` returns the Spec with its flags, like every
+   other number (``hw.spec("bandwidth_gbs")``, ``hw.spec("fp16")``).
 """
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ from .formats import get_format
 from .hardware_data import HARDWARE_DATA
 
 PEAK_SOURCES = ("datasheet", "calibrated")
+_SPEC_FIELDS = {"bandwidth_gbs": "bandwidth", "memory_gb": "memory", "gpu_clock_mhz": "gpu_clock",
+                "mem_clock_mhz": "mem_clock"}
+COUNT_FIELDS = ("sm_count", "l2_mb")
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,25 @@ class Hardware:
     aliases: tuple[str, ...] = ()
     calibration: Calibration | None = None
     family: str = ""  # pytest marker / tox env selecting this hardware's cases (b10, jetson, h100...)
+    count_specs: dict[str, Spec] = field(default_factory=dict)  # provenance of sm_count and l2_mb
+
+    def spec(self, name: str) -> Spec | None:
+        """Any number of the entry with its source and flags: a fact (``bandwidth_gbs``, ``memory_gb``,
+        ``gpu_clock_mhz``, ``mem_clock_mhz``, ``sm_count``, ``l2_mb``) or a compute class's datasheet peak."""
+        if name in self.peaks:
+            return self.peaks[name]
+        if name in _SPEC_FIELDS:
+            return getattr(self, _SPEC_FIELDS[name])
+        if name not in COUNT_FIELDS:
+            raise ValueError(f"{self.key} has no number {name!r}; known: "
+                             f"{', '.join([*_SPEC_FIELDS, *COUNT_FIELDS, *self.peaks])}")
+        value, stored = getattr(self, name), self.count_specs.get(name)
+        if value is None or (stored is not None and stored.value == value):
+            return None if value is None else stored
+        if stored is None:
+            return Spec(float(value), self.source)
+        return Spec(float(value), stored.source, f"{stored.value:g} in the registry, changed here (power mode or "
+                                                 "active SMs)", derived=True, unverified=stored.unverified)
 
     # --- the two roofs -----------------------------------------------------------------------
     def peak_tflops(self, compute_class: str, peaks: str = "datasheet") -> float:
@@ -139,8 +164,9 @@ class Hardware:
         def spec(s):
             return None if s is None else dataclasses.asdict(s)
         return {"key": self.key, "family": self.family, "name": self.name, "arch": self.arch, "kind": self.kind, "source": self.source,
-                "bandwidth_gbs": spec(self.bandwidth), "memory_gb": spec(self.memory), "l2_mb": self.l2_mb,
-                "sm_count": self.sm_count, "gpu_clock_mhz": spec(self.gpu_clock), "mem_clock_mhz": spec(self.mem_clock),
+                "bandwidth_gbs": spec(self.bandwidth), "memory_gb": spec(self.memory), "l2_mb": spec(self.spec("l2_mb")),
+                "sm_count": spec(self.spec("sm_count")), "gpu_clock_mhz": spec(self.gpu_clock),
+                "mem_clock_mhz": spec(self.mem_clock),
                 "native": sorted(self.native), "aliases": list(self.aliases),
                 "peaks_tflops": {k: spec(v) for k, v in self.peaks.items()},
                 "calibration": None if self.calibration is None else self.calibration.to_dict()}
@@ -179,14 +205,20 @@ def hardware_from_dict(d: dict) -> Hardware:
     for n in native:
         get_format(n)  # raises with the known names
     peaks = {str(k): _spec(v, source, f"{key} peak {k}") for k, v in d.get("peaks_tflops", {}).items()}
+    counts = {f: _spec(d.get(f), source, f"{key} {f}") for f in COUNT_FIELDS if d.get(f) is not None}
+    if "sm_count" in counts and counts["sm_count"].value != int(counts["sm_count"].value):
+        raise ValueError(f"{key} sm_count={counts['sm_count'].value!r} must be a whole number")
     return Hardware(key=key, name=str(d.get("name", key)), arch=str(d.get("arch", "custom")),
                     kind=str(d.get("kind", "custom")), source=source,
                     bandwidth=_spec(d.get("bandwidth_gbs"), source, f"{key} bandwidth_gbs"),
                     memory=_spec(d.get("memory_gb"), source, f"{key} memory_gb"), peaks=peaks,
-                    native=frozenset(get_format(n).name for n in native), l2_mb=d.get("l2_mb"),
-                    sm_count=d.get("sm_count"), gpu_clock=_spec(d.get("gpu_clock_mhz"), source, f"{key} gpu_clock_mhz"),
+                    native=frozenset(get_format(n).name for n in native),
+                    l2_mb=counts["l2_mb"].value if "l2_mb" in counts else None,
+                    sm_count=int(counts["sm_count"].value) if "sm_count" in counts else None,
+                    gpu_clock=_spec(d.get("gpu_clock_mhz"), source, f"{key} gpu_clock_mhz"),
                     mem_clock=_spec(d.get("mem_clock_mhz"), source, f"{key} mem_clock_mhz"),
-                    aliases=tuple(a.lower() for a in d.get("aliases", ())), family=str(d.get("family", key)))
+                    aliases=tuple(a.lower() for a in d.get("aliases", ())), family=str(d.get("family", key)),
+                    count_specs=counts)
 
 
 REGISTRY: dict[str, Hardware] = {}

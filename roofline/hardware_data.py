@@ -13,6 +13,13 @@ the tox env that select its cases.
 Native sets follow the reference's tensor-core support matrix: Ampere (sm_80/87) INT8 and INT4 but no
 FP8; Ada (sm_89) FP8 and INT8 (INT4 unverified, left out); Hopper (sm_90) FP8 and INT8, no INT4;
 Blackwell (sm_100, sm_120/121) adds MXFP8/MXFP6 at the FP8 rate and NVFP4/MXFP4 at the FP4 rate.
+
+Accumulator convention: every FP16/BF16 and FP8 peak is the FP32-accumulate rate, the one cuBLASLt FP8
+GEMMs (torch._scaled_mm) and torch's 16-bit matmuls run. Consumer parts (RTX 4090, RTX 5090, and GB10's
+GeForce-class tensor cores) run FP16 accumulate at twice that; the note gives that figure, never the value.
+
+Flags travel with every number, SM count and L2 size included (``_p`` there too where the reference
+flags them or they are not in it): the audit against the reference is ``tests/test_hardware.py``.
 """
 from __future__ import annotations
 
@@ -32,10 +39,11 @@ def _p(value, note="", derived=False, unverified=False):
 _GA10B_PER_SM_CLOCK = dict(fp32=256, tf32=1024, fp16=2048, bf16=2048, int8=4096, int4=8192)
 
 
-def _orin_gpu_peaks(sms: int, mhz: float, how: str) -> dict:
-    """Dense peaks of an Orin GPU with ``sms`` SMs at ``mhz``: derived, and unverified where the rate is."""
+def _orin_gpu_peaks(sms: int, mhz: float, how: str, clock_unverified: bool) -> dict:
+    """Dense peaks of an Orin GPU with ``sms`` SMs at ``mhz``: derived, and unverified where the rate or the
+    clock is (a number computed from an unverified one inherits the flag)."""
     return {c: _p(round(sms * mhz * 1e6 * r / 1e12, 2), f"{sms} SMs x {mhz:g} MHz x {r} per SM per clock ({how})",
-                  derived=True, unverified=c in ("tf32", "int4"))
+                  derived=True, unverified=clock_unverified or c in ("tf32", "int4"))
             for c, r in _GA10B_PER_SM_CLOCK.items()}
 
 
@@ -48,6 +56,7 @@ _NX_SOURCE = ("Jetson Orin NX series datasheet (100 / 70 TOPS with DLAs); NVIDIA
 _NX_SUPER_SOURCE = ("NVIDIA nvpmodel_p3767_0000_super.conf / _0001_super.conf (JetPack 6.2 'Super' modes: 40W "
                     "caps the GPU at 1173 MHz, MAXN_SUPER uncaps it; LineageOS/android_device_nvidia_concord"
                     "@370b63a); clocks and per-SM rates as the Orin NX entries")
+_NX_8GB_SMS = _p(8, "the series datasheet's 1024-core GPU, as on the 16GB; not read from an 8GB here", unverified=True)
 _NX_BANDWIDTH = _p(102.4, "128-bit LPDDR5 @ 3199 MHz EMC (as Orin Nano Super); datasheet table not read here",
                    derived=True, unverified=True)
 
@@ -60,9 +69,12 @@ HARDWARE_DATA: list[dict] = [
          bandwidth_gbs=_p(273, "LPDDR5X 256-bit @ 8533 MT/s"), memory_gb=_p(128, "unified; ~122.6 GB visible to CUDA"),
          l2_mb=24, sm_count=48, gpu_clock_mhz=_p(2418, "max boost; NVIDIA's table says 2.14 GHz", unverified=True),
          mem_clock_mhz=None, native=_BLACKWELL,
-         peaks_tflops=dict(fp32=_p(31), tf32=_p(31, unverified=True),
+         peaks_tflops=dict(fp32=_p(31, "~31 in the reference"), tf32=_p(31, unverified=True),
                            fp16=_p(62, "fp32 accumulate (~125 with fp16 accumulate)", derived=True),
-                           bf16=_p(62, "fp32 accumulate", derived=True), fp8=_p(250, derived=True),
+                           bf16=_p(62, "fp32 accumulate", derived=True),
+                           fp8=_p(250, "FP4 / 2; the source names no accumulator. Kept as the FP32-accumulate rate: "
+                                  "CUTLASS FP8 at 188 TFLOP/s (reference, measured) exceeds the 125 a halved rate "
+                                  "would allow", derived=True),
                            int8=_p(250, unverified=True), fp4=_p(500, "1 PFLOP sparse / 2", derived=True))),
     dict(key="jetson_orin_nano", family="jetson", aliases=("orin_nano",), name="Jetson Orin Nano 8GB (original clocks)",
          arch="sm_87", kind="jetson", source="Jetson Orin Nano datasheet",
@@ -91,26 +103,26 @@ HARDWARE_DATA: list[dict] = [
          bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(16), l2_mb=None, sm_count=8,
          gpu_clock_mhz=_p(918, "deviceQuery 'GPU Max Clock rate'", unverified=True),
          mem_clock_mhz=_p(3199, "EMC max of the 102.4 GB/s figure", derived=True), native=_AMPERE,
-         peaks_tflops=_orin_gpu_peaks(8, 918, "GPU only; the datasheet's 100 TOPS adds 2 DLAs")),
+         peaks_tflops=_orin_gpu_peaks(8, 918, "GPU only; the datasheet's 100 TOPS adds 2 DLAs", clock_unverified=True)),
     dict(key="jetson_orin_nx_8gb", family="jetson", aliases=("orin_nx_8gb",),
          name="Jetson Orin NX 8GB (original clocks)", arch="sm_87", kind="jetson", source=_NX_SOURCE,
-         bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(8), l2_mb=None, sm_count=8,
+         bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(8), l2_mb=None, sm_count=_NX_8GB_SMS,
          gpu_clock_mhz=_p(765, "datasheet GPU max frequency, not re-read here: 50 sparse GPU TOPS + 1 DLA "
                                "make the 70 TOPS total", unverified=True),
          mem_clock_mhz=_p(3199, "EMC max of the 102.4 GB/s figure", derived=True), native=_AMPERE,
-         peaks_tflops=_orin_gpu_peaks(8, 765, "GPU only; the datasheet's 70 TOPS adds 1 DLA")),
+         peaks_tflops=_orin_gpu_peaks(8, 765, "GPU only; the datasheet's 70 TOPS adds 1 DLA", clock_unverified=True)),
     dict(key="jetson_orin_nx_16gb_super", family="jetson", aliases=("orin_nx_16gb_super", "orin_nx_super"),
          name="Jetson Orin NX 16GB Super (40W / MAXN_SUPER)", arch="sm_87", kind="jetson", source=_NX_SUPER_SOURCE,
          bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(16), l2_mb=None, sm_count=8,
          gpu_clock_mhz=_p(1173, "the 40W cap; MAXN_SUPER is uncapped and may allow more", unverified=True),
          mem_clock_mhz=_p(3199, "EMC max of the 102.4 GB/s figure", derived=True), native=_AMPERE,
-         peaks_tflops=_orin_gpu_peaks(8, 1173, "GPU only, at the 40W cap")),
+         peaks_tflops=_orin_gpu_peaks(8, 1173, "GPU only, at the 40W cap", clock_unverified=True)),
     dict(key="jetson_orin_nx_8gb_super", family="jetson", aliases=("orin_nx_8gb_super",),
          name="Jetson Orin NX 8GB Super (40W / MAXN_SUPER)", arch="sm_87", kind="jetson", source=_NX_SUPER_SOURCE,
-         bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(8), l2_mb=None, sm_count=8,
+         bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(8), l2_mb=None, sm_count=_NX_8GB_SMS,
          gpu_clock_mhz=_p(1173, "the 40W cap; MAXN_SUPER is uncapped and may allow more", unverified=True),
          mem_clock_mhz=_p(3199, "EMC max of the 102.4 GB/s figure", derived=True), native=_AMPERE,
-         peaks_tflops=_orin_gpu_peaks(8, 1173, "GPU only, at the 40W cap")),
+         peaks_tflops=_orin_gpu_peaks(8, 1173, "GPU only, at the 40W cap", clock_unverified=True)),
     dict(key="h100_sxm", family="h100", aliases=("h100", "h100_sxm5"), name="NVIDIA H100 SXM5 80GB", arch="sm_90", kind="gpu",
          source="NVIDIA H100 datasheet (sparse column marked *; dense figures used)",
          bandwidth_gbs=_p(3350), memory_gb=_p(80), l2_mb=50, sm_count=132, gpu_clock_mhz=None,
@@ -126,14 +138,18 @@ HARDWARE_DATA: list[dict] = [
          source=("NVIDIA H100 datasheet, NVL column per GPU (sparse figures marked *, halved here), as quoted by "
                  "secondary sources: not read from NVIDIA's sheet here, so every number is unverified"),
          bandwidth_gbs=_p(3900, "HBM3; some sheets: 3.94 TB/s", unverified=True), memory_gb=_p(94, unverified=True),
-         l2_mb=50, sm_count=132, gpu_clock_mhz=None, mem_clock_mhz=None, native=_ADA_HOPPER,
+         l2_mb=_p(50, "as H100 SXM (same GH100 die)", derived=True, unverified=True),
+         sm_count=_p(132, "as H100 SXM; secondary sources", unverified=True),
+         gpu_clock_mhz=None, mem_clock_mhz=None, native=_ADA_HOPPER,
          peaks_tflops=dict(fp32=_p(60, unverified=True), tf32=_p(417.5, "835 sparse / 2", unverified=True),
                            fp16=_p(835.5, "1671 sparse / 2", unverified=True),
                            bf16=_p(835.5, "1671 sparse / 2", unverified=True),
                            fp8=_p(1670.5, "3341 sparse / 2", unverified=True),
                            int8=_p(1670.5, "3341 sparse / 2", unverified=True))),
     dict(key="h200", family="h200", aliases=("h200_sxm",), name="NVIDIA H200 SXM 141GB", arch="sm_90", kind="gpu",
-         source="NVIDIA H200 datasheet", bandwidth_gbs=_p(4800), memory_gb=_p(141), l2_mb=50, sm_count=132,
+         source="NVIDIA H200 datasheet", bandwidth_gbs=_p(4800), memory_gb=_p(141),
+         l2_mb=_p(50, "not on the H200 sheet: the H100's, the reference calling it the same die", derived=True),
+         sm_count=_p(132, "same die as H100"),
          gpu_clock_mhz=None, mem_clock_mhz=None, native=_ADA_HOPPER,
          peaks_tflops=dict(fp32=_p(67), tf32=_p(494.7), fp16=_p(989.5), bf16=_p(989.5), fp8=_p(1979),
                            int8=_p(1979))),
@@ -145,19 +161,26 @@ HARDWARE_DATA: list[dict] = [
     dict(key="b200", family="b200", aliases=("hgx_b200",), name="NVIDIA B200 (HGX, 1000 W)", arch="sm_100", kind="gpu",
          source="NVIDIA HGX B200 table",
          bandwidth_gbs=_p(7700, "some sheets: 8000", unverified=True), memory_gb=_p(180, "some: 192", unverified=True),
-         l2_mb=None, sm_count=148, gpu_clock_mhz=None, mem_clock_mhz=None, native=_BLACKWELL,
+         l2_mb=None, sm_count=_p(148, unverified=True), gpu_clock_mhz=None, mem_clock_mhz=None, native=_BLACKWELL,
          peaks_tflops=dict(fp32=_p(75), tf32=_p(1100), fp16=_p(2250), bf16=_p(2250), fp8=_p(4500),
                            int8=_p(4500), fp4=_p(9000, "18000 sparse / 2"))),
     dict(key="rtx4090", family="rtx4090", aliases=("4090",), name="NVIDIA GeForce RTX 4090", arch="sm_89", kind="gpu",
          source="NVIDIA Ada whitepaper", bandwidth_gbs=_p(1008), memory_gb=_p(24), l2_mb=72, sm_count=128,
          gpu_clock_mhz=_p(2520), mem_clock_mhz=None, native=_ADA_HOPPER,
          peaks_tflops=dict(fp32=_p(82.6), tf32=_p(82.6), fp16=_p(165.2, "fp32 accumulate (330.3 fp16 acc)"),
-                           bf16=_p(165.2, "fp32 accumulate"), fp8=_p(330.3, "fp32 accumulate"), int8=_p(660.6))),
+                           bf16=_p(165.2, "fp32 accumulate"),
+                           fp8=_p(330.3, "fp32 accumulate (660.6 with fp16 accumulate)"), int8=_p(660.6))),
     dict(key="rtx5090", family="rtx5090", aliases=("5090",), name="NVIDIA GeForce RTX 5090", arch="sm_120", kind="gpu",
          source="NVIDIA Blackwell GeForce spec sheets", bandwidth_gbs=_p(1792), memory_gb=_p(32), l2_mb=96,
          sm_count=170, gpu_clock_mhz=_p(2407), mem_clock_mhz=None, native=_BLACKWELL,
          peaks_tflops=dict(fp32=_p(104.8), tf32=_p(104.8, derived=True), fp16=_p(209.5, "fp32 accumulate (419 fp16 acc)"),
-                           bf16=_p(209.5, "fp32 accumulate"), fp8=_p(838, derived=True), int8=_p(838, unverified=True),
+                           bf16=_p(209.5, "fp32 accumulate"),
+                           fp8=_p(419, "fp32 accumulate (838 with fp16 accumulate): 2x the FP16 fp32-accumulate rate, "
+                                  "the ratio Ada's sheet gives the 4090 (330.3 vs 165.2). The reference's 838 (FP4 / 2) "
+                                  "names no accumulator; mmapeak on a 5090 measured FP8 mma at 370 TFLOP/s with fp32 "
+                                  "accumulate, 737 with fp16 (main-horse.github.io/posts/5090-mm-perf)",
+                                  derived=True, unverified=True),
+                           int8=_p(838, unverified=True),
                            fp4=_p(1676, "3352 sparse / 2"))),
     # The host CPU has no datasheet here: kernels.device builds a host entry with peaks derived from
     # the core count, clock and SIMD width, and `roofline calibrate` measures the real ones.

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from roofline import REGISTRY, gemv, get_hardware, load_calibration, load_hardware_file, predict
+from roofline import REGISTRY, apply_power_mode, gemv, get_hardware, load_calibration, load_hardware_file, predict
 from roofline.hardware import Calibration, hardware_from_dict
 
 REQUIRED_KEYS = ["gb10", "jetson_orin_nano", "jetson_orin_nano_super", "jetson_agx_orin", "jetson_orin_nx_16gb",
@@ -161,3 +161,66 @@ def test_calibrated_peaks_without_a_profile_is_a_clear_error():
 def test_calibration_round_trips():
     cal = Calibration("cpu", {"fp32": 1.5}, 20.0, {"L2": 100.0}, {"name": "x"}, {"torch": "2.13"}, "now")
     assert Calibration.from_dict(cal.to_dict()) == cal
+
+
+# Every flag shared/reference/hardware.md puts on a number, transcribed: (key, number, flag). "Sources
+# disagree" counts as unverified (gb10's clock: 2418 MHz vs NVIDIA's 2.14 GHz; b200's 7700 vs 8000 GB/s).
+REFERENCE_FLAGS = [
+    ("gb10", "gpu_clock_mhz", "unverified"), ("gb10", "tf32", "unverified"), ("gb10", "fp16", "derived"),
+    ("gb10", "bf16", "derived"), ("gb10", "fp8", "derived"), ("gb10", "int8", "unverified"), ("gb10", "fp4", "derived"),
+    *[(k, c, "derived") for k in ("jetson_orin_nano", "jetson_orin_nano_super") for c in ("fp32", "tf32", "fp16", "bf16")],
+    ("jetson_agx_orin", "bandwidth_gbs", "unverified"),
+    *[("jetson_agx_orin", c, "derived") for c in ("tf32", "fp16", "bf16")],
+    ("b200", "sm_count", "unverified"), ("b200", "bandwidth_gbs", "unverified"), ("b200", "memory_gb", "unverified"),
+    ("rtx5090", "tf32", "derived"), ("rtx5090", "fp8", "derived"), ("rtx5090", "int8", "unverified"),
+]
+
+
+@pytest.mark.parametrize("key, number, flag", REFERENCE_FLAGS, ids=lambda v: str(v))
+def test_every_flag_the_reference_puts_on_a_number_is_in_the_registry(key, number, flag):
+    spec = REGISTRY[key].spec(number)
+    assert getattr(spec, flag), f"{key} {number}={spec.value:g} lost its '{flag}' flag ({spec.flags or 'no flags'})"
+    assert spec.source
+
+
+@pytest.mark.parametrize("key", REQUIRED_KEYS)
+def test_sm_count_and_l2_carry_a_spec_like_every_other_number(key):
+    hw = REGISTRY[key]
+    for number, value in (("sm_count", hw.sm_count), ("l2_mb", hw.l2_mb), ("gpu_clock_mhz", hw.gpu_clock),
+                          ("mem_clock_mhz", hw.mem_clock)):
+        spec = hw.spec(number)
+        assert (spec is None) == (value is None) and (spec is None or spec.source), (key, number)
+    # a JSON round trip keeps the flags (custom hardware and `roofline hardware --json` go through it)
+    again = hardware_from_dict(hw.to_dict())
+    assert (again.sm_count, again.spec("sm_count"), again.spec("l2_mb")) == (hw.sm_count, hw.spec("sm_count"),
+                                                                            hw.spec("l2_mb"))
+
+
+def test_a_number_computed_from_an_unverified_one_is_unverified():
+    """Orin peaks are SMs x clock x per-SM rate: where the clock is unverified, so is every peak."""
+    for key, hw in REGISTRY.items():
+        for cls, spec in hw.peaks.items():
+            if "MHz x" in spec.note and hw.gpu_clock.unverified:
+                assert spec.derived and spec.unverified, (key, cls, hw.gpu_clock.note)
+    assert REGISTRY["jetson_orin_nx_16gb"].peaks["fp16"].unverified
+    assert not REGISTRY["jetson_orin_nano"].peaks["fp16"].unverified  # its 625 MHz is the datasheet's
+
+
+def test_a_scaled_sm_count_says_it_was_changed():
+    seven_watt = apply_power_mode("jetson_orin_nano", "7W")
+    assert seven_watt.sm_count == 4
+    spec = seven_watt.spec("sm_count")
+    assert spec.value == 4 and spec.derived and "8 in the registry" in spec.note
+    with pytest.raises(ValueError, match="no number 'cores'; known: bandwidth_gbs"):
+        seven_watt.spec("cores")
+
+
+@pytest.mark.parametrize("key", ["rtx4090", "rtx5090"])
+def test_consumer_fp8_peaks_are_the_fp32_accumulate_rate_like_their_fp16(key):
+    """One convention: FP8 and FP16 peaks at FP32 accumulate (what torch._scaled_mm runs). GeForce parts
+    double both with FP16 accumulate; the 5090 entry used to store FP8's FP16-accumulate 838 beside an FP16
+    at FP32 accumulate (209.5), a 4x ratio where the 4090's sheet shows 2x."""
+    peaks = REGISTRY[key].peaks
+    assert peaks["fp16"].note.startswith("fp32 accumulate") and peaks["fp8"].note.startswith("fp32 accumulate")
+    assert peaks["fp8"].value == pytest.approx(2 * peaks["fp16"].value, rel=1e-3)
+    assert "with fp16 accumulate" in peaks["fp8"].note  # the other rate is named, not stored
