@@ -6,10 +6,12 @@ from .formats import FORMATS, Format, get_format, known_format_names, tensor_byt
 from .hardware import (REGISTRY, Calibration, Hardware, Spec, get_hardware, hardware_from_dict, known_hardware,
                        load_calibration, load_hardware_file, register_hardware)
 from .operators import Composite, OpCost, attention, elementwise, ffn, gemm, gemv, operand_formats
-from .models import MODEL_CONFIGS, ModelConfig, get_model_config, model_step, transformer_layer
+from .models import MODEL_CONFIGS, ModelConfig, get_model_config, model_step, step_formats, transformer_layer
 from .predict import (CompositePrediction, Prediction, UnsupportedPathError, compute_path, predict,
                       roofline_time)
 from .recommend import Recommendation, recommend_quantization
+from .memory import MemoryPlan, memory_plan
+from .plan import ModelRecommendation, recommend_model
 from .sweep import sweep_attention, sweep_gemm, sweep_table
 from .tiling import best_tiling, tiled_gemm_traffic
 from .clocks import POWER_MODES, apply_power_mode, scale_clocks
