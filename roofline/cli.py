@@ -22,6 +22,8 @@ from . import (FORMATS, apply_power_mode, known_hardware, attention, ffn, gemm, 
                sweep_table, transformer_layer)
 from .atomic import write_atomic
 from .models import PHASES
+from .memory import memory_plan
+from .plan import recommend_model, tokens_per_step
 from .predict import CompositePrediction
 
 EXIT_USAGE = 2
@@ -80,6 +82,14 @@ def add_hardware_options(p, default="gb10"):
     g.add_argument("--active-sms", type=positive_int, help="scale compute peaks to this many SMs")
 
 
+def add_model_precision_options(p):
+    g = p.add_argument_group("model precision (layer, model)")
+    g.add_argument("--lm-head-precision", help="LM head format (default 'weight': the weight format, as quantize/ "
+                   "does; GPTQ/AWQ checkpoints keep it bf16)")
+    g.add_argument("--expert-precision", help="routed experts' weight format (default: the checkpoint's, "
+                   "e.g. gpt-oss mxfp4, else the weight format)")
+
+
 def add_precision_options(p):
     g = p.add_argument_group("precision")
     g.add_argument("--precision", help="weights and activations (storage-only formats: weights, fp16 activations)")
@@ -126,11 +136,20 @@ def build_cost(args):
         seq_q = args.seq_q or (1 if args.phase == "decode" else args.seq_kv)
         return attention(args.batch, args.heads, args.kv_heads or args.heads, seq_q, args.seq_kv, args.head_dim,
                          kv=args.kv_precision, causal=True, **f)
+    cfg, kw = model_args(args)
+    if op == "layer":
+        kw.pop("lm_head")
+        return transformer_layer(cfg, args.phase, args.batch, args.seq_kv, **kw)
+    return model_step(cfg, args.phase, args.batch, args.seq_kv, **kw)
+
+
+def model_args(args):
+    """(model config, the format keywords of model_step and memory_plan) the predict flags describe."""
     cfg = get_model_config(args.model, hidden=args.hidden_size, heads=args.model_heads, kv_heads=args.model_kv_heads,
                            intermediate=args.intermediate_size, layers=args.layers, vocab=args.vocab_size,
                            head_dim=args.model_head_dim)
-    build = transformer_layer if op == "layer" else model_step
-    return build(cfg, args.phase, args.batch, args.seq_kv, weight=args.weight_precision, kv=args.kv_precision, **f)
+    return cfg, dict(formats_kwargs(args), kv=args.kv_precision, lm_head=getattr(args, "lm_head_precision", None),
+                     expert_weight=getattr(args, "expert_precision", None))
 
 
 PREDICT_OPS = ("gemv", "gemm", "attention", "ffn", "layer", "model")
@@ -233,14 +252,29 @@ def _print_composite(c: CompositePrediction, out):
 def cmd_predict(args, out):
     hw = resolve_hardware(args)
     result = predict(build_cost(args), hw, args.peaks, (args.launch_overhead_us or 0.0) * 1e-6)
+    plan = None
+    if args.op == "model":  # a whole model says what it needs in memory and whether that fits
+        cfg, kw = model_args(args)
+        plan = memory_plan(cfg, args.phase, args.batch, args.seq_kv, hw, args.memory_limit_gb, **kw)
+        tokens_per_s = tokens_per_step(args.phase, args.batch, args.seq_kv) / result.time_s
     if args.json:
-        return json.dump(result.to_dict(), out, indent=2)
+        d = result.to_dict()
+        if plan is not None:
+            d.update(tokens_per_s=tokens_per_s, memory=plan.to_dict())
+        return json.dump(d, out, indent=2)
     (_print_composite if isinstance(result, CompositePrediction) else _print_prediction)(result, out)
+    if plan is not None:
+        out.write(f"  {tokens_per_s:.4g} tokens/s ({args.phase}, batch {args.batch}, context {args.seq_kv})\n"
+                  f"  {plan.summary()}\n")
 
 
 def cmd_recommend(args, out):
     hw = resolve_hardware(args)
-    rec = recommend_quantization(hw, args.m, args.n, args.k, args.phase, args.memory_limit_gb,
+    if args.model:
+        return _recommend_model(args, hw, out)
+    if args.context or args.batch or args.lm_head_precision or args.kv_precision:
+        raise UsageError("--context, --batch, --lm-head-precision and --kv-precision need --model (a whole model)")
+    rec = recommend_quantization(hw, args.m or 1, args.n or 4096, args.k or 4096, args.phase, args.memory_limit_gb,
                                  baseline=args.baseline, peaks=args.peaks)
     if args.json:
         return json.dump(rec.to_dict(), out, indent=2)
@@ -248,6 +282,27 @@ def cmd_recommend(args, out):
               f"{rec.predicted_speedup:.3g}x ({fmt_time(rec.baseline.time_s)} -> {fmt_time(rec.prediction.time_s)})\n")
     for prec, method, t, note in rec.ranking:
         out.write(f"    {prec:<20}{fmt_time(t) if t else '-':>12}  {note[:90]}\n")
+
+
+def _recommend_model(args, hw, out, shown=12):
+    if args.m or args.n or args.k:
+        raise UsageError("--model recommends for a whole model and --m/--n/--k for one GEMM: give one or the other")
+    rec = recommend_model(args.model, hw, args.phase, args.batch or 1, args.context or 4096, args.memory_limit_gb,
+                          baseline=args.baseline, lm_head=args.lm_head_precision, kv=args.kv_precision,
+                          peaks=args.peaks)
+    if args.json:
+        return json.dump(rec.to_dict(), out, indent=2)
+    speedup = f"{rec.predicted_speedup:.3g}x" if rec.predicted_speedup else "-"
+    out.write(f"{rec.model} on {rec.hardware}: {rec.label} ({rec.method})\n  {rec.reason}\n"
+              f"  predicted {rec.tokens_per_s:.4g} tokens/s ({rec.phase}, batch {rec.batch}, context {rec.context}); "
+              f"vs {rec.baseline.label}: {speedup}\n  {rec.chosen.memory.summary()}\n")
+    rows = rec.to_dict()["ranking"]
+    for r in rows[:shown]:
+        state = r["note"] or ("fits" if r["fits"] is not False else "")
+        t = f"{r['tokens_per_s']:.4g} tok/s" if r["tokens_per_s"] else "-"
+        out.write(f"    {r['precision']:<44}{t:>16}{r['total_gb']:>9.3g} GB  {state[:80]}\n")
+    if len(rows) > shown:
+        out.write(f"    ... {len(rows) - shown} more (--json lists them all)\n")
 
 
 def _parse_shape(text: str):
@@ -311,15 +366,24 @@ def add_commands(sub) -> None:
     add_precision_options(p)
     add_hardware_options(p)
     p.add_argument("--launch-overhead-us", type=positive_float, help="per-kernel launch overhead, reported apart")
+    add_model_precision_options(p)
+    p.add_argument("--memory-limit-gb", type=positive_float, help="model: plan memory against this (and the device's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("recommend", help="which quantization to use for a GEMM shape")
-    p.add_argument("--m", type=positive_int, default=1)
-    p.add_argument("--n", type=positive_int, default=4096)
-    p.add_argument("--k", type=positive_int, default=4096)
+    p = sub.add_parser("recommend", help="which quantization to use for a GEMM shape, or for a whole --model")
+    p.add_argument("--m", type=positive_int, help="GEMM rows (default 1)")
+    p.add_argument("--n", type=positive_int, help="GEMM output features (default 4096)")
+    p.add_argument("--k", type=positive_int, help="GEMM input features (default 4096)")
+    p.add_argument("--model", help="recommend for this whole model (weights, KV cache and workspace must fit)")
+    p.add_argument("--context", type=positive_int, help="--model: context (decode) or prompt (prefill) length "
+                   "(default 4096)")
+    p.add_argument("--batch", type=positive_int, help="--model: sequences per step (default 1)")
+    p.add_argument("--lm-head-precision", help="--model: LM head format (default: the weight format, as "
+                   "quantize/ does; GPTQ/AWQ keep it bf16)")
+    p.add_argument("--kv-precision", help="--model: KV-cache format (default: the residual stream's)")
     p.add_argument("--phase", choices=PHASES, default="decode")
-    p.add_argument("--memory-limit-gb", type=positive_float)
+    p.add_argument("--memory-limit-gb", type=positive_float, help="GEMM: its weights; --model: the whole model")
     p.add_argument("--baseline", default="fp16", help="unquantized format (fp16, bf16, fp32)")
     add_hardware_options(p)
     p.add_argument("--json", action="store_true")

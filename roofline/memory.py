@@ -85,6 +85,8 @@ class MemoryPlan:
     capacity_source: str
     max_context: int | None = None  # at this batch; None: not even one position fits (or no capacity known)
     max_batch: int | None = None  # at this context
+    searched: bool = False  # whether max_context and max_batch were looked for
+    model_max_context: int | None = None
     notes: tuple = field(default=())
 
     @property
@@ -99,6 +101,24 @@ class MemoryPlan:
     def fits(self) -> bool | None:
         return None if self.capacity_gb is None else self.total_bytes <= self.capacity_gb * BYTES_PER_GB
 
+    def summary(self) -> str:
+        """One line: the sum, the verdict against capacity and the largest context and batch that fit."""
+        gb = lambda b: f"{b / BYTES_PER_GB:.3g} GB"  # noqa: E731
+        text = (f"memory ({self.phase}, batch {self.batch}, context {self.context}): weights "
+                f"{gb(self.total_weights_bytes)} + KV cache {gb(self.kv_cache_bytes)} + workspace "
+                f"{gb(self.workspace_bytes)} = {gb(self.total_bytes)}")
+        if self.fits is None:
+            return f"{text}; {self.capacity_source}"
+        text += f" of {self.capacity_gb:g} GB ({self.capacity_source}): "
+        text += "fits" if self.fits else f"DOES NOT FIT ({gb(self.total_bytes - self.capacity_gb * BYTES_PER_GB)} over)"
+        if self.searched and self.max_context is None:
+            text += f"; nothing fits at batch {self.batch}, not even one position"
+        elif self.searched:
+            capped = " (the model's max_context)" if self.max_context == self.model_max_context else ""
+            text += (f"; largest context at batch {self.batch}: {self.max_context}{capped}; largest batch at "
+                     f"context {self.context}: {self.max_batch or 'none'}")
+        return text + "".join(f"; {n}" for n in self.notes)
+
     def to_dict(self) -> dict:
         return {"model": self.model, "phase": self.phase, "batch": self.batch, "context": self.context,
                 "weights_gb": {k: v / BYTES_PER_GB for k, v in self.weights_bytes.items() if v},
@@ -106,7 +126,7 @@ class MemoryPlan:
                 "kv_cache_gb": self.kv_cache_bytes / BYTES_PER_GB, "workspace_gb": self.workspace_bytes / BYTES_PER_GB,
                 "total_gb": self.total_bytes / BYTES_PER_GB, "capacity_gb": self.capacity_gb,
                 "capacity_source": self.capacity_source, "fits": self.fits, "max_context": self.max_context,
-                "max_batch": self.max_batch, "notes": list(self.notes)}
+                "max_batch": self.max_batch, "model_max_context": self.model_max_context, "notes": list(self.notes)}
 
 
 def capacity(hardware=None, memory_limit_gb=None) -> tuple[float | None, str]:
@@ -118,7 +138,8 @@ def capacity(hardware=None, memory_limit_gb=None) -> tuple[float | None, str]:
     if memory_limit_gb is not None:
         options.append((float(memory_limit_gb), f"memory limit {memory_limit_gb:g} GB"))
     if hw is not None and hw.memory is not None:
-        options.append((hw.memory.value, f"{hw.key} memory {hw.memory.value:g} GB ({hw.memory.source})"))
+        options.append((hw.memory.value, f"{hw.key} memory {hw.memory.value:g} GB" +
+                        (f" ({hw.memory.note})" if hw.memory.note else "")))
     return min(options) if options else (None, "no capacity known (hardware without memory_gb, no limit)")
 
 
@@ -156,10 +177,8 @@ def memory_plan(cfg: ModelConfig, phase: str, batch: int, context: int, hardware
         cap = cap_gb * BYTES_PER_GB
         max_context = _largest(lambda t: _total(cfg, f, phase, t, batch) <= cap, cfg.max_context or MAX_DIM)
         max_batch = _largest(lambda b: _total(cfg, f, phase, context, b) <= cap, MAX_DIM)
-        if max_context is not None and max_context == cfg.max_context:
-            notes.append(f"largest context capped at the model's max_context ({cfg.max_context})")
     if cfg.max_context and context > cfg.max_context:
         notes.append(f"context {context} exceeds the model's max_context ({cfg.max_context})")
     return MemoryPlan(cfg.name, phase, batch, context, weight_bytes(cfg, f), kv_cache_bytes(cfg, f, context, batch),
                       workspace_bytes(cfg, f, phase, context, batch), cap_gb, cap_source, max_context, max_batch,
-                      tuple(notes))
+                      cap_gb is not None and find_limits, cfg.max_context, tuple(notes))

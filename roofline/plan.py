@@ -46,11 +46,11 @@ class Choice:
         return kw
 
     def label(self, baseline: str) -> str:
-        kw = self.formats(baseline)
-        lin = precision_label(get_format(kw["weight"]).name, get_format(kw["act"]).name)
+        kw = {k: get_format(v).name for k, v in self.formats(baseline).items()}
+        lin = precision_label(kw["weight"], kw["act"])
         if self.experts is None or self.experts == self.linear:
             return lin
-        return f"{lin} + experts {precision_label(get_format(kw['expert_weight']).name, get_format(kw['expert_act']).name)}"
+        return f"{lin} + experts {precision_label(kw['expert_weight'], kw['expert_act'])}"
 
 
 @dataclass(frozen=True)
@@ -159,12 +159,11 @@ def recommend_model(model, hardware, phase="decode", batch=1, context=4096, memo
     fitting = [p for p in runnable if p.memory.fits is not False]
     if not fitting:
         small = min(runnable, key=lambda p: p.memory.total_bytes)
-        m = small.memory
+        m, gb = small.memory, lambda b: f"{b / BYTES_PER_GB:.3g}"  # noqa: E731
         raise ValueError(f"nothing fits in {m.capacity_gb:.3g} GB ({m.capacity_source}): the smallest, {small.label}, "
-                         f"needs {m.total_bytes / BYTES_PER_GB:.3g} GB (weights {m.total_weights_bytes / BYTES_PER_GB:.3g}"
-                         f", KV cache {m.kv_cache_bytes / BYTES_PER_GB:.3g}, workspace "
-                         f"{m.workspace_bytes / BYTES_PER_GB:.3g}) for {cfg.name} {phase} at batch {batch}, "
-                         f"context {context}")
+                         f"needs {gb(m.total_bytes)} GB (weights {gb(m.total_weights_bytes)}, KV cache "
+                         f"{gb(m.kv_cache_bytes)}, workspace {gb(m.workspace_bytes)}) for {cfg.name} {phase} at "
+                         f"batch {batch}, context {context}")
     published = base_choice.experts if cfg.expert_format else None
     best = fitting[0].time_s
     # a mix of formats wins only by being more than tie_tolerance faster than every single format

@@ -59,7 +59,7 @@ def test_largest_context_and_batch_sit_exactly_on_the_capacity_boundary():
     tight = memory_plan(cfg, "decode", 4, 8192, "rtx4090", memory_limit_gb=18, formats=f)
     assert tight.capacity_gb == 18 and tight.max_context < plan.max_context
     oss = memory_plan(get_model_config("gpt-oss-20b"), "decode", 1, 1024, "h100", precision="bf16")
-    assert oss.max_context == 131072 and "max_context" in " ".join(oss.notes)
+    assert oss.max_context == 131072 and "131072 (the model's max_context)" in oss.summary()
 
 
 def test_prefill_workspace_grows_with_the_prompt():
