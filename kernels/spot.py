@@ -290,14 +290,14 @@ def notes(report: SpotReport) -> list[str]:
 def write_figure(report: SpotReport, path: str) -> None:
     """``.html``: the interactive page; ``.svg``: the plot alone; ``.png``: matplotlib's rendering. Atomic."""
     from roofline.atomic import write_atomic
-    from roofline.svg import html_page, roofline_svg
+    from roofline.svg import figure_block, html_page, roofline_svg
     roofs, points = figure(report)
     title = (f"{report.op} {'x'.join(str(v) for v in report.shape.values())} on {report.hardware} "
              f"({report.device_name}), {report.mode}")
     low = path.lower()
     if low.endswith((".html", ".htm")):
-        write_atomic(path, html_page(title, roofline_svg(roofs, points, title), TABLE_HEADERS, table_rows(report),
-                                     notes(report)))
+        block = figure_block("spot", roofline_svg(roofs, points, title), TABLE_HEADERS, table_rows(report))
+        write_atomic(path, html_page(title, [("", block)], notes(report)))
     elif low.endswith(".svg"):
         write_atomic(path, roofline_svg(roofs, points, title) + "\n")
     elif low.endswith(".png"):

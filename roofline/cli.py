@@ -399,6 +399,9 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sweep)
 
+    from . import compare  # `report`: its command lives beside the comparison it draws
+    compare.add_commands(sub)
+
 
 def build_parser(layers=()) -> argparse.ArgumentParser:
     """The parser with the theory's commands, then each of ``layers``' (modules with ``add_commands``)."""

@@ -41,6 +41,8 @@ class SvgPoint:
     measured: bool
     details: dict = field(default_factory=dict)  # label -> text, shown on hover/focus and as data-* attributes
     failed: bool = False
+    group: str = ""  # e.g. the run a point belongs to in a comparison: class ``grp-<group>`` and its marker
+    marker: str = ""  # "square", "triangle": a second or third run overlaid; default circle / diamond
 
     @property
     def colour(self) -> str:
@@ -105,8 +107,15 @@ def _point(ax: _Axes, p: SvgPoint) -> str:
     kind = "measured" if p.measured else "predicted"
     lines = [f"{p.precision} ({kind})"] + [f"{k}: {v}" for k, v in p.details.items()]
     data = "".join(f' data-{slug(k)}="{escape(str(v))}"' for k, v in p.details.items())
-    cls = f"pt {kind} prec-{slug(p.precision)}" + (" failed" if p.failed else "")
-    if p.measured:
+    cls = (f"pt {kind} prec-{slug(p.precision)}" + (f" grp-{slug(p.group)}" if p.group else "")
+           + (" failed" if p.failed else ""))
+    if p.measured and p.marker == "square":
+        mark = (f'<rect x="{x - 5:.1f}" y="{y - 5:.1f}" width="10" height="10" fill="{p.colour}" stroke="#111827" '
+                f'stroke-width="0.8"/>')
+    elif p.measured and p.marker == "triangle":
+        mark = (f'<path d="M{x:.1f},{y - 6:.1f} L{x + 6:.1f},{y + 5:.1f} L{x - 6:.1f},{y + 5:.1f} Z" fill="{p.colour}" '
+                f'stroke="#111827" stroke-width="0.8"/>')
+    elif p.measured:
         mark = f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5.5" fill="{p.colour}" stroke="#111827" stroke-width="0.8"/>'
     else:
         mark = (f'<path d="M{x:.1f},{y - 6:.1f} L{x + 6:.1f},{y:.1f} L{x:.1f},{y + 6:.1f} L{x - 6:.1f},{y:.1f} Z" '
@@ -116,7 +125,8 @@ def _point(ax: _Axes, p: SvgPoint) -> str:
                  f'<path d="M{x - 4:.1f},{y - 13:.1f} l8,-8 M{x + 4:.1f},{y - 13:.1f} l-8,-8" '
                  f'stroke="{FAIL_COLOUR}" stroke-width="2"/>')
     return (f'<g class="{cls}" tabindex="0" role="img" aria-label="{escape("; ".join(lines))}" '
-            f'data-precision="{escape(p.precision)}" data-kind="{kind}" data-ai="{p.ai:.6g}" '
+            f'data-precision="{escape(p.precision)}" data-kind="{kind}" data-group="{escape(p.group)}" '
+            f'data-ai="{p.ai:.6g}" '
             f'data-tflops="{p.tflops:.6g}"{data}><title>{escape(chr(10).join(lines))}</title>{mark}</g>')
 
 
@@ -166,30 +176,47 @@ def roofline_svg(roofs: list[SvgRoof], points: list[SvgPoint], title: str = "") 
     return "\n".join(out)
 
 
-_PAGE_CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#0f172a}
-table{border-collapse:collapse;font-size:12px;margin-top:1em}th,td{border:1px solid #cbd5e1;padding:3px 6px;
-text-align:right}th{background:#f1f5f9}td:first-child,th:first-child{text-align:left}
-.controls label{margin-right:1em;font-size:13px}.hidden{display:none}
-svg .pt:focus{outline:none}svg .pt:focus circle,svg .pt:focus path{stroke-width:3}
-@media print{.controls{display:none}.hidden{display:inline!important}tr.hidden{display:table-row!important}}"""
+_PAGE_CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#0f172a}h1{font-size:18px}
+h2{font-size:15px;margin-top:1.6em}"""
 
-_PAGE_JS = """document.querySelectorAll('.controls input').forEach(function(box){box.addEventListener('change',
-function(){document.querySelectorAll('.prec-'+box.value).forEach(function(el){
-el.classList.toggle('hidden',!box.checked);});});});"""
+_FIGURE_CSS = """.rlfig table{border-collapse:collapse;font-size:12px;margin:.6em 0}
+.rlfig th,.rlfig td{border:1px solid #cbd5e1;padding:3px 6px;text-align:right}.rlfig th{background:#f1f5f9}
+.rlfig td:first-child,.rlfig th:first-child{text-align:left}.rlfig label{margin-right:.9em;font-size:13px}
+.rlfig .rltog:focus-visible+label{outline:2px solid #2563eb}.rlfig svg .pt:focus{outline:none}
+.rlfig svg .pt:focus>*{stroke-width:3}.rlfig .failed td{background:#fee2e2}
+@media print{.rlfig .rltog,.rlfig .rltog+label{display:none}.rlfig svg .pt{display:inline!important}
+.rlfig tr{display:table-row!important}}"""
 
 
-def html_page(title: str, svg: str, headers: list[str], rows: list[tuple[str, list[str]]], notes: list[str] = ()) -> str:
-    """A self-contained page: the SVG, a checkbox per precision (shows/hides its points and rows), and a
-    table (``rows``: (precision, cells)). Nothing is fetched: the only script is inline."""
-    precisions = list(dict.fromkeys(p for p, _ in rows))
-    boxes = "".join(f'<label><input type="checkbox" value="{slug(p)}" checked> {escape(p)}</label>'
-                    for p in precisions)
+def figure_block(uid: str, svg: str, headers: list[str], rows: list[tuple], toggles: dict[str, list[str]] = None) -> str:
+    """A roofline with its table and a checkbox per precision (and per group, e.g. per run), as one ``<div>``.
+
+    The checkboxes work without script: each is a sibling before the plot and the table, and a rule per
+    value hides ``.prec-<value>`` (or ``.grp-<value>``) while it is unchecked. ``rows``: (precision, cells)
+    or (precision, cells, extra classes). In print every point and row shows.
+    """
+    uid = slug(uid)
+    precisions = list(dict.fromkeys(r[0] for r in rows))
+    groups = {"prec": precisions, **{k: v for k, v in (toggles or {}).items() if k != "prec"}}
+    boxes, rules = [], []
+    for kind, values in groups.items():
+        for v in values:
+            box = f"{uid}-{kind}-{slug(v)}"
+            boxes.append(f'<input type="checkbox" class="rltog" id="{box}" checked>'
+                         f'<label for="{box}">{escape(v)}</label>')
+            rules.append(f"#{box}:not(:checked)~.rlplot .{kind}-{slug(v)},#{box}:not(:checked)~table .{kind}-{slug(v)}")
+    css = (",".join(rules) + "{display:none}") if rules else ""
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join(f'<tr class="prec-{slug(p)}">' + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>"
-                   for p, cells in rows)
+    body = "".join(f'<tr class="prec-{slug(r[0])} {r[2] if len(r) > 2 else ""}">'
+                   + "".join(f"<td>{escape(str(c))}</td>" for c in r[1]) + "</tr>" for r in rows)
+    return (f'<div class="rlfig" id="{uid}"><style>{_FIGURE_CSS}{css}</style>'
+            f'<span role="group" aria-label="shown">{"".join(boxes)}</span>\n<div class="rlplot">{svg}</div>\n'
+            f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
+
+
+def html_page(title: str, sections: list[tuple[str, str]], notes: list[str] = ()) -> str:
+    """A self-contained page of (heading, html) sections: nothing is fetched, no script runs."""
+    parts = "".join((f"<h2>{escape(h)}</h2>" if h else "") + body for h, body in sections)
     note_html = "".join(f"<p>{escape(n)}</p>" for n in notes)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
-            f'<style>{_PAGE_CSS}</style></head><body><h1 style="font-size:18px">{escape(title)}</h1>'
-            f'<div class="controls" role="group" aria-label="precisions shown">{boxes}</div>\n{svg}\n'
-            f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note_html}'
-            f'<script>{_PAGE_JS}</script></body></html>\n')
+            f'<style>{_PAGE_CSS}</style></head><body><h1>{escape(title)}</h1>{parts}{note_html}</body></html>\n')

@@ -1,16 +1,18 @@
 """pytest plugin: report extras, environment table, timing-history machine info, JSON/CSV exports.
 
 - A case fills its ``roofline_record`` (a dict); one ``pytest_runtest_makereport`` hookwrapper turns
-  it into pytest-html extras: the predicted-vs-measured table and a roofline plot (base64 PNG, so
-  ``--self-contained-html`` holds).
+  it into pytest-html extras: the predicted-vs-measured table and its roofline as inline SVG (no file,
+  no network: ``--self-contained-html`` holds and an archived report opens offline).
 - ``pytest_metadata`` fills the report's environment table (device, clocks, power mode, driver,
   versions); the calibration used is added when the session ends.
-- ``pytest_html_results_summary`` adds one roofline plot of the whole session.
+- ``pytest_html_results_summary`` adds the session roofline: every measured case as a focusable point
+  (hover or focus shows case, shape, measured vs expected vs bound, efficiency), datasheet and
+  calibrated roofs, a checkbox per precision, failing cases ringed (``roofline.runs``, ``roofline.svg``),
+  and the trend of this device's timing history with its regression gate (``roofline.history``).
 - Every record is exported as JSON and CSV in the report dir, written atomically.
 """
 from __future__ import annotations
 
-import base64
 import csv
 import datetime as dt
 import html
@@ -19,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from roofline import runs
 from roofline.atomic import write_atomic, write_json_atomic
-from roofline.plot import CLASS_COLOURS, Point, Roof, colour_for, roofline_png
+from roofline.svg import figure_block, roofline_svg
 
 RECORD_KEY = pytest.StashKey[dict]()
 SESSION_KEY = pytest.StashKey[dict]()
@@ -66,9 +69,9 @@ def pytest_runtest_makereport(item, call):
     except ImportError:
         return
     report.extras = getattr(report, "extras", []) + [extras.html(_table(rec))]
-    png = _case_plot(rec)
-    if png:
-        report.extras.append(extras.png(base64.b64encode(png).decode(), name="roofline"))
+    if runs.measured([rec]):
+        report.extras.append(extras.html(roofline_svg(runs.roofs_of([rec]), runs.points_of([rec]),
+                                                      runs.case_name(rec))))
 
 
 def _fmt(v):
@@ -101,42 +104,30 @@ def _table(rec: dict) -> str:
     return f'<table class="roofline"><tbody>{body}</tbody></table>'
 
 
-def _roofs(rec: dict) -> list[Roof]:
-    cls = rec.get("compute_class") or "fp32"
-    colour = CLASS_COLOURS.get(cls, "#111827")
-    roofs = []
-    if rec.get("datasheet_peak_tflops") and rec.get("datasheet_bandwidth_gbs"):
-        roofs.append(Roof(f"{rec['hardware']} {cls} datasheet", rec["datasheet_peak_tflops"],
-                          rec["datasheet_bandwidth_gbs"], colour))
-    if rec.get("calibrated_peak_tflops") and rec.get("calibrated_bandwidth_gbs"):
-        roofs.append(Roof(f"{cls} calibrated", rec["calibrated_peak_tflops"], rec["calibrated_bandwidth_gbs"],
-                          colour, calibrated=True))
-    return roofs
-
-
-def _case_plot(rec: dict) -> bytes | None:
-    if not rec.get("median_s") or not rec.get("ai"):
-        return None
-    colour = colour_for(rec["precision"])
-    points = [Point(f"{rec['precision']} measured", rec["ai"], rec["achieved_tflops"], colour)]
-    if rec.get("predicted_time_s"):
-        points.append(Point("prediction", rec["ai"], rec["flops"] / rec["predicted_time_s"] / 1e12, colour,
-                            measured=False))
-    return roofline_png(_roofs(rec), points, f"{rec['op']} {rec['shape']} {rec['precision']}")
-
-
-def summary_png(records: list[dict]) -> bytes | None:
-    measured = [r for r in records if r.get("median_s") and r.get("ai")]
+def summary_html(records: list[dict], history_html: str = "") -> str:
+    """The session roofline (inline SVG, a checkbox per precision) with its table, then the history trend."""
+    measured = runs.measured(records)
     if not measured:
-        return None
-    roofs, seen = [], set()
-    for r in measured:
-        for roof in _roofs(r):
-            if roof.label not in seen:
-                seen.add(roof.label)
-                roofs.append(roof)
-    points = [Point(r["precision"], r["ai"], r["achieved_tflops"], colour_for(r["precision"])) for r in measured]
-    return roofline_png(roofs, points, f"session: {len(measured)} measured cases", size=(8, 5.5), dpi=90)
+        return history_html
+    title = f"session: {len(measured)} measured cases"
+    svg = roofline_svg(runs.roofs_of(measured), runs.points_of(measured), title)
+    return (f"<h3>Session roofline</h3>" + figure_block("session", svg, runs.ROW_HEADERS, runs.rows_of(measured))
+            + history_html)
+
+
+def _history_html(config) -> str:
+    """This device's pytest-benchmark history (the storage this run saves to) as trends with the gate."""
+    from roofline.history import history_html, load_series, parse_gate
+    storage = getattr(config.option, "benchmark_storage", None) or ""
+    if not storage.startswith("file://"):
+        return ""
+    root = Path(storage[len("file://"):])
+    if not root.is_dir():
+        return ""
+    from conftest import _device_info
+    info = _device_info(config)
+    series = load_series(root, info.hardware_key if info is not None else None)
+    return history_html(series, parse_gate(getattr(config.option, "benchmark_compare_fail", None)), str(root))
 
 
 def pytest_html_results_summary(prefix, summary, postfix, session):
@@ -148,10 +139,9 @@ def pytest_html_results_summary(prefix, summary, postfix, session):
                       "every time in this report is synthesised from the roofline at a stated efficiency "
                       f"({', '.join(f'{k} {v:.0%}' for k, v in sim.efficiency.items())}"
                       + (f"; planted fault: {sim.fault}" if sim.fault else "") + "). Nothing was measured.</p>")
-    png = summary_png(records)
-    if png:
-        prefix.append(f'<h3>Session roofline</h3><img alt="session roofline" '
-                      f'src="data:image/png;base64,{base64.b64encode(png).decode()}"/>')
+    block = summary_html(records, _history_html(session.config))
+    if block:
+        prefix.append(block)
     bad = [r for r in records if r.get("outcome") == "failed"]
     if bad:
         prefix.append("<p><b>Cases that disagree with the roof:</b> " +
@@ -207,6 +197,17 @@ def pytest_benchmark_update_machine_info(config, machine_info):
                             torchao=info.versions.get("torchao"), cpu_model=info.cpu.model)
 
 
+def _machine(config) -> dict:
+    """The environment table (device, clocks, driver, torch, torchao...) as plain strings, for `roofline report`."""
+    try:
+        from pytest_metadata.plugin import metadata_key
+        meta = dict(config.stash[metadata_key])
+    except (ImportError, KeyError):
+        meta = {}
+    return {str(k): v if isinstance(v, (str, int, float, bool)) or v is None else str(v) for k, v in meta.items()
+            if k not in ("Packages", "Plugins")}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session):
     config = session.config
@@ -229,7 +230,7 @@ def pytest_sessionfinish(session):
     from conftest import simulation
     sim = simulation()
     write_json_atomic(out / "measurements.json", {"session_end": stamp, "SIMULATED": sim.key if sim else None,
-                                                  "records": state["records"],
+                                                  "machine": _machine(config), "records": state["records"],
                                                   "calibration": cal.to_dict() if cal else None})
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")

@@ -1,0 +1,233 @@
+"""``roofline report RUN... -o compare.html``: archived runs side by side.
+
+A run is a suite export (``reports/<env>/measurements.json``, or the directory holding it). Runs are
+compared per case, a case being (op, shape, precision): efficiency against each run's own roof,
+speedups against the 16-bit baseline of the same run (fp16, else bf16: a ratio that does not depend
+on how loaded that run's machine was), every run's measured points on one roofline, and, for two
+runs of one device, what changed: a case whose median moved by more than ``threshold`` and whose
+p20-p80 spans do not overlap (a move inside the noise is not a change), and which versions moved.
+Without a threshold, each device gets the band its timing history is gated with (tox.ini): 10% on a
+GPU, 50% on a host CPU, where two runs a minute apart on a shared VM moved up to 35%.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+
+from . import runs as R
+from .svg import figure_block, html_page, roofline_svg
+
+MARKERS = ("", "square", "triangle")
+BASELINES = ("fp16", "bf16")
+DEFAULT_THRESHOLD = 0.10  # a GPU board's history gate (tox.ini: median:10%)
+CPU_THRESHOLD = 0.50      # a host CPU's (tox.ini: median:50%): shared hosts drift that much between runs
+
+
+def threshold_for(run: "Run", threshold: float | None) -> float:
+    return threshold if threshold is not None else (CPU_THRESHOLD if run.hardware == "cpu" else DEFAULT_THRESHOLD)
+VERSION_KEYS = ("torch", "torchao", "Driver", "driver", "CUDA", "Python")
+
+
+@dataclass
+class Run:
+    label: str
+    source: str
+    hardware: str
+    device: str
+    when: str
+    records: list[dict]
+    machine: dict = field(default_factory=dict)
+    simulated: str | None = None
+
+    @property
+    def device_key(self) -> str:
+        return f"{self.hardware} ({self.device})"
+
+    def cases(self) -> dict[tuple, dict]:
+        return {case_key(r): r for r in R.measured(self.records)}
+
+
+def case_key(r: dict) -> tuple:
+    return (str(r.get("op")), str(r.get("shape")), str(r.get("precision")))
+
+
+def load_run(path: str) -> Run:
+    """A measurements.json, or a directory holding one (searched one level down too, for reports/<env>/)."""
+    p = Path(path)
+    if p.is_dir():
+        hits = [p / "measurements.json"] if (p / "measurements.json").is_file() else sorted(p.glob("*/measurements.json"))
+        if len(hits) != 1:
+            raise ValueError(f"{path!r} holds {len(hits)} measurements.json files; give a run's file or its directory "
+                             "(reports/<env>/)")
+        p = hits[0]
+    try:
+        doc = json.loads(p.read_text())
+        records = list(doc["records"])
+    except FileNotFoundError:
+        raise ValueError(f"no such run: {path!r}; give reports/<env>/measurements.json or its directory") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{str(p)!r} is not a suite export (measurements.json with 'records'): {e}") from None
+    first = next(iter(R.measured(records)), records[0] if records else {})
+    machine = doc.get("machine") or {}
+    hardware, device = first.get("hardware", "?"), first.get("device", "?")
+    when = str(doc.get("session_end", ""))
+    torch = machine.get("torch") or ""
+    label = f"{hardware} {when[:10]}" + (f" torch {torch}" if torch else "")
+    return Run(label, str(p), hardware, device, when, records, machine, doc.get("SIMULATED"))
+
+
+def _unique_labels(runs: list[Run]) -> None:
+    seen: dict[str, int] = {}
+    for r in runs:
+        n = seen.get(r.label, 0)
+        seen[r.label] = n + 1
+        if n:
+            r.label = f"{r.label} #{n + 1}"
+
+
+def speedups(run: Run) -> dict[tuple, float]:
+    """(op, shape, precision) -> baseline median / median, per (op, shape) where a 16-bit baseline ran."""
+    cases = run.cases()
+    out = {}
+    for (op, shape, prec), rec in cases.items():
+        base = next((cases[(op, shape, b)] for b in BASELINES if (op, shape, b) in cases), None)
+        if base is not None:
+            out[(op, shape, prec)] = base["median_s"] / rec["median_s"]
+    return out
+
+
+def changes(old: Run, new: Run, threshold: float = DEFAULT_THRESHOLD) -> list[dict]:
+    """Cases of two runs whose medians moved beyond ``threshold`` and beyond both runs' p20-p80 spans."""
+    a, b = old.cases(), new.cases()
+    out = []
+    for key in sorted(a.keys() & b.keys()):
+        ra, rb = a[key], b[key]
+        ratio = rb["median_s"] / ra["median_s"]
+        overlap = (rb.get("p20_s", rb["median_s"]) <= ra.get("p80_s", ra["median_s"])
+                   and ra.get("p20_s", ra["median_s"]) <= rb.get("p80_s", rb["median_s"]))
+        if abs(math.log(ratio)) > math.log1p(threshold) and not overlap:
+            out.append({"case": " ".join(key), "old_median_s": ra["median_s"], "new_median_s": rb["median_s"],
+                        "ratio": ratio, "change": "slower" if ratio > 1 else "faster",
+                        "old_efficiency": ra.get("efficiency"), "new_efficiency": rb.get("efficiency")})
+    return out
+
+
+def version_changes(old: Run, new: Run) -> dict[str, tuple]:
+    return {k: (old.machine.get(k), new.machine.get(k)) for k in VERSION_KEYS
+            if old.machine.get(k) != new.machine.get(k) and (old.machine.get(k) or new.machine.get(k))}
+
+
+def device_pairs(runs: list[Run]) -> list[tuple[Run, Run]]:
+    """Consecutive runs (in time) of each device."""
+    pairs = []
+    for key in dict.fromkeys(r.device_key for r in runs):
+        mine = sorted((r for r in runs if r.device_key == key), key=lambda r: r.when)
+        pairs += list(zip(mine, mine[1:]))
+    return pairs
+
+
+def comparison(runs: list[Run], threshold: float | None = None) -> dict:
+    """Everything the page shows, as data (``--json``)."""
+    _unique_labels(runs)
+    keys = sorted(set().union(*(r.cases().keys() for r in runs)))
+    table = [{"case": " ".join(k), **{r.label: (r.cases().get(k) or {}).get("efficiency") for r in runs}} for k in keys]
+    ups = {r.label: speedups(r) for r in runs}
+    speed = [{"case": " ".join(k), **{r.label: ups[r.label].get(k) for r in runs}} for k in keys
+             if any(k in ups[r.label] for r in runs)]
+    pairs = [{"device": o.device_key, "old": o.label, "new": n.label, "versions": version_changes(o, n),
+              "threshold": threshold_for(o, threshold), "changes": changes(o, n, threshold_for(o, threshold))}
+             for o, n in device_pairs(runs)]
+    return {"runs": [{"label": r.label, "source": r.source, "hardware": r.hardware, "device": r.device,
+                      "when": r.when, "cases": len(r.cases()), "SIMULATED": r.simulated,
+                      **{k: r.machine.get(k) for k in VERSION_KEYS if r.machine.get(k)}} for r in runs],
+            "efficiency": table, "speedups": speed, "pairs": pairs, "threshold": threshold}
+
+
+def _cell(v, fmt):
+    return "-" if v is None else fmt(v)
+
+
+def compare_html(runs: list[Run], threshold: float | None = None, history: str = "") -> str:
+    data = comparison(runs, threshold)
+    labels = [r.label for r in runs]
+    sections = []
+    run_rows = "".join(f"<tr><td>{escape(r['label'])}</td><td>{escape(r['device'])}</td><td>{escape(r['when'])}</td>"
+                       f"<td>{escape(str(r.get('torch', '-')))}</td><td>{escape(str(r.get('torchao', '-')))}</td>"
+                       f"<td>{r['cases']}</td><td>{'SIMULATED ' + escape(str(r['SIMULATED'])) if r['SIMULATED'] else ''}"
+                       f"</td><td>{escape(r['source'])}</td></tr>" for r in data["runs"])
+    sections.append(("Runs", '<div class="rlfig"><table><thead><tr><th>run</th><th>device</th><th>when</th>'
+                     "<th>torch</th><th>torchao</th><th>cases</th><th></th><th>source</th></tr></thead>"
+                     f"<tbody>{run_rows}</tbody></table></div>"))
+    roofs, points, rows = [], [], []
+    for i, r in enumerate(runs):
+        roofs += R.roofs_of(r.records, f"{r.label}: ")
+        points += R.points_of(r.records, r.label, MARKERS[i % len(MARKERS)], predicted=False)
+        rows += R.rows_of(r.records, r.label)
+    svg = roofline_svg(roofs, points, "measured cases of every run (markers: run; colours: precision)")
+    sections.append(("Rooflines overlaid", figure_block("overlay", svg, R.ROW_HEADERS, rows, {"grp": labels})))
+    pct = lambda v: f"{v:.1%}"  # noqa: E731
+    eff = "".join(f"<tr><td>{escape(row['case'])}</td>" + "".join(f"<td>{_cell(row[lb], pct)}</td>" for lb in labels)
+                  + "</tr>" for row in data["efficiency"])
+    head = "".join(f"<th>{escape(lb)}</th>" for lb in labels)
+    sections.append(("Efficiency per case (against each run's own roof)",
+                     f'<div class="rlfig"><table><thead><tr><th>case</th>{head}</tr></thead><tbody>{eff}</tbody>'
+                     "</table></div>"))
+    sp = "".join(f"<tr><td>{escape(row['case'])}</td>" + "".join(
+        f"<td>{_cell(row[lb], lambda v: f'{v:.2f}x')}</td>" for lb in labels) + "</tr>" for row in data["speedups"])
+    sections.append(("Speedup against the 16-bit baseline of the same run (fp16, else bf16)",
+                     f'<div class="rlfig"><table><thead><tr><th>case</th>{head}</tr></thead><tbody>{sp}</tbody>'
+                     "</table></div>"))
+    changed = []
+    for p in data["pairs"]:
+        vers = "; ".join(f"{k} {a} -> {b}" for k, (a, b) in p["versions"].items()) or "no version changed"
+        items = "".join(f"<tr class=\"{c['change']}\"><td>{escape(c['case'])}</td><td>{R.fmt_s(c['old_median_s'])}</td>"
+                        f"<td>{R.fmt_s(c['new_median_s'])}</td><td>{c['ratio']:.2f}x {c['change']}</td></tr>"
+                        for c in p["changes"])
+        changed.append(f"<h3>{escape(p['device'])}: {escape(p['old'])} -> {escape(p['new'])}</h3><p>{escape(vers)}; "
+                       f"{len(p['changes'])} case(s) moved by more than {p['threshold']:.0%} beyond their p20-p80 spans"
+                       "</p>" + (f'<div class="rlfig"><table><thead><tr><th>case</th><th>before</th><th>after</th>'
+                                 f"<th>ratio</th></tr></thead><tbody>{items}</tbody></table></div>" if items else ""))
+    sections.append(("What changed between runs of one device",
+                     "".join(changed) or "<p>No two runs of the same device were given.</p>"))
+    if history:
+        sections.append(("Timing history", history))
+    return html_page(f"roofline comparison of {len(runs)} runs", sections)
+
+
+def add_commands(sub) -> None:
+    """``roofline report``: registered by ``roofline.cli`` with the theory's commands (no torch needed)."""
+    from .cli import positive_float
+    p = sub.add_parser("report", help="archived runs side by side (measurements.json files or their directories)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="reports/<env>/measurements.json or reports/<env>/")
+    p.add_argument("-o", "--output", default="compare.html", help="the page to write (default compare.html)")
+    p.add_argument("--threshold", type=positive_float, default=None,
+                   help="a median must move by more than this fraction (and beyond p20-p80) to be a change "
+                        "(default: the history gate of tox.ini, 0.1 on a GPU, 0.5 on a host CPU)")
+    p.add_argument("--history", action="append", default=[], metavar="DIR",
+                   help="pytest-benchmark storage to draw as trends (e.g. reports/benchmarks/cpu); repeatable")
+    p.add_argument("--gate", type=positive_float, default=None, metavar="PCT",
+                   help="the regression gate to draw on the trends, in %% (tox: 50 on a CPU, 10 on GPU boards)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON as well")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args, out):
+    from .atomic import write_atomic
+    from .history import history_html, load_series
+    for d in args.history:
+        if not Path(d).is_dir():
+            raise ValueError(f"--history {d!r}: no such directory; give pytest-benchmark's storage, e.g. "
+                             "reports/benchmarks/cpu")
+    runs = [load_run(path) for path in args.runs]
+    history = "".join(history_html(load_series(d), args.gate, d) for d in args.history)
+    write_atomic(args.output, compare_html(runs, args.threshold, history))
+    if args.json:
+        return json.dump(comparison(runs, args.threshold), out, indent=2, default=str)
+    data = comparison(runs, args.threshold)
+    out.write(f"wrote {args.output}: {len(runs)} runs, {len(data['efficiency'])} cases\n")
+    for p in data["pairs"]:
+        out.write(f"  {p['device']}: {p['old']} -> {p['new']}: {len(p['changes'])} case(s) changed"
+                  + "".join(f"\n    {c['case']}: {c['ratio']:.2f}x {c['change']}" for c in p["changes"]) + "\n")
