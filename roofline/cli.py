@@ -401,6 +401,8 @@ def add_commands(sub) -> None:
 
     from . import compare  # `report`: its command lives beside the comparison it draws
     compare.add_commands(sub)
+    from . import energy_cli  # `energy` and `schedule`: power modes, joules, tokens/J
+    energy_cli.add_commands(sub)
 
 
 def build_parser(layers=()) -> argparse.ArgumentParser:

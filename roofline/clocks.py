@@ -11,10 +11,14 @@ LineageOS/android_device_nvidia_concord). Mode names are spelled as ``nvpmodel -
 (the AGX Orin's config says ``MODE_30W``); ``15W`` and ``MODE_15W`` name the same mode. Active SMs come
 from each mode's TPC_PG_MASK (a set bit gates one TPC of 2 SMs). ``None`` means "unchanged" (all SMs;
 EMC uncapped); a GPU cap of -1 in the config (uncapped) is the board's nominal clock here.
+Each mode's power budget is the one its name states (``power_budget_w``); MAXN modes name none. Some
+Orin Nano Super configs list a 7W mode too (id 3, in secondary sources only): its caps are not in the
+reference, so it is not modelled and ``7W`` on that board is refused.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from .hardware import Hardware, Spec, get_hardware
 
@@ -39,6 +43,15 @@ DEFAULT_POWER_MODE: dict[str, str] = {
     "jetson_orin_nano": "15W", "jetson_orin_nano_super": "25W", "jetson_agx_orin": "MODE_30W",
     "jetson_orin_nx_16gb": "15W", "jetson_orin_nx_8gb": "15W", "jetson_orin_nx_16gb_super": "40W",
     "jetson_orin_nx_8gb_super": "40W",
+}
+
+
+# board key -> the nvpmodel config its modes come from (each mode's name, and so its power budget)
+NVPMODEL_CONFIGS: dict[str, str] = {
+    "jetson_orin_nano": "nvpmodel_p3767_0003.conf", "jetson_orin_nano_super": "nvpmodel_p3767_0003_super.conf",
+    "jetson_agx_orin": "nvpmodel_p3701_0000.conf", "jetson_orin_nx_16gb": "nvpmodel_p3767_0000.conf",
+    "jetson_orin_nx_8gb": "nvpmodel_p3767_0001.conf", "jetson_orin_nx_16gb_super": "nvpmodel_p3767_0000_super.conf",
+    "jetson_orin_nx_8gb_super": "nvpmodel_p3767_0001_super.conf",
 }
 
 
@@ -101,3 +114,21 @@ def apply_power_mode(hardware, mode: str) -> Hardware:
         return scale_clocks(hw, gpu_clock_mhz=gpu, active_sms=sms, mem_clock_mhz=emc, label=f"nvpmodel {name}")
     raise ValueError(f"unknown power mode {mode!r} for {hw.key}; known: "
                      f"{', '.join(f'{n} ({v[0]})' for n, v in modes.items())}")
+
+
+def power_budget_w(key: str, mode) -> Spec | None:
+    """The module power budget a mode is named for (``15W``, ``MODE_30W`` -> 15, 30 W), or None for a MAXN mode.
+
+    NVIDIA names each nvpmodel mode (POWER_MODEL NAME) for the module power it is configured to stay within;
+    MAXN and MAXN_SUPER lift the caps and name no budget. The budget bounds the module's power under its
+    clocks' caps; the board's input rail (VDD_IN) adds the carrier board on top."""
+    found = find_power_mode(key, mode)
+    if found is None:
+        known = ", ".join(f"{n} ({v[0]})" for n, v in POWER_MODES.get(key, {}).items()) or "none (not a Jetson board)"
+        raise ValueError(f"unknown power mode {mode!r} for {key}; known: {known}")
+    name = found[0]
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)W", _mode_name(name))
+    if m is None:
+        return None
+    return Spec(float(m.group(1)), f"{NVPMODEL_CONFIGS.get(key, 'nvpmodel config')} POWER_MODEL NAME={name}",
+                "the module power budget the mode is named for")
