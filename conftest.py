@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.validation.report"]
+pytest_plugins = ["tests.validation.report", "tests.validation.power_sweep", "tests.validation.power_report"]
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("dev", max_examples=100)
@@ -164,10 +164,14 @@ def pytest_runtest_setup(item):
 
 
 @pytest.fixture(scope="session")
-def device_info(request):
+def device_info(request, power_mode):
+    """The device under test; in a power-mode sweep (tests/validation/power_sweep.py) as set to that mode."""
     info = _device_info(request.config)
     if info is None:
         pytest.skip(_DEVICE.get("error"))
+    if power_mode is not None:
+        import dataclasses
+        info = dataclasses.replace(info, power_mode=power_mode)
     return info
 
 

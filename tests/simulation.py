@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import numpy as np
 FAULTS = ("above-roof", "below-floor", "wrong-result")
 DEFAULT_EFFICIENCY = {"memory": 0.80, "compute": 0.70}  # stated, not measured: a plausible healthy board
 CALIBRATION_EFFICIENCY = 0.9  # the simulated calibration reaches this share of each datasheet roof
+REALTIME_REGION_S = 0.25  # a power-mode sweep's synthesised timed region lasts at least this long
 
 
 def simulatable_keys() -> list[str]:
@@ -43,6 +45,9 @@ class Simulation:
     torch_cuda: bool = True        # False: torch without CUDA on the board (a CPU wheel on a Jetson)
     root: str = "/"
     efficiency: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_EFFICIENCY))
+    # the power-mode sweep sets this: the timer then lasts the synthesised time, so the region monitor
+    # integrates the (fixture) rails over it and the energy per call is power x time, as on a board
+    realtime_energy: bool = False
     _mp: object = None
 
     def install(self):
@@ -92,7 +97,11 @@ class Simulation:
         bound = (pred or {}).get("bound", "memory")
         eff = {"above-roof": 1.5, "below-floor": 0.02}.get(self.fault, self.efficiency[bound])
         t = roof_s / eff
-        samples = t * (1 + 0.004 * np.linspace(-1, 1, 25))  # a tight, deterministic spread
+        # enough calls that the monitor's own overhead (ms) is small beside the region it integrates
+        calls = max(25, int(np.ceil(REALTIME_REGION_S / t))) if self.realtime_energy else 25
+        samples = t * (1 + 0.004 * np.linspace(-1, 1, calls))  # a tight, deterministic spread
+        if self.realtime_energy:
+            time.sleep(float(samples.sum()))
         return dataclasses.replace(summarize(samples, mode, "simulated"), converged=True)
 
     def wrap_kernel(self, kernel):

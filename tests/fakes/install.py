@@ -6,21 +6,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from roofline.clocks import find_power_mode
-
 from .cuda import install_fake_cuda
 from .devices import SIMULATED, FakeDevice
-from .jetson import install_fake_nvpmodel, make_jetson_tree, path_with
+from .jetson import install_fake_sudo, install_switchable_nvpmodel, make_jetson_tree, path_with
 from .nvml import make_fake_pynvml
 
 
 def install_device(mp, key: str, root: Path, *, docker: bool = False, mode: str | None = None, cuda: bool = True,
-                   nvpmodel: bool = True, device: FakeDevice | None = None, **nvml_options):
+                   nvpmodel: bool = True, sudo: bool = True, device: FakeDevice | None = None, **nvml_options):
     """Simulate registry entry ``key`` (or ``device``); returns the fake pynvml module.
 
     docker: the device tree is masked (a container); mode: the Jetson's current power mode (default: the
     board's default); cuda=False: torch without CUDA (a CPU wheel on a Jetson); nvpmodel=False: no
-    ``nvpmodel`` on PATH; nvml_options go to ``make_fake_pynvml``."""
+    ``nvpmodel`` on PATH; sudo=False: ``sudo -n`` refuses (no passwordless sudo); nvml_options go to
+    ``make_fake_pynvml``."""
     dev = device or SIMULATED[key]
     if cuda:
         install_fake_cuda(mp, [dev])
@@ -29,8 +28,9 @@ def install_device(mp, key: str, root: Path, *, docker: bool = False, mode: str 
     if dev.is_jetson:
         make_jetson_tree(root, dev.key, mode=mode, docker=docker)
         if nvpmodel:
-            name, (mode_id, *_) = find_power_mode(dev.key, mode or dev.nvpmodel_mode[0])
-            install_fake_nvpmodel(Path(root) / "bin", name, mode_id)
+            # nvpmodel answers -q and switches with -m ID (rewriting the tree); sudo -n lets it run
+            install_switchable_nvpmodel(Path(root) / "bin", root, dev.key, mode or dev.nvpmodel_mode[0])
+            install_fake_sudo(Path(root) / "bin", allow=sudo)
             mp.setenv("PATH", path_with(Path(root) / "bin"))
         else:
             mp.setenv("PATH", "/nonexistent")  # no nvpmodel anywhere, as in a bare container
