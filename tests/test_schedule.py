@@ -130,3 +130,24 @@ def test_the_energy_command_prices_a_model_step():
     assert rc == 0 and d["energy_j"] > 0 and d["budget"]["value"] == 15
     assert d["tokens_per_j"] == pytest.approx(1 / d["energy_j"])
     assert d["energy"]["time_s"] == pytest.approx(STEP_BYTES / (102e9 * 2133 / 3199), rel=0.005)
+
+
+def test_a_measured_energy_profile_decides_the_energy_target(tmp_path):
+    """A board whose 25W and MAXN modes idle at 12 W and 15W at 3 W (a profile as the sweep writes it): per
+    token at batch 16, 15W spends 3 W x 92 ms and 25W 12 W x 62 ms of static energy beside the same DRAM
+    energy, so 15W wins once the profile says so; with the defaults' one static power the faster 25W wins."""
+    from roofline.energy import load_energy_profile
+
+    def costs(mode, static_w):
+        spec = lambda v: {"value": v, "source": "test profile"}  # noqa: E731
+        return {"hardware": SUPER, "mode": mode, "basis": "calibrated: test", "dram_pj_per_byte": spec(40.0),
+                "static_w": spec(static_w), "pj_per_flop": {"fp16": spec(0.0)}}
+    path = tmp_path / "energy.json"
+    path.write_text(json.dumps({"modes": {"15W": costs("15W", 3.0), "25W": costs("25W", 12.0),
+                                          "MAXN_SUPER": costs("MAXN_SUPER", 12.0)}}))
+    assert schedule("llama3-8b", SUPER, "energy").choice.mode == "25W"
+    s = schedule("llama3-8b", SUPER, "energy", energy_profile=load_energy_profile(path))
+    c = s.choice
+    assert (c.mode, c.batch) == ("15W", 16) and s.basis.startswith("calibrated: test")
+    assert c.energy.energy_j == pytest.approx(c.energy.dram_j + 3.0 * c.time_s)
+    assert c.power_w == pytest.approx(3.0 + c.energy.dram_j / c.time_s)
