@@ -9,6 +9,7 @@ import json
 import sys
 
 from roofline import load_calibration
+from roofline.efficiency import model_of
 from roofline.cli import (MEASURE_OPS, add_hardware_options, add_op_arguments, add_precision_options, fmt_time,
                           formats_kwargs, positive_float)
 
@@ -30,6 +31,7 @@ def _measure_context(args):
         cal = load_or_calibrate(info, args.cache_dir, quick=True, progress=_progress, hw=hw)
         hw = hardware_for(info, cal)
     peaks = args.peaks or ("calibrated" if cal is not None else "datasheet")
+    args.efficiency_model = model_of(cal)  # the expected time beside the bound, where the profile has a sweep
     return info, hw, peaks
 
 
@@ -56,13 +58,17 @@ def cmd_measure(args, out):
                                 args.head_dim, f["precision"] or f["act"] or "fp32", kv=args.kv_precision,
                                 device=info.torch_device)
     _progress(f"measuring {kernel.op} {kernel.precision} on {info.name} ({args.mode})")
-    m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms, cuda_graph=args.cuda_graph)
+    m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms, cuda_graph=args.cuda_graph,
+                       model=args.efficiency_model)
     if args.json:
         return json.dump(m.to_dict(), out, indent=2, default=str)
     t = m.timing
     out.write(f"{m.op} {m.precision} {m.shape} on {m.hardware} ({m.device_name}), {t.mode}; {m.path}\n"
               f"  measured   median {fmt_time(t.median_s)} (p20 {fmt_time(t.p20_s)}, p80 {fmt_time(t.p80_s)}; "
               f"n={t.count}, rel IQR {t.rel_iqr:.1%}{'' if t.converged else ', spread not settled'})\n")
+    out.write(f"  expected   " + (f"{fmt_time(m.expected_time_s)} ({m.expected_efficiency:.0%} of the roof, "
+                                   f"{m.expected_source}: {m.expected_note})" if m.expected_time_s else
+                                   "- (no efficiency profile: `python -m roofline calibrate --efficiency`)") + "\n")
     out.write(f"  predicted  {fmt_time(m.predicted_time_s)} against {peaks} peaks; {m.prediction_note}\n"
               f"  efficiency {m.efficiency:.1%}" + ("  <-- BEATS THE ROOF: a bug to explain" if m.beats_roof else "")
               + "\n")
@@ -97,7 +103,8 @@ def cmd_spot_check(args, out):
     _progress(f"spot check of {args.op} {'x'.join(map(str, shape.values()))} on {info.name}: "
               f"{', '.join(p for p, _ in precisions)} ({args.mode}), one at a time")
     report = spot_check(args.op, shape, precisions, info, hw, peaks, args.mode, args.warmup_ms, args.rep_ms,
-                        max_wall_s=args.max_seconds, check=not args.no_check, progress=_progress)
+                        max_wall_s=args.max_seconds, check=not args.no_check, progress=_progress,
+                        model=args.efficiency_model)
     for path in (args.html, args.plot):
         if path:
             from kernels.spot import write_figure
@@ -131,11 +138,12 @@ def cmd_calibrate(args, out):
     info = detect(args.hardware)
     cal = load_or_calibrate(info, args.cache_dir, quick=args.quick, refresh=args.refresh, progress=_progress,
                             hw=hardware_for(info))
+    scored = _efficiency(args, info, cal, hardware_for(info, cal)) if (args.efficiency or args.score) else None
     if args.output:
         save(cal, args.output)
         _progress(f"profile written to {args.output}")
     if args.json:
-        return json.dump(cal.to_dict(), out, indent=2, default=str)
+        return json.dump(dict(cal.to_dict(), score=scored), out, indent=2, default=str)
     out.write(f"calibration for {cal.hardware} ({info.name}), {cal.timestamp}; profile: {cal.path}\n"
               f"  DRAM bandwidth {cal.bandwidth_gbs:.4g} GB/s; caches: "
               + ", ".join(f"{k} {v:.4g}" for k, v in cal.cache_bandwidth_gbs.items()) + " GB/s\n")
@@ -143,6 +151,46 @@ def cmd_calibrate(args, out):
         out.write(f"  {cls:<6} {v:.4g} TFLOP/s\n")
     for prec, why in cal.details.get("skipped", {}).items():
         out.write(f"  {prec:<6} skipped: {why}\n")
+    model = model_of(cal)
+    if model is not None:
+        meta = model.meta
+        out.write(f"  efficiency model: {meta.get('measured')} shapes in {meta.get('seconds')} s (budget "
+                  f"{meta.get('budget_s')} s), {meta.get('when')}: "
+                  + ", ".join(f"{k.split(':', 1)[1]} {len(v)}" for k, v in model.samples.items()) + "\n")
+    if scored:
+        _print_score(scored, out)
+
+
+def _efficiency(args, info, cal, hw):
+    """Fit (``--efficiency``) and/or score (``--score``) this device's efficiency model; the fit is saved into the
+    profile (atomically). Returns the score, or None."""
+    from kernels.calibrate import save
+    from kernels.efficiency import attach, measure_held_out, run_sweep, sweep_precisions
+    from roofline.efficiency import score
+    precisions = sweep_precisions(info, hw)
+    model = model_of(cal)
+    if args.efficiency and (model is None or args.refresh):
+        _progress(f"efficiency sweep of {', '.join(p for p, _ in precisions)}: up to {args.efficiency_budget_s:g} s")
+        model, _ = run_sweep(info, hw, precisions=precisions, budget_s=args.efficiency_budget_s, progress=_progress)
+        attach(cal, model)
+        save(cal, cal.path)
+        _progress(f"efficiency model saved in {cal.path}")
+    if not args.score:
+        return None
+    if model is None:
+        raise ValueError("--score needs an efficiency model: add --efficiency to fit one first")
+    _progress("scoring on held-out shapes the sweep never measured")
+    return score(model, measure_held_out(model, info, hw, precisions, progress=_progress))
+
+
+def _print_score(scored: dict, out) -> None:
+    out.write("  accuracy (error = |log(predicted / measured)|, as geomean and worst):\n"
+              f"    {'precision':<20}{'test':<15}{'n':>4}{'expected':>18}{'bound':>18}\n")
+    for prec, tests in scored.items():
+        for test, d in tests.items():
+            e, b = d["expected"], d["bound"]
+            cell = lambda x: f"{x['geomean']:.1%} / {x['worst']:.0%}" if x else "-"  # noqa: E731
+            out.write(f"    {prec:<20}{test:<15}{(e or b or {}).get('n', 0):>4}{cell(e):>18}{cell(b):>18}\n")
 
 
 def _show_profiles(profiles, store, as_json, out):
@@ -191,6 +239,12 @@ def add_commands(sub) -> None:
     p.add_argument("--refresh", action="store_true", help="measure again even if a cached profile exists")
     add_store_option(p)
     p.add_argument("--show", action="store_true", help="print the profiles stored and when they were measured")
+    p.add_argument("--efficiency", action="store_true",
+                   help="also sweep GEMV/GEMM shapes per precision and store the fitted efficiency model in the profile")
+    p.add_argument("--efficiency-budget-s", type=positive_float, default=60.0,
+                   help="wall budget of the efficiency sweep (default 60 s; expensive shapes are cut first)")
+    p.add_argument("--score", action="store_true",
+                   help="measure held-out shapes and print the model's accuracy (leave-one-out and held-out)")
     p.add_argument("--output", help="also write the profile here (atomically)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_calibrate)

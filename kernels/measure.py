@@ -123,6 +123,10 @@ class Measurement:
     cold_note: str = ""
     simulated: str | None = None  # the registry key of a simulated device: the timing was synthesised
     memory_roof_only: bool = False  # held against bytes / bandwidth alone (see predicted_time_s)
+    expected_time_s: float | None = None  # the roof time over the efficiency this device is expected to reach
+    expected_efficiency: float | None = None
+    expected_source: str = "none"  # "profile" (this device's sweep), "prior" (published), "none"
+    expected_note: str = ""
 
     @property
     def median_s(self) -> float:
@@ -177,9 +181,10 @@ def predict_kernel(kernel: Kernel, hw: Hardware, peaks: str):
 def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "cold", peaks: str = "calibrated",
                    warmup_ms: float = 25.0, rep_ms: float = 100.0, with_telemetry: bool = True,
                    cuda_graph: bool = False, max_wall_s: float | None = None, timer=None,
-                   warm: bool = False) -> Measurement:
+                   warm: bool = False, model=None) -> Measurement:
     """Time ``kernel`` and hold it against its prediction. ``timer`` replaces ``bench`` (a simulated device's
-    synthesised timing); ``max_wall_s`` is the per-case budget (``BudgetExceeded`` when it cannot fit)."""
+    synthesised timing); ``max_wall_s`` is the per-case budget (``BudgetExceeded`` when it cannot fit);
+    ``model`` (``roofline.efficiency.EfficiencyModel``) gives the expected time beside the bound."""
     snap = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info) if with_telemetry else {}
     region = telemetry.RegionMonitor(info) if with_telemetry else None
     predicted, pred, note = predict_kernel(kernel, hw, peaks)
@@ -206,8 +211,27 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
                        region=region, warm=warm)
     if region is not None:
         snap["region"] = region.result(timing.count)
+    exp = expected_of(kernel, hw, peaks, pred, memory_only, model)
     return Measurement(op=kernel.op, precision=kernel.precision, shape=dict(kernel.cost.shape), path=kernel.path,
                        emulated=kernel.emulated, hardware=hw.key, device_name=info.name, timing=timing,
                        flops=kernel.cost.flops, bytes=kernel.cost.bytes, peaks=peaks, predicted_time_s=predicted,
                        prediction=pred, prediction_note=note, telemetry=snap, cold_note=cold_note,
-                       simulated=info.simulated, memory_roof_only=memory_only)
+                       simulated=info.simulated, memory_roof_only=memory_only,
+                       expected_time_s=exp.time_s(predicted), expected_efficiency=exp.efficiency,
+                       expected_source=exp.source, expected_note=exp.note)
+
+
+def expected_of(kernel: Kernel, hw: Hardware, peaks: str, pred: dict | None, memory_only: bool, model=None):
+    """The efficiency this kernel is expected to reach of the roof it is held to: this device's fitted model
+    when it covers the path and was fitted against the same kind of roof, a published prior against a
+    datasheet roof, else none."""
+    from roofline.efficiency import NONE, prior_for
+    if pred is None:
+        return NONE
+    if model is not None and peaks == "calibrated" and model.covers(kernel.op, kernel.precision):
+        e = model.expected(kernel.op, kernel.precision, kernel.cost.shape)
+        if (e.roof == "memory") == memory_only:
+            return e
+    if peaks == "datasheet" and not memory_only:
+        return prior_for(hw, pred["bound"], kernel.cost.weight_format, kernel.cost.act_format)
+    return NONE

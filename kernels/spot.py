@@ -8,9 +8,10 @@ loop and what finished is kept (``SpotReport.interrupted``).
 Each record carries the theory (bytes, FLOPs, AI, the roofline bound and which term sets it), the
 measurement (median, p20/p80, sample count, cold or hot, the roof it was held against) and the
 speedup against the 16-bit baseline measured in the same run (same device, same minute: a ratio that
-does not depend on how loaded the machine was yesterday). ``expected_time_s`` is the bound scaled by
-a fitted efficiency where one exists; no efficiency model exists yet, so it is ``None`` and
-``expected_source`` says ``none``: the column is there so the record does not change shape later.
+does not depend on how loaded the machine was yesterday). ``expected_time_s`` is the bound over the
+efficiency this device is expected to reach there (``expected_source``: ``profile`` when its
+calibration carries a fitted sweep, ``calibrate --efficiency``; ``prior`` from a published
+measurement against a datasheet roof; else ``none`` and no number).
 """
 from __future__ import annotations
 
@@ -131,7 +132,8 @@ class SpotReport:
                     compute_class=pred.get("compute_class"), t_memory_s=pred.get("t_memory_s"),
                     peak_tflops=pred.get("peak_tflops"), bandwidth_gbs=pred.get("bandwidth_gbs", self.bandwidth_gbs),
                     t_compute_s=pred.get("t_compute_s"), prediction_note=m.prediction_note,
-                    expected_time_s=None, expected_efficiency=None, expected_source="none",
+                    expected_time_s=m.expected_time_s, expected_efficiency=m.expected_efficiency,
+                    expected_source=m.expected_source, expected_note=m.expected_note,
                     median_s=t.median_s, p20_s=t.p20_s, p80_s=t.p80_s, rel_iqr=t.rel_iqr, count=t.count,
                     converged=t.converged, efficiency=m.efficiency, beats_roof=m.beats_roof,
                     achieved_gbs=m.achieved_gbs, achieved_tflops=m.achieved_tflops, contention=m.contention,
@@ -159,7 +161,7 @@ def build(op: str, shape: dict, kwargs: dict, device: str, target: str):
 
 def spot_check(op: str, shape: dict, precisions: list[tuple[str, dict]], info, hw, peaks: str = "calibrated",
                mode: str = "cold", warmup_ms: float = 25.0, rep_ms: float = 100.0, max_wall_s: float | None = 10.0,
-               check: bool = True, progress=None, builder=build, timer=None) -> SpotReport:
+               check: bool = True, progress=None, builder=build, timer=None, model=None) -> SpotReport:
     """Each precision in turn: build -> check -> measure. ``builder`` and ``timer`` are seams for tests and
     simulated devices; ``max_wall_s`` bounds each precision's timing (``BudgetExceeded`` -> "over budget")."""
     report = SpotReport(op, dict(shape), hw.key, info.name, peaks, mode, simulated=info.simulated)
@@ -190,7 +192,7 @@ def spot_check(op: str, shape: dict, precisions: list[tuple[str, dict]], info, h
                 if progress:
                     progress(f"{op} {label}: measuring ({kernel.path})")
                 res.measurement = measure_kernel(kernel, info, hw, mode, peaks, warmup_ms, rep_ms,
-                                                 max_wall_s=max_wall_s, timer=timer, warm=check)
+                                                 max_wall_s=max_wall_s, timer=timer, warm=check, model=model)
             except AssertionError as e:  # the correctness check: a wrong result is not timed
                 res.status, res.reason = "wrong result", str(e)
             except BudgetExceeded as e:
@@ -269,12 +271,21 @@ def table_rows(report: SpotReport) -> list[tuple[str, list[str]]]:
     return rows
 
 
+def _expected_note(report: SpotReport) -> str:
+    sources = {r.measurement.expected_source for r in report.results if r.ok}
+    if sources <= {"none"}:
+        return ("expected: none (no efficiency profile for this device: `python -m roofline calibrate --efficiency`"
+                " fits one); the bound is the physics, not an estimate.")
+    notes_ = {r.measurement.expected_note for r in report.results if r.ok and r.measurement.expected_source != "none"}
+    return f"expected: the bound over the efficiency expected here ({', '.join(sorted(sources))}): " + \
+        "; ".join(sorted(notes_))[:400]
+
+
 def notes(report: SpotReport) -> list[str]:
     out = [f"bound: the roofline time on {report.peaks} peaks (mem/com: memory- or compute-bound; mem*: held to the "
            "memory roof alone: no native math here, or a compute peak that is one software kernel's speed, not a "
            "ceiling). efficiency = bound / measured median.",
-           "expected: none yet (no fitted efficiency model for this device); the bound is the physics, not an "
-           "estimate."]
+           _expected_note(report)]
     base = report.baseline
     out.append(f"speedup: measured median of {base.precision} / measured median, same run" if base else
                "speedup: no 16-bit baseline (fp16 or bf16) ran in this spot check; add one to --precision")

@@ -97,10 +97,17 @@ def predicted_times(cfg, hw, peaks, batch, prompt_len, weight, act) -> dict:
 
 
 def choose_precision(precision: str, hw, cfg, phase, batch, prompt_len, peaks) -> tuple[str | None, dict]:
+    from roofline.efficiency import expected_time, model_of
     m = batch if phase == "decode" else batch * prompt_len
-    rec = recommend_quantization(hw, m, cfg.intermediate, cfg.hidden, phase, baseline="bf16", peaks=peaks)
+    # with this device's efficiency profile the candidates are ranked by expected time: a path the sweep measured
+    # slow here (a software int8 weight-only GEMV on a CPU) is not recommended for its bytes
+    model = model_of(hw.calibration) if peaks == "calibrated" else None
+    rec = recommend_quantization(hw, m, cfg.intermediate, cfg.hidden, phase, baseline="bf16", peaks=peaks,
+                                 expected=(lambda p: expected_time(p, hw, model)) if model is not None else None)
     rec_d = {"precision": rec.precision, "method": rec.method, "reason": rec.reason,
-             "predicted_speedup": rec.predicted_speedup, "gemm": [m, cfg.intermediate, cfg.hidden]}
+             "predicted_speedup": rec.predicted_speedup, "gemm": [m, cfg.intermediate, cfg.hidden],
+             "decided_by": rec.decided_by, "ranked_by": "expected time (efficiency profile)" if model is not None
+             and rec.ranking and not any("not used" in n for *_, n in rec.ranking) else "roofline bound"}
     if precision != "auto":
         return get_precision(precision).name, rec_d
     return FROM_RECOMMENDATION.get(rec.precision), rec_d

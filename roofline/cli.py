@@ -21,6 +21,7 @@ from . import (FORMATS, apply_power_mode, known_hardware, attention, ffn, gemm, 
                load_calibration, load_hardware_file, model_step, predict, recommend_quantization, scale_clocks,
                sweep_table, transformer_layer)
 from .atomic import write_atomic
+from .efficiency import expected_fields, expected_time, model_of
 from .models import PHASES
 from .memory import memory_plan
 from .plan import recommend_model, tokens_per_step
@@ -257,12 +258,19 @@ def cmd_predict(args, out):
         cfg, kw = model_args(args)
         plan = memory_plan(cfg, args.phase, args.batch, args.seq_kv, hw, args.memory_limit_gb, **kw)
         tokens_per_s = tokens_per_step(args.phase, args.batch, args.seq_kv) / result.time_s
+    expected = expected_fields(result, hw, model_of(hw.calibration) if args.calibration else None)
     if args.json:
         d = result.to_dict()
+        d.update(expected)
         if plan is not None:
             d.update(tokens_per_s=tokens_per_s, memory=plan.to_dict())
+            if expected["expected_time_s"]:
+                d["expected_tokens_per_s"] = tokens_per_s * result.time_s / expected["expected_time_s"]
         return json.dump(d, out, indent=2)
     (_print_composite if isinstance(result, CompositePrediction) else _print_prediction)(result, out)
+    if expected["expected_time_s"]:
+        out.write(f"  expected {fmt_time(expected['expected_time_s'])} ({expected['expected_efficiency']:.0%} of the "
+                  f"bound; {expected['expected_source']}: {expected['expected_note']})\n")
     if plan is not None:
         out.write(f"  {tokens_per_s:.4g} tokens/s ({args.phase}, batch {args.batch}, context {args.seq_kv})\n"
                   f"  {plan.summary()}\n")
@@ -274,8 +282,10 @@ def cmd_recommend(args, out):
         return _recommend_model(args, hw, out)
     if args.context or args.batch or args.lm_head_precision or args.kv_precision:
         raise UsageError("--context, --batch, --lm-head-precision and --kv-precision need --model (a whole model)")
+    model = model_of(hw.calibration) if args.calibration else None
     rec = recommend_quantization(hw, args.m or 1, args.n or 4096, args.k or 4096, args.phase, args.memory_limit_gb,
-                                 baseline=args.baseline, peaks=args.peaks)
+                                 baseline=args.baseline, peaks=args.peaks,
+                                 expected=(lambda p: expected_time(p, hw, model)) if model is not None else None)
     if args.json:
         return json.dump(rec.to_dict(), out, indent=2)
     out.write(f"{rec.precision}: {rec.method}\n  {rec.reason}\n  predicted speedup vs {args.baseline}: "

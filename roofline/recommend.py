@@ -12,6 +12,12 @@
    candidate that fits) each with the roofline term that bound it. The runner-up lost on ``bytes`` when
    its memory time is its roof, on ``compute peak`` when its compute time is, and to the ``tie`` rule
    when it is within ``tie_tolerance`` of the fastest.
+6. With ``expected`` (a prediction -> expected time, from this device's efficiency profile:
+   ``roofline.efficiency``), candidates are ranked by expected time instead, but only when every
+   candidate that fits has one (mixing expectations with bare bounds would favour whichever path has
+   no measurement). Where that ranking picks another path than the bound alone, ``decided_by`` is
+   ``measured efficiency`` and the reason names the roofline's pick and why it lost: a path known to be
+   slow on this device is not recommended because its bytes look good.
 """
 from __future__ import annotations
 
@@ -68,7 +74,8 @@ def _precision_rank(p: Prediction):
 
 
 def recommend_quantization(hardware, m, n, k, phase="decode", memory_limit_gb=None, baseline="fp16",
-                           peaks="datasheet", tie_tolerance=0.02, candidates=CANDIDATES) -> Recommendation:
+                           peaks="datasheet", tie_tolerance=0.02, candidates=CANDIDATES,
+                           expected=None) -> Recommendation:
     hw = get_hardware(hardware)
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}; allowed: {', '.join(PHASES)}")
@@ -105,25 +112,52 @@ def recommend_quantization(hardware, m, n, k, phase="decode", memory_limit_gb=No
         raise ValueError(f"nothing fits in {limit_gb:.3g} GB: the smallest weights need "
                          f"{min(weight_gb(p) for p, _ in options):.3g} GB")
 
-    best_time = min(p.time_s for p, _ in fitting)
-    tied = [(p, meth) for p, meth in fitting if p.time_s <= best_time * (1 + tie_tolerance)]
-    choice, method = max(tied, key=lambda pm: _precision_rank(pm[0]))
-    for p, meth in sorted(fitting, key=lambda pm: pm[0].time_s):
-        ranking.append((p.precision, meth, p.time_s, "chosen" if p is choice else p.bound + "-bound"))
+    exp = {id(p): expected(p) for p, _ in fitting} if expected is not None else {}
+    use_expected = bool(exp) and all(exp.values())
+    if expected is not None and not use_expected:
+        missing = [p.precision for p, _ in fitting if not exp[id(p)]]
+        ranking.append(("-", "expected time", None, "not used: no measured efficiency for " + ", ".join(missing)
+                        + "; ranked by the bound"))
+
+    def time_of(p: Prediction) -> float:
+        return exp[id(p)] if use_expected else p.time_s
+
+    def pick(t):
+        best = min(t(p) for p, _ in fitting)
+        tied = [(p, meth) for p, meth in fitting if t(p) <= best * (1 + tie_tolerance)]
+        return best, max(tied, key=lambda pm: _precision_rank(pm[0]))
+
+    best_time, (choice, method) = pick(time_of)
+    for p, meth in sorted(fitting, key=lambda pm: time_of(pm[0])):
+        ranking.append((p.precision, meth, time_of(p), ("chosen" if p is choice else p.bound + "-bound")
+                        + (f" (expected; bound {p.time_s:.4g} s)" if use_expected else "")))
 
     others = [p for p, _ in fitting if p is not choice]
-    runner_up = min(others, key=lambda p: p.time_s) if others else None
-    decided_by = decision(choice, runner_up, best_time, tie_tolerance)
-    reason = explain(f"{phase} {m}x{n}x{k} on {hw.key}", choice, runner_up, base_pred, decided_by, tie_tolerance)
-    return Recommendation(choice.precision, method, reason, base_pred.time_s / choice.time_s, choice, base_pred,
+    runner_up = min(others, key=time_of) if others else None
+    case = f"{phase} {m}x{n}x{k} on {hw.key}"
+    if use_expected:
+        _, (roof_pick, _) = pick(lambda p: p.time_s)
+        if roof_pick is not choice:
+            reason = (f"{case}: {choice.precision} expected {time_of(choice):.4g} s, fastest on this device's measured "
+                      f"efficiency; the roofline alone picks {roof_pick.precision} ({bound_term(roof_pick)}), but "
+                      f"this device reaches {roof_pick.time_s / time_of(roof_pick):.0%} of that roof on it: expected "
+                      f"{time_of(roof_pick):.4g} s")
+            return Recommendation(choice.precision, method, reason, time_of(base_pred) / time_of(choice), choice,
+                                  base_pred, tuple(ranking), "measured efficiency", roof_pick)
+    decided_by = decision(choice, runner_up, best_time, tie_tolerance, time_of)
+    reason = explain(case, choice, runner_up, base_pred, decided_by, tie_tolerance)
+    if use_expected:
+        reason += "; ranked by expected time (this device's efficiency profile), which agrees with the roofline"
+    return Recommendation(choice.precision, method, reason, time_of(base_pred) / time_of(choice), choice, base_pred,
                           tuple(ranking), decided_by, runner_up)
 
 
-def decision(choice: Prediction, runner_up: Prediction | None, best_time: float, tie_tolerance: float) -> str:
+def decision(choice: Prediction, runner_up: Prediction | None, best_time: float, tie_tolerance: float,
+             time_of=lambda p: p.time_s) -> str:
     """What beat the runner-up: the tie rule, or the roofline term that bound the runner-up."""
     if runner_up is None:
         return "only candidate"
-    if runner_up.time_s <= best_time * (1 + tie_tolerance):
+    if time_of(runner_up) <= best_time * (1 + tie_tolerance):
         return "tie"
     return "bytes" if runner_up.bound == "memory" else "compute peak"
 

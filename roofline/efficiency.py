@@ -1,0 +1,256 @@
+"""Expected time beside the bound: how close to its roof a kernel gets on a device, as a function of its shape.
+
+The roofline bound is the physics; real kernels reach a fraction of it that depends on the path and the
+shape (a 1024x1024 GEMV cannot stream like a 14336x4096 one; a software bf16 path is far from any
+roof). This module turns measured fractions into an estimate:
+
+1. **A fitted model** (``EfficiencyModel``): samples of ``efficiency = roof time / measured median``
+   from a calibration sweep over shapes (``kernels.efficiency`` measures it), per (operator class,
+   precision). A query fits ``log(efficiency)`` as a linear function of ``(log2 M, log2 N, log2 K)``
+   over its nearest samples (weighted by closeness, lightly ridge-regularised so a sparse
+   neighbourhood cannot tilt it wildly), i.e. piecewise-linear in log shape: "utilization space"
+   interpolation as AIConfigurator does it. A sample at the query's own shape returns itself; the
+   result stays within its neighbours' range (no extrapolation past what was measured) and under
+   the roof (1.0).
+2. **Priors** (``PRIORS``): published measurements of a device (``hardware.md``), each with its source,
+   turned into a fraction of the datasheet roof. Used only without a profile.
+3. Otherwise **none**, said so: no number is invented.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+SHAPE_KEYS = ("m", "n", "k")
+NEIGHBOURS = 12
+RIDGE = 0.1           # on the slopes (log efficiency per octave): a neighbourhood on one line cannot tilt the rest
+DISTANCE_SOFTENING = 0.5  # octaves: the nearest sample does not take all the weight unless it is the query
+MAX_EFFICIENCY = 1.0  # an estimate never promises more than the roof
+
+
+def _features(shape: dict) -> tuple[float, ...]:
+    return tuple(math.log2(max(1, int(shape.get(k, 1)))) for k in SHAPE_KEYS)
+
+
+def model_key(op: str, precision: str) -> str:
+    """GEMV is a GEMM with M = 1: one class, so a sweep's GEMMs inform its GEMVs and back."""
+    return f"{'gemm' if op in ('gemv', 'gemm') else op}:{precision}"
+
+
+@dataclass(frozen=True)
+class Expected:
+    efficiency: float | None
+    source: str        # "profile", "prior" or "none"
+    note: str
+    roof: str = "full"  # "memory": the efficiency is of the memory roof alone (a path whose peak is no ceiling)
+
+    def time_s(self, bound_time_s: float) -> float | None:
+        return bound_time_s / self.efficiency if self.efficiency else None
+
+    def roof_time_s(self, prediction) -> float:
+        return prediction.t_memory_s if self.roof == "memory" else prediction.time_s
+
+    def to_dict(self, prediction) -> dict:
+        return {"expected_time_s": self.time_s(self.roof_time_s(prediction)), "expected_efficiency": self.efficiency,
+                "expected_source": self.source, "expected_note": self.note, "expected_against": self.roof}
+
+
+NONE = Expected(None, "none", "no efficiency model for this device and path: the bound alone")
+
+
+def _local_linear(q, rows) -> float:
+    """Weighted ridge fit of y = a + b.(x - q) over ``rows`` (x, y, distance); returns a, the value at q."""
+    import numpy as np
+    x = np.array([r[0] for r in rows], dtype=float) - np.array(q, dtype=float)
+    y = np.array([r[1] for r in rows], dtype=float)
+    w = 1.0 / (np.array([r[2] for r in rows], dtype=float) + DISTANCE_SOFTENING) ** 2
+    a = np.hstack([np.ones((len(rows), 1)), x])
+    reg = RIDGE * np.eye(a.shape[1])
+    reg[0, 0] = 0.0
+    coef = np.linalg.solve(a.T @ (a * w[:, None]) + reg, a.T @ (w * y))
+    return float(coef[0])
+
+
+@dataclass
+class EfficiencyModel:
+    """Measured efficiencies per (op class, precision): ``samples[key] = [(shape, efficiency), ...]``."""
+    samples: dict[str, list[tuple[dict, float]]] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # the sweep it came from: when, budget, calibration, skipped
+    roofs: dict[str, str] = field(default_factory=dict)  # key -> "full" or "memory": the roof efficiency is of
+
+    def add(self, op: str, precision: str, shape: dict, efficiency: float, roof: str = "full") -> None:
+        if not (efficiency > 0 and math.isfinite(efficiency)):
+            raise ValueError(f"efficiency {efficiency!r} of {op} {precision} {shape} must be a positive number")
+        if roof not in ("full", "memory"):
+            raise ValueError(f"roof {roof!r}: 'full' (the roofline) or 'memory' (bytes / bandwidth alone)")
+        key = model_key(op, precision)
+        if self.roofs.setdefault(key, roof) != roof:
+            raise ValueError(f"{key}: samples against both the {self.roofs[key]} and the {roof} roof")
+        self.samples.setdefault(key, []).append(({k: int(shape.get(k, 1)) for k in SHAPE_KEYS}, float(efficiency)))
+
+    def covers(self, op: str, precision: str) -> bool:
+        return bool(self.samples.get(model_key(op, precision)))
+
+    def expected(self, op: str, precision: str, shape: dict, exclude: dict | None = None) -> Expected:
+        """The interpolated efficiency at ``shape``; ``exclude`` leaves one sample out (for scoring)."""
+        pts = [(s, e) for s, e in self.samples.get(model_key(op, precision), []) if s != exclude]
+        if not pts:
+            return NONE
+        q = _features(shape)
+        dist = sorted(((math.dist(q, _features(s)), e, s) for s, e in pts), key=lambda t: t[0])[:NEIGHBOURS]
+        if dist[0][0] < 1e-9:
+            eff = dist[0][1]
+        else:
+            logs = [math.log(e) for _, e, _ in dist]
+            # beyond the sampled region a slope would extrapolate without limit: stay within the neighbours
+            eff = math.exp(min(max(_local_linear(q, [(_features(s), math.log(e), d) for d, e, s in dist]),
+                                   min(logs)), max(logs)))
+        eff = min(eff, MAX_EFFICIENCY)
+        near = dist[0][2]
+        note = (f"fitted on {len(pts)} measured shapes of this device; nearest "
+                f"{'x'.join(str(near[k]) for k in SHAPE_KEYS)} ({dist[0][0]:.2g} octaves away)")
+        if self.meta.get("calibration"):
+            note += f"; sweep of {self.meta.get('measured', '?')} against calibration {self.meta['calibration']}"
+        return Expected(eff, "profile", note, self.roofs.get(model_key(op, precision), "full"))
+
+    def to_dict(self) -> dict:
+        return {"meta": dict(self.meta), "roofs": dict(self.roofs),
+                "samples": {k: [[s, e] for s, e in v] for k, v in self.samples.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EfficiencyModel":
+        try:
+            model = cls(meta=dict(d.get("meta", {})))
+            roofs = d.get("roofs", {})
+            for key, rows in d["samples"].items():
+                op, _, prec = key.partition(":")
+                for shape, eff in rows:
+                    model.add(op, prec, shape, eff, roofs.get(key, "full"))
+            return model
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"malformed efficiency model ({e!r}); expected {{'samples': {{'gemm:bf16': "
+                             "[[{'m':..,'n':..,'k':..}, efficiency], ...]}}}}") from None
+
+
+def model_of(cal) -> EfficiencyModel | None:
+    """A calibration profile's model (``details["efficiency"]``), if it was fitted against that very calibration."""
+    d = (cal.details or {}).get("efficiency") if cal is not None else None
+    if not d or d.get("meta", {}).get("calibration") != cal.timestamp:
+        return None
+    return EfficiencyModel.from_dict(d)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A published measurement: ``achieved`` (GB/s when memory-bound, TFLOP/s when compute-bound) on a
+    device, for these weight formats (or compute classes), and where it was published."""
+    hardware: str
+    bound: str
+    formats: tuple[str, ...]
+    achieved: float
+    source: str
+
+
+# hardware.md, "Measured figures others published". Each becomes a fraction of that device's datasheet roof.
+PRIORS = (
+    Prior("gb10", "memory", ("int8", "int4_tinygemm", "int4_g128", "int4", "nvfp4", "mxfp4", "nf4"), 207.5,
+          "lablup/mlxcel PR 684: quantized 4/8-bit decode GEMVs at 201-214 GB/s (74-78% of 273)"),
+    Prior("gb10", "compute", ("nvfp4",), 356.0, "NVIDIA developer forum thread 359960: CUTLASS sm121 NVFP4 GEMM "
+          "356 TFLOP/s at 4096x14336x4096"),
+    Prior("gb10", "compute", ("fp8_e4m3", "fp8_e5m2"), 188.0, "NVIDIA developer forum thread 359960: CUTLASS "
+          "sm121 FP8 GEMM 188 TFLOP/s"),
+    Prior("h100_pcie", "compute", ("fp16", "bf16"), 627.0, "public H100 ceiling write-up: cuBLAS FP16 GEMM "
+          "627 TFLOP/s (83% of 756)"),
+    Prior("h100", "memory", ("fp16", "bf16", "fp8_e4m3", "int8"), 2700.0, "blog, low confidence: "
+          "weight-streaming GEMV-like kernels at 2.6-2.8 TB/s (78-84%)"),
+)
+
+
+def prior_for(hw, bound: str, weight_format: str | None, act_format: str) -> Expected:
+    """The published fraction of ``hw``'s datasheet roof for this bound and format, if one exists."""
+    fmt = weight_format or act_format
+    for p in PRIORS:
+        if p.hardware == hw.key and p.bound == bound and (fmt in p.formats or act_format in p.formats):
+            if bound == "memory":
+                roof = hw.bandwidth.value if hw.bandwidth else None
+            else:
+                from .predict import compute_path
+                spec = hw.peaks.get(compute_path(hw, weight_format, act_format).compute_class)
+                roof = spec.value if spec else None
+            if roof:
+                return Expected(min(p.achieved / roof, MAX_EFFICIENCY), "prior",
+                                f"{p.achieved:g} {'GB/s' if bound == 'memory' else 'TFLOP/s'} of {roof:g} "
+                                f"published: {p.source}")
+    return NONE
+
+
+def expected_for(prediction, hw, model: EfficiencyModel | None = None) -> Expected:
+    """The efficiency to expect for a ``Prediction`` on ``hw``: the profile's model where it covers the path
+    and the prediction is on the calibrated roof it was fitted against, else a published prior against the
+    datasheet roof, else none."""
+    shape = prediction.shape or {}
+    op = prediction.op
+    if model is not None and prediction.peaks == "calibrated" and model.covers(op, prediction.precision):
+        return model.expected(op, prediction.precision, shape)
+    if prediction.peaks == "datasheet":
+        return prior_for(hw, prediction.bound, prediction.weight_format, prediction.act_format)
+    return NONE
+
+
+def expected_time(prediction, hw, model: EfficiencyModel | None = None) -> float | None:
+    """The expected time of one ``Prediction`` (see ``expected_for``), or None where nothing is known."""
+    e = expected_for(prediction, hw, model)
+    return e.time_s(e.roof_time_s(prediction)) if e.efficiency else None
+
+
+def expected_fields(result, hw, model: EfficiencyModel | None = None) -> dict:
+    """``expected_*`` fields for a ``Prediction``, or for a composite (layer, model step): the sum of its kernels'
+    expected times, where a kernel nothing is known about counts at its bound (and the source says how many)."""
+    if not hasattr(result, "flat"):
+        return expected_for(result, hw, model).to_dict(result)
+    total, known, sources, n = 0.0, 0, set(), 0
+    for p, mult in result.flat():
+        n += 1
+        t = expected_time(p, hw, model)
+        if t is not None:
+            known += 1
+            sources.add(expected_for(p, hw, model).source)
+        total += (t if t is not None else p.time_s) * mult
+    if not known:
+        return NONE.to_dict(result) | {"expected_time_s": None}
+    source = "/".join(sorted(sources)) + ("" if known == n else f" for {known} of {n} kernels (the rest at their bound)")
+    return {"expected_time_s": total, "expected_efficiency": result.time_s / total, "expected_source": source,
+            "expected_note": "sum of the kernels' expected times", "expected_against": "full"}
+
+
+def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, float]] | None = None) -> dict:
+    """Accuracy per precision: leave-one-out over the model's own samples, and on ``held_out`` shapes it never
+    saw (op, precision, shape, bound time, measured median). Error = |log(predicted / measured)|, reported as
+    geomean and worst, for the expected time and for the bound alone."""
+    def summary(errors):
+        if not errors:
+            return None
+        return {"n": len(errors), "geomean": math.exp(sum(errors) / len(errors)) - 1,
+                "worst": math.exp(max(errors)) - 1}
+
+    out = {}
+    for key, rows in model.samples.items():
+        op, _, prec = key.partition(":")
+        loo_e, loo_b = [], []
+        for shape, eff in rows:
+            got = model.expected(op, prec, shape, exclude=shape)
+            if got.efficiency:
+                loo_e.append(abs(math.log(got.efficiency / eff)))  # expected/measured = eff_true/eff_pred
+                loo_b.append(abs(math.log(eff)))                     # the bound alone: measured/bound = 1/eff
+        out.setdefault(prec, {})["leave_one_out"] = {"expected": summary(loo_e), "bound": summary(loo_b)}
+    for op, prec, shape, bound_s, measured_s in held_out or ():  # bound_s: the roof the model's key is of
+        got = model.expected(op, prec, shape)
+        entry = out.setdefault(prec, {}).setdefault("held_out_errors", {"expected": [], "bound": []})
+        if got.efficiency:
+            entry["expected"].append(abs(math.log(got.time_s(bound_s) / measured_s)))
+        entry["bound"].append(abs(math.log(bound_s / measured_s)))
+    for prec, d in out.items():
+        errs = d.pop("held_out_errors", None)
+        if errs is not None:
+            d["held_out"] = {"expected": summary(errs["expected"]), "bound": summary(errs["bound"])}
+    return out

@@ -1,0 +1,194 @@
+"""Expected time beside the bound: the efficiency model, its priors, its score, and the recommender and
+measurements that use it. Synthetic efficiencies stand in for a sweep, so every number here is checkable."""
+import io
+import json
+import math
+
+import pytest
+
+from roofline import Calibration, gemm, gemv, get_hardware, predict
+from roofline.efficiency import (NONE, EfficiencyModel, expected_fields, expected_for, expected_time, model_of,
+                                 prior_for, score)
+from roofline.recommend import recommend_quantization
+
+
+def smooth(shape):
+    """A made-up device: GEMVs stream at 70-80% of the roof, more rows cost efficiency as a power law."""
+    m, n, k = shape.get("m", 1), shape["n"], shape["k"]
+    return 0.8 * (n * k / 2**26) ** 0.02 * m ** -0.6
+
+
+def fitted(fn=smooth, precision="bf16", roof="full"):
+    model = EfficiencyModel(meta={"calibration": "t0"})
+    for m in (1, 2, 4, 8, 16):
+        for n in (1024, 2048, 4096, 8192):
+            for k in (1024, 2048, 4096, 8192):
+                model.add("gemm", precision, {"m": m, "n": n, "k": k}, fn({"m": m, "n": n, "k": k}), roof)
+    return model
+
+
+def test_a_measured_shape_returns_its_own_efficiency_and_gemv_is_gemm_with_one_row():
+    model = fitted()
+    assert model.expected("gemm", "bf16", {"m": 4, "n": 2048, "k": 4096}).efficiency == pytest.approx(
+        smooth({"m": 4, "n": 2048, "k": 4096}))
+    assert model.expected("gemv", "bf16", {"n": 2048, "k": 4096}).efficiency == pytest.approx(
+        smooth({"m": 1, "n": 2048, "k": 4096}))
+
+
+def test_between_samples_it_follows_the_trend_not_the_average():
+    """Piecewise-linear in log shape: a power law between grid points is recovered, where an average of
+    the neighbours (what inverse-distance weighting gives) would be off by ~15% at M = 3."""
+    model = fitted()
+    for shape in ({"m": 3, "n": 3072, "k": 1536}, {"m": 6, "n": 5632, "k": 2048}, {"m": 12, "n": 1280, "k": 6144}):
+        got = model.expected("gemm", "bf16", shape).efficiency
+        assert got == pytest.approx(smooth(shape), rel=0.03), shape
+
+
+def test_no_extrapolation_past_the_neighbours_and_never_above_the_roof():
+    model = EfficiencyModel()
+    model.add("gemm", "bf16", {"m": 1, "n": 1024, "k": 1024}, 0.5)
+    model.add("gemm", "bf16", {"m": 2, "n": 1024, "k": 1024}, 0.25)
+    far = model.expected("gemm", "bf16", {"m": 64, "n": 1024, "k": 1024}).efficiency
+    assert 0.25 <= far <= 0.5  # a slope of -1 per octave would have said 0.0078
+    hot = EfficiencyModel()
+    hot.add("gemm", "bf16", {"m": 1, "n": 1024, "k": 1024}, 1.3)  # a cache-resident sample beat the roof
+    assert hot.expected("gemm", "bf16", {"m": 1, "n": 1024, "k": 1024}).efficiency == 1.0
+
+
+def test_the_model_round_trips_and_refuses_what_it_cannot_hold():
+    model = fitted(roof="memory")
+    again = EfficiencyModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    q = {"m": 3, "n": 3000, "k": 5000}
+    assert again.expected("gemm", "bf16", q) == model.expected("gemm", "bf16", q)
+    assert again.roofs == {"gemm:bf16": "memory"}
+    with pytest.raises(ValueError, match="malformed efficiency model"):
+        EfficiencyModel.from_dict({"samples": {"gemm:bf16": [["nope"]]}})
+    with pytest.raises(ValueError, match="positive number"):
+        model.add("gemm", "bf16", {"m": 1, "n": 1, "k": 1}, 0.0)
+    with pytest.raises(ValueError, match="both the memory and the full roof"):
+        model.add("gemm", "bf16", {"m": 1, "n": 1, "k": 1}, 0.5, "full")
+
+
+def test_a_model_belongs_to_the_calibration_it_was_fitted_against():
+    cal = Calibration("cpu", {"bf16": 0.02}, 30.0, timestamp="t0", details={"efficiency": fitted().to_dict()})
+    assert model_of(cal) is not None
+    assert model_of(Calibration("cpu", {"bf16": 0.02}, 30.0, timestamp="t1", details=cal.details)) is None
+    assert model_of(None) is None
+
+
+def test_score_reports_leave_one_out_and_held_out_for_expected_and_bound():
+    model = fitted()
+    held = []
+    for shape in ({"m": 3, "n": 3072, "k": 1536}, {"m": 1, "n": 5632, "k": 2048}):
+        bound = 1e-3
+        held.append(("gemm", "bf16", shape, bound, bound / smooth(shape)))
+    s = score(model, held)["bf16"]
+    assert s["leave_one_out"]["expected"]["n"] == 80 and s["held_out"]["expected"]["n"] == 2
+    assert s["held_out"]["expected"]["geomean"] < 0.03 and s["leave_one_out"]["expected"]["geomean"] < 0.05
+    # the bound alone is off by 1/efficiency: for M = 3 that is 1/smooth
+    worst_bound = max(1 / smooth(h[2]) for h in held) - 1
+    assert s["held_out"]["bound"]["worst"] == pytest.approx(worst_bound)
+    noisy = fitted(lambda s: smooth(s) * (1.3 if (s["n"] + s["k"]) % 3072 == 0 else 1))  # some samples off by 30%
+    assert score(noisy)["bf16"]["leave_one_out"]["expected"]["worst"] > 0.2  # and the score says so
+
+
+def test_priors_are_published_fractions_of_the_datasheet_roof():
+    gb10 = get_hardware("gb10")
+    p = predict(gemv(4096, 4096, weight="int4_tinygemm", act="bf16"), gb10)
+    e = expected_for(p, gb10)
+    assert e.source == "prior" and e.efficiency == pytest.approx(207.5 / gb10.bandwidth.value)
+    assert "lablup/mlxcel PR 684" in e.note
+    assert expected_time(p, gb10) == pytest.approx(p.time_s / e.efficiency)
+    h100 = get_hardware("h100_pcie")
+    p = predict(gemm(8192, 8192, 8192, precision="fp16"), h100)
+    assert expected_for(p, h100).efficiency == pytest.approx(627.0 / h100.peaks["fp16"].value)
+    # nothing published for a 16-bit GEMV on a GB10 or anything on an RTX 4090: none, and no number
+    assert expected_for(predict(gemv(4096, 4096, precision="fp16"), gb10), gb10) is NONE
+    rtx = get_hardware("rtx4090")
+    assert prior_for(rtx, "memory", "int8", "int8") is NONE
+
+
+def test_a_composite_sums_its_kernels_and_says_how_many_were_known():
+    from roofline import get_model_config, model_step
+    gb10 = get_hardware("gb10")
+    step = predict(model_step(get_model_config("llama3-8b"), "decode", 1, 1024, precision="fp16", weight="int8"), gb10)
+    d = expected_fields(step, gb10)
+    parts = list(step.flat())
+    want = sum((expected_time(p, gb10) or p.time_s) * mult for p, mult in parts)
+    assert d["expected_time_s"] == pytest.approx(want) and d["expected_time_s"] > step.time_s
+    assert "of" in d["expected_source"] and "prior" in d["expected_source"]
+
+
+# --- the recommender follows measurement ---------------------------------------------------------------
+
+def test_with_a_profile_a_path_known_slow_here_is_not_recommended():
+    gb10 = get_hardware("gb10")
+    cal = Calibration("gb10", {"fp16": 60.0, "bf16": 60.0, "int8": 120.0, "fp8": 120.0, "fp4": 240.0}, 230.0,
+                      timestamp="t0")
+    hw = gb10.with_calibration(cal)
+    bound_pick = recommend_quantization(hw, 1, 4096, 4096, peaks="calibrated")
+    model = EfficiencyModel(meta={"calibration": "t0"})
+    for p, _, t, _ in bound_pick.ranking:  # every path that runs gets an efficiency; the roofline's pick a bad one
+        if t:
+            fmt = p
+            model.add("gemv", fmt, {"n": 4096, "k": 4096}, 0.05 if fmt == bound_pick.precision else 0.7)
+    rec = recommend_quantization(hw, 1, 4096, 4096, peaks="calibrated",
+                                 expected=lambda p: expected_time(p, hw, model))
+    assert rec.precision != bound_pick.precision and rec.decided_by == "measured efficiency"
+    assert f"the roofline alone picks {bound_pick.precision}" in rec.reason and "5% of that roof" in rec.reason
+    # the speedup quoted is the expected one
+    assert rec.predicted_speedup == pytest.approx(
+        expected_time(rec.baseline, hw, model) / expected_time(rec.prediction, hw, model))
+
+
+def test_expected_ranking_needs_every_candidate_measured():
+    gb10 = get_hardware("gb10")
+    hw = gb10.with_calibration(Calibration("gb10", {"fp16": 60.0, "int8": 120.0, "fp8": 120.0, "fp4": 240.0}, 230.0,
+                                           timestamp="t0"))
+    model = EfficiencyModel(meta={"calibration": "t0"})
+    model.add("gemv", "fp16", {"n": 4096, "k": 4096}, 0.9)  # only the baseline is known
+    rec = recommend_quantization(hw, 1, 4096, 4096, peaks="calibrated", expected=lambda p: expected_time(p, hw, model))
+    plain = recommend_quantization(hw, 1, 4096, 4096, peaks="calibrated")
+    assert rec.precision == plain.precision and rec.decided_by == plain.decided_by
+    assert any("not used: no measured efficiency" in note for *_, note in rec.ranking)
+
+
+# --- measurements and the CLI --------------------------------------------------------------------------
+
+def test_predict_json_carries_expected_beside_the_unchanged_bound(tmp_path):
+    from roofline.cli import main
+    cal = Calibration("gb10", {"fp16": 60.0}, 230.0, timestamp="t0",
+                      details={"efficiency": fitted(precision="fp16").to_dict()})
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(cal.to_dict()))
+    out = io.StringIO()
+    assert main(["predict", "gemm", "--m", "3", "--n", "3072", "--k", "1536", "--precision", "fp16",
+                 "--hardware", "gb10", "--calibration", str(path), "--json"], out=out) == 0
+    d = json.loads(out.getvalue())
+    assert d["expected_source"] == "profile" and d["expected_time_s"] == pytest.approx(d["time_s"] / d["expected_efficiency"])
+    assert d["expected_efficiency"] == pytest.approx(smooth({"m": 3, "n": 3072, "k": 1536}), rel=0.03)
+    out = io.StringIO()
+    main(["predict", "gemm", "--m", "3", "--n", "3072", "--k", "1536", "--precision", "fp16", "--hardware", "gb10",
+          "--json"], out=out)
+    plain = json.loads(out.getvalue())
+    assert plain["expected_source"] == "none" and plain["expected_time_s"] is None
+    assert plain["time_s"] == pytest.approx(predict(gemm(3, 3072, 1536, precision="fp16"), "gb10").time_s)
+
+
+@pytest.mark.cpu
+def test_a_measurement_carries_the_expected_time_of_its_own_roof(device_info, hardware_entry):
+    from kernels.measure import measure_kernel
+    from kernels.ops import make_gemm
+    from tests.test_spot import _fake_timing
+    k = make_gemm(1, 512, 512, precision="fp32")
+    timer = lambda *a: _fake_timing(1e-3)  # noqa: E731
+    model = EfficiencyModel()
+    model.add("gemv", "fp32", {"n": 512, "k": 512}, 0.5)
+    m = measure_kernel(k, device_info, hardware_entry, "cold", "calibrated", timer=timer, with_telemetry=False,
+                       model=model)
+    assert m.expected_source == "profile" and m.expected_time_s == pytest.approx(m.predicted_time_s / 0.5)
+    wrong_roof = EfficiencyModel()
+    wrong_roof.add("gemv", "fp32", {"n": 512, "k": 512}, 0.5, "memory" if not m.memory_roof_only else "full")
+    m2 = measure_kernel(k, device_info, hardware_entry, "cold", "calibrated", timer=timer, with_telemetry=False,
+                        model=wrong_roof)
+    assert m2.expected_source == "none" and m2.expected_time_s is None
