@@ -190,7 +190,8 @@ def schedule(model, hardware, target="energy", max_power_w=None, min_tokens_per_
     choice = _best(target, eligible, tie_tolerance)
     rest = sorted((o for o in eligible if o is not choice), key=lambda o: _objective(target, o), reverse=True)
     reason = _reason(target, choice, eligible, tie_tolerance, max_power_w)
-    basis = choice.energy.basis + "".join(f"; {n}" for n in choice.energy.notes if not n.startswith(choice.energy.basis))
+    e = choice.energy
+    basis = e.basis + "".join(f"; {n}" for n in e.notes if not n.startswith(e.basis))
     return Schedule(get_model_config(model).name, hw.key, target, phase, context, max_power_w, min_tokens_per_s,
                     choice, tuple(rest[:runners_up]), tuple(excluded), reason, basis, tuple(priced))
 
@@ -238,10 +239,11 @@ def _reason(target, c: Option, eligible, tol, max_power_w) -> str:
     head = (f"{target}: {c.label}: {c.tokens_per_s:.4g} tokens/s, {c.time_s * 1e3:.4g} ms/step, {c.power_w:.3g} W, "
             f"{c.tokens_per_j:.4g} tokens/J ({c.bound}-bound, {c.memory_gb:.3g} GB)")
     if max_power_w is not None and c.budget_w is None:
-        head += f"; admitted under {max_power_w:g} W on a predicted power ({'the mode has' if c.mode else 'there is'} no budget)"
+        head += (f"; admitted under {max_power_w:g} W on a predicted power "
+                 f"({'the mode has' if c.mode else 'there is'} no budget)")
     if c.energy.over_budget:
-        head += (f"; the predicted {c.power_w:.3g} W exceeds the mode's {c.budget_w:g} W budget: the costs over-predict "
-                 "(see the energy basis) or the board clocks down under this load")
+        head += (f"; the predicted {c.power_w:.3g} W exceeds the mode's {c.budget_w:g} W budget: the costs "
+                 "over-predict (see the energy basis) or the board clocks down under this load")
     parts = [head]
     dims = (("mode", lambda o: o.mode != c.mode and o.precision == c.precision and o.batch == c.batch, _why_mode),
             ("precision", lambda o: o.precision != c.precision and o.mode == c.mode and o.batch == c.batch,
