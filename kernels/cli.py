@@ -175,6 +175,10 @@ def _efficiency(args, info, cal, hw):
         attach(cal, model)
         save(cal, cal.path)
         _progress(f"efficiency model saved in {cal.path}")
+        if model.meta.get("contention"):
+            _progress("WARNING: measured under contention (" + "; ".join(
+                f"{p}: {', '.join(f)}" for p, f in model.meta["contention"].items()) + "): refit on a quiet machine "
+                "with --efficiency --refresh")
     if not args.score:
         return None
     if model is None:

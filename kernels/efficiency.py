@@ -20,6 +20,7 @@ from roofline import predict
 from roofline.efficiency import EfficiencyModel
 from roofline.predict import UnsupportedPathError
 
+from . import telemetry
 from .measure import measure_kernel
 from .ops import GEMM_KERNELS, UnsupportedKernel, make_gemm
 from .timer import BudgetExceeded
@@ -73,7 +74,12 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
     model = EfficiencyModel()
     rows, skipped = [], {}
     t_start = time.perf_counter()
+    contention = {}
     for i, (label, kwargs) in enumerate(precisions):
+        # a busy neighbour slows every shape of a precision alike: the model would learn the neighbour
+        flags = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info).get("contention") or []
+        if flags:
+            contention[label] = list(flags)
         share_end = time.perf_counter() + (budget_s - (time.perf_counter() - t_start)) / (len(precisions) - i)
         done = 0
         for shape in shapes:
@@ -96,7 +102,7 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         progress(f"efficiency sweep {label}: {sum(r['precision'] == label for r in rows)} shapes")
     model.meta.update(measured=len(rows), seconds=round(time.perf_counter() - t_start, 1), budget_s=budget_s,
                       when=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                      grid={"m": list(GRID_M), "nk": list(GRID_NK)}, skipped=skipped)
+                      grid={"m": list(GRID_M), "nk": list(GRID_NK)}, skipped=skipped, contention=contention)
     return model, rows
 
 
