@@ -262,6 +262,8 @@ def cmd_predict(args, out):
     if args.json:
         d = result.to_dict()
         d.update(expected)
+        d.update(_energy_fields(result, hw, tokens_per_step(args.phase, args.batch, args.seq_kv)
+                                if args.op == "model" else None))
         if plan is not None:
             d.update(tokens_per_s=tokens_per_s, memory=plan.to_dict())
             if expected["expected_time_s"]:
@@ -274,6 +276,18 @@ def cmd_predict(args, out):
     if plan is not None:
         out.write(f"  {tokens_per_s:.4g} tokens/s ({args.phase}, batch {args.batch}, context {args.seq_kv})\n"
                   f"  {plan.summary()}\n")
+
+
+def _energy_fields(result, hw, tokens) -> dict:
+    """energy_j (and tokens_per_j for a model step) at the roofline time, from ``roofline.energy``'s costs for
+    this hardware; the notes say which parts are unverified or unknown (``roofline energy`` shows it all)."""
+    from .energy import energy_costs, predict_energy
+    try:
+        e = predict_energy(result, energy_costs(hw), tokens)
+    except (KeyError, ValueError) as err:  # no energy costs for this hardware
+        return {"energy_j": None, "energy_note": str(err)}
+    return {"energy_j": e.energy_j, "tokens_per_j": e.tokens_per_j, "power_w": e.power_w,
+            "energy_note": "; ".join((e.basis,) + tuple(e.notes))}
 
 
 def cmd_recommend(args, out):

@@ -127,3 +127,21 @@ def test_a_profile_round_trips_and_applies_to_its_mode_only(tmp_path):
     path.write_text(json.dumps({"modes": {"15W": {"hardware": SUPER}}}))
     with pytest.raises(ValueError, match="energy.json mode 15W is malformed"):
         load_energy_profile(path)
+
+
+def test_predict_json_carries_energy_and_tokens_per_joule_of_a_model_step():
+    """`predict model --json` prices the step's energy with the same costs `roofline energy` uses."""
+    import io
+    import json as _json
+    from roofline import get_hardware as _hw, get_model_config, model_step, predict as _predict
+    from roofline.cli import main
+    from roofline.energy import energy_costs, predict_energy
+    out = io.StringIO()
+    assert main(["predict", "model", "--model", "llama3-8b", "--hardware", "jetson_orin_nano_super", "--precision",
+                 "fp16", "--seq-kv", "512", "--json"], out=out) == 0
+    d = _json.loads(out.getvalue())
+    hw = _hw("jetson_orin_nano_super")
+    step = _predict(model_step(get_model_config("llama3-8b"), "decode", 1, 512, precision="fp16"), hw)
+    e = predict_energy(step, energy_costs(hw), 1)
+    assert d["energy_j"] == pytest.approx(e.energy_j) and d["tokens_per_j"] == pytest.approx(1 / e.energy_j)
+    assert "unverified" in d["energy_note"]
