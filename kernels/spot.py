@@ -19,13 +19,13 @@ import time
 from dataclasses import dataclass, field
 
 from roofline import get_format
+from roofline.runs import MEMORY_ONLY, fmt_s, pick_baseline
 
 from .measure import Measurement, measure_kernel
 from .ops import ATTENTION_KERNELS, GEMM_KERNELS, UnsupportedKernel, make_attention, make_gemm
 from .timer import BudgetExceeded
 
 SPOT_OPS = ("gemv", "gemm", "attention")
-BASELINES = ("fp16", "bf16")  # the 16-bit precisions a speedup is quoted against, in order of preference
 
 
 def kernels_for(op: str) -> list[tuple[str, dict]]:
@@ -106,12 +106,8 @@ class SpotReport:
     def baseline(self) -> SpotResult | None:
         """The 16-bit result speedups are quoted against: a native one first (fp16 on GPUs, bf16 on most CPUs)."""
         ok = {r.precision: r for r in self.results if r.ok}
-        for emulated_allowed in (False, True):
-            for name in BASELINES:
-                r = ok.get(name)
-                if r is not None and (emulated_allowed or not r.emulated):
-                    return r
-        return None
+        name = pick_baseline({p: r.emulated for p, r in ok.items()})
+        return ok[name] if name else None
 
     def records(self) -> list[dict]:
         """One flat record per precision (the --json output and the table's rows)."""
@@ -128,7 +124,7 @@ class SpotReport:
                 t = m.timing
                 rec.update(
                     flops=m.flops, bytes=m.bytes, ai=m.flops / m.bytes if m.bytes else None,
-                    bound_time_s=m.predicted_time_s, bound="memory roof only" if m.memory_roof_only else pred["bound"],
+                    bound_time_s=m.predicted_time_s, bound=MEMORY_ONLY if m.memory_roof_only else pred["bound"],
                     compute_class=pred.get("compute_class"), t_memory_s=pred.get("t_memory_s"),
                     peak_tflops=pred.get("peak_tflops"), bandwidth_gbs=pred.get("bandwidth_gbs", self.bandwidth_gbs),
                     t_compute_s=pred.get("t_compute_s"), prediction_note=m.prediction_note,
@@ -208,15 +204,6 @@ def spot_check(op: str, shape: dict, precisions: list[tuple[str, dict]], info, h
     return report
 
 
-def _fmt_s(seconds) -> str:
-    if seconds is None:
-        return "-"
-    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
-
-
 def figure(report: SpotReport):
     """(roofs, points) of the spot check: one roof per compute class met, one predicted and one measured point
     per precision that ran (its bound and its median at the same arithmetic intensity)."""
@@ -226,7 +213,7 @@ def figure(report: SpotReport):
     for rec in report.records():
         if rec["status"] != "ok":
             continue
-        memory_only = rec["bound"] == "memory roof only"
+        memory_only = rec["bound"] == MEMORY_ONLY
         cls = None if memory_only else rec.get("compute_class")
         peak = None if memory_only else rec.get("peak_tflops")
         key = (cls, peak, rec["bandwidth_gbs"])
@@ -236,9 +223,9 @@ def figure(report: SpotReport):
             roofs.append(SvgRoof(f"{label} ({report.peaks})", rec["bandwidth_gbs"], peak,
                                  CLASS_COLOURS.get(cls, "#334155"), report.peaks == "calibrated"))
         details = {"path": rec["path"], "shape": "x".join(str(v) for v in rec["shape"].values()),
-                   "bound": f"{_fmt_s(rec['bound_time_s'])} ({rec['bound']})",
-                   "expected": _fmt_s(rec["expected_time_s"]) if rec["expected_time_s"] else "no model",
-                   "measured": f"{_fmt_s(rec['median_s'])} (p20 {_fmt_s(rec['p20_s'])}, p80 {_fmt_s(rec['p80_s'])})",
+                   "bound": f"{fmt_s(rec['bound_time_s'])} ({rec['bound']})",
+                   "expected": fmt_s(rec["expected_time_s"]) if rec["expected_time_s"] else "no model",
+                   "measured": f"{fmt_s(rec['median_s'])} (p20 {fmt_s(rec['p20_s'])}, p80 {fmt_s(rec['p80_s'])})",
                    "efficiency": f"{rec['efficiency']:.1%}"}
         if rec["speedup_vs_baseline"] is not None:
             details[f"vs {rec['baseline']}"] = f"{rec['speedup_vs_baseline']:.2f}x"
@@ -264,9 +251,9 @@ def table_rows(report: SpotReport) -> list[tuple[str, list[str]]]:
         speed = (f"{rec['speedup_vs_baseline']:.2f}x" if rec["speedup_vs_baseline"] is not None else "-")
         rows.append((rec["precision"], [
             rec["precision"], rec["path"][:40] + mark, f"{rec['bytes'] / 1e6:.4g} MB", f"{rec['ai']:.3g}",
-            f"{_fmt_s(rec['bound_time_s'])} {rec['bound'][:3] if rec['bound'] in ('memory', 'compute') else 'mem*'}",
-            _fmt_s(rec["expected_time_s"]),
-            f"{_fmt_s(rec['median_s'])} ({_fmt_s(rec['p20_s'])}-{_fmt_s(rec['p80_s'])})", str(rec["count"]),
+            f"{fmt_s(rec['bound_time_s'])} {rec['bound'][:3] if rec['bound'] in ('memory', 'compute') else 'mem*'}",
+            fmt_s(rec["expected_time_s"]),
+            f"{fmt_s(rec['median_s'])} ({fmt_s(rec['p20_s'])}-{fmt_s(rec['p80_s'])})", str(rec["count"]),
             f"{rec['efficiency']:.1%}" + (" BEATS ROOF" if rec["beats_roof"] else ""), speed]))
     return rows
 

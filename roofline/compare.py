@@ -2,8 +2,8 @@
 
 A run is a suite export (``reports/<env>/measurements.json``, or the directory holding it). Runs are
 compared per case, a case being (op, shape, precision): efficiency against each run's own roof,
-speedups against the 16-bit baseline of the same run (fp16, else bf16: a ratio that does not depend
-on how loaded that run's machine was), every run's measured points on one roofline, and, for two
+speedups against the 16-bit baseline of the same run (``runs.pick_baseline``, as the spot check picks
+it: a ratio that does not depend on how loaded that run's machine was), every run's measured points on one roofline, and, for two
 runs of one device, what changed: a case whose median moved by more than ``threshold`` and whose
 p20-p80 spans do not overlap (a move inside the noise is not a change), and which versions moved.
 Without a threshold, each device gets the band its timing history is gated with (tox.ini): 10% on a
@@ -21,7 +21,6 @@ from . import runs as R
 from .svg import figure_block, html_page, roofline_svg
 
 MARKERS = ("", "square", "triangle")
-BASELINES = ("fp16", "bf16")
 DEFAULT_THRESHOLD = 0.10  # a GPU board's history gate (tox.ini: median:10%)
 CPU_THRESHOLD = 0.50      # a host CPU's (tox.ini: median:50%): shared hosts drift that much between runs
 
@@ -93,7 +92,8 @@ def speedups(run: Run) -> dict[tuple, float]:
     cases = run.cases()
     out = {}
     for (op, shape, prec), rec in cases.items():
-        base = next((cases[(op, shape, b)] for b in BASELINES if (op, shape, b) in cases), None)
+        name = R.pick_baseline({p: bool(r.get("emulated")) for (o, s, p), r in cases.items() if (o, s) == (op, shape)})
+        base = cases[(op, shape, name)] if name else None
         if base is not None:
             out[(op, shape, prec)] = base["median_s"] / rec["median_s"]
     return out
@@ -177,7 +177,7 @@ def compare_html(runs: list[Run], threshold: float | None = None, history: str =
                      "</table></div>"))
     sp = "".join(f"<tr><td>{escape(row['case'])}</td>" + "".join(
         f"<td>{_cell(row[lb], lambda v: f'{v:.2f}x')}</td>" for lb in labels) + "</tr>" for row in data["speedups"])
-    sections.append(("Speedup against the 16-bit baseline of the same run (fp16, else bf16)",
+    sections.append(("Speedup against the 16-bit baseline of the same run (fp16, else bf16; native first)",
                      f'<div class="rlfig"><table><thead><tr><th>case</th>{head}</tr></thead><tbody>{sp}</tbody>'
                      "</table></div>"))
     changed = []

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+from .runs import fmt_s
+
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 300, 130, 46, 8, 20, 18
 OVER_GATE = "#dc2626"
 
@@ -59,9 +61,9 @@ def load_series(root, hardware: str | None = None) -> list[Series]:
     for path in sorted(Path(root).rglob("*.json")):
         try:
             doc = json.loads(path.read_text())
-            machine, benches, when = doc["machine_info"], doc["benchmarks"], doc["datetime"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+            machine, benches, when = dict(doc["machine_info"] or {}), list(doc["benchmarks"]), str(doc["datetime"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # not a pytest-benchmark run file (or a damaged one): skipped
         hw = machine.get("hardware")
         if hardware is not None and hw != hardware:
             continue
@@ -77,13 +79,6 @@ def load_series(root, hardware: str | None = None) -> list[Series]:
     for s in found.values():
         s.runs.sort(key=lambda r: r.when)
     return sorted(found.values(), key=lambda s: (s.device, s.case))
-
-
-def _fmt(v: float) -> str:
-    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
-        if v >= scale:
-            return f"{v / scale:.3g} {unit}"
-    return f"{v / 1e-9:.3g} ns"
 
 
 def trend_svg(s: Series, gate_pct: float | None) -> str:
@@ -102,7 +97,7 @@ def trend_svg(s: Series, gate_pct: float | None) -> str:
            f'role="group" aria-label="{escape(s.case)} over {n} runs" font-family="system-ui, sans-serif" '
            f'font-size="10"><text x="4" y="12" font-weight="600">{escape(s.case[:52])}</text>'
            f'<rect x="{PAD_L}" y="{PAD_T}" width="{pw}" height="{ph}" fill="none" stroke="#cbd5e1"/>'
-           f'<text x="{PAD_L - 4}" y="{PAD_T + 8}" text-anchor="end">{_fmt(top)}</text>'
+           f'<text x="{PAD_L - 4}" y="{PAD_T + 8}" text-anchor="end">{fmt_s(top)}</text>'
            f'<text x="{PAD_L - 4}" y="{PAD_T + ph}" text-anchor="end">0</text>']
     if gate_pct is not None:
         for i in range(1, n):
@@ -114,7 +109,7 @@ def trend_svg(s: Series, gate_pct: float | None) -> str:
                    + " ".join(f"{x(i):.1f},{y(r.median_s):.1f}" for i, r in enumerate(s.runs)) + '"/>')
     bad = set(s.over_gate(gate_pct))
     for i, r in enumerate(s.runs):
-        label = (f"{r.when[:19]}: median {_fmt(r.median_s)}" + (f", commit {r.commit}" if r.commit else "")
+        label = (f"{r.when[:19]}: median {fmt_s(r.median_s)}" + (f", commit {r.commit}" if r.commit else "")
                  + (f", torch {r.torch}" if r.torch else "") + (" - OVER THE GATE" if i in bad else ""))
         out.append(f'<g class="run{" over" if i in bad else ""}" tabindex="0" aria-label="{escape(label)}" '
                    f'data-median-s="{r.median_s:.6g}" data-when="{escape(r.when)}"><title>{escape(label)}</title>'

@@ -10,7 +10,18 @@ from __future__ import annotations
 from .plot import CLASS_COLOURS
 from .svg import SvgPoint, SvgRoof, slug
 
-MEMORY_ONLY = "memory roof only"
+MEMORY_ONLY = "memory roof only"  # the bound of a case held to bytes / bandwidth alone
+BASELINES = ("fp16", "bf16")  # the 16-bit precisions a speedup is quoted against, in order of preference
+
+
+def pick_baseline(ran: dict[str, bool]) -> str | None:
+    """Of the precisions that ran (precision -> emulated), the 16-bit one speedups are quoted against: a native
+    one first (fp16 on GPUs, bf16 on most CPUs), an emulated one only when nothing native ran."""
+    for emulated_allowed in (False, True):
+        for name in BASELINES:
+            if name in ran and (emulated_allowed or not ran[name]):
+                return name
+    return None
 
 
 def fmt_s(seconds) -> str:
@@ -32,8 +43,10 @@ def roofs_of(records: list[dict], label_prefix: str = "") -> list[SvgRoof]:
     roofs, seen = [], set()
 
     def add(label, bw, peak, cls, calibrated):
+        if not bw:  # a record without this roof's bandwidth draws no roof (and is no error)
+            return
         key = (round(bw, 6), round(peak, 6) if peak else None, calibrated)
-        if bw and key not in seen:
+        if key not in seen:
             seen.add(key)
             roofs.append(SvgRoof(label_prefix + label, bw, peak, CLASS_COLOURS.get(cls, "#334155"), calibrated))
 

@@ -94,7 +94,9 @@ def _roof_path(ax: _Axes, r: SvgRoof) -> str:
         ridge = critical_ai(r.peak_tflops, r.bandwidth_gbs)
         if ax.x_lo < ridge < ax.x_hi:
             pts.append(ridge)
-    pts.append(ax.x_hi)
+        pts.append(ax.x_hi)
+    else:  # the slope alone: it ends where it leaves the plot (clipping its y there would bend it)
+        pts.append(min(ax.x_hi, critical_ai(ax.y_hi, r.bandwidth_gbs)))
     coords = []
     for a in pts:
         y = float(attainable_tflops(a, r.peak_tflops or math.inf, r.bandwidth_gbs))
@@ -191,8 +193,9 @@ _FIGURE_CSS = """.rlfig table{border-collapse:collapse;font-size:12px;margin:.6e
 def figure_block(uid: str, svg: str, headers: list[str], rows: list[tuple], toggles: dict[str, list[str]] = None) -> str:
     """A roofline with its table and a checkbox per precision (and per group, e.g. per run), as one ``<div>``.
 
-    The checkboxes work without script: each is a sibling before the plot and the table, and a rule per
-    value hides ``.prec-<value>`` (or ``.grp-<value>``) while it is unchecked. ``rows``: (precision, cells)
+    The checkboxes work without script: each is a sibling before the plot and the table (directly in the
+    figure's ``<div>``: a wrapper would break the ``~`` rules), and a rule per value hides
+    ``.prec-<value>`` (or ``.grp-<value>``) while it is unchecked. ``rows``: (precision, cells)
     or (precision, cells, extra classes). In print every point and row shows.
     """
     uid = slug(uid)
@@ -210,7 +213,7 @@ def figure_block(uid: str, svg: str, headers: list[str], rows: list[tuple], togg
     body = "".join(f'<tr class="prec-{slug(r[0])} {r[2] if len(r) > 2 else ""}">'
                    + "".join(f"<td>{escape(str(c))}</td>" for c in r[1]) + "</tr>" for r in rows)
     return (f'<div class="rlfig" id="{uid}"><style>{_FIGURE_CSS}{css}</style>'
-            f'<span role="group" aria-label="shown">{"".join(boxes)}</span>\n<div class="rlplot">{svg}</div>\n'
+            f'{"".join(boxes)}\n<div class="rlplot">{svg}</div>\n'
             f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
 
 

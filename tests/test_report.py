@@ -206,6 +206,7 @@ def test_history_trend_draws_the_gate_and_marks_the_run_over_it(tmp_path):
                              {"case_a": 1.25e-3, "case_b": 2.1e-3}])
     write_history(tmp_path / "other", [{"case_a": 9.0}], hardware="gb10")
     (tmp_path / "junk.json").write_text("not json")  # skipped, not fatal
+    (tmp_path / "null.json").write_text(json.dumps({"machine_info": None, "benchmarks": [], "datetime": "x"}))
     series = history.load_series(tmp_path, "cpu")
     assert [s.case for s in series] == ["case_a", "case_b"]
     a = series[0]
