@@ -110,8 +110,8 @@ def cmd_spot_check(args, out):
             from kernels.spot import write_figure
             write_figure(report, path)
             _progress(f"wrote {path}")
-    if args.json:
-        json.dump(report.records(), out, indent=2, default=str)
+    if args.json:  # one record per precision, with what ran around them (interrupted, baseline, device)
+        json.dump(report.to_dict(), out, indent=2, default=str)
     else:
         out.write(f"{args.op} {'x'.join(map(str, shape.values()))} on {report.hardware} ({report.device_name}), "
                   f"{args.mode}, {peaks} peaks\n")
@@ -189,12 +189,12 @@ def _efficiency(args, info, cal, hw):
 
 def _print_score(scored: dict, out) -> None:
     out.write("  accuracy (error = |log(predicted / measured)|, as geomean and worst):\n"
-              f"    {'precision':<20}{'test':<15}{'n':>4}{'expected':>18}{'bound':>18}\n")
+              f"    {'path':<26}{'test':<15}{'n':>4}{'expected':>18}{'bound':>18}\n")
     for prec, tests in scored.items():
         for test, d in tests.items():
             e, b = d["expected"], d["bound"]
             cell = lambda x: f"{x['geomean']:.1%} / {x['worst']:.0%}" if x else "-"  # noqa: E731
-            out.write(f"    {prec:<20}{test:<15}{(e or b or {}).get('n', 0):>4}{cell(e):>18}{cell(b):>18}\n")
+            out.write(f"    {prec:<26}{test:<15}{(e or b or {}).get('n', 0):>4}{cell(e):>18}{cell(b):>18}\n")
 
 
 def _show_profiles(profiles, store, as_json, out):
@@ -231,7 +231,8 @@ def add_commands(sub) -> None:
     g.add_argument("--max-seconds", type=positive_float, default=10.0,
                    help="per-precision timing budget; a precision that cannot fit it is reported, not run (default 10)")
     g.add_argument("--no-check", action="store_true", help="skip the correctness check against the FP32 reference")
-    g.add_argument("--html", help="write the shape's roofline with every precision's points and the table here")
+    g.add_argument("--html", help="write the shape's roofline with every precision's points and the table here "
+                   "(a spot check even for one precision: --json then prints its {records: [...]} form)")
     g.add_argument("--plot", help="write the roofline alone here (.svg, or .png through matplotlib)")
     add_store_option(p)
     p.add_argument("--json", action="store_true")

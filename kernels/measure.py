@@ -211,7 +211,7 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
                        region=region, warm=warm)
     if region is not None:
         snap["region"] = region.result(timing.count)
-    exp = expected_of(kernel, hw, peaks, pred, memory_only, model)
+    exp = expected_of(kernel, hw, peaks, pred, memory_only, model, mode)
     return Measurement(op=kernel.op, precision=kernel.precision, shape=dict(kernel.cost.shape), path=kernel.path,
                        emulated=kernel.emulated, hardware=hw.key, device_name=info.name, timing=timing,
                        flops=kernel.cost.flops, bytes=kernel.cost.bytes, peaks=peaks, predicted_time_s=predicted,
@@ -221,17 +221,11 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
                        expected_source=exp.source, expected_note=exp.note)
 
 
-def expected_of(kernel: Kernel, hw: Hardware, peaks: str, pred: dict | None, memory_only: bool, model=None):
-    """The efficiency this kernel is expected to reach of the roof it is held to: this device's fitted model
-    when it covers the path and was fitted against the same kind of roof, a published prior against a
-    datasheet roof, else none."""
-    from roofline.efficiency import NONE, prior_for
+def expected_of(kernel: Kernel, hw: Hardware, peaks: str, pred: dict | None, memory_only: bool, model=None,
+                mode: str = "cold"):
+    """What this kernel is expected to reach of the roof it is held to (``roofline.efficiency``'s rule)."""
+    from roofline.efficiency import NONE, expected_efficiency
     if pred is None:
         return NONE
-    if model is not None and peaks == "calibrated" and model.covers(kernel.op, kernel.precision):
-        e = model.expected(kernel.op, kernel.precision, kernel.cost.shape)
-        if (e.roof == "memory") == memory_only:
-            return e
-    if peaks == "datasheet" and not memory_only:
-        return prior_for(hw, pred["bound"], kernel.cost.weight_format, kernel.cost.act_format)
-    return NONE
+    return expected_efficiency(kernel.op, kernel.precision, kernel.cost.shape, hw, peaks, pred["bound"],
+                               kernel.cost.weight_format, kernel.cost.act_format, model, memory_only, mode)

@@ -106,8 +106,7 @@ def choose_precision(precision: str, hw, cfg, phase, batch, prompt_len, peaks) -
                                  expected=(lambda p: expected_time(p, hw, model)) if model is not None else None)
     rec_d = {"precision": rec.precision, "method": rec.method, "reason": rec.reason,
              "predicted_speedup": rec.predicted_speedup, "gemm": [m, cfg.intermediate, cfg.hidden],
-             "decided_by": rec.decided_by, "ranked_by": "expected time (efficiency profile)" if model is not None
-             and rec.ranking and not any("not used" in n for *_, n in rec.ranking) else "roofline bound"}
+             "decided_by": rec.decided_by, "ranked_by": rec.ranked_by}
     if precision != "auto":
         return get_precision(precision).name, rec_d
     return FROM_RECOMMENDATION.get(rec.precision), rec_d

@@ -161,7 +161,7 @@ PRIORS = (
           "sm121 FP8 GEMM 188 TFLOP/s"),
     Prior("h100_pcie", "compute", ("fp16", "bf16"), 627.0, "public H100 ceiling write-up: cuBLAS FP16 GEMM "
           "627 TFLOP/s (83% of 756)"),
-    Prior("h100", "memory", ("fp16", "bf16", "fp8_e4m3", "int8"), 2700.0, "blog, low confidence: "
+    Prior("h100_sxm", "memory", ("fp16", "bf16", "fp8_e4m3", "int8"), 2700.0, "blog, low confidence: "
           "weight-streaming GEMV-like kernels at 2.6-2.8 TB/s (78-84%)"),
 )
 
@@ -184,17 +184,26 @@ def prior_for(hw, bound: str, weight_format: str | None, act_format: str) -> Exp
     return NONE
 
 
-def expected_for(prediction, hw, model: EfficiencyModel | None = None) -> Expected:
-    """The efficiency to expect for a ``Prediction`` on ``hw``: the profile's model where it covers the path
-    and the prediction is on the calibrated roof it was fitted against, else a published prior against the
-    datasheet roof, else none."""
-    shape = prediction.shape or {}
-    op = prediction.op
-    if model is not None and prediction.peaks == "calibrated" and model.covers(op, prediction.precision):
-        return model.expected(op, prediction.precision, shape)
-    if prediction.peaks == "datasheet":
-        return prior_for(hw, prediction.bound, prediction.weight_format, prediction.act_format)
+def expected_efficiency(op: str, precision: str, shape: dict, hw, peaks: str, bound: str, weight_format, act_format,
+                        model: EfficiencyModel | None = None, memory_only: bool | None = None,
+                        mode: str = "cold") -> Expected:
+    """The one rule for what to expect: this device's fitted model where it covers the path, on the calibrated
+    roof it was fitted against (``memory_only``, when known, must match the roof kind the model holds), for
+    cold runs as it was measured; else a published prior against the datasheet roof; else none."""
+    if mode != "cold":
+        return NONE
+    if model is not None and peaks == "calibrated" and model.covers(op, precision):
+        e = model.expected(op, precision, shape)
+        return e if memory_only is None or (e.roof == "memory") == memory_only else NONE
+    if peaks == "datasheet" and not memory_only:
+        return prior_for(hw, bound, weight_format, act_format)
     return NONE
+
+
+def expected_for(prediction, hw, model: EfficiencyModel | None = None) -> Expected:
+    """``expected_efficiency`` for a ``Prediction`` (its roof kind follows the model's)."""
+    return expected_efficiency(prediction.op, prediction.precision, prediction.shape or {}, hw, prediction.peaks,
+                               prediction.bound, prediction.weight_format, prediction.act_format, model)
 
 
 def expected_time(prediction, hw, model: EfficiencyModel | None = None) -> float | None:
@@ -224,7 +233,7 @@ def expected_fields(result, hw, model: EfficiencyModel | None = None) -> dict:
 
 
 def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, float]] | None = None) -> dict:
-    """Accuracy per precision: leave-one-out over the model's own samples, and on ``held_out`` shapes it never
+    """Accuracy per model key (``gemm:bf16``): leave-one-out over the model's own samples, and on ``held_out`` shapes it never
     saw (op, precision, shape, bound time, measured median). Error = |log(predicted / measured)|, reported as
     geomean and worst, for the expected time and for the bound alone."""
     def summary(errors):
@@ -242,14 +251,14 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
             if got.efficiency:
                 loo_e.append(abs(math.log(got.efficiency / eff)))  # expected/measured = eff_true/eff_pred
                 loo_b.append(abs(math.log(eff)))                     # the bound alone: measured/bound = 1/eff
-        out.setdefault(prec, {})["leave_one_out"] = {"expected": summary(loo_e), "bound": summary(loo_b)}
+        out.setdefault(key, {})["leave_one_out"] = {"expected": summary(loo_e), "bound": summary(loo_b)}
     for op, prec, shape, bound_s, measured_s in held_out or ():  # bound_s: the roof the model's key is of
         got = model.expected(op, prec, shape)
-        entry = out.setdefault(prec, {}).setdefault("held_out_errors", {"expected": [], "bound": []})
+        entry = out.setdefault(model_key(op, prec), {}).setdefault("held_out_errors", {"expected": [], "bound": []})
         if got.efficiency:
             entry["expected"].append(abs(math.log(got.time_s(bound_s) / measured_s)))
         entry["bound"].append(abs(math.log(bound_s / measured_s)))
-    for prec, d in out.items():
+    for d in out.values():
         errs = d.pop("held_out_errors", None)
         if errs is not None:
             d["held_out"] = {"expected": summary(errs["expected"]), "bound": summary(errs["bound"])}

@@ -59,10 +59,12 @@ class Recommendation:
     ranking: tuple  # ((precision, method, time_s or None, note), ...) for every candidate considered
     decided_by: str = ""  # "bytes", "compute peak", "tie", or "only candidate": what beat the runner-up
     runner_up: Prediction | None = None  # the fastest candidate that fits, other than the choice
+    ranked_by: str = "roofline bound"  # or "expected time", or why expected time could not be used
 
     def to_dict(self) -> dict:
         return {"precision": self.precision, "method": self.method, "reason": self.reason,
-                "decided_by": self.decided_by, "predicted_speedup": self.predicted_speedup,
+                "decided_by": self.decided_by, "ranked_by": self.ranked_by,
+                "predicted_speedup": self.predicted_speedup,
                 "prediction": self.prediction.to_dict(), "baseline": self.baseline.to_dict(),
                 "runner_up": None if self.runner_up is None else self.runner_up.to_dict(),
                 "ranking": [dict(zip(("precision", "method", "time_s", "note"), r)) for r in self.ranking]}
@@ -112,15 +114,18 @@ def recommend_quantization(hardware, m, n, k, phase="decode", memory_limit_gb=No
         raise ValueError(f"nothing fits in {limit_gb:.3g} GB: the smallest weights need "
                          f"{min(weight_gb(p) for p, _ in options):.3g} GB")
 
-    exp = {id(p): expected(p) for p, _ in fitting} if expected is not None else {}
-    use_expected = bool(exp) and all(exp.values())
+    exp = {id(p): expected(p) for p, _ in options} if expected is not None else {}
+    use_expected = expected is not None and all(exp[id(p)] for p, _ in fitting)
+    ranked_by = "expected time (this device's efficiency profile)" if use_expected else "roofline bound"
     if expected is not None and not use_expected:
-        missing = [p.precision for p, _ in fitting if not exp[id(p)]]
-        ranking.append(("-", "expected time", None, "not used: no measured efficiency for " + ", ".join(missing)
-                        + "; ranked by the bound"))
+        ranked_by = ("roofline bound: expected time not used, no measured efficiency for "
+                     + ", ".join(p.precision for p, _ in fitting if not exp[id(p)]))
 
     def time_of(p: Prediction) -> float:
         return exp[id(p)] if use_expected else p.time_s
+
+    def speedup(p: Prediction) -> float:  # the baseline may not fit, and so may have no expectation
+        return time_of(base_pred) / time_of(p) if not use_expected or exp[id(base_pred)] else base_pred.time_s / p.time_s
 
     def pick(t):
         best = min(t(p) for p, _ in fitting)
@@ -142,14 +147,14 @@ def recommend_quantization(hardware, m, n, k, phase="decode", memory_limit_gb=No
                       f"efficiency; the roofline alone picks {roof_pick.precision} ({bound_term(roof_pick)}), but "
                       f"this device reaches {roof_pick.time_s / time_of(roof_pick):.0%} of that roof on it: expected "
                       f"{time_of(roof_pick):.4g} s")
-            return Recommendation(choice.precision, method, reason, time_of(base_pred) / time_of(choice), choice,
-                                  base_pred, tuple(ranking), "measured efficiency", roof_pick)
+            return Recommendation(choice.precision, method, reason, speedup(choice), choice, base_pred,
+                                  tuple(ranking), "measured efficiency", roof_pick, ranked_by)
     decided_by = decision(choice, runner_up, best_time, tie_tolerance, time_of)
     reason = explain(case, choice, runner_up, base_pred, decided_by, tie_tolerance)
     if use_expected:
         reason += "; ranked by expected time (this device's efficiency profile), which agrees with the roofline"
-    return Recommendation(choice.precision, method, reason, time_of(base_pred) / time_of(choice), choice, base_pred,
-                          tuple(ranking), decided_by, runner_up)
+    return Recommendation(choice.precision, method, reason, speedup(choice), choice, base_pred, tuple(ranking),
+                          decided_by, runner_up, ranked_by)
 
 
 def decision(choice: Prediction, runner_up: Prediction | None, best_time: float, tie_tolerance: float,

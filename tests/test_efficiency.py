@@ -82,14 +82,18 @@ def test_score_reports_leave_one_out_and_held_out_for_expected_and_bound():
     for shape in ({"m": 3, "n": 3072, "k": 1536}, {"m": 1, "n": 5632, "k": 2048}):
         bound = 1e-3
         held.append(("gemm", "bf16", shape, bound, bound / smooth(shape)))
-    s = score(model, held)["bf16"]
+    s = score(model, held)["gemm:bf16"]
     assert s["leave_one_out"]["expected"]["n"] == 80 and s["held_out"]["expected"]["n"] == 2
     assert s["held_out"]["expected"]["geomean"] < 0.03 and s["leave_one_out"]["expected"]["geomean"] < 0.05
     # the bound alone is off by 1/efficiency: for M = 3 that is 1/smooth
     worst_bound = max(1 / smooth(h[2]) for h in held) - 1
     assert s["held_out"]["bound"]["worst"] == pytest.approx(worst_bound)
     noisy = fitted(lambda s: smooth(s) * (1.3 if (s["n"] + s["k"]) % 3072 == 0 else 1))  # some samples off by 30%
-    assert score(noisy)["bf16"]["leave_one_out"]["expected"]["worst"] > 0.2  # and the score says so
+    assert score(noisy)["gemm:bf16"]["leave_one_out"]["expected"]["worst"] > 0.2  # and the score says so
+    attention = EfficiencyModel()
+    attention.add("attention", "bf16", {"m": 1, "n": 1, "k": 1}, 0.3)
+    attention.samples.update(model.samples)
+    assert set(score(attention)) == {"gemm:bf16", "attention:bf16"}, "two operator classes must not overwrite"
 
 
 def test_priors_are_published_fractions_of_the_datasheet_roof():
@@ -102,6 +106,12 @@ def test_priors_are_published_fractions_of_the_datasheet_roof():
     h100 = get_hardware("h100_pcie")
     p = predict(gemm(8192, 8192, 8192, precision="fp16"), h100)
     assert expected_for(p, h100).efficiency == pytest.approx(627.0 / h100.peaks["fp16"].value)
+    sxm = get_hardware("h100")  # an alias: the prior must be found under the entry's own key
+    p = predict(gemv(8192, 8192, precision="bf16"), sxm)
+    assert expected_for(p, sxm).efficiency == pytest.approx(2700.0 / sxm.bandwidth.value)
+    from roofline import REGISTRY
+    from roofline.efficiency import PRIORS
+    assert {pr.hardware for pr in PRIORS} <= set(REGISTRY), "a prior filed under a key no entry has never applies"
     # nothing published for a 16-bit GEMV on a GB10 or anything on an RTX 4090: none, and no number
     assert expected_for(predict(gemv(4096, 4096, precision="fp16"), gb10), gb10) is NONE
     rtx = get_hardware("rtx4090")
@@ -150,7 +160,26 @@ def test_expected_ranking_needs_every_candidate_measured():
     rec = recommend_quantization(hw, 1, 4096, 4096, peaks="calibrated", expected=lambda p: expected_time(p, hw, model))
     plain = recommend_quantization(hw, 1, 4096, 4096, peaks="calibrated")
     assert rec.precision == plain.precision and rec.decided_by == plain.decided_by
-    assert any("not used: no measured efficiency" in note for *_, note in rec.ranking)
+    assert rec.ranked_by.startswith("roofline bound: expected time not used") and "int8" in rec.ranked_by
+    assert rec.ranking == plain.ranking  # no pseudo-rows: the ranking's records keep their shape
+
+
+def test_a_baseline_that_does_not_fit_leaves_the_expected_ranking_standing():
+    """With a memory limit below the baseline's weights the baseline has no place in the ranking, but the
+    speedup is still quoted against it (on the bound, since only fitting candidates need an expectation)."""
+    gb10 = get_hardware("gb10")
+    hw = gb10.with_calibration(Calibration("gb10", {"fp16": 60.0, "int8": 120.0, "fp8": 120.0, "fp4": 240.0}, 230.0,
+                                           timestamp="t0"))
+    limit = 4096 * 4096 * 1.5 / 1e9  # between the 8-bit (16.8 MB) and 16-bit (33.6 MB) weights
+    fits = recommend_quantization(hw, 1, 4096, 4096, peaks="calibrated", memory_limit_gb=limit)
+    model = EfficiencyModel(meta={"calibration": "t0"})
+    for p, _, t, note in fits.ranking:
+        if t and "exceed" not in note:
+            model.add("gemv", p, {"n": 4096, "k": 4096}, 0.5)
+    rec = recommend_quantization(hw, 1, 4096, 4096, peaks="calibrated", memory_limit_gb=limit,
+                                 expected=lambda p: expected_time(p, hw, model))
+    assert rec.ranked_by.startswith("expected time") and rec.precision == fits.precision
+    assert rec.predicted_speedup == pytest.approx(rec.baseline.time_s / rec.prediction.time_s)
 
 
 # --- measurements and the CLI --------------------------------------------------------------------------
@@ -192,3 +221,6 @@ def test_a_measurement_carries_the_expected_time_of_its_own_roof(device_info, ha
     m2 = measure_kernel(k, device_info, hardware_entry, "cold", "calibrated", timer=timer, with_telemetry=False,
                         model=wrong_roof)
     assert m2.expected_source == "none" and m2.expected_time_s is None
+    hot = measure_kernel(k, device_info, hardware_entry, "hot", "calibrated", timer=timer, with_telemetry=False,
+                         model=model)
+    assert hot.expected_time_s is None, "the sweep measured cold runs: a hot one has no expectation from it"

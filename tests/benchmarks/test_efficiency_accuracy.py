@@ -31,6 +31,7 @@ def test_efficiency_model_on_unseen_shapes(benchmark, device_info, hardware_entr
         held = tests.get("held_out")
         assert held and held["bound"]["n"] >= 1, f"{prec}: nothing held out was measured"
         e, b = held["expected"], held["bound"]
+        assert e is not None, f"{prec}: held-out shapes measured but the model had no samples to predict them"
         lines.append(f"{prec}: expected {e['geomean']:.1%} (worst {e['worst']:.0%}) vs bound {b['geomean']:.1%} "
                      f"(worst {b['worst']:.0%}) on {b['n']} unseen shapes")
         benchmark.extra_info[prec] = {"expected_geomean": e["geomean"], "bound_geomean": b["geomean"],
@@ -39,4 +40,4 @@ def test_efficiency_model_on_unseen_shapes(benchmark, device_info, hardware_entr
     benchmark.extra_info["expected_geomean_all"] = math.exp(sum(math.log1p(g) for g in geo) / len(geo)) - 1
     print(f"\nefficiency model on {device_info.name} ({result['measured']} sweep shapes in {SWEEP_BUDGET_S:g} s):\n  "
           + "\n  ".join(lines))
-    assert {p for p, _ in precisions} <= set(s)
+    assert {f"gemm:{p}" for p, _ in precisions} <= set(s)

@@ -29,9 +29,9 @@ RECORD_KEY = pytest.StashKey[dict]()
 SESSION_KEY = pytest.StashKey[dict]()
 CSV_FIELDS = ["id", "outcome", "SIMULATED", "hardware", "device", "op", "shape", "precision", "path", "emulated", "mode",
               "median_s", "p20_s", "p80_s", "count", "rel_iqr", "flops", "bytes", "ai", "bound",
-              "predicted_time_s", "efficiency", "predicted_datasheet_s", "efficiency_datasheet", "achieved_gbs",
-              "achieved_tflops", "floor", "floor_source", "roof_checked", "correctness_error", "stored_bits", "energy_j",
-              "energy_source", "contention", "verdict", "note"]
+              "predicted_time_s", "efficiency", "expected_time_s", "expected_source", "predicted_datasheet_s",
+              "efficiency_datasheet", "achieved_gbs", "achieved_tflops", "floor", "floor_source", "roof_checked",
+              "correctness_error", "stored_bits", "energy_j", "energy_source", "contention", "verdict", "note"]
 
 
 def pytest_addoption(parser):
@@ -85,6 +85,7 @@ def _table(rec: dict) -> str:
                                                                        f"{_fmt(rec.get('p80_s'))}", "s"),
             ("predicted (calibrated)", rec.get("predicted_time_s"), "s"),
             ("predicted (datasheet)", rec.get("predicted_datasheet_s"), "s"),
+            ("expected", rec.get("expected_time_s"), f"s ({rec.get('expected_source') or 'none'})"),
             ("efficiency vs calibrated", rec.get("efficiency"), ""),
             ("efficiency vs datasheet", rec.get("efficiency_datasheet"), ""),
             ("floor", rec.get("floor"), rec.get("floor_source", "")),
@@ -175,6 +176,8 @@ def device_metadata(config) -> dict:
     if js:
         meta["Jetson"] = (f"power mode {js['power_mode']}, GPU {js.get('gpu_cur_mhz')} of {js.get('gpu_max_mhz')} MHz,"
                           f" EMC cap {js.get('emc_cap_mhz')} MHz" if js.get("available") else js.get("reason"))
+    if info.driver:
+        meta["Driver"] = info.driver  # its own key: `roofline report` says when it moved between two runs
     for k, v in info.versions.items():
         meta[k] = v or "not installed"
     if info.compute_capability:

@@ -21,6 +21,8 @@ from kernels.ops import UnsupportedKernel, make_attention, make_gemm
 from kernels.timer import BudgetExceeded
 from roofline import REGISTRY, attention, gemm, get_format, predict
 from roofline.hardware import hardware_families
+from roofline.efficiency import model_of
+from roofline.runs import MEMORY_ONLY
 from roofline.judge import Evidence, Observation, judge_measurement, ratio
 from roofline.predict import UnsupportedPathError
 from tests.hardware import on_hardware
@@ -180,7 +182,8 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
 
     def measure():
         m = measure_kernel(kernel, device_info, hardware_entry, "cold", "calibrated", rep_ms=60 if kernel.emulated
-                           else 100, max_wall_s=budget, timer=timer, warm=checked)  # the check ran it once
+                           else 100, max_wall_s=budget, timer=timer, warm=checked,  # the check ran it once
+                           model=model_of(calibration))
         last["m"] = m
         return Observation(m.timing.median_s, m.timing.p20_s, roof.roof_s(m, sheet), tuple(m.contention),
                            m.predicted_time_s)
@@ -207,8 +210,10 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
         precision=case.precision, path=kernel.path, emulated=kernel.emulated, mode=m.timing.mode,
         median_s=m.timing.median_s, p20_s=m.timing.p20_s, p80_s=m.timing.p80_s, count=m.timing.count,
         rel_iqr=m.timing.rel_iqr, flops=m.flops, bytes=m.bytes, ai=m.flops / m.bytes,
-        bound="memory roof only" if m.memory_roof_only else pred.get("bound"), operator_class=bound,
+        bound=MEMORY_ONLY if m.memory_roof_only else pred.get("bound"), operator_class=bound,
         compute_class=pred.get("compute_class"), predicted_time_s=m.predicted_time_s, efficiency=m.efficiency,
+        expected_time_s=m.expected_time_s, expected_efficiency=m.expected_efficiency,
+        expected_source=m.expected_source,
         predicted_datasheet_s=sheet.time_s if sheet else None,
         efficiency_datasheet=sheet.time_s / m.timing.median_s if sheet else None,
         achieved_gbs=m.achieved_gbs, achieved_tflops=m.achieved_tflops,
