@@ -220,8 +220,12 @@ class PowerModes:
         try:
             now = self.query()
             if now["mode"] != name:
-                self._set(name, self.resolve(name)[1])
-                self.settle(name)
+                # the board's own id for the mode it started in: a custom mode in /etc/nvpmodel.conf that the
+                # registry does not list must still be restorable (resolving its name would refuse it)
+                mode_id = self.original.get("id")
+                self._set(name, mode_id if mode_id is not None else self.resolve(name)[1])
+                if find_power_mode(self.key, name) is not None:  # caps to wait for are known only for listed modes
+                    self.settle(name)
             self.restored = f"power mode restored to {name} (id {self.original['id']})"
         except (PowerModeError, ValueError) as e:
             self.restored = f"FAILED to restore the power mode to {name}: {e}"
