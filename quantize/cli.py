@@ -6,6 +6,7 @@ import json
 from roofline import load_calibration
 from roofline.cli import PHASES, fmt_time, positive_int, positive_float
 from kernels.cli import _progress, add_store_option
+from quantize.autoquant import DEFAULT_MAX_LOGIT_ERROR, DEFAULT_TOP_K
 
 
 def cmd_quantize(args, out):
@@ -18,13 +19,15 @@ def cmd_quantize(args, out):
     model = None if args.model == "tiny" else load_local_model(args.model)
     _progress(f"recommend -> quantize ({args.precision}) -> measure on {info.name}")
     rep = run_pipeline(model, phase=args.phase, precision=args.precision, prompt_len=args.prompt_len,
-                       device_info=info, calibration=cal, rep_ms=args.rep_ms)
+                       device_info=info, calibration=cal, rep_ms=args.rep_ms, max_logit_error=args.max_logit_error,
+                       top_k=args.candidates)
     if args.json:
         return json.dump(rep.to_dict(), out, indent=2, default=str)
     q, rec = rep.quantization, rep.recommendation
     out.write(f"model {rep.model} on {rep.hardware} ({rep.device}), {rep.phase}\n"
               f"  recommended {rec['precision']}: {rec['method']} (predicted {rec['predicted_speedup']:.2f}x on "
-              f"the {'x'.join(map(str, rec['gemm']))} GEMM)\n"
+              f"the {'x'.join(map(str, rec['gemm']))} GEMM; ranked by {rec.get('ranked_by', 'roofline bound')})\n"
+              + _autoquant_lines(rec.get("autoquant")) +
               f"  applied     {rep.precision} via {q['config']}; {len(q['quantized'])} layers quantized, "
               f"{len(q['skipped'])} skipped" + "".join(f"\n              skipped {n}: {w}" for n, w in q["skipped"]) + "\n"
               f"  bytes       {q['bytes_before'] / 1e6:.1f} MB -> {q['bytes_after'] / 1e6:.1f} MB "
@@ -43,6 +46,18 @@ def cmd_quantize(args, out):
         out.write(f"  note        {n}\n")
 
 
+def _autoquant_lines(auto) -> str:
+    if not auto:
+        return ""
+    lines = [f"  measured    {len(auto['trials'])} candidates on this model ({auto['phase']}, logit budget "
+             f"{auto['max_logit_error']:.0%}): pick {auto['measured_pick']}; {auto['why']}"]
+    for t in auto["trials"]:
+        lines.append(f"              {t['precision']:<16}" + (
+            f"{t['speedup']:.2f}x, logits {t['logits_rel_error']:.1%}" if t["status"] == "measured"
+            else f"{t['status']}: {t['reason'][:100]}"))
+    return "\n".join(lines) + "\n"
+
+
 def add_commands(sub) -> None:
     """Register this layer's subcommands on ``sub`` (an argparse subparsers action)."""
     p = sub.add_parser("quantize", help="recommend -> quantize -> measure -> compare on this device")
@@ -51,6 +66,11 @@ def add_commands(sub) -> None:
                    help="auto (the roofline's recommendation), int8, int8_dynamic, int4, fp8, fp8_weight_only, "
                         "nvfp4, mxfp4")
     p.add_argument("--phase", choices=PHASES, default="decode")
+    p.add_argument("--max-logit-error", type=positive_float, default=DEFAULT_MAX_LOGIT_ERROR,
+                   help="auto: the largest relative logit error vs FP32 a candidate may have "
+                        f"(default {DEFAULT_MAX_LOGIT_ERROR})")
+    p.add_argument("--candidates", type=positive_int, default=DEFAULT_TOP_K,
+                   help=f"auto: how many of the roofline's best-ranked paths to measure (default {DEFAULT_TOP_K})")
     p.add_argument("--prompt-len", type=positive_int, default=64)
     p.add_argument("--rep-ms", type=positive_float, default=200.0)
     p.add_argument("--hardware", default=None, help="registry key to predict against (default: detected)")

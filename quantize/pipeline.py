@@ -2,6 +2,8 @@
 
 1. Recommend with ``roofline.recommend_quantization`` on the model's largest projection, on the
    hardware entry in use (calibrated roof where there is one); map it to a precision this device runs.
+   With ``precision="auto"`` the recommender's top candidates are measured on the model itself and the
+   fastest within the logit-error budget is applied (``quantize.autoquant``).
 2. Quantize a copy with ``apply_quantization``; the unquantized copy stays as the baseline.
 3. Measure decode (one token against a KV cache of ``prompt_len``) and prefill latency before and
    after with ``kernels.timer`` (hot: the weights exceed the last-level cache, so they stream from DRAM
@@ -21,6 +23,7 @@ import torch
 from roofline import model_step, predict, recommend_quantization
 from roofline.predict import UnsupportedPathError
 
+from . import autoquant
 from .apply import QuantReport, apply_quantization, param_bytes
 from .configs import FROM_RECOMMENDATION, QuantizationUnsupported, check_supported, get_precision
 from .hf import load_local_model  # noqa: F401  (re-exported for the CLI)
@@ -96,7 +99,7 @@ def predicted_times(cfg, hw, peaks, batch, prompt_len, weight, act) -> dict:
     return out
 
 
-def choose_precision(precision: str, hw, cfg, phase, batch, prompt_len, peaks) -> tuple[str | None, dict]:
+def choose_precision(precision: str, hw, cfg, phase, batch, prompt_len, peaks, with_rec: bool = False):
     from roofline.efficiency import expected_time, model_of
     m = batch if phase == "decode" else batch * prompt_len
     # with this device's efficiency profile the candidates are ranked by expected time: a path the sweep measured
@@ -108,13 +111,18 @@ def choose_precision(precision: str, hw, cfg, phase, batch, prompt_len, peaks) -
              "predicted_speedup": rec.predicted_speedup, "gemm": [m, cfg.intermediate, cfg.hidden],
              "decided_by": rec.decided_by, "ranked_by": rec.ranked_by}
     if precision != "auto":
-        return get_precision(precision).name, rec_d
-    return FROM_RECOMMENDATION.get(rec.precision), rec_d
+        chosen = get_precision(precision).name
+    else:
+        chosen = FROM_RECOMMENDATION.get(rec.precision)
+    return (chosen, rec_d, rec) if with_rec else (chosen, rec_d)
 
 
 def run_pipeline(model=None, hardware=None, phase: str = "decode", precision: str = "auto", prompt_len: int = 64,
                  batch: int = 1, device_info=None, calibration=None, rep_ms: float = 200.0,
-                 tiny_config: TinyConfig = TinyConfig()) -> PipelineReport:
+                 tiny_config: TinyConfig = TinyConfig(), max_logit_error: float = autoquant.DEFAULT_MAX_LOGIT_ERROR,
+                 top_k: int = autoquant.DEFAULT_TOP_K, measure_candidates: bool = True) -> PipelineReport:
+    """``precision="auto"``: the roofline ranks, the top ``top_k`` are measured on this model and the fastest within
+    ``max_logit_error`` is applied (``measure_candidates=False``: the roofline's pick, unmeasured)."""
     from kernels.device import detect
     from kernels.measure import hardware_for
     info = device_info or detect(hardware)
@@ -132,16 +140,29 @@ def run_pipeline(model=None, hardware=None, phase: str = "decode", precision: st
     cfg = model.config.to_roofline()
     tokens = torch.randint(0, cfg.vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(1))
 
-    chosen, rec = choose_precision(precision, hw, cfg, phase, batch, prompt_len, peaks)
-    if chosen is None:
-        raise QuantizationUnsupported(rec["precision"], info.hardware_key, "the roofline recommends no quantization "
-                                      f"for this shape ({rec['reason']})", "pass --precision to force one")
-    check_supported(get_precision(chosen), info)  # before spending time measuring the baseline
-    before = measure_model(model, tokens, rep_ms)
-    quantized = copy.deepcopy(model)
-    qrep: QuantReport = apply_quantization(quantized, chosen, info)
-    quantized.setup_cache(batch, torch.bfloat16)
-    after = measure_model(quantized, tokens, rep_ms)
+    chosen, rec, rec_obj = choose_precision(precision, hw, cfg, phase, batch, prompt_len, peaks, with_rec=True)
+    auto = None
+    if precision == "auto" and measure_candidates:
+        before = measure_model(model, tokens, rep_ms)
+        auto, trials = autoquant.run(model, reference, tokens, rec_obj, info, phase, before, measure_model, accuracy,
+                                     rep_ms / 2, max_logit_error, top_k,
+                                     setup_cache=lambda q: q.setup_cache(batch, torch.bfloat16))
+        rec["autoquant"] = auto.to_dict()
+        if auto.measured_pick is None:
+            raise QuantizationUnsupported("auto", info.hardware_key, auto.why, "pass --precision to force one")
+        chosen = auto.measured_pick
+        quantized, _, qrep = trials[chosen]
+        after = measure_model(quantized, tokens, rep_ms)  # the same budget as the baseline
+    else:
+        if chosen is None:
+            raise QuantizationUnsupported(rec["precision"], info.hardware_key, "the roofline recommends no "
+                                          f"quantization for this shape ({rec['reason']})", "pass --precision to force one")
+        check_supported(get_precision(chosen), info)  # before spending time measuring the baseline
+        before = measure_model(model, tokens, rep_ms)
+        quantized = copy.deepcopy(model)
+        qrep: QuantReport = apply_quantization(quantized, chosen, info)
+        quantized.setup_cache(batch, torch.bfloat16)
+        after = measure_model(quantized, tokens, rep_ms)
 
     prec = get_precision(chosen)
     pred_before = predicted_times(cfg, hw, peaks, batch, prompt_len, "bf16", "bf16")
@@ -150,7 +171,7 @@ def run_pipeline(model=None, hardware=None, phase: str = "decode", precision: st
         ph: (pred_before[ph] / pred_after[ph] if pred_before.get(ph) and pred_after.get(ph) else None)
         for ph in ("decode", "prefill")}}
     measured = {"decode": before.decode_s / after.decode_s, "prefill": before.prefill_s / after.prefill_s}
-    notes = []
+    notes = [f"autoquant: {auto.why}"] if auto is not None and auto.measured_pick != auto.roofline_pick else []
     for ph in ("decode", "prefill"):
         p = predicted["speedup"][ph]
         if p and measured[ph] < 0.5 * p:

@@ -13,11 +13,12 @@
    its memory time is its roof, on ``compute peak`` when its compute time is, and to the ``tie`` rule
    when it is within ``tie_tolerance`` of the fastest.
 6. With ``expected`` (a prediction -> expected time, from this device's efficiency profile:
-   ``roofline.efficiency``), candidates are ranked by expected time instead, but only when every
-   candidate that fits has one (mixing expectations with bare bounds would favour whichever path has
-   no measurement). Where that ranking picks another path than the bound alone, ``decided_by`` is
-   ``measured efficiency`` and the reason names the roofline's pick and why it lost: a path known to be
-   slow on this device is not recommended because its bytes look good.
+   ``roofline.efficiency``), the candidates that have one are ranked by expected time instead (when
+   at least two do); a candidate never measured here is listed but not ranked (mixing expectations
+   with bare bounds would favour whichever path has no measurement). Where that ranking picks another
+   path than the bound alone, ``decided_by`` is ``measured efficiency`` and the reason names the
+   roofline's pick and why it lost: a path known to be slow on this device is not recommended because
+   its bytes look good. ``ranked_by`` says which ranking was used and what was left out of it.
 """
 from __future__ import annotations
 
@@ -115,17 +116,26 @@ def recommend_quantization(hardware, m, n, k, phase="decode", memory_limit_gb=No
                          f"{min(weight_gb(p) for p, _ in options):.3g} GB")
 
     exp = {id(p): expected(p) for p, _ in options} if expected is not None else {}
-    use_expected = expected is not None and all(exp[id(p)] for p, _ in fitting)
+    known = [(p, meth) for p, meth in fitting if exp.get(id(p))]
+    use_expected = len(known) >= 2  # one measured path alone ranks nothing
     ranked_by = "expected time (this device's efficiency profile)" if use_expected else "roofline bound"
     if expected is not None and not use_expected:
-        ranked_by = ("roofline bound: expected time not used, no measured efficiency for "
-                     + ", ".join(p.precision for p, _ in fitting if not exp[id(p)]))
+        ranked_by = "roofline bound: fewer than two candidates have a measured efficiency on this device"
+    elif use_expected and len(known) < len(fitting):
+        # a path never measured here is not recommended on its bytes alone: it is listed, not ranked
+        for p, meth in fitting:
+            if not exp.get(id(p)):
+                ranking.append((p.precision, meth, p.time_s, f"not ranked: no measured efficiency on this device "
+                                f"(bound {p.bound})"))
+        ranked_by += "; not ranked (never measured here): " + ", ".join(
+            p.precision for p, _ in fitting if not exp.get(id(p)))
+        fitting = known
 
     def time_of(p: Prediction) -> float:
         return exp[id(p)] if use_expected else p.time_s
 
-    def speedup(p: Prediction) -> float:  # the baseline may not fit, and so may have no expectation
-        return time_of(base_pred) / time_of(p) if not use_expected or exp[id(base_pred)] else base_pred.time_s / p.time_s
+    def speedup(p: Prediction) -> float:  # the baseline may not fit or be measured, and so have no expectation
+        return time_of(base_pred) / time_of(p) if not use_expected or exp.get(id(base_pred)) else base_pred.time_s / p.time_s
 
     def pick(t):
         best = min(t(p) for p, _ in fitting)

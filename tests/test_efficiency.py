@@ -151,17 +151,22 @@ def test_with_a_profile_a_path_known_slow_here_is_not_recommended():
         expected_time(rec.baseline, hw, model) / expected_time(rec.prediction, hw, model))
 
 
-def test_expected_ranking_needs_every_candidate_measured():
+def test_a_path_never_measured_here_is_listed_not_ranked():
     gb10 = get_hardware("gb10")
     hw = gb10.with_calibration(Calibration("gb10", {"fp16": 60.0, "int8": 120.0, "fp8": 120.0, "fp4": 240.0}, 230.0,
                                            timestamp="t0"))
-    model = EfficiencyModel(meta={"calibration": "t0"})
-    model.add("gemv", "fp16", {"n": 4096, "k": 4096}, 0.9)  # only the baseline is known
-    rec = recommend_quantization(hw, 1, 4096, 4096, peaks="calibrated", expected=lambda p: expected_time(p, hw, model))
     plain = recommend_quantization(hw, 1, 4096, 4096, peaks="calibrated")
-    assert rec.precision == plain.precision and rec.decided_by == plain.decided_by
-    assert rec.ranked_by.startswith("roofline bound: expected time not used") and "int8" in rec.ranked_by
-    assert rec.ranking == plain.ranking  # no pseudo-rows: the ranking's records keep their shape
+    model = EfficiencyModel(meta={"calibration": "t0"})
+    model.add("gemv", "fp16", {"n": 4096, "k": 4096}, 0.9)
+    only_one = recommend_quantization(hw, 1, 4096, 4096, peaks="calibrated",
+                                      expected=lambda p: expected_time(p, hw, model))
+    assert only_one.precision == plain.precision and only_one.ranked_by.startswith("roofline bound: fewer than two")
+    assert only_one.ranking == plain.ranking  # no pseudo-rows: the ranking's records keep their shape
+    model.add("gemv", "int8", {"n": 4096, "k": 4096}, 0.6)  # W8A8 measured; the 4-bit paths were not
+    rec = recommend_quantization(hw, 1, 4096, 4096, peaks="calibrated", expected=lambda p: expected_time(p, hw, model))
+    assert rec.precision == "int8" and plain.precision != "int8"  # the roofline's 4-bit pick was never measured
+    assert "not ranked (never measured here)" in rec.ranked_by and plain.precision in rec.ranked_by
+    assert any(p == plain.precision and note.startswith("not ranked") for p, _, _, note in rec.ranking)
 
 
 def test_a_baseline_that_does_not_fit_leaves_the_expected_ranking_standing():

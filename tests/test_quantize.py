@@ -165,16 +165,66 @@ def test_pipeline_end_to_end_compares_measured_with_predicted(info, calibration)
     assert 0 < rep.accuracy["logits_rel_error"] < 0.6 and rep.accuracy["top1_agreement"] > 0.1
 
 
-def test_auto_applies_the_roofline_pick_or_says_why_there_is_none(info, calibration):
+def test_auto_measures_the_roofline_candidates_and_applies_the_fastest_within_budget(info, calibration):
     from quantize.configs import FROM_RECOMMENDATION
     try:
-        rep = run_pipeline(precision="auto", device_info=info, calibration=calibration, rep_ms=60,
-                           tiny_config=TinyConfig(n_layers=2))
-    except QuantizationUnsupported as e:  # this device's roofs: no runnable format beats the 16-bit baseline
-        assert "recommends no quantization" in str(e) and "pass --precision" in str(e)
+        rep = run_pipeline(precision="auto", device_info=info, calibration=calibration, rep_ms=40,
+                           tiny_config=TinyConfig(n_layers=2), max_logit_error=0.5)
+    except QuantizationUnsupported as e:  # nothing measured beat the unquantized model within the budget
+        assert "no candidate beat the unquantized model" in str(e) and "pass --precision" in str(e)
         return
-    assert rep.precision == FROM_RECOMMENDATION[rep.recommendation["precision"]]
-    assert rep.predicted["speedup"]["decode"] > 1.0
+    auto = rep.recommendation["autoquant"]
+    measured = [t for t in auto["trials"] if t["status"] == "measured"]
+    assert measured and rep.precision == auto["measured_pick"]
+    within = [t for t in measured if t["logits_rel_error"] <= 0.5]
+    assert max(within, key=lambda t: t["speedup"])["precision"] == rep.precision
+    assert auto["roofline_pick"] == FROM_RECOMMENDATION.get(rep.recommendation["precision"])
+    assert rep.accuracy["logits_rel_error"] <= 0.5 + 1e-6
+
+
+class _FakeTiming:
+    def __init__(self, decode_s):
+        self.decode_s, self.prefill_s = decode_s, 10 * decode_s
+
+
+def test_autoquant_picks_by_measurement_and_says_why_the_roofline_lost(monkeypatch, info):
+    """The roofline's pick measured slow here; the fastest within the error budget wins; one over the budget
+    and one that cannot run are reported, not chosen."""
+    import quantize.apply
+    import quantize.configs
+    from quantize import autoquant
+    from roofline.recommend import Recommendation
+
+    def check(prec, info):
+        if prec.name == "fp8_weight_only":
+            raise QuantizationUnsupported("fp8_weight_only", "cpu", "planted", "")
+    monkeypatch.setattr(quantize.configs, "check_supported", check)
+    times = {"int8": 2e-3, "int4": 0.5e-3, "int8_dynamic": 0.8e-3}
+    errors = {"int8": 0.02, "int4": 0.4, "int8_dynamic": 0.05}
+    state = {}
+
+    def measure(model, tokens, rep_ms):
+        return _FakeTiming(times[state["prec"]])
+
+    def fake_apply(m, prec, info):
+        state["prec"] = prec
+        return f"report {prec}"
+    monkeypatch.setattr(quantize.apply, "apply_quantization", fake_apply)
+    ranking = (("int8/bf16", "wo", 1e-4, "chosen"), ("int4_tinygemm/bf16", "wo", 1.1e-4, "memory-bound"),
+               ("fp8_e4m3/bf16", "fp8", 1.2e-4, "memory-bound"), ("int8", "w8a8", 1.3e-4, "memory-bound"),
+               ("bf16", "base", 2e-4, "memory-bound"))
+    rec = Recommendation("int8/bf16", "wo", "", 2.0, None, None, ranking)
+    auto, trials = autoquant.run(object(), None, None, rec, info, "decode", _FakeTiming(1e-3), measure,
+                                 lambda q, r, t: {"logits_rel_error": errors[state["prec"]]}, 10, 0.1, top_k=4)
+    assert [t.precision for t in auto.trials] == ["int8", "int4", "fp8_weight_only", "int8_dynamic"]
+    assert auto.roofline_pick == "int8" and auto.measured_pick == "int8_dynamic"
+    assert {t.precision: t.status for t in auto.trials}["fp8_weight_only"] == "unsupported"
+    assert "int8" in auto.why and "0.50x" in auto.why and "does not reach its roof" in auto.why
+    assert set(trials) == {"int8", "int4", "int8_dynamic"}  # the measured ones, for the pipeline to reuse
+    times["int8_dynamic"] = 1.5e-3  # now nothing within budget beats the baseline (int4 is over it)
+    auto, _ = autoquant.run(object(), None, None, rec, info, "decode", _FakeTiming(1e-3), measure,
+                            lambda q, r, t: {"logits_rel_error": errors[state["prec"]]}, 10, 0.1, top_k=4)
+    assert auto.measured_pick is None and "keep it unquantized" in auto.why
 
 
 def test_pipeline_reports_a_slow_path_instead_of_hiding_it(info, calibration):
