@@ -1,7 +1,7 @@
 """The energy commands: ``energy`` (an operator's or a model step's predicted joules, watts and tokens/J) and
 ``schedule`` (which power mode, precision and batch for a latency, throughput or energy target).
 
-Registered by ``roofline.cli.add_commands``; they reuse its shared options and helpers.
+Registered by ``roofline.commands.add_commands``; they reuse ``roofline.cli``'s shared options and helpers.
 """
 from __future__ import annotations
 
