@@ -105,8 +105,7 @@ class Evidence:
 def physics(obs: Observation, roof_noise: float | None, roof_label: str) -> Check:
     if roof_noise is None:
         return Check("physics", obs.roof_fraction <= 1 + RESOLUTION, False,
-                     f"{roof_label} has no measured noise (its calibration was still rising when its budget "
-                     f"ended): {obs.roof_fraction:.0%} of it, reported, not enforced")
+                     f"{roof_label} is not a settled ceiling: {obs.roof_fraction:.0%} of it, reported, not enforced")
     allowed = obs.timer_noise + roof_noise + RESOLUTION
     ok = obs.median_s >= obs.predicted_s * (1 - allowed)
     return Check("physics", ok, True, f"measured {obs.median_s * 1e6:.4g} us vs {roof_label} {obs.predicted_s * 1e6:.4g} "
