@@ -205,35 +205,15 @@ def spot_check(op: str, shape: dict, precisions: list[tuple[str, dict]], info, h
 
 
 def figure(report: SpotReport):
-    """(roofs, points) of the spot check: one roof per compute class met, one predicted and one measured point
-    per precision that ran (its bound and its median at the same arithmetic intensity)."""
-    from roofline.plot import CLASS_COLOURS
-    from roofline.svg import SvgPoint, SvgRoof
-    roofs, points, seen = [], [], set()
-    for rec in report.records():
-        if rec["status"] != "ok":
-            continue
-        memory_only = rec["bound"] == MEMORY_ONLY
-        cls = None if memory_only else rec.get("compute_class")
-        peak = None if memory_only else rec.get("peak_tflops")
-        key = (cls, peak, rec["bandwidth_gbs"])
-        if key not in seen:
-            seen.add(key)
-            label = f"{cls} roof" if cls else "memory roof alone"
-            roofs.append(SvgRoof(f"{label} ({report.peaks})", rec["bandwidth_gbs"], peak,
-                                 CLASS_COLOURS.get(cls, "#334155"), report.peaks == "calibrated"))
-        details = {"path": rec["path"], "shape": "x".join(str(v) for v in rec["shape"].values()),
-                   "bound": f"{fmt_s(rec['bound_time_s'])} ({rec['bound']})",
-                   "expected": fmt_s(rec["expected_time_s"]) if rec["expected_time_s"] else "no model",
-                   "measured": f"{fmt_s(rec['median_s'])} (p20 {fmt_s(rec['p20_s'])}, p80 {fmt_s(rec['p80_s'])})",
-                   "efficiency": f"{rec['efficiency']:.1%}"}
-        if rec["speedup_vs_baseline"] is not None:
-            details[f"vs {rec['baseline']}"] = f"{rec['speedup_vs_baseline']:.2f}x"
-        failed = bool(rec["beats_roof"])
-        points.append(SvgPoint(rec["precision"], rec["ai"], rec["flops"] / rec["bound_time_s"] / 1e12, False,
-                               details))
-        points.append(SvgPoint(rec["precision"], rec["ai"], rec["achieved_tflops"], True, details, failed))
-    return roofs, points
+    """(roofs, points) of the spot check, drawn as the suite's report draws a run (``roofline.runs``): one roof per
+    compute class met, one predicted and one measured point per precision that ran."""
+    from roofline import runs
+    roof = "calibrated" if report.peaks == "calibrated" else "datasheet"
+    recs = [dict(rec, id=f"{rec['op']} {rec['precision']}", predicted_time_s=rec["bound_time_s"],
+                 outcome="failed" if rec["beats_roof"] else "passed",
+                 **{f"{roof}_peak_tflops": rec["peak_tflops"], f"{roof}_bandwidth_gbs": rec["bandwidth_gbs"]})
+            for rec in report.records() if rec["status"] == "ok"]
+    return runs.roofs_of(recs), runs.points_of(recs)
 
 
 TABLE_HEADERS = ["precision", "path", "bytes", "AI", "bound", "expected", "measured (p20-p80)", "n", "efficiency",
@@ -299,13 +279,8 @@ def write_figure(report: SpotReport, path: str) -> None:
     elif low.endswith(".svg"):
         write_atomic(path, roofline_svg(roofs, points, title) + "\n")
     elif low.endswith(".png"):
-        from roofline.plot import Point, Roof, roofline_png
-        # matplotlib's roofs need a peak: a memory-only roof is drawn up to just above the highest point
-        top = 4 * max((p.tflops for p in points), default=1.0)
-        png = roofline_png([Roof(r.label, r.peak_tflops or top, r.bandwidth_gbs, r.colour, r.calibrated)
-                            for r in roofs],
-                           [Point(f"{p.precision} {'measured' if p.measured else 'predicted'}", p.ai, p.tflops,
-                                  p.colour, p.measured) for p in points], title)
-        write_atomic(path, png)
+        from roofline.plot import Point, roofline_png
+        write_atomic(path, roofline_png(roofs, [Point(f"{p.precision} {'measured' if p.measured else 'predicted'}",
+                                                      p.ai, p.tflops, p.colour, p.measured) for p in points], title))
     else:
         raise ValueError(f"cannot write a figure to {path!r}; use a .html, .svg or .png name")

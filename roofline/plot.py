@@ -31,10 +31,11 @@ def colour_for(precision: str) -> str:
 
 @dataclass(frozen=True)
 class Roof:
+    """One roof to draw (PNG here, SVG in ``roofline.svg``); ``peak_tflops=None``: the memory slope alone."""
     label: str
-    peak_tflops: float
+    peak_tflops: float | None
     bandwidth_gbs: float
-    colour: str
+    colour: str = "#334155"
     calibrated: bool = False
 
 
@@ -58,6 +59,9 @@ def roofline_png(roofs: list[Roof], points: list[Point], title: str = "", size=(
     import matplotlib.pyplot as plt
 
     ais = [p.ai for p in points if p.ai > 0] or [1.0]
+    # a memory-only roof is drawn up to just above the highest point (it has no flat part of its own)
+    top = 4 * max((p.tflops for p in points), default=1.0)
+    roofs = [r if r.peak_tflops else Roof(r.label, top, r.bandwidth_gbs, r.colour, r.calibrated) for r in roofs]
     ridges = [critical_ai(r.peak_tflops, r.bandwidth_gbs) for r in roofs]
     lo = min(min(ais) / 4, min(ridges, default=1) / 8)
     hi = max(max(ais) * 4, max(ridges, default=1) * 8)

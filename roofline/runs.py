@@ -8,7 +8,8 @@ outcome. Pure data in, SVG parts out: no pytest, no torch.
 from __future__ import annotations
 
 from .plot import CLASS_COLOURS
-from .svg import SvgPoint, SvgRoof, slug
+from .plot import Roof
+from .svg import SvgPoint, slug
 
 MEMORY_ONLY = "memory roof only"  # the bound of a case held to bytes / bandwidth alone
 BASELINES = ("fp16", "bf16")  # the 16-bit precisions a speedup is quoted against, in order of preference
@@ -37,7 +38,7 @@ def measured(records: list[dict]) -> list[dict]:
     return [r for r in records if r.get("median_s") and r.get("ai") and r.get("flops")]
 
 
-def roofs_of(records: list[dict], label_prefix: str = "") -> list[SvgRoof]:
+def roofs_of(records: list[dict], label_prefix: str = "") -> list[Roof]:
     """Each distinct roof the records were held against: datasheet (solid) and calibrated (dashed) per
     compute class; a case held to bytes alone adds its memory roof alone."""
     roofs, seen = [], set()
@@ -48,15 +49,17 @@ def roofs_of(records: list[dict], label_prefix: str = "") -> list[SvgRoof]:
         key = (round(bw, 6), round(peak, 6) if peak else None, calibrated)
         if key not in seen:
             seen.add(key)
-            roofs.append(SvgRoof(label_prefix + label, bw, peak, CLASS_COLOURS.get(cls, "#334155"), calibrated))
+            roofs.append(Roof(label_prefix + label, peak, bw, CLASS_COLOURS.get(cls, "#334155"), calibrated))
 
     for r in measured(records):
         cls = r.get("compute_class") or ""
         hw = r.get("hardware", "")
         if r.get("datasheet_peak_tflops") and r.get("datasheet_bandwidth_gbs"):
             add(f"{hw} {cls} datasheet", r["datasheet_bandwidth_gbs"], r["datasheet_peak_tflops"], cls, False)
-        if r.get("bound") == MEMORY_ONLY:
-            add(f"{hw} memory alone (calibrated)", r.get("calibrated_bandwidth_gbs"), None, "", True)
+        if r.get("bound") == MEMORY_ONLY:  # on the roof it was held to: calibrated where there is one
+            cal = bool(r.get("calibrated_bandwidth_gbs"))
+            add(f"{hw} memory alone ({'calibrated' if cal else 'datasheet'})",
+                r.get("calibrated_bandwidth_gbs") or r.get("datasheet_bandwidth_gbs"), None, "", cal)
         elif r.get("calibrated_peak_tflops") and r.get("calibrated_bandwidth_gbs"):
             add(f"{hw} {cls} calibrated", r["calibrated_bandwidth_gbs"], r["calibrated_peak_tflops"], cls, True)
     return roofs
@@ -76,6 +79,10 @@ def details(r: dict) -> dict:
          "outcome": r.get("outcome", "")}
     if r.get("efficiency_datasheet") is not None:
         d["vs datasheet"] = f"{r['efficiency_datasheet']:.1%}"
+    if r.get("path"):
+        d["path"] = r["path"]
+    if r.get("speedup_vs_baseline") is not None:
+        d[f"vs {r['baseline']}"] = f"{r['speedup_vs_baseline']:.2f}x"
     return d
 
 

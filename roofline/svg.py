@@ -16,21 +16,12 @@ import re
 from dataclasses import dataclass, field
 from html import escape
 
-from .plot import attainable_tflops, colour_for
+from .plot import Roof, attainable_tflops, colour_for
 from .predict import critical_ai
 
 WIDTH, HEIGHT = 680, 420
 LEFT, RIGHT, TOP, BOTTOM = 64, 170, 28, 48  # the right margin holds the legend
 FAIL_COLOUR = "#dc2626"
-
-
-@dataclass(frozen=True)
-class SvgRoof:
-    label: str
-    bandwidth_gbs: float
-    peak_tflops: float | None  # None: the memory slope alone
-    colour: str = "#334155"
-    calibrated: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,7 +79,7 @@ def _limits(roofs, points):
     return x_lo, x_hi, y_lo, y_hi
 
 
-def _roof_path(ax: _Axes, r: SvgRoof) -> str:
+def _roof_path(ax: _Axes, r: Roof) -> str:
     pts = [ax.x_lo]
     if r.peak_tflops:
         ridge = critical_ai(r.peak_tflops, r.bandwidth_gbs)
@@ -132,7 +123,7 @@ def _point(ax: _Axes, p: SvgPoint) -> str:
             f'data-tflops="{p.tflops:.6g}"{data}><title>{escape(chr(10).join(lines))}</title>{mark}</g>')
 
 
-def roofline_svg(roofs: list[SvgRoof], points: list[SvgPoint], title: str = "") -> str:
+def roofline_svg(roofs: list[Roof], points: list[SvgPoint], title: str = "") -> str:
     """The roofline as one ``<svg>`` element (a string), ready to inline in HTML or save as a .svg file."""
     ax = _Axes(*_limits(roofs, points))
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" '

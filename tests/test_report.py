@@ -12,7 +12,8 @@ import pytest
 from roofline import compare, history
 from roofline.cli import main
 from roofline.plot import colour_for
-from roofline.svg import SvgPoint, SvgRoof, roofline_svg
+from roofline.plot import Roof
+from roofline.svg import SvgPoint, roofline_svg
 from tests.validation.report import summary_html
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -110,8 +111,8 @@ def test_svg_structure_matches_the_golden_file():
 
 
 def golden_svg():
-    roofs = [SvgRoof("gb10 fp16 datasheet", 273.0, 125.0), SvgRoof("fp16 calibrated", 230.0, 100.0, calibrated=True),
-             SvgRoof("memory alone", 230.0, None, calibrated=True)]
+    roofs = [Roof("gb10 fp16 datasheet", 125.0, 273.0), Roof("fp16 calibrated", 100.0, 230.0, calibrated=True),
+             Roof("memory alone", None, 230.0, calibrated=True)]
     pts = [SvgPoint("fp16", 1.0, 0.2, True, {"case": "a"}), SvgPoint("fp16", 1.0, 0.27, False, {"case": "a"}),
            SvgPoint("int8", 2.0, 0.3, True, {"case": "b"}, failed=True),
            SvgPoint("nvfp4", 3.5, 0.5, True, {"case": "c"}, group="run 2", marker="square")]

@@ -222,9 +222,10 @@ def test_cli_table_interrupt_and_bad_input(monkeypatch, calibration, capsys):
 
 def test_svg_predicted_points_sit_on_their_roof():
     """The drawn roof and the predicted point come from the same formula: the point is on the line."""
-    from roofline.svg import SvgPoint, SvgRoof, roofline_svg
+    from roofline.plot import Roof
+    from roofline.svg import SvgPoint, roofline_svg
     from roofline.plot import attainable_tflops
-    roof = SvgRoof("fp16 roof", 273.0, 100.0)
+    roof = Roof("fp16 roof", peak_tflops=100.0, bandwidth_gbs=273.0)
     pts = [SvgPoint("fp16", ai, float(attainable_tflops(ai, 100.0, 273.0)), False) for ai in (0.5, 2.0, 4000.0)]
     svg = ET.fromstring(roofline_svg([roof], pts))
     line = [tuple(map(float, p.split(","))) for p in svg.find(f".//{SVG}polyline").get("points").split()]
@@ -244,8 +245,9 @@ def test_svg_predicted_points_sit_on_their_roof():
 
 def test_a_memory_only_roof_keeps_its_slope_to_the_edge():
     """A path held to bytes alone has no flat part: its predicted points lie on the slope, wherever they are."""
-    from roofline.svg import SvgPoint, SvgRoof, roofline_svg
-    roof = SvgRoof("memory alone", 200.0, None)  # its slope leaves the plot's top before its right edge
+    from roofline.plot import Roof
+    from roofline.svg import SvgPoint, roofline_svg
+    roof = Roof("memory alone", peak_tflops=None, bandwidth_gbs=200.0)  # its slope leaves the plot's top before its right edge
     pts = [SvgPoint("bf16", ai, ai * 200.0 / 1e3, False) for ai in (0.05, 0.4, 1.2)]
     svg = ET.fromstring(roofline_svg([roof], pts))
     (x0, y0), (x1, y1) = [tuple(map(float, p.split(","))) for p in svg.find(f".//{SVG}polyline").get("points").split()]
@@ -299,8 +301,9 @@ def _children_of_root(html):
 
 
 def test_a_failing_point_is_marked_and_text_is_escaped():
-    from roofline.svg import SvgPoint, SvgRoof, roofline_svg
-    svg = roofline_svg([SvgRoof("r", 100.0, 10.0)], [SvgPoint("int8", 1.0, 0.2, True, {"path": "<a&b>"}, True)])
+    from roofline.plot import Roof
+    from roofline.svg import SvgPoint, roofline_svg
+    svg = roofline_svg([Roof("r", peak_tflops=10.0, bandwidth_gbs=100.0)], [SvgPoint("int8", 1.0, 0.2, True, {"path": "<a&b>"}, True)])
     root = ET.fromstring(svg)  # parses: the detail text was escaped
     g = [g for g in root.iter(f"{SVG}g") if "pt" in g.get("class", "").split()][0]
     assert "failed" in g.get("class") and "<a&b>" in g.find(f"{SVG}title").text
