@@ -220,10 +220,11 @@ def expected_fields(result, hw, model: EfficiencyModel | None = None) -> dict:
     total, known, sources, n = 0.0, 0, set(), 0
     for p, mult in result.flat():
         n += 1
-        t = expected_time(p, hw, model)
+        e = expected_for(p, hw, model)
+        t = e.time_s(e.roof_time_s(p)) if e.efficiency else None
         if t is not None:
             known += 1
-            sources.add(expected_for(p, hw, model).source)
+            sources.add(e.source)
         total += (t if t is not None else p.time_s) * mult
     if not known:
         return NONE.to_dict(result) | {"expected_time_s": None}
@@ -233,9 +234,9 @@ def expected_fields(result, hw, model: EfficiencyModel | None = None) -> dict:
 
 
 def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, float]] | None = None) -> dict:
-    """Accuracy per model key (``gemm:bf16``): leave-one-out over the model's own samples, and on ``held_out`` shapes it never
-    saw (op, precision, shape, bound time, measured median). Error = |log(predicted / measured)|, reported as
-    geomean and worst, for the expected time and for the bound alone."""
+    """Accuracy per model key (``gemm:bf16``): leave-one-out over the model's own samples, and on ``held_out``
+    shapes it never saw (op, precision, shape, bound time, measured median). Error = |log(predicted /
+    measured)|, reported as geomean and worst, for the expected time and for the bound alone."""
     def summary(errors):
         if not errors:
             return None

@@ -229,3 +229,31 @@ def test_a_measurement_carries_the_expected_time_of_its_own_roof(device_info, ha
     hot = measure_kernel(k, device_info, hardware_entry, "hot", "calibrated", timer=timer, with_telemetry=False,
                          model=model)
     assert hot.expected_time_s is None, "the sweep measured cold runs: a hot one has no expectation from it"
+
+
+@pytest.mark.cpu
+def test_calibrate_efficiency_fits_stores_scores_and_measure_uses_it(tmp_path, monkeypatch, device_info, calibration):
+    """The whole path on this device, kept short: a 3 s sweep is fitted and saved into the cached profile,
+    `--score` measures a held-out shape, and `measure` then reports the profile's expected time."""
+    import kernels.efficiency as keff
+    from kernels.calibrate import profile_path
+    from roofline.__main__ import main
+    from tests.test_calibrate import quiet
+    path = profile_path(device_info, tmp_path)
+    path.write_text(json.dumps(quiet(calibration)))
+    held = keff.measure_held_out
+    monkeypatch.setattr(keff, "measure_held_out", lambda *a, **k: held(*a, **dict(k, shapes=keff.HELD_OUT[:1])))
+    out = io.StringIO()
+    assert main(["calibrate", "--quick", "--cache-dir", str(tmp_path), "--efficiency", "--efficiency-budget-s", "3",
+                 "--score", "--json"], out=out) == 0
+    d = json.loads(out.getvalue())
+    stored = json.loads(path.read_text())["details"]["efficiency"]
+    assert stored["meta"]["calibration"] == d["timestamp"] and stored["samples"]
+    swept = {k for k, v in stored["samples"].items() if v}
+    assert swept and all(d["score"][k]["held_out"]["bound"]["n"] == 1 for k in swept)
+    out = io.StringIO()
+    assert main(["measure", "gemv", "--n", "1024", "--k", "1024", "--precision", "fp32", "--rep-ms", "20",
+                 "--cache-dir", str(tmp_path), "--json"], out=out) == 0
+    m = json.loads(out.getvalue())
+    assert m["expected_source"] == "profile" and m["expected_time_s"] == pytest.approx(
+        m["predicted_time_s"] / m["expected_efficiency"])
