@@ -125,19 +125,30 @@ class Hardware:
 
     # --- the two roofs -----------------------------------------------------------------------
     def peak_tflops(self, compute_class: str, peaks: str = "datasheet") -> float:
+        return self.peak(compute_class, peaks)[0]
+
+    def peak(self, compute_class: str, peaks: str = "datasheet") -> tuple[float, str]:
+        """(TFLOP/s, where it comes from). A profile that never measured this class (FP4 before calibration
+        covered it, a precision it skipped) falls back to the datasheet peak, beside the calibrated
+        bandwidth, and the source says so; with neither, a ValueError naming what was measured."""
         _check_peaks(peaks)
         if peaks == "calibrated":
             cal = self._need_calibration()
-            if compute_class not in cal.peaks_tflops:
-                raise ValueError(f"calibration {cal.path or 'profile'} for {self.key} has no measured "
-                                 f"{compute_class} peak; measured: {', '.join(cal.peaks_tflops) or 'none'}")
-            return cal.peaks_tflops[compute_class]
+            where = cal.path or "profile"
+            if compute_class in cal.peaks_tflops:
+                return cal.peaks_tflops[compute_class], f"calibrated ({where}, {cal.timestamp})"
+            spec = self.peaks.get(compute_class)
+            if spec is None:
+                raise ValueError(f"calibration {where} for {self.key} has no measured {compute_class} peak and "
+                                 f"there is no datasheet one; measured: {', '.join(cal.peaks_tflops) or 'none'}")
+            return spec.value, (f"datasheet {compute_class} peak ({spec.source}): the calibration {where} has no "
+                                f"measured {compute_class} peak; bandwidth calibrated")
         spec = self.peaks.get(compute_class)
         if spec is None:
             raise ValueError(f"{self.key} has no datasheet {compute_class} peak (known: "
                              f"{', '.join(self.peaks) or 'none'}); use a calibration profile "
                              "(`python -m roofline calibrate`)")
-        return spec.value
+        return spec.value, f"datasheet: {spec.source}" + (f" [{spec.flags}]" if spec.flags else "")
 
     def bandwidth_gbs(self, peaks: str = "datasheet") -> float:
         _check_peaks(peaks)

@@ -135,18 +135,7 @@ def predict_op(cost: OpCost, hardware, peaks: str = "datasheet", launch_overhead
     path = compute_path(hw, cost.weight_format, cost.act_format)
     bw = hw.bandwidth_gbs(peaks)
     cls = path.compute_class
-    if peaks == "calibrated" and cls not in hw.calibration.peaks_tflops and cls in hw.peaks:
-        # a profile that never measured this class (FP4 before calibration covered it, a precision it
-        # skipped): the datasheet peak stands in, beside the calibrated bandwidth, and the source says so
-        peak, spec = hw.peaks[cls].value, hw.peaks[cls]
-        source = (f"datasheet {cls} peak ({spec.source}): the calibration {hw.calibration.path or 'profile'} has no "
-                  f"measured {cls} peak; bandwidth calibrated")
-    elif peaks == "calibrated":
-        peak = hw.peak_tflops(cls, peaks)
-        source = f"calibrated ({hw.calibration.path or 'profile'}, {hw.calibration.timestamp})"
-    else:
-        peak, spec = hw.peak_tflops(cls, peaks), hw.peaks.get(cls)
-        source = f"datasheet: {spec.source}" + (f" [{spec.flags}]" if spec.flags else "")
+    peak, source = hw.peak(cls, peaks)  # a class the profile never measured: its datasheet peak, said so
     t_mem, t_comp, t = roofline_time(cost.flops, cost.bytes, peak, bw)
     return Prediction(
         op=cost.op, name=cost.name, hardware=hw.key, precision=precision_label(cost.weight_format, cost.act_format),

@@ -1,4 +1,5 @@
 """Hardware registry: dense peaks with sources, custom hardware, calibration beside the datasheet."""
+import dataclasses
 import json
 
 import pytest
@@ -140,10 +141,20 @@ def test_calibration_sits_beside_the_datasheet(tmp_path):
     assert get_hardware("gb10").calibration is None  # the registry entry is untouched
 
 
-def test_calibration_without_the_needed_class_says_what_was_measured(tmp_path):
+def test_calibration_without_the_needed_class_falls_back_to_the_datasheet_or_says_what_was_measured(tmp_path):
+    """The scalar and vectorised paths agree: both get the datasheet peak for a class the profile never measured
+    (the sweep once raised where predict fell back), and both refuse a class with neither."""
+    from roofline import gemm, sweep_gemm
     hw = get_hardware("gb10").with_calibration(load_calibration(_profile(tmp_path)))
-    with pytest.raises(ValueError, match="no measured fp8 peak; measured: fp16, fp4"):
-        hw.peak_tflops("fp8", "calibrated")
+    value, source = hw.peak("fp8", "calibrated")
+    assert value == hw.peaks["fp8"].value and "has no measured fp8 peak" in source
+    assert hw.peak_tflops("fp8", "calibrated") == value
+    one = predict(gemm(4096, 4096, 4096, precision="fp8_e4m3"), hw, peaks="calibrated")
+    many = sweep_gemm([4096], [4096], [4096], hw, "fp8_e4m3", peaks="calibrated")
+    assert many["time_s"][0] == pytest.approx(one.time_s)
+    bare = dataclasses.replace(hw, peaks={k: v for k, v in hw.peaks.items() if k != "fp8"})
+    with pytest.raises(ValueError, match="no measured fp8 peak and there is no datasheet one; measured: fp16, fp4"):
+        bare.peak_tflops("fp8", "calibrated")
 
 
 @pytest.mark.parametrize("over", [{"bandwidth_gbs": 0}, {"peaks_tflops": "fast"}, {"hardware": None,
