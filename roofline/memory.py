@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 
 from .formats import tensor_bytes
 from .hardware import get_hardware
-from .models import PHASES, ModelConfig, StepFormats, step_formats
+from .models import PHASES, ModelConfig, StepFormats, step_formats, tokens_per_step
 from .operators import MAX_DIM, attention_operand_bytes, check_dim
+from .predict import BYTES_PER_GB
 
-BYTES_PER_GB = 1e9
-LOGITS_BYTES_PER_ELEMENT = 4  # generation reads FP32 logits (quantize/model.py: ``.float()``)
+LOGITS_FORMAT = "fp32"  # generation reads FP32 logits (quantize/model.py: ``.float()``)
 
 
 def weight_bytes(cfg: ModelConfig, f: StepFormats) -> dict[str, float]:
@@ -61,7 +61,7 @@ def kv_cache_bytes(cfg: ModelConfig, f: StepFormats, context: int, batch: int) -
 
 
 def workspace_bytes(cfg: ModelConfig, f: StepFormats, phase: str, context: int, batch: int) -> float:
-    tokens = batch if phase == "decode" else batch * context
+    tokens = tokens_per_step(phase, batch, context)
     hd = cfg.dim_per_head
     attn = (cfg.heads + 2 * cfg.kv_heads) * hd + cfg.heads * hd
     if cfg.is_moe:
@@ -69,7 +69,7 @@ def workspace_bytes(cfg: ModelConfig, f: StepFormats, phase: str, context: int, 
     else:
         mlp = 3 * cfg.intermediate
     return tensor_bytes(f.out, tokens * (2 * cfg.hidden + max(attn, mlp))) + \
-        batch * cfg.vocab * LOGITS_BYTES_PER_ELEMENT
+        tensor_bytes(LOGITS_FORMAT, batch * cfg.vocab)
 
 
 @dataclass(frozen=True)

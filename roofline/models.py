@@ -174,7 +174,8 @@ def get_model_config(name: str | ModelConfig, **overrides) -> ModelConfig:
     return cfg
 
 
-def _tokens(phase: str, batch: int, seq_len: int) -> int:
+def tokens_per_step(phase: str, batch: int, seq_len: int) -> int:
+    """Tokens one step produces or reads in: one per sequence decoding, the whole prompt per sequence in prefill."""
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}; allowed: {', '.join(PHASES)}")
     return batch if phase == "decode" else batch * seq_len
@@ -245,7 +246,7 @@ def _layer(cfg: ModelConfig, phase, batch, seq_len, f: StepFormats, sliding: boo
     if sliding and not cfg.sliding_window:
         raise ValueError(f"{cfg.name} has no sliding-window layers")
     w, a, o = f.weight, f.act, f.out
-    t = _tokens(phase, batch, seq_len)
+    t = tokens_per_step(phase, batch, seq_len)
     hd = cfg.dim_per_head
     if cfg.is_moe:
         mlp = moe_ffn(t, cfg.hidden, cfg.experts, cfg.experts_per_token, cfg.expert_width, *f.experts,
@@ -272,7 +273,7 @@ def model_step(cfg: ModelConfig, phase: str, batch: int, seq_len: int, precision
     """
     batch, seq_len = check_dim("batch", batch), check_dim("seq_len", seq_len)
     f = step_formats(cfg, precision, weight, act, kv, out, lm_head, expert_weight, expert_act)
-    t = _tokens(phase, batch, seq_len)
+    t = tokens_per_step(phase, batch, seq_len)
     full = cfg.layers - cfg.sliding_layers
     layers = tuple(Composite(name, _layer(cfg, phase, batch, seq_len, f, sliding).parts, repeat=n)
                    for name, n, sliding in (("layers", full, False), ("sliding_layers", cfg.sliding_layers, True))

@@ -22,16 +22,10 @@ from dataclasses import dataclass
 
 from .formats import get_format
 from .hardware import get_hardware
-from .memory import BYTES_PER_GB, MemoryPlan, capacity, memory_plan
-from .models import PHASES, ModelConfig, get_model_config, model_step, step_formats
-from .predict import CompositePrediction, UnsupportedPathError, precision_label, predict
+from .memory import MemoryPlan, capacity, memory_plan
+from .models import ModelConfig, get_model_config, model_step, step_formats, tokens_per_step
+from .predict import BYTES_PER_GB, CompositePrediction, UnsupportedPathError, precision_label, predict
 from .recommend import CANDIDATES, Candidate
-
-
-def tokens_per_step(phase: str, batch: int, context: int) -> int:
-    if phase not in PHASES:
-        raise ValueError(f"unknown phase {phase!r}; allowed: {', '.join(PHASES)}")
-    return batch if phase == "decode" else batch * context
 
 
 @dataclass(frozen=True)
@@ -185,7 +179,7 @@ def _reason(cfg, hw, phase, batch, context, chosen: Priced, base: Priced, runnab
     if pred.bound == "memory":
         weights = sum(p.bytes * m for p, m in pred.flat() if p.op in ("gemm", "grouped_gemm")
                       and p.name != "router") / pred.bytes
-        parts.append(f"{shape} is memory-bound on {hw.key} ({pred.bytes / 1e9:.3g} GB moved per step, "
+        parts.append(f"{shape} is memory-bound on {hw.key} ({pred.bytes / BYTES_PER_GB:.3g} GB moved per step, "
                      f"{weights:.0%} of it weights): the fewest bytes that run win")
     else:
         d = pred.dominant

@@ -134,10 +134,11 @@ def test_mode_ids_are_the_boards_own_and_unknown_modes_name_the_known(board):
 
 def _record(mode, median_s, energy_j):
     """A GEMV 4096x4096 fp16 case as test_measured_case records it, in ``mode``."""
-    roof = (2 * 4096 * 4096 + 4 * 4096) / ((2133 if mode == "15W" else 3199) / 3199 * 102e9)
-    return {"power_mode": mode, "hardware": f"{SUPER}@nvpmodel {mode}", "op": "gemv", "shape": "1x4096x4096",
-            "precision": "fp16", "median_s": median_s, "predicted_datasheet_s": roof, "bytes": 2 * 4096 * 4096 + 4 * 4096,
-            "flops": 2 * 4096 * 4096, "compute_class": "fp16", "energy_j": energy_j, "tokens_per_call": 1,
+    from roofline import apply_power_mode, get_hardware, gemv, predict
+    p = predict(gemv(4096, 4096, precision="fp16"), apply_power_mode(get_hardware(SUPER), mode))  # the mode's roof
+    return {"power_mode": mode, "hardware": p.hardware, "op": "gemv", "shape": "1x4096x4096",
+            "precision": "fp16", "median_s": median_s, "predicted_datasheet_s": p.time_s, "bytes": p.bytes,
+            "flops": p.flops, "compute_class": p.compute_class, "energy_j": energy_j, "tokens_per_call": 1,
             "outcome": "passed"}
 
 

@@ -218,8 +218,3 @@ def pytest_html_results_summary(prefix, summary, postfix, session):
     prefix.append(f"<h3>Power modes{sim}</h3><p>{escape(', '.join(report['modes']))} on {escape(report['hardware'])};"
                   f" {restored}; energy reported, not enforced (the default costs are unverified; a fitted profile "
                   f"is in energy_profile.json)</p>{state['svg']}{table_html(report['rows'])}")
-
-
-def predicted_mode(rec: dict) -> str | None:
-    """The mode a record's roof was scaled to (``...@nvpmodel 15W``): must match the mode it ran in."""
-    return mode_of(rec.get("hardware") or "")
