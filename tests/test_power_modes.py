@@ -89,6 +89,22 @@ def test_the_original_mode_is_restored_whatever_the_body_raises(board, planted):
     assert changes(root) == ["-m 0", "-m 1"]
 
 
+def test_a_board_started_in_a_custom_mode_is_restored_to_it_by_its_own_id(tmp_path, monkeypatch):
+    """A mode a user added to /etc/nvpmodel.conf is in no registry: restore uses the id the board reported
+    (resolving the name would refuse it) and does not wait for caps nobody knows."""
+    from tests.fakes.jetson import STATUS_FILE
+    make_jetson_tree(tmp_path, SUPER, mode="25W")
+    install_switchable_nvpmodel(tmp_path / "bin", tmp_path, SUPER, "25W", custom={9: "MY_12W"})
+    write(tmp_path, STATUS_FILE, "pmode:0009 fmode:quiet\n")
+    install_fake_sudo(tmp_path / "bin", allow=True)
+    monkeypatch.setenv("PATH", path_with(tmp_path / "bin"))
+    with controller(tmp_path) as ctl:
+        assert ctl.query() == {"mode": "MY_12W", "id": 9}
+        ctl.switch("15W")
+    assert changes(tmp_path)[-1] == "-m 9" and ctl.query()["mode"] == "MY_12W"
+    assert ctl.restored == "power mode restored to MY_12W (id 9)"
+
+
 def test_sudo_that_wants_a_password_is_a_clear_error_and_nothing_changed(board):
     root = board(sudo=False)
     with pytest.raises(PowerModeError, match=r"`sudo -n nvpmodel -m 0` failed \(exit 1\): sudo: a password is required"

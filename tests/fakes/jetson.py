@@ -164,10 +164,11 @@ NVPMODEL_BEHAVIOURS = ("ok", "ignore", "fail", "no-settle")
 
 
 def install_switchable_nvpmodel(bin_dir: Path, root: Path, key: str, mode=None, layout: str = "jp6",
-                                behaviour: str = "ok") -> Path:
+                                behaviour: str = "ok", custom: dict[int, str] | None = None) -> Path:
     """An ``nvpmodel`` for board ``key`` whose tree is under ``root``: ``-q`` prints the mode in the status file,
     ``-m ID`` switches it and rewrites the mode's files (``mode_files``). ``behaviour``: ``ok``; ``ignore``
-    (exit 0, nothing changes); ``fail`` (NVPM ERROR, exit 1); ``no-settle`` (the mode changes, the clocks do not)."""
+    (exit 0, nothing changes); ``fail`` (NVPM ERROR, exit 1); ``no-settle`` (the mode changes, the clocks do not).
+    ``custom``: {id: name} of modes a user added to /etc/nvpmodel.conf that no registry lists (no files change)."""
     if behaviour not in NVPMODEL_BEHAVIOURS:
         raise ValueError(f"unknown behaviour {behaviour!r}; known: {', '.join(NVPMODEL_BEHAVIOURS)}")
     root, bin_dir = Path(root), Path(bin_dir)
@@ -175,8 +176,9 @@ def install_switchable_nvpmodel(bin_dir: Path, root: Path, key: str, mode=None, 
     write(root, STATUS_FILE, f"pmode:{mode_id:04d} fmode:quiet\n")
     write(root, NVPMODEL_LOG, "")
     q = shlex.quote
-    names = "\n".join(f"    {spec[0]}) echo {q(n)} ;;" for n, spec in POWER_MODES[key].items())
-    branches = []
+    names = "\n".join([f"    {spec[0]}) echo {q(n)} ;;" for n, spec in POWER_MODES[key].items()]
+                      + [f"    {i}) echo {q(n)} ;;" for i, n in (custom or {}).items()])
+    branches = [f"    {i})\n      ;;" for i in (custom or {})]
     for n, spec in POWER_MODES[key].items():
         writes = "" if behaviour == "no-settle" else "\n".join(
             f"      printf %s {q(text)} > {q(str(root / rel))}" for rel, text in mode_files(key, n, layout).items())
