@@ -133,10 +133,18 @@ def test_the_cuda_device_torch_uses_is_the_one_described(tmp_path, monkeypatch):
 
 # --- --hardware --------------------------------------------------------------------------------------
 
-def test_an_override_of_another_kind_is_refused():
-    """Before: `--hardware b10` on this CPU host relabelled the CPU as a GB10 and measured the CPU."""
+@pytest.fixture
+def cpu_only_host(tmp_path, monkeypatch):
+    """A host with no CUDA device and no Jetson tree, whatever machine runs the test (a GB10 runner included)."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    return fake_cpu_tree(tmp_path)
+
+
+def test_an_override_of_another_kind_is_refused(cpu_only_host):
+    """Before: `--hardware b10` on a CPU host relabelled the CPU as a GB10 and measured the CPU."""
     with pytest.raises(ValueError) as e:
-        detect("b10")
+        detect("b10", root=cpu_only_host)
     msg = str(e.value)
     assert "'b10'" in msg and "gb10" in msg and "detected as a cpu device" in msg and "kind cpu or custom" in msg
 
@@ -151,13 +159,13 @@ def test_the_cpu_entry_on_a_gpu_host_measures_the_host_cpu_and_a_sibling_gpu_is_
     assert forced.hardware_key == "h100_pcie" and "detected: h100_sxm" in forced.detected_by
 
 
-def test_this_machine_is_detected_and_unknown_overrides_name_the_known():
-    info = detect()
+def test_a_cpu_host_is_detected_and_unknown_overrides_name_the_known(cpu_only_host):
+    info = detect(root=cpu_only_host)
     assert info.hardware_key == "cpu" and info.kind == "cpu" and info.torch_device == "cpu"
-    assert info.versions["torch"] and info.cpu.cores >= 1 and info.unavailable is None
-    assert detect("host").hardware_key == "cpu"
+    assert info.versions["torch"] and info.cpu.model == "Fake CPU 9000" and info.unavailable is None
+    assert detect("host", root=cpu_only_host).hardware_key == "cpu"
     with pytest.raises(ValueError, match="unknown hardware 'tpu'"):
-        detect("tpu")
+        detect("tpu", root=cpu_only_host)
 
 
 def test_torch_device_is_cpu_when_simulated_or_unavailable():
