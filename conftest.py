@@ -110,7 +110,7 @@ def simulation():
 def _device_info(config):
     if "info" not in _DEVICE:
         try:
-            from kernels.device import detect
+            from roofline_kernels.device import detect
         except ImportError as e:  # torch missing: theory-only session
             _DEVICE["info"], _DEVICE["error"] = None, f"measurement layer unavailable: {e}"
         else:
@@ -177,18 +177,18 @@ def device_info(request, power_mode):
 
 @pytest.fixture(scope="session")
 def profile_store(request) -> Path:
-    from kernels.calibrate import default_cache_dir
+    from roofline_kernels.calibrate import default_cache_dir
     return Path(request.config.getoption("--roofline-cache-dir") or default_cache_dir())
 
 
 @pytest.fixture(scope="session")
 def calibration(request, device_info, profile_store):
-    from kernels.measure import hardware_for
+    from roofline_kernels.measure import hardware_for
     sim = simulation()
     hw = hardware_for(device_info)
     if sim is not None:
         return sim.calibration(device_info, hw)
-    from kernels.calibrate import load_or_calibrate
+    from roofline_kernels.calibrate import load_or_calibrate
     return load_or_calibrate(device_info, profile_store, quick=True, refresh=request.config.getoption("--recalibrate"),
                              hw=hw)
 
@@ -196,14 +196,14 @@ def calibration(request, device_info, profile_store):
 @pytest.fixture(scope="session")
 def hardware_entry(device_info, calibration):
     """The registry entry measurements are held against, with this device's calibration beside it."""
-    from kernels.measure import hardware_for
+    from roofline_kernels.measure import hardware_for
     return hardware_for(device_info, calibration)
 
 
 @pytest.fixture(scope="session")
 def baseline_book(request, device_info, calibration, profile_store):
     """This device's recorded efficiencies (loaded once; the cases first recorded are saved at the end)."""
-    from kernels.baseline import baseline_path, load_book, save_book
+    from roofline_kernels.baseline import baseline_path, load_book, save_book
     path = baseline_path(device_info, profile_store)
     book = load_book(path, fresh=request.config.getoption("--rebaseline"))
     yield book

@@ -1,7 +1,7 @@
 """The CLI's shared parts: options, argument types, the operator a command's flags describe, ``main``.
 
-Each layer brings its own commands: ``roofline.commands`` registers the theory's, ``kernels.cli``
-measure and calibrate, ``quantize.cli`` quantize, and ``roofline.__main__`` (the thin entry point
+Each layer brings its own commands: ``roofline.commands`` registers the theory's, ``roofline_kernels.cli``
+measure and calibrate, ``roofline_quantize.cli`` quantize, and ``roofline.__main__`` (the thin entry point
 behind ``python -m roofline`` and the ``roofline`` script) composes them. This module never imports
 the layers above it; they import the shared options and helpers from here.
 
@@ -76,7 +76,7 @@ def add_hardware_options(p, default="gb10"):
 
 def add_model_precision_options(p):
     g = p.add_argument_group("model precision (layer, model)")
-    g.add_argument("--lm-head-precision", help="LM head format (default 'weight': the weight format, as quantize/ "
+    g.add_argument("--lm-head-precision", help="LM head format (default 'weight': the weight format, as roofline_quantize/ "
                    "does; GPTQ/AWQ checkpoints keep it bf16)")
     g.add_argument("--expert-precision", help="routed experts' weight format (default: the checkpoint's, "
                    "e.g. gpt-oss mxfp4, else the weight format)")

@@ -243,7 +243,7 @@ def add_commands(sub) -> None:
                    "(default 4096)")
     p.add_argument("--batch", type=positive_int, help="--model: sequences per step (default 1)")
     p.add_argument("--lm-head-precision", help="--model: LM head format (default: the weight format, as "
-                   "quantize/ does; GPTQ/AWQ keep it bf16)")
+                   "roofline_quantize/ does; GPTQ/AWQ keep it bf16)")
     p.add_argument("--kv-precision", help="--model: KV-cache format (default: the residual stream's)")
     p.add_argument("--phase", choices=PHASES, default="decode")
     p.add_argument("--memory-limit-gb", type=positive_float, help="GEMM: its weights; --model: the whole model")

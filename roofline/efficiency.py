@@ -5,7 +5,7 @@ shape (a 1024x1024 GEMV cannot stream like a 14336x4096 one; a software bf16 pat
 roof). This module turns measured fractions into an estimate:
 
 1. **A fitted model** (``EfficiencyModel``): samples of ``efficiency = roof time / measured median``
-   from a calibration sweep over shapes (``kernels.efficiency`` measures it), per (operator class,
+   from a calibration sweep over shapes (``roofline_kernels.efficiency`` measures it), per (operator class,
    precision). A query fits ``log(efficiency)`` as a linear function of ``(log2 M, log2 N, log2 K)``
    over its nearest samples (weighted by closeness, lightly ridge-regularised so a sparse
    neighbourhood cannot tilt it wildly), i.e. piecewise-linear in log shape: "utilization space"

@@ -42,7 +42,7 @@ class Spec:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Measured ceilings for one device (written by kernels.calibrate, loaded from JSON)."""
+    """Measured ceilings for one device (written by roofline_kernels.calibrate, loaded from JSON)."""
     hardware: str
     peaks_tflops: dict[str, float]
     bandwidth_gbs: float

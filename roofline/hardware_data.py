@@ -182,7 +182,7 @@ HARDWARE_DATA: list[dict] = [
                                   derived=True, unverified=True),
                            int8=_p(838, unverified=True),
                            fp4=_p(1676, "3352 sparse / 2"))),
-    # The host CPU has no datasheet here: kernels.device builds a host entry with peaks derived from
+    # The host CPU has no datasheet here: roofline_kernels.device builds a host entry with peaks derived from
     # the core count, clock and SIMD width, and `roofline calibrate` measures the real ones.
     dict(key="cpu", family="cpu", aliases=("host", "host_cpu"), name="host CPU (peaks come from detection or calibration)",
          arch="cpu", kind="cpu", source="none: measure with `python -m roofline calibrate`",

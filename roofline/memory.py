@@ -3,7 +3,7 @@
 Assumptions:
 1. Weights: every stored parameter, all experts included whatever a step touches, priced with
    ``tensor_bytes`` in the format ``models.step_formats`` gives its kind. Norms, router and the
-   embedding table are in the residual-stream format (``quantize/`` never quantizes ``nn.Embedding``).
+   embedding table are in the residual-stream format (``roofline_quantize/`` never quantizes ``nn.Embedding``).
    A tied LM head shares the embedding's storage only while both are in one format: quantizing it
    stores a second copy (torchao's ``quantize_`` replaces ``lm_head.weight`` with a new tensor).
 2. KV cache: K and V of every layer for ``batch x positions``, priced by attention's own K/V operand
@@ -30,7 +30,7 @@ from .models import PHASES, ModelConfig, StepFormats, step_formats, tokens_per_s
 from .operators import MAX_DIM, attention_operand_bytes, check_dim
 from .predict import BYTES_PER_GB
 
-LOGITS_FORMAT = "fp32"  # generation reads FP32 logits (quantize/model.py: ``.float()``)
+LOGITS_FORMAT = "fp32"  # generation reads FP32 logits (roofline_quantize/model.py: ``.float()``)
 
 
 def weight_bytes(cfg: ModelConfig, f: StepFormats) -> dict[str, float]:

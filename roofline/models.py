@@ -11,7 +11,7 @@ Assumptions:
    stream (embedding, norms, attention, MoE router) is in the output format (16-bit for low-bit
    activations); the KV cache has its own format (default: the output format).
 5. The LM head takes the weight format unless ``lm_head`` names its own: that default is what
-   ``quantize/`` does (``apply_quantization`` quantizes every ``nn.Linear``, the LM head included;
+   ``roofline_quantize/`` does (``apply_quantization`` quantizes every ``nn.Linear``, the LM head included;
    tests/test_models_moe.py ties the two). GPTQ/AWQ checkpoints usually keep it 16-bit: pass
    ``lm_head="bf16"`` for those.
 6. Mixture of experts (``experts > 0``): every layer's FFN is the MoE block of ``moe.py`` (none of
@@ -35,7 +35,7 @@ from .moe import moe_ffn
 from .operators import Composite, attention, attention_pairs, check_dim, elementwise, ffn, gemm, operand_formats
 
 PHASES = ("prefill", "decode")
-LM_HEAD_FOLLOWS_WEIGHTS = "weight"  # the --lm-head-precision default: what quantize/ does
+LM_HEAD_FOLLOWS_WEIGHTS = "weight"  # the --lm-head-precision default: what roofline_quantize/ does
 
 
 @dataclass(frozen=True)
@@ -267,7 +267,7 @@ def model_step(cfg: ModelConfig, phase: str, batch: int, seq_len: int, precision
                kv=None, out=None, lm_head=None, expert_weight=None, expert_act=None) -> Composite:
     """One forward step of the whole decoder: embedding, all layers, final norm, LM head.
 
-    ``lm_head``: None or "weight" (the weight format, as quantize/ does) or a format of its own.
+    ``lm_head``: None or "weight" (the weight format, as roofline_quantize/ does) or a format of its own.
     ``expert_weight``/``expert_act``: the routed experts' formats (default: the checkpoint's, else the
     weight format).
     """

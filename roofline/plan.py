@@ -12,7 +12,7 @@
    through a 24 GB limit). A path the hardware cannot run (``UnsupportedPathError``) is never chosen.
 4. The fastest that fits wins. Ties (within ``tie_tolerance``) go to experts kept as published, then
    to one format for the whole model, then to more bits per weight and per activation, then floats.
-5. The LM head follows ``lm_head`` (default: the weight format, as ``quantize/`` does); the KV cache is
+5. The LM head follows ``lm_head`` (default: the weight format, as ``roofline_quantize/`` does); the KV cache is
    in ``kv`` (default: the residual stream's format); neither is searched.
 6. Tokens/s: decode produces ``batch`` tokens per step, prefill ``batch * context``.
 """

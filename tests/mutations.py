@@ -40,7 +40,7 @@ def pytest_unconfigure(config):
 
 def _wrap_builders(mp, change):
     """Apply ``change(kernel, args, kwargs)`` to every kernel the suite builds."""
-    from kernels import ops
+    from roofline_kernels import ops
     import tests.validation.test_roofline_cases as cases
     for name in ("make_gemm", "make_attention"):
         orig = getattr(ops, name)
@@ -94,7 +94,7 @@ def _plant_wrong_values(mp):
 
 
 def _plant_hot_as_cold(mp):
-    from kernels.ops import Kernel
+    from roofline_kernels.ops import Kernel
 
     def rotation(self, min_total_bytes, max_total_bytes):
         copies = max(2, -(-min_total_bytes // max(1, self.input_bytes)))

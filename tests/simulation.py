@@ -1,6 +1,6 @@
 """A simulated device: `pytest -m b10 --simulate gb10` runs the hardware suite here as it would run there.
 
-What is real: detection (``kernels.device.detect``) over fake CUDA properties, a fake ``pynvml`` and,
+What is real: detection (``roofline_kernels.device.detect``) over fake CUDA properties, a fake ``pynvml`` and,
 for a Jetson, a fake sysfs tree and ``nvpmodel`` (tests/fakes); the kernel builders' path choices,
 capability gates and shape rules for that device; torchao's configs built with the device's
 capability and their forward run on the CPU where torchao allows it ("not probed" where not); the
@@ -75,7 +75,7 @@ class Simulation:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def detect(self, override=None):
-        from kernels.device import detect
+        from roofline_kernels.device import detect
         info = detect(override, root=self.root)
         return dataclasses.replace(info, simulated=self.key)
 
@@ -91,8 +91,8 @@ class Simulation:
 
     def timer(self, kernel, hw, peaks, mode):
         """The timing a healthy board would give at the stated efficiency (or a planted fault)."""
-        from kernels.measure import predict_kernel
-        from kernels.timer import summarize
+        from roofline_kernels.measure import predict_kernel
+        from roofline_kernels.timer import summarize
         roof_s, pred, _ = predict_kernel(kernel, hw, "datasheet")  # every simulatable entry has a datasheet
         bound = (pred or {}).get("bound", "memory")
         eff = {"above-roof": 1.5, "below-floor": 0.02}.get(self.fault, self.efficiency[bound])
@@ -117,7 +117,7 @@ def probe_kernel(build, case, device_info):
     CUDA's shape rules are checked at the full shape first, so the simulated device refuses exactly
     what the real one would; the probe shape keeps every rule the full shape passes (M > 16 stays > 16,
     dimensions stay multiples of 256)."""
-    from kernels.ops import UnsupportedKernel, cuda_shape_refusal
+    from roofline_kernels.ops import UnsupportedKernel, cuda_shape_refusal
     from roofline import attention, gemm, get_format, gemv
     s = dict(case.shape)
     if case.op == "attention":

@@ -1,7 +1,7 @@
 """This device's baseline store: first records kept, merged with what others stored, damage survived."""
 import json
 
-from kernels.baseline import load_book, save_book
+from roofline_kernels.baseline import load_book, save_book
 from roofline.judge import BaselineBook
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from kernels import calibrate as cal_mod
-from kernels.calibrate import load_or_calibrate, profile_path, stream_bandwidth
+from roofline_kernels import calibrate as cal_mod
+from roofline_kernels.calibrate import load_or_calibrate, profile_path, stream_bandwidth
 from roofline import load_calibration
 
 pytestmark = pytest.mark.cpu

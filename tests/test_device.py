@@ -3,9 +3,9 @@ import dataclasses
 
 import pytest
 
-from kernels.device import (DeviceInfo, detect, fp32_flops_per_cycle, hardware_key_from_cuda_name,
+from roofline_kernels.device import (DeviceInfo, detect, fp32_flops_per_cycle, hardware_key_from_cuda_name,
                             hardware_key_from_jetson, host_cpu_hardware, read_cpu_info)
-from kernels.identify import identify_cuda
+from roofline_kernels.identify import identify_cuda
 from tests.fakes.cuda import install_fake_cuda
 from tests.fakes.devices import SIMULATED
 from tests.fakes.host import fake_cpu_tree, write

@@ -211,8 +211,8 @@ def test_predict_json_carries_expected_beside_the_unchanged_bound(tmp_path):
 
 @pytest.mark.cpu
 def test_a_measurement_carries_the_expected_time_of_its_own_roof(device_info, hardware_entry):
-    from kernels.measure import measure_kernel
-    from kernels.ops import make_gemm
+    from roofline_kernels.measure import measure_kernel
+    from roofline_kernels.ops import make_gemm
     from tests.test_spot import _fake_timing
     k = make_gemm(1, 512, 512, precision="fp32")
     timer = lambda *a: _fake_timing(1e-3)  # noqa: E731
@@ -235,8 +235,8 @@ def test_a_measurement_carries_the_expected_time_of_its_own_roof(device_info, ha
 def test_calibrate_efficiency_fits_stores_scores_and_measure_uses_it(tmp_path, monkeypatch, device_info, calibration):
     """The whole path on this device, kept short: a 3 s sweep is fitted and saved into the cached profile,
     `--score` measures a held-out shape, and `measure` then reports the profile's expected time."""
-    import kernels.efficiency as keff
-    from kernels.calibrate import profile_path
+    import roofline_kernels.efficiency as keff
+    from roofline_kernels.calibrate import profile_path
     from roofline.__main__ import main
     from tests.test_calibrate import quiet
     path = profile_path(device_info, tmp_path)

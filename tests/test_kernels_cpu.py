@@ -1,7 +1,7 @@
 """Every CPU kernel: correct against FP32 at small shapes, and its bytes are the theory's bytes."""
 import pytest
 
-from kernels.ops import INT4_GROUP, UnsupportedKernel, make_attention, make_gemm, make_gemv
+from roofline_kernels.ops import INT4_GROUP, UnsupportedKernel, make_attention, make_gemm, make_gemv
 from roofline import attention, gemm
 
 pytestmark = pytest.mark.cpu

@@ -1,7 +1,7 @@
 """CUDA kernels (need a GPU: skipped elsewhere with what was required and what was detected)."""
 import pytest
 
-from kernels.ops import UnsupportedKernel, make_attention, make_gemm
+from roofline_kernels.ops import UnsupportedKernel, make_attention, make_gemm
 
 pytestmark = pytest.mark.gpu
 

@@ -1,18 +1,18 @@
-"""The theory's default LM-head format is what quantize/ really does to a model.
+"""The theory's default LM-head format is what roofline_quantize/ really does to a model.
 
-``quantize.apply.apply_quantization`` quantizes every ``nn.Linear`` it is not told to skip, the LM head
+``roofline_quantize.apply.apply_quantization`` quantizes every ``nn.Linear`` it is not told to skip, the LM head
 included, and never the ``nn.Embedding``. ``roofline.models`` therefore prices the LM head in the weight
 format by default (``LM_HEAD_FOLLOWS_WEIGHTS``) and the embedding table in the residual format. If
-quantize/ starts skipping the LM head (as GPTQ/AWQ pipelines do), this test fails until the default
+roofline_quantize/ starts skipping the LM head (as GPTQ/AWQ pipelines do), this test fails until the default
 follows. The CPU's packed INT4 layer needs no torchao kernel: one small model, quantized once.
 """
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from kernels.device import DeviceInfo, read_cpu_info  # noqa: E402
-from quantize.apply import apply_quantization  # noqa: E402
-from quantize.model import TinyConfig, build_tiny  # noqa: E402
+from roofline_kernels.device import DeviceInfo, read_cpu_info  # noqa: E402
+from roofline_quantize.apply import apply_quantization  # noqa: E402
+from roofline_quantize.model import TinyConfig, build_tiny  # noqa: E402
 from roofline.memory import weight_bytes  # noqa: E402
 from roofline.models import step_formats  # noqa: E402
 

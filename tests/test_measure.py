@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from kernels.measure import measure_kernel, predict_kernel
-from kernels.ops import make_gemv
+from roofline_kernels.measure import measure_kernel, predict_kernel
+from roofline_kernels.ops import make_gemv
 from roofline.__main__ import main
 
 pytestmark = pytest.mark.cpu
@@ -18,7 +18,7 @@ def test_a_measurement_carries_its_prediction_and_context(device_info, hardware_
     assert d["prediction"]["bound"] == "memory" and d["peaks"] == "calibrated"
     assert m.efficiency == pytest.approx(m.predicted_time_s / m.timing.median_s)
     assert m.achieved_gbs == pytest.approx(k.cost.bytes / m.timing.median_s / 1e9)
-    from kernels.measure import cache_bytes
+    from roofline_kernels.measure import cache_bytes
     assert d["mode"] == "cold" and d["timing"]["rotation_bytes"] >= 2 * cache_bytes(device_info) or "SHORT" in m.cold_note
     assert d["timing"]["count"] >= 10 and d["SIMULATED"] is False
     assert "cpu" in d["telemetry"] and "region" in d["telemetry"] and isinstance(d["contention"], list)
@@ -27,7 +27,7 @@ def test_a_measurement_carries_its_prediction_and_context(device_info, hardware_
 def test_a_missing_calibrated_peak_falls_back_to_the_datasheet_with_a_note():
     """A Blackwell profile without an FP4 peak (calibration never measured it) must price FP4, not error."""
     from roofline import Calibration, gemm, get_hardware
-    from kernels.ops import Kernel
+    from roofline_kernels.ops import Kernel
     hw = get_hardware("gb10").with_calibration(Calibration("gb10", {"bf16": 50.0}, 230.0))
     k = Kernel("gemm", "nvfp4", "cuda", lambda i: None, {}, lambda: None,
                gemm(4096, 4096, 4096, precision="nvfp4"), "test")
@@ -82,7 +82,7 @@ def test_cli_measure_bad_input(argv, needle, capsys, calibration):
 
 
 def test_cli_calibrate_reads_the_cache(tmp_path, device_info, calibration):
-    from kernels.calibrate import profile_path
+    from roofline_kernels.calibrate import profile_path
     from tests.test_calibrate import quiet
     profile_path(device_info, tmp_path).write_text(json.dumps(quiet(calibration)))
     out_file = tmp_path / "copy.json"

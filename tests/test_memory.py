@@ -35,7 +35,7 @@ def test_a_tied_head_shares_the_table_only_while_both_are_in_one_format():
     table = tensor_bytes("bf16", cfg.vocab * cfg.hidden)
     assert memory_plan(cfg, "decode", 1, 64, precision="bf16").weights_bytes["lm_head"] == 0
     q = memory_plan(cfg, "decode", 1, 64, weight="int4_tinygemm", act="bf16")
-    assert q.weights_bytes["embedding"] == table  # quantize/ never quantizes the embedding
+    assert q.weights_bytes["embedding"] == table  # roofline_quantize/ never quantizes the embedding
     assert q.weights_bytes["lm_head"] == tensor_bytes("int4_tinygemm", cfg.vocab * cfg.hidden)
 
 

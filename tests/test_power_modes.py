@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from kernels.power_modes import PowerModeError, PowerModeRefused, PowerModes, conf_ids
+from roofline_kernels.power_modes import PowerModeError, PowerModeRefused, PowerModes, conf_ids
 from tests.fakes.host import write
 from tests.fakes.jetson import (install_fake_sudo, install_switchable_nvpmodel, make_jetson_tree, mode_rails,
                                 nvpmodel_calls, path_with)

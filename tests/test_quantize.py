@@ -7,12 +7,12 @@ import sys
 import pytest
 import torch
 
-from kernels.device import detect
-from quantize.apply import apply_quantization, param_bytes
-from quantize.configs import PRECISIONS, QuantizationUnsupported, get_precision, torchao_config
-from quantize.int4_cpu import Int4PackedLinear
-from quantize.model import TinyConfig, build_tiny
-from quantize.pipeline import run_pipeline
+from roofline_kernels.device import detect
+from roofline_quantize.apply import apply_quantization, param_bytes
+from roofline_quantize.configs import PRECISIONS, QuantizationUnsupported, get_precision, torchao_config
+from roofline_quantize.int4_cpu import Int4PackedLinear
+from roofline_quantize.model import TinyConfig, build_tiny
+from roofline_quantize.pipeline import run_pipeline
 from roofline import tensor_bytes
 from roofline.__main__ import main
 
@@ -125,7 +125,7 @@ def test_no_eligible_layer_is_an_error_not_a_silent_pass(info):
 
 
 def test_int8_weight_only_layers_read_int8_directly(info):
-    from kernels.torchao_paths import _int8_packed_mm
+    from roofline_kernels.torchao_paths import _int8_packed_mm
     model = torch.nn.Sequential(torch.nn.Linear(256, 128, bias=False)).to(torch.bfloat16)
     apply_quantization(model, "int8", info)
     assert isinstance(model[0].weight, _int8_packed_mm()[1])  # its linear is aten._weight_int8pack_mm
@@ -133,7 +133,7 @@ def test_int8_weight_only_layers_read_int8_directly(info):
 
 def test_a_layer_that_quantizes_but_cannot_run_is_refused_when_applied(info, monkeypatch):
     """The probe: torchao's MXFP4 config quantizes on a CPU but its forward cannot run there."""
-    import quantize.apply as apply_mod
+    import roofline_quantize.apply as apply_mod
     from torchao.prototype import mx_formats as mx
     mxfp4 = mx.MXDynamicActivationMXWeightConfig(activation_dtype=torch.float4_e2m1fn_x2,
                                                  weight_dtype=torch.float4_e2m1fn_x2)
@@ -166,7 +166,7 @@ def test_pipeline_end_to_end_compares_measured_with_predicted(info, calibration)
 
 
 def test_auto_measures_the_roofline_candidates_and_applies_the_fastest_within_budget(info, calibration):
-    from quantize.configs import FROM_RECOMMENDATION
+    from roofline_quantize.configs import FROM_RECOMMENDATION
     try:
         rep = run_pipeline(precision="auto", device_info=info, calibration=calibration, rep_ms=40,
                            tiny_config=TinyConfig(n_layers=2), max_logit_error=0.5)
@@ -190,15 +190,15 @@ class _FakeTiming:
 def test_autoquant_picks_by_measurement_and_says_why_the_roofline_lost(monkeypatch, info):
     """The roofline's pick measured slow here; the fastest within the error budget wins; one over the budget
     and one that cannot run are reported, not chosen."""
-    import quantize.apply
-    import quantize.configs
-    from quantize import autoquant
+    import roofline_quantize.apply
+    import roofline_quantize.configs
+    from roofline_quantize import autoquant
     from roofline.recommend import Recommendation
 
     def check(prec, info):
         if prec.name == "fp8_weight_only":
             raise QuantizationUnsupported("fp8_weight_only", "cpu", "planted", "")
-    monkeypatch.setattr(quantize.configs, "check_supported", check)
+    monkeypatch.setattr(roofline_quantize.configs, "check_supported", check)
     times = {"int8": 2e-3, "int4": 0.5e-3, "int8_dynamic": 0.8e-3}
     errors = {"int8": 0.02, "int4": 0.4, "int8_dynamic": 0.05}
     state = {}
@@ -209,7 +209,7 @@ def test_autoquant_picks_by_measurement_and_says_why_the_roofline_lost(monkeypat
     def fake_apply(m, prec, info):
         state["prec"] = prec
         return f"report {prec}"
-    monkeypatch.setattr(quantize.apply, "apply_quantization", fake_apply)
+    monkeypatch.setattr(roofline_quantize.apply, "apply_quantization", fake_apply)
     ranking = (("int8/bf16", "wo", 1e-4, "chosen"), ("int4_tinygemm/bf16", "wo", 1.1e-4, "memory-bound"),
                ("fp8_e4m3/bf16", "fp8", 1.2e-4, "memory-bound"), ("int8", "w8a8", 1.3e-4, "memory-bound"),
                ("bf16", "base", 2e-4, "memory-bound"))
@@ -270,7 +270,7 @@ def local_hf_model(tmp_path_factory):
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from quantize.pipeline import PERPLEXITY_TEXT
+    from roofline_quantize.pipeline import PERPLEXITY_TEXT
     path = tmp_path_factory.mktemp("tiny_hf_llama")
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel()
@@ -285,7 +285,7 @@ def local_hf_model(tmp_path_factory):
 
 
 def test_local_hugging_face_model_pipeline(local_hf_model, info, calibration):
-    from quantize.hf import load_local_model
+    from roofline_quantize.hf import load_local_model
     model = load_local_model(local_hf_model)
     linears = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     rep = run_pipeline(model, precision="int8", device_info=info, calibration=calibration, rep_ms=40, prompt_len=16)
@@ -298,7 +298,7 @@ def test_local_hugging_face_model_pipeline(local_hf_model, info, calibration):
 
 
 def test_local_hugging_face_model_cache_matches_full_sequence(local_hf_model):
-    from quantize.hf import load_local_model
+    from roofline_quantize.hf import load_local_model
     model = load_local_model(local_hf_model)
     toks = torch.randint(0, 512, (1, 17), generator=torch.Generator().manual_seed(5))
     full = model(toks, 0, last_only=False)[:, -1]
@@ -321,6 +321,6 @@ def test_a_users_local_hugging_face_model():
     path = os.environ.get("ROOFLINE_HF_MODEL")
     if not path:
         pytest.skip("no real local model given (set ROOFLINE_HF_MODEL to its directory); nothing is downloaded")
-    from quantize.hf import load_local_model
+    from roofline_quantize.hf import load_local_model
     rep = run_pipeline(load_local_model(path), precision="int8", rep_ms=50)
     assert rep.accuracy["perplexity"] > 0 and rep.quantization["quantized"]

@@ -1,15 +1,15 @@
 """torchao's CUDA paths on a real GPU (skipped elsewhere with what was required and what was detected).
 
-A pair whose capability gate (``kernels.torchao_paths``) says it runs here must build, probe and be
+A pair whose capability gate (``roofline_kernels.torchao_paths``) says it runs here must build, probe and be
 right; only the gate's refusals skip, so a path that quantizes but cannot run fails instead of hiding.
 """
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from kernels.torchao_paths import arch_refusal, find_path, quantized_linear
-from quantize.apply import apply_quantization, tensor_storage_bytes
-from quantize.configs import QuantizationUnsupported, check_supported, get_precision
+from roofline_kernels.torchao_paths import arch_refusal, find_path, quantized_linear
+from roofline_quantize.apply import apply_quantization, tensor_storage_bytes
+from roofline_quantize.configs import QuantizationUnsupported, check_supported, get_precision
 from roofline import tensor_bytes
 
 pytestmark = pytest.mark.gpu

@@ -8,10 +8,10 @@ from html.parser import HTMLParser  # the DOM check of the toggles
 
 import pytest
 
-from kernels import spot
-from kernels.measure import measure_kernel
-from kernels.ops import GEMM_KERNELS, UnsupportedKernel, make_gemm
-from kernels.timer import BudgetExceeded, Timing
+from roofline_kernels import spot
+from roofline_kernels.measure import measure_kernel
+from roofline_kernels.ops import GEMM_KERNELS, UnsupportedKernel, make_gemm
+from roofline_kernels.timer import BudgetExceeded, Timing
 from roofline.__main__ import main
 from roofline.plot import colour_for
 

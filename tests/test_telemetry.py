@@ -4,10 +4,10 @@ import sys
 
 import pytest
 
-from kernels import telemetry
-from kernels.device import detect
-from kernels.nvml import other_gpu_processes
-from kernels.region import CLOCK_DROP_FRACTION, Sample, integrate_power, region_flags
+from roofline_kernels import telemetry
+from roofline_kernels.device import detect
+from roofline_kernels.nvml import other_gpu_processes
+from roofline_kernels.region import CLOCK_DROP_FRACTION, Sample, integrate_power, region_flags
 from tests.fakes.cuda import install_fake_cuda
 from tests.fakes.devices import SIMULATED, multi_gpu
 from tests.fakes.host import write

@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from kernels.timer import MAX_WARMUP, BudgetExceeded, bench, summarize
+from roofline_kernels.timer import MAX_WARMUP, BudgetExceeded, bench, summarize
 
 
 def spin(ns):
@@ -86,8 +86,8 @@ def test_cold_is_slower_than_hot_for_a_cache_resident_working_set(device_info):
     """Rotation must evict: a read that fits the detected caches is served by them when hot, and must come
     from DRAM when the kernel cycles through copies spanning twice the caches (sizes from detection)."""
     import torch
-    from kernels.measure import cache_bytes
-    from kernels.ops import Kernel
+    from roofline_kernels.measure import cache_bytes
+    from roofline_kernels.ops import Kernel
     from roofline import elementwise
     n = max(2**16, cache_bytes(device_info) // 4 // 4)  # a quarter of the caches
     x = torch.ones(n)

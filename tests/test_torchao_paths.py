@@ -1,4 +1,4 @@
-"""kernels.torchao_paths: which torchao 0.18 config runs each roofline format pair, per capability.
+"""roofline_kernels.torchao_paths: which torchao 0.18 config runs each roofline format pair, per capability.
 
 GPUs are simulated: torch.cuda reports a capability (and torch.version.cuda a CUDA version, which torchao's
 gates also read) while tensors stay on the CPU. Where the path's kernels run on a CPU, the forward runs
@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from kernels import torchao_paths as tp
-from kernels.torchao_paths import TorchaoPathUnavailable, quantized_linear, torchao_config
-from quantize.apply import tensor_storage_bytes
+from roofline_kernels import torchao_paths as tp
+from roofline_kernels.torchao_paths import TorchaoPathUnavailable, quantized_linear, torchao_config
+from roofline_quantize.apply import tensor_storage_bytes
 from roofline import tensor_bytes
 
 torchao = pytest.importorskip("torchao", reason="torchao is not installed (extra 'gpu')")

@@ -9,7 +9,7 @@ asserted is that the scoring is whole: every precision swept is scored on held-o
 """
 import math
 
-from kernels.efficiency import HELD_OUT, measure_held_out, run_sweep, sweep_precisions
+from roofline_kernels.efficiency import HELD_OUT, measure_held_out, run_sweep, sweep_precisions
 from roofline.efficiency import score
 
 SWEEP_BUDGET_S = 20.0

@@ -7,7 +7,7 @@ What is asserted is that the run is whole: every precision reported, every one t
 """
 import time
 
-from kernels.spot import resolve_precisions, spot_check
+from roofline_kernels.spot import resolve_precisions, spot_check
 
 TARGET_S = {"cpu": 15.0, "cuda": 5.0}
 

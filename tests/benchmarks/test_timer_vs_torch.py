@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from kernels.timer import bench
+from roofline_kernels.timer import bench
 
 pytestmark = pytest.mark.cpu
 PAIRS = 5

@@ -1,4 +1,4 @@
-"""A fake host: /proc/cpuinfo and the cache and cpufreq sysfs files ``kernels.device.read_cpu_info`` reads."""
+"""A fake host: /proc/cpuinfo and the cache and cpufreq sysfs files ``roofline_kernels.device.read_cpu_info`` reads."""
 from __future__ import annotations
 
 from pathlib import Path

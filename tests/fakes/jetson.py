@@ -1,4 +1,4 @@
-"""A fake Jetson: the files kernels/jetson.py reads, an ``nvpmodel`` that answers ``-q`` (and, switchable, ``-m ID``),
+"""A fake Jetson: the files roofline_kernels/jetson.py reads, an ``nvpmodel`` that answers ``-q`` (and, switchable, ``-m ID``),
 and a ``sudo`` that lets it run or refuses as ``sudo -n`` does without a password.
 
 Layouts follow ../shared/reference/hardware.md ("sysfs"): the GPU devfreq node (JetPack 6 names it

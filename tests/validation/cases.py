@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kernels.ops import ATTENTION_KERNELS as ATTENTION_PRECISIONS
-from kernels.ops import GEMM_KERNELS as GEMM_PRECISIONS
+from roofline_kernels.ops import ATTENTION_KERNELS as ATTENTION_PRECISIONS
+from roofline_kernels.ops import GEMM_KERNELS as GEMM_PRECISIONS
 
 SWEEP_SHAPE = "1x4096x4096"  # the shape every precision runs on, slow ones included
 

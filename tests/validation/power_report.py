@@ -193,7 +193,7 @@ def pytest_sessionfinish(session):
 def _store_profile(config, key: str, profile: dict) -> None:
     """Merge this run's modes into the device's energy profile in the profile store."""
     import json
-    from kernels.calibrate import default_cache_dir
+    from roofline_kernels.calibrate import default_cache_dir
     path = Path(config.getoption("--roofline-cache-dir") or default_cache_dir()) / f"energy-{key}.json"
     merged = {"hardware": key, "modes": {}}
     if path.exists():

@@ -1,7 +1,7 @@
 """pytest plugin: the power-mode sweep, ``pytest -m jetson --power-modes 15W,7W [--allow-power-mode-change]``.
 
 - Every test whose fixtures reach ``device_info`` is parametrized by mode (session scope, so pytest runs all
-  of one mode's cases, then the next): the ``power_mode`` fixture switches the board (kernels/power_modes.py)
+  of one mode's cases, then the next): the ``power_mode`` fixture switches the board (roofline_kernels/power_modes.py)
   and waits for its clocks to settle; ``device_info`` then carries that mode, so each case is held to the
   mode's scaled roof and calibrated, baselined and recorded per mode.
 - Refusal comes first: a list that needs a change without ``--allow-power-mode-change`` is a usage error
@@ -52,7 +52,7 @@ def pytest_configure(config):
         config.stash[STATE_KEY] = {"modes": [], "note": f"--power-modes {spec}: ignored, no measurable Jetson "
                                                         f"(device under test: {what})"}
         return
-    from kernels.power_modes import PowerModeError, PowerModes
+    from roofline_kernels.power_modes import PowerModeError, PowerModes
     sim = simulation()
     ctl = PowerModes(info.hardware_key, info.sysfs_root, config.getoption("--allow-power-mode-change"),
                      settle_timeout_s=config.getoption("--power-mode-settle-s"),
@@ -95,7 +95,7 @@ def power_mode(request):
     """{"mode", "id"} the board was put in for this parameter (settled), or None outside a sweep."""
     if not hasattr(request, "param"):
         return None
-    from kernels.power_modes import PowerModeError
+    from roofline_kernels.power_modes import PowerModeError
     state = sweep_state(request.config)
     try:
         rec = state["controller"].switch(request.param)
@@ -128,7 +128,7 @@ def _restore(config) -> str | None:
     state = sweep_state(config)
     if not state or not state.get("controller"):
         return None
-    from kernels.power_modes import PowerModeError
+    from roofline_kernels.power_modes import PowerModeError
     ctl = state["controller"]
     try:
         state["restored"] = ctl.restore()

@@ -158,7 +158,7 @@ def device_metadata(config) -> dict:
     info = _device_info(config)
     if info is None:
         return {"Device": "none detected (measurement layer unavailable)"}
-    from kernels import telemetry
+    from roofline_kernels import telemetry
     snap = telemetry.snapshot(info.kind, busy_interval_s=0, info=info)
     meta = {"Device": info.name, "Hardware key": info.hardware_key, "Detected by": info.detected_by,
             "CPU": f"{info.cpu.model}, {info.cpu.cores} cores, LLC {info.cpu.llc_bytes // 2**20} MiB",

@@ -15,10 +15,10 @@ import itertools
 import pytest
 
 from conftest import simulation
-from kernels.calibrate import dram_bandwidth_now
-from kernels.measure import ceiling_is_physical, cold_rotation, measure_kernel, predict_kernel
-from kernels.ops import UnsupportedKernel, make_attention, make_gemm
-from kernels.timer import BudgetExceeded
+from roofline_kernels.calibrate import dram_bandwidth_now
+from roofline_kernels.measure import ceiling_is_physical, cold_rotation, measure_kernel, predict_kernel
+from roofline_kernels.ops import UnsupportedKernel, make_attention, make_gemm
+from roofline_kernels.timer import BudgetExceeded
 from roofline import REGISTRY, attention, gemm, get_format, predict
 from roofline.hardware import hardware_families
 from roofline.efficiency import model_of

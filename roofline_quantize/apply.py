@@ -14,15 +14,15 @@ from typing import Callable
 
 import torch
 
-from kernels.ops import storage_bytes
-from kernels.torchao_paths import failure_reason, shape_refusal
+from roofline_kernels.ops import storage_bytes
+from roofline_kernels.torchao_paths import failure_reason, shape_refusal
 from roofline import tensor_bytes
 
 from .configs import Precision, QuantizationUnsupported, get_precision, torchao_config
 from .int4_cpu import Int4PackedLinear, int4_cpu_unsupported_reason
 
 
-# bytes really stored, tensor-subclass internals included: one definition, in kernels.ops
+# bytes really stored, tensor-subclass internals included: one definition, in roofline_kernels.ops
 tensor_storage_bytes = storage_bytes
 
 
@@ -96,7 +96,7 @@ def _is_quantized(module: torch.nn.Module) -> bool:
 def apply_quantization(model: torch.nn.Module, precision: str, device_info=None, group_size: int = 128,
                        filter_fn: Callable[[torch.nn.Module, str], bool] | None = None) -> QuantReport:
     """Quantize ``model``'s linear layers in place to ``precision`` (see ``configs.PRECISIONS``)."""
-    from kernels.device import detect
+    from roofline_kernels.device import detect
     info = device_info or detect()
     prec = get_precision(precision)
     config = torchao_config(prec, info, group_size)  # raises QuantizationUnsupported

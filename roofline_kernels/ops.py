@@ -12,7 +12,7 @@ CPU paths (torch 2.13):
 - int4 weight-only group 128: ``aten._weight_int4pack_mm_for_cpu`` on a really packed 4-bit weight
   with bf16 scale+zero per group (format ``int4_tinygemm``: 4.25 bits per weight)
 CUDA paths: the native ``_scaled_mm`` / ``_int_mm`` calls (shape rules checked up front,
-``CUDA_SHAPE_RULES``) and torchao's configs through ``kernels.torchao_paths`` (int8/int4 weight-only,
+``CUDA_SHAPE_RULES``) and torchao's configs through ``roofline_kernels.torchao_paths`` (int8/int4 weight-only,
 NVFP4/MXFP4 on Blackwell), probed when built. ``target="cuda"`` with ``device="cpu"`` chooses CUDA's
 paths with CPU tensors: how a simulated GPU (fake capability) runs them here.
 """
@@ -253,7 +253,7 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
                     {"activations": [xi], "weights": [Wi]}, rtol=0, atol=0)
 
     if not on_cpu and (w in ("int8", "int4_tinygemm") and a in ("bf16", "fp16") or w == a and w in ("nvfp4", "mxfp4")):
-        return _torchao_kernel(kern, label, w, a, x32, w32, device, target)  # its gates: kernels.torchao_paths
+        return _torchao_kernel(kern, label, w, a, x32, w32, device, target)  # its gates: roofline_kernels.torchao_paths
 
     if a == "bf16" and w == "int8":
         x = x32.to(torch.bfloat16)
@@ -313,7 +313,7 @@ def _cpu_has_fp16() -> bool:
 
 
 def _torchao_kernel(kern, label, w, a, x32, w32, device, target):
-    """GPU paths through torchao (``kernels.torchao_paths``, the one place its configs are chosen): int8 /
+    """GPU paths through torchao (``roofline_kernels.torchao_paths``, the one place its configs are chosen): int8 /
     int4 weight-only, and on Blackwell NVFP4 / MXFP4 with dynamically quantized activations (their bf16
     input is read and quantized inside the call: the theory's bytes count it at 4 bits). The forward is
     probed when built, so a config that quantizes but cannot run is refused here, not mid-measurement."""

@@ -1,4 +1,4 @@
 """Quantization: torchao configs per device, apply with a report, recommend -> quantize -> measure.
 
-Byte predictions come from ``roofline.formats``; timing from ``kernels.timer``.
+Byte predictions come from ``roofline.formats``; timing from ``roofline_kernels.timer``.
 """

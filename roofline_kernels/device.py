@@ -3,7 +3,7 @@
 Order: an explicit override wins over the key (but must be of the detected kind: ``--hardware`` changes
 the roofs, not the device measured); then the CUDA device torch uses (by name, SM count and memory);
 a Jetson is recognised by its device tree, ``/etc/nv_tegra_release`` or an "Orin" CUDA device, and its
-board named by kernels/identify.py from every fact there is (the device tree is masked in containers);
+board named by roofline_kernels/identify.py from every fact there is (the device tree is masked in containers);
 else the host CPU. Facts are read under a filesystem root, so fake trees test it without the hardware
 (tests/fakes), and ``DeviceInfo.sysfs_root`` tells telemetry to read the same root.
 

@@ -1,11 +1,11 @@
 """What the machine was doing while we measured: clocks, power, load, throttling, other users.
 
-Sources: NVML via ``nvidia-ml-py`` (module ``pynvml``; kernels/nvml.py picks the handle of the GPU torch
-measures), Jetson sysfs (kernels/jetson.py, under a root that tests point at fake trees), and Linux CPU
+Sources: NVML via ``nvidia-ml-py`` (module ``pynvml``; roofline_kernels/nvml.py picks the handle of the GPU torch
+measures), Jetson sysfs (roofline_kernels/jetson.py, under a root that tests point at fake trees), and Linux CPU
 sysfs/procfs. Every source degrades to ``{"available": False, "reason": ...}``, never an exception.
 
 - ``snapshot``: one look before a measurement (with ``info``: the device's own root and NVML handle).
-- ``RegionMonitor`` (kernels/region.py): samples *during* the timed region and measures its energy.
+- ``RegionMonitor`` (roofline_kernels/region.py): samples *during* the timed region and measures its energy.
 - ``contention``: the flags a report shows next to a measured number.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .jetson import (find_gpu_devfreq, ina3221_rails, jetson_snapshot, parse_nvp
                      query_nvpmodel, read_int, read_text)
 
 BUSY_CPU_FRACTION = 0.25  # other processes using more than this share of the CPUs flag contention
-find_jetson_gpu_devfreq = find_gpu_devfreq  # the name callers used before kernels/jetson.py
+find_jetson_gpu_devfreq = find_gpu_devfreq  # the name callers used before roofline_kernels/jetson.py
 
 
 # --- NVML -----------------------------------------------------------------------------------------

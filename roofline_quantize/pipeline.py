@@ -3,10 +3,10 @@
 1. Recommend with ``roofline.recommend_quantization`` on the model's largest projection, on the
    hardware entry in use (calibrated roof where there is one); map it to a precision this device runs.
    With ``precision="auto"`` the recommender's top candidates are measured on the model itself and the
-   fastest within the logit-error budget is applied (``quantize.autoquant``).
+   fastest within the logit-error budget is applied (``roofline_quantize.autoquant``).
 2. Quantize a copy with ``apply_quantization``; the unquantized copy stays as the baseline.
 3. Measure decode (one token against a KV cache of ``prompt_len``) and prefill latency before and
-   after with ``kernels.timer`` (hot: the weights exceed the last-level cache, so they stream from DRAM
+   after with ``roofline_kernels.timer`` (hot: the weights exceed the last-level cache, so they stream from DRAM
    either way), tokens/s and "bandwidth achieved" = parameter bytes x tokens/s (gpt-fast's figure).
 4. Predict both with ``roofline.model_step`` for the same dims and formats; report the measured next
    to the predicted speedup.
@@ -64,7 +64,7 @@ class PipelineReport:
 
 
 def _time(fn, rep_ms):
-    from kernels.timer import bench
+    from roofline_kernels.timer import bench
     return bench(fn, mode="hot", warmup_ms=20, rep_ms=rep_ms, min_reps=5).median_s
 
 
@@ -123,11 +123,11 @@ def run_pipeline(model=None, hardware=None, phase: str = "decode", precision: st
                  top_k: int = autoquant.DEFAULT_TOP_K, measure_candidates: bool = True) -> PipelineReport:
     """``precision="auto"``: the roofline ranks, the top ``top_k`` are measured on this model and the fastest within
     ``max_logit_error`` is applied (``measure_candidates=False``: the roofline's pick, unmeasured)."""
-    from kernels.device import detect
-    from kernels.measure import hardware_for
+    from roofline_kernels.device import detect
+    from roofline_kernels.measure import hardware_for
     info = device_info or detect(hardware)
     if calibration is None and hardware_for(info).bandwidth is None:  # a CPU: its roof is measured, not printed
-        from kernels.calibrate import load_or_calibrate
+        from roofline_kernels.calibrate import load_or_calibrate
         calibration = load_or_calibrate(info, quick=True)
     hw = hardware_for(info, calibration)
     peaks = "calibrated" if calibration is not None else "datasheet"

@@ -5,14 +5,14 @@ import json
 
 from roofline import load_calibration
 from roofline.cli import PHASES, fmt_time, positive_int, positive_float
-from kernels.cli import _progress, add_store_option
-from quantize.autoquant import DEFAULT_MAX_LOGIT_ERROR, DEFAULT_TOP_K
+from roofline_kernels.cli import _progress, add_store_option
+from roofline_quantize.autoquant import DEFAULT_MAX_LOGIT_ERROR, DEFAULT_TOP_K
 
 
 def cmd_quantize(args, out):
-    from kernels.calibrate import load_or_calibrate
-    from kernels.device import detect
-    from quantize.pipeline import load_local_model, run_pipeline
+    from roofline_kernels.calibrate import load_or_calibrate
+    from roofline_kernels.device import detect
+    from roofline_quantize.pipeline import load_local_model, run_pipeline
     info = detect(args.hardware)
     cal = load_calibration(args.calibration) if args.calibration else (
         load_or_calibrate(info, args.cache_dir, quick=True, progress=_progress) if info.kind == "cpu" else None)

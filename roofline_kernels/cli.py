@@ -20,9 +20,9 @@ def _progress(line: str) -> None:
 
 def _measure_context(args):
     """(device info, hardware entry with calibration if any, peaks) for measure."""
-    from kernels.calibrate import load_or_calibrate
-    from kernels.device import detect
-    from kernels.measure import hardware_for
+    from roofline_kernels.calibrate import load_or_calibrate
+    from roofline_kernels.device import detect
+    from roofline_kernels.measure import hardware_for
     info = detect(args.hardware)
     cal = load_calibration(args.calibration) if args.calibration else None
     hw = hardware_for(info, cal)
@@ -43,8 +43,8 @@ def _is_spot_check(args) -> bool:
 def cmd_measure(args, out):
     if _is_spot_check(args):
         return cmd_spot_check(args, out)
-    from kernels.measure import measure_kernel
-    from kernels.ops import make_attention, make_gemm, make_gemv
+    from roofline_kernels.measure import measure_kernel
+    from roofline_kernels.ops import make_attention, make_gemm, make_gemv
     info, hw, peaks = _measure_context(args)
     f = formats_kwargs(args, precision_default="fp32")
     f.pop("out")
@@ -88,7 +88,7 @@ def _spot_shape(args) -> dict:
 
 def cmd_spot_check(args, out):
     """Every precision asked for (``all`` or a list), one after another, in one table / JSON list / figure."""
-    from kernels.spot import notes, resolve_precisions, spot_check, table_rows, TABLE_HEADERS
+    from roofline_kernels.spot import notes, resolve_precisions, spot_check, table_rows, TABLE_HEADERS
     if args.weight_precision or args.act_precision or args.kv_precision:
         raise ValueError("--precision all or a list names each precision (WEIGHT/ACT for mixed ones, e.g. "
                          "int8/bf16); --weight-precision, --act-precision and --kv-precision do not combine with it")
@@ -107,7 +107,7 @@ def cmd_spot_check(args, out):
                         model=args.efficiency_model)
     for path in (args.html, args.plot):
         if path:
-            from kernels.spot import write_figure
+            from roofline_kernels.spot import write_figure
             write_figure(report, path)
             _progress(f"wrote {path}")
     if args.json:  # one record per precision, with what ran around them (interrupted, baseline, device)
@@ -130,9 +130,9 @@ def cmd_spot_check(args, out):
 
 
 def cmd_calibrate(args, out):
-    from kernels.calibrate import default_cache_dir, load_or_calibrate, save, stored_profiles
-    from kernels.device import detect
-    from kernels.measure import hardware_for
+    from roofline_kernels.calibrate import default_cache_dir, load_or_calibrate, save, stored_profiles
+    from roofline_kernels.device import detect
+    from roofline_kernels.measure import hardware_for
     if args.show:
         return _show_profiles(stored_profiles(args.cache_dir), args.cache_dir or default_cache_dir(), args.json, out)
     info = detect(args.hardware)
@@ -164,8 +164,8 @@ def cmd_calibrate(args, out):
 def _efficiency(args, info, cal, hw):
     """Fit (``--efficiency``) and/or score (``--score``) this device's efficiency model; the fit is saved into the
     profile (atomically). Returns the score, or None."""
-    from kernels.calibrate import save
-    from kernels.efficiency import attach, measure_held_out, run_sweep, sweep_precisions
+    from roofline_kernels.calibrate import save
+    from roofline_kernels.efficiency import attach, measure_held_out, run_sweep, sweep_precisions
     from roofline.efficiency import score
     precisions = sweep_precisions(info, hw)
     model = model_of(cal)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.ops import INT4_GROUP, quantize_int4_groupwise
+from roofline_kernels.ops import INT4_GROUP, quantize_int4_groupwise
 
 
 def int4_cpu_unsupported_reason(linear: torch.nn.Linear, group_size: int = INT4_GROUP) -> str | None:

@@ -1,6 +1,6 @@
 """Each quantization precision mapped to a torchao 0.18 config, per device.
 
-The configs, the capability gates and the shape rules live in ``kernels.torchao_paths`` (the one place
+The configs, the capability gates and the shape rules live in ``roofline_kernels.torchao_paths`` (the one place
 a torchao config is chosen); this module names the precisions the quantize pipeline offers and what it
 suggests instead. A precision the device cannot run raises ``QuantizationUnsupported`` naming the
 precision, the device, the real reason and what would run instead: never a silent ``False``, never a
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kernels import torchao_paths
-from kernels.ops import INT4_GROUP
+from roofline_kernels import torchao_paths
+from roofline_kernels.ops import INT4_GROUP
 
 
 class QuantizationUnsupported(ValueError):
@@ -82,7 +82,7 @@ def _instead(prec: Precision, cap) -> str:
 
 
 def _cpu_int4(prec: Precision, cap) -> bool:
-    """INT4 on a CPU is quantize.int4_cpu's packed layer: torchao has no packed INT4 path there."""
+    """INT4 on a CPU is roofline_quantize.int4_cpu's packed layer: torchao has no packed INT4 path there."""
     return prec.name == "int4" and cap is None
 
 

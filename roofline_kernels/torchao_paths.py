@@ -102,7 +102,7 @@ def _tinygemm_gate(capability):
     if capability is None:
         return ("the tinygemm INT4 kernels (aten._convert_weight_to_int4pack, aten._weight_int4pack_mm) are "
                 "CUDA-only in torch 2.13, and torchao 0.18 has no other packed INT4 layout that runs without mslk "
-                "(the CPU's packed INT4 path is quantize.int4_cpu.Int4PackedLinear)")
+                "(the CPU's packed INT4 path is roofline_quantize.int4_cpu.Int4PackedLinear)")
     if capability < (8, 0):
         return f"the tinygemm INT4 kernel needs sm_80+ (torchao checks it at quantization); {_sm(capability)} is older"
     return None

@@ -20,7 +20,7 @@ from .device import DeviceInfo
 
 
 # Part of the file name: baselines recorded under another definition of efficiency are not compared with.
-# 2: a case whose compute peak is one software kernel's speed (kernels.measure.ceiling_is_physical) is held
+# 2: a case whose compute peak is one software kernel's speed (roofline_kernels.measure.ceiling_is_physical) is held
 # to the memory roof alone, and its efficiency is against that roof.
 BASELINE_METHOD = 2
 
