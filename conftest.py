@@ -10,8 +10,9 @@
   test is the CPU (`--hardware cpu` selects it on a GPU host). `gpu` tests need a CUDA device.
 - One profile store for the CLI and pytest (`--roofline-cache-dir`, `$ROOFLINE_CACHE_DIR`,
   `$XDG_CACHE_HOME/roofline`, ~/.cache/roofline): the calibration profile, measured once per device
-  fingerprint (`--recalibrate` measures again), and this device's baseline efficiencies (the evidence
-  that holds a device without sourced floors to its own first run; `--rebaseline` records them anew).
+  fingerprint (`--recalibrate` measures again), the best DRAM bandwidth this device has shown (a CPU's
+  DRAM ceiling), and this device's history of each case (the evidence regressions are judged by;
+  `--rebaseline` starts it anew).
   Nothing here needs pytest's cache provider (`-p no:cacheprovider` works).
 """
 import os
@@ -36,7 +37,7 @@ def pytest_addoption(parser):
                     help="registry key of the device under test (default: detected); e.g. b10, jetson_orin_nano")
     group.addoption("--recalibrate", action="store_true", help="measure the calibration profile again")
     group.addoption("--rebaseline", action="store_true",
-                    help="record this device's baseline efficiencies anew (devices without sourced floors)")
+                    help="start this device's history of each case anew (the reference regressions are judged by)")
     group.addoption("--run-slow", action="store_true", help="run cases marked slow (skipped by default)")
     group.addoption("--shape", action="append", default=[], metavar="OP:DIMS",
                     help="add this shape's cases (every precision, theory and measured, the same tolerances): "
@@ -201,11 +202,19 @@ def hardware_entry(device_info, calibration):
 
 
 @pytest.fixture(scope="session")
-def baseline_book(request, device_info, calibration, profile_store):
-    """This device's recorded efficiencies (loaded once; the cases first recorded are saved at the end)."""
+def history_book(request, device_info, calibration, profile_store):
+    """This device's history of each case (loaded once; the runs this session adds are saved at its end)."""
     from roofline_kernels.baseline import baseline_path, load_book, save_book
     path = baseline_path(device_info, profile_store)
     book = load_book(path, fresh=request.config.getoption("--rebaseline"))
     yield book
-    if book.recorded and not device_info.simulated:
+    if book.added and not device_info.simulated:
         save_book(book, path)
+
+
+@pytest.fixture
+def ceiling_entry(device_info, hardware_entry, calibration, profile_store):
+    """What physics holds measurements to: the datasheet on a GPU; a CPU's ISA-derived compute peaks beside the
+    best DRAM bandwidth this device has shown (roofline_kernels/ceiling.py). Read per case: a beat raises it."""
+    from roofline_kernels.ceiling import ceiling_hardware
+    return ceiling_hardware(device_info, hardware_entry, None if device_info.simulated else profile_store)

@@ -4,25 +4,29 @@ A run is a suite export (``reports/<env>/measurements.json``, or the directory h
 compared per case, a case being (op, shape, precision): efficiency against each run's own roof,
 speedups against the 16-bit baseline of the same run (``runs.pick_baseline``, as the spot check picks
 it: a ratio that does not depend on how loaded that run's machine was), every run's measured points on one roofline, and, for two
-runs of one device, what changed: a case whose median moved by more than ``threshold`` and whose
-p20-p80 spans do not overlap (a move inside the noise is not a change), and which versions moved.
-Without a threshold, each device gets the band its timing history is gated with (tox.ini): 10% on a
-GPU, 50% on a host CPU, where two runs a minute apart on a shared VM moved up to 35%.
+runs of one device, what changed, by the test the suite's regression check uses (``roofline.regress``):
+the newer run's per-sample scores against the older run's, a change claimed only past the band AND at
+Mann-Whitney p < 0.01. The band is ``threshold`` where given; else on a host CPU the band a one-run history
+gets (at least 50%, or 3 sigmas of the older run's own samples), on a GPU 10% (its history gate, tox.ini)
+or 3 sigmas of the older run's samples. Archived runs without samples fall back to the older rule: a median
+moved past the band and beyond both runs' p20-p80 spans. Which versions moved is listed beside.
 """
 from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
 from . import runs as R
+from .regress import SPREAD_MULTIPLE, YOUNG_BAND, Reference, compare, robust_sigma
 from .svg import figure_block, html_page, roofline_svg
 
 MARKERS = ("", "square", "triangle")
 DEFAULT_THRESHOLD = 0.10  # a GPU board's history gate (tox.ini: median:10%)
-CPU_THRESHOLD = 0.50      # a host CPU's (tox.ini: median:50%): shared hosts drift that much between runs
+CPU_THRESHOLD = YOUNG_BAND  # a host CPU's: what a one-run history gets (roofline.regress)
 
 
 def threshold_for(run: "Run", threshold: float | None) -> float:
@@ -100,19 +104,35 @@ def speedups(run: Run) -> dict[tuple, float]:
 
 
 def changes(old: Run, new: Run, threshold: float = DEFAULT_THRESHOLD) -> list[dict]:
-    """Cases of two runs whose medians moved beyond ``threshold`` and beyond both runs' p20-p80 spans."""
+    """Cases of two runs that changed: by the regression check's test where both records carry samples."""
     a, b = old.cases(), new.cases()
     out = []
     for key in sorted(a.keys() & b.keys()):
         ra, rb = a[key], b[key]
         ratio = rb["median_s"] / ra["median_s"]
-        overlap = (rb.get("p20_s", rb["median_s"]) <= ra.get("p80_s", ra["median_s"])
-                   and ra.get("p20_s", ra["median_s"]) <= rb.get("p80_s", rb["median_s"]))
-        if abs(math.log(ratio)) > math.log1p(threshold) and not overlap:
+        how = _changed_by_samples(ra, rb, threshold)
+        if how is None:  # an archive without samples: the spans rule
+            overlap = (rb.get("p20_s", rb["median_s"]) <= ra.get("p80_s", ra["median_s"])
+                       and ra.get("p20_s", ra["median_s"]) <= rb.get("p80_s", rb["median_s"]))
+            how = (abs(math.log(ratio)) > math.log1p(threshold) and not overlap,
+                   f"median moved {ratio:.2f}x past {threshold:.0%} and beyond both p20-p80 spans")
+        changed, why = how
+        if changed:
             out.append({"case": " ".join(key), "old_median_s": ra["median_s"], "new_median_s": rb["median_s"],
-                        "ratio": ratio, "change": "slower" if ratio > 1 else "faster",
+                        "ratio": ratio, "change": "slower" if ratio > 1 else "faster", "why": why,
                         "old_efficiency": ra.get("efficiency"), "new_efficiency": rb.get("efficiency")})
     return out
+
+
+def _changed_by_samples(ra: dict, rb: dict, threshold: float) -> tuple[bool, str] | None:
+    sa, sb = ra.get("scores") or [], rb.get("scores") or []
+    if len(sa) < 2 or len(sb) < 2:
+        return None
+    spread = robust_sigma(sa)
+    band = max(threshold, SPREAD_MULTIPLE * spread)
+    ref = Reference(statistics.median(sa), tuple(sa), band, spread, "the older run's samples", 1)
+    c = compare(list(sb), ref)
+    return c.slower or c.faster, c.reason
 
 
 def version_changes(old: Run, new: Run) -> dict[str, tuple]:

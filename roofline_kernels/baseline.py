@@ -1,46 +1,61 @@
-"""This device's own evidence: the efficiency each case reached on its first run, kept in the profile store.
+"""This device's own history of each case, kept in the profile store: the evidence regressions are judged by.
 
-A device family with sourced floors (tolerances.toml) is held to them. A device without them (any host
-CPU: a Graviton, a Xeon, the next CI runner) is held to its own recorded baseline less a regression
-band: the first run records, later runs compare (nvbench and asv compare a device with its own
-history the same way). Keyed like the calibration profile, so new drivers, clocks or torch versions
-start a new baseline instead of being judged by an old one.
+nvbench and asv compare a device with its own history; so does this. Per case, the accepted runs (per-sample
+scores, their median, when): ``roofline.regress`` makes the reference and its band from them, and says
+which runs may join (none measured under contention, none that failed, none slower than the band allows).
+Keyed like the calibration profile's device fields, so new drivers, clocks or torch versions start a new
+history instead of being judged by an old one. Written atomically, merged with what another session added.
 """
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from roofline.atomic import write_json_atomic
-from roofline.judge import BaselineBook
+from roofline.regress import RUNS_KEPT, Reference, Run, reference
 
 from .calibrate import fingerprint
 from .device import DeviceInfo
 
-
-# Part of the file name: baselines recorded under another definition of efficiency are not compared with.
-# 2: a case whose compute peak is one software kernel's speed (roofline_kernels.measure.ceiling_is_physical) is held
-# to the memory roof alone, and its efficiency is against that roof.
-BASELINE_METHOD = 2
+# Part of the file name: histories recorded under another definition of the score are not compared with.
+# 3: per-sample scores (time over a paired probe on a CPU) replace one efficiency per case.
+BASELINE_METHOD = 3
 
 
 def baseline_path(info: DeviceInfo, store: str | os.PathLike) -> Path:
-    return Path(store) / f"baseline-{info.hardware_key}-{fingerprint(info)}-m{BASELINE_METHOD}.json"
+    return Path(store) / f"history-{info.hardware_key}-{fingerprint(info)}-m{BASELINE_METHOD}.json"
 
 
-def load_book(path: str | os.PathLike, fresh: bool = False) -> BaselineBook:
+@dataclass
+class HistoryBook:
+    """Accepted runs per case id, plus the runs this session added (saved at its end)."""
+    cases: dict = field(default_factory=dict)      # case id -> [Run]
+    added: dict = field(default_factory=dict)      # case id -> [Run] added this session
+
+    def reference(self, case_id: str) -> Reference | None:
+        return reference(self.cases.get(case_id, []))
+
+    def add(self, case_id: str, run: Run) -> None:
+        self.cases.setdefault(case_id, []).append(run)
+        self.added.setdefault(case_id, []).append(run)
+
+
+def load_book(path: str | os.PathLike, fresh: bool = False) -> HistoryBook:
     if fresh:
-        return BaselineBook()
+        return HistoryBook()
     try:
         data = json.loads(Path(path).read_text())
-        return BaselineBook(entries=dict(data["cases"]))
+        return HistoryBook(cases={k: [Run.from_dict(r) for r in v] for k, v in data["cases"].items()})
     except (OSError, ValueError, KeyError, TypeError):
-        return BaselineBook()  # none yet, or damaged: this run records anew
+        return HistoryBook()  # none yet, or damaged: this run starts anew
 
 
-def save_book(book: BaselineBook, path: str | os.PathLike) -> None:
-    """Merge this run's first records into whatever the store holds now (another session may have added)."""
+def save_book(book: HistoryBook, path: str | os.PathLike) -> None:
+    """Append this session's accepted runs to whatever the store holds now (another session may have added)."""
     current = load_book(path)
-    merged = {**current.entries, **{k: book.entries[k] for k in book.recorded}}
-    write_json_atomic(path, {"cases": merged})
+    for case_id, runs in book.added.items():
+        current.cases[case_id] = (current.cases.get(case_id, []) + runs)[-RUNS_KEPT:]
+    write_json_atomic(path, {"method": BASELINE_METHOD,
+                             "cases": {k: [r.to_dict() for r in v] for k, v in current.cases.items()}})

@@ -45,7 +45,7 @@ STREAM_ARRAYS = {"read": 1, "amax": 1, "copy": 2, "triad": 3}
 COMPUTE_PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "fp8_e4m3", "int8", "nvfp4")
 QUIET_ATTEMPTS, QUIET_WAIT_S = 8, 1.0
 COMPUTE_PASSES = 2
-CALIBRATION_METHOD = 7  # part of the cache key: profiles measured by an older method are not reused
+CALIBRATION_METHOD = 8  # part of the cache key: profiles measured by an older method are not reused
 CUBES = (256, 512, 1024, 2048, 4096, 8192)
 PLATEAU = 0.03  # a cube this much faster than the last one is still climbing
 DRAM_CACHE_MULTIPLE = 8
@@ -239,6 +239,7 @@ def calibrate(info: DeviceInfo, quick: bool = False, progress: Callable[[str], N
     dram_again = dram_bandwidth_now(info)
     progress(f"DRAM bandwidth again after the compute passes: {dram_again:.1f} GB/s (first: {bw['dram_gbs']:.1f})")
     spread = abs(dram_again - bw["dram_gbs"]) / max(dram_again, bw["dram_gbs"])
+    dram_looks = [bw["dram_gbs"], dram_again]
     bw["dram_gbs"] = max(bw["dram_gbs"], dram_again)
     after = telemetry.snapshot(info.kind, busy_interval_s=0.2, info=info)["contention"]
     contention = [f"before: {f}" for f in before] + [f"after: {f}" for f in after]
@@ -252,7 +253,8 @@ def calibrate(info: DeviceInfo, quick: bool = False, progress: Callable[[str], N
         timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         details={"quick": quick, "threads": _threads(), "fingerprint": fingerprint(info),
                  "fingerprint_fields": fingerprint_fields(info), "skipped": skipped, "contention": contention,
-                 "dram_spread": spread, "dram_working_set": bw["dram_working_set"], "peak_still_rising": rising,
+                 "dram_spread": spread, "dram_looks_gbs": dram_looks, "dram_working_set": bw["dram_working_set"],
+                 "peak_still_rising": rising,
                  "peak_spread": peak_spread,
                  "seconds": took, "bandwidth_sweep": bw["sweep"], "compute_sweep": compute_sweep})
 
@@ -300,10 +302,21 @@ def load_or_calibrate(info: DeviceInfo, cache_dir=None, quick: bool = False, ref
             if cal.details.get("contention"):
                 progress(f"cached profile {path} was measured under contention; measuring again")
             elif quick or not cal.details.get("quick", False):
+                offer_looks(info, cal, path.parent, only_if_empty=True)
                 return cal
         except ValueError:
             pass  # a damaged cache is measured again, not trusted
     progress(f"calibrating {info.hardware_key} ({'quick' if quick else 'full'}); profile -> {path}")
     cal = calibrate(info, quick, progress, hw)
     save(cal, path)
+    offer_looks(info, cal, path.parent)
     return Calibration.from_dict(cal.to_dict(), path=str(path))
+
+
+def offer_looks(info: DeviceInfo, cal: Calibration, store, only_if_empty: bool = False) -> None:
+    """A CPU's DRAM ceiling is the best this device has shown: every calibration look is offered to it."""
+    from .ceiling import load_dram_history, offer_dram
+    if info.kind != "cpu" or (only_if_empty and load_dram_history(info, store)["best_gbs"]):
+        return
+    for gbs in cal.details.get("dram_looks_gbs") or [cal.bandwidth_gbs]:
+        offer_dram(info, store, float(gbs), f"calibration {cal.timestamp}")

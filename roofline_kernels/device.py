@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roofline import Hardware, Spec, get_hardware
+from roofline.cpu_ceiling import cpu_ceilings
 
 from . import jetson as _jetson
 from .identify import (CUDA_NAME_RULES, JetsonFacts, check_override_kind, hardware_key_from_cuda_name,  # noqa: F401
@@ -81,7 +82,7 @@ def read_cpu_info(root: str | os.PathLike = "/") -> CpuInfo:
         caches[f"L{level}{'d' if kind == 'Data' else ''}"] = _size_bytes(_read(index / "size"))
     max_khz = _read(root / "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
     if max_khz.isdigit():
-        max_mhz, clock_source = int(max_khz) / 1000, "cpufreq cpuinfo_max_freq"
+        max_mhz, clock_source = int(max_khz) / 1000, CPUFREQ_MAX
     elif "cpu MHz" in fields:  # VMs: often the base clock; boost can be well above it
         max_mhz, clock_source = float(fields["cpu MHz"]), "/proc/cpuinfo 'cpu MHz' (base or current, not boost)"
     else:
@@ -91,36 +92,25 @@ def read_cpu_info(root: str | os.PathLike = "/") -> CpuInfo:
                    clock_source=clock_source)
 
 
-def fp32_flops_per_cycle(flags: frozenset[str]) -> int:
-    """Per core, assuming two FMA pipes of the widest vector the CPU advertises."""
-    if "avx512f" in flags:
-        return 2 * 2 * 16
-    if "avx2" in flags and "fma" in flags:
-        return 2 * 2 * 8
-    if "asimd" in flags or "sse2" in flags:
-        return 2 * 2 * 4
-    return 2
+CPUFREQ_MAX = "cpufreq cpuinfo_max_freq"
+
+
+def cpu_ceilings_of(cpu: CpuInfo, threads: int | None = None) -> dict:
+    """``roofline.cpu_ceiling``'s per-class ceilings for this CPU (empty without a clock)."""
+    if not cpu.max_mhz:
+        return {}
+    return cpu_ceilings(cpu.flags, threads or cpu.cores, cpu.max_mhz, cpu.clock_source == CPUFREQ_MAX,
+                        cpu.clock_source)
 
 
 def host_cpu_hardware(cpu: CpuInfo, threads: int | None = None) -> Hardware:
-    """A registry-shaped entry for the host CPU with derived compute peaks and no datasheet bandwidth."""
+    """A registry-shaped entry for the host CPU with derived compute peaks (the classes its units run natively)
+    and no datasheet bandwidth."""
     used = threads or cpu.cores
-    native = {"fp32"}
-    peaks: dict[str, Spec] = {}
-    if cpu.max_mhz:
-        fp32 = used * cpu.max_mhz * 1e6 * fp32_flops_per_cycle(cpu.flags) / 1e12
-        how = (f"{used} cores x {cpu.max_mhz:g} MHz ({cpu.clock_source}) x {fp32_flops_per_cycle(cpu.flags)} "
-               "FLOP/cycle: a guess; calibrate for the real ceiling")
-        peaks["fp32"] = Spec(fp32, "derived from /proc/cpuinfo", how, derived=True, unverified=True)
-        if {"avx512_bf16", "amx_bf16"} & cpu.flags:
-            native.add("bf16")
-            peaks["bf16"] = Spec(2 * fp32, "derived from /proc/cpuinfo", "2x fp32 (VDPBF16PS pairs)", True, True)
-        if {"avx512_vnni", "avx_vnni", "amx_int8"} & cpu.flags:
-            native.add("int8")
-            peaks["int8"] = Spec(4 * fp32, "derived from /proc/cpuinfo", "4x fp32 (VPDPBUSD quads)", True, True)
-        if {"avx512_fp16", "amx_fp16"} & cpu.flags:
-            native.add("fp16")
-            peaks["fp16"] = Spec(2 * fp32, "derived from /proc/cpuinfo", "2x fp32 (AVX512-FP16)", True, True)
+    ceilings = cpu_ceilings_of(cpu, threads)
+    native = {"fp32"} | {c.compute_class for c in ceilings.values() if c.native}
+    peaks = {c.compute_class: Spec(c.tflops, "derived from /proc/cpuinfo", c.how, derived=True, unverified=True)
+             for c in ceilings.values() if c.native}
     base = get_hardware("cpu")
     return dataclasses.replace(base, name=f"host CPU: {cpu.model} ({used} threads)", peaks=peaks,
                                native=frozenset(native), l2_mb=cpu.caches.get("L2", 0) / 2**20 or None,

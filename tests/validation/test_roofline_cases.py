@@ -11,11 +11,13 @@
 import dataclasses
 import datetime as dt
 import itertools
+import statistics
 
 import pytest
 
 from conftest import simulation
 from roofline_kernels.calibrate import dram_bandwidth_now
+from roofline_kernels.ceiling import offer_dram
 from roofline_kernels.measure import ceiling_is_physical, cold_rotation, measure_kernel, predict_kernel
 from roofline_kernels.ops import UnsupportedKernel, make_attention, make_gemm
 from roofline_kernels.timer import BudgetExceeded
@@ -24,6 +26,7 @@ from roofline.hardware import hardware_families
 from roofline.efficiency import model_of
 from roofline.runs import MEMORY_ONLY
 from roofline.judge import Evidence, Observation, judge_measurement, ratio
+from roofline.regress import Run, acceptable, compare, thin
 from roofline.predict import UnsupportedPathError
 from tests.hardware import on_hardware
 from tests.validation.cases import (RATIO_NOT_AT_ROOF_ON_CUDA, RATIO_PAIRS, RATIO_SHAPE, GEMM_PRECISIONS, cases_for,
@@ -125,53 +128,31 @@ def _check_result(kernel):
 
 
 @dataclasses.dataclass(frozen=True)
-class RoofChoice:
-    """Which roof a measured case faces, its measured noise, and whether it may be re-measured on a beat."""
-    kind: str            # "datasheet", "calibrated" or "memory" (the calibrated DRAM roof alone)
+class Ceiling:
+    """What physics holds a case to: a number that truly bounds it (roofline_kernels/ceiling.py), or none."""
+    time_s: float | None  # None: no ceiling known here (a CPU before any DRAM look): physics is reported only
     label: str
-    noise: float | None  # None: a compute peak that is no settled ceiling (still rising at its budget, or
-    # calibrated under contention): physics reported, not enforced, and the label says which
-    remeasurable: bool   # a calibrated DRAM roof drifts with other tenants' traffic
-
-    def roof_s(self, m, sheet) -> float:
-        if self.kind == "datasheet":
-            return sheet.time_s
-        if self.kind == "memory":
-            return (m.prediction or {}).get("t_memory_s", m.predicted_time_s)
-        return m.predicted_time_s
+    remeasurable: bool    # a CPU's DRAM ceiling is the best shown so far: beaten, DRAM is measured again
 
 
-def choose_roof(case, tol, sheet, pred, calibration, device_info, simulated) -> RoofChoice:
-    """The datasheet roof where the family's table says so and one exists; else the calibrated one, or only
-    its DRAM part where the compute peak is one software kernel's speed (no ceiling: ceiling_is_physical)."""
-    if tol.roof == "datasheet" and sheet is not None:
-        return RoofChoice("datasheet", f"datasheet roof ({sheet.hardware})", 0.0, False)
-    d = calibration.details
-    if not ceiling_is_physical(device_info, (pred or {}).get("compute_class")):
-        kind, bound = "memory", "memory"
+def ceiling_of(kernel, ceiling_hw, device_info, simulated) -> Ceiling:
+    if ceiling_hw is None:
+        return Ceiling(None, "no ceiling yet (a CPU's DRAM ceiling starts with its first calibration)", False)
+    t, pred, note = predict_kernel(kernel, ceiling_hw, "datasheet")
+    bound = pred["bound"] if pred else "memory"
+    if device_info.kind != "cpu":
+        return Ceiling(t, f"datasheet roof ({ceiling_hw.key})", False)
+    if bound == "memory":
+        spec = ceiling_hw.bandwidth
+        how = f"DRAM {spec.value:.1f} GB/s, {spec.note}"
     else:
-        kind, bound = "calibrated", (pred or {}).get("bound", "memory")
-    unsettled = ""
-    if bound == "compute":
-        cls = pred.get("compute_class")
-        noise = float(d.get("peak_spread", {}).get(cls, 0.0))
-        if d.get("peak_still_rising", {}).get(cls):
-            unsettled = f"its {cls} peak was still rising when its calibration budget ended"
-        elif d.get("contention"):
-            # a neighbour during calibration lowers every pass alike (their spread stays small): that peak is the
-            # neighbour's, not this device's; holding the run to it fails cases for the neighbour's sake
-            unsettled = f"its {cls} peak was calibrated under contention ({'; '.join(d['contention'])})"
-        noise = None if unsettled else noise
-    else:
-        noise = float(d.get("dram_spread", 0.0))  # a DRAM roof that drifted is re-measured on the spot instead
-    remeasurable = bound == "memory" and (kind == "memory" or case.op != "attention") and not simulated
-    label = f"calibrated {'memory ' if kind == 'memory' else ''}roof ({calibration.path}" + (
-        f"; {unsettled})" if unsettled else ")")
-    return RoofChoice(kind, label, noise, remeasurable)
+        spec = ceiling_hw.peaks[pred["compute_class"]]
+        how = f"{pred['compute_class']} {spec.value:.3g} TFLOP/s = {spec.note}"
+    return Ceiling(t, f"CPU ceiling ({bound}: {how})", bound == "memory" and not simulated)
 
 
 def test_measured_case(family, case, request, device_info, hardware_entry, calibration, roofline_record,
-                       baseline_book):
+                       history_book, ceiling_entry, profile_store):
     note_calibration(request.config, calibration)
     sim = simulation()
     kernel = _kernel_or_skip(case, device_info, request.config.getoption("--run-slow"))
@@ -187,30 +168,33 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
     # a --shape case has no expected bound: the roof this device is held to decides it (the floors are per bound)
     bound = case.expected_bound or (sheet.bound if sheet else (pred0 or {}).get("bound", "memory"))
     tol = tolerance(family, bound, case.precision, "attention" if case.op == "attention" else "")
-    roof = choose_roof(case, tol, sheet, pred0, calibration, device_info, bool(sim))
+    ceiling = ceiling_of(kernel, ceiling_entry, device_info, bool(sim))
     last = {}
 
     def measure():
         m = measure_kernel(kernel, device_info, hardware_entry, "cold", "calibrated", rep_ms=60 if kernel.emulated
                            else 100, max_wall_s=budget, timer=timer, warm=checked,  # the check ran it once
-                           model=model_of(calibration))
+                           model=model_of(calibration), paired=not sim)
         last["m"] = m
-        return Observation(m.timing.median_s, m.timing.p20_s, roof.roof_s(m, sheet), tuple(m.contention),
-                           m.predicted_time_s)
+        return Observation(m.timing.median_s, m.timing.p20_s, ceiling.time_s or m.predicted_time_s,
+                           tuple(m.contention), m.predicted_time_s, m.timing.scores)
+
+    def dram_now():  # the best DRAM shown so far may be understated: measure now, and raise it if beaten
+        before = ceiling_entry.bandwidth.value
+        hist = offer_dram(device_info, profile_store, dram_bandwidth_now(device_info), f"re-measured by {case.id}")
+        return hist["best_gbs"] / before
 
     w_fmt = kernel.cost.weight_format
-    baseline = baseline_book.get(case.id, calibration.timestamp) if tol.floor is None else None
-    evidence = Evidence(floor=tol.floor, floor_source=tol.floor_source, baseline=baseline,
-                        baseline_source=f"recorded on this device ({hardware_entry.key})",
-                        regression_band=tol.regression_band)
+    ref = None if sim else history_book.reference(case.id)
+    evidence = Evidence(floor=tol.floor, floor_source=tol.floor_source, reference=ref,
+                        reference_source=f"this device's history ({hardware_entry.key})")
     try:
         verdict, obs = judge_measurement(
             measure, error=error, error_note=error_note, error_checked=checked,
             stored_bits=kernel.weight_bits_per_element(),
             charged_bits=get_format(w_fmt).bits_per_element if kernel.weight_elements else 0.0, fmt=w_fmt or "",
-            roof_noise=roof.noise, roof_label=roof.label, evidence=evidence, check_efficiency=not kernel.emulated,
-            roof_now=(lambda: dram_bandwidth_now(device_info) / calibration.bandwidth_gbs) if roof.remeasurable
-            else None)
+            roof_noise=0.0 if ceiling.time_s else None, roof_label=ceiling.label, evidence=evidence,
+            check_efficiency=not kernel.emulated, roof_now=dram_now if ceiling.remeasurable else None)
     except BudgetExceeded as e:
         pytest.skip(f"over the per-case budget on this device: {e}; raise --case-budget-s to measure it")
     m = last["m"]
@@ -228,7 +212,10 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
         efficiency_datasheet=sheet.time_s / m.timing.median_s if sheet else None,
         achieved_gbs=m.achieved_gbs, achieved_tflops=m.achieved_tflops,
         floor=evidence.bar[0] if evidence.bar else None, floor_source=evidence.bar[1] if evidence.bar else
-        "none (no sourced floor, no baseline yet)", roof_checked=tol.roof, contention=list(obs.contention),
+        "none (no sourced floor for this family)", roof_checked=tol.roof, contention=list(obs.contention),
+        ceiling_s=ceiling.time_s, ceiling=ceiling.label, paired_probe=bool(m.timing.probe_s),
+        score_median=statistics.median(obs.scores) if obs.scores else None, scores=thin(list(obs.scores)),
+        history_runs=ref.runs if ref else 0, detectable_slowdown=ref.detectable if ref else None,
         note="; ".join(x for x in (m.prediction_note, kernel.note, m.cold_note, *verdict.notes) if x),
         verdict=verdict.to_dict(), correctness_error=error, stored_bits=kernel.weight_bits_per_element(),
         energy_j=m.telemetry.get("region", {}).get("energy_per_call_j"),
@@ -251,12 +238,15 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
         cycle = itertools.cycle([_synced(f, device_info) for f in copies])
         benchmark.pedantic(lambda f: f(), setup=lambda: ((next(cycle),), {}), rounds=rounds,
                            warmup_rounds=0 if m.timing.median_s > 0.05 else 1)
-        if baseline is None and tol.floor is None and verdict.passed and not kernel.emulated:
-            if obs.contention:
-                roofline_record["note"] += "; no baseline recorded: measured under contention"
+        if not kernel.emulated and len(obs.scores) >= 2:
+            comparison = compare(list(obs.scores), ref) if ref else None
+            ok, why = acceptable(comparison, bool(obs.contention), verdict.passed, bool(m.timing.probe_s))
+            if ok:
+                history_book.add(case.id, Run(statistics.median(obs.scores), tuple(thin(list(obs.scores))),
+                                              dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                              obs.median_s, bool(obs.contention)))
             else:
-                baseline_book.record(case.id, obs.efficiency, dt.datetime.now(dt.timezone.utc).isoformat(
-                    timespec="seconds"), {"median_s": obs.median_s, "calibration": calibration.timestamp})
+                roofline_record["note"] += f"; not added to this device's history: {why}"
 
     if kernel.emulated and case.precision.startswith("fp8") and device_info.kind == "cpu":
         # no compute roof exists for software FP8; what is checkable beyond the memory roof is that it really
@@ -315,22 +305,3 @@ def test_precision_ratio(family, slow_prec, fast_prec, device_info, hardware_ent
     if not check.enforced:
         pytest.skip(f"reported, not enforced: {detail}")
     assert check.ok, detail
-
-
-def test_a_compute_roof_calibrated_under_contention_is_reported_not_enforced():
-    """A neighbour during calibration lowers every pass alike, so the peaks' spread stays small and a healthy
-    kernel 'beats' the roof (seen: fp32 at 188% of a peak calibrated while another process ran). Such a
-    roof is not held against the run, and the label says why; a quiet calibration's roof is."""
-    from types import SimpleNamespace
-    case = SimpleNamespace(op="gemm")
-    tol = SimpleNamespace(roof="calibrated")
-    pred = {"compute_class": "fp32", "bound": "compute"}
-    gpu = SimpleNamespace(kind="cuda")
-    quiet = SimpleNamespace(path="p.json", details={"peak_spread": {"fp32": 0.01}})
-    busy = SimpleNamespace(path="p.json", details={"peak_spread": {"fp32": 0.01},
-                                                   "contention": ["before: busy CPU: 60% of CPU time"]})
-    assert choose_roof(case, tol, None, pred, quiet, gpu, False).noise == 0.01
-    roof = choose_roof(case, tol, None, pred, busy, gpu, False)
-    assert roof.noise is None and "calibrated under contention" in roof.label and "busy CPU" in roof.label
-    # a memory-bound case keeps its DRAM roof: that one is re-measured on the spot when it drifted
-    assert choose_roof(case, tol, None, {"compute_class": "fp32", "bound": "memory"}, busy, gpu, False).noise == 0.0

@@ -1,0 +1,95 @@
+"""The host CPU's compute ceilings, derived from its ISA and clocks (a CPU has no datasheet in the registry).
+
+A ceiling must bound: the physics check fails a measurement that beats it, so every choice below errs
+high, and each peak carries its derivation. What kernels really reach is calibration's business
+(``roofline_kernels/calibrate.py``): a roof measured in seconds on a shared host is an expectation, not a
+ceiling (a healthy int8 GEMM once "beat" a peak calibrated while the host ran slow at 172%).
+
+peak = cores x max clock x FLOPs per cycle per core of the units that run the format:
+
+1. FP32: two FMA pipes of the widest vector the CPU advertises (AVX-512: 2 x 16 lanes x 2 = 64 FLOP/cycle;
+   AVX2+FMA: 32; SSE2 or NEON: 16). Two pipes is the most an x86 or Arm core has; a one-pipe part only
+   makes the ceiling looser.
+2. BF16: AMX-BF16 1024 FLOP/cycle/core; AVX512-BF16 (VDPBF16PS: a pair of products per FP32 lane) 2x FP32.
+   Without either, bf16 is converted and FMA'd in FP32, so the FP32 rate bounds it.
+3. FP16: AMX-FP16 1024; AVX512-FP16 2x FP32; else converted (F16C): the FP32 rate.
+4. INT8: AMX-INT8 2048 OP/cycle/core; VNNI (VPDPBUSD: four u8 x s8 products per 32-bit lane) 4x FP32.
+   Without VNNI the same products take VPMADDUBSW + VPMADDWD, never more per cycle than VNNI: 4x FP32.
+5. FP8 and FP4 have no CPU units: emulated through FP32, so the FP32 rate bounds them.
+6. Clock: cpufreq's ``cpuinfo_max_freq`` where the OS exposes it. A VM shows only a base (or current) clock
+   in /proc/cpuinfo while boost runs above it, up to ~1.9x base on shipping parts (Xeon Platinum 8480+:
+   2.0 -> 3.8 GHz; Core i9-13900K: 3.0 -> 5.8 GHz), so that clock x ``BOOST_ALLOWANCE`` stands in, said.
+
+AMX rates: Intel, "Intel Advanced Matrix Extensions (Intel AMX) overview" (4th Gen Xeon): 2048 INT8 and
+1024 BF16 operations per cycle per core.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BOOST_ALLOWANCE = 2.0
+AMX_SOURCE = "Intel AMX overview (4th Gen Xeon): 2048 INT8 / 1024 BF16 ops per cycle per core"
+CLASSES = ("fp32", "bf16", "fp16", "int8", "fp8", "fp4")
+
+
+def fp32_flops_per_cycle(flags: frozenset[str]) -> tuple[int, str]:
+    """(FP32 FLOP/cycle/core, how): two FMA pipes of the widest vector advertised."""
+    if "avx512f" in flags:
+        return 64, "AVX-512: 2 FMA pipes x 16 lanes x 2"
+    if "avx2" in flags and "fma" in flags:
+        return 32, "AVX2+FMA: 2 FMA pipes x 8 lanes x 2"
+    if {"asimd", "sse2"} & flags:
+        return 16, "128-bit SIMD: 2 FMA pipes x 4 lanes x 2"
+    return 2, "scalar: 1 FMA x 2"
+
+
+def flops_per_cycle(flags: frozenset[str]) -> dict[str, tuple[int, str, bool]]:
+    """Per compute class: (FLOP or OP per cycle per core, how, native units). Every class is bounded."""
+    fp32, how32 = fp32_flops_per_cycle(flags)
+    out = {"fp32": (fp32, how32, True)}
+    if "amx_bf16" in flags:
+        out["bf16"] = (1024, f"AMX-BF16 ({AMX_SOURCE})", True)
+    elif "avx512_bf16" in flags:
+        out["bf16"] = (2 * fp32, "AVX512-BF16 VDPBF16PS: 2x FP32", True)
+    else:
+        out["bf16"] = (fp32, "no BF16 units: converted and FMA'd in FP32, bounded by the FP32 rate", False)
+    if "amx_fp16" in flags:
+        out["fp16"] = (1024, f"AMX-FP16 ({AMX_SOURCE})", True)
+    elif "avx512_fp16" in flags:
+        out["fp16"] = (2 * fp32, "AVX512-FP16: 2x FP32", True)
+    else:
+        out["fp16"] = (fp32, "no FP16 units: converted (F16C) and FMA'd in FP32, bounded by the FP32 rate", False)
+    if "amx_int8" in flags:
+        out["int8"] = (2048, f"AMX-INT8 ({AMX_SOURCE})", True)
+    elif {"avx512_vnni", "avx_vnni"} & flags:
+        out["int8"] = (4 * fp32, "VNNI VPDPBUSD: 4 products per 32-bit lane, 4x FP32", True)
+    else:
+        out["int8"] = (4 * fp32, "no VNNI: VPMADDUBSW+VPMADDWD, never faster than VNNI's 4x FP32", False)
+    for cls in ("fp8", "fp4"):
+        out[cls] = (fp32, f"no {cls.upper()} units: emulated through FP32, bounded by the FP32 rate", False)
+    return out
+
+
+@dataclass(frozen=True)
+class CpuCeiling:
+    """A compute ceiling with its derivation (``how``), for the record and the report."""
+    compute_class: str
+    tflops: float
+    how: str
+    native: bool
+
+
+def cpu_ceilings(flags: frozenset[str], cores: int, mhz: float, clock_is_max: bool,
+                 clock_source: str = "") -> dict[str, CpuCeiling]:
+    """Every compute class's ceiling on this CPU: cores x max clock x FLOPs per cycle, derivation included."""
+    if cores < 1 or not mhz or mhz <= 0:
+        raise ValueError(f"a CPU ceiling needs cores >= 1 and a clock in MHz > 0; got cores={cores!r}, mhz={mhz!r}")
+    clock = mhz if clock_is_max else mhz * BOOST_ALLOWANCE
+    clock_how = (f"{mhz:g} MHz ({clock_source or 'max clock'})" if clock_is_max else
+                 f"{mhz:g} MHz ({clock_source or 'base clock'}) x {BOOST_ALLOWANCE:g} boost allowance "
+                 "(no max clock visible)")
+    out = {}
+    for cls, (per_cycle, how, native) in flops_per_cycle(flags).items():
+        out[cls] = CpuCeiling(cls, cores * clock * 1e6 * per_cycle / 1e12,
+                              f"{cores} cores x {clock_how} x {per_cycle} FLOP/cycle ({how})", native)
+    return out

@@ -1,0 +1,209 @@
+"""A regression is a statistical claim: this run's samples against this device's own history.
+
+Pure (no torch, no pytest). After google/benchmark's ``tools/compare.py`` (a Mann-Whitney U test over the
+repetitions of two runs) and asv's step detection (a change is reported only past a factor):
+
+1. The quantity compared is a case's per-sample score, lower is faster: on a shared host CPU the kernel's
+   time over a reference read timed right after it (``roofline_kernels.timer``'s paired probe), so a
+   neighbour that slows the whole host moves both and cancels; elsewhere the kernel's time.
+2. The reference is this device's history of accepted runs (the last ``REFERENCE_RUNS``): its median of run
+   medians, with runs slower than the others by more than the band dropped first. A run measured under
+   contention, or one that failed, never joins it; nor does a run slower than the band allows, so one slow
+   run cannot become the reference that hides the next slowdown.
+3. The band comes from the device's own spread: ``SPREAD_MULTIPLE`` x the run-to-run spread of the
+   accepted runs' medians (robust sigma), or with one run in the history, its median's standard error; never
+   below ``MIN_EFFECT``, and never below ``YOUNG_BAND`` while fewer than ``RUNS_FOR_SPREAD`` runs exist. ``1 + band`` is the smallest slowdown this host can detect for the case, and every
+   record says it.
+4. A slowdown is claimed when the median moved past the band AND the samples say it is no accident
+   (one-sided Mann-Whitney U, p < ``ALPHA``, normal approximation with tie and continuity corrections).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+
+MIN_EFFECT = 0.10      # below 10% a timing on a shared host is no evidence of a change
+# Until a case has RUNS_FOR_SPREAD runs, its run-to-run spread is unknown (one run's samples understate it):
+# the band is at least YOUNG_BAND. Consecutive runs of cold GEMVs on shared 2-core VMs drifted up to 35%
+# (raw medians; the paired scores drift less), so 50% keeps a young history quiet while a 2x slowdown passes it.
+RUNS_FOR_SPREAD = 3
+YOUNG_BAND = 0.5
+SPREAD_MULTIPLE = 3.0  # band = 3 robust sigmas of the device's own spread
+ALPHA = 0.01
+REFERENCE_RUNS = 5     # the reference is the median of the last 5 accepted runs
+RUNS_KEPT = 20
+SAMPLES_KEPT = 40
+
+
+def ranks(values: list[float]) -> list[float]:
+    """1-based ranks, ties averaged."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def mann_whitney_greater(x: list[float], y: list[float]) -> float:
+    """One-sided p-value that ``x`` tends to be larger than ``y`` (normal approximation)."""
+    n1, n2 = len(x), len(y)
+    if n1 < 2 or n2 < 2:
+        raise ValueError(f"a Mann-Whitney U test needs at least 2 samples on each side; got {n1} and {n2}")
+    r = ranks(list(x) + list(y))
+    u1 = sum(r[:n1]) - n1 * (n1 + 1) / 2
+    n = n1 + n2
+    counts: dict[float, int] = {}
+    for v in list(x) + list(y):
+        counts[v] = counts.get(v, 0) + 1
+    ties = sum(t ** 3 - t for t in counts.values())
+    var = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
+    if var <= 0:
+        return 1.0
+    z = (u1 - n1 * n2 / 2 - 0.5) / math.sqrt(var)  # continuity correction toward the null
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+def robust_sigma(values: list[float]) -> float:
+    """Relative robust sigma of positive values: 1.4826 x MAD / median."""
+    med = statistics.median(values)
+    if med <= 0:
+        return 0.0
+    return 1.4826 * statistics.median(abs(v - med) for v in values) / med
+
+
+def thin(samples: list[float], keep: int = SAMPLES_KEPT) -> list[float]:
+    """At most ``keep`` samples, evenly over the sorted set (the distribution, not the first few)."""
+    s = sorted(samples)
+    if len(s) <= keep:
+        return s
+    return [s[round(i * (len(s) - 1) / (keep - 1))] for i in range(keep)]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of one case as the history keeps it."""
+    median: float
+    samples: tuple[float, ...]
+    when: str = ""
+    raw_median_s: float | None = None
+    contention: bool = False  # measured while a neighbour was seen (scores paired with a probe only)
+
+    def to_dict(self) -> dict:
+        return {"median": self.median, "samples": list(self.samples), "when": self.when,
+                "raw_median_s": self.raw_median_s, "contention": self.contention}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Run":
+        return cls(float(d["median"]), tuple(float(v) for v in d["samples"]), str(d.get("when", "")),
+                   d.get("raw_median_s"), bool(d.get("contention", False)))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a case is compared with: the accepted runs that make the reference, and the band they give."""
+    median: float
+    samples: tuple[float, ...]
+    band: float
+    spread: float
+    spread_from: str
+    runs: int
+    dropped: int = 0
+
+    @property
+    def detectable(self) -> float:
+        """The smallest slowdown factor this history lets the check claim."""
+        return 1 + self.band
+
+
+def reference(runs: list[Run], min_effect: float = MIN_EFFECT) -> Reference | None:
+    """The reference of a case's accepted runs (None without any). Runs measured under contention stand in
+    only while no quiet run exists (their scores are load-normalised, but less surely), and the reason says so."""
+    quiet = [r for r in runs if not r.contention]
+    recent = (quiet or list(runs))[-REFERENCE_RUNS:]
+    if not recent:
+        return None
+    provisional = not quiet
+    dropped = 0
+    while True:
+        med = statistics.median(r.median for r in recent)
+        band, spread, spread_from = _band(recent, min_effect)
+        keep = [r for r in recent if r.median <= med * (1 + band)]
+        if len(keep) == len(recent) or not keep:
+            break
+        dropped += len(recent) - len(keep)
+        recent = keep
+    pooled = tuple(v for r in recent for v in r.samples)
+    if provisional:
+        spread_from += "; provisional: every run so far saw contention"
+    return Reference(med, pooled, band, spread, spread_from, len(recent), dropped)
+
+
+def _band(runs: list[Run], min_effect: float) -> tuple[float, float, str]:
+    band, spread, source = _spread_band(runs, min_effect)
+    if len(runs) < RUNS_FOR_SPREAD and band < YOUNG_BAND:
+        return YOUNG_BAND, spread, source + f"; at least {YOUNG_BAND:.0%} until {RUNS_FOR_SPREAD} runs show the spread"
+    return band, spread, source
+
+
+def _spread_band(runs: list[Run], min_effect: float) -> tuple[float, float, str]:
+    """The spread of a case's run medians (what a new run's median is compared across). With one run, the
+    standard error of its median (1.2533 sigma / sqrt(n)): its samples say how surely the median is known,
+    not how far the next run drifts; that is what RUNS_FOR_SPREAD runs show, and YOUNG_BAND stands in for."""
+    if len(runs) >= 2:
+        spread, source = robust_sigma([r.median for r in runs]), f"run-to-run spread of {len(runs)} runs"
+        if len(runs) == 2:  # a MAD of two is their half-difference: as a sigma, take the whole difference
+            a, b = sorted(r.median for r in runs)
+            spread = (b - a) / ((a + b) / 2)
+    else:
+        samples = runs[0].samples
+        spread = 1.2533 * robust_sigma(list(samples)) / math.sqrt(len(samples)) if len(samples) >= 3 else 0.0
+        source = "one run's median, its standard error (no run-to-run history yet)"
+    return max(min_effect, SPREAD_MULTIPLE * spread), spread, source
+
+
+@dataclass(frozen=True)
+class Comparison:
+    ratio: float           # this run's median over the reference's
+    p_value: float
+    slower: bool           # a claimed slowdown: past the band and significant
+    faster: bool           # a claimed speedup (the same test the other way)
+    reference: Reference
+    reason: str = field(default="")
+
+
+def compare(samples: list[float], ref: Reference, alpha: float = ALPHA) -> Comparison:
+    """This run's samples against a reference: a slowdown or speedup is claimed only past the band and at p < alpha."""
+    if len(samples) < 2:
+        raise ValueError(f"compare needs at least 2 samples of this run; got {len(samples)}")
+    med = statistics.median(samples)
+    ratio = med / ref.median
+    p_slow = mann_whitney_greater(list(samples), list(ref.samples)) if len(ref.samples) >= 2 else 0.0
+    p_fast = mann_whitney_greater(list(ref.samples), list(samples)) if len(ref.samples) >= 2 else 0.0
+    slower = ratio > 1 + ref.band and p_slow < alpha
+    faster = ratio < 1 / (1 + ref.band) and p_fast < alpha
+    p = p_slow if ratio >= 1 else p_fast
+    reason = (f"{ratio:.2f}x this device's reference (median of {ref.runs} accepted run(s)"
+              + (f", {ref.dropped} slow outlier(s) dropped" if ref.dropped else "")
+              + f"); band {ref.band:.0%} from {ref.spread_from} ({ref.spread:.1%} sigma x {SPREAD_MULTIPLE:g}, at least "
+              f"{MIN_EFFECT:.0%}): smallest detectable slowdown {ref.detectable:.2f}x; Mann-Whitney p={p:.2g}")
+    return Comparison(ratio, p, slower, faster, ref, reason)
+
+
+def acceptable(comparison: Comparison | None, contention: bool, passed: bool,
+               normalised: bool = False) -> tuple[bool, str]:
+    """Whether a run may join the history (and so shape the next reference), and why not. A run under
+    contention joins only with load-normalised scores (a paired probe), marked, never ahead of quiet runs."""
+    if contention and not normalised:
+        return False, "measured under contention"
+    if not passed:
+        return False, "its verdict failed"
+    if comparison is not None and comparison.ratio > 1 + comparison.reference.band:
+        return False, f"slower than the reference by {comparison.ratio:.2f}x, past the band: an outlier, not a reference"
+    return True, ""

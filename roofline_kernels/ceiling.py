@@ -1,0 +1,93 @@
+"""The ceilings the physics check holds a measurement to: numbers that truly bound it.
+
+1. A GPU: its datasheet entry (scaled to a Jetson's power mode by ``measure.hardware_for``).
+2. A CPU: compute ceilings derived from the ISA and clocks (``roofline.cpu_ceiling``, derivation in each
+   Spec's note) and, for DRAM (no datasheet exists), the best bandwidth this device has shown across its
+   history: every calibration look and every re-measurement offers its figure, the ceiling only rises
+   (monotone), and a case that beats it re-measures DRAM on the spot before it fails.
+   One calibration is never a ceiling: measured in seconds on a shared host, it drifts 34-60 GB/s between
+   two calibrations minutes apart, and a healthy kernel "beat" a compute peak calibrated while the host ran
+   slow at 172%. Calibrated roofs stay what efficiency and expected time are measured against.
+
+The DRAM history lives in the profile store, keyed by what bounds bandwidth (the device, its CPU model and
+thread count), not by software versions: a torch upgrade does not make memory faster. Written atomically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from roofline import Hardware, Spec, get_format
+from roofline.atomic import write_json_atomic
+from roofline.formats import FORMATS
+
+from .device import DeviceInfo, cpu_ceilings_of
+
+DRAM_LOOKS_KEPT = 50
+DRAM_SOURCE = "best DRAM bandwidth this device has shown (roofline_kernels/ceiling.py)"
+
+
+def dram_history_path(info: DeviceInfo, store: str | os.PathLike) -> Path:
+    ident = json.dumps({"hardware": info.hardware_key, "cpu": info.cpu.model, "threads": info.cpu.threads,
+                        "name": info.name}, sort_keys=True)
+    return Path(store) / f"dram-ceiling-{info.hardware_key}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}.json"
+
+
+def load_dram_history(info: DeviceInfo, store) -> dict:
+    try:
+        data = json.loads(dram_history_path(info, store).read_text())
+        return {"best_gbs": float(data["best_gbs"]), "best_when": str(data.get("best_when", "")),
+                "best_how": str(data.get("best_how", "")), "looks": list(data.get("looks", []))}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"best_gbs": 0.0, "best_when": "", "best_how": "", "looks": []}
+
+
+def offer_dram(info: DeviceInfo, store, gbs: float, how: str) -> dict:
+    """Record one DRAM look; the ceiling rises when the look beats it. Returns the history after the look."""
+    if not (gbs > 0 and gbs < float("inf")):
+        raise ValueError(f"a DRAM look must be a positive number of GB/s; got {gbs!r}")
+    hist = load_dram_history(info, store)
+    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    hist["looks"] = (hist["looks"] + [{"gbs": gbs, "when": when, "how": how}])[-DRAM_LOOKS_KEPT:]
+    if gbs > hist["best_gbs"]:
+        hist.update(best_gbs=gbs, best_when=when, best_how=how)
+    write_json_atomic(dram_history_path(info, store), hist)
+    return hist
+
+
+def ceiling_hardware(info: DeviceInfo, hw: Hardware, store=None) -> Hardware | None:
+    """The entry whose 'datasheet' prediction is the physics ceiling: the registry's on a GPU; on a CPU every
+    compute class at its ISA-derived ceiling beside the best DRAM shown (None before any DRAM look)."""
+    if info.kind != "cpu":
+        return hw if hw.bandwidth is not None else None
+    hist = load_dram_history(info, store) if store is not None else {"best_gbs": 0.0}
+    ceilings = cpu_ceilings_of(info.cpu, _threads())
+    if not hist["best_gbs"] or not ceilings:
+        return None
+    n = len(hist.get("looks", []))
+    bandwidth = Spec(hist["best_gbs"], DRAM_SOURCE, f"best of {n} look(s), {hist['best_when']}: {hist['best_how']}",
+                     derived=True)
+    peaks = {c.compute_class: Spec(c.tflops, "ISA ceiling (roofline/cpu_ceiling.py)", c.how, derived=True)
+             for c in ceilings.values()}
+    # every format whose compute class has a ceiling has a bound, native units or not
+    native = frozenset(name for name, f in FORMATS.items() if f.compute_class in peaks)
+    return dataclasses.replace(hw, bandwidth=bandwidth, peaks=peaks, native=native, calibration=None,
+                               source="ceilings: ISA-derived compute, best DRAM shown")
+
+
+def ceiling_classes(hw: Hardware) -> dict:
+    """{class: derivation} for the record and the report."""
+    return {cls: f"{s.value:.4g} TFLOP/s: {s.note or s.source}" for cls, s in hw.peaks.items()}
+
+
+def _threads() -> int:
+    import torch
+    return torch.get_num_threads()
+
+
+def format_class(fmt: str) -> str | None:
+    return get_format(fmt).compute_class

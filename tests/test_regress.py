@@ -1,0 +1,92 @@
+"""roofline/regress.py: the statistics a regression claim rests on, checked by hand and by property."""
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from roofline.regress import (MIN_EFFECT, RUNS_FOR_SPREAD, YOUNG_BAND, Run, acceptable, compare,
+                              mann_whitney_greater, ranks, reference, robust_sigma, thin)
+
+
+def test_ranks_average_ties():
+    assert ranks([10, 20, 20, 5]) == [2, 3.5, 3.5, 1]
+
+
+def test_mann_whitney_by_hand():
+    # x = 4,5,6 over y = 1,2,3: U = 9 of 9; mean 4.5, var 3*3*7/12 = 5.25; z = (9 - 4.5 - 0.5)/sqrt(5.25)
+    z = 4.0 / math.sqrt(5.25)
+    assert mann_whitney_greater([4, 5, 6], [1, 2, 3]) == pytest.approx(0.5 * math.erfc(z / math.sqrt(2)))
+    assert mann_whitney_greater([1, 2, 3], [4, 5, 6]) > 0.95
+    assert mann_whitney_greater([1, 1, 1], [1, 1, 1]) == 1.0  # all tied: no evidence either way
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        mann_whitney_greater([1], [1, 2])
+
+
+def test_mann_whitney_agrees_with_scipy_where_installed():
+    stats = pytest.importorskip("scipy.stats", reason="scipy is not a dependency; the by-hand case above stands")
+    x, y = [1.2, 1.4, 1.1, 1.9, 1.3, 1.3, 2.0], [1.0, 1.1, 0.9, 1.3, 1.05, 1.2]
+    assert mann_whitney_greater(x, y) == pytest.approx(
+        stats.mannwhitneyu(x, y, alternative="greater", method="asymptotic").pvalue, rel=1e-6)
+
+
+def _runs(*medians, rel=0.02, n=20, contention=False):
+    return [Run(m, tuple(m * (1 + rel * ((i % 5) - 2) / 2) for i in range(n)), contention=contention)
+            for m in medians]
+
+
+def test_a_young_history_keeps_a_wide_band_and_a_grown_one_takes_its_spread():
+    young = reference(_runs(1.0))
+    assert young.band == YOUNG_BAND and young.detectable == 1 + YOUNG_BAND and "until" in young.spread_from
+    grown = reference(_runs(*([1.0, 1.02, 0.98] + [1.0] * (RUNS_FOR_SPREAD - 3))))
+    assert MIN_EFFECT <= grown.band < YOUNG_BAND and "run-to-run" in grown.spread_from
+    noisy = reference(_runs(1.0, 1.3, 0.8, 1.1))
+    assert noisy.band > grown.band  # the device's own spread sets the band
+
+
+def test_a_slow_outlier_never_becomes_the_reference():
+    ref = reference(_runs(1.0, 1.01, 0.99, 3.0))
+    assert ref.median == pytest.approx(1.0) and ref.dropped == 1 and ref.runs == 3
+
+
+def test_quiet_runs_come_before_runs_under_contention():
+    ref = reference(_runs(2.0, contention=True) + _runs(1.0))
+    assert ref.median == 1.0 and "provisional" not in ref.spread_from
+    only_busy = reference(_runs(2.0, contention=True))
+    assert "provisional" in only_busy.spread_from
+
+
+def test_a_slowdown_is_claimed_past_the_band_and_significant_only():
+    ref = reference(_runs(1.0, 1.0, 1.0))
+    assert compare([2.0 * v for v in ref.samples[:20]], ref).slower
+    assert not compare(list(ref.samples[:20]), ref).slower
+    within = compare([(1 + ref.band / 2) * v for v in ref.samples[:20]], ref)
+    assert not within.slower and within.p_value < 0.01  # significant but inside the band: no claim
+    assert compare([0.4 * v for v in ref.samples[:20]], ref).faster
+
+
+def test_what_may_join_the_history():
+    ref = reference(_runs(1.0, 1.0, 1.0))
+    assert acceptable(compare(list(ref.samples[:20]), ref), False, True) == (True, "")
+    assert not acceptable(None, True, True)[0]  # contention, raw times
+    assert acceptable(None, True, True, normalised=True)[0]  # contention, load-normalised scores: marked
+    assert not acceptable(None, False, False)[0]
+    slow = compare([1.9 * v for v in ref.samples[:20]], ref)
+    assert not acceptable(slow, False, True)[0]  # an outlier never becomes a reference
+
+
+def test_thin_keeps_the_distribution():
+    s = thin(list(range(1000)), keep=11)
+    assert s[0] == 0 and s[-1] == 999 and len(s) == 11 and s[5] == pytest.approx(500, abs=1)
+    assert robust_sigma([1.0, 1.0, 1.0]) == 0.0
+
+
+@given(scale=st.floats(1e-9, 1e3), factor=st.floats(1.0, 5.0))
+def test_decisions_do_not_depend_on_units(scale, factor):
+    """A claim is about ratios: the same runs in other units (ns, s, scores) decide the same."""
+    base = _runs(1.0, 1.05, 0.97)
+    now = [factor * v for v in base[0].samples]
+    a = compare(now, reference(base))
+    b = compare([scale * v for v in now], reference([Run(r.median * scale, tuple(v * scale for v in r.samples))
+                                                     for r in base]))
+    assert a.slower == b.slower and a.ratio == pytest.approx(b.ratio)
