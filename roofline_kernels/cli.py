@@ -35,6 +35,57 @@ def _measure_context(args):
     return info, hw, peaks
 
 
+def _at_least_one(text: str) -> int:
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of runs >= 1")
+    return value
+
+
+def _factors(text: str) -> tuple[float, ...]:
+    import argparse
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        values = ()
+    if not values or not all(1 < v < 100 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give slowdown factors above 1, comma-separated (e.g. 2,1.5)")
+    return values
+
+
+def _selftest_precisions(text: str) -> tuple[str, ...]:
+    import argparse
+    from roofline_kernels.selftest import PRECISIONS
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [n for n in names if n not in PRECISIONS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"unknown precision {', '.join(bad) or repr(text)}; allowed: {', '.join(PRECISIONS)}")
+    return names
+
+
+def cmd_selftest(args, out):
+    from roofline_kernels.calibrate import default_cache_dir, load_or_calibrate
+    from roofline_kernels.device import detect
+    from roofline_kernels.measure import hardware_for
+    from roofline_kernels.selftest import PRECISIONS, checkout, report_lines, selftest
+    checkout()
+    info = detect("cpu")
+    store = args.cache_dir or default_cache_dir()
+    load_or_calibrate(info, store, quick=True, progress=_progress, hw=hardware_for(info))  # seeds the private store
+    summary = selftest(args.runs, args.factors, store, args.precisions or PRECISIONS, progress=_progress,
+                       keep_dir=args.keep)
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k != "results"} | {"results": summary["results"]},
+                         indent=1), file=out)
+    else:
+        print("\n".join(report_lines(summary)), file=out)
+    return 0
+
+
 def _is_spot_check(args) -> bool:
     spec = args.precision or ""
     return spec.strip().lower() == "all" or "," in spec or bool(args.html or args.plot)
@@ -237,6 +288,18 @@ def add_commands(sub) -> None:
     add_store_option(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_measure)
+
+    p = sub.add_parser("selftest", help="how well the suite's verdicts hold on this host: false alarms, and the "
+                       "smallest planted slowdown caught per precision (needs the repository checkout)")
+    p.add_argument("--runs", type=_at_least_one, default=3, help="healthy and planted runs, each (default 3)")
+    p.add_argument("--factors", type=_factors, default=(2.0, 1.5),
+                   help="planted slowdowns, comma-separated, each > 1 (default 2,1.5)")
+    p.add_argument("--precisions", type=_selftest_precisions, default=None,
+                   help="the GEMV cases to run (default all: fp32,bf16,int8,int8_bf16,int4_tinygemm_bf16)")
+    p.add_argument("--keep", default=None, help="keep the runs' reports and private store in this folder")
+    add_store_option(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_selftest)
 
     p = sub.add_parser("calibrate", help="measure this device's bandwidth and per-precision peaks; save the profile")
     p.add_argument("--hardware", default=None, help="registry key to file the profile under (default: detected)")

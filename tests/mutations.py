@@ -7,7 +7,7 @@ each of these and asserts that the cases guarding against it fail (and that with
 - bytes_over_2x: the byte model over-counts INT8 by 2x (16 bits charged per element)
 - int4_unpacked: INT4 weights kept unpacked in 16-bit behind the int4 label
 - slow_3x:       every kernel takes three times as long
-- slow_FxPREC:   one precision's kernels take F times as long (``slow_2x_int8``, ``slow_1.5x_bf16``)
+- slow_FxPREC:   one precision's kernels take F times as long (``slow_2x_int8``, ``slow_1.5x_bf16``; ``_all``: every one)
 - wrong_values:  every kernel returns values 25% off
 - hot_as_cold:   cold measurements reuse one set of operands (hot caches) while labelled cold
 """
@@ -44,7 +44,7 @@ def pytest_configure(config):
     config._roofline_mutation = mp
     m = SLOW_ONE.match(name)
     if m:
-        _plant_slow(mp, float(m.group(1)), m.group(2))
+        _plant_slow(mp, float(m.group(1)), None if m.group(2) == "all" else m.group(2))
     else:
         globals()[f"_plant_{name}"](mp)
 

@@ -8,17 +8,14 @@ writes what each tripped to <report dir>/mutations.json. Heavy (~1-2 min): marke
 """
 import json
 import shutil
-import subprocess
-import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from roofline.atomic import write_json_atomic
+from roofline_kernels import selftest
 
-ROOT = Path(__file__).resolve().parents[1]
-GEMV = "tests/validation/test_roofline_cases.py::test_measured_case[cpu-gemv-1x4096x4096-{}]"
+GEMV = selftest.CASE
 SLICE = {
     "int8": GEMV.format("int8"), "int8_bf16": GEMV.format("int8_bf16"), "int4": GEMV.format("int4_tinygemm_bf16"),
     "bf16": GEMV.format("bf16"), "cold_vs_hot": "tests/test_timer.py::test_cold_is_slower_than_hot_for_a_cache_resident_working_set",
@@ -38,23 +35,7 @@ MUST_PASS = {"slow_2x_int8": {"int8_bf16", "int4", "bf16"}}
 
 
 def run_slice(store, report_dir, mutation=None):
-    junit = report_dir / f"junit-{mutation or 'healthy'}.xml"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.mutations",
-           "--roofline-cache-dir", str(store), "--roofline-report-dir", str(report_dir / (mutation or "healthy")),
-           "--html", str(report_dir / f"{mutation or 'healthy'}.html"), "--junitxml", str(junit),
-           "--benchmark-disable", *SLICE.values()]
-    if mutation:
-        cmd += ["--mutation", mutation]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    outcome = {}
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        name = next(k for k, v in SLICE.items() if v.endswith(case.get("name")))
-        failed = case.find("failure") is not None or case.find("error") is not None
-        skipped = case.find("skipped") is not None
-        msg = (case.find("failure") if case.find("failure") is not None else case.find("error"))
-        outcome[name] = {"outcome": "failed" if failed else "skipped" if skipped else "passed",
-                         "why": (msg.get("message", "")[:400] if msg is not None else "")}
-    return outcome, proc
+    return selftest.run_slice(SLICE, store, report_dir, mutation, timeout_s=600)
 
 
 @pytest.mark.mutation
