@@ -49,6 +49,10 @@ CALIBRATION_METHOD = 8  # part of the cache key: profiles measured by an older m
 CUBES = (256, 512, 1024, 2048, 4096, 8192)
 PLATEAU = 0.03  # a cube this much faster than the last one is still climbing
 DRAM_CACHE_MULTIPLE = 8
+# ... and never under this: a VM reports the caches of its virtual topology, while its vCPUs may be served by
+# more of the host's (several CCDs' L3, stacked V-Cache: up to ~1 GiB on one socket); a working set inside
+# what really caches it reads fast, and the more so the more of it a neighbour left warm
+DRAM_MIN_BYTES = 2**30
 MEMORY_FRACTION = 0.25
 # seconds per precision per pass; quick: the whole calibration stays under a minute on a 2-core host
 COMPUTE_BUDGET_S = {True: 4.0, False: 20.0}
@@ -57,7 +61,10 @@ STREAM_REP_MS = {True: 20.0, False: 60.0}
 
 def _stream_kernel(kind: str, n: int, device: str):
     import torch
-    arrays = [torch.full((n,), 1.0 + i, device=device) for i in range(STREAM_ARRAYS[kind])]  # touched pages
+    # distinct values on every page (not torch.full's one constant): a page of one repeated value is what a
+    # hypervisor's same-page merging or a compressed-memory tier can serve without reading DRAM
+    arrays = [torch.arange(n, dtype=torch.float32, device=device).mul_(1e-7).add_(1.0 + i)
+              for i in range(STREAM_ARRAYS[kind])]
     if kind == "read":
         return lambda: arrays[0].sum()
     if kind == "amax":
@@ -76,11 +83,13 @@ def stream_bandwidth(kind: str, nbytes: int, device: str = "cpu", rep_ms: float 
 
 
 def dram_working_set(info: DeviceInfo) -> tuple[int, str]:
-    """(bytes, note): 8x the caches, capped at a quarter of the memory available now."""
-    want = DRAM_CACHE_MULTIPLE * cache_bytes(info)
+    """(bytes, note): 8x the caches and at least DRAM_MIN_BYTES, capped at a quarter of the memory available now."""
+    want = max(DRAM_CACHE_MULTIPLE * cache_bytes(info), DRAM_MIN_BYTES if info.kind == "cpu" else 0)
     cap = int(MEMORY_FRACTION * available_memory_bytes(info))
     if want <= cap:
-        return want, f"{want / 2**20:.0f} MiB ({DRAM_CACHE_MULTIPLE}x caches)"
+        why = (f"{DRAM_CACHE_MULTIPLE}x caches" if want == DRAM_CACHE_MULTIPLE * cache_bytes(info) else
+               f"at least {DRAM_MIN_BYTES / 2**30:g} GiB: more than any host's caches a VM may hide")
+        return want, f"{want / 2**20:.0f} MiB ({why})"
     note = f"{cap / 2**20:.0f} MiB (capped at {MEMORY_FRACTION:.0%} of available memory; wanted {want / 2**20:.0f})"
     if cap < 2 * cache_bytes(info):
         note += ": under 2x the caches, so the DRAM figure may include cache hits"

@@ -123,6 +123,25 @@ def test_the_profile_store_is_one_place_for_cli_and_pytest(tmp_path):
     assert cal_mod.default_cache_dir({"ROOFLINE_CACHE_DIR": "/x", "XDG_CACHE_HOME": str(tmp_path)}) == Path("/x")
 
 
+def test_stream_arrays_hold_distinct_values_on_every_page():
+    """One repeated value per page is what same-page merging or compressed memory serves without DRAM."""
+    fn = cal_mod._stream_kernel("triad", 3 * 2**20, "cpu")
+    arrays = [c.cell_contents for c in fn.__closure__ if isinstance(c.cell_contents, list)][0]
+    for a in arrays:
+        pages = a.view(-1, 1024)  # 4 KiB pages of float32
+        assert (pages.amax(1) > pages.amin(1)).all()  # no page of one value
+        assert len(set(pages[:, 0].tolist())) == pages.shape[0]  # no two pages alike
+
+
+def test_a_dram_working_set_is_never_under_a_gib_of_a_host_whose_caches_a_vm_may_hide(device_info, monkeypatch):
+    import dataclasses
+    small = dataclasses.replace(device_info, cpu=dataclasses.replace(device_info.cpu, caches={"L2": 2**20,
+                                                                                            "L3": 16 * 2**20}))
+    monkeypatch.setattr(cal_mod, "available_memory_bytes", lambda info: 64 * 2**30)
+    size, note = cal_mod.dram_working_set(small)
+    assert size == cal_mod.DRAM_MIN_BYTES and "at least 1 GiB" in note
+
+
 def test_calibration_memory_stays_a_quarter_of_what_is_available(device_info, monkeypatch):
     """A VM reporting a 480 MiB L3 asked for 16x LLC in three arrays: 23 GB. The DRAM set is capped."""
     import dataclasses
@@ -134,8 +153,8 @@ def test_calibration_memory_stays_a_quarter_of_what_is_available(device_info, mo
     allocated = []
     monkeypatch.setattr(cal_mod, "bench", lambda fn, **k: allocated.append(1) or type("T", (), {"median_s": 1.0})())
     import torch
-    real_full = torch.full
-    monkeypatch.setattr(torch, "full", lambda shape, v, **k: allocated.append(shape[0] * 4) or real_full((1,), v))
+    real_arange = torch.arange
+    monkeypatch.setattr(torch, "arange", lambda n, **k: allocated.append(n * 4) or real_arange(1, **k))
     cal_mod.stream_bandwidth("triad", size)
     assert sum(a for a in allocated if a > 1) == pytest.approx(size, rel=0.01)  # all arrays together: the set
 
