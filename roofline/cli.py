@@ -16,7 +16,7 @@ import sys
 
 from . import (apply_power_mode, attention, ffn, gemm, gemv, get_hardware, get_model_config, load_calibration,
                load_hardware_file, model_step, scale_clocks, transformer_layer)
-from .models import PHASES
+from .models import DEFAULT_CONTEXT, PHASES
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
@@ -80,6 +80,11 @@ def add_model_precision_options(p):
                    "does; GPTQ/AWQ checkpoints keep it bf16)")
     g.add_argument("--expert-precision", help="routed experts' weight format (default: the checkpoint's, "
                    "e.g. gpt-oss mxfp4, else the weight format)")
+    from .deployments import DEPLOYMENTS
+    g.add_argument("--deployment", choices=sorted(DEPLOYMENTS), help="price the model in the formats a named runtime "
+                   "deploys it in, each with its source (" + "; ".join(f"{n}: {d.runtime}" for n, d in
+                                                                        DEPLOYMENTS.items()) +
+                   "); a precision flag beside it overrides its part")
 
 
 def add_precision_options(p):
@@ -130,18 +135,29 @@ def build_cost(args):
                          kv=args.kv_precision, causal=True, **f)
     cfg, kw = model_args(args)
     if op == "layer":
-        kw.pop("lm_head")
+        kw.pop("lm_head", None)
+        kw.pop("embedding", None)
         return transformer_layer(cfg, args.phase, args.batch, args.seq_kv, **kw)
     return model_step(cfg, args.phase, args.batch, args.seq_kv, **kw)
 
 
 def model_args(args):
-    """(model config, the format keywords of model_step and memory_plan) the predict flags describe."""
+    """(model config, the format keywords of model_step and memory_plan) the predict flags describe: a
+    ``--deployment``'s formats (``roofline.deployments``) with any precision flag given beside it on top."""
     cfg = get_model_config(args.model, hidden=args.hidden_size, heads=args.model_heads, kv_heads=args.model_kv_heads,
                            intermediate=args.intermediate_size, layers=args.layers, vocab=args.vocab_size,
-                           head_dim=args.model_head_dim)
-    return cfg, dict(formats_kwargs(args), kv=args.kv_precision, lm_head=getattr(args, "lm_head_precision", None),
-                     expert_weight=getattr(args, "expert_precision", None))
+                           head_dim=args.model_head_dim, max_context=getattr(args, "model_max_context", None))
+    explicit = dict(kv=args.kv_precision, lm_head=getattr(args, "lm_head_precision", None),
+                    expert_weight=getattr(args, "expert_precision", None))
+    if getattr(args, "deployment", None):
+        from .deployments import get_deployment
+        kw = get_deployment(args.deployment).formats_for(cfg)
+        if args.precision is not None:  # sets weights and activations: the deployment's give way
+            kw = {k: v for k, v in kw.items() if k not in ("precision", "weight", "act")}
+        kw.update({k: v for k, v in dict(explicit, precision=args.precision, weight=args.weight_precision,
+                                         act=args.act_precision, out=args.out_precision).items() if v is not None})
+        return cfg, kw
+    return cfg, dict(formats_kwargs(args), **explicit)
 
 
 PREDICT_OPS = ("gemv", "gemm", "attention", "ffn", "layer", "model")
@@ -158,7 +174,9 @@ def add_op_arguments(p, ops=PREDICT_OPS):
     g.add_argument("--heads", type=positive_int, default=32)
     g.add_argument("--kv-heads", type=positive_int, default=None, help="KV heads (default: --heads)")
     g.add_argument("--seq-q", type=positive_int, default=None, help="query length (default: 1 decode, seq-kv prefill)")
-    g.add_argument("--seq-kv", "--seq-len", type=positive_int, default=1024, help="context length")
+    g.add_argument("--seq-kv", "--seq-len", type=positive_int, default=DEFAULT_CONTEXT,
+                   help="context length: cached positions in decode, the prompt in prefill "
+                        f"(default {DEFAULT_CONTEXT}, the one default of every command)")
     g.add_argument("--head-dim", type=positive_int, default=128)
     g.add_argument("--phase", choices=PHASES, default="decode")
     g.add_argument("--model", default="llama3-8b", help="model config for layer/model")
@@ -169,6 +187,8 @@ def add_op_arguments(p, ops=PREDICT_OPS):
     g.add_argument("--model-heads", type=positive_int, help="override the model's attention heads")
     g.add_argument("--model-kv-heads", type=positive_int, help="override the model's KV heads")
     g.add_argument("--model-head-dim", type=positive_int, help="override the model's head dim")
+    g.add_argument("--model-max-context", type=positive_int, help="override the model's max_position_embeddings "
+                   "(a context longer than it is refused)")
 
 
 # --- commands ------------------------------------------------------------------------------------

@@ -15,8 +15,10 @@ from .cli import (UsageError, add_hardware_options, add_model_precision_options,
                   add_precision_options, build_cost, fmt_time, model_args, positive_float, positive_int,
                   resolve_hardware)
 from .efficiency import expected_fields, expected_time, model_of
+from .deployments import get_deployment, names_for
+from .energy import base_key
 from .memory import memory_plan
-from .models import PHASES
+from .models import DEFAULT_CONTEXT, PHASES, describe_formats, step_formats
 from .plan import recommend_model, tokens_per_step
 from .predict import CompositePrediction
 
@@ -42,12 +44,13 @@ def cmd_hardware(args, out):
         if args.json:
             return json.dump(hw.to_dict(), out, indent=2)
         out.write(f"{hw.key}: {hw.name} ({hw.arch})\nsource: {hw.source}\n")
-        for label, spec in (("bandwidth GB/s", hw.bandwidth), ("memory GB", hw.memory), ("GPU clock MHz", hw.gpu_clock),
+        for label, spec in (("bandwidth GB/s", hw.bandwidth), ("memory GB", hw.memory),
+                            ("usable memory GB", hw.usable_memory), ("GPU clock MHz", hw.gpu_clock),
                             ("memory clock MHz", hw.mem_clock)):
             if spec:
-                out.write(f"  {label:<18}{spec.value:>10g}  {spec.flags:<18}{spec.note}\n")
+                out.write(f"  {label:<18}{spec.value:>10g}  {spec.flags:<19}{spec.note}\n")
         for cls, spec in hw.peaks.items():
-            out.write(f"  {cls + ' TFLOP/s':<18}{spec.value:>10g}  {spec.flags:<18}{spec.note}\n")
+            out.write(f"  {cls + ' TFLOP/s':<18}{spec.value:>10g}  {spec.flags:<19}{spec.note}\n")
         out.write(f"  native: {', '.join(sorted(hw.native))}\n")
         return
     if args.json:
@@ -104,7 +107,8 @@ def cmd_predict(args, out):
         d.update(_energy_fields(result, hw, tokens_per_step(args.phase, args.batch, args.seq_kv)
                                 if args.op == "model" else None))
         if plan is not None:
-            d.update(tokens_per_s=tokens_per_s, memory=plan.to_dict())
+            d.update(tokens_per_s=tokens_per_s, memory=plan.to_dict(), formats=_formats(cfg, kw),
+                     deployment=_deployment_fields(args, hw))
             if expected["expected_time_s"]:
                 d["expected_tokens_per_s"] = tokens_per_s * result.time_s / expected["expected_time_s"]
         return json.dump(d, out, indent=2)
@@ -115,6 +119,35 @@ def cmd_predict(args, out):
     if plan is not None:
         out.write(f"  {tokens_per_s:.4g} tokens/s ({args.phase}, batch {args.batch}, context {args.seq_kv})\n"
                   f"  {plan.summary()}\n")
+        _print_formats(args, cfg, kw, hw, out)
+
+
+def _formats(cfg, kw) -> dict:
+    return describe_formats(cfg, step_formats(cfg, **kw))
+
+
+def _deployment_fields(args, hw) -> dict | None:
+    if not getattr(args, "deployment", None):
+        return None
+    d = get_deployment(args.deployment)
+    return {"name": d.name, "runtime": d.runtime, "source": d.source, "note": d.note,
+            "measured": d.measured.get(base_key(hw.key))}
+
+
+def _print_formats(args, cfg, kw, hw, out):
+    """The formats the prediction assumed, and whose: a named deployment's (with its source and any published
+    measurement on this hardware), or the flags' (the defaults: fp16 throughout, experts as the checkpoint ships)."""
+    text = ", ".join(f"{part} {fmt}" for part, fmt in _formats(cfg, kw).items())
+    d = _deployment_fields(args, hw)
+    if d is None:
+        out.write(f"  formats: {text} (the precision flags' and their defaults; --deployment prices a runtime's "
+                  f"formats: {', '.join(names_for(cfg))})\n")
+        return
+    out.write(f"  formats: {text} (deployment {d['name']}: {d['runtime']}; {d['source']})\n")
+    if d["note"]:
+        out.write(f"    note: {d['note']}\n")
+    if d["measured"]:
+        out.write(f"    published on {base_key(hw.key)}: {d['measured']}\n")
 
 
 def _energy_fields(result, hw, tokens) -> dict:
@@ -150,7 +183,8 @@ def cmd_recommend(args, out):
 def _recommend_model(args, hw, out, shown=12):
     if args.m or args.n or args.k:
         raise UsageError("--model recommends for a whole model and --m/--n/--k for one GEMM: give one or the other")
-    rec = recommend_model(args.model, hw, args.phase, args.batch or 1, args.context or 4096, args.memory_limit_gb,
+    rec = recommend_model(args.model, hw, args.phase, args.batch or 1, args.context or DEFAULT_CONTEXT,
+                          args.memory_limit_gb,
                           baseline=args.baseline, lm_head=args.lm_head_precision, kv=args.kv_precision,
                           peaks=args.peaks)
     if args.json:
@@ -240,7 +274,7 @@ def add_commands(sub) -> None:
     p.add_argument("--k", type=positive_int, help="GEMM input features (default 4096)")
     p.add_argument("--model", help="recommend for this whole model (weights, KV cache and workspace must fit)")
     p.add_argument("--context", type=positive_int, help="--model: context (decode) or prompt (prefill) length "
-                   "(default 4096)")
+                   f"(default {DEFAULT_CONTEXT}, the one default of every command)")
     p.add_argument("--batch", type=positive_int, help="--model: sequences per step (default 1)")
     p.add_argument("--lm-head-precision", help="--model: LM head format (default: the weight format, as "
                    "roofline_quantize/ does; GPTQ/AWQ keep it bf16)")

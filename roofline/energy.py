@@ -19,9 +19,17 @@ Assumptions:
      0.9 V: the arithmetic alone (FP32 multiply 3.7 + add 0.9 pJ, FP16 1.1 + 0.4, INT8 multiply 0.2 with
      an INT32 add 0.1). Not scaled to newer processes (no sourced factor), operand delivery not counted
      (a 32-bit register-file read is 1 pJ in the same table).
-   - DRAM pJ/byte: HBM and GDDR6X from Micron's GDDR6X comparison (average device power 6.0 pJ/bit HBM2E,
-     7.25 GDDR6X), as quoted by a secondary page; elsewhere Horowitz 2014's 640 pJ per 32-bit DDR3-class
-     access. No LPDDR5 figure was found: newer DRAM moves a byte for less, so that over-predicts.
+   - DRAM pJ/byte: HBM and GDDR6X from Micron's ultra-bandwidth memory comparison (average device power
+     6.0 pJ/bit HBM2E, 7.25 GDDR6X, 7.5 GDDR6; micron.com/products/ultra-bandwidth-solutions). LPDDR5 and
+     LPDDR5X (Jetson Orin, GB10): no sourced pJ/bit was found, so the figure is an estimate with its range
+     beside it, and every prediction on those devices prints the power that range spans
+     (``EnergyCosts.dram_range_pj_per_byte``). The estimate: a 32 Gb LPDDR4 at 3.2 Gb/s/pin simulated at
+     13-14 pJ/bit (DramDSE, in H. Ha's Stanford thesis, as tabulated by Dongyunkam/DRAM_info), less the 21%
+     read power Samsung's 7.5 Gb/s LPDDR5 saves over LPDDR4X ("A 7.5 Gb/s/pin 8-Gb LPDDR5 SDRAM with
+     various high-speed and low-power techniques", abstract): ~10.7 pJ/bit, 86 pJ/byte. The range spans the
+     DRAM figures with a source here, HBM2E's 48 pJ/byte to the DDR3-class 160: the spread of what is known,
+     not a bound on LPDDR5. Elsewhere (the host CPU, custom hardware) Horowitz 2014's 640 pJ per 32-bit
+     DDR3-class access, which newer DRAM beats: an over-estimate.
    - static_w: no device's idle power in any mode has a source. For the Orin Nano module (p3767-0003) one
      published reading bounds it from below: VDD_IN 2.18 W at idle with a stripped custom nvpmodel config
      (NVIDIA developer forum thread 348662); a stock mode idles higher. Elsewhere: unknown, and the
@@ -42,7 +50,8 @@ from .hardware import Spec, get_hardware
 PJ = 1e-12
 HOROWITZ = "Horowitz, ISSCC 2014 (45 nm, 0.9 V)"
 _ALU = "the arithmetic alone at 45 nm, not scaled to this process; operand delivery not counted"
-_MICRON = "Micron GDDR6X comparison table (average device power per bit), as quoted by a secondary page"
+_MICRON = ("Micron ultra-bandwidth solutions memory comparison (average device power per bit: GDDR6 7.5, GDDR6X 7.25, "
+           "HBM2E 6.0 pJ/bit), micron.com/products/ultra-bandwidth-solutions")
 
 
 def _flop(pj: float, how: str) -> Spec:
@@ -63,11 +72,25 @@ DDR3_PJ_PER_BYTE = Spec(160.0, HOROWITZ, "640 pJ per 32-bit DDR3-class access; n
                         "(LPDDR5 moves a byte for less: an over-estimate)", derived=True, unverified=True)
 _HBM = Spec(48.0, _MICRON, "HBM2E 6.0 pJ/bit; this device's HBM generation may differ", derived=True, unverified=True)
 _GDDR6X = Spec(58.0, _MICRON, "GDDR6X 7.25 pJ/bit", derived=True, unverified=True)
+_LPDDR5_SOURCE = ("estimate: LPDDR4 13-14 pJ/bit simulated (DramDSE, H. Ha's Stanford thesis, as tabulated by "
+                  "Dongyunkam/DRAM_info) less the 21% read power Samsung's 7.5 Gb/s LPDDR5 saves over LPDDR4X (JSSC "
+                  "paper abstract); no sourced LPDDR5/LPDDR5X pJ/bit found")
+_LPDDR5 = Spec(86.0, _LPDDR5_SOURCE, "LPDDR5 ~10.7 pJ/bit, an estimate: range 48-160 pJ/byte (HBM2E 6.0 pJ/bit to "
+               "DDR3-class 20 pJ/bit, the DRAM figures with a source)", derived=True, unverified=True)
+_LPDDR5X = dataclasses.replace(_LPDDR5, note="LPDDR5's estimate standing in for LPDDR5X (vendors claim ~20% less, "
+                               "inside the range): range 48-160 pJ/byte")
+LPDDR_RANGE_PJ_PER_BYTE = (48.0, 160.0)  # HBM2E (Micron) .. DDR3-class (Horowitz): the spread of the sourced figures
+_JETSONS = ("jetson_orin_nano", "jetson_orin_nano_super", "jetson_agx_orin", "jetson_orin_nx_16gb",
+            "jetson_orin_nx_8gb", "jetson_orin_nx_16gb_super", "jetson_orin_nx_8gb_super")
 DRAM_PJ_PER_BYTE: dict[str, Spec] = {
     **{k: _HBM for k in ("a100", "h100_sxm", "h100_pcie", "h100_nvl", "h200", "b200")},
     "rtx4090": _GDDR6X,
     "rtx5090": dataclasses.replace(_GDDR6X, note="GDDR6X's 7.25 pJ/bit standing in for GDDR7"),
+    **{k: _LPDDR5 for k in _JETSONS},
+    "gb10": _LPDDR5X,
 }
+# a DRAM figure that is an estimate carries the range it may lie in; every prediction prints the power it spans
+DRAM_RANGE_PJ_PER_BYTE: dict[str, tuple[float, float]] = {k: LPDDR_RANGE_PJ_PER_BYTE for k in (*_JETSONS, "gb10")}
 _ORIN_NANO_IDLE = Spec(2.18, "NVIDIA developer forum thread 348662 (Orin Nano 8GB, JetPack 6.2, VDD_IN at idle)",
                        "a LOWER BOUND: a stripped custom nvpmodel config (2 CPU cores, low clocks, PCIe and display "
                        "off); every stock mode idles higher", unverified=True)
@@ -87,12 +110,15 @@ class EnergyCosts:
     static_w: Spec | None
     basis: str  # "defaults (sourced, unverified)" or "calibrated: ..."
     mode: str | None = None
+    dram_range_pj_per_byte: tuple | None = None  # (low, high) where the DRAM figure is an estimate
 
     def to_dict(self) -> dict:
         def spec(s):
             return None if s is None else {"value": s.value, "source": s.source, "note": s.note, "flags": s.flags}
         return {"hardware": self.hardware, "mode": self.mode, "basis": self.basis,
                 "dram_pj_per_byte": spec(self.dram_pj_per_byte), "static_w": spec(self.static_w),
+                "dram_pj_per_byte_range": None if self.dram_range_pj_per_byte is None else list(
+                    self.dram_range_pj_per_byte),
                 "pj_per_flop": {c: spec(s) for c, s in self.pj_per_flop.items()}}
 
 
@@ -111,7 +137,8 @@ def default_costs(hardware) -> EnergyCosts:
     hw = get_hardware(hardware)
     key = base_key(hw.key)
     return EnergyCosts(key, DRAM_PJ_PER_BYTE.get(key, DDR3_PJ_PER_BYTE), dict(DEFAULT_PJ_PER_FLOP),
-                       STATIC_W.get(key), "defaults (sourced, unverified for this device)", mode_of(hw.key))
+                       STATIC_W.get(key), "defaults (sourced, unverified for this device)", mode_of(hw.key),
+                       DRAM_RANGE_PJ_PER_BYTE.get(key))
 
 
 def energy_costs(hardware, profile: dict | None = None) -> EnergyCosts:
@@ -137,10 +164,15 @@ class EnergyPrediction:
     budget_w: float | None = None
     basis: str = ""
     notes: tuple = field(default=())
+    energy_range_j: tuple | None = None  # (low, high) over the DRAM figure's range, where it is an estimate
 
     @property
     def power_w(self) -> float:
         return self.energy_j / self.time_s
+
+    @property
+    def power_range_w(self) -> tuple | None:
+        return None if self.energy_range_j is None else tuple(e / self.time_s for e in self.energy_range_j)
 
     @property
     def tokens_per_j(self) -> float | None:
@@ -151,13 +183,14 @@ class EnergyPrediction:
         return None if self.tokens is None else self.tokens / self.time_s
 
     @property
-    def over_budget(self) -> bool:
-        return self.budget_w is not None and self.power_w > self.budget_w
+    def over_budget(self) -> bool:  # a power priced to its budget (schedule's throttle) sits on it, not over
+        return self.budget_w is not None and self.power_w > self.budget_w * (1 + 1e-9)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d.update(power_w=self.power_w, tokens_per_j=self.tokens_per_j, tokens_per_s=self.tokens_per_s,
-                 over_budget=self.over_budget, notes=list(self.notes))
+                 over_budget=self.over_budget, notes=list(self.notes), power_range_w=self.power_range_w,
+                 energy_range_j=None if self.energy_range_j is None else list(self.energy_range_j))
         return d
 
 
@@ -196,8 +229,15 @@ def predict_energy(prediction, costs: EnergyCosts, tokens: float | None = None, 
     if any(s is not None and s.unverified for s in (costs.dram_pj_per_byte, costs.static_w,
                                                     *costs.pj_per_flop.values())):
         notes.append(f"{costs.basis}: order-of-magnitude costs, not this board's")
-    return EnergyPrediction(dram + compute + (static or 0.0), dram, compute, static, float(t), tokens, budget_w,
-                            costs.basis, tuple(notes))
+    energy = dram + compute + (static or 0.0)
+    span = None
+    if costs.dram_range_pj_per_byte is not None and costs.dram_pj_per_byte is not None:
+        lo, hi = costs.dram_range_pj_per_byte
+        per = dram / costs.dram_pj_per_byte.value if costs.dram_pj_per_byte.value else 0.0
+        span = (energy - dram + per * lo, energy - dram + per * hi)
+        notes.append(f"DRAM {costs.dram_pj_per_byte.value:g} pJ/byte is an estimate, range {lo:g}-{hi:g}: "
+                     f"{span[0] / t:.3g}-{span[1] / t:.3g} W, {energy / t:.3g} W at the estimate")
+    return EnergyPrediction(energy, dram, compute, static, float(t), tokens, budget_w, costs.basis, tuple(notes), span)
 
 
 # --- calibration from measured energy --------------------------------------------------------------
@@ -273,10 +313,11 @@ def _spec_from(d: dict | None, where: str) -> Spec | None:
 
 def costs_from_dict(d: dict, where: str = "<dict>") -> EnergyCosts:
     try:
+        span = d.get("dram_pj_per_byte_range")
         return EnergyCosts(str(d["hardware"]), _spec_from(d.get("dram_pj_per_byte"), f"{where} dram_pj_per_byte"),
                            {str(c): _spec_from(s, f"{where} pj_per_flop.{c}") for c, s in d["pj_per_flop"].items()},
                            _spec_from(d.get("static_w"), f"{where} static_w"), str(d.get("basis", "energy profile")),
-                           d.get("mode"))
+                           d.get("mode"), None if span is None else (float(span[0]), float(span[1])))
     except (KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"energy profile {where} is malformed ({e!r}); each mode needs 'hardware' and "
                          "'pj_per_flop' {class: {value, source}}") from None

@@ -13,7 +13,7 @@ from .cli import (UsageError, add_hardware_options, add_op_arguments, add_precis
 from .clocks import power_budget_w
 from .energy import base_key, energy_costs, load_energy_profile, mode_of, predict_energy
 from .hardware import get_hardware, load_hardware_file
-from .models import PHASES, ModelConfig, get_model_config
+from .models import DEFAULT_CONTEXT, PHASES, ModelConfig, get_model_config
 from .plan import tokens_per_step
 from .predict import predict
 from .schedule import DEFAULT_BATCHES, TARGETS, schedule
@@ -80,8 +80,9 @@ def cmd_energy(args, out):
     static = f"{e.static_j:.4g} J" if e.static_j is not None else "unknown"
     out.write(f"{getattr(pred, 'name', args.op)} on {hw.key}: {fmt_time(pred.time_s)} ({pred.bound}-bound)\n"
               f"  energy {e.energy_j:.4g} J = DRAM {e.dram_j:.4g} + compute {e.compute_j:.4g} + static {static}\n"
-              f"  {e.power_w:.3g} W" + (f" (mode budget {budget.value:g} W{', EXCEEDED' if e.over_budget else ''})"
-                                        if budget else "") +
+              f"  {e.power_w:.3g} W" + (f" ({e.power_range_w[0]:.3g}-{e.power_range_w[1]:.3g} W over the DRAM "
+                                        "estimate's range)" if e.power_range_w else "") +
+              (f" (mode budget {budget.value:g} W{', EXCEEDED' if e.over_budget else ''})" if budget else "") +
               f"; {e.tokens:g} tokens: {e.tokens_per_s:.4g} tokens/s, {e.tokens_per_j:.4g} tokens/J\n"
               f"  costs: {e.basis}\n")
     for n in e.notes:
@@ -133,7 +134,9 @@ def add_commands(sub) -> None:
                    "predicted power) is at most this")
     p.add_argument("--min-tokens-per-s", type=positive_float, help="admit only options at least this fast")
     p.add_argument("--phase", choices=PHASES, default="decode")
-    p.add_argument("--context", type=positive_int, default=1024, help="context (decode) or prompt (prefill) length")
+    p.add_argument("--context", type=positive_int, default=DEFAULT_CONTEXT,
+                   help=f"context (decode) or prompt (prefill) length (default {DEFAULT_CONTEXT}, the one default of "
+                        "every command)")
     p.add_argument("--batch", help="batch sizes to consider, e.g. 1,4,16 (default 1,2,4,...,64)")
     p.add_argument("--power-modes", help="modes to consider, e.g. 15W,25W (default: every mode of the board)")
     p.add_argument("--baseline", default="fp16", help="unquantized format (fp16, bf16, fp32)")

@@ -43,6 +43,13 @@ class Format:
     def is_16bit_or_wider_float(self) -> bool:
         return self.kind == "float" and self.bits_per_element >= 16
 
+    @property
+    def element_bits(self) -> int:
+        """Bits of each value, its block scales and zero points left out (NVFP4 4, MXFP4 4, INT4 g128 4, Q8_0 8):
+        what a tie-break toward accuracy compares. Every format's scale overhead is under one bit per element
+        (``tests/test_formats.py`` holds each to it), so this is the whole part of ``bits_per_element``."""
+        return int(self.bits_per_element)
+
 
 _REF = "shared/reference/hardware.md, storage formats"
 MX_BLOCK_SCALE = "e8m0/32"  # OCP MX v1.0: one E8M0 scale per 32 elements
@@ -81,6 +88,10 @@ FORMATS: dict[str, Format] = {
         Format("int4_g128", 4 + 16 / 128 + 4 / 128, "block-int", None,
                "GPTQ/AWQ int4, group 128: FP16 scale + int4 zero per group", _REF,
                aliases=("gptq", "awq", "int4_gptq", "int4_awq")),
+        Format("q8_0", 8 + 16 / 32, "block-int", None,
+               "GGML Q8_0: 32 int8 values and one fp16 scale per block (34 bytes per 32), dequantised before the "
+               "math", "ggml/src/ggml-common.h block_q8_0 (sizeof == sizeof(ggml_half) + QK8_0, QK8_0 = 32)",
+               aliases=("gguf_q8_0", "ggml_q8_0")),
         Format("int4_tinygemm", 4 + 32 / 128, "block-int", None,
                "torchao Int4WeightOnlyConfig / tinygemm layout, group 128: bf16 scale + bf16 zero "
                "per group", "torchao quantization docs; torch _weight_int4pack_mm scales_and_zeros",

@@ -10,6 +10,9 @@
 4. SM count and L2 size stay plain numbers on the entry (device identification compares them), and their
    provenance is kept beside them: ``hw.spec("sm_count")`` returns the Spec with its flags, like every
    other number (``hw.spec("bandwidth_gbs")``, ``hw.spec("fp16")``).
+5. A unified-memory device (GB10, Jetson) shares its memory with the OS and the carveouts: its
+   ``usable_memory_gb`` is what a model can plan on (what CUDA sees, less what the stock OS holds at idle),
+   and ``model_memory`` returns it where there is one, else ``memory_gb``.
 """
 from __future__ import annotations
 
@@ -22,8 +25,8 @@ from .formats import get_format
 from .hardware_data import HARDWARE_DATA
 
 PEAK_SOURCES = ("datasheet", "calibrated")
-_SPEC_FIELDS = {"bandwidth_gbs": "bandwidth", "memory_gb": "memory", "gpu_clock_mhz": "gpu_clock",
-                "mem_clock_mhz": "mem_clock"}
+_SPEC_FIELDS = {"bandwidth_gbs": "bandwidth", "memory_gb": "memory", "usable_memory_gb": "usable_memory",
+                "gpu_clock_mhz": "gpu_clock", "mem_clock_mhz": "mem_clock"}
 COUNT_FIELDS = ("sm_count", "l2_mb")
 
 
@@ -104,10 +107,17 @@ class Hardware:
     calibration: Calibration | None = None
     family: str = ""  # pytest marker / tox env selecting this hardware's cases (b10, jetson, h100...)
     count_specs: dict[str, Spec] = field(default_factory=dict)  # provenance of sm_count and l2_mb
+    usable_memory: Spec | None = None  # unified memory: what a model can use beside the OS (see 5.)
+
+    @property
+    def model_memory(self) -> Spec | None:
+        """The memory a model can plan on: the usable figure of a unified-memory device, else the memory."""
+        return self.usable_memory if self.usable_memory is not None else self.memory
 
     def spec(self, name: str) -> Spec | None:
         """Any number of the entry with its source and flags: a fact (``bandwidth_gbs``, ``memory_gb``,
-        ``gpu_clock_mhz``, ``mem_clock_mhz``, ``sm_count``, ``l2_mb``) or a compute class's datasheet peak."""
+        ``usable_memory_gb``, ``gpu_clock_mhz``, ``mem_clock_mhz``, ``sm_count``, ``l2_mb``) or a compute class's
+        datasheet peak."""
         if name in self.peaks:
             return self.peaks[name]
         if name in _SPEC_FIELDS:
@@ -175,7 +185,8 @@ class Hardware:
         def spec(s):
             return None if s is None else dataclasses.asdict(s)
         return {"key": self.key, "family": self.family, "name": self.name, "arch": self.arch, "kind": self.kind, "source": self.source,
-                "bandwidth_gbs": spec(self.bandwidth), "memory_gb": spec(self.memory), "l2_mb": spec(self.spec("l2_mb")),
+                "bandwidth_gbs": spec(self.bandwidth), "memory_gb": spec(self.memory),
+                "usable_memory_gb": spec(self.usable_memory), "l2_mb": spec(self.spec("l2_mb")),
                 "sm_count": spec(self.spec("sm_count")), "gpu_clock_mhz": spec(self.gpu_clock),
                 "mem_clock_mhz": spec(self.mem_clock),
                 "native": sorted(self.native), "aliases": list(self.aliases),
@@ -223,6 +234,7 @@ def hardware_from_dict(d: dict) -> Hardware:
                     kind=str(d.get("kind", "custom")), source=source,
                     bandwidth=_spec(d.get("bandwidth_gbs"), source, f"{key} bandwidth_gbs"),
                     memory=_spec(d.get("memory_gb"), source, f"{key} memory_gb"), peaks=peaks,
+                    usable_memory=_spec(d.get("usable_memory_gb"), source, f"{key} usable_memory_gb"),
                     native=frozenset(get_format(n).name for n in native),
                     l2_mb=counts["l2_mb"].value if "l2_mb" in counts else None,
                     sm_count=int(counts["sm_count"].value) if "sm_count" in counts else None,

@@ -61,12 +61,47 @@ _NX_BANDWIDTH = _p(102.4, "128-bit LPDDR5 @ 3199 MHz EMC (as Orin Nano Super); d
                    derived=True, unverified=True)
 
 
+# Usable memory of the unified-memory devices (GB10, Jetson): the CPU, the OS, the carveouts and the GPU share one
+# pool, so a model can plan on what CUDA sees less what the stock OS already holds at idle. Both parts are public
+# readings of one or two boards (not NVIDIA figures): derived and unverified. In 1e9 bytes like every GB here: what
+# CUDA sees is near or above the nominal "GB" (which counts GiB); the OS's share is what the plan has to leave.
+_GIB = 2**30 / 1e9
+
+
+def _usable(visible_gb: float, os_gb: float, detail: str, source: str) -> dict:
+    return {"value": round(visible_gb - os_gb, 1), "note": f"{visible_gb:.2f} GB CUDA-visible less {os_gb:.2f} GB "
+            "the OS holds at idle", "source": f"{detail}. {source}", "derived": True, "unverified": True}
+
+
+# "the OS and runtime consume ~1.5-2 GB before inference begins" on an 8 GB Orin Nano: the lower end, so the plan
+# stays an upper bound on what fits (the same JetPack desktop on the NX and AGX boards: no reading of theirs found)
+_JETSON_OS_GB = 1.5
+_JETSON_OS_SOURCE = "edgeaistack.app memory estimator page (OS and runtime ~1.5-2 GB on an Orin Nano 8GB; lower end)"
+_ORIN_NANO_8GB_USABLE = _usable(
+    7_987_728_384 / 1e9, _JETSON_OS_GB, "deviceQuery 7618 MiB (JetPack 6, CUDA 12.6; boards on the older QSPI "
+    "firmware see less: 7693115392 bytes under JetPack 5)",
+    "deviceQuery output in Canonical's Ubuntu-on-Jetson docs (7618 MBytes, 7987728384 bytes; 7620 MBytes in another "
+    "setup guide); " + _JETSON_OS_SOURCE)
+_ORIN_NX_16GB_USABLE = _usable(
+    14486 * 2**20 / 1e9, _JETSON_OS_GB, "deviceQuery 14486 MiB (the gist the NX entries cite; the same author's "
+    "container README shows 15388 MiB: the lower kept)",
+    "deviceQuery on an Orin NX 16GB (gist atinfinity/8cede915; 15388 MBytes in atinfinity's Jetson container "
+    "README); " + _JETSON_OS_SOURCE)
+_ORIN_NX_8GB_USABLE = dict(_ORIN_NANO_8GB_USABLE, note=_ORIN_NANO_8GB_USABLE["note"] + " (the Orin Nano 8GB's: the "
+                           "same 8 GB of LPDDR5; no NX 8GB reading found)")
+
+
 # One dict per device. "peaks_tflops" is keyed by compute class (see formats.Format.compute_class).
 HARDWARE_DATA: list[dict] = [
     dict(key="gb10", family="b10", aliases=("b10", "dgx_spark", "spark"), name="NVIDIA GB10 Grace Blackwell (DGX Spark)",
          arch="sm_121", kind="gpu",
          source="NVIDIA spec via huggingface.js PR #1861; Hot Chips 2025 coverage; NVIDIA/cudnn-frontend#1164",
          bandwidth_gbs=_p(273, "LPDDR5X 256-bit @ 8533 MT/s"), memory_gb=_p(128, "unified; ~122.6 GB visible to CUDA"),
+         usable_memory_gb=_usable(121.69 * _GIB, 8.684 * _GIB, "121.69 GiB CUDA-visible, 8.68 GiB in use at idle "
+                                  "(DGX OS, driver 580.173.02; an older DGX OS showed 128.5e9 bytes in all)",
+                                  "Syllo/nvtop#449 (one DGX Spark: total and idle use); MiaAI-Lab/GLM-5.3-Flash-EXL3-"
+                                  "2x-DGX-Sparks#47 (121.69 GiB total); leptonai/gpud#1170 (128501256192 bytes on an "
+                                  "older release). The reference's ~122.6 GB names no source"),
          l2_mb=24, sm_count=48, gpu_clock_mhz=_p(2418, "max boost; NVIDIA's table says 2.14 GHz", unverified=True),
          mem_clock_mhz=None, native=_BLACKWELL,
          peaks_tflops=dict(fp32=_p(31, "~31 in the reference"), tf32=_p(31, unverified=True),
@@ -79,6 +114,7 @@ HARDWARE_DATA: list[dict] = [
     dict(key="jetson_orin_nano", family="jetson", aliases=("orin_nano",), name="Jetson Orin Nano 8GB (original clocks)",
          arch="sm_87", kind="jetson", source="Jetson Orin Nano datasheet",
          bandwidth_gbs=_p(68, "LPDDR5 128-bit @ 2133 MHz EMC"), memory_gb=_p(8), l2_mb=None, sm_count=8,
+         usable_memory_gb=_ORIN_NANO_8GB_USABLE,
          gpu_clock_mhz=_p(625), mem_clock_mhz=_p(2133), native=_AMPERE,
          peaks_tflops=dict(fp32=_p(1.28, derived=True), tf32=_p(5.1, derived=True), fp16=_p(10.2, derived=True),
                            bf16=_p(10.2, derived=True), int8=_p(20, "40 sparse / 2"),
@@ -86,6 +122,7 @@ HARDWARE_DATA: list[dict] = [
     dict(key="jetson_orin_nano_super", family="jetson", aliases=("orin_nano_super",), name="Jetson Orin Nano Super (MAXN_SUPER)",
          arch="sm_87", kind="jetson", source="nvpmodel p3767_0003_super.conf; Orin Nano Super datasheet",
          bandwidth_gbs=_p(102, "EMC 3199 MHz"), memory_gb=_p(8), l2_mb=None, sm_count=8,
+         usable_memory_gb=_ORIN_NANO_8GB_USABLE,
          gpu_clock_mhz=_p(1020), mem_clock_mhz=_p(3199), native=_AMPERE,
          peaks_tflops=dict(fp32=_p(2.09, derived=True), tf32=_p(8.4, derived=True), fp16=_p(16.7, derived=True),
                            bf16=_p(16.7, derived=True), int8=_p(33, "67 sparse / 2"),
@@ -93,6 +130,9 @@ HARDWARE_DATA: list[dict] = [
     dict(key="jetson_agx_orin", family="jetson", aliases=("agx_orin", "orin_agx"), name="Jetson AGX Orin 64GB",
          arch="sm_87", kind="jetson", source="Jetson AGX Orin technical brief",
          bandwidth_gbs=_p(204.8, unverified=True), memory_gb=_p(64), l2_mb=4, sm_count=16,
+         usable_memory_gb=_usable(65_893_089_280 / 1e9, _JETSON_OS_GB, "deviceQuery 62841 MiB (JetPack 6, CUDA 12.6)",
+                                  "deviceQuery output in two AGX Orin 64GB setup guides (62841 MBytes, 65893089280 "
+                                  "bytes); " + _JETSON_OS_SOURCE),
          gpu_clock_mhz=_p(1300.5), mem_clock_mhz=_p(3199, "EMC max of the 204.8 GB/s figure", derived=True),
          native=_AMPERE,
          peaks_tflops=dict(fp32=_p(5.3), tf32=_p(10.6, derived=True), fp16=_p(42.6, derived=True),
@@ -100,26 +140,28 @@ HARDWARE_DATA: list[dict] = [
                            int4=_p(170, "2x dense INT8 as on Ampere A100", derived=True, unverified=True))),
     dict(key="jetson_orin_nx_16gb", family="jetson", aliases=("orin_nx_16gb", "orin_nx"),
          name="Jetson Orin NX 16GB (original clocks)", arch="sm_87", kind="jetson", source=_NX_SOURCE,
-         bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(16), l2_mb=None, sm_count=8,
+         bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(16), l2_mb=None, sm_count=8, usable_memory_gb=_ORIN_NX_16GB_USABLE,
          gpu_clock_mhz=_p(918, "deviceQuery 'GPU Max Clock rate'", unverified=True),
          mem_clock_mhz=_p(3199, "EMC max of the 102.4 GB/s figure", derived=True), native=_AMPERE,
          peaks_tflops=_orin_gpu_peaks(8, 918, "GPU only; the datasheet's 100 TOPS adds 2 DLAs", clock_unverified=True)),
     dict(key="jetson_orin_nx_8gb", family="jetson", aliases=("orin_nx_8gb",),
          name="Jetson Orin NX 8GB (original clocks)", arch="sm_87", kind="jetson", source=_NX_SOURCE,
          bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(8), l2_mb=None, sm_count=_NX_8GB_SMS,
+         usable_memory_gb=_ORIN_NX_8GB_USABLE,
          gpu_clock_mhz=_p(765, "datasheet GPU max frequency, not re-read here: 50 sparse GPU TOPS + 1 DLA "
                                "make the 70 TOPS total", unverified=True),
          mem_clock_mhz=_p(3199, "EMC max of the 102.4 GB/s figure", derived=True), native=_AMPERE,
          peaks_tflops=_orin_gpu_peaks(8, 765, "GPU only; the datasheet's 70 TOPS adds 1 DLA", clock_unverified=True)),
     dict(key="jetson_orin_nx_16gb_super", family="jetson", aliases=("orin_nx_16gb_super", "orin_nx_super"),
          name="Jetson Orin NX 16GB Super (40W / MAXN_SUPER)", arch="sm_87", kind="jetson", source=_NX_SUPER_SOURCE,
-         bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(16), l2_mb=None, sm_count=8,
+         bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(16), l2_mb=None, sm_count=8, usable_memory_gb=_ORIN_NX_16GB_USABLE,
          gpu_clock_mhz=_p(1173, "the 40W cap; MAXN_SUPER is uncapped and may allow more", unverified=True),
          mem_clock_mhz=_p(3199, "EMC max of the 102.4 GB/s figure", derived=True), native=_AMPERE,
          peaks_tflops=_orin_gpu_peaks(8, 1173, "GPU only, at the 40W cap", clock_unverified=True)),
     dict(key="jetson_orin_nx_8gb_super", family="jetson", aliases=("orin_nx_8gb_super",),
          name="Jetson Orin NX 8GB Super (40W / MAXN_SUPER)", arch="sm_87", kind="jetson", source=_NX_SUPER_SOURCE,
          bandwidth_gbs=_NX_BANDWIDTH, memory_gb=_p(8), l2_mb=None, sm_count=_NX_8GB_SMS,
+         usable_memory_gb=_ORIN_NX_8GB_USABLE,
          gpu_clock_mhz=_p(1173, "the 40W cap; MAXN_SUPER is uncapped and may allow more", unverified=True),
          mem_clock_mhz=_p(3199, "EMC max of the 102.4 GB/s figure", derived=True), native=_AMPERE,
          peaks_tflops=_orin_gpu_peaks(8, 1173, "GPU only, at the 40W cap", clock_unverified=True)),

@@ -14,11 +14,14 @@ Assumptions:
    (QKV and the attention output, or the FFN's gate, up and product, ``k`` of them per token for
    routed experts, plus their k outputs), and FP32 logits for the last position of each sequence.
    Allocator slack, the CUDA context and library workspaces are not counted.
-4. Capacity: the smaller of ``memory_limit_gb`` and the registry's ``memory_gb``. GB is 1e9 bytes here
-   like every byte figure in this package; a datasheet counting GiB leaves ~7% unclaimed, a margin
-   that the uncounted CUDA context and allocator slack eat into.
+4. Capacity: the smaller of ``memory_limit_gb`` and what the device lets a model use: on a unified-memory
+   device (GB10, Jetson), where the OS, the carveouts and the model share one pool, the registry's
+   ``usable_memory_gb`` (what CUDA sees, less what the stock OS holds at idle, each with its source);
+   elsewhere ``memory_gb``. GB is 1e9 bytes here like every byte figure in this package; a datasheet
+   counting GiB leaves ~7% unclaimed, a margin that the uncounted CUDA context and allocator slack eat into.
 5. The largest context (at the batch) and the largest batch (at the context) that fit are found by
-   bisection on the total, which grows with both; the context is capped at the model's max_context.
+   bisection on the total, which grows with both; the context is capped at the model's max_context, and a
+   context past it is refused (``models.check_context``).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 
 from .formats import tensor_bytes
 from .hardware import get_hardware
-from .models import PHASES, ModelConfig, StepFormats, step_formats, tokens_per_step
+from .models import PHASES, ModelConfig, StepFormats, check_context, step_formats, tokens_per_step
 from .operators import MAX_DIM, attention_operand_bytes, check_dim
 from .predict import BYTES_PER_GB
 
@@ -40,12 +43,13 @@ def weight_bytes(cfg: ModelConfig, f: StepFormats) -> dict[str, float]:
     def stored(fmt, kind, tensors):  # ``tensors`` equal tensors hold the kind's parameters
         return tensors * tensor_bytes(fmt, n[kind] / tensors) if n[kind] else 0.0
 
-    out = {"embedding": stored(f.out, "embedding", 1), "attention": stored(f.weight, "attention", cfg.layers),
+    out = {"embedding": stored(f.embedding_format, "embedding", 1),
+           "attention": stored(f.weight, "attention", cfg.layers),
            "ffn": stored(f.weight, "ffn", cfg.layers), "shared_experts": stored(f.weight, "shared_experts", cfg.layers),
            "experts": stored(f.experts[0], "experts", cfg.layers * max(cfg.experts, 1)),
            "router": stored(f.out, "router", cfg.layers), "norms": stored(f.out, "norms", 1),
            "lm_head": stored(f.lm_head[0], "lm_head", 1)}
-    if cfg.tied_embeddings and f.lm_head[0] == f.out:
+    if cfg.tied_embeddings and f.lm_head[0] == f.embedding_format:
         out["lm_head"] = 0.0  # one table serves both
     return out
 
@@ -130,16 +134,21 @@ class MemoryPlan:
 
 
 def capacity(hardware=None, memory_limit_gb=None) -> tuple[float | None, str]:
-    """(GB, where it came from): the smaller of the limit and the hardware's memory."""
+    """(GB, where it came from): the smaller of the limit and the memory the hardware lets a model use
+    (``Hardware.model_memory``: the usable figure of a unified-memory device, else its memory)."""
     if memory_limit_gb is not None and not (0 < memory_limit_gb < float("inf")):
         raise ValueError(f"memory_limit_gb={memory_limit_gb!r} is invalid; allowed: a positive number")
     hw = get_hardware(hardware) if hardware is not None else None
     options = []
     if memory_limit_gb is not None:
         options.append((float(memory_limit_gb), f"memory limit {memory_limit_gb:g} GB"))
-    if hw is not None and hw.memory is not None:
-        options.append((hw.memory.value, f"{hw.key} memory {hw.memory.value:g} GB" +
-                        (f" ({hw.memory.note})" if hw.memory.note else "")))
+    spec = hw.model_memory if hw is not None else None
+    if spec is not None:
+        usable = spec is hw.usable_memory
+        what = (f"{hw.key} usable memory {spec.value:g} of {hw.memory.value:g} GB" if usable and hw.memory
+                else f"{hw.key} memory {spec.value:g} GB")
+        flags = f" [{spec.flags}]" if spec.flags else ""
+        options.append((spec.value, what + (f" ({spec.note})" if spec.note else "") + (flags if usable else "")))
     return min(options) if options else (None, "no capacity known (hardware without memory_gb, no limit)")
 
 
@@ -168,7 +177,7 @@ def memory_plan(cfg: ModelConfig, phase: str, batch: int, context: int, hardware
     """
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}; allowed: {', '.join(PHASES)}")
-    batch, context = check_dim("batch", batch), check_dim("context", context)
+    batch, context = check_dim("batch", batch), check_context(cfg, context)
     f = formats or step_formats(cfg, **format_kwargs)
     cap_gb, cap_source = capacity(hardware, memory_limit_gb)
     max_context = max_batch = None
@@ -177,8 +186,6 @@ def memory_plan(cfg: ModelConfig, phase: str, batch: int, context: int, hardware
         cap = cap_gb * BYTES_PER_GB
         max_context = _largest(lambda t: _total(cfg, f, phase, t, batch) <= cap, cfg.max_context or MAX_DIM)
         max_batch = _largest(lambda b: _total(cfg, f, phase, context, b) <= cap, MAX_DIM)
-    if cfg.max_context and context > cfg.max_context:
-        notes.append(f"context {context} exceeds the model's max_context ({cfg.max_context})")
     return MemoryPlan(cfg.name, phase, batch, context, weight_bytes(cfg, f), kv_cache_bytes(cfg, f, context, batch),
                       workspace_bytes(cfg, f, phase, context, batch), cap_gb, cap_source, max_context, max_batch,
                       cap_gb is not None and find_limits, cfg.max_context, tuple(notes))

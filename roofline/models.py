@@ -23,7 +23,13 @@ Assumptions:
    computes only the visible pairs.
 8. A step's roofline time is the sum of its kernels' roofline times (kernels run one after another).
 
-Dims come from each model's published Hugging Face ``config.json`` (``source`` names it).
+9. A model attends over at most ``max_context`` positions (``max_position_embeddings`` of its config): a step,
+   layer or memory plan at a longer context is refused, and the largest-context search stops there.
+10. Dimensions are consistent or refused: ``hidden`` a multiple of ``heads`` unless ``head_dim`` is given
+   (head_dim = hidden / heads), ``heads`` a multiple of ``kv_heads`` (each KV head serves a whole group).
+
+Dims and ``max_context`` come from each model's published Hugging Face ``config.json`` (``source`` names it).
+Where the hub file was not read here, a copy of it was (the comment beside the entry says which).
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ from .moe import moe_ffn
 from .operators import Composite, attention, attention_pairs, check_dim, elementwise, ffn, gemm, operand_formats
 
 PHASES = ("prefill", "decode")
+DEFAULT_CONTEXT = 1024  # the one context (decode) / prompt (prefill) length every command assumes unless told
 LM_HEAD_FOLLOWS_WEIGHTS = "weight"  # the --lm-head-precision default: what roofline_quantize/ does
 
 
@@ -56,7 +63,7 @@ class ModelConfig:
     expert_format: str | None = None  # the format the published checkpoint stores routed experts in
     sliding_window: int | None = None
     sliding_layers: int = 0  # layers attending over the window; the rest see the whole context
-    max_context: int | None = None  # max_position_embeddings, where recorded
+    max_context: int | None = None  # max_position_embeddings: the longest context the model attends over
     source: str = ""
 
     def __post_init__(self):
@@ -65,8 +72,13 @@ class ModelConfig:
         for f in ("head_dim", "expert_intermediate", "sliding_window", "max_context"):
             if getattr(self, f) is not None:
                 check_dim(f, getattr(self, f))
+        if self.head_dim is None and self.hidden % self.heads:
+            raise ValueError(f"{self.name}: hidden={self.hidden} is not a multiple of heads={self.heads}: without "
+                             "head_dim, each head is hidden / heads wide and that must be a whole number (give "
+                             "head_dim to set it apart, as gpt-oss does)")
         if self.heads % self.kv_heads:
-            raise ValueError(f"{self.name}: heads={self.heads} is not a multiple of kv_heads={self.kv_heads}")
+            raise ValueError(f"{self.name}: heads={self.heads} is not a multiple of kv_heads={self.kv_heads}: each "
+                             "KV head serves heads / kv_heads query heads, a whole number")
         if self.experts:
             check_dim("experts", self.experts)
             if not 1 <= self.experts_per_token <= self.experts:
@@ -125,16 +137,40 @@ def _hf(repo: str) -> str:
     return f"https://huggingface.co/{repo}/blob/main/config.json"
 
 
+_LLAMA31 = 131072  # Llama 3.1/3.2/3.3: rope_scaling llama3 (factor 8 or 32) over original_max_position_embeddings 8192
+
 MODEL_CONFIGS: dict[str, ModelConfig] = {c.name: c for c in (
-    ModelConfig("llama2-7b", 4096, 32, 32, 11008, 32, 32000),
-    ModelConfig("llama2-13b", 5120, 40, 40, 13824, 40, 32000),
-    ModelConfig("llama2-70b", 8192, 64, 8, 28672, 80, 32000),
-    ModelConfig("llama3-8b", 4096, 32, 8, 14336, 32, 128256),
-    ModelConfig("llama3-70b", 8192, 64, 8, 28672, 80, 128256),
-    ModelConfig("llama3.2-1b", 2048, 32, 8, 8192, 16, 128256, tied_embeddings=True),
-    ModelConfig("llama3.2-3b", 3072, 24, 8, 8192, 28, 128256, tied_embeddings=True),
-    ModelConfig("mistral-7b", 4096, 32, 8, 14336, 32, 32000),
-    ModelConfig("qwen2.5-7b", 3584, 28, 4, 18944, 28, 152064),
+    # Llama 2's config.json says 4096 today; early copies of it said 2048 (mlc-llm's model_preset.py still does).
+    # Read here from copies of the three hub files in public code and logs, not from the hub itself.
+    ModelConfig("llama2-7b", 4096, 32, 32, 11008, 32, 32000, max_context=4096, source=_hf("meta-llama/Llama-2-7b-hf")),
+    ModelConfig("llama2-13b", 5120, 40, 40, 13824, 40, 32000, max_context=4096,
+                source=_hf("meta-llama/Llama-2-13b-hf")),
+    ModelConfig("llama2-70b", 8192, 64, 8, 28672, 80, 32000, max_context=4096,
+                source=_hf("meta-llama/Llama-2-70b-hf")),
+    # Llama 3 (8192) and 3.1 (131072) share their dims; the context is what sets them apart. 8192: a planner's
+    # presets copied from the two hub files; 131072 (rope_scaling over 8192): copies of Llama-3.1-8B's, 3.2-1B's,
+    # 3.2-3B's and 3.3-70B's configs (litgpt's block_size too); Llama-3.1-70B's was not read here
+    ModelConfig("llama3-8b", 4096, 32, 8, 14336, 32, 128256, max_context=8192,
+                source=_hf("meta-llama/Meta-Llama-3-8B")),
+    ModelConfig("llama3-70b", 8192, 64, 8, 28672, 80, 128256, max_context=8192,
+                source=_hf("meta-llama/Meta-Llama-3-70B")),
+    ModelConfig("llama3.1-8b", 4096, 32, 8, 14336, 32, 128256, max_context=_LLAMA31,
+                source=_hf("meta-llama/Llama-3.1-8B")),
+    ModelConfig("llama3.1-70b", 8192, 64, 8, 28672, 80, 128256, max_context=_LLAMA31,
+                source=_hf("meta-llama/Llama-3.1-70B")),
+    ModelConfig("llama3.3-70b", 8192, 64, 8, 28672, 80, 128256, max_context=_LLAMA31,
+                source=_hf("meta-llama/Llama-3.3-70B-Instruct")),
+    ModelConfig("llama3.2-1b", 2048, 32, 8, 8192, 16, 128256, tied_embeddings=True, max_context=_LLAMA31,
+                source=_hf("meta-llama/Llama-3.2-1B")),
+    ModelConfig("llama3.2-3b", 3072, 24, 8, 8192, 28, 128256, tied_embeddings=True, max_context=_LLAMA31,
+                source=_hf("meta-llama/Llama-3.2-3B")),
+    # vocab 32000 and no sliding window: v0.2. Its 32768 is read from serving catalogs' copies; v0.1's config (as
+    # mlc-llm's model_preset.py copies it) says the same 32768 beside a 4096 window, v0.3's too with a 32768 vocab
+    ModelConfig("mistral-7b", 4096, 32, 8, 14336, 32, 32000, max_context=32768,
+                source=_hf("mistralai/Mistral-7B-Instruct-v0.2")),
+    # the base model's 131072, as transformers printed it from Qwen/Qwen2.5-7B (a copy read here); the Instruct
+    # model's config is said to give 32768 (extended with YaRN): not read here
+    ModelConfig("qwen2.5-7b", 3584, 28, 4, 18944, 28, 152064, max_context=_LLAMA31, source=_hf("Qwen/Qwen2.5-7B")),
     # layer_types alternate sliding_attention (even layers) and full_attention; quantization_config:
     # MXFP4 experts, with self_attn, router, embed_tokens and lm_head in modules_to_not_convert (bf16)
     ModelConfig("gpt-oss-20b", 2880, 64, 8, 2880, 24, 201088, head_dim=64, experts=32, experts_per_token=4,
@@ -149,9 +185,18 @@ MODEL_CONFIGS: dict[str, ModelConfig] = {c.name: c for c in (
                 expert_intermediate=14336, max_context=32768, source=_hf("mistralai/Mixtral-8x7B-v0.1")),
 )}
 MODEL_ALIASES = {"7b": "llama2-7b", "13b": "llama2-13b", "8b": "llama3-8b", "70b": "llama3-70b",
-                 "llama3.1-8b": "llama3-8b", "llama3.1-70b": "llama3-70b", "llama3.3-70b": "llama3-70b",
+                 "llama3.1-8b-instruct": "llama3.1-8b", "llama3.3-70b-instruct": "llama3.3-70b",
                  "gpt-oss": "gpt-oss-20b", "qwen3-30b": "qwen3-30b-a3b", "mixtral": "mixtral-8x7b",
                  "mixtral-8x7b-v0.1": "mixtral-8x7b"}
+
+
+def check_context(cfg: ModelConfig, context: int, what: str = "context") -> int:
+    """``context`` positions, refused past the model's ``max_context`` with the limit and where it comes from."""
+    context = check_dim(what, context)
+    if cfg.max_context is not None and context > cfg.max_context:
+        raise ValueError(f"{what}={context} exceeds {cfg.name}'s max_position_embeddings {cfg.max_context} "
+                         f"({cfg.source or 'its config'}); allowed: 1..{cfg.max_context}")
+    return context
 
 
 def get_model_config(name: str | ModelConfig, **overrides) -> ModelConfig:
@@ -190,6 +235,11 @@ class StepFormats:
     kv: Format
     lm_head: tuple  # (weight, act)
     experts: tuple  # (weight, act) of the routed experts
+    embedding: Format | None = None  # the embedding table's storage (default: the residual stream's, ``out``)
+
+    @property
+    def embedding_format(self) -> Format:
+        return self.embedding or self.out
 
 
 def _own_pair(fmt, w: Format, a: Format, act=None) -> tuple:
@@ -205,12 +255,25 @@ def _own_pair(fmt, w: Format, a: Format, act=None) -> tuple:
 
 
 def step_formats(cfg: ModelConfig, precision=None, weight=None, act=None, kv=None, out=None, lm_head=None,
-                 expert_weight=None, expert_act=None) -> StepFormats:
+                 expert_weight=None, expert_act=None, embedding=None) -> StepFormats:
     w, a, o = operand_formats(precision, weight, act, out)
     head = (w, a) if lm_head is None or str(lm_head).strip().lower() == LM_HEAD_FOLLOWS_WEIGHTS \
         else _own_pair(lm_head, w, a)
     experts = _own_pair(expert_weight or cfg.expert_format or w, w, a, expert_act)
-    return StepFormats(w, a, o, get_format(kv) if kv is not None else o, head, experts)
+    return StepFormats(w, a, o, get_format(kv) if kv is not None else o, head, experts,
+                       get_format(embedding) if embedding is not None else None)
+
+
+def describe_formats(cfg: ModelConfig, f: StepFormats) -> dict:
+    """Every format a step assumes, by the part of the model it stores: what a prediction says it priced."""
+    pair = lambda w, a: w.name if w == a else f"{w.name}/{a.name}"  # noqa: E731
+    out = {"linear layers": pair(f.weight, f.act)}
+    if cfg.is_moe:
+        out["routed experts"] = pair(*f.experts) + (" (as the checkpoint ships them)" if cfg.expert_format and
+                                                    f.experts[0].name == cfg.expert_format else "")
+    out.update({"LM head": pair(*f.lm_head), "embedding": f.embedding_format.name, "residual stream": f.out.name,
+                "KV cache": f.kv.name})
+    return out
 
 
 def window_pairs(seq_len: int, window: int) -> float:
@@ -237,7 +300,7 @@ def transformer_layer(cfg: ModelConfig, phase: str, batch: int, seq_len: int, pr
                       act=None, kv=None, out=None, expert_weight=None, expert_act=None,
                       sliding: bool = False) -> Composite:
     """One layer; ``sliding=True`` prices a sliding-window layer of a model that has them."""
-    batch, seq_len = check_dim("batch", batch), check_dim("seq_len", seq_len)
+    batch, seq_len = check_dim("batch", batch), check_context(cfg, seq_len, "seq_len")
     f = step_formats(cfg, precision, weight, act, kv, out, expert_weight=expert_weight, expert_act=expert_act)
     return _layer(cfg, phase, batch, seq_len, f, sliding)
 
@@ -264,15 +327,15 @@ def _layer(cfg: ModelConfig, phase, batch, seq_len, f: StepFormats, sliding: boo
 
 
 def model_step(cfg: ModelConfig, phase: str, batch: int, seq_len: int, precision=None, weight=None, act=None,
-               kv=None, out=None, lm_head=None, expert_weight=None, expert_act=None) -> Composite:
+               kv=None, out=None, lm_head=None, expert_weight=None, expert_act=None, embedding=None) -> Composite:
     """One forward step of the whole decoder: embedding, all layers, final norm, LM head.
 
     ``lm_head``: None or "weight" (the weight format, as roofline_quantize/ does) or a format of its own.
     ``expert_weight``/``expert_act``: the routed experts' formats (default: the checkpoint's, else the
-    weight format).
+    weight format). ``embedding``: the embedding table's storage (the memory plan's; a step reads one row per token).
     """
-    batch, seq_len = check_dim("batch", batch), check_dim("seq_len", seq_len)
-    f = step_formats(cfg, precision, weight, act, kv, out, lm_head, expert_weight, expert_act)
+    batch, seq_len = check_dim("batch", batch), check_context(cfg, seq_len, "seq_len")
+    f = step_formats(cfg, precision, weight, act, kv, out, lm_head, expert_weight, expert_act, embedding)
     t = tokens_per_step(phase, batch, seq_len)
     full = cfg.layers - cfg.sliding_layers
     layers = tuple(Composite(name, _layer(cfg, phase, batch, seq_len, f, sliding).parts, repeat=n)

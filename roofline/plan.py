@@ -11,7 +11,10 @@
    of ``memory_limit_gb`` and the device's memory (not one GEMM's weights, which let a 70B model
    through a 24 GB limit). A path the hardware cannot run (``UnsupportedPathError``) is never chosen.
 4. The fastest that fits wins. Ties (within ``tie_tolerance``) go to experts kept as published, then
-   to one format for the whole model, then to more bits per weight and per activation, then floats.
+   to one format for the whole model, then to the more accurate formats (``recommend.accuracy_rank``,
+   weighted by the parameters each format holds): more bits per weight value, then wider activations at
+   equal weight bits (W4A16 over W4A4), then finer block scales, then floats. The reason names the
+   fastest option and the rule that set the choice above it.
 5. The LM head follows ``lm_head`` (default: the weight format, as ``roofline_quantize/`` does); the KV cache is
    in ``kv`` (default: the residual stream's format); neither is searched.
 6. Tokens/s: decode produces ``batch`` tokens per step, prefill ``batch * context``.
@@ -23,9 +26,9 @@ from dataclasses import dataclass
 from .formats import get_format
 from .hardware import get_hardware
 from .memory import MemoryPlan, capacity, memory_plan
-from .models import ModelConfig, get_model_config, model_step, step_formats, tokens_per_step
+from .models import DEFAULT_CONTEXT, ModelConfig, get_model_config, model_step, step_formats, tokens_per_step
 from .predict import BYTES_PER_GB, CompositePrediction, UnsupportedPathError, precision_label, predict
-from .recommend import CANDIDATES, Candidate
+from .recommend import CANDIDATES, Candidate, accuracy_rank, tie_rule
 
 
 @dataclass(frozen=True)
@@ -115,25 +118,31 @@ def _price(cfg, hw, phase, batch, context, choice: Choice, baseline, lm_head, kv
     return Priced(choice, choice.label(baseline), pred, plan, note)
 
 
-def _rank(p: Priced, cfg: ModelConfig, published: Candidate | None, baseline: str):
-    """Tie-break order (higher first): experts as published, one format, more bits, floats."""
-    c, n, kw = p.choice, cfg.param_counts(), p.choice.formats(baseline)
+def accuracy(cfg: ModelConfig, c: Choice, baseline: str) -> tuple:
+    """``recommend.accuracy_rank`` of a whole-model choice: each part weighted by the parameters its formats hold
+    (the floats part: all weights float). Higher is more accurate."""
+    n, kw = cfg.param_counts(), c.formats(baseline)
     kinds = [(kw["weight"], kw["act"], n["attention"] + n["ffn"] + n["shared_experts"])]
     if c.experts is not None:
         kinds.append((kw["expert_weight"], kw["expert_act"], n["experts"]))
-    total = sum(params for *_, params in kinds)
-    bits = sum(get_format(w).bits_per_element * params for w, _, params in kinds) / total
-    act_bits = sum(get_format(a).bits_per_element * params for _, a, params in kinds) / total
-    return (published is not None and c.experts == published, _single(c), bits, act_bits,
-            all(get_format(w).is_float for w, _, _ in kinds))
+    total = sum(params for *_, params in kinds) or 1
+    ranks = [(accuracy_rank(w, a), params) for w, a, params in kinds]
+    return tuple(sum(r[i] * params for r, params in ranks) / total for i in range(3)) + (
+        all(r[3] for r, _ in ranks),)
+
+
+def _rank(p: Priced, cfg: ModelConfig, published: Candidate | None, baseline: str):
+    """Tie-break order (higher first): experts as published, one format, then the more accurate formats."""
+    c = p.choice
+    return (published is not None and c.experts == published, _single(c), *accuracy(cfg, c, baseline))
 
 
 def _single(c: Choice) -> bool:
     return c.experts in (None, c.linear)
 
 
-def recommend_model(model, hardware, phase="decode", batch=1, context=4096, memory_limit_gb=None, baseline="bf16",
-                    lm_head=None, kv=None, peaks="datasheet", tie_tolerance=0.02,
+def recommend_model(model, hardware, phase="decode", batch=1, context=DEFAULT_CONTEXT, memory_limit_gb=None,
+                    baseline="bf16", lm_head=None, kv=None, peaks="datasheet", tie_tolerance=0.02,
                     candidates=CANDIDATES) -> ModelRecommendation:
     cfg, hw = get_model_config(model), get_hardware(hardware)
     if not get_format(baseline).is_16bit_or_wider_float:
@@ -163,7 +172,8 @@ def recommend_model(model, hardware, phase="decode", batch=1, context=4096, memo
     # a mix of formats wins only by being more than tie_tolerance faster than every single format
     tied = [p for p in fitting if p.time_s <= best * (1 + tie_tolerance)]
     chosen = max(tied, key=lambda p: _rank(p, cfg, published, baseline))
-    reason = _reason(cfg, hw, phase, batch, context, chosen, base, runnable, fitting, published, tie_tolerance)
+    reason = _reason(cfg, hw, phase, batch, context, chosen, base, runnable, fitting, published, tie_tolerance,
+                     baseline)
     method = chosen.choice.linear.method + ("" if _single(chosen.choice) else
                                             f"; experts: {chosen.choice.experts.method}")
     ranking = tuple(runnable) + tuple(p for p in priced if p.prediction is None)
@@ -172,7 +182,8 @@ def recommend_model(model, hardware, phase="decode", batch=1, context=4096, memo
                                chosen, base, ranking)
 
 
-def _reason(cfg, hw, phase, batch, context, chosen: Priced, base: Priced, runnable, fitting, published, tol) -> str:
+def _reason(cfg, hw, phase, batch, context, chosen: Priced, base: Priced, runnable, fitting, published, tol,
+            baseline="bf16") -> str:
     """What decided, in order: the roof the step faces, memory, the per-kind split, the baseline."""
     pred, parts = chosen.prediction, []
     shape = f"{phase} of {cfg.name} at batch {batch}, context {context}"
@@ -205,6 +216,16 @@ def _reason(cfg, hw, phase, batch, context, chosen: Priced, base: Priced, runnab
         if mixed and mixed[0].time_s < chosen.time_s:
             parts.append(f"one format for the whole model: the best per-kind mix ({mixed[0].label}) gains only "
                          f"{chosen.time_s / mixed[0].time_s - 1:.1%}, within the {tol:.0%} tie tolerance")
+    # the accuracy rule: the fastest tied option it beat among those the rules above rank level with the choice
+    flags = lambda c: (published is not None and c.experts == published, _single(c))  # noqa: E731
+    peers = [p for p in fitting if p is not chosen and p.time_s < chosen.time_s and flags(p.choice) == flags(
+        chosen.choice) and p.time_s >= fitting[0].time_s and chosen.time_s <= fitting[0].time_s * (1 + tol)]
+    if peers:
+        peer = min(peers, key=lambda p: p.time_s)
+        rule = tie_rule(accuracy(cfg, chosen.choice, baseline), accuracy(cfg, peer.choice, baseline))
+        tokens = tokens_per_step(phase, batch, context)
+        parts.append(f"ties with {peer.label} ({tokens / peer.time_s:.4g} vs {tokens / chosen.time_s:.4g} tokens/s, "
+                     f"within the {tol:.0%} tie tolerance): the tie goes to the more accurate formats, by {rule}")
     if chosen is base:
         parts.append(f"no runnable quantization beats {base.label} by more than {tol:.0%}")
     return "; ".join(parts)

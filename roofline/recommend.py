@@ -3,8 +3,11 @@
 1. Candidates are the paths real libraries ship (torchao configs, native low-precision matmuls).
    One whose math has no path on the hardware (``compute_path`` raises) is never considered.
 2. Each runnable candidate is priced with ``predict``; the fastest wins. Candidates within
-   ``tie_tolerance`` of the fastest count as tied, and ties go to the higher precision (more weight
-   bits, then more activation bits, then floating point before integer, which keeps FP8's range).
+   ``tie_tolerance`` of the fastest count as tied, and ties go to the more accurate (``accuracy_rank``):
+   more bits per weight value, then wider activations at equal weight bits (W4A16 over W4A4), then finer
+   block scales (NVFP4 over MXFP4), then floating point before integer, which keeps FP8's range. Bits
+   are each value's (``Format.element_bits``), scales left out: NVFP4's 4.5 stored bits per element
+   are 4-bit values and do not outrank a 4.25-bit weight-only INT4.
 3. So decode shapes on bandwidth-bound hardware pick the fewest bytes that run, and compute-bound
    prefill picks the highest-throughput native format, without special cases.
 4. ``memory_limit_gb`` (and the hardware's own capacity) excludes candidates whose weights do not fit.
@@ -71,9 +74,27 @@ class Recommendation:
                 "ranking": [dict(zip(("precision", "method", "time_s", "note"), r)) for r in self.ranking]}
 
 
+def accuracy_rank(weight, act) -> tuple:
+    """Higher is more accurate: (bits per weight value, bits per activation value, stored bits per weight with
+    its scales, float weights). Shared by every tie-break toward accuracy (GEMM, whole model, schedule)."""
+    w, a = get_format(weight), get_format(act)
+    return (w.element_bits, a.element_bits, w.bits_per_element, w.is_float)
+
+
+TIE_RULES = ("more bits per weight value", "wider activations at equal weight bits (W4A16 over W4A4)",
+             "finer block scales at equal value bits", "floating point over integer")
+
+
+def tie_rule(winner: tuple, loser: tuple) -> str:
+    """Which part of ``accuracy_rank`` set ``winner`` above ``loser`` (one of TIE_RULES), or "" when tied."""
+    for rule, w, l in zip(TIE_RULES, winner, loser):
+        if w != l:
+            return rule
+    return ""
+
+
 def _precision_rank(p: Prediction):
-    w, a = get_format(p.weight_format), get_format(p.act_format)
-    return (w.bits_per_element, a.bits_per_element, w.is_float)
+    return accuracy_rank(p.weight_format, p.act_format)
 
 
 def recommend_quantization(hardware, m, n, k, phase="decode", memory_limit_gb=None, baseline="fp16",
@@ -89,8 +110,8 @@ def recommend_quantization(hardware, m, n, k, phase="decode", memory_limit_gb=No
         raise ValueError(f"memory_limit_gb={memory_limit_gb!r} must be a positive number")
     if not 0 <= tie_tolerance < 1:
         raise ValueError(f"tie_tolerance={tie_tolerance!r} must be in [0, 1)")
-    limit_gb = min(x for x in (memory_limit_gb, hw.memory.value if hw.memory else None, float("inf"))
-                   if x is not None)
+    usable = hw.model_memory  # a unified-memory device leaves the OS its share
+    limit_gb = min(x for x in (memory_limit_gb, usable.value if usable else None, float("inf")) if x is not None)
 
     base_pred = predict(gemm(m, n, k, weight=base_fmt, act=base_fmt), hw, peaks)
     options = [(base_pred, f"{base_fmt.name} baseline (no quantization)")]
@@ -196,7 +217,8 @@ def explain(case: str, choice: Prediction, runner_up: Prediction | None, baselin
     if runner_up is None:
         return f"{head}; nothing else runs and fits"
     why = {
-        "tie": f"within {tie_tolerance:.0%} of each other: the tie goes to the higher precision",
+        "tie": f"within {tie_tolerance:.0%} of each other: the tie goes to the more accurate, by "
+           f"{tie_rule(_precision_rank(choice), _precision_rank(runner_up)) or 'the order of the candidates'}",
         "bytes": f"{runner_up.precision} loses on bytes: moving its {runner_up.bytes / 1e6:.4g} MB takes longer "
                  f"than {choice.precision}'s {choice.bound}-bound time",
         "compute peak": f"{runner_up.precision} loses on compute peak: {runner_up.peak_tflops:g} TFLOP/s "

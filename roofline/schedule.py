@@ -6,16 +6,24 @@
    weights + KV cache + workspace do not fit memory (``memory.memory_plan``) is excluded, said so.
 2. Each is priced with ``predict(model_step(...))`` on the mode-scaled entry and ``energy.predict_energy``
    (an energy profile's calibrated costs for the mode where given, else the sourced defaults).
-3. ``max_power_w`` admits a mode whose nvpmodel budget (``clocks.power_budget_w``) is at most W: the
-   budget is what the board's caps hold it to. A mode with no budget (MAXN) or hardware without modes is
-   admitted when its *predicted* power is at most W, and the reason says it rests on a prediction.
-   ``min_tokens_per_s`` drops anything slower.
-4. Targets: ``latency`` minimises the step time (per-token latency in decode, time to first token in
+3. A mode holds the board to its nvpmodel budget (``clocks.power_budget_w``): where the predicted power at
+   the mode's clocks exceeds it, the board clocks down until it fits, so the option is priced at the clocks
+   its budget allows (``throttle``: the step stretches until dynamic energy / time + static power = the
+   budget; dynamic energy per step is kept, which over-prices it, since lower clocks lower the voltage) and
+   its bound is ``power``. A mode whose static power alone exceeds its budget is excluded, said so.
+4. ``max_power_w`` admits an option whose predicted power (after 3.) is at most W. A mode whose budget is
+   at most W is held under it by its caps (3.). A mode with no budget (MAXN), or one whose budget exceeds
+   W, has nothing holding it to W but the prediction: it is admitted only when the prediction stays under
+   W across the stated uncertainty of the costs (the top of ``EnergyPrediction.power_range_w`` where the
+   DRAM figure is an estimate), and the reason says it rests on a prediction. ``min_tokens_per_s`` drops
+   anything slower.
+5. Targets: ``latency`` minimises the step time (per-token latency in decode, time to first token in
    prefill), ``throughput`` maximises tokens/s, ``energy`` maximises tokens/J. Options within
    ``tie_tolerance`` of the best tie; ties go to the lower power budget (the tighter envelope for the
-   same result), then the smaller batch (less memory, less waiting), then more bits per weight, then
-   the other measure (tokens/J, or tokens/s for the energy target).
-5. The reason sets the choice against the best alternative differing in one dimension (another mode,
+   same result), then the smaller batch (less memory, less waiting), then the more accurate formats
+   (``plan.accuracy``: more bits per weight value, then wider activations), then the other measure
+   (tokens/J, or tokens/s for the energy target).
+6. The reason sets the choice against the best alternative differing in one dimension (another mode,
    another precision, another batch), each with what it loses on, and lists what was excluded and why.
 """
 from __future__ import annotations
@@ -27,8 +35,8 @@ from .energy import EnergyPrediction, energy_costs, predict_energy
 from .formats import get_format
 from .hardware import get_hardware
 from .memory import BYTES_PER_GB, memory_plan
-from .models import PHASES, get_model_config, model_step, step_formats
-from .plan import choices, tokens_per_step
+from .models import DEFAULT_CONTEXT, PHASES, get_model_config, model_step, step_formats
+from .plan import accuracy, choices, tokens_per_step
 from .predict import UnsupportedPathError, predict
 from .recommend import CANDIDATES
 
@@ -50,6 +58,8 @@ class Option:
     bandwidth_gbs: float
     energy: EnergyPrediction
     excluded: str = ""  # why it may not be chosen; "" when it may
+    accuracy: tuple = ()  # plan.accuracy of its formats: higher is more accurate
+    throttle: float = 1.0  # how much longer a step takes at the clocks the mode's budget allows (1: none)
 
     @property
     def power_w(self) -> float:
@@ -65,7 +75,8 @@ class Option:
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "budget_w": self.budget_w, "precision": self.precision, "batch": self.batch,
-                "time_s": self.time_s, "tokens_per_s": self.tokens_per_s, "power_w": self.power_w,
+                "time_s": self.time_s, "throttle": self.throttle, "tokens_per_s": self.tokens_per_s,
+                "power_w": self.power_w, "power_range_w": self.energy.power_range_w,
                 "tokens_per_j": self.tokens_per_j, "energy_j": self.energy.energy_j, "memory_gb": self.memory_gb,
                 "bound": self.bound, "excluded": self.excluded, "energy": self.energy.to_dict()}
 
@@ -106,7 +117,7 @@ def _best(target: str, options: list[Option], tol: float) -> Option:
     top = max(_objective(target, o) for o in options)
     tied = [o for o in options if _objective(target, o) >= top - abs(top) * tol]
     return max(tied, key=lambda o: (-(o.budget_w if o.budget_w is not None else float("inf")), -o.batch,
-                                    o.weight_bits, _second(target, o)))
+                                    o.accuracy, _second(target, o)))
 
 
 def _modes(hw, modes) -> list:
@@ -118,7 +129,20 @@ def _modes(hw, modes) -> list:
     return list(modes) if modes else list(known)
 
 
-def price_options(model, hardware, phase="decode", context=1024, batches=DEFAULT_BATCHES, modes=None,
+def throttled(pred, costs, tokens, budget_w):
+    """(energy, throttle, why excluded): the energy of ``pred`` in a mode whose budget is ``budget_w``, priced at the
+    clocks that budget allows where the predicted power exceeds it (see 3. above)."""
+    energy = predict_energy(pred, costs, tokens, budget_w=budget_w)
+    if not energy.over_budget:
+        return energy, 1.0, ""
+    static_w = costs.static_w.value if costs.static_w is not None else 0.0
+    if static_w >= budget_w:
+        return energy, 1.0, f"static power {static_w:g} W alone exceeds the mode's {budget_w:g} W budget"
+    throttle = (energy.dram_j + energy.compute_j) / ((budget_w - static_w) * pred.time_s)
+    return predict_energy(pred, costs, tokens, time_s=pred.time_s * throttle, budget_w=budget_w), throttle, ""
+
+
+def price_options(model, hardware, phase="decode", context=DEFAULT_CONTEXT, batches=DEFAULT_BATCHES, modes=None,
                   baseline="fp16", memory_limit_gb=None, energy_profile=None, peaks="datasheet",
                   candidates=CANDIDATES) -> list[Option]:
     """Every (mode, precision, batch) that runs on the hardware, priced; ``excluded`` says which may not be chosen."""
@@ -146,12 +170,17 @@ def price_options(model, hardware, phase="decode", context=1024, batches=DEFAULT
                 plan = memory_plan(cfg, phase, b, context, mhw, memory_limit_gb,
                                    formats=step_formats(cfg, **kw), find_limits=False)
                 tokens = tokens_per_step(phase, b, context)
-                energy = predict_energy(pred, costs, tokens, budget_w=budget.value if budget else None)
+                if budget is not None:
+                    energy, throttle, hot = throttled(pred, costs, tokens, budget.value)
+                else:
+                    energy, throttle, hot = predict_energy(pred, costs, tokens), 1.0, ""
                 why = "" if plan.fits is not False else (f"needs {plan.total_bytes / BYTES_PER_GB:.3g} GB > "
                                                          f"{plan.capacity_gb:.3g} GB")
+                t = pred.time_s * throttle
                 out.append(Option(name, budget.value if budget else None, label, b,
-                                  get_format(kw["weight"]).bits_per_element, pred.time_s, tokens / pred.time_s,
-                                  plan.total_bytes / BYTES_PER_GB, pred.bound, mhw.bandwidth_gbs(peaks), energy, why))
+                                  get_format(kw["weight"]).bits_per_element, t, tokens / t,
+                                  plan.total_bytes / BYTES_PER_GB, "power" if throttle > 1 else pred.bound,
+                                  mhw.bandwidth_gbs(peaks), energy, why or hot, accuracy(cfg, c, base), throttle))
     return out
 
 
@@ -159,17 +188,18 @@ def _admit(o: Option, max_power_w, min_tokens_per_s) -> str:
     if o.excluded:
         return o.excluded
     if max_power_w is not None:
-        if o.budget_w is not None and o.budget_w > max_power_w:
-            return f"mode budget {o.budget_w:g} W > {max_power_w:g} W"
-        if o.budget_w is None and o.power_w > max_power_w:
-            return f"no mode budget; predicted {o.power_w:.3g} W > {max_power_w:g} W"
+        capped = o.budget_w is not None and o.budget_w <= max_power_w  # its caps hold it there (3.)
+        high = o.power_w if capped or not o.energy.power_range_w else max(o.power_w, o.energy.power_range_w[1])
+        if high > max_power_w * (1 + 1e-9):
+            return (f"predicted {o.power_w:.3g} W" + (f" (up to {high:.3g} W)" if high > o.power_w else "") +
+                    f" > {max_power_w:g} W")
     if min_tokens_per_s is not None and o.tokens_per_s < min_tokens_per_s:
         return f"{o.tokens_per_s:.3g} tokens/s < {min_tokens_per_s:g}"
     return ""
 
 
 def schedule(model, hardware, target="energy", max_power_w=None, min_tokens_per_s=None, phase="decode",
-             context=1024, batches=DEFAULT_BATCHES, modes=None, baseline="fp16", memory_limit_gb=None,
+             context=DEFAULT_CONTEXT, batches=DEFAULT_BATCHES, modes=None, baseline="fp16", memory_limit_gb=None,
              energy_profile=None, peaks="datasheet", tie_tolerance=0.02, runners_up=3) -> Schedule:
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}")
@@ -198,25 +228,30 @@ def schedule(model, hardware, target="energy", max_power_w=None, min_tokens_per_
 
 def _exclusions(judged, batches) -> list[str]:
     """One line per kind of exclusion, naming what it excluded."""
-    memory, budget, predicted, slow = {}, {}, {}, 0
+    memory, hot, predicted, slow = {}, {}, {}, 0
     for o, why in judged:
         if why.startswith("needs"):
             memory[o.precision] = min(memory.get(o.precision, o.batch), o.batch)
-        elif why.startswith("mode budget"):
-            budget[o.mode] = o.budget_w
-        elif why.startswith("no mode budget"):
-            predicted[o.mode] = max(predicted.get(o.mode, 0.0), o.power_w)
+        elif why.startswith("static power"):
+            hot[o.mode] = why
+        elif why.startswith("predicted"):
+            top = max(o.power_w, *(o.energy.power_range_w or ()))
+            lo, hi = predicted.get(o.mode, (float("inf"), 0.0))
+            predicted[o.mode] = (min(lo, o.power_w), max(hi, top))
         elif why:
             slow += 1
+    budgets = {o.mode: o.budget_w for o, _ in judged}
     lines = []
     if memory:
         lines.append("does not fit in memory: " + ", ".join(
             p + ("" if b == min(batches) else f" from batch {b}") for p, b in memory.items()))
-    if budget:
-        lines.append("mode budget over the power limit: " + ", ".join(f"{m} ({w:g} W)" for m, w in budget.items()))
+    for m, why in hot.items():
+        lines.append(f"{m}: {why}")
     if predicted:
-        lines.append("no mode budget, predicted power over the limit: " + ", ".join(
-            f"{m + ' ' if m else ''}(up to {w:.3g} W)" for m, w in predicted.items()))
+        lines.append("predicted power over the limit: " + ", ".join(
+            f"{m + ' ' if m else ''}({'no budget' if budgets.get(m) is None else f'budget {budgets[m]:g} W'}, "
+            f"{lo:.3g} W and up" + (f", to {hi:.3g} W at the top of the cost range" if hi > lo else "") + ")"
+            for m, (lo, hi) in predicted.items()))
     if slow:
         lines.append(f"{slow} options under the minimum tokens/s")
     return lines
@@ -238,12 +273,21 @@ def _why_mode(c: Option, o: Option) -> str:
 def _reason(target, c: Option, eligible, tol, max_power_w) -> str:
     head = (f"{target}: {c.label}: {c.tokens_per_s:.4g} tokens/s, {c.time_s * 1e3:.4g} ms/step, {c.power_w:.3g} W, "
             f"{c.tokens_per_j:.4g} tokens/J ({c.bound}-bound, {c.memory_gb:.3g} GB)")
-    if max_power_w is not None and c.budget_w is None:
-        head += (f"; admitted under {max_power_w:g} W on a predicted power "
-                 f"({'the mode has' if c.mode else 'there is'} no budget)")
-    if c.energy.over_budget:
-        head += (f"; the predicted {c.power_w:.3g} W exceeds the mode's {c.budget_w:g} W budget: the costs "
-                 "over-predict (see the energy basis) or the board clocks down under this load")
+    if c.throttle > 1:
+        static_w = (c.energy.static_j or 0.0) / c.energy.time_s
+        full = (c.power_w - static_w) * c.throttle + static_w  # the same dynamic energy in the unthrottled time
+        head += (f"; at the mode's clocks it would draw {full:.3g} W, over its {c.budget_w:g} W budget: priced at "
+                 f"the clocks the budget allows, {c.throttle:.3g}x slower")
+    if max_power_w is not None and (c.budget_w is None or c.budget_w > max_power_w):
+        head += (f"; admitted under {max_power_w:g} W on a predicted power (" +
+                 (f"{'the mode has' if c.mode else 'there is'} no budget" if c.budget_w is None else
+                  f"the mode's budget is {c.budget_w:g} W") + (", the top of its range included"
+                                                               if c.energy.power_range_w else "") + ")")
+    if c.energy.power_range_w and c.throttle == 1:
+        lo, hi = c.energy.power_range_w
+        capped = c.budget_w is not None and hi > c.budget_w
+        head += (f"; {lo:.3g}-{min(hi, c.budget_w) if capped else hi:.3g} W over the DRAM estimate's range" +
+                 (" (the mode's budget caps the top: the board would clock down)" if capped else ""))
     parts = [head]
     dims = (("mode", lambda o: o.mode != c.mode and o.precision == c.precision and o.batch == c.batch, _why_mode),
             ("precision", lambda o: o.precision != c.precision and o.mode == c.mode and o.batch == c.batch,

@@ -45,7 +45,16 @@ def test_unknown_format_lists_the_known_names(bad):
 
 def test_storage_only_formats_have_no_math_of_their_own():
     assert {f.name for f in FORMATS.values() if f.compute_class is None} == \
-           {"nf4", "nf4_dq", "int4_g128", "int4_tinygemm", "int32"}
+           {"nf4", "nf4_dq", "int4_g128", "int4_tinygemm", "int32", "q8_0"}
+
+
+def test_scales_add_under_one_bit_per_element_so_element_bits_are_the_values_bits():
+    """The accuracy tie-break (roofline.recommend.accuracy_rank) compares each value's bits, scales left out:
+    NVFP4's 4.5 stored bits and weight-only INT4's 4.25 are both 4-bit values."""
+    for f in FORMATS.values():
+        assert 0 <= f.bits_per_element - f.element_bits < 1, f.name
+    assert get_format("nvfp4").element_bits == get_format("int4_tinygemm").element_bits == 4
+    assert get_format("q8_0").bits_per_element == 8.5 and get_format("mxfp6").element_bits == 6
 
 
 def test_only_the_ocp_mx_formats_share_the_e8m0_per_32_scale():

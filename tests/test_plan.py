@@ -12,7 +12,7 @@ def test_a_70b_model_trips_a_24_gb_limit_that_every_one_of_its_gemms_passes():
     assert per_gemm.precision
     with pytest.raises(ValueError, match=r"nothing fits in 24 GB \(memory limit 24 GB\): the smallest, .*, needs "
                                          r"40.\d GB \(weights 39"):
-        recommend_model("llama3-70b", "gb10", memory_limit_gb=24)
+        recommend_model("llama3-70b", "gb10", context=4096, memory_limit_gb=24)
     with pytest.raises(ValueError, match="rtx4090 memory 24 GB"):  # the device's own memory is a limit too
         recommend_model("llama3-70b", "rtx4090")
 
