@@ -178,3 +178,26 @@ def test_one_run_per_board_at_a_time(workflow):
     for name, job in _self_hosted(workflow).items():
         group = str(job.get("concurrency", {}).get("group", ""))
         assert MATRIX_BOARD.search(group), f"job {name}: concurrency group {group!r} is not per board"
+
+
+def test_ci_remembers_the_profile_store_between_runs(workflow):
+    """The regression check needs each case's history: a hosted runner restores the store from its last run
+    (a new cache key each run, restored by prefix, per OS and architecture), a board keeps it outside the
+    workspace; tox passes ROOFLINE_CACHE_DIR through to pytest."""
+    import configparser
+    hosted = {k: j for k, j in workflow["jobs"].items() if k not in _self_hosted(workflow)}
+    for name, job in hosted.items():
+        store = job.get("env", {}).get("ROOFLINE_CACHE_DIR", "")
+        assert store, f"job {name}: no ROOFLINE_CACHE_DIR: every run would start from nothing"
+        caches = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/cache@")]
+        paths = " ".join(str(s["with"]["path"]) for s in caches)
+        assert store.rsplit("/", 1)[-1] in paths, f"job {name}: {store} is not cached"
+        for s in caches:
+            assert "github.run_id" in s["with"]["key"] and s["with"]["key"].startswith(s["with"]["restore-keys"])
+            assert "runner.os" in s["with"]["key"] and "runner.arch" in s["with"]["key"]
+    for name in _self_hosted(workflow):
+        store = workflow["jobs"][name].get("env", {}).get("ROOFLINE_CACHE_DIR", "")
+        assert store and "github.workspace" not in store, f"job {name}: the store must outlive the checkout"
+    tox = configparser.ConfigParser()
+    tox.read(Path(__file__).resolve().parents[1] / "tox.ini")
+    assert "ROOFLINE_CACHE_DIR" in tox["testenv"]["passenv"]
