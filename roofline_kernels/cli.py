@@ -32,6 +32,9 @@ def _measure_context(args):
         hw = hardware_for(info, cal)
     peaks = args.peaks or ("calibrated" if cal is not None else "datasheet")
     args.efficiency_model = model_of(cal)  # the expected time beside the bound, where the profile has a sweep
+    from roofline_kernels.calibrate import default_cache_dir
+    from roofline_kernels.ceiling import ceiling_hardware
+    args.ceiling = ceiling_hardware(info, hw, args.cache_dir or default_cache_dir())  # what physics holds it to
     return info, hw, peaks
 
 
@@ -110,7 +113,7 @@ def cmd_measure(args, out):
                                 device=info.torch_device)
     _progress(f"measuring {kernel.op} {kernel.precision} on {info.name} ({args.mode})")
     m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms, cuda_graph=args.cuda_graph,
-                       model=args.efficiency_model)
+                       model=args.efficiency_model, ceiling=args.ceiling)
     if args.json:
         return json.dump(m.to_dict(), out, indent=2, default=str)
     t = m.timing
@@ -121,10 +124,20 @@ def cmd_measure(args, out):
                                    f"{m.expected_source}: {m.expected_note})" if m.expected_time_s else
                                    "- (no efficiency profile: `python -m roofline calibrate --efficiency`)") + "\n")
     out.write(f"  predicted  {fmt_time(m.predicted_time_s)} against {peaks} peaks; {m.prediction_note}\n"
-              f"  efficiency {m.efficiency:.1%}" + ("  <-- BEATS THE ROOF: a bug to explain" if m.beats_roof else "")
-              + "\n")
+              f"  efficiency {m.efficiency:.1%}" + _beyond(m) + "\n")
+    out.write(f"  ceiling    " + (f"{fmt_time(m.ceiling_time_s)} ({m.ceiling_note})" if m.ceiling_time_s else
+                                   m.ceiling_note) + "\n")
     out.write(f"  achieved   {m.achieved_gbs:.4g} GB/s, {m.achieved_tflops:.4g} TFLOP/s\n"
               f"  contention {', '.join(m.contention) or 'none seen'}\n")
+
+
+def _beyond(m) -> str:
+    if m.beats_ceiling:
+        return "  <-- BEATS ITS CEILING: a bug to explain (bytes or FLOPs mis-counted, or the ceiling is wrong)"
+    if m.beats_roof:
+        return ("  <-- beyond the calibrated roof: the calibration understated it (measured while the host ran "
+                "slow?); `calibrate --refresh`")
+    return ""
 
 
 def _spot_shape(args) -> dict:
@@ -155,7 +168,7 @@ def cmd_spot_check(args, out):
               f"{', '.join(p for p, _ in precisions)} ({args.mode}), one at a time")
     report = spot_check(args.op, shape, precisions, info, hw, peaks, args.mode, args.warmup_ms, args.rep_ms,
                         max_wall_s=args.max_seconds, check=not args.no_check, progress=_progress,
-                        model=args.efficiency_model)
+                        model=args.efficiency_model, ceiling=args.ceiling)
     for path in (args.html, args.plot):
         if path:
             from roofline_kernels.spot import write_figure

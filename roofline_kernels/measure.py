@@ -149,6 +149,8 @@ class Measurement:
     expected_efficiency: float | None = None
     expected_source: str = "none"  # "profile" (this device's sweep), "prior" (published), "none"
     expected_note: str = ""
+    ceiling_time_s: float | None = None  # what the kernel truly cannot beat (roofline_kernels.ceiling), if known
+    ceiling_note: str = ""
 
     @property
     def median_s(self) -> float:
@@ -168,8 +170,16 @@ class Measurement:
 
     @property
     def beats_roof(self) -> bool:
-        """A first flag for the CLI; the suite's verdict (roofline.judge) also allows the measured noise."""
+        """Beyond the roof it is held to (calibrated on a CPU: an expectation; the calibration ran slow)."""
         return self.efficiency > 1 + RESOLUTION
+
+    @property
+    def beats_ceiling(self) -> bool:
+        """Beyond what it truly cannot beat, by more than the timer's spread: a bug to explain (roofline.judge)."""
+        if self.ceiling_time_s is None:
+            return False
+        noise = max(0.0, (self.timing.median_s - self.timing.p20_s) / self.timing.median_s)
+        return self.timing.median_s < self.ceiling_time_s * (1 - noise - RESOLUTION)
 
     @property
     def contention(self) -> list[str]:
@@ -181,7 +191,7 @@ class Measurement:
         d.update(median_s=self.timing.median_s, p20_s=self.timing.p20_s, p80_s=self.timing.p80_s,
                  count=self.timing.count, mode=self.timing.mode, achieved_gbs=self.achieved_gbs,
                  achieved_tflops=self.achieved_tflops, efficiency=self.efficiency, beats_roof=self.beats_roof,
-                 contention=self.contention, SIMULATED=bool(self.simulated))
+                 beats_ceiling=self.beats_ceiling, contention=self.contention, SIMULATED=bool(self.simulated))
         return d
 
 
@@ -203,11 +213,13 @@ def predict_kernel(kernel: Kernel, hw: Hardware, peaks: str):
 def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "cold", peaks: str = "calibrated",
                    warmup_ms: float = 25.0, rep_ms: float = 100.0, with_telemetry: bool = True,
                    cuda_graph: bool = False, max_wall_s: float | None = None, timer=None,
-                   warm: bool = False, model=None, paired: bool = False) -> Measurement:
+                   warm: bool = False, model=None, paired: bool = False, ceiling: Hardware | None = None
+                   ) -> Measurement:
     """Time ``kernel`` and hold it against its prediction. ``timer`` replaces ``bench`` (a simulated device's
     synthesised timing); ``max_wall_s`` is the per-case budget (``BudgetExceeded`` when it cannot fit);
     ``model`` (``roofline.efficiency.EfficiencyModel``) gives the expected time beside the bound; ``paired``
-    times a probe after each sample on a CPU (``paired_probe``: ``timing.scores`` for the history)."""
+    times a probe after each sample on a CPU (``paired_probe``: ``timing.scores`` for the history); ``ceiling``
+    (``roofline_kernels.ceiling.ceiling_hardware``) prices what the kernel truly cannot beat."""
     snap = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info) if with_telemetry else {}
     region = telemetry.RegionMonitor(info) if with_telemetry else None
     predicted, pred, note = predict_kernel(kernel, hw, peaks)
@@ -235,13 +247,16 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
     if region is not None:
         snap["region"] = region.result(timing.count)
     exp = expected_of(kernel, hw, peaks, pred, memory_only, model, mode)
+    ceiling_s, ceiling_note = (predict_kernel(kernel, ceiling, "datasheet")[::2] if ceiling is not None
+                               else (None, "no ceiling known here"))
     return Measurement(op=kernel.op, precision=kernel.precision, shape=dict(kernel.cost.shape), path=kernel.path,
                        emulated=kernel.emulated, hardware=hw.key, device_name=info.name, timing=timing,
                        flops=kernel.cost.flops, bytes=kernel.cost.bytes, peaks=peaks, predicted_time_s=predicted,
                        prediction=pred, prediction_note=note, telemetry=snap, cold_note=cold_note,
                        simulated=info.simulated, memory_roof_only=memory_only,
                        expected_time_s=exp.time_s(predicted), expected_efficiency=exp.efficiency,
-                       expected_source=exp.source, expected_note=exp.note)
+                       expected_source=exp.source, expected_note=exp.note, ceiling_time_s=ceiling_s,
+                       ceiling_note=ceiling_note)
 
 
 def expected_of(kernel: Kernel, hw: Hardware, peaks: str, pred: dict | None, memory_only: bool, model=None,

@@ -86,3 +86,26 @@ def test_a_gpu_is_held_to_its_datasheet():
     hw = get_hardware("h100_sxm")
     gpu = dataclasses.replace(detect("cpu"), kind="cuda")
     assert ceiling_hardware(gpu, hw, None) is hw
+
+
+def test_measure_flags_a_kernel_beyond_its_ceiling_and_only_reports_one_beyond_its_calibrated_roof(tmp_path):
+    """The CLI's measure and spot check hold a kernel to its ceiling too: beyond it is a bug ('BEATS ITS
+    CEILING'); beyond the calibrated roof alone means the calibration ran slow."""
+    from roofline_kernels.measure import hardware_for, measure_kernel, predict_kernel
+    from roofline_kernels.ops import make_gemm
+    from roofline_kernels.timer import summarize
+    from roofline import Calibration
+    info = detect("cpu")
+    offer_dram(info, tmp_path, 50.0, "test")
+    cal = Calibration(hardware="cpu", peaks_tflops={"fp32": 1.0}, bandwidth_gbs=10.0)  # a slow calibration
+    hw = hardware_for(info, cal)
+    ceil = ceiling_hardware(info, host_cpu_hardware(info.cpu), tmp_path)
+    k = make_gemm(1, 1024, 1024, precision="fp32")
+    ceiling_s = predict_kernel(k, ceil, "datasheet")[0]
+    for t, beyond_ceiling in ((0.5 * ceiling_s, True), (1.5 * ceiling_s, False)):
+        m = measure_kernel(k, info, hw, "cold", "calibrated", with_telemetry=False, ceiling=ceil,
+                           timer=lambda *a, t=t: summarize([t] * 10))
+        assert m.beats_ceiling is beyond_ceiling and m.beats_roof  # 50 GB/s best shown vs 10 calibrated
+        assert m.to_dict()["beats_ceiling"] is beyond_ceiling and m.ceiling_time_s == pytest.approx(ceiling_s)
+    m = measure_kernel(k, info, hw, "cold", "calibrated", with_telemetry=False, timer=lambda *a: summarize([1.0] * 10))
+    assert m.ceiling_time_s is None and not m.beats_ceiling
