@@ -16,6 +16,7 @@ from roofline_kernels import torchao_paths as tp
 from roofline_kernels.torchao_paths import TorchaoPathUnavailable, quantized_linear, torchao_config
 from roofline_quantize.apply import tensor_storage_bytes
 from roofline import tensor_bytes
+from tests.fakes.cuda_rules import install_cuda_rules
 
 torchao = pytest.importorskip("torchao", reason="torchao is not installed (extra 'gpu')")
 
@@ -55,6 +56,7 @@ def fake_gpu(monkeypatch):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
         monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
         monkeypatch.setattr(torch.version, "cuda", "13.0")
+        install_cuda_rules(monkeypatch, capability)  # CUDA's GEMM rules, and FP4 GEMMs that need the GPU
     return install
 
 
@@ -261,10 +263,20 @@ def test_fp8_weight_only_is_priced_with_the_bytes_it_moves():
 def test_shape_rules_name_the_rule_and_the_shape():
     # torchao returns FP8 weights with N or K not a multiple of 16, and INT4 ones with K not a multiple of
     # the group, unquantized without an error (quant_api.py:1232, :575): refused here by name instead
-    assert tp.shape_refusal("fp8", "fp8", 100, 512) == ("torch._scaled_mm (FP8) needs N % 16 == 0 and K % 16 == 0; "
-                                                        "got N=100, K=512")
-    assert tp.shape_refusal("int4_tinygemm", "bf16", 256, 100) == "tinygemm INT4 needs K % 128 == 0; got N=256, K=100"
+    assert tp.shape_refusal("fp8", "fp8", 100, 512) == (
+        "torch._scaled_mm (FP8) needs N % 16 == 0 and K % 16 == 0; got N=100, K=512 [aten/src/ATen/native/cuda/"
+        "ScaledBlas.cpp _scaled_mm_out_cuda: mat1.sizes()[1] % 16, mat2.sizes() % 16]")
+    assert tp.shape_refusal("int4_tinygemm", "bf16", 256, 100).startswith(
+        "tinygemm INT4 needs K % 128 == 0; got N=256, K=100 [torchao quantization/quant_api.py")
     assert tp.shape_refusal("int8", "bf16", 3, 5) is None
+
+
+def test_nvfp4_needs_k_a_multiple_of_32_as_cuda_checks_the_packed_k():
+    """torch._scaled_mm (v1, what torchao's NVFP4 calls) checks mat1.sizes()[1] % 16 on the fp4x2-packed operand,
+    K / 2: K = 16 x odd passes torchao's block of 16 and fails on the GPU (ScaledBlas.cpp _scaled_mm_out_cuda)."""
+    why = tp.shape_refusal("nvfp4", "nvfp4", 256, 272)
+    assert "K % 32 == 0" in why and "ScaledBlas.cpp _scaled_mm_out_cuda" in why
+    assert tp.shape_refusal("nvfp4", "nvfp4", 256, 288) is None
 
 
 def test_a_shape_refusal_happens_before_quantizing(fake_gpu):
