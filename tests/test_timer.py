@@ -138,3 +138,23 @@ def test_the_cuda_timer_runs_its_recipe_on_fake_events(monkeypatch):
     floor = bench(lambda: spin(1_000_000), device="cuda", mode="hot", warmup_ms=0, rep_ms=1000, min_reps=10,
                   max_wall_s=0.012)
     assert floor.count == 10  # never below min_reps, even when the budget is nearly spent
+
+
+def test_the_cuda_region_starts_after_the_queued_warmup_has_run(monkeypatch):
+    """Launches return at once: the warmup calls are only queued when the loop over them ends. Without a synchronize
+    before the region starts, up to warmup_ms of warmup work ran inside the telemetry and energy window."""
+    from tests.fakes.cuda import install_fake_cuda_events
+    stream = install_fake_cuda_events(monkeypatch)
+    pending = []
+
+    class Region:
+        def start(self):
+            pending.append(stream.pending_s())
+
+        def stop(self):
+            pending.append(stream.pending_s())
+
+    t = bench(stream.kernel(1e-3), device="cuda", mode="hot", warmup_ms=25, rep_ms=5, min_reps=10, region=Region())
+    assert t.warmup_count >= 20  # ~25 ms of warmup was queued
+    assert pending == [0.0, 0.0]  # the region began with the queue drained and ended after its own calls ran
+    assert 1e-3 <= t.median_s < 1.5e-3  # the events time the device work, not the host's launches

@@ -97,22 +97,57 @@ def install_fake_cuda(mp, devices: list[FakeDevice], current: int = 0,
     return props
 
 
+class FakeStream:
+    """The device's queue, asynchronous as CUDA's is: a launch returns at once and its work ends after the work queued
+    before it (``busy_until``, on the host's perf_counter timeline); ``synchronize`` waits until the queue drains."""
+
+    def __init__(self):
+        self.busy_until = 0.0
+        self.launches = 0
+
+    def launch(self, seconds: float) -> None:
+        import time
+        self.busy_until = max(time.perf_counter(), self.busy_until) + seconds
+        self.launches += 1
+
+    def kernel(self, seconds: float):
+        """A stand-in kernel: each call queues ``seconds`` of device work and returns at once, as a launch does."""
+        return lambda: self.launch(seconds)
+
+    def pending_s(self) -> float:
+        """Device work queued and not yet done, now."""
+        import time
+        return max(0.0, self.busy_until - time.perf_counter())
+
+    def synchronize(self, device=None) -> None:
+        import time
+        left = self.pending_s()
+        if left > 0:
+            time.sleep(left)
+
+
 class FakeEvent:
-    """``torch.cuda.Event(enable_timing=True)`` over the host clock: with synchronous stand-in kernels, an
-    event pair around a call measures that call, so the CUDA timer's control flow runs without a GPU."""
+    """``torch.cuda.Event(enable_timing=True)``: ``record`` marks when the work queued before it ends (not when the
+    host called it), as a CUDA event does; a host-synchronous stand-in kernel ends when the host returns."""
+
+    stream: FakeStream = None  # set by install_fake_cuda_events
 
     def __init__(self, enable_timing=False):
         self.t_ns = None
 
     def record(self, stream=None):
         import time
-        self.t_ns = time.perf_counter_ns()
+        self.t_ns = int(max(time.perf_counter(), self.stream.busy_until) * 1e9)
 
     def elapsed_time(self, end) -> float:
         return (end.t_ns - self.t_ns) / 1e6  # milliseconds, as CUDA reports
 
 
-def install_fake_cuda_events(mp):
+def install_fake_cuda_events(mp) -> FakeStream:
+    """Asynchronous fake events and synchronize over one queue; returns it (``kernel(seconds)`` makes launches)."""
     import torch
-    mp.setattr(torch.cuda, "Event", FakeEvent)
-    mp.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    stream = FakeStream()
+    event = type("FakeEvent", (FakeEvent,), {"stream": stream})
+    mp.setattr(torch.cuda, "Event", event)
+    mp.setattr(torch.cuda, "synchronize", stream.synchronize)
+    return stream
