@@ -18,6 +18,7 @@ paths with CPU tensors: how a simulated GPU (fake capability) runs them here.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -398,7 +399,19 @@ def priced_gemm(op: str, m: int, n: int, k: int, weight: str, act: str, out: str
     n, k = priced_dims(weight, act, n, k, target)
     cost = gemm(m, n, k, weight=weight, act=act, out=out) if op == "gemm" else gemv(n, k, weight=weight, act=act,
                                                                                       out=out)
+    units = KERNEL_UNITS.get((weight, act)) if target == "cuda" else None
+    if units:
+        cost = dataclasses.replace(cost, compute_class=units[0], compute_note=units[1])
     return cost, n * k
+
+
+# Paths whose math runs on other units than the formats pick, on CUDA: priced at those units' peak.
+KERNEL_UNITS = {
+    (w, a): ("fp32", "aten._weight_int8pack_mm on CUDA converts the activation to fp32 and multiplies with fp32 "
+                     "FMAs on CUDA cores, one thread per output, no tensor cores (aten/src/ATen/native/cuda/int8mm.cu "
+                     "weight_int8pack_mm_kernel)")
+    for w, a in (("int8", "bf16"), ("int8", "fp16"))
+}
 
 
 def gemm_formats(precision=None, weight=None, act=None) -> tuple[str, str, str]:
