@@ -423,6 +423,16 @@ def gemm_formats(precision=None, weight=None, act=None) -> tuple[str, str, str]:
     return w, a, a if w == a else f"{w}/{a}"
 
 
+def make_peak_gemm(size: int, precision: str, device: str = "cpu", target=None) -> Kernel:
+    """The ``size``-cube GEMM a compute peak of ``precision`` is calibrated with: the format's GEMM alone. For NVFP4
+    that is one block-scaled ``torch._scaled_mm`` on operands quantized beforehand
+    (``torchao_paths.nvfp4_gemm_kernel``), not torchao's ``lin(x)``, which quantizes the activation in every call."""
+    if get_format(precision).name == "nvfp4" and (target or device) == "cuda":
+        from .torchao_paths import nvfp4_gemm_kernel
+        return nvfp4_gemm_kernel(size, size, size, device=device, target=target)
+    return make_gemm(size, size, size, precision, device=device, target=target)
+
+
 def make_gemv(n, k, precision=None, weight=None, act=None, device="cpu", seed=0, target=None) -> Kernel:
     return make_gemm(1, n, k, precision, weight, act, device, seed, op="gemv", target=target)
 

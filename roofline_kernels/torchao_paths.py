@@ -436,3 +436,44 @@ def quantized_linear(w32: torch.Tensor, weight: str, act: str, device: str, capa
                 raise TorchaoPathUnavailable(w, a, where, f"{name}'s forward ran but is wrong: relative error "
                                              f"{err:.3g} on a {rows} x {k} input exceeds {path.max_rel_error}")
     return QuantizedLinear(lin, name, description, True, "")
+
+
+# --- the NVFP4 GEMM alone: the FP4 compute roof ----------------------------------------------------------------
+
+def nvfp4_gemm_kernel(m: int, n: int, k: int, device: str = "cuda", target: str | None = None, seed: int = 0):
+    """``y[M,N] = x[M,K] @ W[N,K]^T`` as one block-scaled NVFP4 ``torch._scaled_mm`` on operands quantized once,
+    before any call: the GEMM alone, what an FP4 compute peak is. torchao's ``lin(x)`` (the ``nvfp4`` kernel of
+    ``ops.make_gemm``) quantizes the activation on every call (``NVFP4Tensor.to_nvfp4``: amax, scale, clamp, pack)
+    before the same GEMM: that is the pipeline, measured as its own case. The call is the one torchao makes
+    (prototype/mx_formats/nvfp4_tensor.py ``_addmm_nvfp4_dispatch``): packed fp4x2 operands, the weight
+    column-major, e4m3 block scales per 16 in the swizzled (blocked) layout, bf16 out, no per-tensor scale."""
+    from .ops import Kernel, UnsupportedKernel, _check_device, gemm_refusal
+    from roofline import gemm
+    target = target or device
+    _check_device(device, target)
+    cap = tuple(torch.cuda.get_device_capability()) if target == "cuda" else None
+    why = gemm_refusal("nvfp4", "nvfp4", m, n, k, cap)
+    if why:
+        raise UnsupportedKernel("nvfp4", target, why)
+    try:
+        from torchao.prototype.mx_formats.nvfp4_tensor import NVFP4Tensor
+        from torchao.prototype.mx_formats.utils import to_blocked
+    except ImportError as e:
+        raise UnsupportedKernel("nvfp4", target, f"torchao is not importable: {e}") from None
+    gen = torch.Generator().manual_seed(seed)
+    x32, w32 = torch.randn(m, k, generator=gen), torch.randn(n, k, generator=gen) / k ** 0.5
+    xq = NVFP4Tensor.to_nvfp4(x32.to(torch.bfloat16).to(device))
+    wq = NVFP4Tensor.to_nvfp4(w32.to(torch.bfloat16).to(device))
+    a = xq.qdata.view(torch.float4_e2m1fn_x2)                 # [M, K/2], row-major
+    b = wq.qdata.view(torch.float4_e2m1fn_x2).t()             # [K/2, N], column-major
+    sa = to_blocked(xq.scale.view(m, k // 16)).view(torch.float8_e4m3fn)
+    sb = to_blocked(wq.scale.view(n, k // 16)).view(torch.float8_e4m3fn)
+    x_dq, w_dq = xq.dequantize(torch.float32), wq.dequantize(torch.float32)
+
+    def call(i):
+        return torch._scaled_mm(i["a"], i["b"], i["sa"], i["sb"], out_dtype=torch.bfloat16)
+
+    return Kernel("gemm", "nvfp4", target, call, {"a": a, "b": b, "sa": sa, "sb": sb},
+                  lambda: x_dq.cpu() @ w_dq.cpu().t(), gemm(m, n, k, weight="nvfp4", act="nvfp4", out="bf16"),
+                  "torch._scaled_mm block-scaled NVFP4 on operands quantized once (the GEMM alone)",
+                  operands={"activations": [a, sa], "weights": [b, sb]}, rtol=2e-2, atol=2e-2, weight_elements=n * k)

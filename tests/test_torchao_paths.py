@@ -329,3 +329,37 @@ def test_configs_leave_global_inductor_settings_alone():
     for weight, act in PAIRS:
         config, _ = torchao_config(weight, act, (10, 0))
         assert getattr(config, "set_inductor_config", False) is False
+
+
+# --- defect 5: the FP4 peak is the GEMM alone --------------------------------------------------------------------
+
+def test_the_fp4_peak_is_calibrated_on_one_block_scaled_gemm_not_torchaos_pipeline(monkeypatch, tmp_path):
+    """Calibration timed torchao's lin(x), which quantizes the activation on every call (NVFP4Tensor.to_nvfp4: amax,
+    scale, clamp, pack) before the GEMM: the 'fp4 peak' was the pipeline's speed, several times too low, and the
+    nvfp4 cases matched it by construction. It now times one torch._scaled_mm on operands quantized beforehand."""
+    import types
+    from roofline_kernels import calibrate, ops
+    from tests.fakes.install import install_device
+    from tests.fakes.cuda_rules import SimulatedKernelUnavailable
+    install_device(monkeypatch, "gb10", tmp_path)
+    k = ops.make_peak_gemm(256, "nvfp4", device="cpu", target="cuda")
+    with pytest.raises(SimulatedKernelUnavailable, match="passes every CUDA rule on sm_121"):
+        k.fn()  # the call CUDA would run: the fakes' rules (layout, packed K % 16, dtypes) all pass
+    seen, out = [], torch.zeros(256, 256, dtype=torch.bfloat16)
+
+    def gemm(a, b, scale_a, scale_b, **kwargs):
+        seen.append((a.dtype, b.dtype, b.stride(), scale_a.dtype, scale_a.numel(), kwargs))
+        return out
+    monkeypatch.setattr(torch, "_scaled_mm", gemm)
+    with torch.no_grad(), _Materialized() as m:
+        k.fn()
+    fp4 = torch.float4_e2m1fn_x2
+    assert seen == [(fp4, fp4, (1, 128), torch.float8_e4m3fn, 256 * 16, {"out_dtype": torch.bfloat16})]
+    assert m.ops == []  # nothing but the GEMM in the timed call: no activation quantization
+    assert k.cost.flops == 2 * 256 ** 3 and k.weight_bits_per_element() == pytest.approx(4.5)
+    # calibration's FP4 pass times exactly this kernel
+    built = []
+    monkeypatch.setattr(calibrate, "make_peak_gemm", lambda size, prec, device: built.append((size, prec)) or k)
+    monkeypatch.setattr(calibrate, "bench", lambda fn, **kw: types.SimpleNamespace(median_s=1e-3))
+    calibrate._gemm_pass("nvfp4", types.SimpleNamespace(torch_device="cuda"), True, {}, [], torch)
+    assert built and all(prec == "nvfp4" for _, prec in built)
