@@ -363,3 +363,17 @@ def test_the_fp4_peak_is_calibrated_on_one_block_scaled_gemm_not_torchaos_pipeli
     monkeypatch.setattr(calibrate, "bench", lambda fn, **kw: types.SimpleNamespace(median_s=1e-3))
     calibrate._gemm_pass("nvfp4", types.SimpleNamespace(torch_device="cuda"), True, {}, [], torch)
     assert built and all(prec == "nvfp4" for _, prec in built)
+
+
+def test_tinygemm_is_priced_at_the_shape_it_pads_to(fake_gpu):
+    """torchao's tile_packed_to_4d layout pads the weight to K % 1024 == 0 and N % 8 == 0 and every activation to
+    that K (int4_tile_packed_to_4d_tensor.py): K = 1152 stores 2048 columns. Priced at 1152 the stored-bytes check
+    failed at 1.78x; priced at the padded shape the bytes charged are the bytes stored and read."""
+    from roofline_kernels.ops import make_gemm, priced_dims, priced_gemm
+    assert priced_dims("int4_tinygemm", "bf16", 4100, 1152, "cuda") == (4104, 2048)
+    assert priced_dims("int4_tinygemm", "bf16", 4100, 1152, "cpu") == (4100, 1152)  # the CPU's kernel pads nothing
+    cost, elements = priced_gemm("gemv", 1, 4100, 1152, "int4_tinygemm", "bf16", "bf16", "cuda")
+    assert elements == 4104 * 2048 and cost.operand_bytes["weights"] == tensor_bytes("int4_tinygemm", 4104 * 2048)
+    fake_gpu((9, 0))
+    k = make_gemm(1, 256, 1152, weight="int4_tinygemm", act="bf16", device="cpu", target="cuda")
+    assert k.weight_elements == 256 * 2048 and k.cost.shape["k"] == 2048
