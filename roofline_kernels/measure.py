@@ -16,7 +16,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from roofline import Hardware, apply_power_mode, get_format, get_hardware, predict
-from roofline.clocks import POWER_MODES
+from roofline.clocks import POWER_MODES, find_power_mode, scale_clocks
 from roofline.judge import RESOLUTION
 from roofline.predict import UnsupportedPathError, roofline_time
 
@@ -35,7 +35,7 @@ def hardware_for(info: DeviceInfo, calibration=None) -> Hardware:
     hw = host_cpu_hardware(info.cpu) if info.hardware_key == "cpu" else get_hardware(info.hardware_key)
     mode = (info.power_mode or {}).get("mode")
     if mode and hw.key in POWER_MODES:
-        hw = apply_power_mode(hw, mode)
+        hw = apply_power_mode(hw, mode) if find_power_mode(hw.key, mode) else at_measured_caps(hw, mode, info)
     if calibration is None:
         return hw
     if hw.kind == "cpu":
@@ -48,6 +48,23 @@ def hardware_for(info: DeviceInfo, calibration=None) -> Hardware:
 
 
 CPU_CALIBRATED_FORMATS = ("bf16", "fp16", "int8")
+
+
+def at_measured_caps(hw: Hardware, mode: str, info: DeviceInfo) -> Hardware:
+    """A Jetson in an nvpmodel mode no table lists (a custom mode in /etc/nvpmodel.conf, an AGX Orin 32GB's
+    MODE_40W): its roofs at the caps the board reports now (GPU devfreq max_freq, the EMC cap, the SMs CUDA sees),
+    named as such, instead of an error that stopped every measured case."""
+    from . import jetson
+    caps = jetson.mode_caps(info.sysfs_root)
+    gpu, emc = caps["gpu_max_mhz"], caps["emc_cap_mhz"]
+    sms = info.sm_count if info.sm_count and hw.sm_count and info.sm_count < hw.sm_count else None
+    seen = ", ".join(x for x in (f"GPU {gpu:g} MHz" if gpu else "", f"EMC {emc:g} MHz" if emc else "",
+                                 f"{sms} SMs" if sms else "") if x) or "none readable: the board's nominal roofs"
+    label = f"nvpmodel {mode}"  # the key reads as a table mode's does (energy.mode_of)
+    scaled = scale_clocks(hw, gpu_clock_mhz=gpu, active_sms=sms,
+                          mem_clock_mhz=emc if hw.mem_clock is not None else None, label=label)
+    return dataclasses.replace(scaled, key=f"{hw.key}@{label}", aliases=(), name=f"{hw.name}, nvpmodel {mode}: in no "
+                               f"power-mode table, run at the caps measured now ({seen})")
 
 
 def ceiling_is_physical(info: DeviceInfo, compute_class: str | None) -> bool:
