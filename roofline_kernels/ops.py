@@ -76,6 +76,7 @@ class Kernel:
     atol: float = 1e-2
     note: str = ""  # e.g. what the correctness probe on a simulated device could not run
     weight_elements: int = 0  # N x K of the weights as built (the cost may be re-shaped, e.g. on a simulated device)
+    launches: int = 1  # device kernels one call launches (aten ops that are not views): > 1 is timed from a CUDA graph
 
     @property
     def fn(self) -> Callable:
@@ -122,6 +123,38 @@ class Kernel:
             raise AssertionError(f"{self.precision} {self.op} on {self.device}: relative error {err:.3g} "
                                  f"exceeds rtol={self.rtol}, atol={self.atol} x scale")
         return err
+
+
+def count_launches(fn) -> int:
+    """The aten ops one call of ``fn`` dispatches that are not views: each is a kernel launch on a GPU. torchao's
+    tensor subclasses run several per call (NVFP4: the activation's amax, scale, clamp, pack, then the GEMM;
+    tinygemm: cast, pad, mm, slice), each with its host dispatch: timed per call with events, such a path measures
+    the host, not the kernels, so ``measure_kernel`` replays it from a CUDA graph. A call that fails (a CUDA-only
+    kernel on a simulated GPU) counts what it dispatched up to the failure, the failing op included."""
+    torch = _torch()
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Count(TorchDispatchMode):
+        supports_higher_order_operators = True
+
+        def __init__(self):
+            super().__init__()
+            self.ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if any(t not in (torch.Tensor, torch.nn.Parameter) for t in types):
+                return NotImplemented  # a tensor subclass handles it: count the plain ops it runs instead
+            if not getattr(func, "is_view", False):
+                self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    counter = _Count()
+    try:
+        with torch.no_grad(), counter:
+            fn()
+    except Exception:  # noqa: BLE001 - counting stops where the call does
+        counter.ops += 1
+    return max(1, counter.ops)
 
 
 def storage_bytes(t) -> int:
@@ -475,9 +508,10 @@ def _torchao_kernel(kern, label, w, a, x32, w32, device, target):
     tol = 5e-2 if w == "int8" else 0.15
     # a module the simulation could not quantize (the packing needs CUDA) holds bf16 weights: not weighed
     operands = {"activations": [x], "weights": [q.module]} if q.probed else {"activations": [x]}
-    return kern(lambda i: i["lin"](i["x"]), {"x": x, "lin": q.module}, lambda: x.float() @ w32.to(device).t(), out,
-                f"torchao {q.config_name}: {q.path}", operands, rtol=tol, atol=tol,
-                note="" if q.probed else q.probe_note)
+    kernel = kern(lambda i: i["lin"](i["x"]), {"x": x, "lin": q.module}, lambda: x.float() @ w32.to(device).t(), out,
+                  f"torchao {q.config_name}: {q.path}", operands, rtol=tol, atol=tol,
+                  note="" if q.probed else q.probe_note)
+    return dataclasses.replace(kernel, launches=count_launches(kernel.fn))  # a tensor subclass: several ops per call
 
 
 def make_attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, precision="bf16", kv=None, device="cpu",

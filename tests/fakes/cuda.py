@@ -99,20 +99,33 @@ def install_fake_cuda(mp, devices: list[FakeDevice], current: int = 0,
 
 class FakeStream:
     """The device's queue, asynchronous as CUDA's is: a launch returns at once and its work ends after the work queued
-    before it (``busy_until``, on the host's perf_counter timeline); ``synchronize`` waits until the queue drains."""
+    before it (``busy_until``, on the host's perf_counter timeline); ``synchronize`` waits until the queue drains.
+    While a ``FakeCUDAGraph`` captures, launches are recorded into it instead; its replay queues them all at once."""
 
     def __init__(self):
         self.busy_until = 0.0
         self.launches = 0
+        self.capturing = None  # the FakeCUDAGraph recording launches, or None
 
-    def launch(self, seconds: float) -> None:
+    def launch(self, seconds: float, host_s: float = 0.0) -> None:
         import time
+        if host_s:  # the host's dispatch of one launch (Python, the dispatcher, a tensor subclass): busy, not queued
+            end = time.perf_counter() + host_s
+            while time.perf_counter() < end:
+                pass
+        if self.capturing is not None:
+            self.capturing.work.append(seconds)
+            return
         self.busy_until = max(time.perf_counter(), self.busy_until) + seconds
         self.launches += 1
 
-    def kernel(self, seconds: float):
-        """A stand-in kernel: each call queues ``seconds`` of device work and returns at once, as a launch does."""
-        return lambda: self.launch(seconds)
+    def kernel(self, seconds: float, launches: int = 1, host_s: float = 0.0):
+        """A stand-in call: ``launches`` kernels of ``seconds`` device work each, every launch costing the host
+        ``host_s`` of dispatch; each returns before its work runs, as a launch does."""
+        def call():
+            for _ in range(launches):
+                self.launch(seconds, host_s)
+        return call
 
     def pending_s(self) -> float:
         """Device work queued and not yet done, now."""
@@ -143,11 +156,45 @@ class FakeEvent:
         return (end.t_ns - self.t_ns) / 1e6  # milliseconds, as CUDA reports
 
 
+class FakeCUDAGraph:
+    """``torch.cuda.CUDAGraph``: capture records the launches; ``replay`` queues them with one launch from the host."""
+
+    def __init__(self, stream: FakeStream):
+        self.stream, self.work = stream, []
+
+    def replay(self):
+        import time
+        self.stream.busy_until = max(time.perf_counter(), self.stream.busy_until) + sum(self.work)
+        self.stream.launches += 1
+
+
+class _SideStream:
+    def wait_stream(self, other):
+        pass
+
+
 def install_fake_cuda_events(mp) -> FakeStream:
-    """Asynchronous fake events and synchronize over one queue; returns it (``kernel(seconds)`` makes launches)."""
+    """Asynchronous fake events, synchronize, streams and CUDA graphs over one queue; returns it
+    (``kernel(seconds, launches, host_s)`` makes calls that launch on it)."""
+    import contextlib
+
     import torch
     stream = FakeStream()
     event = type("FakeEvent", (FakeEvent,), {"stream": stream})
+
+    @contextlib.contextmanager
+    def graph(g, **kwargs):
+        stream.capturing = g
+        try:
+            yield g
+        finally:
+            stream.capturing = None
+
     mp.setattr(torch.cuda, "Event", event)
     mp.setattr(torch.cuda, "synchronize", stream.synchronize)
+    mp.setattr(torch.cuda, "Stream", lambda *a, **k: _SideStream())
+    mp.setattr(torch.cuda, "current_stream", lambda *a, **k: _SideStream())
+    mp.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    mp.setattr(torch.cuda, "CUDAGraph", lambda *a, **k: FakeCUDAGraph(stream))
+    mp.setattr(torch.cuda, "graph", graph)
     return stream
