@@ -326,3 +326,26 @@ def test_a_failing_point_is_marked_and_text_is_escaped():
     root = ET.fromstring(svg)  # parses: the detail text was escaped
     g = [g for g in root.iter(f"{SVG}g") if "pt" in g.get("class", "").split()][0]
     assert "failed" in g.get("class") and "<a&b>" in g.find(f"{SVG}title").text
+
+
+@pytest.mark.parametrize("key", ["h100_sxm", "gb10"])
+def test_measure_all_on_a_simulated_board_has_one_record_per_precision_and_refuses_e5m2_with_cudas_rule(key):
+    """`measure --simulate KEY` runs the spot check on a simulated device (it could not): every precision gets its
+    record, the E5M2 x E5M2 row is refused with ScaledBlas.cpp's rule, and every record says SIMULATED."""
+    rc, text = run("measure", "gemm", "--m", "256", "--n", "4096", "--k", "4096", "--precision", "all",
+                   "--simulate", key, "--json")
+    assert rc == 0
+    doc = json.loads(text)
+    recs = {r["precision"]: r for r in doc["records"]}
+    assert list(recs) == [label for label, _ in GEMM_KERNELS] and doc["SIMULATED"] and doc["hardware"] == key
+    e5m2 = recs["fp8_e5m2"]
+    assert e5m2["status"] == "unsupported" and "Multiplication of two Float8_e5m2 matrices is not supported" in \
+        e5m2["reason"] and "ScaledBlas.cpp" in e5m2["reason"]
+    assert all(r["SIMULATED"] for r in recs.values())
+    assert {p for p, r in recs.items() if r["status"] not in ("ok", "unsupported")} == set()
+    assert recs["bf16"]["status"] == "ok" and recs["bf16"]["median_s"] > 0
+
+
+def test_simulate_names_what_it_accepts():
+    rc, _ = run("measure", "gemv", "--precision", "bf16", "--simulate", "tpu_v9")
+    assert rc == 2
