@@ -107,6 +107,10 @@ class OpCost:
     act_format: str
     out_format: str
     shape: dict = field(default_factory=dict)
+    # the units a measured kernel's math really runs on, where that is not what the formats pick (CUDA's int8
+    # weight-only kernel multiplies in fp32 on CUDA cores, not on the bf16 tensor cores): None = the formats'
+    compute_class: str | None = None
+    compute_note: str = ""
 
     @property
     def bytes(self) -> float:

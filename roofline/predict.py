@@ -133,6 +133,8 @@ def precision_label(w, a) -> str:
 def predict_op(cost: OpCost, hardware, peaks: str = "datasheet", launch_overhead_s: float = 0.0) -> Prediction:
     hw = get_hardware(hardware)
     path = compute_path(hw, cost.weight_format, cost.act_format)
+    if cost.compute_class is not None:  # the kernel's math runs on other units than the formats' (OpCost)
+        path = ComputePath(cost.compute_class, f"{cost.compute_class} units: {cost.compute_note or 'the kernel'}")
     bw = hw.bandwidth_gbs(peaks)
     cls = path.compute_class
     peak, source = hw.peak(cls, peaks)  # a class the profile never measured: its datasheet peak, said so

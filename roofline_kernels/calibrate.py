@@ -37,7 +37,7 @@ from roofline.atomic import write_json_atomic
 from . import telemetry
 from .device import DeviceInfo
 from .measure import available_memory_bytes, cache_bytes
-from .ops import UnsupportedKernel, make_gemm
+from .ops import UnsupportedKernel, make_peak_gemm
 from .timer import bench
 
 # arrays each kernel touches once (read: a; copy: a -> b; triad: b, c -> a): bytes = arrays x n x 4
@@ -168,7 +168,7 @@ def _gemm_pass(prec, info, quick, skipped, sweep, torch):
             if last is not None:  # the next cube costs ~8x the last: stop if 5 calls of it cannot fit
                 if time.perf_counter() + 5 * 8 * last > budget_end:
                     break
-            k = make_gemm(s, s, s, "fp32" if prec == "tf32" else prec, device=info.torch_device)
+            k = make_peak_gemm(s, "fp32" if prec == "tf32" else prec, device=info.torch_device)  # the GEMM alone
             if k.emulated:
                 raise UnsupportedKernel(prec, info.torch_device, f"emulated ({k.path}): not a hardware ceiling")
             t = bench(k.fn, device=info.torch_device, mode="hot", warmup_ms=10, rep_ms=40 if quick else 150,

@@ -18,6 +18,31 @@ def _progress(line: str) -> None:
     print(f"[roofline] {line}", file=sys.stderr, flush=True)
 
 
+def _simulation(args):
+    """The simulated device ``--simulate KEY`` asks for (tests/simulation.py: a source checkout's test fakes), or None."""
+    if not getattr(args, "simulate", None):
+        return None
+    try:
+        from tests.simulation import Simulation
+    except ImportError as e:
+        raise ValueError(f"--simulate needs the repository's tests/ (the simulated devices live there; run from a "
+                         f"source checkout with the 'test' extra): {e}") from None
+    return Simulation(args.simulate)
+
+
+def _simulated_context(args, sim):
+    """(info, hw, peaks) on a simulated device: its detection over the fakes, its synthesised calibration."""
+    from roofline_kernels.measure import hardware_for
+    if args.calibration:
+        raise ValueError("--simulate synthesises its calibration; --calibration does not combine with it")
+    info = sim.detect(args.hardware)
+    cal = sim.calibration(info, hardware_for(info))
+    hw = hardware_for(info, cal)
+    args.efficiency_model = None
+    args.ceiling = hardware_for(info)  # a simulated board's ceiling is its datasheet; no store is touched
+    return info, hw, args.peaks or "calibrated"
+
+
 def _measure_context(args):
     """(device info, hardware entry with calibration if any, peaks) for measure."""
     from roofline_kernels.calibrate import load_or_calibrate
@@ -95,25 +120,39 @@ def _is_spot_check(args) -> bool:
 
 
 def cmd_measure(args, out):
+    sim = _simulation(args)
+    if sim is None:
+        return _cmd_measure(args, out, None)
+    sim.install()  # fake CUDA/NVML (and a Jetson's files) for this command only
+    try:
+        _progress(f"SIMULATED device {sim.key}: detection, paths, gates and rules as there; synthesised times")
+        return _cmd_measure(args, out, sim)
+    finally:
+        sim.uninstall()
+
+
+def _cmd_measure(args, out, sim):
     if _is_spot_check(args):
-        return cmd_spot_check(args, out)
+        return cmd_spot_check(args, out, sim)
     from roofline_kernels.measure import measure_kernel
-    from roofline_kernels.ops import make_attention, make_gemm, make_gemv
-    info, hw, peaks = _measure_context(args)
+    from roofline_kernels.ops import make_attention
+    from roofline_kernels.spot import build as spot_build
+    info, hw, peaks = _simulated_context(args, sim) if sim else _measure_context(args)
     f = formats_kwargs(args, precision_default="fp32")
     f.pop("out")
-    if args.op == "gemv":
-        kernel = make_gemv(args.n, args.k, device=info.torch_device, **f)
-    elif args.op == "gemm":
-        kernel = make_gemm(args.m, args.n, args.k, device=info.torch_device, **f)
+    if args.op in ("gemv", "gemm"):
+        kwargs = {k: v for k, v in f.items() if v is not None}
+        shape = {"n": args.n, "k": args.k} if args.op == "gemv" else {"m": args.m, "n": args.n, "k": args.k}
+        builder = sim.spot_builder(info) if sim else spot_build
+        kernel = builder(args.op, shape, kwargs, info.torch_device, "cpu" if info.kind == "cpu" else "cuda")
     else:
         seq_q = args.seq_q or (1 if args.phase == "decode" else args.seq_kv)
         kernel = make_attention(args.batch, args.heads, args.kv_heads or args.heads, seq_q, args.seq_kv,
                                 args.head_dim, f["precision"] or f["act"] or "fp32", kv=args.kv_precision,
-                                device=info.torch_device)
+                                device=info.torch_device, target="cpu" if info.kind == "cpu" else "cuda")
     _progress(f"measuring {kernel.op} {kernel.precision} on {info.name} ({args.mode})")
     m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms, cuda_graph=args.cuda_graph,
-                       model=args.efficiency_model, ceiling=args.ceiling)
+                       model=args.efficiency_model, timer=sim.timer if sim else None, ceiling=args.ceiling)
     if args.json:
         return json.dump(m.to_dict(), out, indent=2, default=str)
     t = m.timing
@@ -150,7 +189,7 @@ def _spot_shape(args) -> dict:
             "head_dim": args.head_dim}
 
 
-def cmd_spot_check(args, out):
+def cmd_spot_check(args, out, sim=None):
     """Every precision asked for (``all`` or a list), one after another, in one table / JSON list / figure."""
     from roofline_kernels.spot import notes, resolve_precisions, spot_check, table_rows, TABLE_HEADERS
     if args.weight_precision or args.act_precision or args.kv_precision:
@@ -162,13 +201,14 @@ def cmd_spot_check(args, out):
     if args.html and not args.html.lower().endswith((".html", ".htm")):
         raise ValueError(f"--html {args.html!r}: the page is HTML; name it .html (--plot takes .svg or .png)")
     precisions = resolve_precisions(args.op, args.precision or "all")
-    info, hw, peaks = _measure_context(args)
+    info, hw, peaks = _simulated_context(args, sim) if sim else _measure_context(args)
     shape = _spot_shape(args)
     _progress(f"spot check of {args.op} {'x'.join(map(str, shape.values()))} on {info.name}: "
               f"{', '.join(p for p, _ in precisions)} ({args.mode}), one at a time")
+    seams = dict(builder=sim.spot_builder(info), timer=sim.timer) if sim else {}
     report = spot_check(args.op, shape, precisions, info, hw, peaks, args.mode, args.warmup_ms, args.rep_ms,
                         max_wall_s=args.max_seconds, check=not args.no_check, progress=_progress,
-                        model=args.efficiency_model, ceiling=args.ceiling)
+                        model=args.efficiency_model, ceiling=args.ceiling, **seams)
     for path in (args.html, args.plot):
         if path:
             from roofline_kernels.spot import write_figure
@@ -299,6 +339,9 @@ def add_commands(sub) -> None:
                    "(a spot check even for one precision: --json then prints its {records: [...]} form)")
     g.add_argument("--plot", help="write the roofline alone here (.svg, or .png through matplotlib)")
     add_store_option(p)
+    p.add_argument("--simulate", metavar="KEY", help="run on a simulated device (e.g. h100_sxm, gb10, "
+                   "jetson_orin_nano): its detection, kernel paths, capability gates and CUDA's rules, with "
+                   "synthesised times, every record marked SIMULATED (needs this repository's tests/)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_measure)
 

@@ -51,6 +51,15 @@ def gpu_available_mhz(root: Path) -> list[float] | None:
         return None
 
 
+def mode_caps(root: Path) -> dict:
+    """The caps the current nvpmodel mode set: GPU devfreq ``max_freq`` and the EMC cap, in MHz (None: unreadable)."""
+    root = Path(root)
+    gpu = find_gpu_devfreq(root)
+    hz = read_int(gpu / "max_freq") if gpu else None
+    emc = read_int(root / "sys/kernel/nvpmodel_emc_cap/emc_iso_cap") or read_int(root / "sys/kernel/nvpmodel_clk_cap/emc")
+    return {"gpu_max_mhz": hz / 1e6 if hz else None, "emc_cap_mhz": emc / 1e6 if emc else None}
+
+
 def gpu_clock_and_load(root: Path, gpu: Path | None = None) -> tuple[float | None, float | None]:
     """(current GPU MHz, GPU load %) now; pass ``gpu`` (find_gpu_devfreq's answer) to skip the search."""
     gpu = gpu or find_gpu_devfreq(root)

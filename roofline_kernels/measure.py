@@ -16,14 +16,14 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from roofline import Hardware, apply_power_mode, get_format, get_hardware, predict
-from roofline.clocks import POWER_MODES
+from roofline.clocks import POWER_MODES, find_power_mode, scale_clocks
 from roofline.judge import RESOLUTION
 from roofline.predict import UnsupportedPathError, roofline_time
 
 from . import telemetry
 from .device import DeviceInfo, host_cpu_hardware
 from .ops import Kernel
-from .timer import Timing, bench
+from .timer import BudgetExceeded, Timing, bench
 
 ROTATION_CACHE_MULTIPLE = 2  # cold rotations span at least this many times the caches they must defeat
 ROTATION_MEMORY_FRACTION = 0.25  # ... and at most this share of the memory available now
@@ -35,7 +35,7 @@ def hardware_for(info: DeviceInfo, calibration=None) -> Hardware:
     hw = host_cpu_hardware(info.cpu) if info.hardware_key == "cpu" else get_hardware(info.hardware_key)
     mode = (info.power_mode or {}).get("mode")
     if mode and hw.key in POWER_MODES:
-        hw = apply_power_mode(hw, mode)
+        hw = apply_power_mode(hw, mode) if find_power_mode(hw.key, mode) else at_measured_caps(hw, mode, info)
     if calibration is None:
         return hw
     if hw.kind == "cpu":
@@ -48,6 +48,23 @@ def hardware_for(info: DeviceInfo, calibration=None) -> Hardware:
 
 
 CPU_CALIBRATED_FORMATS = ("bf16", "fp16", "int8")
+
+
+def at_measured_caps(hw: Hardware, mode: str, info: DeviceInfo) -> Hardware:
+    """A Jetson in an nvpmodel mode no table lists (a custom mode in /etc/nvpmodel.conf, an AGX Orin 32GB's
+    MODE_40W): its roofs at the caps the board reports now (GPU devfreq max_freq, the EMC cap, the SMs CUDA sees),
+    named as such, instead of an error that stopped every measured case."""
+    from . import jetson
+    caps = jetson.mode_caps(info.sysfs_root)
+    gpu, emc = caps["gpu_max_mhz"], caps["emc_cap_mhz"]
+    sms = info.sm_count if info.sm_count and hw.sm_count and info.sm_count < hw.sm_count else None
+    seen = ", ".join(x for x in (f"GPU {gpu:g} MHz" if gpu else "", f"EMC {emc:g} MHz" if emc else "",
+                                 f"{sms} SMs" if sms else "") if x) or "none readable: the board's nominal roofs"
+    label = f"nvpmodel {mode}"  # the key reads as a table mode's does (energy.mode_of)
+    scaled = scale_clocks(hw, gpu_clock_mhz=gpu, active_sms=sms,
+                          mem_clock_mhz=emc if hw.mem_clock is not None else None, label=label)
+    return dataclasses.replace(scaled, key=f"{hw.key}@{label}", aliases=(), name=f"{hw.name}, nvpmodel {mode}: in no "
+                               f"power-mode table, run at the caps measured now ({seen})")
 
 
 def ceiling_is_physical(info: DeviceInfo, compute_class: str | None) -> bool:
@@ -241,9 +258,23 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
         rotation, spanned = None, 0
         if mode == "cold":
             rotation, spanned, cold_note = cold_rotation(kernel, info)
-        timing = bench(kernel.fn, device=info.torch_device, mode=mode, warmup_ms=warmup_ms, rep_ms=rep_ms,
-                       cuda_graph=cuda_graph, rotation=rotation, rotation_bytes=spanned, max_wall_s=max_wall_s,
-                       region=region, warm=warm, probe=paired_probe(kernel, info) if paired else None)
+        # a path that launches several kernels per call (torchao's tensor subclasses) is replayed from a CUDA graph:
+        # timed per call with events it measures the host's dispatch of each launch, not the kernels
+        graph = cuda_graph or (info.torch_device == "cuda" and kernel.launches > 1)
+        args = dict(device=info.torch_device, mode=mode, warmup_ms=warmup_ms, rep_ms=rep_ms, rotation=rotation,
+                    rotation_bytes=spanned, max_wall_s=max_wall_s, region=region, warm=warm,
+                    probe=paired_probe(kernel, info) if paired else None)
+        try:
+            timing = bench(kernel.fn, cuda_graph=graph, **args)
+        except BudgetExceeded:
+            raise
+        except Exception as e:  # noqa: BLE001 - a path CUDA graphs cannot capture: timed eagerly, and said so
+            if not graph or cuda_graph:
+                raise
+            timing = bench(kernel.fn, cuda_graph=False, **args)
+            cold_note = "; ".join(x for x in (cold_note, (
+                f"LAUNCH-BOUND: {kernel.launches} launches per call, timed per call because CUDA graph capture failed "
+                f"({type(e).__name__}: {str(e)[:120]}): the time includes their host dispatch")) if x)
     if region is not None:
         snap["region"] = region.result(timing.count)
     exp = expected_of(kernel, hw, peaks, pred, memory_only, model, mode)

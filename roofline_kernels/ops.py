@@ -11,13 +11,14 @@ CPU paths (torch 2.13):
 - int8 W8A8: ``torch._int_mm`` (int32 output); int8 weight-only: ``aten._weight_int8pack_mm``
 - int4 weight-only group 128: ``aten._weight_int4pack_mm_for_cpu`` on a really packed 4-bit weight
   with bf16 scale+zero per group (format ``int4_tinygemm``: 4.25 bits per weight)
-CUDA paths: the native ``_scaled_mm`` / ``_int_mm`` calls (shape rules checked up front,
-``CUDA_SHAPE_RULES``) and torchao's configs through ``roofline_kernels.torchao_paths`` (int8/int4 weight-only,
+CUDA paths: the native ``_scaled_mm`` / ``_int_mm`` calls (what CUDA refuses is refused up front:
+``GEMM_RULES``, each rule with the upstream file that enforces it) and torchao's configs through ``roofline_kernels.torchao_paths`` (int8/int4 weight-only,
 NVFP4/MXFP4 on Blackwell), probed when built. ``target="cuda"`` with ``device="cpu"`` chooses CUDA's
 paths with CPU tensors: how a simulated GPU (fake capability) runs them here.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -75,6 +76,7 @@ class Kernel:
     atol: float = 1e-2
     note: str = ""  # e.g. what the correctness probe on a simulated device could not run
     weight_elements: int = 0  # N x K of the weights as built (the cost may be re-shaped, e.g. on a simulated device)
+    launches: int = 1  # device kernels one call launches (aten ops that are not views): > 1 is timed from a CUDA graph
 
     @property
     def fn(self) -> Callable:
@@ -123,6 +125,38 @@ class Kernel:
         return err
 
 
+def count_launches(fn) -> int:
+    """The aten ops one call of ``fn`` dispatches that are not views: each is a kernel launch on a GPU. torchao's
+    tensor subclasses run several per call (NVFP4: the activation's amax, scale, clamp, pack, then the GEMM;
+    tinygemm: cast, pad, mm, slice), each with its host dispatch: timed per call with events, such a path measures
+    the host, not the kernels, so ``measure_kernel`` replays it from a CUDA graph. A call that fails (a CUDA-only
+    kernel on a simulated GPU) counts what it dispatched up to the failure, the failing op included."""
+    torch = _torch()
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Count(TorchDispatchMode):
+        supports_higher_order_operators = True
+
+        def __init__(self):
+            super().__init__()
+            self.ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if any(t not in (torch.Tensor, torch.nn.Parameter) for t in types):
+                return NotImplemented  # a tensor subclass handles it: count the plain ops it runs instead
+            if not getattr(func, "is_view", False):
+                self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    counter = _Count()
+    try:
+        with torch.no_grad(), counter:
+            fn()
+    except Exception:  # noqa: BLE001 - counting stops where the call does
+        counter.ops += 1
+    return max(1, counter.ops)
+
+
 def storage_bytes(t) -> int:
     """Bytes a tensor (or module) really stores; a tensor subclass (torchao) is the sum of its inner tensors."""
     torch = _torch()
@@ -144,19 +178,117 @@ def _clone(inputs: dict) -> dict:
             for k, v in inputs.items()}
 
 
-# CUDA's shape rules for the native low-precision GEMMs (torch 2.13): checked up front so a refusal
-# names the rule, and so a simulated device refuses exactly what the real one would.
-CUDA_SHAPE_RULES = {
-    "fp8": ("torch._scaled_mm on CUDA needs K and N divisible by 16", lambda m, n, k: k % 16 == 0 and n % 16 == 0),
-    "int8": ("torch._int_mm on CUDA needs M > 16 and K, N divisible by 8",
-             lambda m, n, k: m > 16 and k % 8 == 0 and n % 8 == 0),
-}
+# --- what the CUDA stack refuses, per GEMM path: one table for ops.py and torchao_paths.py ------------------
+# Each rule is what torch 2.13 / torchao 0.18 enforce on the GPU, with the upstream place that enforces it, so a
+# refusal names the rule before anything is built, and the simulated devices (tests/fakes/cuda_rules.py, their
+# own table read from the same sources) refuse exactly what the real ones do. ``kind``: "arch" (capability
+# gates), "dtype" (operand pairs), "shape" (dimension rules). PyTorch sources: pytorch/pytorch at 0174dfab
+# (ScaledBlas.cpp) and 492e246a (Blas.cpp).
+SCALED_BLAS = "aten/src/ATen/native/cuda/ScaledBlas.cpp"
 
 
-def cuda_shape_refusal(compute_class: str, m: int, n: int, k: int) -> str | None:
-    rule = CUDA_SHAPE_RULES.get(compute_class)
-    if rule and not rule[1](m, n, k):
-        return f"{rule[0]}; got M={m}, N={n}, K={k}"
+@dataclass(frozen=True)
+class GemmRule:
+    path: str          # the CUDA kernel family: see ``gemm_path``
+    kind: str          # "arch", "dtype" or "shape"
+    holds: Callable    # (m, n, k, capability, weight, act) -> bool; m or n/k may be None (rule not applicable)
+    says: str          # the rule in words; "{sm}" is replaced by the device (sm_90, a CPU)
+    source: str        # the upstream file and function that enforces it
+
+    def refusal(self, m, n, k, capability, weight, act) -> str | None:
+        if self.holds(m, n, k, capability, weight, act):
+            return None
+        text = self.says.format(sm=_sm(capability))
+        if self.kind == "shape":
+            dims = ", ".join(f"{d}={v}" for d, v in (("M", m), ("N", n), ("K", k)) if v is not None)
+            text += f"; got {dims}"
+        return f"{text} [{self.source}]"
+
+
+def _sm(capability) -> str:
+    return "a CPU" if capability is None else f"sm_{capability[0]}{capability[1]}"
+
+
+def _mult(dim_value, multiple) -> bool:
+    return dim_value is None or dim_value % multiple == 0
+
+
+def _cap_at_least(cap, least) -> bool:
+    return cap is not None and tuple(cap) >= least
+
+
+GEMM_RULES: tuple[GemmRule, ...] = (
+    # native FP8 W8A8: torch._scaled_mm, per-tensor scales (cuBLASLt)
+    GemmRule("fp8", "arch", lambda m, n, k, cap, w, a: _cap_at_least(cap, (8, 9)),
+             "FP8 GEMMs (torch._scaled_mm) need sm_89+ (Ada, Hopper, Blackwell); {sm} has no FP8 tensor cores",
+             f"{SCALED_BLAS} _scaled_mm_out_cuda: scaled_mm_arch_allowed"),
+    GemmRule("fp8", "dtype", lambda m, n, k, cap, w, a: not (w == a == "fp8_e5m2"),
+             "cuBLASLt multiplies FP8 E5M2 only against E4M3: torch._scaled_mm refuses two Float8_e5m2 operands "
+             "(ValueError 'Multiplication of two Float8_e5m2 matrices is not supported'); E5M2 is a gradient "
+             "format, paired with E4M3", f"{SCALED_BLAS} _scaled_mm_out_cuda: TORCH_CHECK_VALUE on Float8_e5m2"),
+    GemmRule("fp8", "shape", lambda m, n, k, cap, w, a: _mult(k, 16) and _mult(n, 16),
+             "torch._scaled_mm (FP8) needs N % 16 == 0 and K % 16 == 0",
+             f"{SCALED_BLAS} _scaled_mm_out_cuda: mat1.sizes()[1] % 16, mat2.sizes() % 16"),
+    # native INT8 W8A8: torch._int_mm (cuBLASLt)
+    GemmRule("int8", "shape", lambda m, n, k, cap, w, a: (m is None or m > 16) and _mult(k, 8) and _mult(n, 8),
+             "torch._int_mm on CUDA needs M > 16 and K, N divisible by 8",
+             "aten/src/ATen/native/cuda/Blas.cpp _int_mm_out_cuda: self.size(0) > 16, size(1) % 8, mat2.size(1) % 8"),
+    # NVFP4 W4A4 through torchao: torch._scaled_mm (v1) with block-wise 1x16 e4m3 scales on fp4x2-packed operands
+    GemmRule("nvfp4", "arch", lambda m, n, k, cap, w, a: _cap_at_least(cap, (10, 0)),
+             "NVFP4 GEMMs (torch._scaled_mm, cuBLAS block-scaled FP4) need Blackwell (sm_100+), and torchao asserts "
+             "it; {sm} has no FP4 tensor cores",
+             "torchao prototype/mx_formats/inference_workflow.py: NVFP4 handler asserts is_sm_at_least_100"),
+    GemmRule("nvfp4", "shape", lambda m, n, k, cap, w, a: _mult(n, 16) and _mult(k, 32),
+             "NVFP4 (torch._scaled_mm on fp4x2-packed operands) needs N % 16 == 0 and K % 32 == 0 (the packed K/2 "
+             "must be a multiple of 16)",
+             f"{SCALED_BLAS} _scaled_mm_out_cuda: mat1.sizes()[1] % 16 on the packed K/2"),
+    # MXFP4 W4A4 through torchao: F.scaled_mm (v2) -> _scaled_mxfp4_mxfp4 (mslk f4f4bf16 built into PyTorch)
+    GemmRule("mxfp4", "arch", lambda m, n, k, cap, w, a: _cap_at_least(cap, (10, 0)),
+             "MXFP4 GEMMs need Blackwell FP4 tensor cores (sm_100/sm_103); {sm} has none",
+             f"{SCALED_BLAS} _check_mxfp4_support"),
+    GemmRule("mxfp4", "arch", lambda m, n, k, cap, w, a: cap is not None and cap[0] == 10,
+             "torch 2.13 runs MXFP4 GEMMs (F.scaled_mm, the mslk/FBGEMM-GenAI f4f4bf16 kernel built into PyTorch) "
+             "only on sm_100/sm_103 (NotImplementedError 'MXFP4 scaling only supported in CUDA for B200/B300'); "
+             "{sm} has no MXFP4 kernel, and torchao's EMULATED preference dequantizes to bf16 instead (use nvfp4 "
+             "there)", f"{SCALED_BLAS} _check_mxfp4_support: dprops->major == 10"),
+    GemmRule("mxfp4", "shape", lambda m, n, k, cap, w, a: _mult(n, 16) and _mult(k, 32),
+             "MXFP4 (block 32, F.scaled_mm) needs N % 16 == 0 and K % 32 == 0",
+             f"{SCALED_BLAS} _scaled_mm_cuda_v2_out (N % 16) and torchao mx_tensor.py (K % block_size 32)"),
+    # INT4 weight-only through torchao's tinygemm layout: aten._weight_int4pack_mm
+    GemmRule("tinygemm", "arch", lambda m, n, k, cap, w, a: _cap_at_least(cap, (8, 0)),
+             "the tinygemm INT4 kernel needs sm_80+ (torchao checks it at quantization); {sm} is older",
+             "torchao quantization/quantize_/workflows/int4/int4_tile_packed_to_4d_tensor.py from_hp"),
+    GemmRule("tinygemm", "shape", lambda m, n, k, cap, w, a: _mult(k, INT4_GROUP),
+             f"tinygemm INT4 needs K % {INT4_GROUP} == 0",
+             "torchao quantization/quant_api.py Int4WeightOnlyConfig: a weight whose K is not a multiple of the "
+             "group size is left unquantized"),
+)
+
+
+def gemm_path(weight: str, act: str) -> str | None:
+    """The CUDA kernel family a (weight, activation) pair of format names runs on, or None (no rules)."""
+    w, a = get_format(weight), get_format(act)
+    if w.compute_class == a.compute_class == "fp8" and w.kind == a.kind == "float" and not w.block_scale \
+            and not a.block_scale:
+        return "fp8"
+    if w.name == a.name and w.name in ("int8", "nvfp4", "mxfp4"):
+        return w.name
+    if w.name == "int4_tinygemm" and a.name in ("bf16", "fp16"):
+        return "tinygemm"
+    return None
+
+
+def gemm_refusal(weight: str, act: str, m=None, n=None, k=None, capability=None,
+                 kinds: tuple = ("arch", "dtype", "shape")) -> str | None:
+    """Why the CUDA stack refuses this GEMM on ``capability`` (None: the host CPU has no such CUDA kernel), or
+    None. ``m``, ``n``, ``k`` left None are not checked (a weight's rules before any activation exists)."""
+    path = gemm_path(weight, act)
+    w, a = get_format(weight).name, get_format(act).name
+    for rule in GEMM_RULES:
+        if rule.path == path and rule.kind in kinds:
+            why = rule.refusal(m, n, k, capability, w, a)
+            if why:
+                return why
     return None
 
 
@@ -199,25 +331,20 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
     target = target or device
     _check_device(device, target)
     torch = _torch()
-    if act is None and weight is None and precision is not None and get_format(precision).compute_class is None:
-        act = "bf16"  # a weight-only storage format: the CPU kernels take bf16 activations
-    w_fmt, a_fmt, _ = operand_formats(precision, weight, act)
-    w, a = w_fmt.name, a_fmt.name
-    label = a if w == a else f"{w}/{a}"
+    w, a, label = gemm_formats(precision, weight, act)
+    w_fmt, a_fmt = get_format(w), get_format(a)
     probe = gemm(m, n, k, weight=w, act=a)  # validates the dims once, with the theory's messages
     m, n, k = probe.shape["m"], probe.shape["n"], probe.shape["k"]
     gen = torch.Generator().manual_seed(seed)
     x32, w32 = _rand((m, k), gen, "cpu"), _rand((n, k), gen, "cpu") / k**0.5
     on_cpu = target == "cpu"
 
-    def cost(out):
-        return gemm(m, n, k, weight=w, act=a, out=out) if op == "gemm" else gemv(n, k, weight=w, act=a, out=out)
-
     def kern(call, inputs, ref, out, path, operands, emulated=False, rtol=1e-2, atol=1e-2, note=""):
-        return Kernel(op, label, target, call, inputs, ref, cost(out), path, emulated, operands, rtol, atol, note, n * k)
+        cost, elements = priced_gemm(op, m, n, k, w, a, out, target)
+        return Kernel(op, label, target, call, inputs, ref, cost, path, emulated, operands, rtol, atol, note, elements)
 
-    def refuse_shape(compute_class):
-        why = None if on_cpu else cuda_shape_refusal(compute_class, m, n, k)
+    if not on_cpu:  # what CUDA refuses is refused here, naming the rule, before anything is built
+        why = gemm_refusal(w, a, m, n, k, _cuda_capability(target))
         if why:
             raise UnsupportedKernel(label, target, why)
 
@@ -232,10 +359,6 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
                                   if emulated else ""), {"activations": [x], "weights": [W]}, emulated, tol, tol)
 
     if w_fmt.compute_class == "fp8" and a_fmt.compute_class == "fp8" and w_fmt.kind == a_fmt.kind == "float":
-        cap = _cuda_capability(target)
-        if cap is not None and cap < (8, 9):
-            raise UnsupportedKernel(label, target, f"FP8 matmul needs sm_89+; this GPU is sm_{cap[0]}{cap[1]}")
-        refuse_shape("fp8")
         x8 = x32.to(device).to(getattr(torch, "float8_e4m3fn" if a == "fp8_e4m3" else "float8_e5m2"))
         W8 = w32.to(device).to(getattr(torch, "float8_e4m3fn" if w == "fp8_e4m3" else "float8_e5m2"))
         one = torch.tensor(1.0, device=device)
@@ -245,7 +368,6 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
                     {"activations": [x8], "weights": [W8]}, emulated=on_cpu, rtol=2e-2, atol=2e-2)
 
     if w == a == "int8":
-        refuse_shape("int8")
         xi = torch.randint(-127, 128, (m, k), generator=gen, dtype=torch.int8).to(device)
         Wi = torch.randint(-127, 128, (n, k), generator=gen, dtype=torch.int8).to(device)
         return kern(lambda i: torch._int_mm(i["x"], i["w"].t()), {"x": xi, "w": Wi},
@@ -291,6 +413,59 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
                             "int4_tinygemm/bf16 weight-only")
 
 
+TINYGEMM_PAD_K, TINYGEMM_PAD_N = 1024, 8
+
+
+def priced_dims(weight: str, act: str, n: int, k: int, target: str) -> tuple[int, int]:
+    """The [N, K] a path really stores and multiplies: torchao's tinygemm layout pads the weight to K % 1024 == 0
+    and N % 8 == 0 when it packs it, and pads every activation to that K (torchao
+    quantization/quantize_/workflows/int4/int4_tile_packed_to_4d_tensor.py: from_hp ``find_multiple(in_features,
+    1024)``, the linear's ``find_multiple(act_mat.shape[-1], 1024)``). Elsewhere the shape as asked."""
+    if target == "cuda" and gemm_path(weight, act) == "tinygemm":
+        return -(-n // TINYGEMM_PAD_N) * TINYGEMM_PAD_N, -(-k // TINYGEMM_PAD_K) * TINYGEMM_PAD_K
+    return n, k
+
+
+def priced_gemm(op: str, m: int, n: int, k: int, weight: str, act: str, out: str, target: str):
+    """(OpCost, weight elements) of the work a GEMM/GEMV path really does on ``target``: at the padded shape where
+    the path pads (``priced_dims``), so the bytes charged are the bytes stored and read."""
+    n, k = priced_dims(weight, act, n, k, target)
+    cost = gemm(m, n, k, weight=weight, act=act, out=out) if op == "gemm" else gemv(n, k, weight=weight, act=act,
+                                                                                      out=out)
+    units = KERNEL_UNITS.get((weight, act)) if target == "cuda" else None
+    if units:
+        cost = dataclasses.replace(cost, compute_class=units[0], compute_note=units[1])
+    return cost, n * k
+
+
+# Paths whose math runs on other units than the formats pick, on CUDA: priced at those units' peak.
+KERNEL_UNITS = {
+    (w, a): ("fp32", "aten._weight_int8pack_mm on CUDA converts the activation to fp32 and multiplies with fp32 "
+                     "FMAs on CUDA cores, one thread per output, no tensor cores (aten/src/ATen/native/cuda/int8mm.cu "
+                     "weight_int8pack_mm_kernel)")
+    for w, a in (("int8", "bf16"), ("int8", "fp16"))
+}
+
+
+def gemm_formats(precision=None, weight=None, act=None) -> tuple[str, str, str]:
+    """(weight format, activation format, label) of a GEMM kernel asked for as ``make_gemm`` takes it."""
+    if act is None and weight is None and precision is not None and get_format(precision).compute_class is None:
+        act = "bf16"  # a weight-only storage format: the CPU kernels take bf16 activations
+    w_fmt, a_fmt, _ = operand_formats(precision, weight, act)
+    w, a = w_fmt.name, a_fmt.name
+    return w, a, a if w == a else f"{w}/{a}"
+
+
+def make_peak_gemm(size: int, precision: str, device: str = "cpu", target=None) -> Kernel:
+    """The ``size``-cube GEMM a compute peak of ``precision`` is calibrated with: the format's GEMM alone. For NVFP4
+    that is one block-scaled ``torch._scaled_mm`` on operands quantized beforehand
+    (``torchao_paths.nvfp4_gemm_kernel``), not torchao's ``lin(x)``, which quantizes the activation in every call."""
+    if get_format(precision).name == "nvfp4" and (target or device) == "cuda":
+        from .torchao_paths import nvfp4_gemm_kernel
+        return nvfp4_gemm_kernel(size, size, size, device=device, target=target)
+    return make_gemm(size, size, size, precision, device=device, target=target)
+
+
 def make_gemv(n, k, precision=None, weight=None, act=None, device="cpu", seed=0, target=None) -> Kernel:
     return make_gemm(1, n, k, precision, weight, act, device, seed, op="gemv", target=target)
 
@@ -333,9 +508,10 @@ def _torchao_kernel(kern, label, w, a, x32, w32, device, target):
     tol = 5e-2 if w == "int8" else 0.15
     # a module the simulation could not quantize (the packing needs CUDA) holds bf16 weights: not weighed
     operands = {"activations": [x], "weights": [q.module]} if q.probed else {"activations": [x]}
-    return kern(lambda i: i["lin"](i["x"]), {"x": x, "lin": q.module}, lambda: x.float() @ w32.to(device).t(), out,
-                f"torchao {q.config_name}: {q.path}", operands, rtol=tol, atol=tol,
-                note="" if q.probed else q.probe_note)
+    kernel = kern(lambda i: i["lin"](i["x"]), {"x": x, "lin": q.module}, lambda: x.float() @ w32.to(device).t(), out,
+                  f"torchao {q.config_name}: {q.path}", operands, rtol=tol, atol=tol,
+                  note="" if q.probed else q.probe_note)
+    return dataclasses.replace(kernel, launches=count_launches(kernel.fn))  # a tensor subclass: several ops per call
 
 
 def make_attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, precision="bf16", kv=None, device="cpu",

@@ -3,7 +3,8 @@
 ``spot_check`` builds, checks and measures one precision at a time (never two at once: they would share
 the device and each would slow the other). A precision without a kernel here, whose result is wrong, or
 that cannot fit its time budget is reported with its reason and the others still run; Ctrl-C stops the
-loop and what finished is kept (``SpotReport.interrupted``).
+loop and what finished is kept (``SpotReport.interrupted``). Any error a backend raises for one precision
+(CUDA raises RuntimeError, ValueError or NotImplementedError from its checks) stays in that precision's row.
 
 Each record carries the theory (bytes, FLOPs, AI, the roofline bound and which term sets it), the
 measurement (median, p20/p80, sample count, cold or hot, the roof it was held against) and the
@@ -182,9 +183,15 @@ def spot_check(op: str, shape: dict, precisions: list[tuple[str, dict]], info, h
             except ValueError as e:  # a format or shape the theory refuses for this kernel
                 report.results.append(SpotResult(label, "unsupported", str(e), seconds=time.perf_counter() - t0))
                 continue
+            except Exception as e:  # a backend refusing this precision while building: its row says so, the rest run
+                report.results.append(SpotResult(label, "failed", _backend_error(e), seconds=time.perf_counter() - t0))
+                continue
             res = SpotResult(label, "ok", path=kernel.path, emulated=kernel.emulated)
+            unprobed = kernel.note.startswith("not probed")  # a simulated GPU's CUDA-only kernel: nothing ran to check
+            if unprobed:
+                res.reason = kernel.note
             try:
-                if check:
+                if check and not unprobed:
                     res.correctness_error = kernel.check()
                 if progress:
                     progress(f"{op} {label}: measuring ({kernel.path})")
@@ -195,8 +202,9 @@ def spot_check(op: str, shape: dict, precisions: list[tuple[str, dict]], info, h
                 res.status, res.reason = "wrong result", str(e)
             except BudgetExceeded as e:
                 res.status, res.reason = "over budget", f"{e}; raise --max-seconds to measure it"
-            except RuntimeError as e:  # a backend refusing this shape or dtype at run time
-                res.status, res.reason = "failed", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            except Exception as e:  # a backend refusing this shape or dtype at run time (RuntimeError, ValueError,
+                # NotImplementedError from CUDA's checks): that precision's row says so, and the next one runs
+                res.status, res.reason = "failed", _backend_error(e)
             res.seconds = time.perf_counter() - t0
             del kernel  # the next precision's operands get the memory (and the caches) to themselves
             report.results.append(res)
@@ -204,6 +212,10 @@ def spot_check(op: str, shape: dict, precisions: list[tuple[str, dict]], info, h
     except KeyboardInterrupt:
         report.interrupted = current
     return report
+
+
+def _backend_error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"
 
 
 def figure(report: SpotReport):

@@ -14,7 +14,8 @@
    target (after ``min_reps``), or when the budget ends. CUDA: one event pair per call and a single
    synchronize at the end (do_bench's recipe); optional CUDA-graph replay for launch-bound kernels.
 5. ``region`` (an object with ``start()``/``stop()``, e.g. ``telemetry.RegionMonitor``) is started
-   right before the timed loop and stopped right after it: telemetry of the timed calls, not of warmup.
+   right before the timed loop and stopped right after it: telemetry of the timed calls, not of warmup (on
+   CUDA the queued warmup is synchronized first: launches return before their work runs).
 Result: median, p20, p80, mean, stdev, min, count, mode, spread, whether the spread settled, and the
 rotation that made the samples cold.
 """
@@ -225,6 +226,7 @@ def _bench_cuda(fns, warmup_ms, rep_ms, min_reps, max_reps, target, cuda_graph, 
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n_repeat)]
     for i in range(n_warmup):
         fns[i % len(fns)]()
+    torch.cuda.synchronize()  # the warmup was only queued: it runs before the region starts, not inside it
     with _Region(region):
         for i, (s, e) in enumerate(zip(starts, ends)):
             f = fns[(n_warmup + i) % len(fns)]

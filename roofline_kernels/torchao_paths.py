@@ -62,7 +62,7 @@ import torch
 
 from roofline import get_format
 
-from .ops import INT4_GROUP
+from .ops import INT4_GROUP, gemm_refusal
 
 # Optional packages some torchao 0.18 kernels need; none is installed by this project. An error that
 # names one is a missing package on the real GPU too, never a "needs CUDA" note on a simulated one.
@@ -103,36 +103,22 @@ def _tinygemm_gate(capability):
         return ("the tinygemm INT4 kernels (aten._convert_weight_to_int4pack, aten._weight_int4pack_mm) are "
                 "CUDA-only in torch 2.13, and torchao 0.18 has no other packed INT4 layout that runs without mslk "
                 "(the CPU's packed INT4 path is roofline_quantize.int4_cpu.Int4PackedLinear)")
-    if capability < (8, 0):
-        return f"the tinygemm INT4 kernel needs sm_80+ (torchao checks it at quantization); {_sm(capability)} is older"
-    return None
+    return gemm_refusal("int4_tinygemm", "bf16", capability=capability, kinds=("arch",))
 
 
 def _fp8_gemm_gate(capability):
     if capability is None:
         return ("torchao's FP8 dynamic config asserts a CUDA GPU with sm_89+ (FP8 tensor cores for "
                 "torch._scaled_mm); a CPU has none")
-    if capability < (8, 9):
-        return (f"FP8 GEMMs (torch._scaled_mm) need sm_89+ (Ada, Hopper, Blackwell), and torchao asserts it; "
-                f"{_sm(capability)} has no FP8 tensor cores")
-    return None
+    return gemm_refusal("fp8_e4m3", "fp8_e4m3", capability=capability, kinds=("arch",))
 
 
-def _nvfp4_gate(capability):
-    if capability is None or capability < (10, 0):
-        return (f"NVFP4 GEMMs (torch._scaled_mm, cuBLAS block-scaled FP4) need Blackwell (sm_100+), and torchao "
-                f"asserts it; {_sm(capability)} has no FP4 tensor cores")
-    return None
+def _rule_gate(fmt):
+    """The capability rules of ``roofline_kernels.ops.GEMM_RULES`` for a W4A4 path (one table for both modules)."""
+    return lambda capability: gemm_refusal(fmt, fmt, capability=capability, kinds=("arch",))
 
 
-def _mxfp4_gate(capability):
-    if capability is None or capability < (10, 0):
-        return (f"MXFP4 GEMMs need Blackwell FP4 tensor cores (sm_100/sm_103); {_sm(capability)} has none")
-    if capability[0] != 10:
-        return (f"torch 2.13 runs MXFP4 GEMMs (F.scaled_mm, the mslk/FBGEMM-GenAI f4f4bf16 kernel built into "
-                f"PyTorch) only on sm_100/sm_103 (ScaledBlas.cpp _check_mxfp4_support); {_sm(capability)} has no "
-                "MXFP4 kernel, and torchao's EMULATED preference dequantizes to bf16 instead (use nvfp4 there)")
-    return None
+_nvfp4_gate, _mxfp4_gate = _rule_gate("nvfp4"), _rule_gate("mxfp4")
 
 
 # --- shape rules: None when torchao quantizes this [N, K] weight, else why not -------------------------
@@ -141,12 +127,9 @@ def _any_shape(n, k):
     return None
 
 
-def _multiples(what, n_mult, k_mult):
-    needs = " and ".join(f"{d} % {m} == 0" for d, m in (("N", n_mult), ("K", k_mult)) if m > 1)
-
-    def rule(n, k):
-        return f"{what} needs {needs}; got N={n}, K={k}" if n % n_mult or k % k_mult else None
-    return rule
+def _rule_shape(weight, act):
+    """The shape rules of ``roofline_kernels.ops.GEMM_RULES`` for an [N, K] weight on this pair's CUDA path."""
+    return lambda n, k: gemm_refusal(weight, act, None, n, k, kinds=("shape",))
 
 
 # --- the paths -----------------------------------------------------------------------------------------
@@ -210,12 +193,12 @@ PATHS: tuple[TorchaoPath, ...] = (
                 "W8A8: activations quantized per row on every call, torch._int_mm (int32) then both scales; on "
                 "CUDA, M <= 16 makes torchao fall back silently to an fp32 matmul of both operands (9 bytes per "
                 "weight), and K or N not a multiple of 8 to the host", 0.05, _w8a8),
-    TorchaoPath("int4_tinygemm", WEIGHT_ONLY_ACTS, _tinygemm_gate, _multiples("tinygemm INT4", 1, INT4_GROUP), False,
+    TorchaoPath("int4_tinygemm", WEIGHT_ONLY_ACTS, _tinygemm_gate, _rule_shape("int4_tinygemm", "bf16"), False,
                 "aten._weight_int4pack_mm (tinygemm)",
                 "INT4 weight-only, group 128, tinygemm tile_packed_to_4d: 4-bit weights with a bf16 scale and "
                 "zero per group (4.25 bits) of the weight padded to K % 1024 == 0 and N % 8 == 0; the activation "
                 "is cast to bf16 and padded on every call", 0.2, _int4_tinygemm),
-    TorchaoPath("fp8_e4m3", ("fp8_e4m3",), _fp8_gemm_gate, _multiples("torch._scaled_mm (FP8)", 16, 16), True,
+    TorchaoPath("fp8_e4m3", ("fp8_e4m3",), _fp8_gemm_gate, _rule_shape("fp8_e4m3", "fp8_e4m3"), True,
                 "torch._scaled_mm (FP8, per-tensor scales)",
                 "FP8 W8A8: activation amax and cast to e4m3 on every call (two passes over it), torch._scaled_mm "
                 "with per-tensor scales (KernelPreference.TORCH: cuBLASLt whatever is installed), bf16 out",
@@ -225,13 +208,13 @@ PATHS: tuple[TorchaoPath, ...] = (
                 "FP8 weight-only (Float8WeightOnlyConfig, per-row scales): every call dequantizes the whole "
                 "weight (fp8 -> fp32, x scale, -> bf16) and runs a bf16 GEMM: about 21 bytes moved per weight "
                 "against the 1 stored", 0.08, _fp8_weight_only),
-    TorchaoPath("nvfp4", ("nvfp4",), _nvfp4_gate, _multiples("NVFP4 (torchao)", 16, 16), False,
+    TorchaoPath("nvfp4", ("nvfp4",), _nvfp4_gate, _rule_shape("nvfp4", "nvfp4"), False,
                 "torch._scaled_mm (block-scaled NVFP4, cuBLAS)",
                 "NVFP4 W4A4: activation quantized to NVFP4 on every call by torchao's PyTorch code (amax, "
                 "block scales, cast: several passes over it; use_triton_kernel=False needs no mslk), "
                 "torch._scaled_mm block-scaled FP4, then the per-tensor scales applied to the bf16 output",
                 0.3, _nvfp4),
-    TorchaoPath("mxfp4", ("mxfp4",), _mxfp4_gate, _multiples("MXFP4 (block 32, F.scaled_mm)", 16, 32), False,
+    TorchaoPath("mxfp4", ("mxfp4",), _mxfp4_gate, _rule_shape("mxfp4", "mxfp4"), False,
                 "F.scaled_mm (MXFP4, f4f4bf16 in PyTorch)",
                 "MXFP4 W4A4: activation quantized to MXFP4 on every call (torchao PyTorch code), F.scaled_mm "
                 "BlockWise1x32 (PyTorch's built-in f4f4bf16 kernel, sm_100/sm_103), bf16 out", 0.3, _mxfp4),
@@ -423,7 +406,9 @@ def quantized_linear(w32: torch.Tensor, weight: str, act: str, device: str, capa
     def failed(stage: str, e: Exception) -> QuantizedLinear:
         if _missing_package(e):
             raise TorchaoPathUnavailable(w, a, where, f"{name} {stage} {failure_reason(e)}") from None
-        if simulated and not path.cpu_kernels:
+        # on a simulated GPU only a kernel the CPU lacks is "not probed" (torch raises NotImplementedError for an op
+        # with no CPU kernel); anything else (a shape or dtype CUDA refuses, a wrong config) fails there as here
+        if simulated and not path.cpu_kernels and isinstance(e, NotImplementedError):
             kept = "; the layer keeps its unquantized weights" if stage == "quantize_" else ""
             return QuantizedLinear(lin, name, description, False,
                                    f"not probed: {path.kernel} runs only on CUDA, and this GPU is simulated on the "
@@ -451,3 +436,44 @@ def quantized_linear(w32: torch.Tensor, weight: str, act: str, device: str, capa
                 raise TorchaoPathUnavailable(w, a, where, f"{name}'s forward ran but is wrong: relative error "
                                              f"{err:.3g} on a {rows} x {k} input exceeds {path.max_rel_error}")
     return QuantizedLinear(lin, name, description, True, "")
+
+
+# --- the NVFP4 GEMM alone: the FP4 compute roof ----------------------------------------------------------------
+
+def nvfp4_gemm_kernel(m: int, n: int, k: int, device: str = "cuda", target: str | None = None, seed: int = 0):
+    """``y[M,N] = x[M,K] @ W[N,K]^T`` as one block-scaled NVFP4 ``torch._scaled_mm`` on operands quantized once,
+    before any call: the GEMM alone, what an FP4 compute peak is. torchao's ``lin(x)`` (the ``nvfp4`` kernel of
+    ``ops.make_gemm``) quantizes the activation on every call (``NVFP4Tensor.to_nvfp4``: amax, scale, clamp, pack)
+    before the same GEMM: that is the pipeline, measured as its own case. The call is the one torchao makes
+    (prototype/mx_formats/nvfp4_tensor.py ``_addmm_nvfp4_dispatch``): packed fp4x2 operands, the weight
+    column-major, e4m3 block scales per 16 in the swizzled (blocked) layout, bf16 out, no per-tensor scale."""
+    from .ops import Kernel, UnsupportedKernel, _check_device, gemm_refusal
+    from roofline import gemm
+    target = target or device
+    _check_device(device, target)
+    cap = tuple(torch.cuda.get_device_capability()) if target == "cuda" else None
+    why = gemm_refusal("nvfp4", "nvfp4", m, n, k, cap)
+    if why:
+        raise UnsupportedKernel("nvfp4", target, why)
+    try:
+        from torchao.prototype.mx_formats.nvfp4_tensor import NVFP4Tensor
+        from torchao.prototype.mx_formats.utils import to_blocked
+    except ImportError as e:
+        raise UnsupportedKernel("nvfp4", target, f"torchao is not importable: {e}") from None
+    gen = torch.Generator().manual_seed(seed)
+    x32, w32 = torch.randn(m, k, generator=gen), torch.randn(n, k, generator=gen) / k ** 0.5
+    xq = NVFP4Tensor.to_nvfp4(x32.to(torch.bfloat16).to(device))
+    wq = NVFP4Tensor.to_nvfp4(w32.to(torch.bfloat16).to(device))
+    a = xq.qdata.view(torch.float4_e2m1fn_x2)                 # [M, K/2], row-major
+    b = wq.qdata.view(torch.float4_e2m1fn_x2).t()             # [K/2, N], column-major
+    sa = to_blocked(xq.scale.view(m, k // 16)).view(torch.float8_e4m3fn)
+    sb = to_blocked(wq.scale.view(n, k // 16)).view(torch.float8_e4m3fn)
+    x_dq, w_dq = xq.dequantize(torch.float32), wq.dequantize(torch.float32)
+
+    def call(i):
+        return torch._scaled_mm(i["a"], i["b"], i["sa"], i["sb"], out_dtype=torch.bfloat16)
+
+    return Kernel("gemm", "nvfp4", target, call, {"a": a, "b": b, "sa": sa, "sb": sb},
+                  lambda: x_dq.cpu() @ w_dq.cpu().t(), gemm(m, n, k, weight="nvfp4", act="nvfp4", out="bf16"),
+                  "torch._scaled_mm block-scaled NVFP4 on operands quantized once (the GEMM alone)",
+                  operands={"activations": [a, sa], "weights": [b, sb]}, rtol=2e-2, atol=2e-2, weight_elements=n * k)

@@ -7,6 +7,7 @@ bytes nor the FLOPs, and logits stay a deterministic function of the weights.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +54,10 @@ class Attention(nn.Module):
 
     def setup_cache(self, batch: int, dtype):
         shape = (batch, self.c.n_kv_heads, self.c.max_seq, self.head_dim)
-        self.k_cache, self.v_cache = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
+        held = next(itertools.chain(self.parameters(), self.buffers()), None)  # where the layer runs (a packed INT4
+        device = held.device if held is not None else "cpu"                  # layer holds buffers, not a .weight)
+        self.k_cache, self.v_cache = (torch.zeros(shape, dtype=dtype, device=device),
+                                      torch.zeros(shape, dtype=dtype, device=device))
 
     def forward(self, x, start_pos: int):
         b, t, _ = x.shape

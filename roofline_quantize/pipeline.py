@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -41,6 +42,8 @@ class PhaseTiming:
     tokens_per_s: float
     bandwidth_achieved_gbs: float
     param_bytes: int
+    device: str = "cpu"               # where the model ran and was timed (the device under test)
+    telemetry: dict = field(default_factory=dict)  # the decode steps' region: clocks, throttling, energy
 
 
 @dataclass
@@ -63,24 +66,41 @@ class PipelineReport:
         return asdict(self)
 
 
-def _time(fn, rep_ms):
+def _time(fn, rep_ms, device="cpu", region=None):
     from roofline_kernels.timer import bench
-    return bench(fn, mode="hot", warmup_ms=20, rep_ms=rep_ms, min_reps=5).median_s
+    t = bench(fn, device=device, mode="hot", warmup_ms=20, rep_ms=rep_ms, min_reps=5, region=region)
+    return t.median_s, t.count
 
 
-def measure_model(model, tokens: torch.Tensor, rep_ms: float = 200.0) -> PhaseTiming:
+def model_device(model) -> str:
+    """Where a model's weights are ("cpu", "cuda"): the pipeline times it there."""
+    p = next(iter(model.parameters()), None)
+    return "cpu" if p is None else p.device.type
+
+
+def measure_model(model, tokens: torch.Tensor, rep_ms: float = 200.0, info=None) -> PhaseTiming:
+    """Prefill and decode latency of ``model`` on the device its weights are on (tokens moved there), with the
+    device's telemetry over the timed decode steps when ``info`` (the device under test) is given."""
+    device = info.torch_device if info is not None else model_device(model)
+    tokens = tokens.to(device)
     prompt_len = tokens.shape[1]
-    prefill = _time(lambda: model(tokens, 0), rep_ms)
+    prefill, _ = _time(lambda: model(tokens, 0), rep_ms, device)
     model(tokens, 0)  # a filled cache for the decode step
     nxt = tokens[:, -1:]
-    decode = _time(lambda: model(nxt, prompt_len), rep_ms)
+    region = None
+    if info is not None:
+        from roofline_kernels.telemetry import RegionMonitor
+        region = RegionMonitor(info)
+    decode, calls = _time(lambda: model(nxt, prompt_len), rep_ms, device, region)
     nbytes = param_bytes(model)
     tps = tokens.shape[0] / decode
-    return PhaseTiming(decode, prefill, tps, nbytes * tps / 1e9, nbytes)
+    return PhaseTiming(decode, prefill, tps, nbytes * tps / 1e9, nbytes, device,
+                       region.result(calls) if region is not None else {})
 
 
 def accuracy(model, reference, tokens) -> dict:
-    out, ref = model(tokens, 0, last_only=False), reference(tokens, 0, last_only=False)
+    out = model(tokens.to(model_device(model)), 0, last_only=False).cpu()
+    ref = reference(tokens.to(model_device(reference)), 0, last_only=False).cpu()
     return {"logits_rel_error": float((out - ref).norm() / ref.norm()),
             "top1_agreement": float((out.argmax(-1) == ref.argmax(-1)).float().mean()),
             "reference": "fp32 copy of the same weights, same tokens"}
@@ -131,20 +151,24 @@ def run_pipeline(model=None, hardware=None, phase: str = "decode", precision: st
         calibration = load_or_calibrate(info, quick=True)
     hw = hardware_for(info, calibration)
     peaks = "calibrated" if calibration is not None else "datasheet"
+    device = info.torch_device  # model, inputs, timing and telemetry on the device under test, not the host's CPU
     if model is None:
         model, name = build_tiny(tiny_config), f"tiny ({tiny_config})"
     else:
         name = type(model).__name__
+    model = model.to(device)
+    model.setup_cache(batch, torch.bfloat16)  # the KV cache where the weights are
     reference = copy.deepcopy(model).float()
     reference.setup_cache(batch, torch.float32)
     cfg = model.config.to_roofline()
-    tokens = torch.randint(0, cfg.vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(1))
+    tokens = torch.randint(0, cfg.vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(1)).to(device)
+    measure = functools.partial(measure_model, info=info)
 
     chosen, rec, rec_obj = choose_precision(precision, hw, cfg, phase, batch, prompt_len, peaks, with_rec=True)
     auto = None
     if precision == "auto" and measure_candidates:
-        before = measure_model(model, tokens, rep_ms)
-        auto, trials = autoquant.run(model, reference, tokens, rec_obj, info, phase, before, measure_model, accuracy,
+        before = measure(model, tokens, rep_ms)
+        auto, trials = autoquant.run(model, reference, tokens, rec_obj, info, phase, before, measure, accuracy,
                                      rep_ms / 2, max_logit_error, top_k,
                                      setup_cache=lambda q: q.setup_cache(batch, torch.bfloat16))
         rec["autoquant"] = auto.to_dict()
@@ -152,17 +176,17 @@ def run_pipeline(model=None, hardware=None, phase: str = "decode", precision: st
             raise QuantizationUnsupported("auto", info.hardware_key, auto.why, "pass --precision to force one")
         chosen = auto.measured_pick
         quantized, _, qrep = trials[chosen]
-        after = measure_model(quantized, tokens, rep_ms)  # the same budget as the baseline
+        after = measure(quantized, tokens, rep_ms)  # the same budget as the baseline
     else:
         if chosen is None:
             raise QuantizationUnsupported(rec["precision"], info.hardware_key, "the roofline recommends no "
                                           f"quantization for this shape ({rec['reason']})", "pass --precision to force one")
         check_supported(get_precision(chosen), info)  # before spending time measuring the baseline
-        before = measure_model(model, tokens, rep_ms)
+        before = measure(model, tokens, rep_ms)
         quantized = copy.deepcopy(model)
         qrep: QuantReport = apply_quantization(quantized, chosen, info)
         quantized.setup_cache(batch, torch.bfloat16)
-        after = measure_model(quantized, tokens, rep_ms)
+        after = measure(quantized, tokens, rep_ms)
 
     prec = get_precision(chosen)
     pred_before = predicted_times(cfg, hw, peaks, batch, prompt_len, "bf16", "bf16")

@@ -104,6 +104,21 @@ class Simulation:
             time.sleep(float(samples.sum()))
         return dataclasses.replace(summarize(samples, mode, "simulated"), converged=True)
 
+    def spot_builder(self, info):
+        """A builder for ``roofline_kernels.spot.spot_check`` (``measure --simulate KEY``): each kernel built as the
+        suite builds it on this device (``probe_kernel``: CUDA's rules at the full shape, a probe shape of the same
+        path carrying the full cost), wrapped for a planted fault."""
+        from roofline_kernels.spot import build
+        from tests.validation.cases import Case
+
+        def builder(op, shape, kwargs, device, target):
+            full = {"m": 1, **shape} if op == "gemv" else dict(shape)
+            label = kwargs.get("precision") or f"{kwargs.get('weight')}/{kwargs.get('act')}"
+            case = Case(op, "x".join(map(str, full.values())), full, label, dict(kwargs), None)
+            kernel = probe_kernel(lambda c, i: build(c.op, c.shape, c.kwargs, device, target), case, info)
+            return self.wrap_kernel(kernel)
+        return builder
+
     def wrap_kernel(self, kernel):
         if self.fault != "wrong-result":
             return kernel
@@ -111,14 +126,25 @@ class Simulation:
         return dataclasses.replace(kernel, call=lambda inputs: call(inputs) * 1.25)
 
 
+PROBE_MODULUS = 256  # every shape rule's multiple divides it (tests/fakes/cuda_rules.py checks that)
+
+
+def probe_dims(m: int, n: int, k: int) -> tuple[int, int, int]:
+    """A small shape that every CUDA shape rule judges as it judges (m, n, k): N and K keep their residue modulo
+    ``PROBE_MODULUS`` (so N % 16, K % 32, K % 128 ... come out the same), M stays a GEMV, stays <= 16 or > 16."""
+    def small(v, cap):
+        return v if v <= cap else cap + v % cap
+    return small(m, 32), small(n, PROBE_MODULUS), small(k, PROBE_MODULUS)
+
+
 def probe_kernel(build, case, device_info):
     """Build ``case``'s kernel at a small probe shape of the same path, carrying the full shape's cost.
 
-    CUDA's shape rules are checked at the full shape first, so the simulated device refuses exactly
-    what the real one would; the probe shape keeps every rule the full shape passes (M > 16 stays > 16,
-    dimensions stay multiples of 256)."""
-    from roofline_kernels.ops import UnsupportedKernel, cuda_shape_refusal
-    from roofline import attention, gemm, get_format, gemv
+    What CUDA refuses is checked at the full shape first (``ops.gemm_refusal``, naming the full shape), and
+    the probe shape keeps every shape rule's verdict (``probe_dims``), so the fakes' own rule table
+    (tests/fakes/cuda_rules.py) judges the probe's calls as the real device would judge the full ones."""
+    from roofline_kernels.ops import UnsupportedKernel, gemm_formats, gemm_refusal, priced_gemm
+    from roofline import attention
     s = dict(case.shape)
     if case.op == "attention":
         small = dict(s, seq_kv=min(s["seq_kv"], 256), seq_q=1 if s["seq_q"] == 1 else min(s["seq_q"], 256))
@@ -127,15 +153,13 @@ def probe_kernel(build, case, device_info):
         full = attention(s["batch"], s["heads"], s["kv_heads"], s["seq_q"], s["seq_kv"], s["head_dim"],
                          act=c.act_format, kv=c.weight_format or c.act_format, causal=s["seq_q"] > 1)
         return dataclasses.replace(kernel, cost=full)
-    w = case.kwargs.get("weight") or case.kwargs.get("precision")
-    cls = get_format(w).compute_class if w else None
-    if cls in ("fp8", "int8") and case.kwargs.get("act", w) == w:
-        why = cuda_shape_refusal(cls, s["m"], s["n"], s["k"])
-        if why:
-            raise UnsupportedKernel(case.precision, "cuda", why)
-    small = dict(m=s["m"] if s["m"] <= 16 else 32, n=min(s["n"], 256), k=min(s["k"], 256))
-    kernel = build(dataclasses.replace(case, shape=small), device_info)
+    w, a, label = gemm_formats(**case.kwargs)
+    import torch
+    why = gemm_refusal(w, a, s["m"], s["n"], s["k"], tuple(torch.cuda.get_device_capability()))
+    if why:
+        raise UnsupportedKernel(label, "cuda", why)
+    m, n, k = probe_dims(s["m"], s["n"], s["k"])
+    kernel = build(dataclasses.replace(case, shape=dict(m=m, n=n, k=k)), device_info)
     c = kernel.cost
-    full = (gemv(s["n"], s["k"], weight=c.weight_format, act=c.act_format, out=c.out_format) if case.op == "gemv"
-            else gemm(s["m"], s["n"], s["k"], weight=c.weight_format, act=c.act_format, out=c.out_format))
-    return dataclasses.replace(kernel, cost=full)
+    full, _ = priced_gemm(case.op, s["m"], s["n"], s["k"], c.weight_format, c.act_format, c.out_format, "cuda")
+    return dataclasses.replace(kernel, cost=full)  # weight_elements stay the probe's: they weigh its storage

@@ -163,12 +163,12 @@ def test_a_growing_sweep_stops_when_the_peak_stops_rising_or_the_budget_ends(dev
     times = {256: 2e-4, 512: 8e-4, 1024: 6.4e-3, 2048: 0.0512}  # launch-bound at 256, flat from 512 on
     built = []
 
-    def fake_gemm(m, n, k, prec, device):
+    def fake_gemm(m, prec, device):
         built.append(m)
         from roofline import gemm
-        return type("K", (), {"emulated": False, "fn": lambda: None, "cost": gemm(m, n, k, precision="fp32")})()
+        return type("K", (), {"emulated": False, "fn": lambda: None, "cost": gemm(m, m, m, precision="fp32")})()
 
-    monkeypatch.setattr(cal_mod, "make_gemm", fake_gemm)
+    monkeypatch.setattr(cal_mod, "make_peak_gemm", fake_gemm)
     monkeypatch.setattr(cal_mod, "bench", lambda fn, **k: type("T", (), {"median_s": times[built[-1]]})())
     import torch
     best, rising = cal_mod._gemm_pass("fp32", device_info, True, {}, [], torch)

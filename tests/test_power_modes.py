@@ -249,3 +249,25 @@ def test_ctrl_c_in_a_lower_mode_still_ends_in_the_original_mode(tmp_path):
     report = json.loads((reports / "power_modes.json").read_text())
     assert [s["mode"] for s in report["switches"]] == ["15W"]  # interrupted in 15W, before 25W ran
     assert report["restored"] == "power mode restored to 25W (id 1)" and report["final_mode"]["mode"] == "25W"
+
+
+def test_a_mode_no_table_lists_runs_at_its_measured_caps_and_says_so(monkeypatch, tmp_path):
+    """An AGX Orin 32GB in MODE_40W (or a custom mode in /etc/nvpmodel.conf): hardware_for raised 'unknown power
+    mode', in the calibration fixture, so every measured case errored. Now: the caps the board reports."""
+    from roofline_kernels import jetson
+    from roofline_kernels.device import detect
+    from roofline import get_hardware
+    from roofline_kernels.measure import hardware_for
+    from tests.fakes.install import install_device
+    from tests.fakes.jetson import install_fake_nvpmodel
+    install_device(monkeypatch, "jetson_agx_orin", tmp_path)
+    install_fake_nvpmodel(tmp_path / "bin", "MODE_40W", 3)  # what the board's nvpmodel -q prints now
+    gpu = jetson.find_gpu_devfreq(tmp_path)
+    (gpu / "max_freq").write_text(f"{int(1000e6)}\n")
+    info = detect(root=tmp_path)
+    assert info.power_mode["mode"] == "MODE_40W"
+    hw = hardware_for(info)
+    nominal = get_hardware("jetson_agx_orin")
+    assert hw.key == "jetson_agx_orin@nvpmodel MODE_40W" and "in no power-mode table" in hw.name
+    assert "GPU 1000 MHz" in hw.name
+    assert hw.peaks["fp16"].value == pytest.approx(nominal.peaks["fp16"].value * 1000 / nominal.gpu_clock.value)

@@ -324,3 +324,39 @@ def test_a_users_local_hugging_face_model():
     from roofline_quantize.hf import load_local_model
     rep = run_pipeline(load_local_model(path), precision="int8", rep_ms=50)
     assert rep.accuracy["perplexity"] > 0 and rep.quantization["quantized"]
+
+
+def test_the_pipeline_builds_runs_and_times_the_model_on_the_device_under_test(monkeypatch, tmp_path, calibration):
+    """On a GPU host the pipeline built the model on the CPU and timed it with the timer's default device='cpu':
+    the GPU's configs were applied to CPU weights and the CPU's speed reported against the GPU's roofs. Here a
+    simulated H100 (torch's .to('cuda') kept on the CPU, CUDA events faked) records where everything went."""
+    from roofline_kernels import timer
+    from tests.fakes.cuda import install_fake_cuda_events
+    from tests.fakes.install import install_device
+    install_device(monkeypatch, "h100_sxm", tmp_path)
+    install_fake_cuda_events(monkeypatch)
+    gpu = detect()
+    assert gpu.torch_device == "cuda"
+    moved, timed = [], []
+    module_to, tensor_to = torch.nn.Module.to, torch.Tensor.to
+
+    def on_host(args):
+        return tuple("cpu" if str(a).startswith("cuda") else a for a in args)
+
+    def m_to(self, *args, **kwargs):
+        moved.extend(str(a) for a in args if isinstance(a, (str, torch.device)))
+        return module_to(self, *on_host(args), **kwargs)
+
+    def t_to(self, *args, **kwargs):
+        moved.extend(str(a) for a in args if isinstance(a, (str, torch.device)))
+        return tensor_to(self, *on_host(args), **kwargs)
+    monkeypatch.setattr(torch.nn.Module, "to", m_to)
+    monkeypatch.setattr(torch.Tensor, "to", t_to)
+    bench = timer.bench
+    monkeypatch.setattr(timer, "bench", lambda fn, **kw: (timed.append(kw.get("device", "cpu")), bench(fn, **kw))[1])
+    rep = run_pipeline(precision="int8", device_info=gpu, calibration=None, rep_ms=20, tiny_config=SMALL, prompt_len=16,
+                       measure_candidates=False)
+    assert "cuda" in moved  # the model and the tokens were sent to the device under test
+    assert timed and set(timed) == {"cuda"}  # every timing ran on CUDA's timer (events), none on the host's clock
+    assert rep.before.device == rep.after.device == "cuda" and rep.hardware == "h100_sxm"
+    assert rep.after.telemetry  # the decode steps' telemetry region, on the device under test

@@ -15,6 +15,28 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CASE = "test_measured_case and gemv-1x4096x4096-bf16"
 
+# Every skip each board's dry run may show, by its reason: the rule that refuses the kernel there (ops.GEMM_RULES,
+# with the upstream file), a path the device lacks, or a ratio reported for a named reason. Each is expected on its
+# board, and nothing else is accepted.
+INT_MM = "no int8 kernel on cuda: torch._int_mm on CUDA needs M > 16 and K, N divisible by 8"
+SDPA = "no fp32 kernel on cuda: fp32 SDPA with grouped KV heads has no fused CUDA kernel"
+RATIO = "reported, not enforced: int8/bf16 vs bf16 on {'m': 1, 'n': 11008, 'k': 4096}"
+E5M2 = "no fp8_e5m2 kernel on cuda: cuBLASLt multiplies FP8 E5M2 only against E4M3"
+EXPECTED_SKIPS = {
+    "gb10": [E5M2, INT_MM, SDPA, RATIO, "no mxfp4 kernel on cuda: torch 2.13 runs MXFP4 GEMMs (F.scaled_mm, the "
+             "mslk/FBGEMM-GenAI f4f4bf16 kernel built into PyTorch) only on sm_100/sm_103"],
+    "h100_sxm": [E5M2, INT_MM, SDPA, RATIO,
+                 "no nvfp4 kernel on cuda: NVFP4 GEMMs (torch._scaled_mm, cuBLAS block-scaled FP4) need Blackwell",
+                 "no mxfp4 kernel on cuda: MXFP4 GEMMs need Blackwell FP4 tensor cores (sm_100/sm_103); sm_90 has none"],
+    "jetson_orin_nano": [INT_MM, SDPA, RATIO,
+                         "no fp8_e4m3 kernel on cuda: FP8 GEMMs (torch._scaled_mm) need sm_89+ (Ada, Hopper, "
+                         "Blackwell); sm_87 has no FP8 tensor cores",
+                         "no fp8_e5m2 kernel on cuda: FP8 GEMMs (torch._scaled_mm) need sm_89+",
+                         "no nvfp4 kernel on cuda: NVFP4 GEMMs (torch._scaled_mm, cuBLAS block-scaled FP4) need Blackwell",
+                         "no mxfp4 kernel on cuda: MXFP4 GEMMs need Blackwell FP4 tensor cores (sm_100/sm_103); sm_87 "
+                         "has none"],
+}
+
 
 def dry_run(tmp_path, marker, key, *extra):
     store, reports = tmp_path / "store", tmp_path / "reports"
@@ -42,9 +64,11 @@ def test_a_board_dry_run_passes_and_says_simulated(tmp_path, marker, key):
     assert f"SIMULATED device {key}" in (reports / "report.html").read_text()
     written = [p for p in (tmp_path / "history").rglob("*") if p.is_file()]  # pytest-benchmark makes the dir
     assert written == [] and not store.exists()  # no timing history, no profile, no baseline
-    for line in proc.stdout.splitlines():  # every skip names what was required and what this device has
-        if line.startswith("SKIPPED"):
-            assert "no kernel" in line or "reported, not enforced" in line or "requires" in line, line
+    skips = [line for line in proc.stdout.splitlines() if line.startswith("SKIPPED")]
+    for line in skips:  # every skip is one this board is expected to show, for its named reason
+        assert any(reason in line for reason in EXPECTED_SKIPS[key]), line
+    for reason in EXPECTED_SKIPS[key]:  # and each expected one is seen: the list cannot go stale
+        assert any(reason in line for line in skips), (reason, skips)
 
 
 @pytest.mark.parametrize("fault, check", [("above-roof", "physics"), ("below-floor", "efficiency"),

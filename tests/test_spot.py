@@ -77,6 +77,12 @@ class _Script:
         k = make_gemm(1, 256, 256, device=device, **kwargs)
         if what == "wrong":
             k.reference = lambda: k.fn().float() + 1.0
+        if what == "backend":  # what CUDA's _scaled_mm raises for two E5M2 operands (TORCH_CHECK_VALUE)
+            def refused(inputs):
+                raise ValueError("Multiplication of two Float8_e5m2 matrices is not supported")
+            k.call = refused
+        if what == "build-error":
+            raise NotImplementedError("Could not run 'aten::x' with arguments from the 'CUDA' backend")
         return k
 
     def timer(self, kernel, hw, peaks, mode):
@@ -112,6 +118,19 @@ def test_each_precision_runs_alone_and_failures_stay_in_their_row(device_info, h
     assert recs["int8/bf16"]["speedup_vs_baseline"] == pytest.approx(2.0)
     assert recs["bf16"]["efficiency"] == pytest.approx(recs["bf16"]["bound_time_s"] / 2e-5)
     assert recs["fp32"]["expected_source"] == "none" and recs["fp32"]["expected_time_s"] is None
+
+
+def test_a_backend_error_of_any_type_stays_in_its_row_and_the_rest_still_run(device_info, hardware_entry):
+    """CUDA raises ValueError (TORCH_CHECK_VALUE) for E5M2 x E5M2 and NotImplementedError for a missing kernel: the
+    spot check used to catch RuntimeError only, so `measure --precision all` aborted at the fifth precision."""
+    script = _Script({"fp32": 4e-5, "bf16": 2e-5, "int8/bf16": 1e-5},
+                     fail={"fp8_e5m2": "backend", "fp16": "build-error"})
+    rep = _run(device_info, hardware_entry, script, "fp32,fp8_e5m2,fp16,bf16,int8/bf16")
+    status = {r.precision: (r.status, r.reason) for r in rep.results}
+    assert [r.precision for r in rep.results] == ["fp32", "fp8_e5m2", "fp16", "bf16", "int8/bf16"]
+    assert status["fp8_e5m2"] == ("failed", "ValueError: Multiplication of two Float8_e5m2 matrices is not supported")
+    assert status["fp16"][0] == "failed" and status["fp16"][1].startswith("NotImplementedError: Could not run")
+    assert all(status[p][0] == "ok" for p in ("fp32", "bf16", "int8/bf16"))
 
 
 def test_ctrl_c_keeps_what_finished(device_info, hardware_entry):
@@ -307,3 +326,26 @@ def test_a_failing_point_is_marked_and_text_is_escaped():
     root = ET.fromstring(svg)  # parses: the detail text was escaped
     g = [g for g in root.iter(f"{SVG}g") if "pt" in g.get("class", "").split()][0]
     assert "failed" in g.get("class") and "<a&b>" in g.find(f"{SVG}title").text
+
+
+@pytest.mark.parametrize("key", ["h100_sxm", "gb10"])
+def test_measure_all_on_a_simulated_board_has_one_record_per_precision_and_refuses_e5m2_with_cudas_rule(key):
+    """`measure --simulate KEY` runs the spot check on a simulated device (it could not): every precision gets its
+    record, the E5M2 x E5M2 row is refused with ScaledBlas.cpp's rule, and every record says SIMULATED."""
+    rc, text = run("measure", "gemm", "--m", "256", "--n", "4096", "--k", "4096", "--precision", "all",
+                   "--simulate", key, "--json")
+    assert rc == 0
+    doc = json.loads(text)
+    recs = {r["precision"]: r for r in doc["records"]}
+    assert list(recs) == [label for label, _ in GEMM_KERNELS] and doc["SIMULATED"] and doc["hardware"] == key
+    e5m2 = recs["fp8_e5m2"]
+    assert e5m2["status"] == "unsupported" and "Multiplication of two Float8_e5m2 matrices is not supported" in \
+        e5m2["reason"] and "ScaledBlas.cpp" in e5m2["reason"]
+    assert all(r["SIMULATED"] for r in recs.values())
+    assert {p for p, r in recs.items() if r["status"] not in ("ok", "unsupported")} == set()
+    assert recs["bf16"]["status"] == "ok" and recs["bf16"]["median_s"] > 0
+
+
+def test_simulate_names_what_it_accepts():
+    rc, _ = run("measure", "gemv", "--precision", "bf16", "--simulate", "tpu_v9")
+    assert rc == 2

@@ -181,3 +181,23 @@ def test_the_cuda_timer_runs_its_recipe_on_fake_events(monkeypatch):
     if floor is None:
         pytest.skip("the host's load moved between sizing a budget and the timer's estimate, three times")
     assert 10 <= floor.count <= 14  # never below min_reps, even when the budget is nearly spent
+
+
+def test_the_cuda_region_starts_after_the_queued_warmup_has_run(monkeypatch):
+    """Launches return at once: the warmup calls are only queued when the loop over them ends. Without a synchronize
+    before the region starts, up to warmup_ms of warmup work ran inside the telemetry and energy window."""
+    from tests.fakes.cuda import install_fake_cuda_events
+    stream = install_fake_cuda_events(monkeypatch)
+    pending = []
+
+    class Region:
+        def start(self):
+            pending.append(stream.pending_s())
+
+        def stop(self):
+            pending.append(stream.pending_s())
+
+    t = bench(stream.kernel(1e-3), device="cuda", mode="hot", warmup_ms=25, rep_ms=5, min_reps=10, region=Region())
+    assert t.warmup_count >= 20  # ~25 ms of warmup was queued
+    assert pending == [0.0, 0.0]  # the region began with the queue drained and ended after its own calls ran
+    assert 1e-3 <= t.median_s < 1.5e-3  # the events time the device work, not the host's launches

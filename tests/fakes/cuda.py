@@ -97,22 +97,104 @@ def install_fake_cuda(mp, devices: list[FakeDevice], current: int = 0,
     return props
 
 
+class FakeStream:
+    """The device's queue, asynchronous as CUDA's is: a launch returns at once and its work ends after the work queued
+    before it (``busy_until``, on the host's perf_counter timeline); ``synchronize`` waits until the queue drains.
+    While a ``FakeCUDAGraph`` captures, launches are recorded into it instead; its replay queues them all at once."""
+
+    def __init__(self):
+        self.busy_until = 0.0
+        self.launches = 0
+        self.capturing = None  # the FakeCUDAGraph recording launches, or None
+
+    def launch(self, seconds: float, host_s: float = 0.0) -> None:
+        import time
+        if host_s:  # the host's dispatch of one launch (Python, the dispatcher, a tensor subclass): busy, not queued
+            end = time.perf_counter() + host_s
+            while time.perf_counter() < end:
+                pass
+        if self.capturing is not None:
+            self.capturing.work.append(seconds)
+            return
+        self.busy_until = max(time.perf_counter(), self.busy_until) + seconds
+        self.launches += 1
+
+    def kernel(self, seconds: float, launches: int = 1, host_s: float = 0.0):
+        """A stand-in call: ``launches`` kernels of ``seconds`` device work each, every launch costing the host
+        ``host_s`` of dispatch; each returns before its work runs, as a launch does."""
+        def call():
+            for _ in range(launches):
+                self.launch(seconds, host_s)
+        return call
+
+    def pending_s(self) -> float:
+        """Device work queued and not yet done, now."""
+        import time
+        return max(0.0, self.busy_until - time.perf_counter())
+
+    def synchronize(self, device=None) -> None:
+        import time
+        left = self.pending_s()
+        if left > 0:
+            time.sleep(left)
+
+
 class FakeEvent:
-    """``torch.cuda.Event(enable_timing=True)`` over the host clock: with synchronous stand-in kernels, an
-    event pair around a call measures that call, so the CUDA timer's control flow runs without a GPU."""
+    """``torch.cuda.Event(enable_timing=True)``: ``record`` marks when the work queued before it ends (not when the
+    host called it), as a CUDA event does; a host-synchronous stand-in kernel ends when the host returns."""
+
+    stream: FakeStream = None  # set by install_fake_cuda_events
 
     def __init__(self, enable_timing=False):
         self.t_ns = None
 
     def record(self, stream=None):
         import time
-        self.t_ns = time.perf_counter_ns()
+        self.t_ns = int(max(time.perf_counter(), self.stream.busy_until) * 1e9)
 
     def elapsed_time(self, end) -> float:
         return (end.t_ns - self.t_ns) / 1e6  # milliseconds, as CUDA reports
 
 
-def install_fake_cuda_events(mp):
+class FakeCUDAGraph:
+    """``torch.cuda.CUDAGraph``: capture records the launches; ``replay`` queues them with one launch from the host."""
+
+    def __init__(self, stream: FakeStream):
+        self.stream, self.work = stream, []
+
+    def replay(self):
+        import time
+        self.stream.busy_until = max(time.perf_counter(), self.stream.busy_until) + sum(self.work)
+        self.stream.launches += 1
+
+
+class _SideStream:
+    def wait_stream(self, other):
+        pass
+
+
+def install_fake_cuda_events(mp) -> FakeStream:
+    """Asynchronous fake events, synchronize, streams and CUDA graphs over one queue; returns it
+    (``kernel(seconds, launches, host_s)`` makes calls that launch on it)."""
+    import contextlib
+
     import torch
-    mp.setattr(torch.cuda, "Event", FakeEvent)
-    mp.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    stream = FakeStream()
+    event = type("FakeEvent", (FakeEvent,), {"stream": stream})
+
+    @contextlib.contextmanager
+    def graph(g, **kwargs):
+        stream.capturing = g
+        try:
+            yield g
+        finally:
+            stream.capturing = None
+
+    mp.setattr(torch.cuda, "Event", event)
+    mp.setattr(torch.cuda, "synchronize", stream.synchronize)
+    mp.setattr(torch.cuda, "Stream", lambda *a, **k: _SideStream())
+    mp.setattr(torch.cuda, "current_stream", lambda *a, **k: _SideStream())
+    mp.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    mp.setattr(torch.cuda, "CUDAGraph", lambda *a, **k: FakeCUDAGraph(stream))
+    mp.setattr(torch.cuda, "graph", graph)
+    return stream

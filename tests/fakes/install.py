@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .cuda import install_fake_cuda
+from .cuda_rules import install_cuda_rules
 from .devices import SIMULATED, FakeDevice
 from .jetson import install_fake_sudo, install_switchable_nvpmodel, make_jetson_tree, path_with
 from .nvml import make_fake_pynvml
@@ -23,6 +24,7 @@ def install_device(mp, key: str, root: Path, *, docker: bool = False, mode: str 
     dev = device or SIMULATED[key]
     if cuda:
         install_fake_cuda(mp, [dev])
+        install_cuda_rules(mp, dev.capability)  # what CUDA refuses, refused here (tests/fakes/cuda_rules.py)
     fake = make_fake_pynvml([dev], **nvml_options)
     mp.setitem(sys.modules, "pynvml", fake)
     if dev.is_jetson:

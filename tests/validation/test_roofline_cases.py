@@ -78,7 +78,7 @@ def test_theory_case(key, case):
     assert p.time_s == max(p.t_memory_s, p.t_compute_s) > 0
     bound = case.expected_bound or p.bound
     tol = tolerance(hw.family, bound, case.precision, "attention" if case.op == "attention" else "")
-    assert tol.floor is not None, f"tolerances.toml has no {bound} floor for {case.precision} on {hw.family}"
+    assert tol.floor is not None or tol.reported, f"tolerances.toml has no {bound} floor for {case.precision} on {hw.family}"
 
 
 def build_kernel(case, device_info):

@@ -21,6 +21,7 @@ class Tolerance:
     ratio_band_upper: float
     floor: float | None
     floor_source: str
+    reported: str = ""  # why this precision's efficiency is reported, not held to a floor (tolerances.toml [*.reported])
 
 
 def _section(family: str) -> dict:
@@ -35,6 +36,9 @@ def _section(family: str) -> dict:
     for kind, v in own.get("floor", {}).items():
         floors.setdefault(kind, {}).update({p: (x, f"[{family}.floor.{kind}]") for p, x in v.items()})
     merged["floor"] = floors
+    reported = dict(base.get("reported", {})) if family != "cpu" else {}
+    reported.update(own.get("reported", {}))
+    merged["reported"] = reported
     return merged
 
 
@@ -42,5 +46,8 @@ def tolerance(family: str, bound: str, precision: str, op: str = "") -> Toleranc
     sec = _section(family)
     floors = sec["floor"]
     floor, source = floors.get(op, {}).get(precision) or floors.get(bound, {}).get(precision) or (None, "none")
+    reported = sec["reported"].get(precision, "")
+    if reported:  # no source bounds this path's efficiency: reported, then held to this device's first run
+        floor, source = None, f"reported, not enforced: {reported}"
     return Tolerance(family, sec["roof"], float(sec["regression_band"]), bool(sec["ratio_enforced"]), float(sec["ratio_band"]),
-                     float(sec.get("ratio_band_upper", sec["ratio_band"])), floor, source)
+                     float(sec.get("ratio_band_upper", sec["ratio_band"])), floor, source, reported)

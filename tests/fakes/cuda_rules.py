@@ -1,0 +1,181 @@
+"""What the real CUDA stack refuses, refused on a simulated GPU: a table of rules read from the sources.
+
+A simulated GPU runs CUDA's paths with CPU tensors, and the CPU's kernels accept what CUDA's refuse (the CPU's
+``torch._scaled_mm`` multiplies two E5M2 matrices; its ``torch._int_mm`` takes M <= 16). ``install_cuda_rules``
+wraps the GEMM entry points so that, on the simulated device, each call is first held to the rules the CUDA
+build enforces, raising what CUDA raises (``TORCH_CHECK``: RuntimeError, ``TORCH_CHECK_VALUE``: ValueError,
+``TORCH_CHECK_NOT_IMPLEMENTED``: NotImplementedError) with CUDA's message; a call that passes them runs on the
+CPU, except block-scaled FP4, which the CPU has no kernel for (``SimulatedKernelUnavailable``).
+
+This table is the fakes' own reading of the sources, kept apart from the product's (``roofline_kernels.ops.
+GEMM_RULES``): a rule the product forgets is then a backend error in the simulated run, as on the board.
+Sources: pytorch/pytorch aten/src/ATen/native/cuda/ScaledBlas.cpp (at 0174dfab) and Blas.cpp (at 492e246a),
+the files torch 2.13's CUDA wheels are built from.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+SCALED_BLAS = "aten/src/ATen/native/cuda/ScaledBlas.cpp"
+BLAS = "aten/src/ATen/native/cuda/Blas.cpp"
+
+
+# callers that run only because the tensors are on the CPU (a GPU takes another branch): CUDA's rules do not apply
+CPU_ONLY_CALLERS = frozenset({"_int_scaled_matmul_cpu"})
+
+
+class SimulatedKernelUnavailable(NotImplementedError):
+    """The call passes every CUDA rule, but the CPU standing in for the GPU has no such kernel (block-scaled FP4)."""
+
+
+@dataclass(frozen=True)
+class Call:
+    """One GEMM call as the rules see it: ``a`` [M, K'] times ``b`` [K', N] (K' = K / 2 for packed FP4)."""
+    op: str                # "_scaled_mm" (torch._scaled_mm, v1), "scaled_mm" (F.scaled_mm, v2), "_int_mm"
+    a: object
+    b: object
+    capability: tuple
+
+    @property
+    def fp4(self) -> bool:
+        import torch
+        return self.a.dtype == torch.float4_e2m1fn_x2
+
+    def dtypes(self):
+        return self.a.dtype, self.b.dtype
+
+
+@dataclass(frozen=True)
+class Rule:
+    ops: tuple             # the entry points it binds
+    name: str
+    allows: Callable       # Call -> bool
+    error: type            # what CUDA raises
+    message: Callable      # Call -> CUDA's message
+    source: str            # the upstream file and function
+    modulus: int = 1       # a shape rule's multiple on a logical dimension (probe shapes keep it: see simulation)
+
+
+def _is_fp8(dtype) -> bool:
+    import torch
+    return dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def _e5m2(dtype) -> bool:
+    import torch
+    return dtype == torch.float8_e5m2
+
+
+def _row_major(t) -> bool:
+    return t.stride(1) == 1
+
+
+def _col_major(t) -> bool:
+    return t.stride(0) == 1
+
+
+ARCH_MESSAGE = ("torch._scaled_mm is only supported on CUDA devices with compute capability >= 9.0 or 8.9, "
+                "or ROCm MI300+")
+RULES: tuple[Rule, ...] = (
+    # --- torch._scaled_mm (v1) and F.scaled_mm (v2) ------------------------------------------------------------
+    Rule(("_scaled_mm",), "arch", lambda c: c.capability >= (8, 9), RuntimeError, lambda c: ARCH_MESSAGE,
+         f"{SCALED_BLAS} _scaled_mm_out_cuda: TORCH_CHECK(scaled_mm_arch_allowed())"),
+    Rule(("scaled_mm",), "arch", lambda c: c.capability >= (8, 9), NotImplementedError, lambda c: ARCH_MESSAGE,
+         f"{SCALED_BLAS} _scaled_mm_cuda_v2_out: TORCH_CHECK_NOT_IMPLEMENTED(scaled_mm_arch_allowed())"),
+    Rule(("_scaled_mm", "scaled_mm"), "dtypes", lambda c: all(_is_fp8(d) or d == _fp4() for d in c.dtypes()),
+         RuntimeError, lambda c: f"Expected mat1 to be Float8 or Float4_x2 matrix got {c.a.dtype}",
+         f"{SCALED_BLAS} _scaled_mm_out_cuda: isFloat8Type(mat1) || Float4_e2m1fn_x2"),
+    # v1 checks the stored (packed) K: for fp4x2 that is K / 2, so the logical K must be a multiple of 32
+    Rule(("_scaled_mm",), "mat1 K % 16", lambda c: c.a.shape[1] % 16 == 0, RuntimeError,
+         lambda c: f"Expected trailing dimension of mat1 to be divisible by 16 but got mat1 shape: "
+                   f"({c.a.shape[0]}x{c.a.shape[1]}).",
+         f"{SCALED_BLAS} _scaled_mm_out_cuda: mat1.sizes()[1] % 16 == 0", modulus=32),
+    Rule(("_scaled_mm",), "mat2 % 16", lambda c: c.b.shape[0] % 16 == 0 and c.b.shape[1] % 16 == 0, RuntimeError,
+         lambda c: f"mat2 shape ({c.b.shape[0]}x{c.b.shape[1]}) must be divisible by 16",
+         f"{SCALED_BLAS} _scaled_mm_out_cuda: mat2.sizes()[0] % 16 == 0 && mat2.sizes()[1] % 16 == 0", modulus=32),
+    # v2 multiplies the packed K back (K_multiplier): the logical K must be a multiple of 16
+    Rule(("scaled_mm",), "mat_a K % 16", lambda c: (2 if c.fp4 else 1) * c.a.shape[1] % 16 == 0, ValueError,
+         lambda c: f"Expected trailing dimension of mat1 to be divisible by 16 but got mat1 shape: "
+                   f"({c.a.shape[0]}x{(2 if c.fp4 else 1) * c.a.shape[1]}).",
+         f"{SCALED_BLAS} _scaled_mm_cuda_v2_out: K_multiplier * mat_a.sizes()[1] % 16 == 0", modulus=16),
+    Rule(("scaled_mm",), "mat_b % 16",
+         lambda c: (2 if c.fp4 else 1) * c.b.shape[0] % 16 == 0 and c.b.shape[1] % 16 == 0, ValueError,
+         lambda c: f"mat2 shape ({c.b.shape[0]}x{c.b.shape[1]}) must be divisible by 16",
+         f"{SCALED_BLAS} _scaled_mm_cuda_v2_out: K_multiplier * mat_b.sizes()[0] % 16, mat_b.sizes()[1] % 16",
+         modulus=16),
+    Rule(("_scaled_mm", "scaled_mm"), "e5m2 x e5m2", lambda c: not (_e5m2(c.a.dtype) and _e5m2(c.b.dtype)),
+         ValueError, lambda c: "Multiplication of two Float8_e5m2 matrices is not supported",
+         f"{SCALED_BLAS} _scaled_mm_out_cuda / _scaled_mm_cuda_v2_out: TORCH_CHECK_VALUE (type restrictions "
+         "imposed by cuBLASLt)"),
+    Rule(("_scaled_mm",), "sm_90 layout", lambda c: c.capability[0] != 9 or (_row_major(c.a) and _col_major(c.b)),
+         RuntimeError, lambda c: "Only multiplication of row-major and column-major matrices is supported by cuBLASLt",
+         f"{SCALED_BLAS} _scaled_gemm: scaled_mm_arch_allowed(sm90_only=true) -> transa == 't' && transb == 'n'"),
+    Rule(("scaled_mm",), "MXFP4 arch", lambda c: not c.fp4 or c.capability[0] == 10, NotImplementedError,
+         lambda c: "MXFP4 scaling only supported in CUDA for B200/B300",
+         f"{SCALED_BLAS} _check_mxfp4_support: dprops->major == 10"),
+    # --- torch._int_mm ---------------------------------------------------------------------------------------
+    Rule(("_int_mm",), "M > 16", lambda c: c.a.shape[0] > 16, RuntimeError,
+         lambda c: f"self.size(0) needs to be greater than 16, but got {c.a.shape[0]}",
+         f"{BLAS} _int_mm_out_cuda: TORCH_CHECK(self.size(0) > 16)"),
+    Rule(("_int_mm",), "K % 8", lambda c: c.a.shape[1] > 0 and c.a.shape[1] % 8 == 0, RuntimeError,
+         lambda c: f"self.size(1) needs to be greater than 0 and a multiple of 8, but got {c.a.shape[1]}",
+         f"{BLAS} _int_mm_out_cuda: TORCH_CHECK(self.size(1) % 8 == 0)", modulus=8),
+    Rule(("_int_mm",), "N % 8", lambda c: c.b.shape[1] > 0 and c.b.shape[1] % 8 == 0, RuntimeError,
+         lambda c: f"mat2.size(1) needs to be greater than 0 and a multiple of 8, but got {c.b.shape[1]}",
+         f"{BLAS} _int_mm_out_cuda: TORCH_CHECK(mat2.size(1) % 8 == 0)", modulus=8),
+)
+
+
+def _fp4():
+    import torch
+    return torch.float4_e2m1fn_x2
+
+
+def refusal(call: Call) -> Rule | None:
+    """The first rule this call breaks, or None."""
+    for rule in RULES:
+        if call.op in rule.ops and not rule.allows(call):
+            return rule
+    return None
+
+
+def _enforce(call: Call):
+    rule = refusal(call)
+    if rule is not None:
+        err = rule.error(rule.message(call))
+        err.cuda_rule = rule  # which rule refused, for tests
+        raise err
+    if call.fp4:
+        raise SimulatedKernelUnavailable(
+            f"{call.op} on packed FP4 passes every CUDA rule on sm_{call.capability[0]}{call.capability[1]}, but "
+            "the CPU standing in for the GPU has no block-scaled FP4 kernel: runs only on CUDA")
+
+
+def install_cuda_rules(mp, capability: tuple[int, int]) -> None:
+    """Hold ``torch._scaled_mm``, ``F.scaled_mm`` and ``torch._int_mm`` to ``RULES`` for a GPU of ``capability``
+    (``mp``: a pytest.MonkeyPatch; ``mp.undo()`` restores the CPU's entry points)."""
+    import torch
+    import torch.nn.functional as F
+    cap = tuple(capability)
+    scaled_mm, int_mm, v2 = torch._scaled_mm, torch._int_mm, getattr(F, "scaled_mm", None)
+
+    def _scaled_mm(a, b, *args, **kwargs):
+        _enforce(Call("_scaled_mm", a, b, cap))
+        return scaled_mm(a, b, *args, **kwargs)
+
+    def _int_mm_(a, b, *args, **kwargs):
+        # torchao routes CPU tensors to its CPU branch (kernel/intmm.py int_scaled_matmul -> _int_scaled_matmul_cpu),
+        # which a GPU never runs: that call is the CPU's own, not the simulated GPU's, and CUDA's rules do not bind it
+        if sys._getframe(1).f_code.co_name not in CPU_ONLY_CALLERS:
+            _enforce(Call("_int_mm", a, b, cap))
+        return int_mm(a, b, *args, **kwargs)
+
+    mp.setattr(torch, "_scaled_mm", _scaled_mm)
+    mp.setattr(torch, "_int_mm", _int_mm_)
+    if v2 is not None:
+        def _scaled_mm_v2(a, b, *args, **kwargs):
+            _enforce(Call("scaled_mm", a, b, cap))
+            return v2(a, b, *args, **kwargs)
+        mp.setattr(F, "scaled_mm", _scaled_mm_v2)

@@ -1,0 +1,138 @@
+"""What the real CUDA stack refuses: refused by the product up front (``roofline_kernels.ops.GEMM_RULES``) and by the
+simulated devices at call time (``tests/fakes/cuda_rules.py``, a separate reading of the same sources).
+
+The fakes used to accept whatever the CPU kernels accept (two E5M2 operands, M <= 16 for ``_int_mm``), so a path
+CUDA refuses passed every simulated run and would have errored on the first board. Here every GEMM kernel on
+every simulated GPU is either refused before it is built, naming the rule and its upstream file, or passes the
+fakes' rules when it runs: never a backend error in the middle of a measurement.
+"""
+import dataclasses
+import itertools
+
+import pytest
+import torch
+
+from roofline_kernels.ops import GEMM_KERNELS, GEMM_RULES, UnsupportedKernel, gemm_formats, gemm_refusal, make_gemm
+from tests.fakes import cuda_rules
+from tests.fakes.install import install_device
+from tests.simulation import PROBE_MODULUS, probe_dims
+
+pytest.importorskip("torchao", reason="torchao is not installed (extra 'gpu')")
+
+GPUS = ["h100_sxm", "gb10", "b200", "a100", "rtx4090", "jetson_orin_nano"]
+
+
+@pytest.fixture
+def simulated(monkeypatch, tmp_path):
+    def install(key):
+        install_device(monkeypatch, key, tmp_path / key)
+        return tuple(torch.cuda.get_device_capability())
+    return install
+
+
+# --- defect 1: E5M2 x E5M2 ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["h100_sxm", "gb10", "b200", "rtx4090"])
+def test_e5m2_times_e5m2_is_refused_with_cudas_rule_before_it_is_built(simulated, key):
+    """ScaledBlas.cpp _scaled_mm_out_cuda: TORCH_CHECK_VALUE(... != Float8_e5m2 || ... != Float8_e5m2). The CPU's
+    _scaled_mm accepts the pair, so the kernel used to build and then raise ValueError in its first call."""
+    simulated(key)
+    with pytest.raises(UnsupportedKernel) as e:
+        make_gemm(256, 256, 256, precision="fp8_e5m2", device="cpu", target="cuda")
+    assert "Multiplication of two Float8_e5m2 matrices is not supported" in e.value.why
+    assert "aten/src/ATen/native/cuda/ScaledBlas.cpp _scaled_mm_out_cuda" in e.value.why
+    # E5M2 paired with E4M3 is what cuBLASLt takes: it builds and runs
+    k = make_gemm(256, 256, 256, weight="fp8_e5m2", act="fp8_e4m3", device="cpu", target="cuda")
+    assert k.check() < 0.05
+
+
+def test_the_cpu_still_runs_e5m2_times_e5m2():
+    assert make_gemm(32, 64, 64, precision="fp8_e5m2", device="cpu").check() < 0.05
+
+
+# --- the fakes refuse what CUDA refuses, raising what CUDA raises -----------------------------------------------
+
+def test_the_fake_refuses_what_cuda_refuses(simulated):
+    simulated("h100_sxm")
+    one = torch.tensor(1.0)
+    e5 = torch.randn(32, 64).to(torch.float8_e5m2)
+    with pytest.raises(ValueError, match="Multiplication of two Float8_e5m2 matrices is not supported"):
+        torch._scaled_mm(e5, e5.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    e4 = torch.randn(32, 64).to(torch.float8_e4m3fn)
+    with pytest.raises(RuntimeError, match="Only multiplication of row-major and column-major"):
+        torch._scaled_mm(e4, e4.t().contiguous(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="divisible by 16"):
+        torch._scaled_mm(e4[:, :40], e4[:, :40].t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    i8 = torch.ones(16, 64, dtype=torch.int8)
+    with pytest.raises(RuntimeError, match="self.size\\(0\\) needs to be greater than 16, but got 16"):
+        torch._int_mm(i8, i8.t())
+    assert torch._int_mm(torch.ones(17, 64, dtype=torch.int8), i8.t()).shape == (17, 16)
+
+
+def test_an_ampere_gpu_has_no_scaled_mm(simulated):
+    simulated("a100")
+    e4 = torch.randn(32, 64).to(torch.float8_e4m3fn)
+    one = torch.tensor(1.0)
+    with pytest.raises(RuntimeError, match="compute capability >= 9.0 or 8.9"):
+        torch._scaled_mm(e4, e4.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+
+
+def test_every_rule_cites_its_upstream_file_and_probe_shapes_keep_every_verdict():
+    for rule in cuda_rules.RULES:
+        assert rule.source.startswith(("aten/src/ATen/native/cuda/",)), rule
+        assert PROBE_MODULUS % rule.modulus == 0, rule  # a probe shape keeps the residue the rule tests
+    for rule in GEMM_RULES:
+        assert rule.source.startswith(("aten/src/ATen/native/cuda/", "torchao ")), rule
+    # the product's shape verdicts are the same at the full shape and at its probe shape
+    for m, n, k in itertools.product((1, 16, 17, 512, 2048), (4096, 4104, 11008, 4100), (4096, 14336, 4112, 1152, 4100)):
+        pm, pn, pk = probe_dims(m, n, k)
+        assert pm <= 32 and pn < 2 * PROBE_MODULUS and pk < 2 * PROBE_MODULUS
+        for label, kwargs in GEMM_KERNELS:
+            w, a, _ = gemm_formats(**kwargs)
+            full, probe = (gemm_refusal(w, a, *dims, (10, 0)) for dims in ((m, n, k), (pm, pn, pk)))
+            assert (full is None) == (probe is None), (label, m, n, k)
+
+
+SHAPES = [(1, 256, 256), (32, 256, 272), (32, 264, 256), (17, 256, 288), (32, 256, 320), (16, 256, 1152)]
+
+
+@pytest.mark.parametrize("key", GPUS)
+def test_every_gemm_kernel_is_refused_up_front_or_runs_within_cudas_rules(simulated, key):
+    """The product refuses (naming the rule) everything the fakes' own table would refuse at call time: a simulated
+    board never meets a backend error mid-measurement, and neither should the real one."""
+    cap = simulated(key)
+    seen = {"built": 0, "refused": 0}
+    for (m, n, k), (label, kwargs) in itertools.product(SHAPES, GEMM_KERNELS):
+        try:
+            kernel = make_gemm(m, n, k, device="cpu", target="cuda", **kwargs)
+        except UnsupportedKernel as e:
+            seen["refused"] += 1
+            assert e.why and e.device == "cuda", e
+            continue
+        seen["built"] += 1
+        if kernel.note.startswith("not probed"):
+            assert "runs only on CUDA" in kernel.note, kernel.note
+            continue
+        try:
+            kernel.check()
+        except AssertionError:  # a wrong result is another test's business; here: no backend refusal
+            pass
+        except cuda_rules.SimulatedKernelUnavailable:
+            pytest.fail(f"{label} at {m}x{n}x{k} on {key}: an FP4 kernel that is not marked 'not probed'")
+        except Exception as e:  # noqa: BLE001 - any backend error is the failure this test exists for
+            rule = getattr(e, "cuda_rule", None)
+            pytest.fail(f"{label} at {m}x{n}x{k} on {key} (sm_{cap[0]}{cap[1]}) was built but CUDA refuses it: "
+                        f"{type(e).__name__}: {e} ({rule.source if rule else 'no rule'})")
+    assert seen["built"] and seen["refused"]
+
+
+def test_gemm_rules_are_one_table_for_both_modules():
+    """ops.py and torchao_paths.py used to repeat the FP8 rule and the sm_89 gate; both now read GEMM_RULES."""
+    from roofline_kernels import torchao_paths as tp
+    assert tp.arch_refusal("fp8_e4m3", "fp8_e4m3", (8, 7)) == gemm_refusal("fp8_e4m3", "fp8_e4m3", capability=(8, 7),
+                                                                            kinds=("arch",))
+    assert tp.shape_refusal("nvfp4", "nvfp4", 256, 272) == gemm_refusal("nvfp4", "nvfp4", None, 256, 272,
+                                                                         kinds=("shape",))
+    paths = {r.path for r in GEMM_RULES}
+    assert paths == {"fp8", "int8", "nvfp4", "mxfp4", "tinygemm"}
+    assert all(dataclasses.is_dataclass(r) and r.kind in ("arch", "dtype", "shape") for r in GEMM_RULES)
