@@ -30,8 +30,8 @@ SESSION_KEY = pytest.StashKey[dict]()
 CSV_FIELDS = ["id", "outcome", "SIMULATED", "hardware", "device", "op", "shape", "precision", "path", "emulated", "mode",
               "median_s", "p20_s", "p80_s", "count", "rel_iqr", "flops", "bytes", "ai", "bound",
               "predicted_time_s", "efficiency", "expected_time_s", "expected_source", "predicted_datasheet_s",
-              "efficiency_datasheet", "achieved_gbs", "achieved_tflops", "floor", "floor_source", "roof_checked",
-              "correctness_error", "stored_bits", "energy_j", "energy_source", "contention", "verdict", "note"]
+              "efficiency_datasheet", "achieved_gbs", "achieved_tflops", "floor", "floor_source", "ceiling", "ceiling_s",
+              "detectable_slowdown", "correctness_error", "stored_bits", "energy_j", "energy_source", "contention", "verdict", "note"]
 
 
 def pytest_addoption(parser):

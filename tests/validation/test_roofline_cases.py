@@ -212,7 +212,7 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
         efficiency_datasheet=sheet.time_s / m.timing.median_s if sheet else None,
         achieved_gbs=m.achieved_gbs, achieved_tflops=m.achieved_tflops,
         floor=evidence.bar[0] if evidence.bar else None, floor_source=evidence.bar[1] if evidence.bar else
-        "none (no sourced floor for this family)", roof_checked=tol.roof, contention=list(obs.contention),
+        "none (no sourced floor for this family)", contention=list(obs.contention),
         ceiling_s=ceiling.time_s, ceiling=ceiling.label, paired_probe=bool(m.timing.probe_s),
         score_median=statistics.median(obs.scores) if obs.scores else None, scores=thin(list(obs.scores)),
         history_runs=ref.runs if ref else 0, detectable_slowdown=ref.detectable if ref else None,

@@ -14,8 +14,6 @@ TABLE = tomllib.loads((Path(__file__).with_name("tolerances.toml")).read_text())
 @dataclass(frozen=True)
 class Tolerance:
     family: str
-    roof: str
-    regression_band: float
     ratio_enforced: bool
     ratio_band: float
     ratio_band_upper: float
@@ -49,5 +47,5 @@ def tolerance(family: str, bound: str, precision: str, op: str = "") -> Toleranc
     reported = sec["reported"].get(precision, "")
     if reported:  # no source bounds this path's efficiency: reported, then held to this device's first run
         floor, source = None, f"reported, not enforced: {reported}"
-    return Tolerance(family, sec["roof"], float(sec["regression_band"]), bool(sec["ratio_enforced"]), float(sec["ratio_band"]),
+    return Tolerance(family, bool(sec["ratio_enforced"]), float(sec["ratio_band"]),
                      float(sec.get("ratio_band_upper", sec["ratio_band"])), floor, source, reported)
