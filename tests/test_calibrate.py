@@ -74,7 +74,7 @@ def test_calibration_waits_for_a_quiet_machine_and_records_contention(device_inf
     monkeypatch.setattr(cal_mod, "bandwidth_sweep", lambda info, quick, progress: {
         "dram_gbs": 40.0, "cache_gbs": {}, "sweep": [], "dram_working_set": "x"})
     monkeypatch.setattr(cal_mod, "compute_peaks", lambda info, quick, progress, hw=None: ({"fp32": 0.2}, {}, [], {}, {}))
-    monkeypatch.setattr(cal_mod, "dram_bandwidth_now", lambda info: 44.0)
+    monkeypatch.setattr(cal_mod, "dram_bandwidth_now", lambda info, **k: 44.0)
     monkeypatch.setattr(cal_mod, "fingerprint_fields", lambda info: {})
     lines = []
     cal = cal_mod.calibrate(device_info, quick=True, progress=lines.append)
