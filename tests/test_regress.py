@@ -90,3 +90,19 @@ def test_decisions_do_not_depend_on_units(scale, factor):
     b = compare([scale * v for v in now], reference([Run(r.median * scale, tuple(v * scale for v in r.samples))
                                                      for r in base]))
     assert a.slower == b.slower and a.ratio == pytest.approx(b.ratio)
+
+
+def test_the_spread_is_taken_at_its_upper_bound_for_the_runs_behind_it():
+    stats = pytest.importorskip("scipy.stats", reason="scipy checks the chi-square table; the case below stands")
+    from roofline.regress import sigma_upper_factor
+    for runs in (2, 3, 5, 11, 15, 40):
+        exact = math.sqrt((runs - 1) / stats.chi2.ppf(0.05, runs - 1))
+        assert sigma_upper_factor(runs) == pytest.approx(exact, rel=0.03 if runs > 11 else 1e-3)
+
+
+def test_three_runs_that_agree_closely_do_not_make_a_tight_band():
+    """Seen: three runs minutes apart within 2.2%, then a healthy run 1.13x slower (host drift) failed a 10% band."""
+    ref = reference(_runs(1.0, 1.03, 0.985))
+    healthy = compare([1.13 * v for v in ref.samples[:20]], ref)
+    assert ref.band > 0.2 and not healthy.slower
+    assert compare([2.0 * v for v in ref.samples[:20]], ref).slower
