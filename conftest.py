@@ -204,9 +204,11 @@ def hardware_entry(device_info, calibration):
 @pytest.fixture(scope="session")
 def history_book(request, device_info, calibration, profile_store):
     """This device's history of each case (loaded once; the runs this session adds are saved at its end)."""
+    from roofline.regress import MIN_EFFECT, MIN_EFFECT_CPU
     from roofline_kernels.baseline import baseline_path, load_book, save_book
     path = baseline_path(device_info, profile_store)
-    book = load_book(path, fresh=request.config.getoption("--rebaseline"))
+    book = load_book(path, fresh=request.config.getoption("--rebaseline"),
+                     min_effect=MIN_EFFECT_CPU if device_info.kind == "cpu" else MIN_EFFECT)
     yield book
     if book.added and not device_info.simulated:
         save_book(book, path)

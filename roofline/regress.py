@@ -24,7 +24,10 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-MIN_EFFECT = 0.10      # below 10% a timing on a shared host is no evidence of a change
+MIN_EFFECT = 0.10      # below 10% a timing is no evidence of a change (a GPU board: its history gate, tox.ini)
+# A host CPU is shared: consecutive runs of cold GEMVs on 2-core VMs drifted up to 35% (raw medians) and a healthy
+# int4 GEMV ran 1.13x its three-run reference minutes later, so no claim below 25% there
+MIN_EFFECT_CPU = 0.25
 # Until a case has RUNS_FOR_SPREAD runs, its run-to-run spread is unknown (one run's samples understate it):
 # the band is at least YOUNG_BAND. Consecutive runs of cold GEMVs on shared 2-core VMs drifted up to 35%
 # (raw medians; the paired scores drift less), so 50% keeps a young history quiet while a 2x slowdown passes it.
@@ -179,18 +182,16 @@ def _spread_band(runs: list[Run], min_effect: float) -> tuple[float, float, str]
     for the number of runs that estimate it. With one run, the standard error of its median (1.2533 sigma /
     sqrt(n)): its samples say how surely the median is known, not how far the next run drifts; that is what
     RUNS_FOR_SPREAD runs show, and YOUNG_BAND stands in for until then."""
-    if len(runs) >= 2:
+    if len(runs) >= RUNS_FOR_SPREAD:
         spread = robust_sigma([r.median for r in runs])
-        if len(runs) == 2:  # a MAD of two is their half-difference: as a sigma, take the whole difference
-            a, b = sorted(r.median for r in runs)
-            spread = (b - a) / ((a + b) / 2)
         factor = sigma_upper_factor(len(runs))
         source = f"run-to-run spread of {len(runs)} runs, {spread:.1%} sigma at its 95% bound x{factor:.2f}"
         spread *= factor
-    else:
-        samples = runs[0].samples
+    else:  # two runs' difference says next to nothing of the spread (its 95% bound is 16x it): YOUNG_BAND rules
+        samples = runs[-1].samples
         spread = 1.2533 * robust_sigma(list(samples)) / math.sqrt(len(samples)) if len(samples) >= 3 else 0.0
-        source = "one run's median, its standard error (no run-to-run history yet)"
+        source = (f"the last run's median, its standard error ({len(runs)} run(s): no run-to-run spread until "
+                  f"{RUNS_FOR_SPREAD})")
     return max(min_effect, SPREAD_MULTIPLE * spread), spread, source
 
 

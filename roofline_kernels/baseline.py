@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roofline.atomic import write_json_atomic
-from roofline.regress import RUNS_KEPT, Reference, Run, reference
+from roofline.regress import MIN_EFFECT, RUNS_KEPT, Reference, Run, reference
 
 from .calibrate import fingerprint
 from .device import DeviceInfo
@@ -33,23 +33,25 @@ class HistoryBook:
     """Accepted runs per case id, plus the runs this session added (saved at its end)."""
     cases: dict = field(default_factory=dict)      # case id -> [Run]
     added: dict = field(default_factory=dict)      # case id -> [Run] added this session
+    min_effect: float = MIN_EFFECT                 # roofline.regress.MIN_EFFECT_CPU on a shared host CPU
 
     def reference(self, case_id: str) -> Reference | None:
-        return reference(self.cases.get(case_id, []))
+        return reference(self.cases.get(case_id, []), self.min_effect)
 
     def add(self, case_id: str, run: Run) -> None:
         self.cases.setdefault(case_id, []).append(run)
         self.added.setdefault(case_id, []).append(run)
 
 
-def load_book(path: str | os.PathLike, fresh: bool = False) -> HistoryBook:
+def load_book(path: str | os.PathLike, fresh: bool = False, min_effect: float = MIN_EFFECT) -> HistoryBook:
     if fresh:
-        return HistoryBook()
+        return HistoryBook(min_effect=min_effect)
     try:
         data = json.loads(Path(path).read_text())
-        return HistoryBook(cases={k: [Run.from_dict(r) for r in v] for k, v in data["cases"].items()})
+        return HistoryBook(cases={k: [Run.from_dict(r) for r in v] for k, v in data["cases"].items()},
+                           min_effect=min_effect)
     except (OSError, ValueError, KeyError, TypeError):
-        return HistoryBook()  # none yet, or damaged: this run starts anew
+        return HistoryBook(min_effect=min_effect)  # none yet, or damaged: this run starts anew
 
 
 def save_book(book: HistoryBook, path: str | os.PathLike) -> None:

@@ -106,3 +106,15 @@ def test_three_runs_that_agree_closely_do_not_make_a_tight_band():
     healthy = compare([1.13 * v for v in ref.samples[:20]], ref)
     assert ref.band > 0.2 and not healthy.slower
     assert compare([2.0 * v for v in ref.samples[:20]], ref).slower
+
+
+def test_two_runs_keep_the_young_band_however_far_apart():
+    """Two runs' difference bounds the spread only up to 16x (chi-square, 95%): no band from it."""
+    ref = reference(_runs(1.0, 1.1))
+    assert ref.band == YOUNG_BAND and compare([2.0 * v for v in ref.samples[:20]], ref).slower
+
+
+def test_a_host_cpus_minimum_effect():
+    from roofline.regress import MIN_EFFECT_CPU
+    ref = reference(_runs(*([1.0] * 12), rel=0.0), min_effect=MIN_EFFECT_CPU)
+    assert ref.band == MIN_EFFECT_CPU and not compare([1.2] * 20, ref).slower and compare([1.3] * 20, ref).slower
