@@ -276,7 +276,7 @@ def stack_line(build: dict | None = None) -> str:
         v = installed(d)
         if d == "torch" and v and build is not None:
             v += f" (CUDA {build['cuda']})" if build.get("cuda") else " (CPU build)"
-        if d == "kernels" and v:
+        if d == "kernels":
             d = "HF kernels"
         parts.append(f"{d} {v or '-'}")
     bad = [d for d in SUPPORTED if out_of_range(d)]
