@@ -357,7 +357,8 @@ def format_doctor(d: dict) -> str:
         lines.append(f"{'':<14}      runs: {b['stack']}")
         if "torchao" in b:
             lines.append(f"{'':<14}      torchao paths: " + (", ".join(b["torchao_paths"]) or "none")
-                         + ("" if b["torchao"] == "imports" else f" ({b['torchao']})"))
+                         + ("" if b["torchao"] == "imports" else " (torchao does not import: see its line above)"
+                            if "is not importable" in b["torchao"] else f" ({b['torchao']})"))
     lines += ["", "supported: " + ", ".join(f"{k} {v}" for k, v in d["supported"].items()) + " (pyproject.toml)",
               "verdict: " + ("the stack is supported" if d["ok"] else "NOT supported: " + ", ".join(d["broken"]))]
     return "\n".join(lines) + "\n"
