@@ -133,6 +133,11 @@ def pytest_report_header(config):
         lines.append(f"measurement unavailable: {info.unavailable}")
     if "note" in _HISTORY:
         lines.append(_HISTORY["note"])
+    try:  # the stack and what it can run; `python -m roofline doctor` says more
+        from roofline_kernels.stack import header_lines
+        lines += header_lines(simulated=bool(info is not None and info.simulated))
+    except Exception as e:  # a header never fails a session
+        lines.append(f"stack: unknown ({type(e).__name__}: {e})")
     return lines
 
 

@@ -316,6 +316,20 @@ def _show_profiles(profiles, store, as_json, out):
                   + (f"; contention: {'; '.join(d['contention'])}" if d.get("contention") else "") + "\n")
 
 
+def cmd_doctor(args, out):
+    """The stack (versions, supported range, what imports) and each board family's paths with it; exit 1 when
+    an installed package is outside the supported range or does not import."""
+    import logging
+    from roofline_kernels.stack import doctor, format_doctor
+    logging.getLogger("torchao").setLevel(logging.ERROR)  # its "Failed to load ... .so" notes on a CPU build
+    d = doctor()
+    if args.json:
+        json.dump(d, out, indent=2)
+    else:
+        out.write(format_doctor(d))
+    return 0 if d["ok"] else 1
+
+
 def add_store_option(p):
     p.add_argument("--cache-dir", help="the profile store, shared with pytest (default: $ROOFLINE_CACHE_DIR, "
                    "$XDG_CACHE_HOME/roofline or ~/.cache/roofline)")
@@ -372,4 +386,9 @@ def add_commands(sub) -> None:
     p.add_argument("--output", help="also write the profile here (atomically)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("doctor", help="the installed stack against the supported range, and which board families' "
+                       "paths it can run (exit 1 when something is outside the range or does not import)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
 

@@ -268,8 +268,9 @@ class _Torchao:
 def _import_torchao(w, a, where) -> _Torchao:
     try:
         return _Torchao()
-    except ImportError as e:
-        raise TorchaoPathUnavailable(w, a, where, f"torchao is not importable ({e}); pip install torchao") from None
+    except Exception as e:  # not only ImportError: torchao 0.18 under a torch < 2.8 raises AttributeError
+        from .stack import import_failure
+        raise TorchaoPathUnavailable(w, a, where, import_failure("torchao", e)) from None
 
 
 def _act_dtype(act: str):

@@ -6,6 +6,7 @@ exercised where it and a local model directory exist.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 
@@ -34,6 +35,10 @@ class HFCausalLM(nn.Module):
         self.model, self.tokenizer, self.path = model, tokenizer, path
         self.config = HFDims(model.config, os.path.basename(path.rstrip("/")) or "hf")
         self._cache = None
+        # transformers 5.25 renamed forward's `past_key_values` to `cache` (the old name warns until 5.40);
+        # earlier releases take only `past_key_values`
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     def setup_cache(self, batch: int = 1, dtype=None):
         self._cache = None
@@ -47,7 +52,7 @@ class HFCausalLM(nn.Module):
             # a negative count (drop that many tokens) means the same in transformers 4 and 5; v5
             # refuses a positive one
             self._cache.crop(-(self._cache.get_seq_length() - start_pos))
-        out = self.model(input_ids=tokens, past_key_values=self._cache, use_cache=True)
+        out = self.model(input_ids=tokens, use_cache=True, **{self._cache_kwarg: self._cache})
         logits = out.logits[:, -1:] if last_only else out.logits
         return logits.float()
 
@@ -63,8 +68,14 @@ def load_local_model(path: str) -> HFCausalLM:
                          "downloaded at run time)")
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError:
-        raise ValueError(f"--model {path!r} needs the transformers package, which is not installed") from None
+    except ImportError as e:
+        if e.name == "transformers":
+            raise ValueError(f"--model {path!r} needs the transformers package, which is not installed") from None
+        from roofline_kernels.stack import import_failure
+        raise ValueError(f"--model {path!r}: {import_failure('transformers', e)}") from None
+    except Exception as e:  # a transformers that breaks at import (its torch too old or too new): told, not crashed
+        from roofline_kernels.stack import import_failure
+        raise ValueError(f"--model {path!r}: {import_failure('transformers', e)}") from None
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.bfloat16).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return HFCausalLM(model, tokenizer, path)

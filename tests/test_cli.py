@@ -184,9 +184,9 @@ def test_each_layer_registers_its_own_commands():
     from roofline.__main__ import layers
     theory = cli.build_parser()._subparsers._group_actions[0].choices
     assert {"predict", "recommend", "sweep", "hardware", "formats"} <= set(theory)
-    assert not {"measure", "calibrate", "quantize"} & set(theory)
+    assert not {"measure", "calibrate", "quantize", "doctor"} & set(theory)
     composed = cli.build_parser(layers())._subparsers._group_actions[0].choices
-    assert {"measure", "calibrate", "quantize"} <= set(composed)
+    assert {"measure", "calibrate", "quantize", "doctor"} <= set(composed)
 
 
 class _ReaderGone(io.StringIO):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from roofline_kernels.device import detect
+from roofline_kernels.stack import torchao_problem, transformers_problem
 from roofline_quantize.apply import apply_quantization, param_bytes
 from roofline_quantize.configs import PRECISIONS, QuantizationUnsupported, get_precision, torchao_config
 from roofline_quantize.int4_cpu import Int4PackedLinear
@@ -17,6 +18,9 @@ from roofline import tensor_bytes
 from roofline.__main__ import main
 
 pytestmark = pytest.mark.cpu
+# torchao missing, or broken by this stack (any exception at its import): those cases skip, naming the versions
+TORCHAO_PROBLEM = torchao_problem()
+needs_torchao = pytest.mark.skipif(TORCHAO_PROBLEM is not None, reason=TORCHAO_PROBLEM or "")
 SMALL = TinyConfig(dim=256, n_layers=2, n_heads=8, n_kv_heads=2, intermediate=512, vocab=1024, max_seq=64)
 TOKENS = torch.randint(0, SMALL.vocab, (2, 16), generator=torch.Generator().manual_seed(3))
 
@@ -56,6 +60,7 @@ def test_what_the_cpu_cannot_run_is_a_clear_error(info, prec, instead, why):
     assert prec in msg and "cpu" in msg and why in msg and f"instead: {instead}" in msg
 
 
+@needs_torchao
 def test_fp8_weight_only_needs_no_fp8_math(info):
     # torchao's Float8WeightOnlyConfig dequantizes to bf16 on every call: no FP8 GEMM, no sm_89 gate
     assert type(torchao_config(get_precision("fp8_weight_only"), info)).__name__ == "Float8WeightOnlyConfig"
@@ -67,8 +72,9 @@ def test_missing_torchao_is_the_same_kind_of_error(info, monkeypatch):
         torchao_config(get_precision("int8"), info)
 
 
-@pytest.mark.parametrize("prec, max_err", [("int8", 0.1), ("int8_dynamic", 0.12), ("int4", 0.6),
-                                           ("fp8_weight_only", 0.3)])
+@pytest.mark.parametrize("prec, max_err", [pytest.param("int8", 0.1, marks=needs_torchao),
+                                           pytest.param("int8_dynamic", 0.12, marks=needs_torchao), ("int4", 0.6),
+                                           pytest.param("fp8_weight_only", 0.3, marks=needs_torchao)])
 def test_apply_quantizes_every_linear_and_bytes_shrink_as_predicted(info, prec, max_err):
     model = build_tiny(SMALL)
     model.setup_cache(2)
@@ -124,6 +130,7 @@ def test_no_eligible_layer_is_an_error_not_a_silent_pass(info):
         apply_quantization(model, "int4", info)
 
 
+@needs_torchao
 def test_int8_weight_only_layers_read_int8_directly(info):
     from roofline_kernels.torchao_paths import _int8_packed_mm
     model = torch.nn.Sequential(torch.nn.Linear(256, 128, bias=False)).to(torch.bfloat16)
@@ -131,6 +138,7 @@ def test_int8_weight_only_layers_read_int8_directly(info):
     assert isinstance(model[0].weight, _int8_packed_mm()[1])  # its linear is aten._weight_int8pack_mm
 
 
+@needs_torchao
 def test_a_layer_that_quantizes_but_cannot_run_is_refused_when_applied(info, monkeypatch):
     """The probe: torchao's MXFP4 config quantizes on a CPU but its forward cannot run there."""
     import roofline_quantize.apply as apply_mod
@@ -143,6 +151,7 @@ def test_a_layer_that_quantizes_but_cannot_run_is_refused_when_applied(info, mon
         apply_quantization(model, "int8", info)
 
 
+@needs_torchao
 def test_a_layer_torchao_leaves_alone_is_an_error(info, monkeypatch):
     import torchao.quantization as q
     monkeypatch.setattr(q, "quantize_", lambda model, config, filter_fn=None: None)
@@ -227,6 +236,7 @@ def test_autoquant_picks_by_measurement_and_says_why_the_roofline_lost(monkeypat
     assert auto.measured_pick is None and "keep it unquantized" in auto.why
 
 
+@needs_torchao
 def test_pipeline_reports_a_slow_path_instead_of_hiding_it(info, calibration):
     rep = run_pipeline(precision="int8", device_info=info, calibration=calibration, rep_ms=80,
                        tiny_config=TinyConfig(n_layers=2))
@@ -265,8 +275,9 @@ def test_cli_quantize_bad_input(argv, needle, capsys, calibration):
 def local_hf_model(tmp_path_factory):
     """A tiny Llama and a BPE tokenizer built here and saved as a local model directory: the
     Hugging Face path runs for real without downloading anything."""
-    pytest.importorskip("transformers", reason="transformers is not installed (extra 'hf'): the local-HF-model "
-                                               "path needs it")
+    why = transformers_problem()  # not installed (extra 'hf'), or broken by this stack (e.g. by its torchao)
+    if why:
+        pytest.skip(f"the local-HF-model path needs transformers: {why}")
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -284,6 +295,7 @@ def local_hf_model(tmp_path_factory):
     return str(path)
 
 
+@needs_torchao
 def test_local_hugging_face_model_pipeline(local_hf_model, info, calibration):
     from roofline_quantize.hf import load_local_model
     model = load_local_model(local_hf_model)
@@ -308,6 +320,7 @@ def test_local_hugging_face_model_cache_matches_full_sequence(local_hf_model):
     assert torch.allclose(full, step, atol=1e-2)
 
 
+@needs_torchao
 def test_cli_quantize_local_hugging_face_model(local_hf_model, calibration):
     rc, text = run("quantize", "--model", local_hf_model, "--precision", "int8", "--prompt-len", "8", "--rep-ms", "30",
                    "--calibration", calibration.path, "--json")
@@ -316,7 +329,8 @@ def test_cli_quantize_local_hugging_face_model(local_hf_model, calibration):
 
 def test_a_users_local_hugging_face_model():
     """Point ROOFLINE_HF_MODEL at a real local model directory to run the pipeline on it."""
-    pytest.importorskip("transformers", reason="transformers is not installed (extra 'hf')")
+    if transformers_problem():
+        pytest.skip(transformers_problem())
     import os
     path = os.environ.get("ROOFLINE_HF_MODEL")
     if not path:

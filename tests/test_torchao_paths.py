@@ -18,7 +18,11 @@ from roofline_quantize.apply import tensor_storage_bytes
 from roofline import tensor_bytes
 from tests.fakes.cuda_rules import install_cuda_rules
 
-torchao = pytest.importorskip("torchao", reason="torchao is not installed (extra 'gpu')")
+from roofline_kernels.stack import torchao_problem  # noqa: E402
+
+if torchao_problem():  # not installed (extra 'gpu'), or broken by this stack: the reason names the versions
+    pytest.skip(torchao_problem(), allow_module_level=True)
+import torchao  # noqa: E402
 
 CAPABILITIES = {"cpu": None, "orin": (8, 7), "a100": (8, 0), "ada": (8, 9), "hopper": (9, 0), "b200": (10, 0),
                 "gb10": (12, 1)}
