@@ -3,9 +3,10 @@
 Pure (no torch, no pytest). After google/benchmark's ``tools/compare.py`` (a Mann-Whitney U test over the
 repetitions of two runs) and asv's step detection (a change is reported only past a factor):
 
-1. The quantity compared is a case's per-sample score, lower is faster: on a shared host CPU the kernel's
-   time over a reference read timed right after it (``roofline_kernels.timer``'s paired probe), so a
-   neighbour that slows the whole host moves both and cancels; elsewhere the kernel's time.
+1. The quantity compared is a case's per-sample time (a cold sample each). (Dividing each by a reference read
+   timed beside it, to cancel a neighbour's load, was tried and dropped: the read's own time moved 7x between
+   two healthy runs on a 2-core VM while the kernel's moved 2.5x, and it raised a false alarm the raw times
+   would not have.)
 2. The reference is this device's history of accepted runs (the last ``REFERENCE_RUNS``): its median of run
    medians, with runs slower than the others by more than the band dropped first. A run measured under
    contention, or one that failed, never joins it; nor does a run slower than the band allows, so one slow
@@ -30,7 +31,7 @@ MIN_EFFECT = 0.10      # below 10% a timing is no evidence of a change (a GPU bo
 MIN_EFFECT_CPU = 0.25
 # Until a case has RUNS_FOR_SPREAD runs, its run-to-run spread is unknown (one run's samples understate it):
 # the band is at least YOUNG_BAND. Consecutive runs of cold GEMVs on shared 2-core VMs drifted up to 35%
-# (raw medians; the paired scores drift less), so 50% keeps a young history quiet while a 2x slowdown passes it.
+# (raw medians), so 50% keeps a young history quiet while a 2x slowdown passes it.
 RUNS_FOR_SPREAD = 3
 YOUNG_BAND = 0.5
 SPREAD_MULTIPLE = 3.0  # band = 3 robust sigmas of the device's own spread
@@ -97,7 +98,7 @@ class Run:
     samples: tuple[float, ...]
     when: str = ""
     raw_median_s: float | None = None
-    contention: bool = False  # measured while a neighbour was seen (scores paired with a probe only)
+    contention: bool = False  # measured while a neighbour was seen
 
     def to_dict(self) -> dict:
         return {"median": self.median, "samples": list(self.samples), "when": self.when,
@@ -226,7 +227,7 @@ def compare(samples: list[float], ref: Reference, alpha: float = ALPHA) -> Compa
 def acceptable(comparison: Comparison | None, contention: bool, passed: bool,
                normalised: bool = False) -> tuple[bool, str]:
     """Whether a run may join the history (and so shape the next reference), and why not. A run under
-    contention joins only with load-normalised scores (a paired probe), marked, never ahead of quiet runs."""
+    contention joins only with load-normalised scores, marked, never ahead of quiet runs."""
     if contention and not normalised:
         return False, "measured under contention"
     if not passed:

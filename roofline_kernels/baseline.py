@@ -20,7 +20,7 @@ from .calibrate import fingerprint
 from .device import DeviceInfo
 
 # Part of the file name: histories recorded under another definition of the score are not compared with.
-# 3: per-sample scores (time over a paired probe on a CPU) replace one efficiency per case.
+# 3: each run's per-sample times replace one efficiency per case.
 BASELINE_METHOD = 3
 
 

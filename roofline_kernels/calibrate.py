@@ -338,7 +338,8 @@ def offer_looks(info: DeviceInfo, cal: Calibration, store, only_if_empty: bool =
     from .ceiling import load_dram_history, offer_dram
     if info.kind != "cpu" or (only_if_empty and load_dram_history(info, store)["best_gbs"]):
         return
+    busy = bool(cal.details.get("contention"))
     for gbs in cal.details.get("dram_looks_gbs") or [cal.bandwidth_gbs]:
-        offer_dram(info, store, float(gbs), f"calibration {cal.timestamp}")
+        offer_dram(info, store, float(gbs), f"calibration {cal.timestamp}", busy)
     for gbs in cal.details.get("cold_span_looks_gbs") or []:
-        offer_dram(info, store, float(gbs), f"calibration {cal.timestamp}, over the cold cases' span")
+        offer_dram(info, store, float(gbs), f"calibration {cal.timestamp}, over the cold cases' span", busy)

@@ -43,22 +43,32 @@ def load_dram_history(info: DeviceInfo, store) -> dict:
     try:
         data = json.loads(dram_history_path(info, store).read_text())
         return {"best_gbs": float(data["best_gbs"]), "best_when": str(data.get("best_when", "")),
-                "best_how": str(data.get("best_how", "")), "looks": list(data.get("looks", []))}
+                "best_how": str(data.get("best_how", "")), "looks": list(data.get("looks", [])),
+                "quiet_looks": int(data.get("quiet_looks", 0))}
     except (OSError, ValueError, KeyError, TypeError):
-        return {"best_gbs": 0.0, "best_when": "", "best_how": "", "looks": []}
+        return {"best_gbs": 0.0, "best_when": "", "best_how": "", "looks": [], "quiet_looks": 0}
 
 
-def offer_dram(info: DeviceInfo, store, gbs: float, how: str) -> dict:
-    """Record one DRAM look; the ceiling rises when the look beats it. Returns the history after the look."""
+def offer_dram(info: DeviceInfo, store, gbs: float, how: str, contention: bool = False) -> dict:
+    """Record one DRAM look; the ceiling rises when the look beats it. Returns the history after the look.
+    A look under contention counts for the value (a neighbour only lowers a look) but does not settle it."""
     if not (gbs > 0 and gbs < float("inf")):
         raise ValueError(f"a DRAM look must be a positive number of GB/s; got {gbs!r}")
     hist = load_dram_history(info, store)
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    hist["looks"] = (hist["looks"] + [{"gbs": gbs, "when": when, "how": how}])[-DRAM_LOOKS_KEPT:]
+    hist["looks"] = (hist["looks"] + [{"gbs": gbs, "when": when, "how": how, "contention": contention}])[-DRAM_LOOKS_KEPT:]
+    hist["quiet_looks"] += 0 if contention else 1
     if gbs > hist["best_gbs"]:
         hist.update(best_gbs=gbs, best_when=when, best_how=how)
     write_json_atomic(dram_history_path(info, store), hist)
     return hist
+
+
+def dram_settled(info: DeviceInfo, store) -> bool:
+    """Whether the best DRAM shown is a ceiling yet: at least one look was taken on a quiet machine. Until then
+    it may be a neighbour's figure (seen: a first calibration under load at 13.8 GB/s, a healthy int8 GEMV at 18.5,
+    the next quiet calibration at 24.1), so physics against it is reported, not enforced."""
+    return load_dram_history(info, store)["quiet_looks"] > 0
 
 
 def ceiling_hardware(info: DeviceInfo, hw: Hardware, store=None) -> Hardware | None:

@@ -120,28 +120,6 @@ def cold_rotation(kernel: Kernel, info: DeviceInfo):
     return fns, spanned, note
 
 
-PROBE_BYTES = (64 * 2**10, 16 * 2**20)  # a paired probe reads half the kernel's bytes, within these bounds
-_PROBE_POOL: dict = {}
-
-
-def paired_probe(kernel: Kernel, info: DeviceInfo) -> list:
-    """Reads timed right after each sample of a CPU kernel (``timer.bench``'s ``probe``): a fixed job whose time
-    moves with what the host's neighbours do, so the kernel's time over it cancels their load. Each read is a
-    chunk of one pool spanning 2x the caches, taken in turn, so it is as cold as the kernel's own samples.
-    Built with torch directly, never through ``ops``: a defect planted in the kernels must not move it."""
-    import torch
-    if info.torch_device != "cpu":
-        return []
-    span = max(ROTATION_CACHE_MULTIPLE * cache_bytes(info), 2 * PROBE_BYTES[1])
-    span = min(span, int(ROTATION_MEMORY_FRACTION * available_memory_bytes(info)))
-    if "pool" not in _PROBE_POOL or _PROBE_POOL["pool"].numel() * 4 < span:
-        _PROBE_POOL["pool"] = torch.rand(span // 4)  # distinct values: no page the host could merge or share
-    pool = _PROBE_POOL["pool"]
-    chunk = int(min(max(kernel.cost.bytes / 2, PROBE_BYTES[0]), PROBE_BYTES[1], pool.numel() * 2)) // 4
-    views = [pool[i * chunk:(i + 1) * chunk] for i in range(max(2, pool.numel() // chunk))]
-    return [(lambda v=v: v.sum()) for v in views]
-
-
 @dataclass
 class Measurement:
     op: str
@@ -230,12 +208,10 @@ def predict_kernel(kernel: Kernel, hw: Hardware, peaks: str):
 def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "cold", peaks: str = "calibrated",
                    warmup_ms: float = 25.0, rep_ms: float = 100.0, with_telemetry: bool = True,
                    cuda_graph: bool = False, max_wall_s: float | None = None, timer=None,
-                   warm: bool = False, model=None, paired: bool = False, ceiling: Hardware | None = None
-                   ) -> Measurement:
+                   warm: bool = False, model=None, ceiling: Hardware | None = None) -> Measurement:
     """Time ``kernel`` and hold it against its prediction. ``timer`` replaces ``bench`` (a simulated device's
     synthesised timing); ``max_wall_s`` is the per-case budget (``BudgetExceeded`` when it cannot fit);
-    ``model`` (``roofline.efficiency.EfficiencyModel``) gives the expected time beside the bound; ``paired``
-    times a probe after each sample on a CPU (``paired_probe``: ``timing.scores`` for the history); ``ceiling``
+    ``model`` (``roofline.efficiency.EfficiencyModel``) gives the expected time beside the bound; ``ceiling``
     (``roofline_kernels.ceiling.ceiling_hardware``) prices what the kernel truly cannot beat."""
     snap = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info) if with_telemetry else {}
     region = telemetry.RegionMonitor(info) if with_telemetry else None
@@ -262,8 +238,7 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
         # timed per call with events it measures the host's dispatch of each launch, not the kernels
         graph = cuda_graph or (info.torch_device == "cuda" and kernel.launches > 1)
         args = dict(device=info.torch_device, mode=mode, warmup_ms=warmup_ms, rep_ms=rep_ms, rotation=rotation,
-                    rotation_bytes=spanned, max_wall_s=max_wall_s, region=region, warm=warm,
-                    probe=paired_probe(kernel, info) if paired else None)
+                    rotation_bytes=spanned, max_wall_s=max_wall_s, region=region, warm=warm)
         try:
             timing = bench(kernel.fn, cuda_graph=graph, **args)
         except BudgetExceeded:

@@ -49,25 +49,13 @@ class Timing:
     rotation_bytes: int = 0  # cold: bytes the rotated operand copies span together; hot: 0
     rotation_copies: int = 1
     cuda_graph: bool = False
-    # the samples themselves (for a statistical comparison with this device's history), and with a paired probe
-    # the probe's time right after each sample: not in to_dict (a microsecond kernel takes 100k samples)
+    # the samples themselves, for a statistical comparison with this device's history (roofline.regress): not in
+    # to_dict (a microsecond kernel takes 100k samples; records keep a thinned set)
     samples_s: tuple = dataclasses.field(default=(), repr=False)
-    probe_s: tuple = dataclasses.field(default=(), repr=False)
-
-    @property
-    def scores(self) -> tuple:
-        """Per-sample scores, lower is faster: each sample over the median of the probe timed beside them, where
-        there is one (the host's speed during this measurement cancels; dividing each sample by its own probe
-        would add the probe's sample noise), else the samples themselves."""
-        if self.probe_s:
-            p = float(np.median(self.probe_s))
-            return tuple(t / p for t in self.samples_s) if p > 0 else tuple(self.samples_s)
-        return tuple(self.samples_s)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        del d["samples_s"], d["probe_s"]
-        d["paired_probe"] = bool(self.probe_s)
+        del d["samples_s"]
         return d
 
 
@@ -106,18 +94,15 @@ def _check(mode, warmup_ms, rep_ms, min_reps, rotation):
 def bench(fn, *, device: str = "cpu", mode: str = "cold", warmup_ms: float = 25.0, rep_ms: float = 100.0,
           min_reps: int = 10, max_reps: int = 100_000, rel_iqr_target: float = 0.02, cuda_graph: bool = False,
           rotation=None, rotation_bytes: int = 0, max_wall_s: float | None = None, region=None,
-          warm: bool = False, probe=None) -> Timing:
+          warm: bool = False) -> Timing:
     """Time ``fn()`` (hot) or the ``rotation`` callables in turn (cold); each call does the whole kernel.
-    ``warm``: the kernel has run before (e.g. its correctness check), so no call is spent on initialisation.
-    ``probe`` (CPU): callables timed in turn right after each sample (``Timing.probe_s``): a reference whose
-    time moves with the host's load, so that ``Timing.scores`` cancel what a neighbour does to both."""
+    ``warm``: the kernel has run before (e.g. its correctness check), so no call is spent on initialisation."""
     _check(mode, warmup_ms, rep_ms, min_reps, rotation)
     fns = list(rotation) if mode == "cold" else [fn]
     if device == "cpu":
         if cuda_graph:
             raise ValueError("cuda_graph=True needs a CUDA device; got device='cpu'")
-        timing = _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, rel_iqr_target, max_wall_s, region, warm,
-                            list(probe or ()))
+        timing = _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, rel_iqr_target, max_wall_s, region, warm)
     else:
         timing = _bench_cuda(fns, warmup_ms, rep_ms, min_reps, max_reps, rel_iqr_target, cuda_graph, max_wall_s,
                              region)
@@ -145,13 +130,10 @@ class _Region:
         return False
 
 
-def _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, target, max_wall_s, region, warm=False,
-               probe=()) -> Timing:
+def _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, target, max_wall_s, region, warm=False) -> Timing:
     start_wall = time.perf_counter()
     if not warm:
         fns[0]()  # first call: allocations, lazy init (the rotation's copies were paged in by cloning them)
-    if probe:
-        probe[0]()
     t0 = time.perf_counter_ns()
     fns[1 % len(fns)]()
     estimate_s = max((time.perf_counter_ns() - t0) / 1e9, 1e-7)
@@ -166,7 +148,6 @@ def _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, target, max_wall_s, r
         fns[i % len(fns)]()
 
     times: list[float] = []
-    probe_times: list[float] = []
     converged = False
     next_check = min_reps  # geometric schedule: checking the spread stays O(n log n) for microsecond kernels
     with _Region(region):
@@ -179,11 +160,6 @@ def _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, target, max_wall_s, r
             t0 = time.perf_counter_ns()
             f()
             times.append((time.perf_counter_ns() - t0) * 1e-9)
-            if probe:
-                p = probe[len(probe_times) % len(probe)]
-                t0 = time.perf_counter_ns()
-                p()
-                probe_times.append((time.perf_counter_ns() - t0) * 1e-9)
             n = len(times)
             if n < min_reps:
                 continue
@@ -196,7 +172,7 @@ def _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, target, max_wall_s, r
             if now > budget_end or now > wall_end:
                 break
     result = summarize(times, "hot", "cpu", time.perf_counter() - start_wall, n_warmup)
-    return dataclasses.replace(result, converged=converged or result.rel_iqr <= target, probe_s=tuple(probe_times))
+    return dataclasses.replace(result, converged=converged or result.rel_iqr <= target)
 
 
 def _bench_cuda(fns, warmup_ms, rep_ms, min_reps, max_reps, target, cuda_graph, max_wall_s, region) -> Timing:

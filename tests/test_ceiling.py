@@ -109,3 +109,21 @@ def test_measure_flags_a_kernel_beyond_its_ceiling_and_only_reports_one_beyond_i
         assert m.to_dict()["beats_ceiling"] is beyond_ceiling and m.ceiling_time_s == pytest.approx(ceiling_s)
     m = measure_kernel(k, info, hw, "cold", "calibrated", with_telemetry=False, timer=lambda *a: summarize([1.0] * 10))
     assert m.ceiling_time_s is None and not m.beats_ceiling
+
+
+def test_a_memory_ceiling_seen_only_under_contention_is_unsettled(tmp_path):
+    """Seen: a first calibration under load put the best DRAM at 13.8 GB/s; a healthy int8 GEMV then read 18.5
+    and 'failed physics'. Looks taken under contention give the value but do not make it a ceiling."""
+    from roofline_kernels.ceiling import dram_settled
+    from tests.validation.test_roofline_cases import ceiling_of
+    from roofline_kernels.ops import make_gemm
+    info = detect("cpu")
+    offer_dram(info, tmp_path, 13.8, "calibration under load", contention=True)
+    assert not dram_settled(info, tmp_path)
+    ceil = ceiling_hardware(info, host_cpu_hardware(info.cpu), tmp_path)
+    k = make_gemm(1, 1024, 1024, precision="int8")
+    c = ceiling_of(k, ceil, info, False, settled=False)
+    assert c.time_s is None and "unsettled" in c.label and "13.8" in c.label
+    offer_dram(info, tmp_path, 24.1, "a quiet calibration")
+    assert dram_settled(info, tmp_path)
+    assert ceiling_of(k, ceiling_hardware(info, host_cpu_hardware(info.cpu), tmp_path), info, False).time_s
