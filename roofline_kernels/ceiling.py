@@ -3,8 +3,9 @@
 1. A GPU: its datasheet entry (scaled to a Jetson's power mode by ``measure.hardware_for``).
 2. A CPU: compute ceilings derived from the ISA and clocks (``roofline.cpu_ceiling``, derivation in each
    Spec's note) and, for memory (no datasheet exists), the best bandwidth this device has shown across its
-   history: every calibration offers its DRAM looks (>= 1 GiB) and a look over the span cold cases rotate
-   through (2x the caches, where a replacement policy may keep a share cached: a healthy int8 GEMV read its
+   history, counting the bytes each stream kernel really moves (write-allocate included: a fp32 GEMV read 25.7
+   GB/s where the best STREAM-counted look was 22.0): every calibration offers its DRAM look (>= 1 GiB) and a
+   look over the span cold cases rotate through (2x the caches, where a replacement policy may keep a share cached: a healthy int8 GEMV read its
    112 MiB rotation 4% faster than the best 1 GiB look), the ceiling only rises (monotone), and a case that
    beats it reads its own cold span again on the spot before it fails.
    One calibration is never a ceiling: measured in seconds on a shared host, it drifts 34-60 GB/s between

@@ -188,7 +188,7 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
         before = ceiling_entry.bandwidth.value
         span = last["m"].timing.rotation_bytes or None
         busy = bool(telemetry.snapshot(device_info.kind, busy_interval_s=0.1, info=device_info)["contention"])
-        hist = offer_dram(device_info, profile_store, dram_bandwidth_now(device_info, nbytes=span),
+        hist = offer_dram(device_info, profile_store, dram_bandwidth_now(device_info, nbytes=span, traffic=True),
                           f"re-measured by {case.id} over its {(span or 0) / 2**20:.0f} MiB cold span", busy)
         return hist["best_gbs"] / before
 
