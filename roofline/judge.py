@@ -16,7 +16,7 @@ branch here is unit-tested with fake measurements (tests/test_judge.py). Checks 
    calibrated roof; reported elsewhere.
 5. regression: against this device's own history of the case (``roofline.regress``: a Mann-Whitney U test
    and a band from the device's own run-to-run spread); the first run starts the history and says so.
-   A case failing 4 or 5 while contention was seen is measured once more before it is judged.
+   A case failing 4 or 5 while contention was seen, or failing 5 at all, is measured once more before it is judged.
 6. ratio between precisions: enforced only where the family's paths are expected to reach their roofs
    (``ratio_enforced`` in the table); elsewhere reported.
 """
@@ -183,6 +183,11 @@ def judge_measurement(measure: Callable[[], Observation], *, error: float | None
     if check_efficiency and obs.contention and not all(
             c.ok for c in (efficiency(obs, evidence), regression(obs, evidence)) if c.enforced):
         notes.append(f"re-measured after contention: {', '.join(obs.contention)}")
+        obs = measure()
+    elif check_efficiency and not regression(obs, evidence).ok:
+        # a regression must hold in a second measurement: a host disturbance the VM cannot see (seen: one bf16 GEMV
+        # 2.8x its history, with unrelated cases 1.7-8.5x slower in the same minute) passes; a real slowdown stays
+        notes.append("re-measured: a regression must reproduce")
         obs = measure()
     phys = physics(obs, roof_noise, roof_label)
     if not phys.ok and phys.enforced and roof_now is not None:

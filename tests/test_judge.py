@@ -117,3 +117,14 @@ def test_ratio_enforced_only_where_the_family_reaches_its_roofs():
     assert not ratio(1.1, 2.0, 1.35, 1.35, True).ok
     c = ratio(1.1, 2.0, 1.35, 1.35, False, "cpu paths are not expected at their roofs")
     assert not c.ok and not c.enforced and "reported only" in c.reason
+
+
+def test_a_regression_must_reproduce_in_a_second_measurement():
+    ref = reference(_history(1.0, 1.0, 1.0))
+    slow = obs(280, 100, scores=[2.8 * v for v in ref.samples[:20]])
+    measure, calls = measurements(slow, obs(100, 100, scores=ref.samples[:20]))  # a passing host disturbance
+    v, _ = judge_measurement(measure, error=0.0, evidence=Evidence(reference=ref))
+    assert len(calls) == 2 and v.passed and "reproduce" in v.notes[0]
+    measure, calls = measurements(slow, slow)  # a real slowdown stays
+    v, _ = judge_measurement(measure, error=0.0, evidence=Evidence(reference=ref))
+    assert len(calls) == 2 and [c.name for c in v.failures] == ["regression"]
