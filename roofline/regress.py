@@ -98,16 +98,15 @@ class Run:
     samples: tuple[float, ...]
     when: str = ""
     raw_median_s: float | None = None
-    contention: bool = False  # measured while a neighbour was seen
 
     def to_dict(self) -> dict:
         return {"median": self.median, "samples": list(self.samples), "when": self.when,
-                "raw_median_s": self.raw_median_s, "contention": self.contention}
+                "raw_median_s": self.raw_median_s}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Run":
         return cls(float(d["median"]), tuple(float(v) for v in d["samples"]), str(d.get("when", "")),
-                   d.get("raw_median_s"), bool(d.get("contention", False)))
+                   d.get("raw_median_s"))
 
 
 @dataclass(frozen=True)
@@ -128,14 +127,11 @@ class Reference:
 
 
 def reference(runs: list[Run], min_effect: float = MIN_EFFECT) -> Reference | None:
-    """The reference of a case's accepted runs (None without any). Runs measured under contention stand in
-    only while no quiet run exists (their scores are load-normalised, but less surely), and the reason says so."""
-    quiet = [r for r in runs if not r.contention]
-    kept = quiet or list(runs)
+    """The reference of a case's accepted runs (None without any)."""
+    kept = list(runs)
     recent = kept[-REFERENCE_RUNS:]
     if not recent:
         return None
-    provisional = not quiet
     dropped = 0
     while True:  # the spread from every run kept (a sigma of 5 runs is too unsure), the median from the recent
         med = statistics.median(r.median for r in recent)
@@ -148,8 +144,6 @@ def reference(runs: list[Run], min_effect: float = MIN_EFFECT) -> Reference | No
         kept = [r for r in kept if id(r) not in gone]
         recent = keep
     pooled = tuple(v for r in recent for v in r.samples)
-    if provisional:
-        spread_from += "; provisional: every run so far saw contention"
     return Reference(med, pooled, band, spread, spread_from, len(recent), dropped)
 
 
@@ -224,11 +218,9 @@ def compare(samples: list[float], ref: Reference, alpha: float = ALPHA) -> Compa
     return Comparison(ratio, p, slower, faster, ref, reason)
 
 
-def acceptable(comparison: Comparison | None, contention: bool, passed: bool,
-               normalised: bool = False) -> tuple[bool, str]:
-    """Whether a run may join the history (and so shape the next reference), and why not. A run under
-    contention joins only with load-normalised scores, marked, never ahead of quiet runs."""
-    if contention and not normalised:
+def acceptable(comparison: Comparison | None, contention: bool, passed: bool) -> tuple[bool, str]:
+    """Whether a run may join the history (and so shape the next reference), and why not."""
+    if contention:
         return False, "measured under contention"
     if not passed:
         return False, "its verdict failed"

@@ -24,7 +24,7 @@ import json
 import os
 from pathlib import Path
 
-from roofline import Hardware, Spec, get_format
+from roofline import Hardware, Spec
 from roofline.atomic import write_json_atomic
 from roofline.formats import FORMATS
 
@@ -92,15 +92,6 @@ def ceiling_hardware(info: DeviceInfo, hw: Hardware, store=None) -> Hardware | N
                                source="ceilings: ISA-derived compute, best DRAM shown")
 
 
-def ceiling_classes(hw: Hardware) -> dict:
-    """{class: derivation} for the record and the report."""
-    return {cls: f"{s.value:.4g} TFLOP/s: {s.note or s.source}" for cls, s in hw.peaks.items()}
-
-
 def _threads() -> int:
     import torch
     return torch.get_num_threads()
-
-
-def format_class(fmt: str) -> str | None:
-    return get_format(fmt).compute_class

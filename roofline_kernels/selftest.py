@@ -4,8 +4,8 @@ Runs a slice of the CPU suite (one 4096x4096 GEMV per precision) in a private pr
 device's calibration (read, never written: the user's profiles and case histories stay as they were):
 a first healthy run starts each case's history; then, N times, a healthy run (every failure in it is a false
 alarm) and one run per slowdown factor with that slowdown planted in every precision's kernel
-(``tests/mutations.py``: the call takes F times its own duration; the probe the score is normalised by is
-untouched). A precision's slowdown counts as caught in a run when its case fails the regression check.
+(``tests/mutations.py``: the call takes F times its own duration). A precision's slowdown counts as
+caught in a run when its case fails the regression check.
 The report gives the false alarms and, per precision, the smallest planted slowdown caught in every run.
 
 The slice runs through pytest over the repository's ``tests/``, so this needs the checkout, not only the

@@ -252,7 +252,7 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
             if ok:
                 history_book.add(case.id, Run(statistics.median(obs.scores), tuple(thin(list(obs.scores))),
                                               dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                              obs.median_s, bool(obs.contention)))
+                                              obs.median_s))
             else:
                 roofline_record["note"] += f"; not added to this device's history: {why}"
 
