@@ -26,10 +26,28 @@ NEIGHBOURS = 12
 RIDGE = 0.1           # on the slopes (log efficiency per octave): a neighbourhood on one line cannot tilt the rest
 DISTANCE_SOFTENING = 0.5  # octaves: the nearest sample does not take all the weight unless it is the query
 MAX_EFFICIENCY = 1.0  # an estimate never promises more than the roof
+NEAR_OCTAVES = 1.0    # a shape is "measured near" when a measured shape lies within one octave of it on every axis
+REPEATS_KEPT = 5      # per shape, the last runs kept: their spread is this device's run-to-run noise there
+LOO_NEIGHBOURS = 4    # the measured shapes nearest a query whose leave-one-out error is its uncertainty
+TARGET_GEOMEAN = 0.10  # what a model should reach on shapes it never saw (issue 21): geomean error
+TARGET_WORST = 0.35    # and worst error
 
 
 def _features(shape: dict) -> tuple[float, ...]:
     return tuple(math.log2(max(1, int(shape.get(k, 1)))) for k in SHAPE_KEYS)
+
+
+def _shape_key(shape: dict) -> tuple[int, ...]:
+    return tuple(int(shape.get(k, 1)) for k in SHAPE_KEYS)
+
+
+def _fmt_shape(shape: dict) -> str:
+    return "x".join(str(int(shape.get(k, 1))) for k in SHAPE_KEYS)
+
+
+def octaves_apart(a: dict, b: dict) -> float:
+    """The largest distance along one axis, in octaves: what "near" is measured in."""
+    return max(abs(x - y) for x, y in zip(_features(a), _features(b)))
 
 
 def model_key(op: str, precision: str) -> str:
@@ -43,6 +61,7 @@ class Expected:
     source: str        # "profile", "prior" or "none"
     note: str
     roof: str = "full"  # "memory": the efficiency is of the memory roof alone (a path whose peak is no ceiling)
+    uncertainty: float | None = None  # relative (0.08: +-8%), from the model's error near the shape and the runs' noise
 
     def time_s(self, bound_time_s: float) -> float | None:
         return bound_time_s / self.efficiency if self.efficiency else None
@@ -52,7 +71,8 @@ class Expected:
 
     def to_dict(self, prediction) -> dict:
         return {"expected_time_s": self.time_s(self.roof_time_s(prediction)), "expected_efficiency": self.efficiency,
-                "expected_source": self.source, "expected_note": self.note, "expected_against": self.roof}
+                "expected_source": self.source, "expected_note": self.note, "expected_against": self.roof,
+                "expected_uncertainty": self.uncertainty}
 
 
 NONE = Expected(None, "none", "no efficiency model for this device and path: the bound alone")
@@ -71,9 +91,46 @@ def _local_linear(q, rows) -> float:
     return float(coef[0])
 
 
+@dataclass(frozen=True)
+class Point:
+    """One measured shape: its runs' efficiencies (newest last), their median and their run-to-run spread."""
+    shape: dict
+    efficiencies: tuple[float, ...]
+
+    @property
+    def features(self) -> tuple[float, ...]:
+        return _features(self.shape)
+
+    @property
+    def log_eff(self) -> float:
+        logs = sorted(math.log(e) for e in self.efficiencies)
+        mid = len(logs) // 2
+        return logs[mid] if len(logs) % 2 else (logs[mid - 1] + logs[mid]) / 2
+
+    @property
+    def noise(self) -> float | None:
+        """Run-to-run spread (a sigma of log efficiency) from the runs at this shape; None from one run."""
+        if len(self.efficiencies) < 2:
+            return None
+        logs = [math.log(e) for e in self.efficiencies]
+        mean = sum(logs) / len(logs)
+        return math.sqrt(sum((x - mean) ** 2 for x in logs) / (len(logs) - 1))
+
+
+def _interpolate(q: tuple[float, ...], pts: list[Point]) -> float:
+    """log efficiency at features ``q`` from ``pts`` (non-empty): local-linear over the nearest, within their range."""
+    dist = sorted(((math.dist(q, p.features), p) for p in pts), key=lambda t: t[0])[:NEIGHBOURS]
+    if dist[0][0] < 1e-9:
+        return dist[0][1].log_eff
+    logs = [p.log_eff for _, p in dist]
+    # beyond the sampled region a slope would extrapolate without limit: stay within the neighbours
+    return min(max(_local_linear(q, [(p.features, p.log_eff, d) for d, p in dist]), min(logs)), max(logs))
+
+
 @dataclass
 class EfficiencyModel:
-    """Measured efficiencies per (op class, precision): ``samples[key] = [(shape, efficiency), ...]``."""
+    """Measured efficiencies per (op class, precision): ``samples[key] = [(shape, efficiency), ...]`` (a shape
+    measured in several runs appears once per run, the last ``REPEATS_KEPT`` kept)."""
     samples: dict[str, list[tuple[dict, float]]] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)  # the sweep it came from: when, budget, calibration, skipped
     roofs: dict[str, str] = field(default_factory=dict)  # key -> "full" or "memory": the roof efficiency is of
@@ -86,32 +143,87 @@ class EfficiencyModel:
         key = model_key(op, precision)
         if self.roofs.setdefault(key, roof) != roof:
             raise ValueError(f"{key}: samples against both the {self.roofs[key]} and the {roof} roof")
-        self.samples.setdefault(key, []).append(({k: int(shape.get(k, 1)) for k in SHAPE_KEYS}, float(efficiency)))
+        shape = {k: int(shape.get(k, 1)) for k in SHAPE_KEYS}
+        rows = self.samples.setdefault(key, [])
+        rows.append((shape, float(efficiency)))
+        same = [i for i, (s, _) in enumerate(rows) if s == shape]
+        for i in reversed(same[:-REPEATS_KEPT]):  # the oldest runs of this shape beyond the ones kept
+            del rows[i]
 
     def covers(self, op: str, precision: str) -> bool:
         return bool(self.samples.get(model_key(op, precision)))
 
+    def points(self, op: str, precision: str, exclude: dict | None = None) -> list[Point]:
+        """The measured shapes of a path, each with its runs (``exclude``: one shape left out)."""
+        runs: dict[tuple, list] = {}
+        skip = _shape_key(exclude) if exclude is not None else None
+        for s, e in self.samples.get(model_key(op, precision), []):
+            if _shape_key(s) != skip:
+                runs.setdefault(_shape_key(s), [s, []])[1].append(e)
+        return [Point(s, tuple(es)) for s, es in runs.values()]
+
+    def nearest(self, op: str, precision: str, shape: dict) -> tuple[Point, float] | None:
+        pts = self.points(op, precision)
+        if not pts:
+            return None
+        q = _features(shape)
+        p = min(pts, key=lambda p: (octaves_apart(p.shape, shape), math.dist(q, p.features)))
+        return p, octaves_apart(p.shape, shape)
+
     def expected(self, op: str, precision: str, shape: dict, exclude: dict | None = None) -> Expected:
-        """The interpolated efficiency at ``shape``; ``exclude`` leaves one sample out (for scoring)."""
-        pts = [(s, e) for s, e in self.samples.get(model_key(op, precision), []) if s != exclude]
+        """The interpolated efficiency at ``shape``, with its uncertainty; no number where nothing was measured
+        within ``NEAR_OCTAVES`` of it on every axis. ``exclude`` leaves one shape out (for scoring)."""
+        pts = self.points(op, precision, exclude)
         if not pts:
             return NONE
         q = _features(shape)
-        dist = sorted(((math.dist(q, _features(s)), e, s) for s, e in pts), key=lambda t: t[0])[:NEIGHBOURS]
-        if dist[0][0] < 1e-9:
-            eff = dist[0][1]
-        else:
-            logs = [math.log(e) for _, e, _ in dist]
-            # beyond the sampled region a slope would extrapolate without limit: stay within the neighbours
-            eff = math.exp(min(max(_local_linear(q, [(_features(s), math.log(e), d) for d, e, s in dist]),
-                                   min(logs)), max(logs)))
-        eff = min(eff, MAX_EFFICIENCY)
-        near = dist[0][2]
-        note = (f"fitted on {len(pts)} measured shapes of this device; nearest "
-                f"{'x'.join(str(near[k]) for k in SHAPE_KEYS)} ({dist[0][0]:.2g} octaves away)")
+        near = min(pts, key=lambda p: (octaves_apart(p.shape, shape), math.dist(q, p.features)))
+        away = octaves_apart(near.shape, shape)
+        if away > NEAR_OCTAVES + 1e-9:
+            return Expected(None, "none", f"not measured near this shape (nearest: {_fmt_shape(near.shape)}, "
+                                          f"{away:.2g} octaves away on one axis; within {NEAR_OCTAVES:g} counts)")
+        eff = min(math.exp(_interpolate(q, pts)), MAX_EFFICIENCY)
+        unc, why = self._uncertainty(q, pts)
+        note = (f"fitted on {len(pts)} measured shapes of this device; nearest {_fmt_shape(near.shape)} "
+                f"({away:.2g} octaves away); {why}")
         if self.meta.get("calibration"):
-            note += f"; sweep of {self.meta.get('measured', '?')} against calibration {self.meta['calibration']}"
-        return Expected(eff, "profile", note, self.roofs.get(model_key(op, precision), "full"))
+            note += f"; against calibration {self.meta['calibration']}"
+        return Expected(eff, "profile", note, self.roofs.get(model_key(op, precision), "full"), unc)
+
+    @staticmethod
+    def _uncertainty(q, pts: list[Point]) -> tuple[float | None, str]:
+        """How far off the estimate may be: the leave-one-out error of the measured shapes nearest ``q`` (how well
+        the model predicts a shape from its neighbours here) combined with the run-to-run noise seen near ``q``."""
+        near = sorted(pts, key=lambda p: math.dist(q, p.features))[:LOO_NEIGHBOURS]
+        loo = []
+        for p in near:
+            rest = [r for r in pts if r is not p]
+            if rest and min(octaves_apart(r.shape, p.shape) for r in rest) <= NEAR_OCTAVES + 1e-9:
+                loo.append((_interpolate(p.features, rest) - p.log_eff) ** 2)
+        noise = [p.noise for p in near if p.noise is not None]
+        if not loo and not noise:
+            return None, "uncertainty unknown (too few measured shapes near it)"
+        loo_s = math.sqrt(sum(loo) / len(loo)) if loo else 0.0
+        noise_s = sorted(noise)[len(noise) // 2] if noise else 0.0
+        unc = math.exp(math.sqrt(loo_s ** 2 + noise_s ** 2)) - 1
+        parts = [f"leave-one-out {math.exp(loo_s) - 1:.0%}" if loo else "no leave-one-out neighbour",
+                 f"run-to-run {math.exp(noise_s) - 1:.0%} ({len(noise)} repeated shapes)" if noise else
+                 "run-to-run noise not yet seen here (one run per shape)"]
+        return unc, f"+-{unc:.0%} ({', '.join(parts)})"
+
+    def uncertainty_of(self, op: str, precision: str, shape: dict) -> float:
+        """How unsure the model is at a shape it may measure next: the distance to what it measured (octaves)
+        times its neighbours' disagreement there (spread of log efficiency) plus a floor; infinite with nothing
+        measured. A sweep measures where this is largest first."""
+        pts = self.points(op, precision)
+        if not pts:
+            return math.inf
+        q = _features(shape)
+        dist = sorted(((math.dist(q, p.features), p) for p in pts), key=lambda t: t[0])
+        if dist[0][0] < 1e-9:
+            return 0.0
+        logs = [p.log_eff for _, p in dist[:LOO_NEIGHBOURS]]
+        return dist[0][0] * (max(logs) - min(logs) + 0.05)
 
     def to_dict(self) -> dict:
         return {"meta": dict(self.meta), "roofs": dict(self.roofs),
@@ -234,9 +346,12 @@ def expected_fields(result, hw, model: EfficiencyModel | None = None) -> dict:
 
 
 def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, float]] | None = None) -> dict:
-    """Accuracy per model key (``gemm:bf16``): leave-one-out over the model's own samples, and on ``held_out``
-    shapes it never saw (op, precision, shape, bound time, measured median). Error = |log(predicted /
-    measured)|, reported as geomean and worst, for the expected time and for the bound alone."""
+    """Accuracy per model key (``gemm:bf16``): leave-one-out over the model's own measured shapes, and on
+    ``held_out`` shapes it never saw (op, precision, shape, bound time, measured median). Error =
+    |log(predicted / measured)|, reported as geomean and worst, for the expected time and for the bound alone;
+    ``not_near`` counts the shapes the model gave no number for (nothing measured near them: no number is
+    the honest answer there, and it is counted, not hidden). ``meets_target``: held-out geomean within
+    ``TARGET_GEOMEAN`` and worst within ``TARGET_WORST``."""
     def summary(errors):
         if not errors:
             return None
@@ -244,23 +359,32 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
                 "worst": math.exp(max(errors)) - 1}
 
     out = {}
-    for key, rows in model.samples.items():
+    for key in model.samples:
         op, _, prec = key.partition(":")
-        loo_e, loo_b = [], []
-        for shape, eff in rows:
-            got = model.expected(op, prec, shape, exclude=shape)
+        loo_e, loo_b, skipped = [], [], 0
+        for p in model.points(op, prec):
+            got = model.expected(op, prec, p.shape, exclude=p.shape)
+            eff = math.exp(p.log_eff)
+            loo_b.append(abs(math.log(eff)))                         # the bound alone: measured/bound = 1/eff
             if got.efficiency:
                 loo_e.append(abs(math.log(got.efficiency / eff)))  # expected/measured = eff_true/eff_pred
-                loo_b.append(abs(math.log(eff)))                     # the bound alone: measured/bound = 1/eff
-        out.setdefault(key, {})["leave_one_out"] = {"expected": summary(loo_e), "bound": summary(loo_b)}
+            else:
+                skipped += 1
+        out.setdefault(key, {})["leave_one_out"] = {"expected": summary(loo_e), "bound": summary(loo_b),
+                                                    "not_near": skipped}
     for op, prec, shape, bound_s, measured_s in held_out or ():  # bound_s: the roof the model's key is of
         got = model.expected(op, prec, shape)
-        entry = out.setdefault(model_key(op, prec), {}).setdefault("held_out_errors", {"expected": [], "bound": []})
+        entry = out.setdefault(model_key(op, prec), {}).setdefault("held_out_errors",
+                                                                    {"expected": [], "bound": [], "not_near": 0})
         if got.efficiency:
             entry["expected"].append(abs(math.log(got.time_s(bound_s) / measured_s)))
+        else:
+            entry["not_near"] += 1
         entry["bound"].append(abs(math.log(bound_s / measured_s)))
     for d in out.values():
         errs = d.pop("held_out_errors", None)
         if errs is not None:
-            d["held_out"] = {"expected": summary(errs["expected"]), "bound": summary(errs["bound"])}
+            e = summary(errs["expected"])
+            d["held_out"] = {"expected": e, "bound": summary(errs["bound"]), "not_near": errs["not_near"],
+                             "meets_target": bool(e) and e["geomean"] <= TARGET_GEOMEAN and e["worst"] <= TARGET_WORST}
     return out

@@ -48,11 +48,61 @@ def test_no_extrapolation_past_the_neighbours_and_never_above_the_roof():
     model = EfficiencyModel()
     model.add("gemm", "bf16", {"m": 1, "n": 1024, "k": 1024}, 0.5)
     model.add("gemm", "bf16", {"m": 2, "n": 1024, "k": 1024}, 0.25)
-    far = model.expected("gemm", "bf16", {"m": 64, "n": 1024, "k": 1024}).efficiency
-    assert 0.25 <= far <= 0.5  # a slope of -1 per octave would have said 0.0078
+    beyond = model.expected("gemm", "bf16", {"m": 4, "n": 1024, "k": 1024}).efficiency  # one octave past M = 2
+    assert 0.25 <= beyond <= 0.5  # a slope of -1 per octave would have said 0.125
     hot = EfficiencyModel()
     hot.add("gemm", "bf16", {"m": 1, "n": 1024, "k": 1024}, 1.3)  # a cache-resident sample beat the roof
     assert hot.expected("gemm", "bf16", {"m": 1, "n": 1024, "k": 1024}).efficiency == 1.0
+
+
+def test_outside_what_was_measured_there_is_no_number_but_the_nearest_shape():
+    """Issue 21: a GEMM at M = 64 from samples at M <= 2 once got a number 2-3x off; now it gets none, and says
+    where the nearest measurement is. One octave on every axis is near; more on any one axis is not."""
+    model = EfficiencyModel()
+    model.add("gemm", "bf16", {"m": 1, "n": 1024, "k": 1024}, 0.5)
+    model.add("gemm", "bf16", {"m": 2, "n": 1024, "k": 1024}, 0.25)
+    for far in ({"m": 64, "n": 1024, "k": 1024}, {"m": 2, "n": 1024, "k": 4096}, {"m": 8, "n": 1000, "k": 1000}):
+        e = model.expected("gemm", "bf16", far)
+        assert e.efficiency is None and e.source == "none", far
+        assert e.note.startswith("not measured near this shape (nearest: 2x1024x1024"), e.note
+        assert e.time_s(1.0) is None
+    assert model.expected("gemm", "bf16", {"m": 4, "n": 2048, "k": 512}).efficiency is not None  # 1 octave each axis
+
+
+def test_repeated_runs_give_the_run_to_run_noise_and_only_the_last_ones_are_kept():
+    from roofline.efficiency import REPEATS_KEPT
+    model = fitted()
+    shape = {"m": 4, "n": 2048, "k": 4096}
+    quiet = model.expected("gemm", "bf16", {"m": 3, "n": 2048, "k": 4096})
+    for e in (0.30, 0.36, 0.27, 0.33):  # four more runs at one shape, 30% apart at the extremes
+        model.add("gemm", "bf16", shape, e)
+    assert sum(s == shape for s, _ in model.samples["gemm:bf16"]) == REPEATS_KEPT
+    noisy = model.expected("gemm", "bf16", {"m": 3, "n": 2048, "k": 4096})
+    assert "run-to-run" in noisy.note and "1 repeated shapes" in noisy.note, noisy.note
+    assert noisy.uncertainty > quiet.uncertainty + 0.05
+    for e in (0.5,) * REPEATS_KEPT:  # newer runs push the old ones out: the shape's value is theirs
+        model.add("gemm", "bf16", shape, e)
+    assert model.expected("gemm", "bf16", shape).efficiency == pytest.approx(0.5)
+
+
+def test_uncertainty_grows_where_neighbours_disagree():
+    """Leave-one-out near the query: a smooth device is predicted to a few percent, a jagged one is not."""
+    checker = lambda s: sum(int(math.log2(s[k])) for k in ("m", "n", "k")) % 2  # noqa: E731 - flips every octave
+    jagged = fitted(lambda s: smooth(s) * (1.6 if checker(s) else 1.0))
+    q = {"m": 3, "n": 3072, "k": 1536}
+    assert fitted().expected("gemm", "bf16", q).uncertainty < 0.05
+    assert jagged.expected("gemm", "bf16", q).uncertainty > 0.15
+
+
+def test_the_sweep_asks_where_the_model_is_least_sure():
+    """Far from measured shapes, in a region where neighbours disagree, first; a measured shape never again."""
+    model = EfficiencyModel()
+    for m, e in ((1, 0.8), (2, 0.8), (4, 0.8), (8, 0.8), (64, 0.8), (128, 0.2)):
+        model.add("gemm", "fp32", {"m": m, "n": 2048, "k": 2048}, e)
+    flat, steep = {"m": 16, "n": 2048, "k": 2048}, {"m": 256, "n": 2048, "k": 2048}  # both 1 octave from data
+    assert model.uncertainty_of("gemm", "fp32", steep) > model.uncertainty_of("gemm", "fp32", flat)
+    assert model.uncertainty_of("gemm", "fp32", {"m": 64, "n": 2048, "k": 2048}) == 0.0
+    assert EfficiencyModel().uncertainty_of("gemm", "fp32", flat) == math.inf
 
 
 def test_the_model_round_trips_and_refuses_what_it_cannot_hold():
