@@ -26,15 +26,22 @@ NEIGHBOURS = 12
 RIDGE = 0.1           # on the slopes (log efficiency per octave): a neighbourhood on one line cannot tilt the rest
 DISTANCE_SOFTENING = 0.5  # octaves: the nearest sample does not take all the weight unless it is the query
 MAX_EFFICIENCY = 1.0  # an estimate never promises more than the roof
-NEAR_OCTAVES = 1.0    # a shape is "measured near" when a measured shape lies within one octave of it on every axis
+NEAR_OCTAVES = 1.0    # "measured near": a measured shape within 1 unit on every axis (1 octave of M, 2 of N or K)
 REPEATS_KEPT = 5      # per shape, the last runs kept: their spread is this device's run-to-run noise there
 LOO_NEIGHBOURS = 4    # the measured shapes nearest a query whose leave-one-out error is its uncertainty
 TARGET_GEOMEAN = 0.10  # what a model should reach on shapes it never saw (issue 21): geomean error
 TARGET_WORST = 0.35    # and worst error
 
 
+# An octave of N or K moves a GEMM's efficiency about half as much as an octave of M: its arithmetic intensity
+# grows with M (about M FLOPs a weight byte until M nears N and K), which decides memory- or compute-bound and the
+# kernel a library picks; N and K mostly set how long the kernel streams. Distances ("near", weights, the
+# sweep's choice) are measured in these units: one unit is an octave of M, or two of N or K.
+AXIS_WEIGHT = {"m": 1.0, "n": 0.5, "k": 0.5}
+
+
 def _features(shape: dict) -> tuple[float, ...]:
-    return tuple(math.log2(max(1, int(shape.get(k, 1)))) for k in SHAPE_KEYS)
+    return tuple(AXIS_WEIGHT[k] * math.log2(max(1, int(shape.get(k, 1)))) for k in SHAPE_KEYS)
 
 
 def _shape_key(shape: dict) -> tuple[int, ...]:
@@ -46,7 +53,7 @@ def _fmt_shape(shape: dict) -> str:
 
 
 def octaves_apart(a: dict, b: dict) -> float:
-    """The largest distance along one axis, in octaves: what "near" is measured in."""
+    """The largest distance along one axis, in units of ``AXIS_WEIGHT`` (octaves of M): what "near" is measured in."""
     return max(abs(x - y) for x, y in zip(_features(a), _features(b)))
 
 
@@ -181,11 +188,11 @@ class EfficiencyModel:
         away = octaves_apart(near.shape, shape)
         if away > NEAR_OCTAVES + 1e-9:
             return Expected(None, "none", f"not measured near this shape (nearest: {_fmt_shape(near.shape)}, "
-                                          f"{away:.2g} octaves away on one axis; within {NEAR_OCTAVES:g} counts)")
+                                          f"{away:.2g} units away on one axis; within {NEAR_OCTAVES:g} counts: an octave of M, two of N or K)")
         eff = min(math.exp(_interpolate(q, pts)), MAX_EFFICIENCY)
         unc, why = self._uncertainty(q, pts)
         note = (f"fitted on {len(pts)} measured shapes of this device; nearest {_fmt_shape(near.shape)} "
-                f"({away:.2g} octaves away); {why}")
+                f"({away:.2g} units away); {why}")
         if self.meta.get("calibration"):
             note += f"; against calibration {self.meta['calibration']}"
         return Expected(eff, "profile", note, self.roofs.get(model_key(op, precision), "full"), unc)
@@ -212,18 +219,26 @@ class EfficiencyModel:
         return unc, f"+-{unc:.0%} ({', '.join(parts)})"
 
     def uncertainty_of(self, op: str, precision: str, shape: dict) -> float:
-        """How unsure the model is at a shape it may measure next: the distance to what it measured (octaves)
-        times its neighbours' disagreement there (spread of log efficiency) plus a floor; infinite with nothing
-        measured. A sweep measures where this is largest first."""
+        """How unsure the model is at a shape it may measure next (see ``uncertainties``)."""
+        return self.uncertainties(op, precision, [shape])[0]
+
+    def uncertainties(self, op: str, precision: str, shapes: list[dict]) -> list[float]:
+        """For each shape: the distance to the nearest measured shape (octaves) times the neighbours'
+        disagreement there (the spread of their log efficiency, plus a floor so distance alone still counts);
+        0 at a measured shape, infinite with nothing measured. A sweep measures where this is largest first."""
+        import numpy as np
         pts = self.points(op, precision)
         if not pts:
-            return math.inf
-        q = _features(shape)
-        dist = sorted(((math.dist(q, p.features), p) for p in pts), key=lambda t: t[0])
-        if dist[0][0] < 1e-9:
-            return 0.0
-        logs = [p.log_eff for _, p in dist[:LOO_NEIGHBOURS]]
-        return dist[0][0] * (max(logs) - min(logs) + 0.05)
+            return [math.inf] * len(shapes)
+        f = np.array([p.features for p in pts])
+        y = np.array([p.log_eff for p in pts])
+        q = np.array([_features(s) for s in shapes]).reshape(-1, f.shape[1])
+        d = np.sqrt(((q[:, None, :] - f[None, :, :]) ** 2).sum(axis=2))
+        order = np.argsort(d, axis=1)[:, :LOO_NEIGHBOURS]
+        near_y = y[order]
+        spread = near_y.max(axis=1) - near_y.min(axis=1)
+        nearest = d[np.arange(len(q)), order[:, 0]]
+        return [0.0 if dn < 1e-9 else float(dn * (sp + 0.05)) for dn, sp in zip(nearest, spread)]
 
     def to_dict(self) -> dict:
         return {"meta": dict(self.meta), "roofs": dict(self.roofs),

@@ -73,7 +73,8 @@ def details(r: dict) -> dict:
     d = {"case": r.get("id", "").split("::")[-1] or case_name(r), "shape": str(r.get("shape")),
          "hardware": r.get("hardware", ""), "measured": f"{fmt_s(r['median_s'])} (p20 {fmt_s(r.get('p20_s'))}, "
                                                            f"p80 {fmt_s(r.get('p80_s'))}, n={r.get('count')})",
-         "expected": fmt_s(r["expected_time_s"]) if r.get("expected_time_s") else "no model",
+         "expected": fmt_s(r["expected_time_s"]) if r.get("expected_time_s") else (
+             "not measured near" if str(r.get("expected_note") or "").startswith("not measured near") else "no model"),
          "bound": f"{fmt_s(r.get('predicted_time_s'))} ({r.get('bound')})",
          "efficiency": f"{r['efficiency']:.1%}" if r.get("efficiency") is not None else "-",
          "outcome": r.get("outcome", "")}

@@ -328,25 +328,39 @@ def save(cal: Calibration, path: str | os.PathLike) -> Path:
 
 
 def load_or_calibrate(info: DeviceInfo, cache_dir=None, quick: bool = False, refresh: bool = False,
-                      progress: Callable[[str], None] = lambda s: None, hw=None) -> Calibration:
-    """The cached profile for this device if there is one (a full one satisfies a quick request), else measure."""
+                      progress: Callable[[str], None] = lambda s: None, hw=None,
+                      efficiency_budget_s: float | None = None) -> Calibration:
+    """The cached profile for this device if there is one (a full one satisfies a quick request), else measure.
+    A profile without an efficiency model gets one (``roofline_kernels.efficiency.ensure_model``) within
+    ``efficiency_budget_s`` (None: the default for a quick or full calibration; 0: none), so the expected time
+    beside the bound needs no extra step."""
     from roofline import load_calibration
     path = profile_path(info, cache_dir)
+    cal = None
     if path.exists() and not refresh:
         try:
             cal = load_calibration(path)
             if cal.details.get("contention"):
                 progress(f"cached profile {path} was measured under contention; measuring again")
+                cal = None
             elif quick or not cal.details.get("quick", False):
                 offer_looks(info, cal, path.parent, only_if_empty=True)
-                return cal
+            else:
+                cal = None
         except ValueError:
-            pass  # a damaged cache is measured again, not trusted
-    progress(f"calibrating {info.hardware_key} ({'quick' if quick else 'full'}); profile -> {path}")
-    cal = calibrate(info, quick, progress, hw)
-    save(cal, path)
-    offer_looks(info, cal, path.parent)
-    return Calibration.from_dict(cal.to_dict(), path=str(path))
+            cal = None  # a damaged cache is measured again, not trusted
+    if cal is None:
+        progress(f"calibrating {info.hardware_key} ({'quick' if quick else 'full'}); profile -> {path}")
+        cal = calibrate(info, quick, progress, hw)
+        save(cal, path)
+        offer_looks(info, cal, path.parent)
+        cal = Calibration.from_dict(cal.to_dict(), path=str(path))
+    from .efficiency import default_budget_s, ensure_model
+    from .measure import hardware_for
+    budget = default_budget_s(bool(cal.details.get("quick", quick))) if efficiency_budget_s is None \
+        else efficiency_budget_s
+    ensure_model(cal, info, hardware_for(info, cal), budget, progress)
+    return cal
 
 
 def offer_looks(info: DeviceInfo, cal: Calibration, store, only_if_empty: bool = False) -> None:

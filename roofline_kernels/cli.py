@@ -63,6 +63,17 @@ def _measure_context(args):
     return info, hw, peaks
 
 
+def _seconds(text: str) -> float:
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
 def _at_least_one(text: str) -> int:
     import argparse
     try:
@@ -153,21 +164,41 @@ def _cmd_measure(args, out, sim):
     _progress(f"measuring {kernel.op} {kernel.precision} on {info.name} ({args.mode})")
     m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms, cuda_graph=args.cuda_graph,
                        model=args.efficiency_model, timer=sim.timer if sim else None, ceiling=args.ceiling)
+    if not sim and hw.calibration is not None:
+        _learner(hw.calibration, info)(kernel, m)
     if args.json:
         return json.dump(m.to_dict(), out, indent=2, default=str)
     t = m.timing
     out.write(f"{m.op} {m.precision} {m.shape} on {m.hardware} ({m.device_name}), {t.mode}; {m.path}\n"
               f"  measured   median {fmt_time(t.median_s)} (p20 {fmt_time(t.p20_s)}, p80 {fmt_time(t.p80_s)}; "
               f"n={t.count}, rel IQR {t.rel_iqr:.1%}{'' if t.converged else ', spread not settled'})\n")
-    out.write(f"  expected   " + (f"{fmt_time(m.expected_time_s)} ({m.expected_efficiency:.0%} of the roof, "
-                                   f"{m.expected_source}: {m.expected_note})" if m.expected_time_s else
-                                   "- (no efficiency profile: `python -m roofline calibrate --efficiency`)") + "\n")
+    out.write("  expected   " + expected_text(m) + "\n")
     out.write(f"  predicted  {fmt_time(m.predicted_time_s)} against {peaks} peaks; {m.prediction_note}\n"
               f"  efficiency {m.efficiency:.1%}" + _beyond(m) + "\n")
     out.write(f"  ceiling    " + (f"{fmt_time(m.ceiling_time_s)} ({m.ceiling_note})" if m.ceiling_time_s else
                                    m.ceiling_note) + "\n")
     out.write(f"  achieved   {m.achieved_gbs:.4g} GB/s, {m.achieved_tflops:.4g} TFLOP/s\n"
               f"  contention {', '.join(m.contention) or 'none seen'}\n")
+
+
+def _learner(cal, info):
+    """Offers each measurement to the calibration's efficiency model (it grows with use); says when one is not taken."""
+    from roofline_kernels.efficiency import learn
+
+    def offer(kernel, m):
+        why = learn(cal, kernel, m, info)
+        if why:
+            _progress(f"{kernel.op} {kernel.precision}: not added to the efficiency model ({why})")
+    return offer
+
+
+def expected_text(m) -> str:
+    """The expected time of a measurement with its uncertainty and where it comes from, or why there is none."""
+    if not m.expected_time_s:
+        return f"- ({m.expected_note})"
+    unc = f" +-{m.expected_uncertainty:.0%}" if m.expected_uncertainty is not None else ""
+    return (f"{fmt_time(m.expected_time_s)}{unc} ({m.expected_efficiency:.0%} of the roof, {m.expected_source}: "
+            f"{m.expected_note})")
 
 
 def _beyond(m) -> str:
@@ -206,6 +237,8 @@ def cmd_spot_check(args, out, sim=None):
     _progress(f"spot check of {args.op} {'x'.join(map(str, shape.values()))} on {info.name}: "
               f"{', '.join(p for p, _ in precisions)} ({args.mode}), one at a time")
     seams = dict(builder=sim.spot_builder(info), timer=sim.timer) if sim else {}
+    if not sim and hw.calibration is not None:
+        seams["on_measured"] = _learner(hw.calibration, info)
     report = spot_check(args.op, shape, precisions, info, hw, peaks, args.mode, args.warmup_ms, args.rep_ms,
                         max_wall_s=args.max_seconds, check=not args.no_check, progress=_progress,
                         model=args.efficiency_model, ceiling=args.ceiling, **seams)
@@ -241,8 +274,19 @@ def cmd_calibrate(args, out):
         return _show_profiles(stored_profiles(args.cache_dir), args.cache_dir or default_cache_dir(), args.json, out)
     info = detect(args.hardware)
     cal = load_or_calibrate(info, args.cache_dir, quick=args.quick, refresh=args.refresh, progress=_progress,
-                            hw=hardware_for(info))
-    scored = _efficiency(args, info, cal, hardware_for(info, cal)) if (args.efficiency or args.score) else None
+                            hw=hardware_for(info), efficiency_budget_s=0 if args.efficiency else args.efficiency_budget_s)
+    hw = hardware_for(info, cal)
+    if args.efficiency:
+        _refit(args, info, cal, hw)
+    model = model_of(cal)
+    from roofline.efficiency import score
+    scored = score(model) if model is not None else None  # leave-one-out: free, from the model's own shapes
+    if args.score:
+        from roofline_kernels.efficiency import measure_held_out, sweep_precisions
+        if model is None:
+            raise ValueError("--score needs an efficiency model, and this profile has none (--efficiency-budget-s 0?)")
+        _progress("scoring on held-out shapes the model never saw (M 1..2048, N and K not powers of two)")
+        scored = score(model, measure_held_out(model, info, hw, sweep_precisions(info, hw), progress=_progress))
     if args.output:
         save(cal, args.output)
         _progress(f"profile written to {args.output}")
@@ -255,50 +299,48 @@ def cmd_calibrate(args, out):
         out.write(f"  {cls:<6} {v:.4g} TFLOP/s\n")
     for prec, why in cal.details.get("skipped", {}).items():
         out.write(f"  {prec:<6} skipped: {why}\n")
-    model = model_of(cal)
     if model is not None:
         meta = model.meta
-        out.write(f"  efficiency model: {meta.get('measured')} shapes in {meta.get('seconds')} s (budget "
-                  f"{meta.get('budget_s')} s), {meta.get('when')}: "
-                  + ", ".join(f"{k.split(':', 1)[1]} {len(v)}" for k, v in model.samples.items()) + "\n")
+        out.write(f"  efficiency model: {meta.get('measured', 0)} swept shapes in {meta.get('seconds', 0)} s (budget "
+                  f"{meta.get('budget_s', 0)} s), {meta.get('when', '?')}; measured shapes per path (sweep and use): "
+                  + ", ".join(f"{k.split(':', 1)[1]} {len(model.points(*k.split(':', 1)))}"
+                              for k in model.samples) + "\n")
+    else:
+        out.write("  efficiency model: none (no sweep: expected times will say so)\n")
     if scored:
         _print_score(scored, out)
 
 
-def _efficiency(args, info, cal, hw):
-    """Fit (``--efficiency``) and/or score (``--score``) this device's efficiency model; the fit is saved into the
-    profile (atomically). Returns the score, or None."""
+def _refit(args, info, cal, hw):
+    """``--efficiency``: a new sweep of this calibration's efficiency model, saved into its profile (atomically)."""
     from roofline_kernels.calibrate import save
-    from roofline_kernels.efficiency import attach, measure_held_out, run_sweep, sweep_precisions
-    from roofline.efficiency import score
+    from roofline_kernels.efficiency import attach, default_budget_s, run_sweep, sweep_precisions
+    budget = args.efficiency_budget_s if args.efficiency_budget_s is not None else \
+        default_budget_s(bool(cal.details.get("quick")))
     precisions = sweep_precisions(info, hw)
-    model = model_of(cal)
-    if args.efficiency and (model is None or args.refresh):
-        _progress(f"efficiency sweep of {', '.join(p for p, _ in precisions)}: up to {args.efficiency_budget_s:g} s")
-        model, _ = run_sweep(info, hw, precisions=precisions, budget_s=args.efficiency_budget_s, progress=_progress)
-        attach(cal, model)
-        save(cal, cal.path)
-        _progress(f"efficiency model saved in {cal.path}")
-        if model.meta.get("contention"):
-            _progress("WARNING: measured under contention (" + "; ".join(
-                f"{p}: {', '.join(f)}" for p, f in model.meta["contention"].items()) + "): refit on a quiet machine "
-                "with --efficiency --refresh")
-    if not args.score:
-        return None
-    if model is None:
-        raise ValueError("--score needs an efficiency model: add --efficiency to fit one first")
-    _progress("scoring on held-out shapes the sweep never measured")
-    return score(model, measure_held_out(model, info, hw, precisions, progress=_progress))
+    _progress(f"efficiency sweep of {', '.join(p for p, _ in precisions)}: up to {budget:g} s")
+    model, _ = run_sweep(info, hw, precisions=precisions, budget_s=budget, progress=_progress)
+    attach(cal, model)
+    save(cal, cal.path)
+    _progress(f"efficiency model saved in {cal.path}")
+    if model.meta.get("contention"):
+        _progress("WARNING: measured under contention (" + "; ".join(
+            f"{p}: {', '.join(f)}" for p, f in model.meta["contention"].items()) + "): refit on a quiet machine "
+            "with --efficiency")
 
 
 def _print_score(scored: dict, out) -> None:
-    out.write("  accuracy (error = |log(predicted / measured)|, as geomean and worst):\n"
-              f"    {'path':<26}{'test':<15}{'n':>4}{'expected':>18}{'bound':>18}\n")
+    from roofline.efficiency import TARGET_GEOMEAN, TARGET_WORST
+    out.write(f"  accuracy (error = |log(predicted / measured)|, as geomean / worst; target on held-out shapes: "
+              f"{TARGET_GEOMEAN:.0%} / {TARGET_WORST:.0%}):\n"
+              f"    {'path':<26}{'test':<15}{'n':>4}{'not near':>9}{'expected':>16}{'bound':>16}\n")
     for prec, tests in scored.items():
         for test, d in tests.items():
             e, b = d["expected"], d["bound"]
             cell = lambda x: f"{x['geomean']:.1%} / {x['worst']:.0%}" if x else "-"  # noqa: E731
-            out.write(f"    {prec:<26}{test:<15}{(e or b or {}).get('n', 0):>4}{cell(e):>18}{cell(b):>18}\n")
+            verdict = "" if test != "held_out" else ("  meets target" if d["meets_target"] else "  ABOVE TARGET")
+            out.write(f"    {prec:<26}{test:<15}{(e or {}).get('n', 0):>4}{d.get('not_near', 0):>9}{cell(e):>16}"
+                      f"{cell(b):>16}{verdict}\n")
 
 
 def _show_profiles(profiles, store, as_json, out):
@@ -378,11 +420,13 @@ def add_commands(sub) -> None:
     add_store_option(p)
     p.add_argument("--show", action="store_true", help="print the profiles stored and when they were measured")
     p.add_argument("--efficiency", action="store_true",
-                   help="also sweep GEMV/GEMM shapes per precision and store the fitted efficiency model in the profile")
-    p.add_argument("--efficiency-budget-s", type=positive_float, default=60.0,
-                   help="wall budget of the efficiency sweep (default 60 s; expensive shapes are cut first)")
+                   help="sweep the efficiency model anew (a profile without one gets one anyway: the expected time "
+                        "beside the bound needs no flag)")
+    p.add_argument("--efficiency-budget-s", type=_seconds, default=None,
+                   help="wall budget of the efficiency sweep (default: 25 s with --quick, 90 s without; 0: no sweep)")
     p.add_argument("--score", action="store_true",
-                   help="measure held-out shapes and print the model's accuracy (leave-one-out and held-out)")
+                   help="measure held-out shapes the model never saw and print its accuracy per path against the "
+                        "target (leave-one-out is printed anyway)")
     p.add_argument("--output", help="also write the profile here (atomically)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_calibrate)

@@ -144,6 +144,7 @@ class Measurement:
     expected_efficiency: float | None = None
     expected_source: str = "none"  # "profile" (this device's sweep), "prior" (published), "none"
     expected_note: str = ""
+    expected_uncertainty: float | None = None  # relative: the model's error near this shape and the runs' noise
     ceiling_time_s: float | None = None  # what the kernel truly cannot beat (roofline_kernels.ceiling), if known
     ceiling_note: str = ""
 
@@ -208,7 +209,8 @@ def predict_kernel(kernel: Kernel, hw: Hardware, peaks: str):
 def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "cold", peaks: str = "calibrated",
                    warmup_ms: float = 25.0, rep_ms: float = 100.0, with_telemetry: bool = True,
                    cuda_graph: bool = False, max_wall_s: float | None = None, timer=None,
-                   warm: bool = False, model=None, ceiling: Hardware | None = None) -> Measurement:
+                   warm: bool = False, model=None, ceiling: Hardware | None = None,
+                   min_reps: int = 10) -> Measurement:
     """Time ``kernel`` and hold it against its prediction. ``timer`` replaces ``bench`` (a simulated device's
     synthesised timing); ``max_wall_s`` is the per-case budget (``BudgetExceeded`` when it cannot fit);
     ``model`` (``roofline.efficiency.EfficiencyModel``) gives the expected time beside the bound; ``ceiling``
@@ -238,7 +240,7 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
         # timed per call with events it measures the host's dispatch of each launch, not the kernels
         graph = cuda_graph or (info.torch_device == "cuda" and kernel.launches > 1)
         args = dict(device=info.torch_device, mode=mode, warmup_ms=warmup_ms, rep_ms=rep_ms, rotation=rotation,
-                    rotation_bytes=spanned, max_wall_s=max_wall_s, region=region, warm=warm)
+                    rotation_bytes=spanned, max_wall_s=max_wall_s, region=region, warm=warm, min_reps=min_reps)
         try:
             timing = bench(kernel.fn, cuda_graph=graph, **args)
         except BudgetExceeded:
@@ -261,7 +263,8 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
                        prediction=pred, prediction_note=note, telemetry=snap, cold_note=cold_note,
                        simulated=info.simulated, memory_roof_only=memory_only,
                        expected_time_s=exp.time_s(predicted), expected_efficiency=exp.efficiency,
-                       expected_source=exp.source, expected_note=exp.note, ceiling_time_s=ceiling_s,
+                       expected_source=exp.source, expected_note=exp.note,
+                       expected_uncertainty=exp.uncertainty, ceiling_time_s=ceiling_s,
                        ceiling_note=ceiling_note)
 
 

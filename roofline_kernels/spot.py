@@ -10,9 +10,11 @@ Each record carries the theory (bytes, FLOPs, AI, the roofline bound and which t
 measurement (median, p20/p80, sample count, cold or hot, the roof it was held against) and the
 speedup against the 16-bit baseline measured in the same run (same device, same minute: a ratio that
 does not depend on how loaded the machine was yesterday). ``expected_time_s`` is the bound over the
-efficiency this device is expected to reach there (``expected_source``: ``profile`` when its
-calibration carries a fitted sweep, ``calibrate --efficiency``; ``prior`` from a published
-measurement against a datasheet roof; else ``none`` and no number).
+efficiency this device is expected to reach there (``expected_source``: ``profile`` from the efficiency
+model its calibration carries, where it measured near the shape, with ``expected_uncertainty``; ``prior``
+from a published measurement against a datasheet roof; else ``none``, no number, and the note says why:
+"not measured near this shape (nearest: ...)"). Every cold measurement is offered to the model
+(``on_measured``), so it grows with use.
 """
 from __future__ import annotations
 
@@ -131,6 +133,7 @@ class SpotReport:
                     t_compute_s=pred.get("t_compute_s"), prediction_note=m.prediction_note,
                     expected_time_s=m.expected_time_s, expected_efficiency=m.expected_efficiency,
                     expected_source=m.expected_source, expected_note=m.expected_note,
+                    expected_uncertainty=m.expected_uncertainty,
                     median_s=t.median_s, p20_s=t.p20_s, p80_s=t.p80_s, rel_iqr=t.rel_iqr, count=t.count,
                     converged=t.converged, efficiency=m.efficiency, beats_roof=m.beats_roof,
                     ceiling_time_s=m.ceiling_time_s, ceiling_note=m.ceiling_note, beats_ceiling=m.beats_ceiling,
@@ -159,7 +162,8 @@ def build(op: str, shape: dict, kwargs: dict, device: str, target: str):
 
 def spot_check(op: str, shape: dict, precisions: list[tuple[str, dict]], info, hw, peaks: str = "calibrated",
                mode: str = "cold", warmup_ms: float = 25.0, rep_ms: float = 100.0, max_wall_s: float | None = 10.0,
-               check: bool = True, progress=None, builder=build, timer=None, model=None, ceiling=None) -> SpotReport:
+               check: bool = True, progress=None, builder=build, timer=None, model=None, ceiling=None,
+               on_measured=None) -> SpotReport:
     """Each precision in turn: build -> check -> measure. ``builder`` and ``timer`` are seams for tests and
     simulated devices; ``max_wall_s`` bounds each precision's timing (``BudgetExceeded`` -> "over budget")."""
     report = SpotReport(op, dict(shape), hw.key, info.name, peaks, mode, simulated=info.simulated)
@@ -198,6 +202,8 @@ def spot_check(op: str, shape: dict, precisions: list[tuple[str, dict]], info, h
                 res.measurement = measure_kernel(kernel, info, hw, mode, peaks, warmup_ms, rep_ms,
                                                  max_wall_s=max_wall_s, timer=timer, warm=check, model=model,
                                                  ceiling=ceiling)
+                if on_measured is not None:
+                    on_measured(kernel, res.measurement)
             except AssertionError as e:  # the correctness check: a wrong result is not timed
                 res.status, res.reason = "wrong result", str(e)
             except BudgetExceeded as e:
@@ -256,8 +262,9 @@ def table_rows(report: SpotReport) -> list[tuple[str, list[str]]]:
 def _expected_note(report: SpotReport) -> str:
     sources = {r.measurement.expected_source for r in report.results if r.ok}
     if sources <= {"none"}:
-        return ("expected: none (no efficiency profile for this device: `python -m roofline calibrate --efficiency`"
-                " fits one); the bound is the physics, not an estimate.")
+        why = sorted({r.measurement.expected_note for r in report.results if r.ok})
+        return (f"expected: none ({'; '.join(why)[:400] or 'nothing measured'}); the bound is the physics, "
+                "not an estimate.")
     notes_ = {r.measurement.expected_note for r in report.results if r.ok and r.measurement.expected_source != "none"}
     return f"expected: the bound over the efficiency expected here ({', '.join(sorted(sources))}): " + \
         "; ".join(sorted(notes_))[:400]

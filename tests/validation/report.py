@@ -29,7 +29,7 @@ RECORD_KEY = pytest.StashKey[dict]()
 SESSION_KEY = pytest.StashKey[dict]()
 CSV_FIELDS = ["id", "outcome", "SIMULATED", "hardware", "device", "op", "shape", "precision", "path", "emulated", "mode",
               "median_s", "p20_s", "p80_s", "count", "rel_iqr", "flops", "bytes", "ai", "bound",
-              "predicted_time_s", "efficiency", "expected_time_s", "expected_source", "predicted_datasheet_s",
+              "predicted_time_s", "efficiency", "expected_time_s", "expected_uncertainty", "expected_source", "predicted_datasheet_s",
               "efficiency_datasheet", "achieved_gbs", "achieved_tflops", "floor", "floor_source", "ceiling", "ceiling_s",
               "detectable_slowdown", "correctness_error", "stored_bits", "energy_j", "energy_source", "contention", "verdict", "note"]
 
@@ -85,7 +85,9 @@ def _table(rec: dict) -> str:
                                                                        f"{_fmt(rec.get('p80_s'))}", "s"),
             ("predicted (calibrated)", rec.get("predicted_time_s"), "s"),
             ("predicted (datasheet)", rec.get("predicted_datasheet_s"), "s"),
-            ("expected", rec.get("expected_time_s"), f"s ({rec.get('expected_source') or 'none'})"),
+            ("expected", rec.get("expected_time_s"),
+             (f"s +-{rec['expected_uncertainty']:.0%}" if rec.get("expected_uncertainty") is not None else "s")
+             + f" ({rec.get('expected_source') or 'none'}: {rec.get('expected_note') or ''})"),
             ("efficiency vs calibrated", rec.get("efficiency"), ""),
             ("efficiency vs datasheet", rec.get("efficiency_datasheet"), ""),
             ("floor", rec.get("floor"), rec.get("floor_source", "")),

@@ -25,6 +25,7 @@ from roofline_kernels.timer import BudgetExceeded
 from roofline import REGISTRY, attention, gemm, get_format, predict
 from roofline.hardware import hardware_families
 from roofline.efficiency import model_of
+from roofline_kernels.efficiency import learn
 from roofline.runs import MEMORY_ONLY
 from roofline.judge import Evidence, Observation, judge_measurement, ratio
 from roofline.regress import Run, acceptable, compare, thin
@@ -215,7 +216,8 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
         bound=MEMORY_ONLY if m.memory_roof_only else pred.get("bound"), operator_class=bound,
         compute_class=pred.get("compute_class"), predicted_time_s=m.predicted_time_s, efficiency=m.efficiency,
         expected_time_s=m.expected_time_s, expected_efficiency=m.expected_efficiency,
-        expected_source=m.expected_source,
+        expected_source=m.expected_source, expected_note=m.expected_note,
+        expected_uncertainty=m.expected_uncertainty,
         predicted_datasheet_s=sheet.time_s if sheet else None,
         efficiency_datasheet=sheet.time_s / m.timing.median_s if sheet else None,
         achieved_gbs=m.achieved_gbs, achieved_tflops=m.achieved_tflops,
@@ -236,6 +238,8 @@ def test_measured_case(family, case, request, device_info, hardware_entry, calib
         roofline_record["note"] = "EMULATED: " + roofline_record["note"]
 
     if not sim:
+        # the efficiency model grows with use: this cold run joins it (or the record says why not)
+        roofline_record["efficiency_model"] = learn(calibration, kernel, m, device_info) or "added"
         # timing history: device time of the same kernel, cold (rotating copies), with the prediction beside it;
         # asked for only here, so a simulated run never touches a history
         benchmark = request.getfixturevalue("benchmark")
