@@ -19,6 +19,7 @@ roof). This module turns measured fractions into an estimate:
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 SHAPE_KEYS = ("m", "n", "k")
@@ -362,11 +363,14 @@ def expected_fields(result, hw, model: EfficiencyModel | None = None) -> dict:
 
 def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, float]] | None = None) -> dict:
     """Accuracy per model key (``gemm:bf16``): leave-one-out over the model's own measured shapes, and on
-    ``held_out`` shapes it never saw (op, precision, shape, bound time, measured median). Error =
+    ``held_out`` shapes it never saw (op, precision, shape, bound time, measured median or the medians of
+    several runs, held against their median). Error =
     |log(predicted / measured)|, reported as geomean and worst, for the expected time and for the bound alone;
     ``not_near`` counts the shapes the model gave no number for (nothing measured near them: no number is
     the honest answer there, and it is counted, not hidden). ``meets_target``: held-out geomean within
-    ``TARGET_GEOMEAN`` and worst within ``TARGET_WORST``."""
+    ``TARGET_GEOMEAN`` and worst within ``TARGET_WORST``. ``run_to_run``: where a shape ran more than once, how
+    far two runs of it lie apart (geomean / worst of |log(a / b)| over pairs): the host's noise, under which no
+    model can score (a model exact in the mean still errs by about that against one run)."""
     def summary(errors):
         if not errors:
             return None
@@ -387,10 +391,15 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
                 skipped += 1
         out.setdefault(key, {})["leave_one_out"] = {"expected": summary(loo_e), "bound": summary(loo_b),
                                                     "not_near": skipped}
-    for op, prec, shape, bound_s, measured_s in held_out or ():  # bound_s: the roof the model's key is of
+    for op, prec, shape, bound_s, measured in held_out or ():  # bound_s: the roof the model's key is of
+        runs = list(measured) if isinstance(measured, (list, tuple)) else [measured]
+        if not runs or min(runs) <= 0:
+            raise ValueError(f"held-out {op} {prec} {_fmt_shape(shape)}: measured times {runs!r} must be > 0")
+        measured_s = statistics.median(runs)
         got = model.expected(op, prec, shape)
-        entry = out.setdefault(model_key(op, prec), {}).setdefault("held_out_errors",
-                                                                    {"expected": [], "bound": [], "not_near": 0})
+        entry = out.setdefault(model_key(op, prec), {}).setdefault(
+            "held_out_errors", {"expected": [], "bound": [], "not_near": 0, "runs": []})
+        entry["runs"].extend(abs(math.log(a / b)) for i, a in enumerate(runs) for b in runs[i + 1:])
         if got.efficiency:
             entry["expected"].append(abs(math.log(got.time_s(bound_s) / measured_s)))
         else:
@@ -401,5 +410,6 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
         if errs is not None:
             e = summary(errs["expected"])
             d["held_out"] = {"expected": e, "bound": summary(errs["bound"]), "not_near": errs["not_near"],
-                             "meets_target": bool(e) and e["geomean"] <= TARGET_GEOMEAN and e["worst"] <= TARGET_WORST}
+                             "meets_target": bool(e) and e["geomean"] <= TARGET_GEOMEAN and e["worst"] <= TARGET_WORST,
+                             "run_to_run": summary(errs["runs"])}
     return out

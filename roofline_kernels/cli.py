@@ -331,16 +331,25 @@ def _refit(args, info, cal, hw):
 
 def _print_score(scored: dict, out) -> None:
     from roofline.efficiency import TARGET_GEOMEAN, TARGET_WORST
+    cell = lambda x: f"{x['geomean']:.1%} / {x['worst']:.0%}" if x else "-"  # noqa: E731
     out.write(f"  accuracy (error = |log(predicted / measured)|, as geomean / worst; target on held-out shapes: "
               f"{TARGET_GEOMEAN:.0%} / {TARGET_WORST:.0%}):\n"
-              f"    {'path':<26}{'test':<15}{'n':>4}{'not near':>9}{'expected':>16}{'bound':>16}\n")
+              f"    {'path':<26}{'test':<15}{'n':>4}{'not near':>9}{'expected':>18}{'bound':>19}{'run to run':>18}\n")
+    noisy = []
     for prec, tests in scored.items():
         for test, d in tests.items():
-            e, b = d["expected"], d["bound"]
-            cell = lambda x: f"{x['geomean']:.1%} / {x['worst']:.0%}" if x else "-"  # noqa: E731
+            e, b, r = d["expected"], d["bound"], d.get("run_to_run")
             verdict = "" if test != "held_out" else ("  meets target" if d["meets_target"] else "  ABOVE TARGET")
-            out.write(f"    {prec:<26}{test:<15}{(e or {}).get('n', 0):>4}{d.get('not_near', 0):>9}{cell(e):>16}"
-                      f"{cell(b):>16}{verdict}\n")
+            if test == "held_out" and not d["meets_target"] and r and r["geomean"] > TARGET_GEOMEAN:
+                noisy.append(f"{prec} {r['geomean']:.1%}")
+            out.write(f"    {prec:<26}{test:<15}{(e or {}).get('n', 0):>4}{d.get('not_near', 0):>9}{cell(e):>18}"
+                      f"{cell(b):>19}{cell(r) if test == 'held_out' else '':>18}{verdict}\n")
+    if any("held_out" in t for t in scored.values()):
+        out.write("    held-out: each shape measured in several passes, the model held against their median; 'run to run' "
+                  "is how far two runs of one shape lie apart here\n")
+    if noisy:
+        out.write(f"    two runs of one shape differ by more than the target on this host ({', '.join(noisy)}): its "
+                  f"noise alone is above it; score on a quieter host before blaming the model\n")
 
 
 def _show_profiles(profiles, store, as_json, out):

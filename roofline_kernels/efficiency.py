@@ -55,6 +55,7 @@ LONG_CALL_S = 0.05
 QUICK_BUDGET_S = 25.0  # the sweep of a quick calibration (the suite's first): keeps `pytest -m cpu` from nothing short
 FULL_BUDGET_S = 90.0   # the sweep of a full calibration (`python -m roofline calibrate`)
 DEFAULT_BUDGET_S = FULL_BUDGET_S
+SCORE_PASSES = 3       # held-out runs a shape: scored against their median; their spread is the noise floor
 GUESS_EFFICIENCY = 0.3  # a cost guess before anything of a precision was measured
 
 
@@ -195,23 +196,34 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
 
 
 def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=HELD_OUT, progress=lambda s: None,
-                     max_call_s: float = 2.0):
-    """(op, precision, shape, roof time, measured median) on shapes off the grid, for ``roofline.efficiency.score``.
-    A shape one call of which would take longer than ``max_call_s`` is left out (said in the progress line)."""
+                     max_call_s: float = 2.0, passes: int = SCORE_PASSES):
+    """(op, precision, shape, roof time, [measured medians, one a pass]) on shapes off the grid, for
+    ``roofline.efficiency.score``. Each shape is measured in ``passes`` passes over all the shapes (so its runs are
+    apart in time): a model is scored against their median, and their spread is this host's run-to-run noise,
+    the floor under any score. A shape one call of which would take longer than ``max_call_s`` is left out (said
+    in the progress line)."""
+    if passes < 1:
+        raise ValueError(f"passes={passes!r}: must be >= 1")
     out = []
     for label, kwargs in precisions:
-        costs, dear = _Costs(kwargs, hw), []
-        for shape in sorted(shapes, key=lambda s: s[0] * s[1] * s[2]):
-            if costs.seen and costs(shape) > max_call_s:
-                dear.append("x".join(map(str, shape)))
-                continue
-            try:
-                kernel, m = _measure(label, kwargs, shape, info, hw, costs(shape) if costs.seen else None)
-            except (UnsupportedKernel, BudgetExceeded, ValueError):
-                continue
-            costs.add(shape, m.timing.median_s)
-            out.append((kernel.op, kernel.precision, dict(kernel.cost.shape), m.predicted_time_s, m.timing.median_s))
-        progress(f"held-out {label}: {sum(r[1] == kernel.precision for r in out)} shapes"
+        costs, dear, rows = _Costs(kwargs, hw), [], {}
+        for p in range(passes):
+            for shape in sorted(shapes, key=lambda s: s[0] * s[1] * s[2]):
+                if p and shape not in rows:
+                    continue
+                if not p and costs.seen and costs(shape) > max_call_s:
+                    dear.append("x".join(map(str, shape)))
+                    continue
+                try:
+                    kernel, m = _measure(label, kwargs, shape, info, hw, costs(shape) if costs.seen else None)
+                except (UnsupportedKernel, BudgetExceeded, ValueError):
+                    continue
+                costs.add(shape, m.timing.median_s)
+                row = rows.setdefault(shape, (kernel.op, kernel.precision, dict(kernel.cost.shape),
+                                              m.predicted_time_s, []))
+                row[4].append(m.timing.median_s)
+        out.extend(rows.values())
+        progress(f"held-out {label}: {len(rows)} shapes x {passes} passes"
                  + (f" ({len(dear)} over {max_call_s:g} s a call left out: {', '.join(dear)})" if dear else ""))
     return out
 

@@ -146,6 +146,24 @@ def test_score_reports_leave_one_out_and_held_out_for_expected_and_bound():
     assert set(score(attention)) == {"gemm:bf16", "attention:bf16"}, "two operator classes must not overwrite"
 
 
+def test_held_out_runs_are_scored_at_their_median_and_their_spread_is_the_noise_floor():
+    """Several runs of a held-out shape: the model is held against their median (one slow run does not count
+    as model error), and how far runs lie apart is reported beside it."""
+    model = fitted()
+    shape = {"m": 3, "n": 3072, "k": 1536}
+    t = 1e-3 / smooth(shape)
+    one_slow = score(model, [("gemm", "bf16", shape, 1e-3, [t, 1.5 * t, t])])["gemm:bf16"]["held_out"]
+    assert one_slow["expected"]["geomean"] < 0.03, "the median, not the mean, of the runs is the measurement"
+    r = one_slow["run_to_run"]
+    assert r["n"] == 3 and r["worst"] == pytest.approx(0.5)  # pairs (t, 1.5t), (t, t), (1.5t, t)
+    assert r["geomean"] == pytest.approx(math.exp(2 * math.log(1.5) / 3) - 1)
+    single = score(model, [("gemm", "bf16", shape, 1e-3, t)])["gemm:bf16"]["held_out"]
+    assert single["run_to_run"] is None, "one run has no spread to report"
+    for bad in ([], [t, 0.0]):
+        with pytest.raises(ValueError, match="must be > 0"):
+            score(model, [("gemm", "bf16", shape, 1e-3, bad)])
+
+
 def test_priors_are_published_fractions_of_the_datasheet_roof():
     gb10 = get_hardware("gb10")
     p = predict(gemv(4096, 4096, weight="int4_tinygemm", act="bf16"), gb10)
@@ -301,6 +319,7 @@ def test_calibrate_efficiency_fits_stores_scores_and_measure_uses_it(tmp_path, m
     assert stored["meta"]["calibration"] == d["timestamp"] and stored["samples"]
     swept = {k for k, v in stored["samples"].items() if v}
     assert swept and all(d["score"][k]["held_out"]["bound"]["n"] == 1 for k in swept)
+    assert all(d["score"][k]["held_out"]["run_to_run"]["n"] == 3 for k in swept), "3 passes: 3 pairs of runs"
     out = io.StringIO()
     assert main(["measure", "gemv", "--n", "1024", "--k", "1024", "--precision", "fp32", "--rep-ms", "20",
                  "--cache-dir", str(tmp_path), "--json"], out=out) == 0
