@@ -114,8 +114,12 @@ def cmd_predict(args, out):
         return json.dump(d, out, indent=2)
     (_print_composite if isinstance(result, CompositePrediction) else _print_prediction)(result, out)
     if expected["expected_time_s"]:
-        out.write(f"  expected {fmt_time(expected['expected_time_s'])} ({expected['expected_efficiency']:.0%} of the "
-                  f"bound; {expected['expected_source']}: {expected['expected_note']})\n")
+        unc = expected.get("expected_uncertainty")
+        out.write(f"  expected {fmt_time(expected['expected_time_s'])}{f' +-{unc:.0%}' if unc else ''} "
+                  f"({expected['expected_efficiency']:.0%} of the bound; {expected['expected_source']}: "
+                  f"{expected['expected_note']})\n")
+    elif args.calibration:  # asked against a profile: say why there is no number rather than print none
+        out.write(f"  expected - ({expected.get('expected_note') or 'no efficiency model in this profile'})\n")
     if plan is not None:
         out.write(f"  {tokens_per_s:.4g} tokens/s ({args.phase}, batch {args.batch}, context {args.seq_kv})\n"
                   f"  {plan.summary()}\n")

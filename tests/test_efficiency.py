@@ -3,6 +3,7 @@ measurements that use it. Synthetic efficiencies stand in for a sweep, so every 
 import io
 import json
 import math
+import re
 
 import pytest
 
@@ -275,6 +276,22 @@ def test_predict_json_carries_expected_beside_the_unchanged_bound(tmp_path):
     plain = json.loads(out.getvalue())
     assert plain["expected_source"] == "none" and plain["expected_time_s"] is None
     assert plain["time_s"] == pytest.approx(predict(gemm(3, 3072, 1536, precision="fp16"), "gb10").time_s)
+
+
+def test_predict_text_shows_expected_with_its_uncertainty_or_says_why_not(tmp_path):
+    from roofline.cli import main
+    cal = Calibration("gb10", {"fp16": 60.0}, 230.0, timestamp="t0",
+                      details={"efficiency": fitted(precision="fp16").to_dict()})
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(cal.to_dict()))
+    args = ["predict", "gemm", "--n", "3072", "--k", "1536", "--precision", "fp16", "--hardware", "gb10",
+            "--calibration", str(path)]
+    out = io.StringIO()
+    assert main(args + ["--m", "3"], out=out) == 0
+    assert re.search(r"expected [0-9.]+ \S+ \+-\d+% \(\d+% of the bound; profile", out.getvalue()), out.getvalue()
+    out = io.StringIO()
+    assert main(args + ["--m", "512"], out=out) == 0  # the fit's M stops at 16: five octaves away
+    assert "expected - (not measured near this shape (nearest: 16x" in out.getvalue(), out.getvalue()
 
 
 @pytest.mark.cpu
