@@ -432,7 +432,7 @@ def add_commands(sub) -> None:
                    help="sweep the efficiency model anew (a profile without one gets one anyway: the expected time "
                         "beside the bound needs no flag)")
     p.add_argument("--efficiency-budget-s", type=_seconds, default=None,
-                   help="wall budget of the efficiency sweep (default: 25 s with --quick, 90 s without; 0: no sweep)")
+                   help="wall budget of the efficiency sweep (default: 20 s with --quick, 90 s without; 0: no sweep)")
     p.add_argument("--score", action="store_true",
                    help="measure held-out shapes the model never saw and print its accuracy per path against the "
                         "target (leave-one-out is printed anyway)")

@@ -82,6 +82,21 @@ def test_the_sweep_spends_its_budget_across_precisions_and_covers_decode_to_pref
         assert got.efficiency is None or abs(math.log(got.efficiency / surface(*shape))) < 0.25, (shape, got)
 
 
+def test_held_out_shapes_run_in_passes_over_all_of_them(monkeypatch):
+    """Each held-out shape is measured once a pass, every shape before any repeats (runs of one shape apart in
+    time), and comes back with its runs for the score's median and noise floor."""
+    calls = []
+    monkeypatch.setattr(keff, "_measure", fake_measure(calls))
+    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
+    shapes = keff.HELD_OUT[:4]
+    rows = keff.measure_held_out(None, None, None, [("fp32", {"precision": "fp32"})], shapes=shapes, passes=3)
+    order = sorted(shapes, key=lambda s: s[0] * s[1] * s[2])
+    assert calls == order * 3
+    assert [len(r[4]) for r in rows] == [3] * 4 and all(r[1] == "fp32" for r in rows)
+    with pytest.raises(ValueError, match="passes=0"):
+        keff.measure_held_out(None, None, None, [("fp32", {})], shapes=shapes, passes=0)
+
+
 class _FakeCosts:
     def __init__(self, kwargs, hw):
         self.seen = []
