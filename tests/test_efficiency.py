@@ -343,3 +343,24 @@ def test_calibrate_efficiency_fits_stores_scores_and_measure_uses_it(tmp_path, m
     m = json.loads(out.getvalue())
     assert m["expected_source"] == "profile" and m["expected_time_s"] == pytest.approx(
         m["predicted_time_s"] / m["expected_efficiency"])
+
+
+def test_the_score_says_when_the_hosts_noise_alone_is_above_the_target():
+    """A model above target on a host whose runs of one shape differ by more than the target: the verdict says
+    the noise is the floor; where the runs agree, the same error stands as the model's alone."""
+    from roofline_kernels.cli import _print_score
+    model = fitted()
+    shape = {"m": 3, "n": 3072, "k": 1536}
+    t = 1e-3 / smooth(shape)
+
+    def printed(runs):
+        out = io.StringIO()
+        _print_score(score(model, [("gemm", "bf16", shape, 1e-3, runs)]), out)
+        return out.getvalue()
+    noisy = printed([1.3 * t, 1.6 * t, 2.0 * t])   # the model 60% fast; runs 23-54% apart
+    assert "ABOVE TARGET" in noisy and "its noise alone is above it" in noisy and "gemm:bf16 " in noisy, noisy
+    steady = printed([1.6 * t, 1.6 * t, 1.61 * t])  # the same error, runs within 1%
+    assert "ABOVE TARGET" in steady and "noise alone" not in steady, steady
+    out = io.StringIO()
+    _print_score(score(model), out)  # leave-one-out only: no held-out legend
+    assert "held-out:" not in out.getvalue() and "leave_one_out" in out.getvalue()
