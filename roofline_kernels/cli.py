@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import sys
 
-from roofline import load_calibration
+from roofline import load_calibration, load_hardware_file
 from roofline.efficiency import model_of
+from roofline_kernels.measure import CLOCK_OPTIONS
 from roofline.cli import (MEASURE_OPS, add_hardware_options, add_op_arguments, add_precision_options, fmt_time,
                           formats_kwargs, positive_float)
 
@@ -30,36 +31,60 @@ def _simulation(args):
     return Simulation(args.simulate)
 
 
+def _stated(args) -> dict:
+    """What measure's hardware options state of the device measured, as ``hardware_for`` takes it. A
+    ``--hardware-file`` is registered first, so its keys can be measured against."""
+    if getattr(args, "hardware_file", None):
+        load_hardware_file(args.hardware_file)
+    clocks = {k: getattr(args, k, None) for k in CLOCK_OPTIONS if getattr(args, k, None) is not None}
+    if clocks and args.peaks == "calibrated":
+        raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in clocks)}: these options scale the "
+                         "datasheet roof, and a calibrated roof was measured at the clocks the device ran at then: use --peaks datasheet "
+                         "(the default with these options)")
+    args.clocks_stated = bool(clocks)
+    return {"power_mode": getattr(args, "power_mode", None), "clocks": clocks}
+
+
+def _default_peaks(args, cal) -> str:
+    if args.peaks:
+        return args.peaks
+    return "datasheet" if args.clocks_stated or cal is None else "calibrated"
+
+
 def _simulated_context(args, sim):
     """(info, hw, peaks) on a simulated device: its detection over the fakes, its synthesised calibration."""
     from roofline_kernels.measure import hardware_for
     if args.calibration:
         raise ValueError("--simulate synthesises its calibration; --calibration does not combine with it")
+    stated = _stated(args)
     info = sim.detect(args.hardware)
     cal = sim.calibration(info, hardware_for(info))
-    hw = hardware_for(info, cal)
+    hw = hardware_for(info, cal, **stated)
     args.efficiency_model = None
     args.ceiling = hardware_for(info)  # a simulated board's ceiling is its datasheet; no store is touched
-    return info, hw, args.peaks or "calibrated"
+    return info, hw, _default_peaks(args, cal)
 
 
 def _measure_context(args):
-    """(device info, hardware entry with calibration if any, peaks) for measure."""
+    """(device info, hardware entry with calibration if any, peaks) for measure: the device detected (or named by
+    --hardware, a --hardware-file's entry included), scaled to the power mode and clocks stated."""
     from roofline_kernels.calibrate import load_or_calibrate
     from roofline_kernels.device import detect
     from roofline_kernels.measure import hardware_for
+    stated = _stated(args)
     info = detect(args.hardware)
     cal = load_calibration(args.calibration) if args.calibration else None
-    hw = hardware_for(info, cal)
+    hw = hardware_for(info, cal, **stated)
     needs_cal = args.peaks == "calibrated" or hw.bandwidth is None
     if cal is None and needs_cal and args.peaks != "datasheet":
-        cal = load_or_calibrate(info, args.cache_dir, quick=True, progress=_progress, hw=hw)
-        hw = hardware_for(info, cal)
-    peaks = args.peaks or ("calibrated" if cal is not None else "datasheet")
-    args.efficiency_model = model_of(cal)  # the expected time beside the bound, where the profile has a sweep
+        cal = load_or_calibrate(info, args.cache_dir, quick=True, progress=_progress, hw=hardware_for(info))
+        hw = hardware_for(info, cal, **stated)
+    peaks = _default_peaks(args, cal)
+    args.efficiency_model = None if args.clocks_stated else model_of(cal)  # expected time, where a sweep exists
     from roofline_kernels.calibrate import default_cache_dir
     from roofline_kernels.ceiling import ceiling_hardware
-    args.ceiling = ceiling_hardware(info, hw, args.cache_dir or default_cache_dir())  # what physics holds it to
+    # what physics holds it to: the device as it runs, not as stated (a wrong statement shows beyond the roof)
+    args.ceiling = ceiling_hardware(info, hardware_for(info, cal), args.cache_dir or default_cache_dir())
     return info, hw, peaks
 
 
@@ -164,7 +189,7 @@ def _cmd_measure(args, out, sim):
     _progress(f"measuring {kernel.op} {kernel.precision} on {info.name} ({args.mode})")
     m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms, cuda_graph=args.cuda_graph,
                        model=args.efficiency_model, timer=sim.timer if sim else None, ceiling=args.ceiling)
-    if not sim and hw.calibration is not None:
+    if not sim and hw.calibration is not None and not args.clocks_stated:
         _learner(hw.calibration, info)(kernel, m)
     if args.json:
         return json.dump(m.to_dict(), out, indent=2, default=str)
@@ -237,7 +262,7 @@ def cmd_spot_check(args, out, sim=None):
     _progress(f"spot check of {args.op} {'x'.join(map(str, shape.values()))} on {info.name}: "
               f"{', '.join(p for p, _ in precisions)} ({args.mode}), one at a time")
     seams = dict(builder=sim.spot_builder(info), timer=sim.timer) if sim else {}
-    if not sim and hw.calibration is not None:
+    if not sim and hw.calibration is not None and not args.clocks_stated:
         seams["on_measured"] = _learner(hw.calibration, info)
     report = spot_check(args.op, shape, precisions, info, hw, peaks, args.mode, args.warmup_ms, args.rep_ms,
                         max_wall_s=args.max_seconds, check=not args.no_check, progress=_progress,
@@ -272,6 +297,8 @@ def cmd_calibrate(args, out):
     from roofline_kernels.measure import hardware_for
     if args.show:
         return _show_profiles(stored_profiles(args.cache_dir), args.cache_dir or default_cache_dir(), args.json, out)
+    if args.hardware_file:
+        load_hardware_file(args.hardware_file)
     info = detect(args.hardware)
     cal = load_or_calibrate(info, args.cache_dir, quick=args.quick, refresh=args.refresh, progress=_progress,
                             hw=hardware_for(info), efficiency_budget_s=0 if args.efficiency else args.efficiency_budget_s)
@@ -424,6 +451,7 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("calibrate", help="measure this device's bandwidth and per-precision peaks; save the profile")
     p.add_argument("--hardware", default=None, help="registry key to file the profile under (default: detected)")
+    p.add_argument("--hardware-file", help="JSON file defining custom hardware (registered before lookup)")
     p.add_argument("--quick", action="store_true", help="smaller sweeps (seconds instead of a minute)")
     p.add_argument("--refresh", action="store_true", help="measure again even if a cached profile exists")
     add_store_option(p)

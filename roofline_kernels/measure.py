@@ -29,13 +29,25 @@ ROTATION_CACHE_MULTIPLE = 2  # cold rotations span at least this many times the 
 ROTATION_MEMORY_FRACTION = 0.25  # ... and at most this share of the memory available now
 
 
-def hardware_for(info: DeviceInfo, calibration=None) -> Hardware:
+CLOCK_OPTIONS = ("gpu_clock_mhz", "mem_clock_mhz", "active_sms")
+
+
+def hardware_for(info: DeviceInfo, calibration=None, power_mode: str | None = None,
+                 clocks: dict | None = None) -> Hardware:
     """The registry entry to predict against: the host CPU gets derived peaks; a Jetson is scaled to the power
-    mode it runs in now (its MAXN roof would flatter every lower mode's case); a profile rides along."""
+    mode it runs in now (its MAXN roof would flatter every lower mode's case); a profile rides along.
+
+    ``power_mode`` and ``clocks`` (``gpu_clock_mhz``, ``mem_clock_mhz``, ``active_sms``) are what the user states
+    of the device measured (``measure --power-mode/--gpu-clock-mhz/...``). Each applies where it describes this
+    device, and is refused with the reason where it cannot (ValueError): a measurement times the device as it
+    runs, so an option can say how it runs, never change it."""
     hw = host_cpu_hardware(info.cpu) if info.hardware_key == "cpu" else get_hardware(info.hardware_key)
-    mode = (info.power_mode or {}).get("mode")
+    mode = _mode_to_apply(hw, info, power_mode)
     if mode and hw.key in POWER_MODES:
         hw = apply_power_mode(hw, mode) if find_power_mode(hw.key, mode) else at_measured_caps(hw, mode, info)
+    clocks = {k: v for k, v in (clocks or {}).items() if v is not None}
+    if clocks:
+        hw = _at_stated_clocks(hw, clocks)
     if calibration is None:
         return hw
     if hw.kind == "cpu":
@@ -48,6 +60,34 @@ def hardware_for(info: DeviceInfo, calibration=None) -> Hardware:
 
 
 CPU_CALIBRATED_FORMATS = ("bf16", "fp16", "int8")
+
+
+def _mode_to_apply(hw: Hardware, info: DeviceInfo, stated: str | None) -> str | None:
+    """The nvpmodel mode the roof is scaled to: the one the board reports, or the one stated where it reports none."""
+    detected = (info.power_mode or {}).get("mode")
+    if stated is None:
+        return detected
+    if hw.key not in POWER_MODES:
+        raise ValueError(f"--power-mode {stated!r}: {hw.key} has no nvpmodel power modes (a Jetson's); boards "
+                         f"with modes: {', '.join(POWER_MODES)}")
+    found = find_power_mode(hw.key, stated)
+    if found is None:
+        apply_power_mode(hw, stated)  # raises the one 'unknown power mode' error, with the modes allowed
+    if detected is not None and (find_power_mode(hw.key, detected) or (detected,))[0] != found[0]:
+        raise ValueError(f"--power-mode {stated!r}: the board runs in {detected} now (nvpmodel -q), and a "
+                         f"measurement times it as it runs; switch first (sudo nvpmodel -m {found[1][0]}) or leave "
+                         f"--power-mode out")
+    return found[0]
+
+
+def _at_stated_clocks(hw: Hardware, clocks: dict) -> Hardware:
+    """The datasheet roof scaled to the clocks (and SMs) the user says the device runs at (``nvidia-smi -lgc``, a
+    MIG slice): the key names them, so every record carries them."""
+    named = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in clocks.items())
+    if hw.kind == "cpu":
+        raise ValueError(f"{named}: {hw.key} is a CPU; these options scale a GPU's roof by its clocks and SMs, "
+                         "and a CPU's roof comes from its ISA and calibration")
+    return scale_clocks(hw, clocks.get("gpu_clock_mhz"), clocks.get("active_sms"), clocks.get("mem_clock_mhz"))
 
 
 def at_measured_caps(hw: Hardware, mode: str, info: DeviceInfo) -> Hardware:
