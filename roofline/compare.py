@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
+from . import export
 from . import runs as R
 from .regress import SPREAD_MULTIPLE, YOUNG_BAND, Reference, compare, robust_sigma
 from .svg import figure_block, html_page, roofline_svg
@@ -73,6 +74,7 @@ def load_run(path: str) -> Run:
         raise ValueError(f"no such run: {path!r}; give reports/<env>/measurements.json or its directory") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{str(p)!r} is not a suite export (measurements.json with 'records'): {e}") from None
+    export.check(doc, repr(str(p)))
     first = next(iter(R.measured(records)), records[0] if records else {})
     machine = doc.get("machine") or {}
     hardware, device = first.get("hardware", "?"), first.get("device", "?")

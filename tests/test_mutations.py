@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from roofline import export
 from roofline.atomic import write_json_atomic
 from roofline_kernels import selftest
 
@@ -62,6 +63,10 @@ def test_each_planted_defect_is_caught_and_a_healthy_run_passes(device_info, cal
     again, proc = run_slice(store, tmp_path)  # and nothing leaks between runs: healthy still passes
     results["healthy_again"] = again
     write_json_atomic(report_dir / "mutations.json", results)
+    # every slice's export, healthy and planted (failed cases included), holds to the shipped schema
+    written = {tag: tmp_path / tag / "measurements.json" for tag in ("healthy", *MUST_FAIL)}
+    exports = {tag: export.problems(json.loads(f.read_text())) for tag, f in written.items() if f.exists()}
+    assert "healthy" in exports and all(found == [] for found in exports.values()), exports
     summary = {m: sorted(k for k, v in o.items() if v["outcome"] == "failed") for m, o in results.items()}
     print("mutation -> cases tripped:", json.dumps(summary, indent=1))
     assert not missed, json.dumps(missed, indent=1)[:6000]

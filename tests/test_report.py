@@ -30,7 +30,8 @@ def record(prec, shape="1x4096x4096", median=1e-3, spread=0.02, eff=0.8, outcome
                 ai=flops / nbytes, bound="memory", compute_class="fp16", predicted_time_s=median * eff,
                 efficiency=eff, datasheet_peak_tflops=125.0, datasheet_bandwidth_gbs=273.0,
                 calibrated_peak_tflops=100.0, calibrated_bandwidth_gbs=230.0, outcome=outcome,
-                achieved_tflops=flops / median / 1e12)
+                achieved_tflops=flops / median / 1e12, mode="cold", rel_iqr=2 * spread, contention=[], SIMULATED=False,
+                verdict={"passed": outcome == "passed", "checks": [], "notes": []})
 
 
 def write_run(path, records, torch="2.13.0", when="2026-11-20T10:00:00+00:00"):

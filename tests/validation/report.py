@@ -234,7 +234,9 @@ def pytest_sessionfinish(session):
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     from conftest import simulation
     sim = simulation()
-    write_json_atomic(out / "measurements.json", {"session_end": stamp, "SIMULATED": sim.key if sim else None,
+    from roofline.export import SCHEMA_VERSION
+    write_json_atomic(out / "measurements.json", {"schema_version": SCHEMA_VERSION, "session_end": stamp,
+                                                  "SIMULATED": sim.key if sim else None,
                                                   "machine": _machine(config), "records": state["records"],
                                                   "calibration": cal.to_dict() if cal else None})
     buf = io.StringIO()
