@@ -11,7 +11,7 @@ import sys
 from roofline import load_calibration, load_hardware_file
 from roofline.efficiency import model_of
 from roofline_kernels.measure import CLOCK_OPTIONS
-from roofline.cli import (MEASURE_OPS, add_hardware_options, add_op_arguments, add_precision_options, fmt_time,
+from roofline.cli.options import (MEASURE_OPS, add_hardware_options, add_op_arguments, add_precision_options, fmt_time,
                           formats_kwargs, positive_float)
 
 
@@ -398,7 +398,7 @@ def cmd_doctor(args, out):
     """The stack (versions, supported range, what imports) and each board family's paths with it; exit 1 when
     an installed package is outside the supported range or does not import."""
     import logging
-    from roofline_kernels.stack import doctor, format_doctor
+    from roofline_kernels.doctor import doctor, format_doctor
     logging.getLogger("torchao").setLevel(logging.ERROR)  # its "Failed to load ... .so" notes on a CPU build
     d = doctor()
     if args.json:

@@ -21,6 +21,7 @@ from roofline.judge import RESOLUTION
 from roofline.predict import UnsupportedPathError, roofline_time
 
 from . import telemetry
+from .region import RegionMonitor
 from .device import DeviceInfo, host_cpu_hardware
 from .ops import Kernel
 from .timer import BudgetExceeded, Timing, bench
@@ -256,7 +257,7 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
     ``model`` (``roofline.efficiency.EfficiencyModel``) gives the expected time beside the bound; ``ceiling``
     (``roofline_kernels.ceiling.ceiling_hardware``) prices what the kernel truly cannot beat."""
     snap = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info) if with_telemetry else {}
-    region = telemetry.RegionMonitor(info) if with_telemetry else None
+    region = RegionMonitor(info) if with_telemetry else None
     predicted, pred, note = predict_kernel(kernel, hw, peaks)
     memory_only = pred is None
     if pred is not None and not ceiling_is_physical(info, pred["compute_class"]):

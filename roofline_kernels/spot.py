@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from roofline import get_format
-from roofline.runs import MEMORY_ONLY, fmt_s, pick_baseline
+from roofline.reports.runs import MEMORY_ONLY, fmt_s, pick_baseline
 
 from .measure import Measurement, measure_kernel
 from .ops import ATTENTION_KERNELS, GEMM_KERNELS, UnsupportedKernel, make_attention, make_gemm
@@ -225,9 +225,9 @@ def _backend_error(e: BaseException) -> str:
 
 
 def figure(report: SpotReport):
-    """(roofs, points) of the spot check, drawn as the suite's report draws a run (``roofline.runs``): one roof per
+    """(roofs, points) of the spot check, drawn as the suite's report draws a run (``roofline.reports.runs``): one roof per
     compute class met, one predicted and one measured point per precision that ran."""
-    from roofline import runs
+    from roofline.reports import runs
     roof = "calibrated" if report.peaks == "calibrated" else "datasheet"
     recs = [dict(rec, id=f"{rec['op']} {rec['precision']}", predicted_time_s=rec["bound_time_s"],
                  outcome="failed" if rec["beats_ceiling"] else "passed",
@@ -290,7 +290,7 @@ def notes(report: SpotReport) -> list[str]:
 def write_figure(report: SpotReport, path: str) -> None:
     """``.html``: the interactive page; ``.svg``: the plot alone; ``.png``: matplotlib's rendering. Atomic."""
     from roofline.atomic import write_atomic
-    from roofline.svg import figure_block, html_page, roofline_svg
+    from roofline.reports.svg import figure_block, html_page, roofline_svg
     roofs, points = figure(report)
     title = (f"{report.op} {'x'.join(str(v) for v in report.shape.values())} on {report.hardware} "
              f"({report.device_name}), {report.mode}")
@@ -301,7 +301,7 @@ def write_figure(report: SpotReport, path: str) -> None:
     elif low.endswith(".svg"):
         write_atomic(path, roofline_svg(roofs, points, title) + "\n")
     elif low.endswith(".png"):
-        from roofline.plot import Point, roofline_png
+        from roofline.reports.plot import Point, roofline_png
         write_atomic(path, roofline_png(roofs, [Point(f"{p.precision} {'measured' if p.measured else 'predicted'}",
                                                       p.ai, p.tflops, p.colour, p.measured) for p in points], title))
     else:

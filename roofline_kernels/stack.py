@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import platform
 import re
-import sys
 from importlib import metadata
 
 # distribution -> PEP 440 specifier (">=" and "<" only). Keep equal to pyproject.toml.
@@ -217,10 +216,10 @@ def _runs_arch(archs: list[str], target: str) -> bool | None:
     return False
 
 
-def board_paths(build: dict | None = None, torchao_why: str | None = "unchecked") -> dict:
+def board_paths(build: dict | None = None, torchao_why: str | None = "unchecked", torchao_paths_for=None) -> dict:
     """family -> {"usable": bool, "why": str, "stack": str, "torchao_paths": [...]}: whether this stack can
     measure on that board family, and which torchao paths run there (``torchao_why`` from torchao_problem();
-    "unchecked" leaves torchao out)."""
+    "unchecked" leaves torchao out; ``torchao_paths_for(arch)`` lists them: ``roofline_kernels.doctor``'s)."""
     from roofline import get_hardware
     from roofline.hardware import hardware_families
     build = build or torch_build()
@@ -251,17 +250,10 @@ def board_paths(build: dict | None = None, torchao_why: str | None = "unchecked"
                                      + (f" has {hw.arch} kernels" if runs else ""))
         entry = {"usable": usable, "why": why, "stack": stack, "arch": hw.arch}
         if torchao_why != "unchecked":
-            entry["torchao_paths"] = [] if torchao_why else _torchao_paths_for(hw.arch)
+            entry["torchao_paths"] = [] if torchao_why or torchao_paths_for is None else torchao_paths_for(hw.arch)
             entry["torchao"] = torchao_why or "imports"
         out[family] = entry
     return out
-
-
-def _torchao_paths_for(arch: str) -> list[str]:
-    from .torchao_paths import PATHS
-    m = re.fullmatch(r"sm_(\d+)(\d)", arch)
-    cap = (int(m.group(1)), int(m.group(2))) if m else None
-    return [f"{p.weight}/{'|'.join(p.acts)}" for p in PATHS if p.gate(cap) is None]
 
 
 # --- the report -----------------------------------------------------------------------------------------
@@ -302,63 +294,3 @@ def header_lines(simulated: bool = False) -> list[str]:
     return [stack_line(build),
             f"board paths with this stack: {', '.join(usable) or 'none'}" + (f"; {tail}" if tail else "")
             + " (python -m roofline doctor)"]
-
-
-def doctor() -> dict:
-    """Everything ``python -m roofline doctor`` prints (imports torch, torchao, transformers and pynvml)."""
-    build = torch_build()
-    problems = {"torchao": torchao_problem() if installed("torchao") else None,
-                "transformers": transformers_problem() if installed("transformers") else None,
-                "nvidia-ml-py": nvml_problem() if installed("nvidia-ml-py") else None,
-                "kernels": hf_kernels_problem()}
-    packages = {}
-    for d in DISTS:
-        v = installed(d)
-        spec = SUPPORTED.get(d)
-        entry = {"version": v, "supported": spec, "in_range": None if v is None or spec is None else in_range(v, spec)}
-        if d == "torch":
-            entry.update(cuda=build["cuda"], archs=build["archs"], error=build["error"])
-        if d in problems:
-            entry["imports"] = v is not None and problems[d] is None
-            if problems[d]:
-                entry["problem"] = problems[d]
-        if d == "kernels":
-            entry["note"] = "Hugging Face's package (transformers' MXFP4/NVFP4 loaders); this project's layer is roofline_kernels"
-        packages[d] = entry
-    broken = [d for d, e in packages.items() if e["in_range"] is False or e.get("problem") or e.get("error")]
-    if packages["torch"]["version"] is None:
-        broken.append("torch (not installed)")
-    return {"python_executable": sys.executable, "machine": platform.machine(), "packages": packages,
-            "boards": board_paths(build, problems["torchao"] if installed("torchao") else "torchao is not installed"),
-            "supported": dict(SUPPORTED), "ok": not broken, "broken": broken,
-            "stack_line": stack_line(build)}
-
-
-def format_doctor(d: dict) -> str:
-    lines = [d["stack_line"], "", "package        installed              supported    status"]
-    for name, e in d["packages"].items():
-        v = e["version"] or "-"
-        if name == "torch" and e["version"]:
-            v += f" (CUDA {e['cuda']})" if e["cuda"] else " (CPU)"
-        if e["version"] is None:
-            status = "not installed"
-        elif e.get("error") or e.get("problem"):
-            status = "BROKEN: " + (e.get("problem") or e.get("error"))
-        elif e["in_range"] is False:
-            status = "OUTSIDE the supported range"
-        else:
-            status = "ok" + (", imports" if e.get("imports") else "")
-        if name == "kernels" and e["version"]:
-            status += " (Hugging Face's)"
-        lines.append(f"{name:<14} {v:<22} {e['supported'] or '':<12} {status}")
-    lines += ["", "board family   usable with this stack"]
-    for fam, b in d["boards"].items():
-        lines.append(f"{fam:<14} {'yes' if b['usable'] else 'no '}  {b['why']}")
-        lines.append(f"{'':<14}      runs: {b['stack']}")
-        if "torchao" in b:
-            lines.append(f"{'':<14}      torchao paths: " + (", ".join(b["torchao_paths"]) or "none")
-                         + ("" if b["torchao"] == "imports" else " (torchao does not import: see its line above)"
-                            if "is not importable" in b["torchao"] else f" ({b['torchao']})"))
-    lines += ["", "supported: " + ", ".join(f"{k} {v}" for k, v in d["supported"].items()) + " (pyproject.toml)",
-              "verdict: " + ("the stack is supported" if d["ok"] else "NOT supported: " + ", ".join(d["broken"]))]
-    return "\n".join(lines) + "\n"

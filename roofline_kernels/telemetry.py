@@ -5,7 +5,7 @@ measures), Jetson sysfs (roofline_kernels/jetson.py, under a root that tests poi
 sysfs/procfs. Every source degrades to ``{"available": False, "reason": ...}``, never an exception.
 
 - ``snapshot``: one look before a measurement (with ``info``: the device's own root and NVML handle).
-- ``RegionMonitor`` (roofline_kernels/region.py): samples *during* the timed region and measures its energy.
+- ``RegionMonitor`` (roofline_kernels/region.py, built on this module): samples *during* the timed region and measures its energy.
 - ``contention``: the flags a report shows next to a measured number.
 """
 from __future__ import annotations
@@ -178,5 +178,3 @@ def contention(snap: dict) -> list[str]:
         flags.append(f"Jetson GPU at {js['gpu_cur_mhz']:g} of {js['gpu_max_mhz']:g} MHz under load")
     return flags
 
-
-from .region import RegionMonitor, region_flags  # noqa: E402,F401  (RegionMonitor samples with the above)

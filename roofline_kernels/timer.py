@@ -13,7 +13,7 @@
 4. CPU: ``time.perf_counter_ns`` around each call; the loop stops once the relative IQR settles below a
    target (after ``min_reps``), or when the budget ends. CUDA: one event pair per call and a single
    synchronize at the end (do_bench's recipe); optional CUDA-graph replay for launch-bound kernels.
-5. ``region`` (an object with ``start()``/``stop()``, e.g. ``telemetry.RegionMonitor``) is started
+5. ``region`` (an object with ``start()``/``stop()``, e.g. ``region.RegionMonitor``) is started
    right before the timed loop and stopped right after it: telemetry of the timed calls, not of warmup (on
    CUDA the queued warmup is synchronized first: launches return before their work runs).
 Result: median, p20, p80, mean, stdev, min, count, mode, spread, whether the spread settled, and the

@@ -62,7 +62,7 @@ import torch
 
 from roofline import get_format
 
-from .ops import INT4_GROUP, gemm_refusal
+from .kernel import INT4_GROUP, gemm_refusal
 
 # Optional packages some torchao 0.18 kernels need; none is installed by this project. An error that
 # names one is a missing package on the real GPU too, never a "needs CUDA" note on a simulated one.
@@ -448,7 +448,7 @@ def nvfp4_gemm_kernel(m: int, n: int, k: int, device: str = "cuda", target: str 
     before the same GEMM: that is the pipeline, measured as its own case. The call is the one torchao makes
     (prototype/mx_formats/nvfp4_tensor.py ``_addmm_nvfp4_dispatch``): packed fp4x2 operands, the weight
     column-major, e4m3 block scales per 16 in the swizzled (blocked) layout, bf16 out, no per-tensor scale."""
-    from .ops import Kernel, UnsupportedKernel, _check_device, gemm_refusal
+    from .kernel import Kernel, UnsupportedKernel, _check_device, gemm_refusal
     from roofline import gemm
     target = target or device
     _check_device(device, target)

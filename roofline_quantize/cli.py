@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from roofline import load_calibration
-from roofline.cli import PHASES, fmt_time, positive_int, positive_float
+from roofline.cli.options import PHASES, fmt_time, positive_int, positive_float
 from roofline_kernels.cli import _progress, add_store_option
 from roofline_quantize.autoquant import DEFAULT_MAX_LOGIT_ERROR, DEFAULT_TOP_K
 

@@ -89,7 +89,7 @@ def measure_model(model, tokens: torch.Tensor, rep_ms: float = 200.0, info=None)
     nxt = tokens[:, -1:]
     region = None
     if info is not None:
-        from roofline_kernels.telemetry import RegionMonitor
+        from roofline_kernels.region import RegionMonitor
         region = RegionMonitor(info)
     decode, calls = _time(lambda: model(nxt, prompt_len), rep_ms, device, region)
     nbytes = param_bytes(model)

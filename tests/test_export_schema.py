@@ -12,7 +12,7 @@ import pytest
 
 jsonschema = pytest.importorskip("jsonschema", reason="jsonschema missing: pip install -e '.[test]'")
 
-from roofline import export  # noqa: E402
+from roofline.reports import export  # noqa: E402
 from roofline.__main__ import main  # noqa: E402
 from tests.test_report import record, write_run  # noqa: E402
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from roofline import export
+from roofline.reports import export
 from roofline.atomic import write_json_atomic
 from roofline_kernels import selftest
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from roofline import compare, history
+from roofline.reports import compare, history
 from roofline.cli import main
-from roofline.plot import colour_for
-from roofline.plot import Roof
-from roofline.svg import SvgPoint, roofline_svg
+from roofline.reports.plot import colour_for
+from roofline.reports.plot import Roof
+from roofline.reports.svg import SvgPoint, roofline_svg
 from tests.validation.report import summary_html
 
 SVG = "{http://www.w3.org/2000/svg}"

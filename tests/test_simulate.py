@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from roofline import export
+from roofline.reports import export
 
 ROOT = Path(__file__).resolve().parents[1]
 CASE = "test_measured_case and gemv-1x4096x4096-bf16"

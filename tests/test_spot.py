@@ -13,7 +13,7 @@ from roofline_kernels.measure import measure_kernel
 from roofline_kernels.ops import GEMM_KERNELS, UnsupportedKernel, make_gemm
 from roofline_kernels.timer import BudgetExceeded, Timing
 from roofline.__main__ import main
-from roofline.plot import colour_for
+from roofline.reports.plot import colour_for
 
 pytestmark = pytest.mark.cpu
 SVG = "{http://www.w3.org/2000/svg}"
@@ -241,9 +241,9 @@ def test_cli_table_interrupt_and_bad_input(monkeypatch, calibration, capsys):
 
 def test_svg_predicted_points_sit_on_their_roof():
     """The drawn roof and the predicted point come from the same formula: the point is on the line."""
-    from roofline.plot import Roof
-    from roofline.svg import SvgPoint, roofline_svg
-    from roofline.plot import attainable_tflops
+    from roofline.reports.plot import Roof
+    from roofline.reports.svg import SvgPoint, roofline_svg
+    from roofline.reports.plot import attainable_tflops
     roof = Roof("fp16 roof", peak_tflops=100.0, bandwidth_gbs=273.0)
     pts = [SvgPoint("fp16", ai, float(attainable_tflops(ai, 100.0, 273.0)), False) for ai in (0.5, 2.0, 4000.0)]
     svg = ET.fromstring(roofline_svg([roof], pts))
@@ -264,8 +264,8 @@ def test_svg_predicted_points_sit_on_their_roof():
 
 def test_a_memory_only_roof_keeps_its_slope_to_the_edge():
     """A path held to bytes alone has no flat part: its predicted points lie on the slope, wherever they are."""
-    from roofline.plot import Roof
-    from roofline.svg import SvgPoint, roofline_svg
+    from roofline.reports.plot import Roof
+    from roofline.reports.svg import SvgPoint, roofline_svg
     roof = Roof("memory alone", peak_tflops=None, bandwidth_gbs=200.0)  # its slope leaves the plot's top before its right edge
     pts = [SvgPoint("bf16", ai, ai * 200.0 / 1e3, False) for ai in (0.05, 0.4, 1.2)]
     svg = ET.fromstring(roofline_svg([roof], pts))
@@ -280,7 +280,7 @@ def test_a_memory_only_roof_keeps_its_slope_to_the_edge():
 def test_the_checkboxes_are_siblings_of_what_they_hide():
     """The script-free toggles work through `#box:not(:checked) ~ .rlplot .prec-x`: each input must be a sibling
     before the plot and the table, in the same parent (a wrapper element around the inputs breaks them all)."""
-    from roofline.svg import figure_block
+    from roofline.reports.svg import figure_block
     block = figure_block("t", "<svg xmlns='http://www.w3.org/2000/svg'/>", ["precision"], [("fp16", ["fp16"]),
                                                                                          ("int8", ["int8"])])
     children = _children_of_root(block)
@@ -320,8 +320,8 @@ def _children_of_root(html):
 
 
 def test_a_failing_point_is_marked_and_text_is_escaped():
-    from roofline.plot import Roof
-    from roofline.svg import SvgPoint, roofline_svg
+    from roofline.reports.plot import Roof
+    from roofline.reports.svg import SvgPoint, roofline_svg
     svg = roofline_svg([Roof("r", peak_tflops=10.0, bandwidth_gbs=100.0)], [SvgPoint("int8", 1.0, 0.2, True, {"path": "<a&b>"}, True)])
     root = ET.fromstring(svg)  # parses: the detail text was escaped
     g = [g for g in root.iter(f"{SVG}g") if "pt" in g.get("class", "").split()][0]

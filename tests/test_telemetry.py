@@ -7,7 +7,7 @@ import pytest
 from roofline_kernels import telemetry
 from roofline_kernels.device import detect
 from roofline_kernels.nvml import other_gpu_processes
-from roofline_kernels.region import CLOCK_DROP_FRACTION, Sample, integrate_power, region_flags
+from roofline_kernels.region import CLOCK_DROP_FRACTION, RegionMonitor, Sample, integrate_power, region_flags
 from tests.fakes.cuda import install_fake_cuda
 from tests.fakes.devices import SIMULATED, multi_gpu
 from tests.fakes.host import write
@@ -83,7 +83,7 @@ def test_nvml_absent_degrades(monkeypatch):
     use_nvml(monkeypatch, make_fake_pynvml([], init_error=NVML_ERROR_LIBRARY_NOT_FOUND))
     s = telemetry.nvml_snapshot()
     assert not s["available"] and "NVML Shared Library Not Found" in s["reason"]
-    region = telemetry.RegionMonitor(visible_gpu(monkeypatch, multi_gpu("h100_sxm", 1), 0))
+    region = RegionMonitor(visible_gpu(monkeypatch, multi_gpu("h100_sxm", 1), 0))
     region.start()
     region.stop()
     r = region.result(10)
@@ -166,7 +166,7 @@ def cuda_region(monkeypatch, gpus, index=0, **nvml_options):
     fake = use_nvml(monkeypatch, make_fake_pynvml(gpus, clock=clock, **nvml_options))
     info = visible_gpu(monkeypatch, gpus, index)
     # the thread never wakes: the samples are the two at start and stop
-    return telemetry.RegionMonitor(info, interval_s=60), clock, fake
+    return RegionMonitor(info, interval_s=60), clock, fake
 
 
 def test_energy_comes_from_the_counter_over_the_timed_region_only(monkeypatch):
@@ -216,7 +216,7 @@ def test_a_clock_drop_and_throttle_during_the_region_are_flagged(monkeypatch):
 def test_the_sampler_thread_samples_during_the_region(monkeypatch):
     gpus = multi_gpu("h100_sxm", 1)
     use_nvml(monkeypatch, make_fake_pynvml(gpus))
-    region = telemetry.RegionMonitor(visible_gpu(monkeypatch, gpus, 0), interval_s=0.005)
+    region = RegionMonitor(visible_gpu(monkeypatch, gpus, 0), interval_s=0.005)
     region.start()
     import time
     deadline = time.monotonic() + 5
@@ -228,7 +228,7 @@ def test_the_sampler_thread_samples_during_the_region(monkeypatch):
 
 def test_jetson_energy_integrates_the_vdd_in_rail(tmp_path, monkeypatch):
     install_device(monkeypatch, "jetson_orin_nano", tmp_path)
-    region = telemetry.RegionMonitor(detect(root=tmp_path), interval_s=60)
+    region = RegionMonitor(detect(root=tmp_path), interval_s=60)
     region.start()
     write(tmp_path, "sys/class/devfreq/17000000.gpu/cur_freq", "408000000\n")  # a clock drop mid-run
     write_rails(tmp_path, MODULE_RAILS)
@@ -242,7 +242,7 @@ def test_jetson_energy_integrates_the_vdd_in_rail(tmp_path, monkeypatch):
 
 def test_a_board_without_vdd_in_says_which_rail_is_missing(tmp_path, monkeypatch):
     install_device(monkeypatch, "jetson_agx_orin", tmp_path)  # its rails: VDD_GPU_SOC, VDD_CPU_CV, VIN_SYS_5V0
-    region = telemetry.RegionMonitor(detect(root=tmp_path), interval_s=60)
+    region = RegionMonitor(detect(root=tmp_path), interval_s=60)
     region.start()
     region.stop()
     r = region.result(10)
@@ -253,13 +253,13 @@ def test_a_region_that_never_ran_says_so(monkeypatch):
     """A simulated run synthesises its timing: the timer never starts the region, and result() must cope."""
     gpus = multi_gpu("gb10", 1)
     use_nvml(monkeypatch, make_fake_pynvml(gpus))
-    r = telemetry.RegionMonitor(visible_gpu(monkeypatch, gpus, 0)).result(25)
+    r = RegionMonitor(visible_gpu(monkeypatch, gpus, 0)).result(25)
     assert r["samples"] == 0 and r["flags"] == [] and r["energy_j"] is None
     assert r["energy_source"] == "none: the region was never started (no timed loop ran through it)"
 
 
 def test_on_the_cpu_the_region_is_cheap_and_quiet():
-    region = telemetry.RegionMonitor(detect("cpu"))  # the host CPU, on a GPU host as well
+    region = RegionMonitor(detect("cpu"))  # the host CPU, on a GPU host as well
     region.start()
     region.stop()
     r = region.result(0)

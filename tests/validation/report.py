@@ -7,8 +7,8 @@
   versions); the calibration used is added when the session ends.
 - ``pytest_html_results_summary`` adds the session roofline: every measured case as a focusable point
   (hover or focus shows case, shape, measured vs expected vs bound, efficiency), datasheet and
-  calibrated roofs, a checkbox per precision, failing cases ringed (``roofline.runs``, ``roofline.svg``),
-  and the trend of this device's timing history with its regression gate (``roofline.history``).
+  calibrated roofs, a checkbox per precision, failing cases ringed (``roofline.reports.runs``, ``roofline.reports.svg``),
+  and the trend of this device's timing history with its regression gate (``roofline.reports.history``).
 - Every record is exported as JSON and CSV in the report dir, written atomically.
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from roofline import runs
+from roofline.reports import runs
 from roofline.atomic import write_atomic, write_json_atomic
-from roofline.svg import figure_block, roofline_svg
+from roofline.reports.svg import figure_block, roofline_svg
 
 RECORD_KEY = pytest.StashKey[dict]()
 SESSION_KEY = pytest.StashKey[dict]()
@@ -120,7 +120,7 @@ def summary_html(records: list[dict], history_html: str = "") -> str:
 
 def _history_html(config) -> str:
     """This device's pytest-benchmark history (the storage this run saves to) as trends with the gate."""
-    from roofline.history import history_html, load_series, parse_gate
+    from roofline.reports.history import history_html, load_series, parse_gate
     storage = getattr(config.option, "benchmark_storage", None) or ""
     if not storage.startswith("file://"):
         return ""
@@ -234,7 +234,7 @@ def pytest_sessionfinish(session):
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     from conftest import simulation
     sim = simulation()
-    from roofline.export import SCHEMA_VERSION
+    from roofline.reports.export import SCHEMA_VERSION
     write_json_atomic(out / "measurements.json", {"schema_version": SCHEMA_VERSION, "session_end": stamp,
                                                   "SIMULATED": sim.key if sim else None,
                                                   "machine": _machine(config), "records": state["records"],

@@ -26,7 +26,7 @@ from roofline import REGISTRY, attention, gemm, get_format, predict
 from roofline.hardware import hardware_families
 from roofline.efficiency import model_of
 from roofline_kernels.efficiency import learn
-from roofline.runs import MEMORY_ONLY
+from roofline.reports.runs import MEMORY_ONLY
 from roofline.judge import Evidence, Observation, judge_measurement, ratio
 from roofline.regress import Run, acceptable, compare, thin
 from roofline.predict import UnsupportedPathError

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from .plot import Roof, attainable_tflops, colour_for
-from .predict import critical_ai
+from ..predict import critical_ai
 
 WIDTH, HEIGHT = 680, 420
 LEFT, RIGHT, TOP, BOTTOM = 64, 170, 28, 48  # the right margin holds the legend

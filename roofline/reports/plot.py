@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .predict import critical_ai, roofline_time
+from ..predict import critical_ai, roofline_time
 
 PRECISION_COLOURS = {
     "fp16": "#f97316", "bf16": "#fb923c", "fp8_e4m3": "#22c55e", "fp8_e5m2": "#16a34a", "nvfp4": "#a855f7",
@@ -31,7 +31,7 @@ def colour_for(precision: str) -> str:
 
 @dataclass(frozen=True)
 class Roof:
-    """One roof to draw (PNG here, SVG in ``roofline.svg``); ``peak_tflops=None``: the memory slope alone."""
+    """One roof to draw (PNG here, SVG in ``roofline.reports.svg``); ``peak_tflops=None``: the memory slope alone."""
     label: str
     peak_tflops: float | None
     bandwidth_gbs: float

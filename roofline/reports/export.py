@@ -1,6 +1,6 @@
 """The suite's export, ``reports/<env>/measurements.json``: its version and its shipped JSON Schema.
 
-``tests/validation/report.py`` writes it at a session's end; ``roofline report`` (``roofline.compare``) reads
+``tests/validation/report.py`` writes it at a session's end; ``roofline report`` (``roofline.reports.compare``) reads
 archived ones. ``roofline/schemas/measurements.v1.schema.json`` says what a reader may rely on: a record
 that was measured carries its whole context (device, mode, spread, the prediction it is held against).
 An export written before ``schema_version`` existed is version 1. A reader refuses a newer version by

@@ -1,26 +1,25 @@
-"""The theory's commands: formats, hardware, predict, recommend, sweep (and, registered from their own modules,
-report, energy and schedule). Shared options, parsing helpers and the entry's ``main`` live in ``roofline.cli``.
+"""The theory's commands: formats, hardware, predict, recommend, sweep (``report``, ``energy`` and ``schedule``
+live in their own modules beside it). Shared options and parsing helpers are in ``roofline.cli.options``;
+``build_parser`` and ``main`` in ``roofline.cli``.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
-import math
 
-from . import FORMATS, get_hardware, known_hardware, load_hardware_file, predict, recommend_quantization, sweep_table
-from .atomic import write_atomic
-from .cli import (UsageError, add_hardware_options, add_model_precision_options, add_op_arguments,
+from .. import FORMATS, get_hardware, known_hardware, load_hardware_file, predict, recommend_quantization, sweep_table
+from ..atomic import write_atomic
+from .options import (UsageError, add_hardware_options, add_model_precision_options, add_op_arguments,
                   add_precision_options, build_cost, fmt_time, model_args, positive_float, positive_int,
                   resolve_hardware)
-from .efficiency import expected_fields, expected_time, model_of
-from .deployments import get_deployment, names_for
-from .energy import base_key
-from .memory import memory_plan
-from .models import DEFAULT_CONTEXT, PHASES, describe_formats, step_formats
-from .plan import recommend_model, tokens_per_step
-from .predict import CompositePrediction
+from ..efficiency import expected_fields, expected_time, model_of
+from ..deployments import get_deployment, names_for
+from ..energy import base_key
+from ..memory import memory_plan
+from ..models import DEFAULT_CONTEXT, PHASES, describe_formats, step_formats
+from ..plan import recommend_model, tokens_per_step
+from ..predict import CompositePrediction
 
 
 def cmd_formats(args, out):
@@ -157,7 +156,7 @@ def _print_formats(args, cfg, kw, hw, out):
 def _energy_fields(result, hw, tokens) -> dict:
     """energy_j (and tokens_per_j for a model step) at the roofline time, from ``roofline.energy``'s costs for
     this hardware; the notes say which parts are unverified or unknown (``roofline energy`` shows it all)."""
-    from .energy import energy_costs, predict_energy
+    from ..energy import energy_costs, predict_energy
     try:
         e = predict_energy(result, energy_costs(hw), tokens)
     except (KeyError, ValueError) as err:  # no energy costs for this hardware
@@ -299,8 +298,3 @@ def add_commands(sub) -> None:
     p.add_argument("--output", help="write here (atomically) instead of stdout")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_sweep)
-
-    from . import compare  # `report`: its command lives beside the comparison it draws
-    compare.add_commands(sub)
-    from . import energy_cli  # `energy` and `schedule`: power modes, joules, tokens/J
-    energy_cli.add_commands(sub)

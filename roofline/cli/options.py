@@ -1,9 +1,9 @@
-"""The CLI's shared parts: options, argument types, the operator a command's flags describe, ``main``.
+"""The CLI's shared parts: options, argument types, the operator a command's flags describe.
 
-Each layer brings its own commands: ``roofline.commands`` registers the theory's, ``roofline_kernels.cli``
+Each layer brings its own commands: ``roofline.cli`` registers the theory's, ``roofline_kernels.cli``
 measure and calibrate, ``roofline_quantize.cli`` quantize, and ``roofline.__main__`` (the thin entry point
-behind ``python -m roofline`` and the ``roofline`` script) composes them. This module never imports
-the layers above it; they import the shared options and helpers from here.
+behind ``python -m roofline`` and the ``roofline`` script) composes them. This module imports no command
+module; every layer's commands import the shared options and helpers from here.
 
 Every command takes ``--json``. Bad input prints one line on stderr and exits 2.
 """
@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import sys
 
-from . import (apply_power_mode, attention, ffn, gemm, gemv, get_hardware, get_model_config, load_calibration,
+from .. import (apply_power_mode, attention, ffn, gemm, gemv, get_hardware, get_model_config, load_calibration,
                load_hardware_file, model_step, scale_clocks, transformer_layer)
-from .models import DEFAULT_CONTEXT, PHASES
+from ..models import DEFAULT_CONTEXT, PHASES
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
@@ -80,7 +78,7 @@ def add_model_precision_options(p):
                    "does; GPTQ/AWQ checkpoints keep it bf16)")
     g.add_argument("--expert-precision", help="routed experts' weight format (default: the checkpoint's, "
                    "e.g. gpt-oss mxfp4, else the weight format)")
-    from .deployments import DEPLOYMENTS
+    from ..deployments import DEPLOYMENTS
     g.add_argument("--deployment", choices=sorted(DEPLOYMENTS), help="price the model in the formats a named runtime "
                    "deploys it in, each with its source (" + "; ".join(f"{n}: {d.runtime}" for n, d in
                                                                         DEPLOYMENTS.items()) +
@@ -150,7 +148,7 @@ def model_args(args):
     explicit = dict(kv=args.kv_precision, lm_head=getattr(args, "lm_head_precision", None),
                     expert_weight=getattr(args, "expert_precision", None))
     if getattr(args, "deployment", None):
-        from .deployments import get_deployment
+        from ..deployments import get_deployment
         kw = get_deployment(args.deployment).formats_for(cfg)
         if args.precision is not None:  # sets weights and activations: the deployment's give way
             kw = {k: v for k, v in kw.items() if k not in ("precision", "weight", "act")}
@@ -189,44 +187,3 @@ def add_op_arguments(p, ops=PREDICT_OPS):
     g.add_argument("--model-head-dim", type=positive_int, help="override the model's head dim")
     g.add_argument("--model-max-context", type=positive_int, help="override the model's max_position_embeddings "
                    "(a context longer than it is refused)")
-
-
-# --- commands ------------------------------------------------------------------------------------
-
-def build_parser(layers=()) -> argparse.ArgumentParser:
-    """The parser with the theory's commands, then each of ``layers``' (modules with ``add_commands``)."""
-    parser = _Parser(prog="roofline", description="roofline: predict, measure and validate ML kernels "
-                     "against their roofline")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    from .commands import add_commands  # the theory's commands import the helpers above
-    add_commands(sub)
-    for layer in layers:
-        layer.add_commands(sub)
-    return parser
-
-
-def main(argv=None, out=None, layers=()) -> int:
-    """Run one command; 0 on success, 2 on bad input (one line on stderr)."""
-    out = out or sys.stdout
-    parser = build_parser(layers)
-    try:
-        args = parser.parse_args(argv)
-        rc = args.func(args, out)
-        if getattr(args, "json", False):
-            out.write("\n")
-        if isinstance(rc, int):
-            return rc
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except ValueError as e:  # bad values and unsupported paths: each names the value and what is allowed
-        print(f"roofline: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except BrokenPipeError:
-        # The reader went away (``| head``): not an error of ours. Point stdout at devnull so the
-        # interpreter's final flush does not raise again, and exit as a killed-by-SIGPIPE writer would.
-        if out is sys.stdout:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
-    return 0

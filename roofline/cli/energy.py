@@ -1,22 +1,22 @@
 """The energy commands: ``energy`` (an operator's or a model step's predicted joules, watts and tokens/J) and
 ``schedule`` (which power mode, precision and batch for a latency, throughput or energy target).
 
-Registered by ``roofline.commands.add_commands``; they reuse ``roofline.cli``'s shared options and helpers.
+Registered by ``roofline.cli.build_parser``; they reuse ``roofline.cli.options``' shared options and helpers.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 
-from .cli import (UsageError, add_hardware_options, add_op_arguments, add_precision_options, build_cost, fmt_time,
+from .options import (UsageError, add_hardware_options, add_op_arguments, add_precision_options, build_cost, fmt_time,
                   positive_float, positive_int, resolve_hardware)
-from .clocks import power_budget_w
-from .energy import base_key, energy_costs, load_energy_profile, mode_of, predict_energy
-from .hardware import get_hardware, load_hardware_file
-from .models import DEFAULT_CONTEXT, PHASES, ModelConfig, get_model_config
-from .plan import tokens_per_step
-from .predict import predict
-from .schedule import DEFAULT_BATCHES, TARGETS, schedule
+from ..clocks import power_budget_w
+from ..energy import base_key, energy_costs, load_energy_profile, mode_of, predict_energy
+from ..hardware import get_hardware, load_hardware_file
+from ..models import DEFAULT_CONTEXT, PHASES, ModelConfig, get_model_config
+from ..plan import tokens_per_step
+from ..predict import predict
+from ..schedule import DEFAULT_BATCHES, TARGETS, schedule
 
 MODEL_DIMS = ("hidden", "heads", "kv_heads", "intermediate", "layers", "vocab")
 
