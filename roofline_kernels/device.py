@@ -27,8 +27,7 @@ from roofline import Hardware, Spec, get_hardware
 from roofline.cpu_ceiling import cpu_ceilings
 
 from . import jetson as _jetson
-from .identify import (CUDA_NAME_RULES, JetsonFacts, check_override_kind, hardware_key_from_cuda_name,  # noqa: F401
-                       hardware_key_from_jetson, identify_cuda, identify_jetson)
+from .identify import JetsonFacts, check_override_kind, identify_cuda, identify_jetson
 
 
 def _read(path: Path) -> str:

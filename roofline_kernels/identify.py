@@ -23,7 +23,8 @@ from roofline.clocks import find_power_mode
 
 # (pattern in the CUDA device name, registry key): first match wins, so specific names come first.
 # Names as CUDA reports them: "NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H200",
-# "NVIDIA GB10", "Orin" (a Jetson's integrated GPU).
+# "NVIDIA GB10". A Jetson's integrated GPU ("Orin") is not here: device.detect sends it to identify_jetson,
+# which names the board from its device tree, memory and SMs (a name rule could only guess one of seven).
 CUDA_NAME_RULES: tuple[tuple[str, str], ...] = (
     (r"GB10", "gb10"),
     (r"H200", "h200"),
@@ -34,7 +35,6 @@ CUDA_NAME_RULES: tuple[tuple[str, str], ...] = (
     (r"B200", "b200"),
     (r"RTX 4090", "rtx4090"),
     (r"RTX 5090", "rtx5090"),
-    (r"Orin", "jetson_orin_nano"),  # integrated GPU of a Jetson: identify_jetson names the board
 )
 
 # detected kind -> registry kinds whose roofs may stand for it ("custom": a user's own entry)

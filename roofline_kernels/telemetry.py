@@ -15,11 +15,9 @@ import time
 from pathlib import Path
 
 from . import nvml as _nvml
-from .jetson import (find_gpu_devfreq, ina3221_rails, jetson_snapshot, parse_nvpmodel,  # noqa: F401 (re-exported)
-                     query_nvpmodel, read_int, read_text)
+from .jetson import jetson_snapshot, read_int, read_text
 
 BUSY_CPU_FRACTION = 0.25  # other processes using more than this share of the CPUs flag contention
-find_jetson_gpu_devfreq = find_gpu_devfreq  # the name callers used before roofline_kernels/jetson.py
 
 
 # --- NVML -----------------------------------------------------------------------------------------

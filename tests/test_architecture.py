@@ -177,3 +177,15 @@ def test_the_checks_catch_a_planted_cycle_or_upward_import(tree, file, line, cau
     plant(tree / file, line)
     g = graph(tree)
     assert (cycles(g) if caught == "cycle" else upward(g)), f"{file}: {line!r} was not caught"
+
+
+def test_the_readme_names_every_module_of_the_layout():
+    """The README's layout table and module lists keep up with the tree: a new module without a line fails."""
+    readme = (REPO / "README.md").read_text()
+    missing = sorted(str(path.relative_to(REPO)) for name, path in modules(REPO).items()
+                     if path.name != "__init__.py" and f"`{path.name}`" not in readme
+                     and f"`{path.relative_to(REPO)}`" not in readme)
+    assert missing == []
+    for room in ("roofline/reports/", "roofline/cli/", "roofline_kernels/cli.py", "roofline_quantize/cli.py",
+                 "roofline/__main__.py"):
+        assert f"`{room}`" in readme, room

@@ -3,9 +3,8 @@ import dataclasses
 
 import pytest
 
-from roofline_kernels.device import (DeviceInfo, detect, hardware_key_from_cuda_name,
-                            hardware_key_from_jetson, host_cpu_hardware, read_cpu_info)
-from roofline_kernels.identify import identify_cuda
+from roofline_kernels.device import DeviceInfo, detect, host_cpu_hardware, read_cpu_info
+from roofline_kernels.identify import hardware_key_from_cuda_name, hardware_key_from_jetson, identify_cuda
 from tests.fakes.cuda import install_fake_cuda
 from tests.fakes.devices import SIMULATED
 from tests.fakes.host import fake_cpu_tree, write
@@ -19,7 +18,7 @@ JETSONS = [k for k, d in SIMULATED.items() if d.is_jetson]
     ("NVIDIA GB10", "gb10"), ("NVIDIA H100 80GB HBM3", "h100_sxm"), ("NVIDIA H100 PCIe", "h100_pcie"),
     ("NVIDIA H100 NVL", "h100_nvl"), ("NVIDIA H200", "h200"), ("NVIDIA A100-SXM4-80GB", "a100"),
     ("NVIDIA B200", "b200"), ("NVIDIA GeForce RTX 4090", "rtx4090"), ("NVIDIA GeForce RTX 5090", "rtx5090"),
-    ("Orin", "jetson_orin_nano"), ("Tesla T4", None),
+    ("Orin", None), ("Tesla T4", None),  # a Jetson's GPU is named by identify_jetson, never by its CUDA name
 ])
 def test_cuda_device_names(name, key):
     assert hardware_key_from_cuda_name(name) == key
@@ -169,7 +168,8 @@ def test_a_cpu_host_is_detected_and_unknown_overrides_name_the_known(cpu_only_ho
 
 
 def test_torch_device_is_cpu_when_simulated_or_unavailable():
-    info = detect()
+    info = DeviceInfo("cpu", "cpu", "x", "y", read_cpu_info("/nonexistent"))  # not this host: built, not detected
+    assert info.torch_device == "cpu"
     gpu = dataclasses.replace(info, kind="cuda", hardware_key="gb10")
     assert gpu.torch_device == "cuda"
     assert dataclasses.replace(gpu, simulated="gb10").torch_device == "cpu"

@@ -66,7 +66,8 @@ def test_energy_with_a_limit_on_predicted_power_admits_an_unbudgeted_mode_only_u
     assert admitted and all(o.energy.power_range_w[1] <= 20 for o in admitted)  # non-empty: all() of nothing is True
     refused = [o for o in maxn if _admit(o, 20, None)]
     assert refused and all(o.power_w <= 20 < o.energy.power_range_w[1] for o in refused)
-    assert all(o.energy.power_range_w[1] <= 20 for o in s.runners_up + (s.choice,) if o.mode == "MAXN_SUPER")
+    shown = [o for o in s.runners_up + (s.choice,) if o.mode == "MAXN_SUPER"]
+    assert shown and all(o.energy.power_range_w[1] <= 20 for o in shown)
     assert s.choice.power_w <= 20
 
 
@@ -125,7 +126,8 @@ def test_every_choice_fits_its_modes_budget_and_the_limit_by_its_predicted_power
     c = s.choice
     assert not c.energy.over_budget and c.power_w <= c.budget_w * (1 + 1e-9)
     assert limit is None or c.power_w <= limit * (1 + 1e-9)
-    assert all(not o.energy.over_budget for o in s.options if o.budget_w is not None and not o.excluded)
+    budgeted = [o for o in s.options if o.budget_w is not None and not o.excluded]
+    assert budgeted and all(not o.energy.over_budget for o in budgeted)
 
 
 def test_under_a_limit_below_the_modes_budget_the_budgeted_mode_is_held_there(tmp_path):

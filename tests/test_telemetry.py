@@ -1,10 +1,11 @@
 """Telemetry on simulated devices: Jetson sysfs trees, a fake NVML on one and several GPUs, the timed region."""
 import os
 import sys
+import tempfile
 
 import pytest
 
-from roofline_kernels import telemetry
+from roofline_kernels import jetson, telemetry
 from roofline_kernels.device import detect
 from roofline_kernels.nvml import other_gpu_processes
 from roofline_kernels.region import CLOCK_DROP_FRACTION, RegionMonitor, Sample, integrate_power, region_flags
@@ -38,7 +39,7 @@ def use_nvml(monkeypatch, fake):
 @pytest.mark.parametrize("layout", ["jp6", "jp5"])
 def test_jetson_snapshot_from_a_fake_tree(tmp_path, layout):
     make_jetson_tree(tmp_path, "jetson_orin_nano_super", mode="MAXN_SUPER", layout=layout, gpu_cur_mhz=306)
-    s = telemetry.jetson_snapshot(tmp_path, nvpmodel_output=NVPMODEL_Q)
+    s = jetson.jetson_snapshot(tmp_path, nvpmodel_output=NVPMODEL_Q)
     assert s["available"] and s["gpu_cur_mhz"] == 306 and s["gpu_max_mhz"] == 1020
     assert s["gpu_available_mhz"] == gpu_frequencies_mhz("jetson_orin_nano_super") and s["gpu_load_pct"] == 73.4
     assert s["emc_cap_mhz"] == 3199 and s["power_mode"] == {"mode": "MAXN_SUPER", "id": 2}
@@ -51,13 +52,13 @@ def test_old_l4t_path_and_gpu0_load(tmp_path):
     base = "sys/devices/17000000.ga10b/devfreq/17000000.ga10b"
     write(tmp_path, f"{base}/cur_freq", "624750000\n")
     write(tmp_path, "sys/devices/gpu.0/load", "120\n")
-    s = telemetry.jetson_snapshot(tmp_path, nvpmodel_output="")
+    s = jetson.jetson_snapshot(tmp_path, nvpmodel_output="")
     assert s["gpu_cur_mhz"] == 624.75 and s["gpu_load_pct"] == 12.0
     assert s["rails"] == {} and s["board_power_w"] is None and s["power_mode"] == {"mode": None, "id": None}
 
 
 def test_jetson_absent_is_not_available(tmp_path):
-    s = telemetry.jetson_snapshot(tmp_path, nvpmodel_output="")
+    s = jetson.jetson_snapshot(tmp_path, nvpmodel_output="")
     assert s == {"available": False, "reason": "no Jetson GPU devfreq node under /sys/class/devfreq"}
 
 
@@ -66,7 +67,7 @@ def test_jetson_absent_is_not_available(tmp_path):
                                          {"mode": "MODE_30W", "id": 2}),
                                         ("", {"mode": None, "id": None})])
 def test_parse_nvpmodel(text, mode):
-    assert telemetry.parse_nvpmodel(text) == mode
+    assert jetson.parse_nvpmodel(text) == mode
 
 
 def test_snapshot_with_info_reads_the_root_detection_read(tmp_path, monkeypatch):
@@ -110,10 +111,11 @@ def test_nvml_query_a_device_lacks_is_none_not_a_crash(monkeypatch):
 
 
 def visible_gpu(monkeypatch, gpus, index):
-    """A node with ``gpus`` where CUDA_VISIBLE_DEVICES=index: torch sees one device, NVML all of them."""
+    """A node with ``gpus`` where CUDA_VISIBLE_DEVICES=index: torch sees one device, NVML all of them. Detected
+    over an empty filesystem root, not this host's: on a Jetson, its real device tree would reroute the fake GPU."""
     install_fake_cuda(monkeypatch, [gpus[index]])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", str(index))
-    return detect()
+    return detect(root=tempfile.mkdtemp(prefix="no-host-"))
 
 
 def test_nvml_follows_cuda_visible_devices_by_uuid(monkeypatch):

@@ -23,8 +23,9 @@ def test_summary_statistics():
 
 def test_a_spin_of_known_length_is_timed_right():
     t = bench(lambda: spin(500_000), mode="hot", rep_ms=50)
-    # a busy-wait cannot finish early; a preempted one runs late, which the median shrugs off
-    assert 500e-6 <= t.median_s < 500e-6 * 1.2
+    # a busy-wait cannot finish early; a preempted one runs late, and under load so may half of them: the bound
+    # above is on the fastest sample (the timer's own overhead shows there), which host load cannot move
+    assert 500e-6 <= t.min_s < 500e-6 * 1.2 and t.min_s <= t.median_s
     assert t.p20_s <= t.median_s <= t.p80_s and t.count >= 10 and t.device == "cpu"
 
 
@@ -78,7 +79,9 @@ def test_region_brackets_the_timed_calls_only():
 
 def test_spread_settles_early_for_a_steady_kernel():
     t = bench(lambda: spin(200_000), mode="hot", rep_ms=2000, rel_iqr_target=0.5)
-    assert t.converged and t.wall_s < 2.0  # settled before its 2 s budget ran out
+    # settled: the spread ended the loop, not the 2 s budget (which would leave converged False); no wall-clock
+    # bound, which host load could break while the timer behaves
+    assert t.converged and t.count < 2.0 / t.min_s
 
 
 @pytest.mark.cpu
