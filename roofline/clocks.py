@@ -95,7 +95,7 @@ def scale_clocks(hardware, gpu_clock_mhz=None, active_sms=None, mem_clock_mhz=No
                                    note=f"{spec.value:g} scaled x{factor:.4g} ({what})")
 
     return dataclasses.replace(
-        hw, key=f"{hw.key}@{what}" if what else hw.key, aliases=(), calibration=None,
+        hw, key=f"{hw.key}@{what}" if what else hw.key, aliases=(), calibration=None, registry_key=hw.base_key,
         peaks={c: scaled(s, compute) for c, s in hw.peaks.items()}, bandwidth=scaled(hw.bandwidth, memory),
         gpu_clock=Spec(gpu_clock_mhz, "scaled", derived=True) if gpu_clock_mhz else hw.gpu_clock,
         mem_clock=Spec(mem_clock_mhz, "scaled", derived=True) if mem_clock_mhz else hw.mem_clock,
@@ -111,9 +111,28 @@ def apply_power_mode(hardware, mode: str) -> Hardware:
     found = find_power_mode(hw.key, mode)
     if found is not None:
         name, (_, gpu, sms, emc) = found
-        return scale_clocks(hw, gpu_clock_mhz=gpu, active_sms=sms, mem_clock_mhz=emc, label=f"nvpmodel {name}")
-    raise ValueError(f"unknown power mode {mode!r} for {hw.key}; known: "
-                     f"{', '.join(f'{n} ({v[0]})' for n, v in modes.items())}")
+        scaled = scale_clocks(hw, gpu_clock_mhz=gpu, active_sms=sms, mem_clock_mhz=emc, label=f"nvpmodel {name}")
+        return dataclasses.replace(scaled, power_mode=name)
+    raise unknown_power_mode(hw.key, mode)
+
+
+def unknown_power_mode(key: str, mode) -> ValueError:
+    """The one error for a mode a board does not have, naming the modes it has (by name and nvpmodel id)."""
+    known = ", ".join(f"{n} ({v[0]})" for n, v in POWER_MODES.get(key, {}).items()) or "none (not a Jetson board)"
+    return ValueError(f"unknown power mode {mode!r} for {key}; known: {known}")
+
+
+def resolve(hardware, power_mode=None, gpu_clock_mhz=None, active_sms=None, mem_clock_mhz=None,
+            calibration=None) -> Hardware:
+    """The entry a prediction is held against: a registry key (or entry) in a Jetson power mode, at stated clocks
+    and SMs, with a calibration profile beside it, in that order. The one path from ``--hardware`` and its
+    options to a ``Hardware``, for the theory's commands and for measurement (``roofline_kernels.measure``)."""
+    hw = get_hardware(hardware)
+    if power_mode is not None:
+        hw = apply_power_mode(hw, power_mode)
+    if gpu_clock_mhz or active_sms or mem_clock_mhz:
+        hw = scale_clocks(hw, gpu_clock_mhz, active_sms, mem_clock_mhz)
+    return hw.with_calibration(calibration) if calibration is not None else hw
 
 
 def power_budget_w(key: str, mode) -> Spec | None:
@@ -124,8 +143,7 @@ def power_budget_w(key: str, mode) -> Spec | None:
     clocks' caps; the board's input rail (VDD_IN) adds the carrier board on top."""
     found = find_power_mode(key, mode)
     if found is None:
-        known = ", ".join(f"{n} ({v[0]})" for n, v in POWER_MODES.get(key, {}).items()) or "none (not a Jetson board)"
-        raise ValueError(f"unknown power mode {mode!r} for {key}; known: {known}")
+        raise unknown_power_mode(key, mode)
     name = found[0]
     m = re.fullmatch(r"(\d+(?:\.\d+)?)W", _mode_name(name))
     if m is None:

@@ -123,21 +123,23 @@ class EnergyCosts:
 
 
 def base_key(key: str) -> str:
-    """``jetson_orin_nano_super@nvpmodel 15W`` -> ``jetson_orin_nano_super`` (a scaled entry's registry key)."""
+    """``jetson_orin_nano_super@nvpmodel 15W`` -> ``jetson_orin_nano_super``: for a key read from an exported record
+    (a string); an entry in hand has it as ``Hardware.base_key``."""
     return key.split("@", 1)[0]
 
 
 def mode_of(key: str) -> str | None:
-    """The nvpmodel mode a scaled entry's key names (``...@nvpmodel 15W`` -> ``15W``), else None."""
+    """The nvpmodel mode a record's key names (``...@nvpmodel 15W`` -> ``15W``), else None; an entry in hand has it
+    as ``Hardware.power_mode``."""
     _, _, label = key.partition("@")
     return label[len("nvpmodel "):] if label.startswith("nvpmodel ") else None
 
 
 def default_costs(hardware) -> EnergyCosts:
     hw = get_hardware(hardware)
-    key = base_key(hw.key)
+    key = hw.base_key
     return EnergyCosts(key, DRAM_PJ_PER_BYTE.get(key, DDR3_PJ_PER_BYTE), dict(DEFAULT_PJ_PER_FLOP),
-                       STATIC_W.get(key), "defaults (sourced, unverified for this device)", mode_of(hw.key),
+                       STATIC_W.get(key), "defaults (sourced, unverified for this device)", hw.power_mode,
                        DRAM_RANGE_PJ_PER_BYTE.get(key))
 
 
@@ -146,9 +148,8 @@ def energy_costs(hardware, profile: dict | None = None) -> EnergyCosts:
     there is one, else the sourced defaults."""
     hw = get_hardware(hardware)
     if profile:
-        mode = mode_of(hw.key)
-        found = profile.get(mode)
-        if found is not None and found.hardware == base_key(hw.key):
+        found = profile.get(hw.power_mode)
+        if found is not None and found.hardware == hw.base_key:
             return found
     return default_costs(hw)
 

@@ -108,6 +108,16 @@ class Hardware:
     family: str = ""  # pytest marker / tox env selecting this hardware's cases (b10, jetson, h100...)
     count_specs: dict[str, Spec] = field(default_factory=dict)  # provenance of sm_count and l2_mb
     usable_memory: Spec | None = None  # unified memory: what a model can use beside the OS (see 5.)
+    # A scaled entry (roofline.clocks: a power mode, stated clocks) keeps what it was scaled from as fields, so no
+    # caller parses them back out of ``key`` (``jetson_orin_nano_super@nvpmodel 15W``): the registry entry it
+    # derives from ("" = this entry is one) and the nvpmodel mode it runs in.
+    registry_key: str = ""
+    power_mode: str | None = None
+
+    @property
+    def base_key(self) -> str:
+        """The registry key this entry is (or was scaled from)."""
+        return self.registry_key or self.key
 
     @property
     def model_memory(self) -> Spec | None:

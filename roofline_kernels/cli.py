@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 import sys
 
-from roofline import load_calibration, load_hardware_file
+from roofline import load_hardware_file
 from roofline.efficiency import model_of
-from roofline_kernels.measure import CLOCK_OPTIONS
 from roofline.cli.options import (MEASURE_OPS, add_hardware_options, add_op_arguments, add_precision_options, fmt_time,
                           formats_kwargs, positive_float)
 
@@ -31,61 +30,19 @@ def _simulation(args):
     return Simulation(args.simulate)
 
 
-def _stated(args) -> dict:
-    """What measure's hardware options state of the device measured, as ``hardware_for`` takes it. A
-    ``--hardware-file`` is registered first, so its keys can be measured against."""
-    if getattr(args, "hardware_file", None):
-        load_hardware_file(args.hardware_file)
-    clocks = {k: getattr(args, k, None) for k in CLOCK_OPTIONS if getattr(args, k, None) is not None}
-    if clocks and args.peaks == "calibrated":
-        raise ValueError(f"{', '.join('--' + k.replace('_', '-') for k in clocks)}: these options scale the "
-                         "datasheet roof, and a calibrated roof was measured at the clocks the device ran at then: use --peaks datasheet "
-                         "(the default with these options)")
-    args.clocks_stated = bool(clocks)
-    return {"power_mode": getattr(args, "power_mode", None), "clocks": clocks}
-
-
-def _default_peaks(args, cal) -> str:
-    if args.peaks:
-        return args.peaks
-    return "datasheet" if args.clocks_stated or cal is None else "calibrated"
-
-
-def _simulated_context(args, sim):
-    """(info, hw, peaks) on a simulated device: its detection over the fakes, its synthesised calibration."""
-    from roofline_kernels.measure import hardware_for
+def _target(args, sim):
+    """The device under test (``roofline_kernels.target``) from measure's options, real or simulated."""
+    from roofline_kernels.target import CLOCK_OPTIONS, resolve_target, simulated_target
+    clocks = {k: getattr(args, k, None) for k in CLOCK_OPTIONS}
+    if sim is None:
+        return resolve_target(args.hardware, hardware_file=args.hardware_file, power_mode=args.power_mode,
+                              clocks=clocks, calibration=args.calibration, peaks=args.peaks, store=args.cache_dir,
+                              progress=_progress)
     if args.calibration:
         raise ValueError("--simulate synthesises its calibration; --calibration does not combine with it")
-    stated = _stated(args)
-    info = sim.detect(args.hardware)
-    cal = sim.calibration(info, hardware_for(info))
-    hw = hardware_for(info, cal, **stated)
-    args.efficiency_model = None
-    args.ceiling = hardware_for(info)  # a simulated board's ceiling is its datasheet; no store is touched
-    return info, hw, _default_peaks(args, cal)
-
-
-def _measure_context(args):
-    """(device info, hardware entry with calibration if any, peaks) for measure: the device detected (or named by
-    --hardware, a --hardware-file's entry included), scaled to the power mode and clocks stated."""
-    from roofline_kernels.calibrate import load_or_calibrate
-    from roofline_kernels.device import detect
-    from roofline_kernels.measure import hardware_for
-    stated = _stated(args)
-    info = detect(args.hardware)
-    cal = load_calibration(args.calibration) if args.calibration else None
-    hw = hardware_for(info, cal, **stated)
-    needs_cal = args.peaks == "calibrated" or hw.bandwidth is None
-    if cal is None and needs_cal and args.peaks != "datasheet":
-        cal = load_or_calibrate(info, args.cache_dir, quick=True, progress=_progress, hw=hardware_for(info))
-        hw = hardware_for(info, cal, **stated)
-    peaks = _default_peaks(args, cal)
-    args.efficiency_model = None if args.clocks_stated else model_of(cal)  # expected time, where a sweep exists
-    from roofline_kernels.calibrate import default_cache_dir
-    from roofline_kernels.ceiling import ceiling_hardware
-    # what physics holds it to: the device as it runs, not as stated (a wrong statement shows beyond the roof)
-    args.ceiling = ceiling_hardware(info, hardware_for(info, cal), args.cache_dir or default_cache_dir())
-    return info, hw, peaks
+    if args.hardware_file:
+        load_hardware_file(args.hardware_file)
+    return simulated_target(sim, args.hardware, power_mode=args.power_mode, clocks=clocks, peaks=args.peaks)
 
 
 def _seconds(text: str) -> float:
@@ -173,7 +130,8 @@ def _cmd_measure(args, out, sim):
     from roofline_kernels.measure import measure_kernel
     from roofline_kernels.ops import make_attention
     from roofline_kernels.spot import build as spot_build
-    info, hw, peaks = _simulated_context(args, sim) if sim else _measure_context(args)
+    target = _target(args, sim)
+    info, hw, peaks = target.info, target.hardware, target.peaks
     f = formats_kwargs(args, precision_default="fp32")
     f.pop("out")
     if args.op in ("gemv", "gemm"):
@@ -188,8 +146,8 @@ def _cmd_measure(args, out, sim):
                                 device=info.torch_device, target="cpu" if info.kind == "cpu" else "cuda")
     _progress(f"measuring {kernel.op} {kernel.precision} on {info.name} ({args.mode})")
     m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms, cuda_graph=args.cuda_graph,
-                       model=args.efficiency_model, timer=sim.timer if sim else None, ceiling=args.ceiling)
-    if not sim and hw.calibration is not None and not args.clocks_stated:
+                       model=target.model, timer=sim.timer if sim else None, ceiling=target.ceiling)
+    if target.learns:
         _learner(hw.calibration, info)(kernel, m)
     if args.json:
         return json.dump(m.to_dict(), out, indent=2, default=str)
@@ -257,16 +215,17 @@ def cmd_spot_check(args, out, sim=None):
     if args.html and not args.html.lower().endswith((".html", ".htm")):
         raise ValueError(f"--html {args.html!r}: the page is HTML; name it .html (--plot takes .svg or .png)")
     precisions = resolve_precisions(args.op, args.precision or "all")
-    info, hw, peaks = _simulated_context(args, sim) if sim else _measure_context(args)
+    target = _target(args, sim)
+    info, hw, peaks = target.info, target.hardware, target.peaks
     shape = _spot_shape(args)
     _progress(f"spot check of {args.op} {'x'.join(map(str, shape.values()))} on {info.name}: "
               f"{', '.join(p for p, _ in precisions)} ({args.mode}), one at a time")
     seams = dict(builder=sim.spot_builder(info), timer=sim.timer) if sim else {}
-    if not sim and hw.calibration is not None and not args.clocks_stated:
+    if target.learns:
         seams["on_measured"] = _learner(hw.calibration, info)
     report = spot_check(args.op, shape, precisions, info, hw, peaks, args.mode, args.warmup_ms, args.rep_ms,
                         max_wall_s=args.max_seconds, check=not args.no_check, progress=_progress,
-                        model=args.efficiency_model, ceiling=args.ceiling, **seams)
+                        model=target.model, ceiling=target.ceiling, **seams)
     for path in (args.html, args.plot):
         if path:
             from roofline_kernels.spot import write_figure

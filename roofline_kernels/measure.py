@@ -15,8 +15,8 @@ import dataclasses
 import os
 from dataclasses import asdict, dataclass, field
 
-from roofline import Hardware, apply_power_mode, get_format, get_hardware, predict
-from roofline.clocks import POWER_MODES, find_power_mode, scale_clocks
+from roofline import Hardware, get_format, get_hardware, predict
+from roofline.clocks import POWER_MODES, find_power_mode, resolve, scale_clocks, unknown_power_mode
 from roofline.judge import RESOLUTION
 from roofline.predict import UnsupportedPathError, roofline_time
 
@@ -30,9 +30,6 @@ ROTATION_CACHE_MULTIPLE = 2  # cold rotations span at least this many times the 
 ROTATION_MEMORY_FRACTION = 0.25  # ... and at most this share of the memory available now
 
 
-CLOCK_OPTIONS = ("gpu_clock_mhz", "mem_clock_mhz", "active_sms")
-
-
 def hardware_for(info: DeviceInfo, calibration=None, power_mode: str | None = None,
                  clocks: dict | None = None) -> Hardware:
     """The registry entry to predict against: the host CPU gets derived peaks; a Jetson is scaled to the power
@@ -44,11 +41,15 @@ def hardware_for(info: DeviceInfo, calibration=None, power_mode: str | None = No
     runs, so an option can say how it runs, never change it."""
     hw = host_cpu_hardware(info.cpu) if info.hardware_key == "cpu" else get_hardware(info.hardware_key)
     mode = _mode_to_apply(hw, info, power_mode)
-    if mode and hw.key in POWER_MODES:
-        hw = apply_power_mode(hw, mode) if find_power_mode(hw.key, mode) else at_measured_caps(hw, mode, info)
+    if mode and hw.key in POWER_MODES and not find_power_mode(hw.key, mode):
+        hw, mode = at_measured_caps(hw, mode, info), None
     clocks = {k: v for k, v in (clocks or {}).items() if v is not None}
-    if clocks:
-        hw = _at_stated_clocks(hw, clocks)
+    if clocks and hw.kind == "cpu":
+        named = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in clocks.items())
+        raise ValueError(f"{named}: {hw.key} is a CPU; these options scale a GPU's roof by its clocks and SMs, "
+                         "and a CPU's roof comes from its ISA and calibration")
+    # the one path from a key and its options to an entry (roofline.clocks.resolve), as the theory's commands take
+    hw = resolve(hw, mode if hw.key in POWER_MODES else None, **clocks)
     if calibration is None:
         return hw
     if hw.kind == "cpu":
@@ -73,22 +74,12 @@ def _mode_to_apply(hw: Hardware, info: DeviceInfo, stated: str | None) -> str | 
                          f"with modes: {', '.join(POWER_MODES)}")
     found = find_power_mode(hw.key, stated)
     if found is None:
-        apply_power_mode(hw, stated)  # raises the one 'unknown power mode' error, with the modes allowed
+        raise unknown_power_mode(hw.key, stated)
     if detected is not None and (find_power_mode(hw.key, detected) or (detected,))[0] != found[0]:
         raise ValueError(f"--power-mode {stated!r}: the board runs in {detected} now (nvpmodel -q), and a "
                          f"measurement times it as it runs; switch first (sudo nvpmodel -m {found[1][0]}) or leave "
                          f"--power-mode out")
     return found[0]
-
-
-def _at_stated_clocks(hw: Hardware, clocks: dict) -> Hardware:
-    """The datasheet roof scaled to the clocks (and SMs) the user says the device runs at (``nvidia-smi -lgc``, a
-    MIG slice): the key names them, so every record carries them."""
-    named = ", ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in clocks.items())
-    if hw.kind == "cpu":
-        raise ValueError(f"{named}: {hw.key} is a CPU; these options scale a GPU's roof by its clocks and SMs, "
-                         "and a CPU's roof comes from its ISA and calibration")
-    return scale_clocks(hw, clocks.get("gpu_clock_mhz"), clocks.get("active_sms"), clocks.get("mem_clock_mhz"))
 
 
 def at_measured_caps(hw: Hardware, mode: str, info: DeviceInfo) -> Hardware:
@@ -104,8 +95,9 @@ def at_measured_caps(hw: Hardware, mode: str, info: DeviceInfo) -> Hardware:
     label = f"nvpmodel {mode}"  # the key reads as a table mode's does (energy.mode_of)
     scaled = scale_clocks(hw, gpu_clock_mhz=gpu, active_sms=sms,
                           mem_clock_mhz=emc if hw.mem_clock is not None else None, label=label)
-    return dataclasses.replace(scaled, key=f"{hw.key}@{label}", aliases=(), name=f"{hw.name}, nvpmodel {mode}: in no "
-                               f"power-mode table, run at the caps measured now ({seen})")
+    return dataclasses.replace(scaled, key=f"{hw.key}@{label}", aliases=(), power_mode=mode,
+                               name=f"{hw.name}, nvpmodel {mode}: in no power-mode table, run at the caps measured "
+                                    f"now ({seen})")
 
 
 def ceiling_is_physical(info: DeviceInfo, compute_class: str | None) -> bool:

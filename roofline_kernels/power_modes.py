@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from roofline.clocks import POWER_MODES, find_power_mode
+from roofline.clocks import POWER_MODES, find_power_mode, unknown_power_mode
 
 from . import jetson as _jetson
 
@@ -106,8 +106,7 @@ class PowerModes:
         """(name, id) of a mode given by name or id; the id is the board's own where /etc/nvpmodel.conf says."""
         found = find_power_mode(self.key, mode)
         if found is None:
-            known = ", ".join(f"{n} ({v[0]})" for n, v in POWER_MODES[self.key].items())
-            raise ValueError(f"unknown power mode {mode!r} for {self.key}; known: {known}")
+            raise unknown_power_mode(self.key, mode)
         name, spec = found
         ids = conf_ids(_jetson.read_text(self.root / "etc/nvpmodel.conf") or "")
         return name, ids.get(name, spec[0])

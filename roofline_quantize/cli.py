@@ -3,19 +3,16 @@ from __future__ import annotations
 
 import json
 
-from roofline import load_calibration
 from roofline.cli.options import PHASES, fmt_time, positive_int, positive_float
 from roofline_kernels.cli import _progress, add_store_option
 from roofline_quantize.autoquant import DEFAULT_MAX_LOGIT_ERROR, DEFAULT_TOP_K
 
 
 def cmd_quantize(args, out):
-    from roofline_kernels.calibrate import load_or_calibrate
-    from roofline_kernels.device import detect
+    from roofline_kernels.target import resolve_target
     from roofline_quantize.pipeline import load_local_model, run_pipeline
-    info = detect(args.hardware)
-    cal = load_calibration(args.calibration) if args.calibration else (
-        load_or_calibrate(info, args.cache_dir, quick=True, progress=_progress) if info.kind == "cpu" else None)
+    target = resolve_target(args.hardware, calibration=args.calibration, store=args.cache_dir, progress=_progress)
+    info, cal = target.info, target.calibration
     model = None if args.model == "tiny" else load_local_model(args.model)
     _progress(f"recommend -> quantize ({args.precision}) -> measure on {info.name}")
     rep = run_pipeline(model, phase=args.phase, precision=args.precision, prompt_len=args.prompt_len,

@@ -122,3 +122,27 @@ def refused_calibrate(capsys, *argv) -> str:
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[roofline]")]
     assert rc == 2 and text == "" and len(err) == 1, err
     return err[0]
+
+
+def test_the_target_says_which_roof_applies_and_whether_the_model_learns(calibration, tmp_path):
+    """One resolution (roofline_kernels.target): a real device with its profile learns; stated clocks, a simulated
+    board or no profile do not (a locked-clock or synthesised time would teach the model a wrong efficiency)."""
+    from roofline_kernels.target import resolve_target, simulated_target
+    from tests.simulation import Simulation
+    real = resolve_target("cpu", calibration=calibration, store=tmp_path)
+    assert (real.peaks, real.learns, real.calibration is calibration) == ("calibrated", True, True)
+    assert real.info.kind == "cpu" and real.hardware.base_key == "cpu"
+    bare = resolve_target("cpu", peaks="datasheet", store=tmp_path)
+    assert (bare.peaks, bare.learns, bare.model) == ("datasheet", False, None)
+    sim = Simulation("gb10")
+    sim.install()
+    try:
+        board = simulated_target(sim)
+        locked = simulated_target(sim, clocks={"gpu_clock_mhz": 1209.0})
+    finally:
+        sim.uninstall()
+    assert (board.peaks, board.learns, board.ceiling.key) == ("calibrated", False, "gb10")
+    assert (locked.peaks, locked.learns, locked.clocks_stated) == ("datasheet", False, True)
+    assert locked.hardware.key == "gb10@gpu_clock_mhz=1209.0" and locked.hardware.base_key == "gb10"
+    with pytest.raises(ValueError, match="unknown clock option"):
+        resolve_target("cpu", clocks={"sm_clock": 1})

@@ -71,3 +71,37 @@ def gemv_cost():
 def test_bad_scaling_input(call, msg):
     with pytest.raises(ValueError, match=msg):
         call()
+
+
+def test_a_scaled_entry_keeps_its_registry_key_and_power_mode_as_fields():
+    """Issue 20: callers read these fields; none parses them back out of the key any more."""
+    hw = apply_power_mode("jetson_orin_nano_super", "15W")
+    assert (hw.key, hw.base_key, hw.power_mode) == ("jetson_orin_nano_super@nvpmodel 15W", "jetson_orin_nano_super", "15W")
+    both = scale_clocks(hw, gpu_clock_mhz=500)
+    assert (both.base_key, both.power_mode) == ("jetson_orin_nano_super", "15W") and both.key.count("@") == 2
+    plain = get_hardware("gb10")
+    assert (plain.base_key, plain.power_mode) == ("gb10", None)
+    assert scale_clocks(plain, active_sms=24).base_key == "gb10"
+
+
+def test_resolve_applies_the_mode_then_the_clocks_then_the_calibration():
+    from roofline import Calibration
+    from roofline.clocks import resolve
+    cal = Calibration("jetson_orin_nano_super", {"fp16": 10.0}, 60.0)
+    got = resolve("jetson_orin_nano_super", "15W", gpu_clock_mhz=400, calibration=cal)
+    want = scale_clocks(apply_power_mode("jetson_orin_nano_super", "15W"), gpu_clock_mhz=400).with_calibration(cal)
+    assert got == want and got.calibration is cal
+    assert resolve("h100_sxm") == get_hardware("h100_sxm")
+
+
+def test_one_unknown_power_mode_error_for_every_caller(tmp_path):
+    from roofline.clocks import power_budget_w
+    from roofline_kernels.power_modes import PowerModes
+    messages = set()
+    for call in (lambda: apply_power_mode("jetson_orin_nano_super", "7W"),
+                 lambda: power_budget_w("jetson_orin_nano_super", "7W"),
+                 lambda: PowerModes("jetson_orin_nano_super", tmp_path, allow_change=True, is_root=False).resolve("7W")):
+        with pytest.raises(ValueError) as e:
+            call()
+        messages.add(str(e.value))
+    assert messages == {"unknown power mode '7W' for jetson_orin_nano_super; known: 15W (0), 25W (1), MAXN_SUPER (2)"}

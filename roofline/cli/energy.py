@@ -11,7 +11,7 @@ import json
 from .options import (UsageError, add_hardware_options, add_op_arguments, add_precision_options, build_cost, fmt_time,
                   positive_float, positive_int, resolve_hardware)
 from ..clocks import power_budget_w
-from ..energy import base_key, energy_costs, load_energy_profile, mode_of, predict_energy
+from ..energy import energy_costs, load_energy_profile, predict_energy
 from ..hardware import get_hardware, load_hardware_file
 from ..models import DEFAULT_CONTEXT, PHASES, ModelConfig, get_model_config
 from ..plan import tokens_per_step
@@ -69,8 +69,7 @@ def _tokens(args, cost) -> float:
 def cmd_energy(args, out):
     hw = resolve_hardware(args)
     pred = predict(build_cost(args), hw, args.peaks)
-    mode = mode_of(hw.key)
-    budget = power_budget_w(base_key(hw.key), mode) if mode else None
+    budget = power_budget_w(hw.base_key, hw.power_mode) if hw.power_mode else None
     e = predict_energy(pred, energy_costs(hw, _profile(args)), _tokens(args, pred),
                        budget_w=budget.value if budget else None)
     if args.json:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import math
 
-from .. import (apply_power_mode, attention, ffn, gemm, gemv, get_hardware, get_model_config, load_calibration,
-               load_hardware_file, model_step, scale_clocks, transformer_layer)
+from .. import (attention, ffn, gemm, gemv, get_model_config, load_calibration, load_hardware_file, model_step,
+               transformer_layer)
+from ..clocks import resolve
 from ..models import DEFAULT_CONTEXT, PHASES
 
 EXIT_USAGE = 2
@@ -95,15 +96,11 @@ def add_precision_options(p):
 
 
 def resolve_hardware(args):
+    """The entry the hardware options describe (``roofline.clocks.resolve``), a ``--hardware-file`` registered first."""
     if args.hardware_file:
         load_hardware_file(args.hardware_file)
-    hw = get_hardware(args.hardware)
-    if args.power_mode:
-        hw = apply_power_mode(hw, args.power_mode)
-    if args.gpu_clock_mhz or args.mem_clock_mhz or args.active_sms:
-        hw = scale_clocks(hw, args.gpu_clock_mhz, args.active_sms, args.mem_clock_mhz)
-    if args.calibration:
-        hw = hw.with_calibration(load_calibration(args.calibration))
+    hw = resolve(args.hardware, args.power_mode or None, args.gpu_clock_mhz, args.active_sms, args.mem_clock_mhz,
+                 load_calibration(args.calibration) if args.calibration else None)
     if args.peaks is None:
         args.peaks = "calibrated" if args.calibration else "datasheet"
     return hw

@@ -15,7 +15,6 @@ from .options import (UsageError, add_hardware_options, add_model_precision_opti
                   resolve_hardware)
 from ..efficiency import expected_fields, expected_time, model_of
 from ..deployments import get_deployment, names_for
-from ..energy import base_key
 from ..memory import memory_plan
 from ..models import DEFAULT_CONTEXT, PHASES, describe_formats, step_formats
 from ..plan import recommend_model, tokens_per_step
@@ -134,7 +133,7 @@ def _deployment_fields(args, hw) -> dict | None:
         return None
     d = get_deployment(args.deployment)
     return {"name": d.name, "runtime": d.runtime, "source": d.source, "note": d.note,
-            "measured": d.measured.get(base_key(hw.key))}
+            "measured": d.measured.get(hw.base_key)}
 
 
 def _print_formats(args, cfg, kw, hw, out):
@@ -150,7 +149,7 @@ def _print_formats(args, cfg, kw, hw, out):
     if d["note"]:
         out.write(f"    note: {d['note']}\n")
     if d["measured"]:
-        out.write(f"    published on {base_key(hw.key)}: {d['measured']}\n")
+        out.write(f"    published on {hw.base_key}: {d['measured']}\n")
 
 
 def _energy_fields(result, hw, tokens) -> dict:
