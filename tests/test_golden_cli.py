@@ -10,15 +10,19 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from roofline.__main__ import main
 
-GOLDEN = Path(__file__).parent / "golden" / "theory_cli.json"
-HW_FILE = Path(__file__).parent / "golden" / "edge_asic.json"
-CAL_FILE = Path(__file__).parent / "golden" / "edge_asic_calibration.json"
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "golden" / "theory_cli.json"
+# relative to the repository root, where the commands run: a profile's path is part of the output, and the
+# output must not depend on where the checkout lies
+HW_FILE = "tests/golden/edge_asic.json"
+CAL_FILE = "tests/golden/edge_asic_calibration.json"
 
 COMMANDS = [
     "formats", "formats --json", "hardware", "hardware --json", "hardware gb10", "hardware jetson_orin_nano_super --json",
@@ -55,8 +59,13 @@ COMMANDS = [
 def _run(line: str) -> dict:
     out, err = io.StringIO(), io.StringIO()
     argv = line.format(hw_file=HW_FILE, cal_file=CAL_FILE).split()
-    with contextlib.redirect_stderr(err):
-        rc = main(argv, out=out)
+    here = os.getcwd()
+    os.chdir(REPO)
+    try:
+        with contextlib.redirect_stderr(err):
+            rc = main(argv, out=out)
+    finally:
+        os.chdir(here)
     return {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
 
 
