@@ -58,8 +58,48 @@ def pytest_addoption(parser):
                     help="the simulated board's torch has no CUDA (a CPU wheel on a Jetson): what that run says")
 
 
-_DEVICE = {}
-_HISTORY = {}
+class SuiteSession:
+    """What one pytest session knows of the device under test, kept on ``config.stash`` (``suite_session``), not in
+    module globals: the simulated device (``--simulate``), the device detected once (or why measurement is
+    unavailable), and what the benchmark history's gate says this run. The plugins (tests/validation/) and
+    the tests reach it through ``suite_session(config)`` or the ``suite`` fixture."""
+
+    def __init__(self, config):
+        self.config = config
+        self.simulation = None  # tests/simulation.py's Simulation, installed for this session
+        self.history_note = None
+        self.error = None  # why no device can be measured (torch missing), where none can
+        self._info, self._detected = None, False
+
+    def device_info(self):
+        """The device under test, detected (or simulated) once per session; None where measurement is unavailable."""
+        if not self._detected:
+            self._detected = True
+            try:
+                from roofline_kernels.device import detect
+            except ImportError as e:  # torch missing: theory-only session
+                self.error = f"measurement layer unavailable: {e}"
+            else:
+                try:
+                    self._info = (self.simulation.detect if self.simulation else detect)(
+                        self.config.getoption("--hardware"))
+                except ValueError as e:  # e.g. --hardware b10 on a CPU-only host
+                    raise pytest.UsageError(str(e)) from None
+        return self._info
+
+
+SUITE_KEY = pytest.StashKey[SuiteSession]()
+
+
+def suite_session(config) -> SuiteSession:
+    if SUITE_KEY not in config.stash:
+        config.stash[SUITE_KEY] = SuiteSession(config)
+    return config.stash[SUITE_KEY]
+
+
+@pytest.fixture(scope="session")
+def suite(request) -> SuiteSession:
+    return suite_session(request.config)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -76,7 +116,7 @@ def pytest_configure(config):
     if key:
         from tests.simulation import Simulation
         try:
-            _DEVICE["simulation"] = Simulation(key, config.getoption("--simulate-fault"),
+            suite_session(config).simulation = Simulation(key, config.getoption("--simulate-fault"),
                                                config.getoption("--simulate-power-mode"),
                                                not config.getoption("--simulate-torch-without-cuda")).install()
         except ValueError as e:
@@ -94,45 +134,28 @@ def pytest_configure(config):
     if storage.startswith("file://") and not any(Path(storage[len("file://"):]).glob("*/*.json")):
         config.option.benchmark_compare = []
         config.option.benchmark_compare_fail = None
-        _HISTORY["note"] = (f"benchmark history: none yet in {storage}; this run starts it and the regression "
+        suite_session(config).history_note = (f"benchmark history: none yet in {storage}; this run starts it and the regression "
                             "gate applies from the next run")
 
 
 def pytest_unconfigure(config):
-    sim = _DEVICE.pop("simulation", None)
+    sim = suite_session(config).simulation
     if sim is not None:
+        suite_session(config).simulation = None
         sim.uninstall()
 
 
-def simulation():
-    return _DEVICE.get("simulation")
-
-
-def _device_info(config):
-    if "info" not in _DEVICE:
-        try:
-            from roofline_kernels.device import detect
-        except ImportError as e:  # torch missing: theory-only session
-            _DEVICE["info"], _DEVICE["error"] = None, f"measurement layer unavailable: {e}"
-        else:
-            sim = simulation()
-            try:
-                _DEVICE["info"] = (sim.detect if sim else detect)(config.getoption("--hardware"))
-            except ValueError as e:  # e.g. --hardware b10 on a CPU-only host
-                raise pytest.UsageError(str(e)) from None
-    return _DEVICE["info"]
-
-
 def pytest_report_header(config):
-    info = _device_info(config)
-    lines = [f"device: none ({_DEVICE.get('error')})" if info is None else
+    suite = suite_session(config)
+    info = suite.device_info()
+    lines = [f"device: none ({suite.error})" if info is None else
              f"device: {info.hardware_key} ({info.name}; {info.detected_by})"]
     if info is not None and info.simulated:
         lines.insert(0, f"SIMULATED device {info.simulated}: synthesised times, nothing written to any history")
     if info is not None and info.unavailable:
         lines.append(f"measurement unavailable: {info.unavailable}")
-    if "note" in _HISTORY:
-        lines.append(_HISTORY["note"])
+    if suite.history_note:
+        lines.append(suite.history_note)
     try:  # the stack and what it can run; `python -m roofline doctor` says more
         from roofline_kernels.stack import header_lines
         lines += header_lines(simulated=bool(info is not None and info.simulated))
@@ -149,10 +172,11 @@ def pytest_runtest_setup(item):
     needs_cpu = item.get_closest_marker("cpu") is not None and not required
     if not required and not needs_gpu and not needs_cpu:
         return
-    info = _device_info(item.config)
+    suite = suite_session(item.config)
+    info = suite.device_info()
     if info is None:
         pytest.skip(f"requires measurement on {required or ('a GPU' if needs_gpu else 'the host CPU')}; "
-                    f"{_DEVICE.get('error')}")
+                    f"{suite.error}")
     from roofline import get_hardware
     family = get_hardware(info.hardware_key).family
     detected = f"detected {info.hardware_key} ({info.name}; {info.detected_by})"
@@ -170,11 +194,11 @@ def pytest_runtest_setup(item):
 
 
 @pytest.fixture(scope="session")
-def device_info(request, power_mode):
+def device_info(suite, power_mode):
     """The device under test; in a power-mode sweep (tests/validation/power_sweep.py) as set to that mode."""
-    info = _device_info(request.config)
+    info = suite.device_info()
     if info is None:
-        pytest.skip(_DEVICE.get("error"))
+        pytest.skip(suite.error)
     if power_mode is not None:
         import dataclasses
         info = dataclasses.replace(info, power_mode=power_mode)
@@ -188,9 +212,9 @@ def profile_store(request) -> Path:
 
 
 @pytest.fixture(scope="session")
-def calibration(request, device_info, profile_store):
+def calibration(request, suite, device_info, profile_store):
     from roofline_kernels.measure import hardware_for
-    sim = simulation()
+    sim = suite.simulation
     hw = hardware_for(device_info)
     if sim is not None:
         return sim.calibration(device_info, hw)

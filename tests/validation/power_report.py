@@ -24,7 +24,7 @@ from types import SimpleNamespace
 from roofline.atomic import write_atomic, write_json_atomic
 from roofline.clocks import apply_power_mode, power_budget_w
 from roofline.energy import (EnergySample, base_key, costs_from_dict, default_costs, energy_costs, fit_energy,
-                             mode_of, predict_energy)
+                             predict_energy)
 from tests.validation.report import SESSION_KEY
 
 COLUMNS = ["mode", "budget_w", "idle_w", "case", "outcome", "tokens", "measured_s", "roof_s", "efficiency",
@@ -163,8 +163,8 @@ def pytest_sessionfinish(session):
     state = _state(config)
     if state is None:
         return
-    from conftest import simulation
-    ctl, sim = state["controller"], simulation()
+    from conftest import suite_session
+    ctl, sim = state["controller"], suite_session(config).simulation
     idle = {s.mode: s.idle_w for s in ctl.switches}
     records = config.stash[SESSION_KEY]["records"]
     rows, fitted = mode_rows(records, idle), fit_modes(records, idle, "SIMULATED rails" if sim else "measured VDD_IN")

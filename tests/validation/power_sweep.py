@@ -45,15 +45,15 @@ def pytest_configure(config):
     modes = [m.strip() for m in spec.split(",") if m.strip()]
     if not modes:
         raise pytest.UsageError(f"--power-modes {spec!r}: expected mode names or ids, e.g. 15W,7W")
-    from conftest import _device_info, simulation
-    info = _device_info(config)
+    from conftest import suite_session
+    info = suite_session(config).device_info()
     if info is None or info.kind != "jetson" or info.unavailable:
         what = "none" if info is None else f"{info.hardware_key} ({info.unavailable or info.kind})"
         config.stash[STATE_KEY] = {"modes": [], "note": f"--power-modes {spec}: ignored, no measurable Jetson "
                                                         f"(device under test: {what})"}
         return
     from roofline_kernels.power_modes import PowerModeError, PowerModes
-    sim = simulation()
+    sim = suite_session(config).simulation
     ctl = PowerModes(info.hardware_key, info.sysfs_root, config.getoption("--allow-power-mode-change"),
                      settle_timeout_s=config.getoption("--power-mode-settle-s"),
                      poll_s=0.02 if sim else 0.25, idle_s=0.05 if sim else 1.0)

@@ -127,16 +127,16 @@ def _history_html(config) -> str:
     root = Path(storage[len("file://"):])
     if not root.is_dir():
         return ""
-    from conftest import _device_info
-    info = _device_info(config)
+    from conftest import suite_session
+    info = suite_session(config).device_info()
     series = load_series(root, info.hardware_key if info is not None else None)
     return history_html(series, parse_gate(getattr(config.option, "benchmark_compare_fail", None)), str(root))
 
 
 def pytest_html_results_summary(prefix, summary, postfix, session):
-    from conftest import simulation
+    from conftest import suite_session
     records = session.config.stash[SESSION_KEY]["records"]
-    sim = simulation()
+    sim = suite_session(session.config).simulation
     if sim is not None:
         prefix.append(f'<p style="background:#fde68a;padding:8px;font-weight:bold">SIMULATED device {sim.key}: '
                       "every time in this report is synthesised from the roofline at a stated efficiency "
@@ -156,8 +156,8 @@ def pytest_html_report_title(report):
 
 
 def device_metadata(config) -> dict:
-    from conftest import _device_info
-    info = _device_info(config)
+    from conftest import suite_session
+    info = suite_session(config).device_info()
     if info is None:
         return {"Device": "none detected (measurement layer unavailable)"}
     from roofline_kernels import telemetry
@@ -194,8 +194,8 @@ def pytest_metadata(metadata, config):
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Timing history records the device, not just the host Python."""
-    from conftest import _device_info
-    info = _device_info(config)
+    from conftest import suite_session
+    info = suite_session(config).device_info()
     if info is not None:
         machine_info.update(hardware=info.hardware_key, device=info.name, driver=info.driver, cuda=info.cuda,
                             compute_capability=info.compute_capability, torch=info.versions.get("torch"),
@@ -232,8 +232,8 @@ def pytest_sessionfinish(session):
         return
     out = Path(config.getoption("--roofline-report-dir"))
     stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    from conftest import simulation
-    sim = simulation()
+    from conftest import suite_session
+    sim = suite_session(config).simulation
     from roofline.reports.export import SCHEMA_VERSION
     write_json_atomic(out / "measurements.json", {"schema_version": SCHEMA_VERSION, "session_end": stamp,
                                                   "SIMULATED": sim.key if sim else None,

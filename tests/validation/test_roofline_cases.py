@@ -15,11 +15,10 @@ import statistics
 
 import pytest
 
-from conftest import simulation
 from roofline_kernels import telemetry
 from roofline_kernels.calibrate import dram_bandwidth_now
 from roofline_kernels.ceiling import dram_settled, offer_dram
-from roofline_kernels.measure import ceiling_is_physical, cold_rotation, measure_kernel, predict_kernel
+from roofline_kernels.measure import cold_rotation, measure_kernel, predict_kernel
 from roofline_kernels.ops import UnsupportedKernel, make_attention, make_gemm
 from roofline_kernels.timer import BudgetExceeded
 from roofline import REGISTRY, attention, gemm, get_format, predict
@@ -102,8 +101,7 @@ def measured_params(extra=()):
 EMULATED_FLOP_LIMIT = 1e8  # software FP8/FP16 runs at MFLOP/s rates: beyond this a call takes seconds
 
 
-def _kernel_or_skip(case, device_info, run_slow):
-    sim = simulation()
+def _kernel_or_skip(case, device_info, run_slow, sim):
     try:
         kernel = sim_probe(case, device_info) if sim else build_kernel(case, device_info)
     except UnsupportedKernel as e:
@@ -156,11 +154,11 @@ def ceiling_of(kernel, ceiling_hw, device_info, simulated, settled=True) -> Ceil
     return Ceiling(t, f"CPU ceiling ({bound}: {how})", bound == "memory" and not simulated)
 
 
-def test_measured_case(family, case, request, device_info, hardware_entry, calibration, roofline_record,
+def test_measured_case(family, case, request, suite, device_info, hardware_entry, calibration, roofline_record,
                        history_book, ceiling_entry, profile_store):
     note_calibration(request.config, calibration)
-    sim = simulation()
-    kernel = _kernel_or_skip(case, device_info, request.config.getoption("--run-slow"))
+    sim = suite.simulation
+    kernel = _kernel_or_skip(case, device_info, request.config.getoption("--run-slow"), sim)
     error, error_note, checked = _check_result(kernel)  # a wrong result fails whatever its speed: checked first
     try:
         sheet = predict(kernel.cost, hardware_entry, "datasheet")
@@ -281,8 +279,8 @@ def ratio_params():
 
 
 @pytest.mark.parametrize("family, slow_prec, fast_prec", list(ratio_params()))
-def test_precision_ratio(family, slow_prec, fast_prec, device_info, hardware_entry, request):
-    sim = simulation()
+def test_precision_ratio(family, slow_prec, fast_prec, suite, device_info, hardware_entry, request):
+    sim = suite.simulation
     kwargs = dict(GEMM_PRECISIONS)
     target = "cpu" if device_info.kind == "cpu" else "cuda"
     kernels = []
