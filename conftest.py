@@ -74,7 +74,6 @@ class SuiteSession:
     def device_info(self):
         """The device under test, detected (or simulated) once per session; None where measurement is unavailable."""
         if not self._detected:
-            self._detected = True
             try:
                 from roofline_kernels.device import detect
             except ImportError as e:  # torch missing: theory-only session
@@ -83,8 +82,9 @@ class SuiteSession:
                 try:
                     self._info = (self.simulation.detect if self.simulation else detect)(
                         self.config.getoption("--hardware"))
-                except ValueError as e:  # e.g. --hardware b10 on a CPU-only host
+                except ValueError as e:  # e.g. --hardware b10 on a CPU-only host: refused wherever it is asked
                     raise pytest.UsageError(str(e)) from None
+            self._detected = True
         return self._info
 
 

@@ -1,6 +1,6 @@
 """``python -m roofline`` and the ``roofline`` script: the thin entry point that composes each layer's commands.
 
-The theory's commands come from ``roofline.cli``; ``roofline_kernels.cli`` (measure, calibrate) and
+The theory's commands come from ``roofline.cli``; ``roofline_kernels.cli`` (measure, calibrate, selftest, doctor) and
 ``roofline_quantize.cli`` (quantize) register theirs. This is the one module under ``roofline/`` that names
 the layers above it, and it imports only their command modules, which import torch lazily inside
 each command: ``python -m roofline predict ...`` never loads torch.

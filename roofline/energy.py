@@ -128,13 +128,6 @@ def base_key(key: str) -> str:
     return key.split("@", 1)[0]
 
 
-def mode_of(key: str) -> str | None:
-    """The nvpmodel mode a record's key names (``...@nvpmodel 15W`` -> ``15W``), else None; an entry in hand has it
-    as ``Hardware.power_mode``."""
-    _, _, label = key.partition("@")
-    return label[len("nvpmodel "):] if label.startswith("nvpmodel ") else None
-
-
 def default_costs(hardware) -> EnergyCosts:
     hw = get_hardware(hardware)
     key = hw.base_key

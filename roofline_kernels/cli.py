@@ -35,14 +35,13 @@ def _target(args, sim):
     from roofline_kernels.target import CLOCK_OPTIONS, resolve_target, simulated_target
     clocks = {k: getattr(args, k, None) for k in CLOCK_OPTIONS}
     if sim is None:
-        return resolve_target(args.hardware, hardware_file=args.hardware_file, power_mode=args.power_mode,
+        return resolve_target(args.hardware, hardware_file=args.hardware_file, power_mode=args.power_mode or None,
                               clocks=clocks, calibration=args.calibration, peaks=args.peaks, store=args.cache_dir,
                               progress=_progress)
     if args.calibration:
         raise ValueError("--simulate synthesises its calibration; --calibration does not combine with it")
-    if args.hardware_file:
-        load_hardware_file(args.hardware_file)
-    return simulated_target(sim, args.hardware, power_mode=args.power_mode, clocks=clocks, peaks=args.peaks)
+    return simulated_target(sim, args.hardware, hardware_file=args.hardware_file, power_mode=args.power_mode or None,
+                            clocks=clocks, peaks=args.peaks)
 
 
 def _seconds(text: str) -> float:

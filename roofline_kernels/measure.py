@@ -23,7 +23,7 @@ from roofline.predict import UnsupportedPathError, roofline_time
 from . import telemetry
 from .region import RegionMonitor
 from .device import DeviceInfo, host_cpu_hardware
-from .ops import Kernel
+from .kernel import Kernel
 from .timer import BudgetExceeded, Timing, bench
 
 ROTATION_CACHE_MULTIPLE = 2  # cold rotations span at least this many times the caches they must defeat
@@ -92,10 +92,10 @@ def at_measured_caps(hw: Hardware, mode: str, info: DeviceInfo) -> Hardware:
     sms = info.sm_count if info.sm_count and hw.sm_count and info.sm_count < hw.sm_count else None
     seen = ", ".join(x for x in (f"GPU {gpu:g} MHz" if gpu else "", f"EMC {emc:g} MHz" if emc else "",
                                  f"{sms} SMs" if sms else "") if x) or "none readable: the board's nominal roofs"
-    label = f"nvpmodel {mode}"  # the key reads as a table mode's does (energy.mode_of)
+    label = f"nvpmodel {mode}"  # the key reads as a table mode's does; the mode itself is Hardware.power_mode
     scaled = scale_clocks(hw, gpu_clock_mhz=gpu, active_sms=sms,
                           mem_clock_mhz=emc if hw.mem_clock is not None else None, label=label)
-    return dataclasses.replace(scaled, key=f"{hw.key}@{label}", aliases=(), power_mode=mode,
+    return dataclasses.replace(scaled, power_mode=mode,
                                name=f"{hw.name}, nvpmodel {mode}: in no power-mode table, run at the caps measured "
                                     f"now ({seen})")
 

@@ -23,8 +23,8 @@ import dataclasses
 from roofline import attention, gemm, gemv, get_format
 from roofline.operators import operand_formats
 
-from .kernel import (  # noqa: F401  (re-exported: the names callers import from ops)
-    INT4_GROUP, _FLOAT_DTYPES, UnsupportedKernel, Kernel, count_launches, storage_bytes, _clone, SCALED_BLAS, GemmRule, _sm, _mult, _cap_at_least, GEMM_RULES, gemm_path, gemm_refusal, _torch, _dtype, _cuda_capability, _rand, _check_device)
+from .kernel import (_FLOAT_DTYPES, INT4_GROUP, Kernel, UnsupportedKernel, _check_device, _cuda_capability, _dtype, _rand,
+                     _torch, count_launches, gemm_path, gemm_refusal)
 
 
 # Every GEMM/GEMV kernel this module builds, as (label, builder keyword arguments): the suite's precision

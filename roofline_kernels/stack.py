@@ -222,6 +222,8 @@ def board_paths(build: dict | None = None, torchao_why: str | None = "unchecked"
     "unchecked" leaves torchao out; ``torchao_paths_for(arch)`` lists them: ``roofline_kernels.doctor``'s)."""
     from roofline import get_hardware
     from roofline.hardware import hardware_families
+    if torchao_why != "unchecked" and torchao_paths_for is None:
+        raise ValueError("board_paths: torchao checked, but no torchao_paths_for to list its paths with")
     build = build or torch_build()
     machine = platform.machine().lower()
     out = {}

@@ -76,11 +76,13 @@ def resolve_target(hardware: str | None = None, *, hardware_file=None, power_mod
                   None if clocks else model_of(cal), bool(clocks))
 
 
-def simulated_target(sim, hardware: str | None = None, *, power_mode: str | None = None, clocks: dict | None = None,
-                     peaks: str | None = None) -> Target:
+def simulated_target(sim, hardware: str | None = None, *, hardware_file=None, power_mode: str | None = None,
+                     clocks: dict | None = None, peaks: str | None = None) -> Target:
     """The same on a simulated device (tests/simulation.py): its detection over the fakes, its synthesised
     calibration, its datasheet as the ceiling; no store is touched and nothing is learnt."""
     from .measure import hardware_for
+    if hardware_file:
+        load_hardware_file(hardware_file)
     clocks = stated_clocks(clocks, peaks)
     info = sim.detect(hardware)
     cal = sim.calibration(info, hardware_for(info))

@@ -114,7 +114,7 @@ def _fp8_gemm_gate(capability):
 
 
 def _rule_gate(fmt):
-    """The capability rules of ``roofline_kernels.ops.GEMM_RULES`` for a W4A4 path (one table for both modules)."""
+    """The capability rules of ``roofline_kernels.kernel.GEMM_RULES`` for a W4A4 path (one table for both modules)."""
     return lambda capability: gemm_refusal(fmt, fmt, capability=capability, kinds=("arch",))
 
 
@@ -128,7 +128,7 @@ def _any_shape(n, k):
 
 
 def _rule_shape(weight, act):
-    """The shape rules of ``roofline_kernels.ops.GEMM_RULES`` for an [N, K] weight on this pair's CUDA path."""
+    """The shape rules of ``roofline_kernels.kernel.GEMM_RULES`` for an [N, K] weight on this pair's CUDA path."""
     return lambda n, k: gemm_refusal(weight, act, None, n, k, kinds=("shape",))
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from roofline_kernels.ops import storage_bytes
+from roofline_kernels.kernel import storage_bytes
 from roofline_kernels.torchao_paths import failure_reason, shape_refusal
 from roofline import tensor_bytes
 

@@ -140,7 +140,7 @@ def probe_dims(m: int, n: int, k: int) -> tuple[int, int, int]:
 def probe_kernel(build, case, device_info):
     """Build ``case``'s kernel at a small probe shape of the same path, carrying the full shape's cost.
 
-    What CUDA refuses is checked at the full shape first (``ops.gemm_refusal``, naming the full shape), and
+    What CUDA refuses is checked at the full shape first (``kernel.gemm_refusal``, naming the full shape), and
     the probe shape keeps every shape rule's verdict (``probe_dims``), so the fakes' own rule table
     (tests/fakes/cuda_rules.py) judges the probe's calls as the real device would judge the full ones."""
     from roofline_kernels.ops import UnsupportedKernel, gemm_formats, gemm_refusal, priced_gemm

@@ -155,9 +155,9 @@ def tree(tmp_path):
     return tmp_path
 
 
-def plant(path: Path, line: str, where: str = "end") -> None:
-    text = path.read_text()
-    path.write_text(text + f"\n\ndef _planted():\n    {line}\n" if where == "end" else text)
+def plant(path: Path, line: str) -> None:
+    """Append a function whose body is ``line``: an import inside a function, which the walk must see too."""
+    path.write_text(path.read_text() + f"\n\ndef _planted():\n    {line}\n")
 
 
 @pytest.mark.parametrize("file, line, caught", [
@@ -182,9 +182,12 @@ def test_the_checks_catch_a_planted_cycle_or_upward_import(tree, file, line, cau
 def test_the_readme_names_every_module_of_the_layout():
     """The README's layout table and module lists keep up with the tree: a new module without a line fails."""
     readme = (REPO / "README.md").read_text()
-    missing = sorted(str(path.relative_to(REPO)) for name, path in modules(REPO).items()
-                     if path.name != "__init__.py" and f"`{path.name}`" not in readme
-                     and f"`{path.relative_to(REPO)}`" not in readme)
+    files = [path for path in modules(REPO).values() if path.name != "__init__.py"]
+    names = [path.name for path in files]
+    # a name two modules share (cli.py, energy.py, efficiency.py) counts only by its path from the root
+    missing = sorted(str(path.relative_to(REPO)) for path in files
+                     if f"`{path.relative_to(REPO)}`" not in readme
+                     and (names.count(path.name) > 1 or f"`{path.name}`" not in readme))
     assert missing == []
     for room in ("roofline/reports/", "roofline/cli/", "roofline_kernels/cli.py", "roofline_quantize/cli.py",
                  "roofline/__main__.py"):

@@ -174,7 +174,7 @@ def _imported_modules(path):
 def test_the_pure_layer_never_reaches_up():
     """No module of roofline/ imports kernels, quantize or torch; only the thin entry point names the layers."""
     root = Path(__file__).resolve().parents[1] / "roofline"
-    offenders = {f"{path.name}: {mod}" for path in root.glob("*.py") if path.name != "__main__.py"
+    offenders = {f"{path.relative_to(root)}: {mod}" for path in root.rglob("*.py") if path.name != "__main__.py"
                  for mod in _imported_modules(path) if mod.split(".")[0] in ("roofline_kernels", "roofline_quantize", "torch", "torchao")}
     assert not offenders, f"roofline/ reaches up: {sorted(offenders)}"
 

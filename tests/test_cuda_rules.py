@@ -1,4 +1,4 @@
-"""What the real CUDA stack refuses: refused by the product up front (``roofline_kernels.ops.GEMM_RULES``) and by the
+"""What the real CUDA stack refuses: refused by the product up front (``roofline_kernels.kernel.GEMM_RULES``) and by the
 simulated devices at call time (``tests/fakes/cuda_rules.py``, a separate reading of the same sources).
 
 The fakes used to accept whatever the CPU kernels accept (two E5M2 operands, M <= 16 for ``_int_mm``), so a path
@@ -12,7 +12,8 @@ import itertools
 import pytest
 import torch
 
-from roofline_kernels.ops import GEMM_KERNELS, GEMM_RULES, UnsupportedKernel, gemm_formats, gemm_refusal, make_gemm
+from roofline_kernels.kernel import GEMM_RULES
+from roofline_kernels.ops import GEMM_KERNELS, UnsupportedKernel, gemm_formats, gemm_refusal, make_gemm
 from tests.fakes import cuda_rules
 from tests.fakes.install import install_device
 from tests.simulation import PROBE_MODULUS, probe_dims

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.gpu
 @pytest.mark.parametrize("label, kwargs", GEMM_KERNELS, ids=[label.replace("/", "_") for label, _ in GEMM_KERNELS])
 def test_cuda_gemm_matches_reference_or_says_unsupported(label, kwargs):
     """Every kernel the suite and the spot check run (GEMM_KERNELS), E5M2 and MXFP4 included: it runs and is right,
-    or it is refused up front, and only for a rule CUDA enforces on this GPU (ops.GEMM_RULES) or a path it lacks."""
+    or it is refused up front, and only for a rule CUDA enforces on this GPU (kernel.GEMM_RULES) or a path it lacks."""
     import torch
     try:
         k = make_gemm(64, 512, 512, device="cuda", **kwargs)

@@ -3,7 +3,7 @@
 torchao's tensor subclasses dispatch a dozen aten ops per call (NVFP4's activation quantization, tinygemm's cast, pad,
 mm, slice), each with its host dispatch. Timed per call with an event pair, a microsecond GEMV on an H100 or GB10
 measures the host issuing those launches, not the kernels. The launches are counted on the CPU with a dispatch
-mode (``ops.count_launches``), and ``measure_kernel`` replays such a kernel from a CUDA graph (one host launch per
+mode (``kernel.count_launches``), and ``measure_kernel`` replays such a kernel from a CUDA graph (one host launch per
 call); where capture fails it is timed eagerly and its record says LAUNCH-BOUND.
 """
 import dataclasses

@@ -17,7 +17,7 @@ from roofline.reports import export
 ROOT = Path(__file__).resolve().parents[1]
 CASE = "test_measured_case and gemv-1x4096x4096-bf16"
 
-# Every skip each board's dry run may show, by its reason: the rule that refuses the kernel there (ops.GEMM_RULES,
+# Every skip each board's dry run may show, by its reason: the rule that refuses the kernel there (kernel.GEMM_RULES,
 # with the upstream file), a path the device lacks, or a ratio reported for a named reason. Each is expected on its
 # board, and nothing else is accepted.
 INT_MM = "no int8 kernel on cuda: torch._int_mm on CUDA needs M > 16 and K, N divisible by 8"

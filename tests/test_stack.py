@@ -149,3 +149,15 @@ def test_only_mx_formats_broken_as_under_a_torch_older_than_2_8(tmp_path):
                         env={"cache": str(tmp_path), "extra": {
         "ROOFLINE_BREAK_TORCHAO": "torchao.prototype.mx_formats"}})
     assert_told_not_crashed(rc, out)
+
+
+def test_doctor_reports_a_torch_that_does_not_import_instead_of_dying_of_it():
+    """The case doctor exists for: before the fix (issue 20's doctor.py imported torchao_paths, hence torch, at
+    module level) this was a ModuleNotFoundError traceback."""
+    code = ("import io, json, sys; sys.modules['torch'] = None; from roofline.__main__ import main; out = io.StringIO(); "
+            "rc = main(['doctor', '--json'], out=out); d = json.loads(out.getvalue()); "
+            "print(json.dumps([rc, d['ok'], d['packages']['torch']['error'], d['boards']['cpu']['usable']]))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rc, ok, error, cpu_usable = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (rc, ok, cpu_usable) == (1, False, False) and "torch" in error

@@ -115,7 +115,8 @@ def visible_gpu(monkeypatch, gpus, index):
     over an empty filesystem root, not this host's: on a Jetson, its real device tree would reroute the fake GPU."""
     install_fake_cuda(monkeypatch, [gpus[index]])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", str(index))
-    return detect(root=tempfile.mkdtemp(prefix="no-host-"))
+    with tempfile.TemporaryDirectory(prefix="no-host-") as root:  # read during detection only
+        return detect(root=root)
 
 
 def test_nvml_follows_cuda_visible_devices_by_uuid(monkeypatch):

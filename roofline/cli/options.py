@@ -1,7 +1,7 @@
 """The CLI's shared parts: options, argument types, the operator a command's flags describe.
 
 Each layer brings its own commands: ``roofline.cli`` registers the theory's, ``roofline_kernels.cli``
-measure and calibrate, ``roofline_quantize.cli`` quantize, and ``roofline.__main__`` (the thin entry point
+measure, calibrate, selftest and doctor, ``roofline_quantize.cli`` quantize, and ``roofline.__main__`` (the thin entry point
 behind ``python -m roofline`` and the ``roofline`` script) composes them. This module imports no command
 module; every layer's commands import the shared options and helpers from here.
 

@@ -7,7 +7,7 @@ build enforces, raising what CUDA raises (``TORCH_CHECK``: RuntimeError, ``TORCH
 ``TORCH_CHECK_NOT_IMPLEMENTED``: NotImplementedError) with CUDA's message; a call that passes them runs on the
 CPU, except block-scaled FP4, which the CPU has no kernel for (``SimulatedKernelUnavailable``).
 
-This table is the fakes' own reading of the sources, kept apart from the product's (``roofline_kernels.ops.
+This table is the fakes' own reading of the sources, kept apart from the product's (``roofline_kernels.kernel.
 GEMM_RULES``): a rule the product forgets is then a backend error in the simulated run, as on the board.
 Sources: pytorch/pytorch aten/src/ATen/native/cuda/ScaledBlas.cpp (at 0174dfab) and Blas.cpp (at 492e246a),
 the files torch 2.13's CUDA wheels are built from.
