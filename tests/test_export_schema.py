@@ -6,7 +6,6 @@ Draft 2020-12 schema, it refuses what a reader could not use, and ``roofline rep
 """
 import copy
 import io
-import json
 
 import pytest
 
