@@ -9,7 +9,6 @@ pynvml only inside ``doctor()``.
 from __future__ import annotations
 
 import platform
-import re
 import sys
 
 from . import stack
@@ -19,8 +18,7 @@ def torchao_paths_for(arch: str) -> list[str]:
     """The torchao paths (weight/acts) whose gate admits this arch (``sm_90``...). Imported here: torchao_paths
     imports torch, and doctor must report a torch that does not import, not die of it."""
     from .torchao_paths import PATHS
-    m = re.fullmatch(r"sm_(\d+)(\d)", arch)
-    cap = (int(m.group(1)), int(m.group(2))) if m else None
+    cap = stack.capability_of(arch)
     return [f"{p.weight}/{'|'.join(p.acts)}" for p in PATHS if p.gate(cap) is None]
 
 

@@ -198,12 +198,18 @@ def torch_build() -> dict:
     return {"version": torch.__version__, "cuda": torch.version.cuda, "archs": archs, "error": None}
 
 
+def capability_of(arch: str) -> tuple[int, int] | None:
+    """``sm_121`` -> (12, 1), ``sm_90`` -> (9, 0): a registry arch as a CUDA compute capability (None: not an sm_)."""
+    m = re.fullmatch(r"sm_(\d+)(\d)", arch)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def _runs_arch(archs: list[str], target: str) -> bool | None:
     """Whether a build compiled for ``archs`` (sm_90, compute_120...) runs on ``target`` (sm_121); None: unknown."""
-    m = re.fullmatch(r"sm_(\d+)(\d)", target)
-    if not m or not archs:
+    cap = capability_of(target)
+    if cap is None or not archs:
         return None
-    major, minor = int(m.group(1)), int(m.group(2))
+    major, minor = cap
     for a in archs:
         k = re.fullmatch(r"(sm|compute)_(\d+)(\d)a?", a)
         if not k:
