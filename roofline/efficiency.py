@@ -34,33 +34,72 @@ TARGET_GEOMEAN = 0.10  # what a model should reach on shapes it never saw (issue
 TARGET_WORST = 0.35    # and worst error
 
 
-# An octave of N or K moves a GEMM's efficiency about half as much as an octave of M: its arithmetic intensity
-# grows with M (about M FLOPs a weight byte until M nears N and K), which decides memory- or compute-bound and the
-# kernel a library picks; N and K mostly set how long the kernel streams. Distances ("near", weights, the
-# sweep's choice) are measured in these units: one unit is an octave of M, or two of N or K.
-AXIS_WEIGHT = {"m": 1.0, "n": 0.5, "k": 0.5}
+# The axes of each operator class, with their weights. A GEMM: an octave of N or K moves its efficiency about half
+# as much as an octave of M: its arithmetic intensity grows with M (about M FLOPs a weight byte until M nears N and
+# K), which decides memory- or compute-bound and the kernel a library picks; N and K mostly set how long the kernel
+# streams. Attention: the query length decides decode (a KV-cache read, memory-bound) or prefill (causal, compute-
+# bound) as M does for a GEMM; the KV length, batch x heads (the parallel work), the query heads per KV head (how
+# often a KV byte is reused) and the head size set how long and how wide it streams. Distances ("near", weights,
+# the sweep's choice) are measured in these units: one unit is an octave of M or seq_q, or two of any other axis.
+AXES = {"gemm": {"m": 1.0, "n": 0.5, "k": 0.5},
+        "attention": {"seq_q": 1.0, "seq_kv": 0.5, "batch_heads": 0.5, "group": 0.5, "head_dim": 0.5}}
+AXIS_WEIGHT = AXES["gemm"]
+UNITS = {"gemm": "an octave of M, two of N or K",
+         "attention": "an octave of seq_q, two of seq_kv, batch x heads, heads per KV head or head_dim"}
+
+
+def op_class(op: str) -> str | None:
+    """GEMV is a GEMM with M = 1: one class, so a sweep's GEMMs inform its GEMVs and back."""
+    return "gemm" if op in ("gemv", "gemm") else op if op in AXES else None
+
+
+def model_shape(op: str, shape: dict) -> dict:
+    """A cost's shape on the model's axes: (M, N, K) for a GEMM or GEMV (M = 1 when absent); for attention
+    (seq_q, seq_kv, batch x heads, heads per KV head, head_dim). A shape already on the axes is returned as is."""
+    cls = op_class(op)
+    if cls is None:
+        raise ValueError(f"operator {op!r} has no efficiency model; modelled: gemm, gemv, attention")
+    try:
+        if cls == "attention" and "batch_heads" not in shape:
+            heads = int(shape["heads"])
+            shape = {"seq_q": shape["seq_q"], "seq_kv": shape["seq_kv"], "batch_heads": int(shape["batch"]) * heads,
+                     "group": heads // int(shape["kv_heads"]), "head_dim": shape["head_dim"]}
+        out = {k: int(shape.get(k, 1) if cls == "gemm" else shape[k]) for k in AXES[cls]}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{op} shape {shape!r} lacks or mangles {e}; a {cls} takes {', '.join(AXES[cls])}") from None
+    if min(out.values()) < 1:
+        raise ValueError(f"{op} shape {shape!r}: every dimension must be >= 1")
+    return out
+
+
+def _class_of(shape: dict) -> str:
+    return "attention" if "seq_q" in shape else "gemm"
 
 
 def _features(shape: dict) -> tuple[float, ...]:
-    return tuple(AXIS_WEIGHT[k] * math.log2(max(1, int(shape.get(k, 1)))) for k in SHAPE_KEYS)
+    axes = AXES[_class_of(shape)]
+    return tuple(w * math.log2(max(1, int(shape.get(k, 1)))) for k, w in axes.items())
 
 
 def _shape_key(shape: dict) -> tuple[int, ...]:
-    return tuple(int(shape.get(k, 1)) for k in SHAPE_KEYS)
+    return tuple(int(shape.get(k, 1)) for k in AXES[_class_of(shape)])
 
 
 def _fmt_shape(shape: dict) -> str:
+    if _class_of(shape) == "attention":
+        return (f"seq_q {shape['seq_q']} x seq_kv {shape['seq_kv']}, batch x heads {shape['batch_heads']}, "
+                f"{shape['group']} heads per KV head, head_dim {shape['head_dim']}")
     return "x".join(str(int(shape.get(k, 1))) for k in SHAPE_KEYS)
 
 
 def octaves_apart(a: dict, b: dict) -> float:
-    """The largest distance along one axis, in units of ``AXIS_WEIGHT`` (octaves of M): what "near" is measured in."""
+    """The largest distance along one axis, in units of ``AXES`` (octaves of M or seq_q): what "near" is measured in."""
     return max(abs(x - y) for x, y in zip(_features(a), _features(b)))
 
 
 def model_key(op: str, precision: str) -> str:
-    """GEMV is a GEMM with M = 1: one class, so a sweep's GEMMs inform its GEMVs and back."""
-    return f"{'gemm' if op in ('gemv', 'gemm') else op}:{precision}"
+    """One key per (operator class, precision): ``gemm:bf16`` holds GEMVs and GEMMs, ``attention:bf16`` SDPA."""
+    return f"{op_class(op) or op}:{precision}"
 
 
 @dataclass(frozen=True)
@@ -151,7 +190,7 @@ class EfficiencyModel:
         key = model_key(op, precision)
         if self.roofs.setdefault(key, roof) != roof:
             raise ValueError(f"{key}: samples against both the {self.roofs[key]} and the {roof} roof")
-        shape = {k: int(shape.get(k, 1)) for k in SHAPE_KEYS}
+        shape = model_shape(op, shape)
         rows = self.samples.setdefault(key, [])
         rows.append((shape, float(efficiency)))
         same = [i for i, (s, _) in enumerate(rows) if s == shape]
@@ -164,7 +203,7 @@ class EfficiencyModel:
     def points(self, op: str, precision: str, exclude: dict | None = None) -> list[Point]:
         """The measured shapes of a path, each with its runs (``exclude``: one shape left out)."""
         runs: dict[tuple, list] = {}
-        skip = _shape_key(exclude) if exclude is not None else None
+        skip = _shape_key(model_shape(op, exclude)) if exclude is not None else None
         for s, e in self.samples.get(model_key(op, precision), []):
             if _shape_key(s) != skip:
                 runs.setdefault(_shape_key(s), [s, []])[1].append(e)
@@ -174,6 +213,7 @@ class EfficiencyModel:
         pts = self.points(op, precision)
         if not pts:
             return None
+        shape = model_shape(op, shape)
         q = _features(shape)
         p = min(pts, key=lambda p: (octaves_apart(p.shape, shape), math.dist(q, p.features)))
         return p, octaves_apart(p.shape, shape)
@@ -184,12 +224,13 @@ class EfficiencyModel:
         pts = self.points(op, precision, exclude)
         if not pts:
             return NONE
+        shape = model_shape(op, shape)
         q = _features(shape)
         near = min(pts, key=lambda p: (octaves_apart(p.shape, shape), math.dist(q, p.features)))
         away = octaves_apart(near.shape, shape)
         if away > NEAR_OCTAVES + 1e-9:
             return Expected(None, "none", f"not measured near this shape (nearest: {_fmt_shape(near.shape)}, "
-                                          f"{away:.2g} units away on one axis; within {NEAR_OCTAVES:g} counts: an octave of M, two of N or K)")
+                                          f"{away:.2g} units away on one axis; within {NEAR_OCTAVES:g} counts: {UNITS[_class_of(shape)]})")
         eff = min(math.exp(_interpolate(q, pts)), MAX_EFFICIENCY)
         unc, why = self._uncertainty(q, pts)
         note = (f"fitted on {len(pts)} measured shapes of this device; nearest {_fmt_shape(near.shape)} "
@@ -233,7 +274,7 @@ class EfficiencyModel:
             return [math.inf] * len(shapes)
         f = np.array([p.features for p in pts])
         y = np.array([p.log_eff for p in pts])
-        q = np.array([_features(s) for s in shapes]).reshape(-1, f.shape[1])
+        q = np.array([_features(model_shape(op, s)) for s in shapes]).reshape(-1, f.shape[1])
         d = np.sqrt(((q[:, None, :] - f[None, :, :]) ** 2).sum(axis=2))
         order = np.argsort(d, axis=1)[:, :LOO_NEIGHBOURS]
         near_y = y[order]
@@ -394,7 +435,7 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
     for op, prec, shape, bound_s, measured in held_out or ():  # bound_s: the roof the model's key is of
         runs = list(measured) if isinstance(measured, (list, tuple)) else [measured]
         if not runs or min(runs) <= 0:
-            raise ValueError(f"held-out {op} {prec} {_fmt_shape(shape)}: measured times {runs!r} must be > 0")
+            raise ValueError(f"held-out {op} {prec} {_fmt_shape(model_shape(op, shape))}: measured times {runs!r} must be > 0")
         measured_s = statistics.median(runs)
         got = model.expected(op, prec, shape)
         entry = out.setdefault(model_key(op, prec), {}).setdefault(

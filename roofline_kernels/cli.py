@@ -288,7 +288,7 @@ def cmd_calibrate(args, out):
         meta = model.meta
         out.write(f"  efficiency model: {meta.get('measured', 0)} swept shapes in {meta.get('seconds', 0)} s (budget "
                   f"{meta.get('budget_s', 0)} s), {meta.get('when', '?')}; measured shapes per path (sweep and use): "
-                  + ", ".join(f"{k.split(':', 1)[1]} {len(model.points(*k.split(':', 1)))}"
+                  + ", ".join(f"{k} {len(model.points(*k.split(':', 1)))}"
                               for k in model.samples) + "\n")
     else:
         out.write("  efficiency model: none (no sweep: expected times will say so)\n")

@@ -30,14 +30,14 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from roofline import gemm as gemm_cost, predict
+from roofline import attention as attention_cost, gemm as gemm_cost, predict
 from roofline.atomic import write_json_atomic
-from roofline.efficiency import EfficiencyModel, model_of
+from roofline.efficiency import EfficiencyModel, model_of, op_class
 from roofline.predict import UnsupportedPathError
 
 from . import telemetry
 from .measure import measure_kernel
-from .ops import GEMM_KERNELS, UnsupportedKernel, make_gemm
+from .ops import ATTENTION_KERNELS, GEMM_KERNELS, UnsupportedKernel, make_attention, make_gemm
 from .timer import BudgetExceeded
 
 GRID_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)  # decode (M = 1) through prefill
@@ -48,6 +48,17 @@ SEED_NK = ((1024, 1024), (4096, 4096))
 HELD_OUT = [(1, 1744, 2944), (1, 4880, 2176), (1, 2800, 6912), (3, 3312, 1920), (7, 1200, 4480), (24, 2608, 2560),
             (48, 5200, 1408), (96, 1808, 3584), (200, 3008, 1280), (384, 1408, 2944), (700, 2096, 2176),
             (1536, 1296, 1664), (2000, 2512, 1152)]
+# attention (batch, heads, kv_heads, seq_q, seq_kv, head_dim): decode (seq_q = 1, a KV-cache read) over KV lengths
+# 256..8192 and causal prefill (seq_q = seq_kv) over 128..4096 tokens, at batch 1 and 4, 32 query heads over 8 or
+# 32 KV heads (GQA 4 as Llama 3 8B, or none), head_dim 64 or 128
+ATTN_DECODE_KV = (256, 512, 1024, 2048, 4096, 8192)
+ATTN_PREFILL = (128, 256, 512, 1024, 2048, 4096)
+ATTN_BATCH, ATTN_HEADS, ATTN_KV_HEADS, ATTN_HEAD_DIM = (1, 4), 32, (8, 32), (64, 128)
+ATTN_SEED = ((1, 32, 8, 1, 1024, 128), (1, 32, 8, 1, 4096, 128), (1, 32, 8, 256, 256, 128), (1, 32, 8, 1024, 1024, 128))
+# off the grid: other head counts (28 over 4: Qwen-like, 16 over 16), batch 2 and 3, lengths not powers of two
+ATTN_HELD_OUT = [(1, 28, 4, 1, 3000, 128), (2, 16, 16, 1, 1500, 64), (3, 32, 8, 1, 700, 128), (1, 28, 4, 300, 300, 128),
+                 (2, 16, 16, 200, 200, 64), (1, 32, 8, 700, 700, 128)]
+ATTENTION_SHARE = 0.5  # an attention path's share of the sweep budget, against a GEMM path's 1
 MAX_CALL_S = 0.3       # one call longer than this is too dear for a sweep: its region is left "not measured near"
 PER_SHAPE_S = 2.0      # one shape's timing budget
 MIN_REPS = 5           # cold samples per shape (3 when one call takes over LONG_CALL_S)
@@ -63,22 +74,60 @@ def default_budget_s(quick: bool) -> float:
     return QUICK_BUDGET_S if quick else FULL_BUDGET_S
 
 
-def grid_shapes() -> list[tuple[int, int, int]]:
-    """Every candidate shape (M, N, K)."""
+def _is_attention(kwargs) -> bool:
+    return kwargs.get("op") == "attention"
+
+
+def grid_shapes(kwargs=None) -> list[tuple[int, ...]]:
+    """Every candidate shape of a path: (M, N, K) for a GEMM path, (batch, heads, kv_heads, seq_q, seq_kv,
+    head_dim) for an attention path (``kwargs`` with ``op="attention"``)."""
+    if kwargs is not None and _is_attention(kwargs):
+        out = []
+        for b in ATTN_BATCH:
+            for kvh in ATTN_KV_HEADS:
+                for d in ATTN_HEAD_DIM:
+                    out += [(b, ATTN_HEADS, kvh, 1, s, d) for s in ATTN_DECODE_KV]
+                    out += [(b, ATTN_HEADS, kvh, s, s, d) for s in ATTN_PREFILL]
+        return out
     return [(m, n, k) for m in GRID_M for n in GRID_NK for k in GRID_NK]
 
 
-def seed_shapes() -> list[tuple[int, int, int]]:
+def seed_shapes(kwargs=None) -> list[tuple[int, ...]]:
+    if kwargs is not None and _is_attention(kwargs):
+        return list(ATTN_SEED)
     return [(m, n, k) for m in SEED_M for n, k in SEED_NK]
 
 
+def held_out_shapes(kwargs) -> list[tuple[int, ...]]:
+    return list(ATTN_HELD_OUT) if _is_attention(kwargs) else list(HELD_OUT)
+
+
+def shape_dict(kwargs, shape) -> dict:
+    keys = ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim") if _is_attention(kwargs) else ("m", "n", "k")
+    return dict(zip(keys, shape))
+
+
+def _target(info) -> str:
+    return "cpu" if info.kind == "cpu" else "cuda"
+
+
+def _build(kwargs, shape, info):
+    if _is_attention(kwargs):
+        return make_attention(*shape, precision=kwargs["precision"], device=info.torch_device, target=_target(info))
+    m, n, k = shape
+    return make_gemm(m, n, k, device=info.torch_device, target=_target(info), op="gemv" if m == 1 else "gemm",
+                     **kwargs)
+
+
 def sweep_precisions(info, hw) -> list[tuple[str, dict]]:
-    """The GEMM kernels that build here, are not emulated, and have a roof on ``hw`` (a probe at 256^3)."""
+    """The paths to sweep: the GEMM kernels and the attention kernels (``op="attention"``, labelled ``attention
+    bf16``) that build here, are not emulated, and have a roof on ``hw`` (a probe at a small shape)."""
+    paths = list(GEMM_KERNELS) + [(f"attention {p}", {"op": "attention", "precision": p}) for p in ATTENTION_KERNELS]
     out = []
-    for label, kwargs in GEMM_KERNELS:
+    for label, kwargs in paths:
+        probe = (1, 4, 4, 16, 16, 64) if _is_attention(kwargs) else (16, 256, 256)
         try:
-            k = make_gemm(16, 256, 256, device=info.torch_device, target="cpu" if info.kind == "cpu" else "cuda",
-                          **kwargs)
+            k = _build(kwargs, probe, info)
             predict(k.cost, hw, "calibrated")
         except (UnsupportedKernel, UnsupportedPathError, ValueError):
             continue
@@ -88,14 +137,15 @@ def sweep_precisions(info, hw) -> list[tuple[str, dict]]:
 
 
 def _cost(kwargs, shape):
+    if _is_attention(kwargs):
+        b, h, kvh, sq, skv, d = shape
+        return attention_cost(b, h, kvh, sq, skv, d, precision=kwargs["precision"], causal=sq > 1)
     m, n, k = shape
     return gemm_cost(m, n, k, **kwargs)
 
 
 def _measure(label, kwargs, shape, info, hw, est_call_s: float | None = None):
-    m_, n, k = shape
-    kernel = make_gemm(m_, n, k, device=info.torch_device, target="cpu" if info.kind == "cpu" else "cuda",
-                       op="gemv" if m_ == 1 else "gemm", **kwargs)
+    kernel = _build(kwargs, shape, info)
     reps = 3 if est_call_s and est_call_s > LONG_CALL_S else MIN_REPS
     m = measure_kernel(kernel, info, hw, "cold", "calibrated", warmup_ms=5, rep_ms=25, with_telemetry=False,
                        max_wall_s=PER_SHAPE_S, min_reps=reps)
@@ -116,8 +166,8 @@ class _Costs:
         c = _cost(self.kwargs, shape)
         if not self.seen:
             try:
-                return predict(c, self.hw, "calibrated").t_memory_s / GUESS_EFFICIENCY + \
-                    predict(c, self.hw, "calibrated").t_compute_s / GUESS_EFFICIENCY
+                p = predict(c, self.hw, "calibrated")
+                return (p.t_memory_s + p.t_compute_s) / GUESS_EFFICIENCY
             except (UnsupportedPathError, ValueError):
                 return math.inf
         q = [math.log2(x) for x in shape]
@@ -126,27 +176,35 @@ class _Costs:
 
 
 def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates, cost, remaining_s: float,
-              measured: set):
+              measured: set, kwargs=None):
     """The next shape to measure: an unmeasured seed first (cheapest first), else the candidate with the most
     uncertainty per square root of its estimated cost, among those whose cost fits what is left."""
     fits = [c for c in candidates if c not in measured and cost(c) <= MAX_CALL_S and
             cost(c) * MIN_REPS < remaining_s]
-    seeds = sorted((c for c in seed_shapes() if c in fits), key=cost)
+    seeds = sorted((c for c in seed_shapes(kwargs) if c in fits), key=cost)
     if seeds:
         return seeds[0]
     if not fits:
         return None
-    u = model.uncertainties("gemm", precision, [{"m": a, "n": b, "k": c} for a, b, c in fits])
+    op = "attention" if kwargs is not None and _is_attention(kwargs) else "gemm"
+    u = model.uncertainties(op, precision, [shape_dict(kwargs or {}, c) for c in fits])
     best = max(range(len(fits)), key=lambda i: (u[i] / math.sqrt(cost(fits[i]) + 0.02), -cost(fits[i])))
     return fits[best] if u[best] > 0 else None
 
 
+def _share(kwargs) -> float:
+    return ATTENTION_SHARE if _is_attention(kwargs) else 1.0
+
+
 def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_BUDGET_S,
               progress=lambda s: None, model: EfficiencyModel | None = None) -> tuple[EfficiencyModel, list[dict]]:
-    """(model, rows): per precision, shapes measured within its share of the budget. ``shapes`` given: those,
-    in that order (no planning); else seed then least-sure-first over ``grid_shapes()``. ``model``: one to
-    extend (its samples stay; the sweep adds to them)."""
+    """(model, rows): per path, shapes measured within its share of the budget (an attention path gets
+    ``ATTENTION_SHARE`` of a GEMM path's). ``shapes`` given: those, in that order (no planning; GEMM paths only);
+    else seed then least-sure-first over ``grid_shapes(kwargs)``. ``model``: one to extend (its samples stay; the
+    sweep adds to them)."""
     precisions = precisions if precisions is not None else sweep_precisions(info, hw)
+    if shapes is not None:
+        precisions = [(label, kwargs) for label, kwargs in precisions if not _is_attention(kwargs)]
     model = model or EfficiencyModel()
     rows, skipped = [], {}
     t_start = time.perf_counter()
@@ -156,10 +214,12 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         flags = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info).get("contention") or []
         if flags:
             contention[label] = list(flags)
-        share_end = time.perf_counter() + (budget_s - (time.perf_counter() - t_start)) / (len(precisions) - i)
+        weights_left = sum(_share(kw) for _, kw in precisions[i:])
+        share_end = time.perf_counter() + (budget_s - (time.perf_counter() - t_start)) * _share(kwargs) / weights_left
         costs, measured, dead = _Costs(kwargs, hw), set(), set()
         todo = list(shapes) if shapes is not None else None
-        precision = None
+        candidates = grid_shapes(kwargs)
+        precision, n0 = None, len(rows)
         while True:
             left = share_end - time.perf_counter()
             if left <= 0:
@@ -168,9 +228,8 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
                 shape = todo.pop(0) if todo else None
             else:
                 if precision is None:  # the model key's precision label, known once a kernel was built
-                    precision = make_gemm(1, 256, 256, device=info.torch_device,
-                                          target="cpu" if info.kind == "cpu" else "cuda", **kwargs).precision
-                shape = plan_next(model, label, precision, grid_shapes(), costs, left, measured | dead)
+                    precision = _build(kwargs, seed_shapes(kwargs)[0], info).precision
+                shape = plan_next(model, label, precision, candidates, costs, left, measured | dead, kwargs)
             if shape is None:
                 break
             est = costs(shape)
@@ -185,30 +244,34 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
             eff = m.efficiency  # against the roof measure_kernel held it to
             roof = "memory" if m.memory_roof_only else "full"
             model.add(kernel.op, kernel.precision, kernel.cost.shape, eff, roof)
-            rows.append({"precision": kernel.precision, "shape": list(shape), "median_s": m.timing.median_s,
-                         "roof_s": m.predicted_time_s, "roof": roof, "efficiency": eff,
+            rows.append({"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape),
+                         "median_s": m.timing.median_s, "roof_s": m.predicted_time_s, "roof": roof, "efficiency": eff,
                          "rel_iqr": m.timing.rel_iqr})
-        progress(f"efficiency sweep {label}: {sum(r['precision'] == (precision or label) for r in rows)} shapes")
+        progress(f"efficiency sweep {label}: {len(rows) - n0} shapes")
     model.meta.update(measured=len(rows), seconds=round(time.perf_counter() - t_start, 1), budget_s=budget_s,
                       when=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                      grid={"m": list(GRID_M), "nk": list(GRID_NK)}, skipped=skipped, contention=contention)
+                      grid={"m": list(GRID_M), "nk": list(GRID_NK), "attention_decode_kv": list(ATTN_DECODE_KV),
+                            "attention_prefill": list(ATTN_PREFILL)},
+                      skipped=skipped, contention=contention)
     return model, rows
 
 
-def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=HELD_OUT, progress=lambda s: None,
+def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, progress=lambda s: None,
                      max_call_s: float = 2.0, passes: int = SCORE_PASSES):
     """(op, precision, shape, roof time, [measured medians, one a pass]) on shapes off the grid, for
     ``roofline.efficiency.score``. Each shape is measured in ``passes`` passes over all the shapes (so its runs are
     apart in time): a model is scored against their median, and their spread is this host's run-to-run noise,
     the floor under any score. A shape one call of which would take longer than ``max_call_s`` is left out (said
-    in the progress line)."""
+    in the progress line). ``shapes``: the GEMM shapes (default ``HELD_OUT``); attention paths use
+    ``ATTN_HELD_OUT``."""
     if passes < 1:
         raise ValueError(f"passes={passes!r}: must be >= 1")
     out = []
     for label, kwargs in precisions:
+        todo = held_out_shapes(kwargs) if shapes is None or _is_attention(kwargs) else list(shapes)
         costs, dear, rows = _Costs(kwargs, hw), [], {}
         for p in range(passes):
-            for shape in sorted(shapes, key=lambda s: s[0] * s[1] * s[2]):
+            for shape in sorted(todo, key=lambda s: _cost(kwargs, s).flops):
                 if p and shape not in rows:
                     continue
                 if not p and costs.seen and costs(shape) > max_call_s:
@@ -291,7 +354,8 @@ def learn(cal, kernel, m, info) -> str | None:
            or ("an emulated kernel" if kernel.emulated else None)
            or (f"held to the {m.peaks} roof, the model to the calibrated one" if m.peaks != "calibrated" else None)
            or (f"measured under contention ({', '.join(m.contention)})" if m.contention else None)
-           or (f"a {kernel.op} (the model covers GEMV/GEMM)" if kernel.op not in ("gemm", "gemv") else None)
+           or (f"a {kernel.op} (the model covers GEMV, GEMM and attention)" if op_class(kernel.op) is None
+               else None)
            or (None if m.efficiency > 0 and math.isfinite(m.efficiency) else f"efficiency {m.efficiency!r}"))
     if why:
         return why

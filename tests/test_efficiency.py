@@ -142,7 +142,8 @@ def test_score_reports_leave_one_out_and_held_out_for_expected_and_bound():
     noisy = fitted(lambda s: smooth(s) * (1.3 if (s["n"] + s["k"]) % 3072 == 0 else 1))  # some samples off by 30%
     assert score(noisy)["gemm:bf16"]["leave_one_out"]["expected"]["worst"] > 0.2  # and the score says so
     attention = EfficiencyModel()
-    attention.add("attention", "bf16", {"m": 1, "n": 1, "k": 1}, 0.3)
+    attention.add("attention", "bf16", {"batch": 1, "heads": 8, "kv_heads": 2, "seq_q": 1, "seq_kv": 512,
+                                        "head_dim": 64}, 0.3)
     attention.samples.update(model.samples)
     assert set(score(attention)) == {"gemm:bf16", "attention:bf16"}, "two operator classes must not overwrite"
 
@@ -328,6 +329,7 @@ def test_calibrate_efficiency_fits_stores_scores_and_measure_uses_it(tmp_path, m
     path.write_text(json.dumps(quiet(calibration)))
     held = keff.measure_held_out
     monkeypatch.setattr(keff, "measure_held_out", lambda *a, **k: held(*a, **dict(k, shapes=keff.HELD_OUT[:1])))
+    monkeypatch.setattr(keff, "ATTN_HELD_OUT", keff.ATTN_HELD_OUT[:1])
     out = io.StringIO()
     assert main(["calibrate", "--quick", "--cache-dir", str(tmp_path), "--efficiency", "--efficiency-budget-s", "3",
                  "--score", "--json"], out=out) == 0
@@ -364,3 +366,25 @@ def test_the_score_says_when_the_hosts_noise_alone_is_above_the_target():
     out = io.StringIO()
     _print_score(score(model), out)  # leave-one-out only: no held-out legend
     assert "held-out:" not in out.getvalue() and "leave_one_out" in out.getvalue()
+
+
+def test_attention_has_its_own_axes_and_says_in_its_units_what_is_near():
+    from roofline.efficiency import model_shape
+    decode = {"batch": 2, "heads": 32, "kv_heads": 8, "seq_q": 1, "seq_kv": 4096, "head_dim": 128, "causal": True}
+    assert model_shape("attention", decode) == {"seq_q": 1, "seq_kv": 4096, "batch_heads": 64, "group": 4,
+                                                "head_dim": 128}
+    assert model_shape("gemv", {"n": 8, "k": 4}) == {"m": 1, "n": 8, "k": 4}
+    with pytest.raises(ValueError, match="lacks or mangles 'kv_heads'.*seq_q, seq_kv, batch_heads, group, head_dim"):
+        model_shape("attention", {"batch": 1, "heads": 8, "seq_q": 1, "seq_kv": 64, "head_dim": 64})
+    with pytest.raises(ValueError, match="'rmsnorm' has no efficiency model; modelled: gemm, gemv, attention"):
+        model_shape("rmsnorm", {})
+    model = EfficiencyModel()
+    for skv, eff in ((1024, 0.3), (2048, 0.4), (4096, 0.5)):
+        model.add("attention", "bf16", dict(decode, seq_kv=skv), eff)
+    mid = model.expected("attention", "bf16", dict(decode, seq_kv=3000))
+    assert 0.4 < mid.efficiency < 0.5 and mid.source == "profile"
+    prefill = model.expected("attention", "bf16", dict(decode, seq_q=1024, seq_kv=1024))
+    assert prefill.efficiency is None  # ten octaves of seq_q from any decode: no number
+    assert "not measured near this shape (nearest: seq_q 1 x seq_kv 1024" in prefill.note
+    assert "an octave of seq_q, two of seq_kv" in prefill.note
+    assert model.expected("gemm", "bf16", {"m": 1, "n": 1024, "k": 1024}).source == "none"  # no GEMM measured

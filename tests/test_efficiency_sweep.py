@@ -32,6 +32,9 @@ def fake_measure(calls):
 
 
 def cost_of(shape):
+    if len(shape) == 6:  # attention: batch x heads x seq_q x seq_kv x head_dim multiply-adds
+        b, h, _, sq, skv, d = shape
+        return 1e-9 * b * h * sq * skv * d / 4
     m, n, k = shape
     return 1e-9 * m * n * k + 1e-5 * n * k / 2**20
 
@@ -135,10 +138,21 @@ def test_every_cold_measurement_joins_the_model_saved_in_its_profile(tmp_path):
     assert model_of(cal).points("gemv", "fp32") == again.points("gemv", "fp32")  # the caller's profile too
 
 
+def test_an_attention_measurement_joins_its_own_class(tmp_path):
+    cal = _store_profile(tmp_path)
+    decode = {"batch": 1, "heads": 32, "kv_heads": 8, "seq_q": 1, "seq_kv": 4096, "head_dim": 128, "causal": True}
+    assert keff.learn(cal, *_measured(op="attention", shape=decode, eff=0.4), SimpleNamespace(simulated=None)) is None
+    model = model_of(load_calibration(cal.path))
+    assert set(model.samples) == {"attention:fp32"}
+    assert [p.shape for p in model.points("attention", "fp32")] == [
+        {"seq_q": 1, "seq_kv": 4096, "batch_heads": 32, "group": 4, "head_dim": 128}]
+    assert not model.covers("gemv", "fp32")  # an attention sample says nothing about a GEMV
+
+
 @pytest.mark.parametrize("kw, why", [
     (dict(mode="hot"), "hot timing"), (dict(emulated=True), "emulated"), (dict(contention=["busy CPU: 80%"]),
                                                                          "under contention"),
-    (dict(op="attention"), "covers GEMV/GEMM"), (dict(peaks="datasheet"), "datasheet roof"),
+    (dict(op="elementwise"), "covers GEMV, GEMM and attention"), (dict(peaks="datasheet"), "datasheet roof"),
     (dict(eff=float("nan")), "efficiency nan")])
 def test_what_does_not_join_the_model_says_why(tmp_path, kw, why):
     cal = _store_profile(tmp_path)
@@ -200,3 +214,65 @@ def test_measure_says_not_measured_near_and_the_nearest_shape(tmp_path, device_i
                  "10", "--cache-dir", str(tmp_path)], out=out) == 0
     line = next(x for x in out.getvalue().splitlines() if x.strip().startswith("expected"))
     assert "- (not measured near this shape (nearest: 1x1024x1024" in line, line
+
+
+def attention_surface(b, h, kvh, sq, skv, d):
+    """A made-up device's SDPA: decode streams the KV cache better the longer it is and the less it is shared;
+    causal prefill sits lower and rises with length."""
+    if sq == 1:
+        return 0.35 + 0.04 * math.log2(skv / 256) - 0.05 * math.log2(h // kvh) + 0.02 * math.log2(b)
+    return 0.15 + 0.03 * math.log2(sq / 128) + 0.02 * math.log2(d / 64)
+
+
+def fake_attention_measure(calls):
+    gemm = fake_measure(calls)
+
+    def measure(label, kwargs, shape, info, hw, est=None):
+        if len(shape) == 3:
+            return gemm(label, kwargs, shape, info, hw, est)
+        calls.append(shape)
+        b, h, kvh, sq, skv, d = shape
+        kernel = SimpleNamespace(op="attention", precision=kwargs["precision"], cost=SimpleNamespace(shape={
+            "batch": b, "heads": h, "kv_heads": kvh, "seq_q": sq, "seq_kv": skv, "head_dim": d, "causal": sq > 1}))
+        timing = SimpleNamespace(median_s=1e-9 * b * h * sq * skv * d, rel_iqr=0.01)
+        eff = attention_surface(*shape)
+        return kernel, SimpleNamespace(efficiency=eff, memory_roof_only=False, timing=timing,
+                                       predicted_time_s=timing.median_s * eff)
+    return measure
+
+
+def test_attention_is_swept_decode_and_prefill_at_half_a_gemm_paths_share(monkeypatch):
+    calls = []
+    monkeypatch.setattr(keff, "_measure", fake_attention_measure(calls))
+    monkeypatch.setattr(keff, "make_gemm", lambda *a, **k: SimpleNamespace(precision=k["precision"]))
+    monkeypatch.setattr(keff, "make_attention", lambda *a, **k: SimpleNamespace(precision=k["precision"]))
+    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(keff.time, "perf_counter", lambda: next(ticks) * 1e-3)  # every call: 1 ms of a fake clock
+    monkeypatch.setattr(keff.telemetry, "snapshot", lambda *a, **k: {"contention": []})
+    info = SimpleNamespace(kind="cpu", torch_device="cpu", simulated=None)
+    model, rows = keff.run_sweep(info, None, precisions=[("fp32", {"precision": "fp32"}),
+                                                         ("attention fp32", {"op": "attention", "precision": "fp32"})],
+                                 budget_s=0.15)
+    gemm = [r for r in rows if r["op"] == "gemm"]
+    attn = [r for r in rows if r["op"] == "attention"]
+    assert gemm and attn and set(model.samples) == {"gemm:fp32", "attention:fp32"}
+    assert len(attn) < len(keff.grid_shapes({"op": "attention"}))  # the share ended it, not the grid
+    assert 0.3 < len(attn) / len(gemm) < 0.8, (len(gemm), len(attn))  # ATTENTION_SHARE of the GEMM path's time
+    assert {tuple(r["shape"]) for r in attn} >= set(keff.ATTN_SEED)  # decode and prefill seeds first
+    assert {r["shape"][3] == 1 for r in attn} == {True, False}
+    for shape in keff.ATTN_HELD_OUT:
+        b, h, kvh, sq, skv, d = shape
+        got = model.expected("attention", "fp32", dict(batch=b, heads=h, kv_heads=kvh, seq_q=sq, seq_kv=skv,
+                                                       head_dim=d))
+        assert got.efficiency is None or abs(math.log(got.efficiency / attention_surface(*shape))) < 0.3, (shape, got)
+
+
+def test_attention_candidates_are_valid_kernels_and_held_out_lies_off_the_grid():
+    kw = {"op": "attention", "precision": "bf16"}
+    grid = keff.grid_shapes(kw)
+    assert set(keff.ATTN_SEED) <= set(grid)
+    for b, h, kvh, sq, skv, d in grid:
+        assert h % kvh == 0 and (sq == 1 or sq == skv)  # decode, or a causal prefill SDPA's is_causal can run
+    assert not set(keff.ATTN_HELD_OUT) & set(grid)
+    assert keff.held_out_shapes(kw) == keff.ATTN_HELD_OUT and keff.held_out_shapes({}) == keff.HELD_OUT
