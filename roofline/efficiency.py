@@ -260,6 +260,18 @@ class EfficiencyModel:
                  "run-to-run noise not yet seen here (one run per shape)"]
         return unc, f"+-{unc:.0%} ({', '.join(parts)})"
 
+    def disagreement(self, op: str, precision: str, shape: dict) -> float:
+        """How far a measured shape's runs lie from what its neighbours predict there without it (|log| of the
+        ratio): large for a run a busy moment slowed, and for a real change of kernel the neighbours do not show;
+        0 where the shape is unmeasured or has no measured neighbour near."""
+        shape = model_shape(op, shape)
+        pts = self.points(op, precision)
+        own = [p for p in pts if _shape_key(p.shape) == _shape_key(shape)]
+        rest = [p for p in pts if _shape_key(p.shape) != _shape_key(shape)]
+        if not own or not rest or min(octaves_apart(r.shape, shape) for r in rest) > NEAR_OCTAVES + 1e-9:
+            return 0.0
+        return abs(_interpolate(own[0].features, rest) - own[0].log_eff)
+
     def uncertainty_of(self, op: str, precision: str, shape: dict) -> float:
         """How unsure the model is at a shape it may measure next (see ``uncertainties``)."""
         return self.uncertainties(op, precision, [shape])[0]

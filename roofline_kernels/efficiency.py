@@ -32,7 +32,7 @@ from pathlib import Path
 
 from roofline import attention as attention_cost, gemm as gemm_cost, predict
 from roofline.atomic import write_json_atomic
-from roofline.efficiency import EfficiencyModel, model_of, op_class
+from roofline.efficiency import EfficiencyModel, model_of, model_shape, op_class
 from roofline.predict import UnsupportedPathError
 
 from . import telemetry
@@ -61,6 +61,9 @@ ATTN_HELD_OUT = [(1, 28, 4, 1, 3000, 128), (2, 16, 16, 1, 1500, 64), (3, 32, 8, 
 ATTENTION_SHARE = 0.5  # an attention path's share of the sweep budget, against a GEMM path's 1
 MAX_CALL_S = 0.3       # one call longer than this is too dear for a sweep: its region is left "not measured near"
 PER_SHAPE_S = 2.0      # one shape's timing budget
+REPEAT_RUNS = 3        # a shape whose run disagrees with its neighbours is run again, up to this many runs (``recheck``)
+RECHECK_LOG = math.log(1.25)  # "disagrees": 25% off, beyond the ~10-20% two quiet runs of one shape differ by here
+RECHECK_AFTER = 3      # a shape runs again only after this many other shapes: a busy moment passes meanwhile
 MIN_REPS = 5           # cold samples per shape (3 when one call takes over LONG_CALL_S)
 LONG_CALL_S = 0.05
 QUICK_BUDGET_S = 20.0  # the sweep of a quick calibration (the suite's first): keeps `pytest -m cpu` from nothing short
@@ -176,20 +179,41 @@ class _Costs:
 
 
 def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates, cost, remaining_s: float,
-              measured: set, kwargs=None):
-    """The next shape to measure: an unmeasured seed first (cheapest first), else the candidate with the most
-    uncertainty per square root of its estimated cost, among those whose cost fits what is left."""
+              measured: set, kwargs=None, again=()):
+    """The next shape to measure: an unmeasured seed first (cheapest first), then a shape of ``again`` (the ones
+    ``recheck`` flagged, oldest first) whose cost fits, else the candidate with the most uncertainty per square root
+    of its estimated cost, among those whose cost fits what is left."""
     fits = [c for c in candidates if c not in measured and cost(c) <= MAX_CALL_S and
             cost(c) * MIN_REPS < remaining_s]
     seeds = sorted((c for c in seed_shapes(kwargs) if c in fits), key=cost)
     if seeds:
         return seeds[0]
+    for c in again:
+        if cost(c) * MIN_REPS < remaining_s:
+            return c
     if not fits:
         return None
     op = "attention" if kwargs is not None and _is_attention(kwargs) else "gemm"
     u = model.uncertainties(op, precision, [shape_dict(kwargs or {}, c) for c in fits])
     best = max(range(len(fits)), key=lambda i: (u[i] / math.sqrt(cost(fits[i]) + 0.02), -cost(fits[i])))
     return fits[best] if u[best] > 0 else None
+
+
+def recheck(model: EfficiencyModel, op: str, precision: str, shape: dict, runs: int) -> str | None:
+    """Why a shape just measured should run again, or None. On a shared host one run a busy moment slowed would
+    bend the model around it for good, so a first run that lies more than ``RECHECK_LOG`` from what its neighbours
+    predict there is run again, later; a second run that disagrees with the first by as much gets a third, and the
+    median keeps the two that agree. A real change of kernel the neighbours do not show costs one run more: its
+    second run agrees with its first."""
+    if runs >= REPEAT_RUNS:
+        return None
+    if runs == 1:
+        off = model.disagreement(op, precision, shape)
+        return f"{math.exp(off) - 1:.0%} off its neighbours" if off > RECHECK_LOG else None
+    point = next((p for p in model.points(op, precision) if p.shape == model_shape(op, shape)), None)
+    effs = point.efficiencies[-runs:] if point else ()
+    spread = abs(math.log(max(effs) / min(effs))) if len(effs) >= 2 else 0.0
+    return f"its runs {math.exp(spread) - 1:.0%} apart" if spread > RECHECK_LOG else None
 
 
 def _share(kwargs) -> float:
@@ -216,7 +240,7 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
             contention[label] = list(flags)
         weights_left = sum(_share(kw) for _, kw in precisions[i:])
         share_end = time.perf_counter() + (budget_s - (time.perf_counter() - t_start)) * _share(kwargs) / weights_left
-        costs, measured, dead = _Costs(kwargs, hw), set(), set()
+        costs, measured, dead, runs, queue = _Costs(kwargs, hw), set(), set(), {}, []  # queue: (due, shape)
         todo = list(shapes) if shapes is not None else None
         candidates = grid_shapes(kwargs)
         precision, n0 = None, len(rows)
@@ -229,7 +253,9 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
             else:
                 if precision is None:  # the model key's precision label, known once a kernel was built
                     precision = _build(kwargs, seed_shapes(kwargs)[0], info).precision
-                shape = plan_next(model, label, precision, candidates, costs, left, measured | dead, kwargs)
+                due = [q for n, q in queue if n <= len(rows) - n0]
+                shape = plan_next(model, label, precision, candidates, costs, left, measured | dead, kwargs, due)
+                queue = [(n, q) for n, q in queue if q != shape]
             if shape is None:
                 break
             est = costs(shape)
@@ -240,15 +266,19 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
                 dead.add(shape)
                 continue
             measured.add(shape)
+            runs[shape] = runs.get(shape, 0) + 1
             costs.add(shape, m.timing.median_s)
             eff = m.efficiency  # against the roof measure_kernel held it to
             roof = "memory" if m.memory_roof_only else "full"
             model.add(kernel.op, kernel.precision, kernel.cost.shape, eff, roof)
-            rows.append({"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape),
+            if todo is None and recheck(model, kernel.op, kernel.precision, kernel.cost.shape, runs[shape]):
+                queue.append((len(rows) - n0 + 1 + RECHECK_AFTER, shape))
+            rows.append({"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape), "run": runs[shape],
                          "median_s": m.timing.median_s, "roof_s": m.predicted_time_s, "roof": roof, "efficiency": eff,
                          "rel_iqr": m.timing.rel_iqr})
         progress(f"efficiency sweep {label}: {len(rows) - n0} shapes")
-    model.meta.update(measured=len(rows), seconds=round(time.perf_counter() - t_start, 1), budget_s=budget_s,
+    model.meta.update(measured=len({(r["op"], r["precision"], tuple(r["shape"])) for r in rows}), runs=len(rows),
+                      repeated=sum(r["run"] > 1 for r in rows), seconds=round(time.perf_counter() - t_start, 1), budget_s=budget_s,
                       when=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                       grid={"m": list(GRID_M), "nk": list(GRID_NK), "attention_decode_kv": list(ATTN_DECODE_KV),
                             "attention_prefill": list(ATTN_PREFILL)},
