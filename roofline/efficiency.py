@@ -6,7 +6,8 @@ roof). This module turns measured fractions into an estimate:
 
 1. **A fitted model** (``EfficiencyModel``): samples of ``efficiency = roof time / measured median``
    from a calibration sweep over shapes (``roofline_kernels.efficiency`` measures it), per (operator class,
-   precision). A query fits ``log(efficiency)`` as a linear function of ``(log2 M, log2 N, log2 K)``
+   precision): GEMV/GEMM on (M, N, K), attention on (seq_q, seq_kv, batch x heads, heads per KV head, head_dim)
+   (``AXES``). A query fits ``log(efficiency)`` as a linear function of the log2 of its axes
    over its nearest samples (weighted by closeness, lightly ridge-regularised so a sparse
    neighbourhood cannot tilt it wildly), i.e. piecewise-linear in log shape: "utilization space"
    interpolation as AIConfigurator does it. A sample at the query's own shape returns itself; the

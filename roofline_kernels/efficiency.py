@@ -1,25 +1,34 @@
-"""The efficiency sweep: this device's measured fraction of its roof over GEMV/GEMM shapes, fitted on first use.
+"""The efficiency sweep: this device's measured fraction of its roof over GEMV/GEMM and attention shapes, fitted
+on first use.
 
-For each precision with a real kernel here (emulated paths have no roof worth a fraction), shapes are measured
-cold from a candidate grid that spans decode to prefill (M 1..8192 in octaves; N and K 1024..8192 in half
-octaves, powers of two and not, so the registry models' projections lie within an octave of a candidate):
+For each path with a real kernel here (emulated paths have no roof worth a fraction), shapes are measured cold from
+a candidate grid that spans decode to prefill: for a GEMM, M 1..8192 in octaves and N, K 1024..8192 in half
+octaves, powers of two and not, so the registry models' projections lie within an octave of a candidate; for
+attention (SDPA), decode over KV lengths 256..8192 and causal prefill over 128..4096 tokens, at batch 1 and 4,
+32 query heads over 8 or 32 KV heads, head_dim 64 or 128. An attention path gets ``ATTENTION_SHARE`` of a GEMM
+path's budget.
 
-1. a **seed** that spans the range (M 1, 16, 256, 2048 at a small and a large N x K), cheapest first;
-2. then, until the precision's share of the budget is spent, the candidate where the model is **least sure**
+1. a **seed** that spans the range (GEMM: M 1, 16, 256, 2048 at a small and a large N x K; attention: two decode
+   and two prefill lengths), cheapest first;
+2. then, until the path's share of the budget is spent, the candidate where the model is **least sure**
    (``EfficiencyModel.uncertainties``: distance from what was measured times the neighbours' disagreement),
-   per the square root of its estimated cost, so a short budget buys the most accuracy.
+   per the square root of its estimated cost, so a short budget buys the most accuracy;
+3. a shape whose run lies more than ``RECHECK_LOG`` off what its neighbours predict (``recheck``: its
+   leave-one-out error) runs **again** a few shapes later, and a third time if its two runs disagree, so one run a
+   busy moment slowed on a shared host does not bend the model (the median of its runs is what it keeps).
 
 A candidate one call of which would take longer than ``MAX_CALL_S`` is not measured (the model says "not
 measured near" there rather than guess). Efficiency is against the roof ``measure_kernel`` holds the kernel to
 (the calibrated roofline, or the memory roof alone where the compute peak is a software kernel's speed), so
 it is ``roofline.efficiency``'s job to apply it to the same roof. The model rides in the calibration profile
 (``details["efficiency"]``), tied to that calibration: a new calibration starts a new model. It grows with
-use: every cold measurement against that calibration (the suite's cases, ``measure``, the spot check, the
-quantize pipeline) adds its sample (``learn``), so a shape measured in several runs carries its run-to-run
-noise into the uncertainty.
+use: every cold measurement against that calibration (the suite's cases, ``measure``, the spot check) adds its
+sample (``learn``), so a shape measured in several runs carries its run-to-run noise into the uncertainty. The
+quantize pipeline does not: it times whole model steps, whose kernels run hot inside the model, and the model is
+of cold runs of one kernel.
 
-``HELD_OUT`` are shapes off the grid (N and K not powers of two, M 1..2048), for scoring the model on what it
-never saw (``calibrate --score``).
+``HELD_OUT`` (GEMM: N and K not powers of two, M 1..2048) and ``ATTN_HELD_OUT`` (other head counts, batches and
+lengths) are shapes off the grid, for scoring the model on what it never saw (``calibrate --score``).
 """
 from __future__ import annotations
 
@@ -62,7 +71,10 @@ ATTENTION_SHARE = 0.5  # an attention path's share of the sweep budget, against 
 MAX_CALL_S = 0.3       # one call longer than this is too dear for a sweep: its region is left "not measured near"
 PER_SHAPE_S = 2.0      # one shape's timing budget
 REPEAT_RUNS = 3        # a shape whose run disagrees with its neighbours is run again, up to this many runs (``recheck``)
-RECHECK_LOG = math.log(1.25)  # "disagrees": 25% off, beyond the ~10-20% two quiet runs of one shape differ by here
+# "disagrees": 40% off. A busy moment slows a run 1.5-2x or more; the model's own error between neighbours is
+# ~15% geomean. At 25% a full sweep here ran 59 of 204 shapes again and scored no better on held-out shapes
+# (14.6% vs 14.1% from their first runs alone): most of what it ran again was the model's error, not noise.
+RECHECK_LOG = math.log(1.4)
 RECHECK_AFTER = 3      # a shape runs again only after this many other shapes: a busy moment passes meanwhile
 MIN_REPS = 5           # cold samples per shape (3 when one call takes over LONG_CALL_S)
 LONG_CALL_S = 0.05
@@ -276,7 +288,8 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
             rows.append({"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape), "run": runs[shape],
                          "median_s": m.timing.median_s, "roof_s": m.predicted_time_s, "roof": roof, "efficiency": eff,
                          "rel_iqr": m.timing.rel_iqr})
-        progress(f"efficiency sweep {label}: {len(rows) - n0} shapes")
+        again = sum(r["run"] > 1 for r in rows[n0:])
+        progress(f"efficiency sweep {label}: {len(rows) - n0 - again} shapes" + (f", {again} run again" if again else ""))
     model.meta.update(measured=len({(r["op"], r["precision"], tuple(r["shape"])) for r in rows}), runs=len(rows),
                       repeated=sum(r["run"] > 1 for r in rows), seconds=round(time.perf_counter() - t_start, 1), budget_s=budget_s,
                       when=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
