@@ -232,70 +232,98 @@ def _share(kwargs) -> float:
     return ATTENTION_SHARE if _is_attention(kwargs) else 1.0
 
 
+class _Path:
+    """One path's state in a sweep: what it measured, how often, what waits to run again, the time it spent."""
+
+    def __init__(self, label, kwargs, hw, shapes):
+        self.label, self.kwargs = label, kwargs
+        self.costs, self.measured, self.dead, self.runs, self.queue = _Costs(kwargs, hw), set(), set(), {}, []
+        self.todo = list(shapes) if shapes is not None else None
+        self.candidates = grid_shapes(kwargs)
+        self.precision, self.spent, self.count, self.again, self.started = None, 0.0, 0, 0, False
+
+    @property
+    def share(self) -> float:
+        return _share(self.kwargs)
+
+    def next_shape(self, model, info, left):
+        if self.todo is not None:
+            return self.todo.pop(0) if self.todo else None
+        if self.precision is None:  # the model key's precision label, known once a kernel was built
+            self.precision = _build(self.kwargs, seed_shapes(self.kwargs)[0], info).precision
+        due = [q for n, q in self.queue if n <= self.count]
+        shape = plan_next(model, self.label, self.precision, self.candidates, self.costs, left,
+                          self.measured | self.dead, self.kwargs, due)
+        self.queue = [(n, q) for n, q in self.queue if q != shape]
+        return shape
+
+
 def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_BUDGET_S,
               progress=lambda s: None, model: EfficiencyModel | None = None) -> tuple[EfficiencyModel, list[dict]]:
-    """(model, rows): per path, shapes measured within its share of the budget (an attention path gets
-    ``ATTENTION_SHARE`` of a GEMM path's). ``shapes`` given: those, in that order (no planning; GEMM paths only);
-    else seed then least-sure-first over ``grid_shapes(kwargs)``. ``model``: one to extend (its samples stay; the
-    sweep adds to them)."""
+    """(model, rows): shapes of every path measured **interleaved** (next: the path that has spent the least of its
+    share), within ``budget_s``; an attention path's share is ``ATTENTION_SHARE`` of a GEMM path's. A slow minute of
+    a shared host then falls on a few shapes of each path, which ``recheck`` can catch against their neighbours,
+    instead of on all of one path, which nothing could tell from that path being slow. ``shapes`` given: those, in
+    that order (no planning; GEMM paths only); else seed then least-sure-first over ``grid_shapes(kwargs)``.
+    ``model``: one to extend (its samples stay; the sweep adds to them)."""
     precisions = precisions if precisions is not None else sweep_precisions(info, hw)
     if shapes is not None:
         precisions = [(label, kwargs) for label, kwargs in precisions if not _is_attention(kwargs)]
     model = model or EfficiencyModel()
-    rows, skipped = [], {}
+    rows, skipped, contention = [], {}, {}
     t_start = time.perf_counter()
-    contention = {}
-    for i, (label, kwargs) in enumerate(precisions):
-        # a busy neighbour slows every shape of a precision alike: the model would learn the neighbour
-        flags = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info).get("contention") or []
-        if flags:
-            contention[label] = list(flags)
-        weights_left = sum(_share(kw) for _, kw in precisions[i:])
-        share_end = time.perf_counter() + (budget_s - (time.perf_counter() - t_start)) * _share(kwargs) / weights_left
-        costs, measured, dead, runs, queue = _Costs(kwargs, hw), set(), set(), {}, []  # queue: (due, shape)
-        todo = list(shapes) if shapes is not None else None
-        candidates = grid_shapes(kwargs)
-        precision, n0 = None, len(rows)
-        while True:
-            left = share_end - time.perf_counter()
-            if left <= 0:
-                break
-            if todo is not None:
-                shape = todo.pop(0) if todo else None
-            else:
-                if precision is None:  # the model key's precision label, known once a kernel was built
-                    precision = _build(kwargs, seed_shapes(kwargs)[0], info).precision
-                due = [q for n, q in queue if n <= len(rows) - n0]
-                shape = plan_next(model, label, precision, candidates, costs, left, measured | dead, kwargs, due)
-                queue = [(n, q) for n, q in queue if q != shape]
-            if shape is None:
-                break
-            est = costs(shape)
-            try:
-                kernel, m = _measure(label, kwargs, shape, info, hw, est)
-            except (UnsupportedKernel, BudgetExceeded, ValueError, RuntimeError) as e:
-                skipped.setdefault(f"{label} {'x'.join(map(str, shape))}", str(e)[:160])
-                dead.add(shape)
-                continue
-            measured.add(shape)
-            runs[shape] = runs.get(shape, 0) + 1
-            costs.add(shape, m.timing.median_s)
-            eff = m.efficiency  # against the roof measure_kernel held it to
-            roof = "memory" if m.memory_roof_only else "full"
-            model.add(kernel.op, kernel.precision, kernel.cost.shape, eff, roof)
-            if todo is None and recheck(model, kernel.op, kernel.precision, kernel.cost.shape, runs[shape]):
-                queue.append((len(rows) - n0 + 1 + RECHECK_AFTER, shape))
-            rows.append({"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape), "run": runs[shape],
-                         "median_s": m.timing.median_s, "roof_s": m.predicted_time_s, "roof": roof, "efficiency": eff,
-                         "rel_iqr": m.timing.rel_iqr})
-        again = sum(r["run"] > 1 for r in rows[n0:])
-        progress(f"efficiency sweep {label}: {len(rows) - n0 - again} shapes" + (f", {again} run again" if again else ""))
+    active = [_Path(label, kwargs, hw, shapes) for label, kwargs in precisions]
+    paths = list(active)
+
+    def finish(p):
+        active.remove(p)
+        progress(f"efficiency sweep {p.label}: {p.count - p.again} shapes" + (f", {p.again} run again" if p.again else ""))
+
+    while active:
+        remaining = budget_s - (time.perf_counter() - t_start)
+        if remaining <= 0:
+            break
+        p = min(active, key=lambda a: a.spent / a.share)
+        if not p.started:
+            # a busy neighbour slows every shape measured meanwhile: said beside the model
+            flags = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info).get("contention") or []
+            if flags:
+                contention[p.label] = list(flags)
+            p.started = True
+        t0 = time.perf_counter()
+        shape = p.next_shape(model, info, remaining * p.share / sum(a.share for a in active))
+        if shape is None:
+            finish(p)
+            continue
+        try:
+            kernel, m = _measure(p.label, p.kwargs, shape, info, hw, p.costs(shape))
+        except (UnsupportedKernel, BudgetExceeded, ValueError, RuntimeError) as e:
+            skipped.setdefault(f"{p.label} {'x'.join(map(str, shape))}", str(e)[:160])
+            p.dead.add(shape)
+            p.spent += time.perf_counter() - t0
+            continue
+        p.measured.add(shape)
+        p.runs[shape] = p.runs.get(shape, 0) + 1
+        p.costs.add(shape, m.timing.median_s)
+        eff = m.efficiency  # against the roof measure_kernel held it to
+        roof = "memory" if m.memory_roof_only else "full"
+        model.add(kernel.op, kernel.precision, kernel.cost.shape, eff, roof)
+        p.count += 1
+        p.again += p.runs[shape] > 1
+        if p.todo is None and recheck(model, kernel.op, kernel.precision, kernel.cost.shape, p.runs[shape]):
+            p.queue.append((p.count + RECHECK_AFTER, shape))
+        rows.append({"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape),
+                     "run": p.runs[shape], "median_s": m.timing.median_s, "roof_s": m.predicted_time_s, "roof": roof,
+                     "efficiency": eff, "rel_iqr": m.timing.rel_iqr})
+        p.spent += time.perf_counter() - t0
+    for p in list(active):
+        finish(p)
     model.meta.update(measured=len({(r["op"], r["precision"], tuple(r["shape"])) for r in rows}), runs=len(rows),
-                      repeated=sum(r["run"] > 1 for r in rows), seconds=round(time.perf_counter() - t_start, 1), budget_s=budget_s,
-                      when=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                      repeated=sum(r["run"] > 1 for r in rows), seconds=round(time.perf_counter() - t_start, 1),
+                      budget_s=budget_s, when=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                       grid={"m": list(GRID_M), "nk": list(GRID_NK), "attention_decode_kv": list(ATTN_DECODE_KV),
                             "attention_prefill": list(ATTN_PREFILL)},
-                      skipped=skipped, contention=contention)
+                      skipped=skipped, contention=contention, interleaved=[p.label for p in paths])
     return model, rows
 
 
