@@ -415,7 +415,8 @@ def expected_fields(result, hw, model: EfficiencyModel | None = None) -> dict:
             "expected_note": "sum of the kernels' expected times", "expected_against": "full"}
 
 
-def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, float]] | None = None) -> dict:
+def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, float]] | None = None,
+          anchors: list[tuple[str, str, dict, float, float]] | None = None) -> dict:
     """Accuracy per model key (``gemm:bf16``): leave-one-out over the model's own measured shapes, and on
     ``held_out`` shapes it never saw (op, precision, shape, bound time, measured median or the medians of
     several runs, held against their median). Error =
@@ -424,7 +425,11 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
     the honest answer there, and it is counted, not hidden). ``meets_target``: held-out geomean within
     ``TARGET_GEOMEAN`` and worst within ``TARGET_WORST``. ``run_to_run``: where a shape ran more than once, how
     far two runs of it lie apart (geomean / worst of |log(a / b)| over pairs): the host's noise, under which no
-    model can score (a model exact in the mean still errs by about that against one run)."""
+    model can score (a model exact in the mean still errs by about that against one run). ``anchors``: the model's own
+    measured shapes measured again while scoring (same form as ``held_out``); ``drift`` is how much slower (+) or
+    faster (-) the host ran them than during the sweep (the geomean of their ratios, and the worst), a move no
+    model fitted then can follow, and ``held_out["expected_drift_removed"]`` the held-out error with that move taken
+    out: what is the model's own. The target is judged on the error as measured, never with the drift removed."""
     def summary(errors):
         if not errors:
             return None
@@ -452,13 +457,27 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
         measured_s = statistics.median(runs)
         got = model.expected(op, prec, shape)
         entry = out.setdefault(model_key(op, prec), {}).setdefault(
-            "held_out_errors", {"expected": [], "bound": [], "not_near": 0, "runs": []})
+            "held_out_errors", {"expected": [], "bound": [], "not_near": 0, "runs": [], "signed": []})
         entry["runs"].extend(abs(math.log(a / b)) for i, a in enumerate(runs) for b in runs[i + 1:])
         if got.efficiency:
             entry["expected"].append(abs(math.log(got.time_s(bound_s) / measured_s)))
+            entry["signed"].append(math.log(measured_s / got.time_s(bound_s)))
         else:
             entry["not_near"] += 1
         entry["bound"].append(abs(math.log(bound_s / measured_s)))
+    drift: dict[str, list[float]] = {}
+    for op, prec, shape, bound_s, measured in anchors or ():
+        runs = list(measured) if isinstance(measured, (list, tuple)) else [measured]
+        got = model.expected(op, prec, shape)
+        if got.efficiency and runs and min(runs) > 0:
+            drift.setdefault(model_key(op, prec), []).append(math.log(statistics.median(runs) / got.time_s(bound_s)))
+    for key, moves in drift.items():
+        mean = sum(moves) / len(moves)
+        out.setdefault(key, {})["drift"] = {"n": len(moves), "mean": math.exp(mean) - 1,
+                                            "worst": math.exp(max(moves, key=abs)) - 1}
+        errs = out[key].get("held_out_errors")
+        if errs is not None:
+            errs["signed"] = [x - mean for x in errs["signed"]]
     for d in out.values():
         errs = d.pop("held_out_errors", None)
         if errs is not None:
@@ -466,4 +485,6 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
             d["held_out"] = {"expected": e, "bound": summary(errs["bound"]), "not_near": errs["not_near"],
                              "meets_target": bool(e) and e["geomean"] <= TARGET_GEOMEAN and e["worst"] <= TARGET_WORST,
                              "run_to_run": summary(errs["runs"])}
+            if "drift" in d:
+                d["held_out"]["expected_drift_removed"] = summary([abs(x) for x in errs["signed"]])
     return out

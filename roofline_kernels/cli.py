@@ -6,6 +6,7 @@ theory commands beside these) never imports torch.
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from roofline import load_hardware_file
@@ -271,7 +272,9 @@ def cmd_calibrate(args, out):
         if model is None:
             raise ValueError("--score needs an efficiency model, and this profile has none (--efficiency-budget-s 0?)")
         _progress("scoring on held-out shapes the model never saw (M 1..2048, N and K not powers of two)")
-        scored = score(model, measure_held_out(model, info, hw, sweep_precisions(info, hw), progress=_progress))
+        anchors: list = []
+        held = measure_held_out(model, info, hw, sweep_precisions(info, hw), progress=_progress, anchors=anchors)
+        scored = score(model, held, anchors)
     if args.output:
         save(cal, args.output)
         _progress(f"profile written to {args.output}")
@@ -321,18 +324,31 @@ def _print_score(scored: dict, out) -> None:
     out.write(f"  accuracy (error = |log(predicted / measured)|, as geomean / worst; target on held-out shapes: "
               f"{TARGET_GEOMEAN:.0%} / {TARGET_WORST:.0%}):\n"
               f"    {'path':<26}{'test':<15}{'n':>4}{'not near':>9}{'expected':>18}{'bound':>19}{'run to run':>18}\n")
-    noisy = []
+    noisy, moved = [], []
     for prec, tests in scored.items():
         for test, d in tests.items():
+            if test == "drift":
+                continue
             e, b, r = d["expected"], d["bound"], d.get("run_to_run")
             verdict = "" if test != "held_out" else ("  meets target" if d["meets_target"] else "  ABOVE TARGET")
             if test == "held_out" and not d["meets_target"] and r and r["geomean"] > TARGET_GEOMEAN:
                 noisy.append(f"{prec} {r['geomean']:.1%}")
             out.write(f"    {prec:<26}{test:<15}{(e or {}).get('n', 0):>4}{d.get('not_near', 0):>9}{cell(e):>18}"
                       f"{cell(b):>19}{cell(r) if test == 'held_out' else '':>18}{verdict}\n")
+            drift = tests.get("drift")
+            if test == "held_out" and drift:
+                out.write(f"    {'':<26}{'host moved':<15}{drift['n']:>4}{'':>9}"
+                          f"{cell(d.get('expected_drift_removed')):>18}  (its swept shapes ran {drift['mean']:+.0%} "
+                          f"since the sweep; expected error with that taken out)\n")
+                if abs(math.log1p(drift["mean"])) > math.log1p(TARGET_GEOMEAN):
+                    moved.append(f"{prec} {drift['mean']:+.0%}")
     if any("held_out" in t for t in scored.values()):
         out.write("    held-out: each shape measured in several passes, the model held against their median; 'run to run' "
                   "is how far two runs of one shape lie apart here\n")
+    if moved:
+        out.write(f"    the host's speed moved by more than the target between the sweep and the score ({', '.join(moved)}:"
+                  f" its own swept shapes, measured again): no model fitted then can follow that; 'host moved' shows "
+                  f"the error with it taken out (the verdict is on the error as measured)\n")
     if noisy:
         out.write(f"    two runs of one shape differ by more than the target on this host ({', '.join(noisy)}): its "
                   f"noise alone is above it; score on a quieter host before blaming the model\n")

@@ -81,6 +81,7 @@ LONG_CALL_S = 0.05
 QUICK_BUDGET_S = 20.0  # the sweep of a quick calibration (the suite's first): keeps `pytest -m cpu` from nothing short
 FULL_BUDGET_S = 90.0   # the sweep of a full calibration (`python -m roofline calibrate`)
 DEFAULT_BUDGET_S = FULL_BUDGET_S
+ANCHORS = 3            # swept shapes a path measured again while scoring: how far the host moved since the sweep
 SCORE_PASSES = 3       # held-out runs a shape: scored against their median; their spread is the noise floor
 GUESS_EFFICIENCY = 0.3  # a cost guess before anything of a precision was measured
 
@@ -327,23 +328,50 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
     return model, rows
 
 
+def _builder_shape(kwargs, shape: dict) -> tuple[int, ...]:
+    """A model point's shape as the sweep's builder takes it (the inverse of ``model_shape`` on the sweep's grid)."""
+    if _is_attention(kwargs):
+        heads = ATTN_HEADS if shape["batch_heads"] % ATTN_HEADS == 0 else shape["batch_heads"]
+        return (shape["batch_heads"] // heads, heads, heads // shape["group"], shape["seq_q"], shape["seq_kv"],
+                shape["head_dim"])
+    return shape["m"], shape["n"], shape["k"]
+
+
+def anchor_shapes(model: EfficiencyModel, kwargs, precision: str, n: int | None = None) -> list[tuple[int, ...]]:
+    """``n`` of the model's own measured shapes of a path, spread over its range (smallest, middle, largest work):
+    measured again while scoring, they tell how far the host's speed moved since the sweep."""
+    n = ANCHORS if n is None else n
+    op = "attention" if _is_attention(kwargs) else "gemm"
+    shapes = sorted((_builder_shape(kwargs, p.shape) for p in model.points(op, precision)),
+                    key=lambda s: _cost(kwargs, s).flops)
+    if len(shapes) <= n:
+        return shapes
+    return [shapes[round(i * (len(shapes) - 1) / (n - 1))] for i in range(n)] if n > 1 else shapes[:1]
+
+
 def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, progress=lambda s: None,
-                     max_call_s: float = 2.0, passes: int = SCORE_PASSES):
+                     max_call_s: float = 2.0, passes: int = SCORE_PASSES, anchors: list | None = None):
     """(op, precision, shape, roof time, [measured medians, one a pass]) on shapes off the grid, for
     ``roofline.efficiency.score``. Each shape is measured in ``passes`` passes over all the shapes (so its runs are
     apart in time): a model is scored against their median, and their spread is this host's run-to-run noise,
     the floor under any score. A shape one call of which would take longer than ``max_call_s`` is left out (said
     in the progress line). ``shapes``: the GEMM shapes (default ``HELD_OUT``); attention paths use
-    ``ATTN_HELD_OUT``."""
+    ``ATTN_HELD_OUT``. ``anchors`` (a list): ``ANCHORS`` of the model's own swept shapes a path are measured in the
+    same passes and their rows appended to it, in the same form: how far the host moved since the sweep."""
     if passes < 1:
         raise ValueError(f"passes={passes!r}: must be >= 1")
     out = []
     for label, kwargs in precisions:
         todo = held_out_shapes(kwargs) if shapes is None or _is_attention(kwargs) else list(shapes)
+        if anchors is not None and model is not None:
+            precision = _build(kwargs, seed_shapes(kwargs)[0], info).precision
+            marked = [("anchor", a) for a in anchor_shapes(model, kwargs, precision) if a not in todo]
+        else:
+            marked = []
         costs, dear, rows = _Costs(kwargs, hw), [], {}
         for p in range(passes):
-            for shape in sorted(todo, key=lambda s: _cost(kwargs, s).flops):
-                if p and shape not in rows:
+            for kind, shape in sorted([("held", s) for s in todo] + marked, key=lambda t: _cost(kwargs, t[1]).flops):
+                if p and (kind, shape) not in rows:
                     continue
                 if not p and costs.seen and costs(shape) > max_call_s:
                     dear.append("x".join(map(str, shape)))
@@ -353,11 +381,15 @@ def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, 
                 except (UnsupportedKernel, BudgetExceeded, ValueError):
                     continue
                 costs.add(shape, m.timing.median_s)
-                row = rows.setdefault(shape, (kernel.op, kernel.precision, dict(kernel.cost.shape),
-                                              m.predicted_time_s, []))
+                row = rows.setdefault((kind, shape), (kernel.op, kernel.precision, dict(kernel.cost.shape),
+                                                      m.predicted_time_s, []))
                 row[4].append(m.timing.median_s)
-        out.extend(rows.values())
-        progress(f"held-out {label}: {len(rows)} shapes x {passes} passes"
+        out.extend(r for (kind, _), r in rows.items() if kind == "held")
+        if anchors is not None:
+            anchors.extend(r for (kind, _), r in rows.items() if kind == "anchor")
+        held = sum(kind == "held" for kind, _ in rows)
+        progress(f"held-out {label}: {held} shapes x {passes} passes"
+                 + (f", {len(rows) - held} of its swept shapes again" if len(rows) > held else "")
                  + (f" ({len(dear)} over {max_call_s:g} s a call left out: {', '.join(dear)})" if dear else ""))
     return out
 

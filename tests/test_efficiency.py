@@ -330,6 +330,7 @@ def test_calibrate_efficiency_fits_stores_scores_and_measure_uses_it(tmp_path, m
     held = keff.measure_held_out
     monkeypatch.setattr(keff, "measure_held_out", lambda *a, **k: held(*a, **dict(k, shapes=keff.HELD_OUT[:1])))
     monkeypatch.setattr(keff, "ATTN_HELD_OUT", keff.ATTN_HELD_OUT[:1])
+    monkeypatch.setattr(keff, "ANCHORS", 1)
     out = io.StringIO()
     assert main(["calibrate", "--quick", "--cache-dir", str(tmp_path), "--efficiency", "--efficiency-budget-s", "3",
                  "--score", "--json"], out=out) == 0
@@ -339,6 +340,7 @@ def test_calibrate_efficiency_fits_stores_scores_and_measure_uses_it(tmp_path, m
     swept = {k for k, v in stored["samples"].items() if v}
     assert swept and all(d["score"][k]["held_out"]["bound"]["n"] == 1 for k in swept)
     assert all(d["score"][k]["held_out"]["run_to_run"]["n"] == 3 for k in swept), "3 passes: 3 pairs of runs"
+    assert all(d["score"][k]["drift"]["n"] == 1 for k in swept), "one swept shape a path measured again"
     out = io.StringIO()
     assert main(["measure", "gemv", "--n", "1024", "--k", "1024", "--precision", "fp32", "--rep-ms", "20",
                  "--cache-dir", str(tmp_path), "--json"], out=out) == 0
@@ -388,3 +390,36 @@ def test_attention_has_its_own_axes_and_says_in_its_units_what_is_near():
     assert "not measured near this shape (nearest: seq_q 1 x seq_kv 1024" in prefill.note
     assert "an octave of seq_q, two of seq_kv" in prefill.note
     assert model.expected("gemm", "bf16", {"m": 1, "n": 1024, "k": 1024}).source == "none"  # no GEMM measured
+
+
+def test_a_host_that_moved_since_the_sweep_is_told_apart_from_a_wrong_model():
+    """The held-out shapes run 40% slower than the model says, and so do the model's own swept shapes measured
+    again in the same passes: the host moved, not the model. The score says so and shows the error with the move
+    taken out; the verdict stays on the error as measured. Where the anchors did not move, the same error is the
+    model's."""
+    from roofline_kernels.cli import _print_score
+    model = fitted()
+    held_shapes = [{"m": 3, "n": 3072, "k": 1536}, {"m": 6, "n": 1536, "k": 5000}, {"m": 12, "n": 6000, "k": 3000}]
+    anchor_shapes = [{"m": 1, "n": 1024, "k": 1024}, {"m": 16, "n": 8192, "k": 8192}]
+
+    def rows(shapes, slower):
+        return [("gemm", "bf16", s, 1e-3, [1e-3 / model.expected("gemm", "bf16", s).efficiency * slower] * 3)
+                for s in shapes]
+
+    moved = score(model, rows(held_shapes, 1.4), rows(anchor_shapes, 1.4))["gemm:bf16"]
+    assert moved["drift"]["n"] == 2 and moved["drift"]["mean"] == pytest.approx(0.4)
+    assert moved["held_out"]["expected"]["geomean"] == pytest.approx(0.4)
+    assert moved["held_out"]["expected_drift_removed"]["geomean"] == pytest.approx(0.0, abs=1e-9)
+    assert not moved["held_out"]["meets_target"]  # judged as measured
+    out = io.StringIO()
+    _print_score({"gemm:bf16": moved}, out)
+    assert "host moved" in out.getvalue() and "ran +40% since the sweep" in out.getvalue()
+    assert "speed moved by more than the target between the sweep and the score (gemm:bf16 +40%" in out.getvalue()
+
+    wrong = score(model, rows(held_shapes, 1.4), rows(anchor_shapes, 1.0))["gemm:bf16"]
+    assert wrong["drift"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    assert wrong["held_out"]["expected_drift_removed"]["geomean"] == pytest.approx(0.4)
+    out = io.StringIO()
+    _print_score({"gemm:bf16": wrong}, out)
+    assert "speed moved" not in out.getvalue()
+    assert "drift" not in score(model, rows(held_shapes, 1.4))["gemm:bf16"]  # no anchors: nothing claimed

@@ -308,3 +308,24 @@ def test_a_run_a_busy_moment_slowed_is_measured_again_and_outvoted(monkeypatch):
     point = next(p for p in model.points("gemm", "fp32") if p.shape == dict(zip("mnk", slow_once)))
     assert abs(point.log_eff - math.log(surface(*slow_once))) < 1e-9  # the median of three runs: the two clean ones
     assert model.meta["repeated"] < len(rows) / 4, "runs again only where a shape disagrees, not everywhere"
+
+
+def test_scoring_measures_swept_shapes_again_beside_the_held_out_ones(monkeypatch):
+    calls = []
+    monkeypatch.setattr(keff, "_measure", fake_measure(calls))
+    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
+    monkeypatch.setattr(keff, "make_gemm", lambda *a, **k: SimpleNamespace(precision=k["precision"]))
+    model = EfficiencyModel()
+    swept = [(1, 1024, 1024), (16, 2048, 2048), (256, 4096, 4096), (2048, 4096, 4096), (64, 1024, 8192)]
+    for s in swept:
+        model.add("gemm", "fp32", dict(zip("mnk", s)), surface(*s))
+    anchors = []
+    info = SimpleNamespace(kind="cpu", torch_device="cpu")
+    held = keff.measure_held_out(model, info, None, [("fp32", {"precision": "fp32"})], shapes=keff.HELD_OUT[:2],
+                                 passes=2, anchors=anchors)
+    assert [r[2] for r in held] == [{"m": s[0], "n": s[1], "k": s[2]} for s in
+                                    sorted(keff.HELD_OUT[:2], key=lambda s: s[0] * s[1] * s[2])]
+    got = sorted(tuple(r[2][k] for k in "mnk") for r in anchors)
+    assert got == [(1, 1024, 1024), (64, 1024, 8192), (2048, 4096, 4096)]  # smallest, middle, largest work
+    assert all(len(r[4]) == 2 for r in anchors + held)  # in every pass
+    assert not set(got) & set(keff.HELD_OUT)
