@@ -73,6 +73,20 @@ def model_shape(op: str, shape: dict) -> dict:
     return out
 
 
+def unlike_swept(op: str, shape: dict) -> str | None:
+    """Why a shape is a different kernel from any the sweep measures, though it lies on the same axes: attention
+    over a sliding window (fewer pairs than the causal SDPA the sweep times) or a non-causal prefill."""
+    if op_class(op) != "attention":
+        return None
+    window, seq_q, seq_kv = shape.get("window"), int(shape.get("seq_q", 1)), int(shape.get("seq_kv", 1))
+    if window is not None and int(window) < seq_kv:
+        return (f"attention over a sliding window of {window} (of {seq_kv}): the model was measured on full causal "
+                "SDPA, a different kernel; the bound alone")
+    if seq_q > 1 and shape.get("causal") is False:
+        return "non-causal prefill attention: the model was measured on causal SDPA; the bound alone"
+    return None
+
+
 def _class_of(shape: dict) -> str:
     return "attention" if "seq_q" in shape else "gemm"
 
@@ -188,10 +202,10 @@ class EfficiencyModel:
             raise ValueError(f"efficiency {efficiency!r} of {op} {precision} {shape} must be a positive number")
         if roof not in ("full", "memory"):
             raise ValueError(f"roof {roof!r}: 'full' (the roofline) or 'memory' (bytes / bandwidth alone)")
+        shape = model_shape(op, shape)  # a shape refused here leaves nothing behind
         key = model_key(op, precision)
         if self.roofs.setdefault(key, roof) != roof:
             raise ValueError(f"{key}: samples against both the {self.roofs[key]} and the {roof} roof")
-        shape = model_shape(op, shape)
         rows = self.samples.setdefault(key, [])
         rows.append((shape, float(efficiency)))
         same = [i for i, (s, _) in enumerate(rows) if s == shape]
@@ -225,6 +239,9 @@ class EfficiencyModel:
         pts = self.points(op, precision, exclude)
         if not pts:
             return NONE
+        unlike = unlike_swept(op, shape)
+        if unlike:
+            return Expected(None, "none", unlike)
         shape = model_shape(op, shape)
         q = _features(shape)
         near = min(pts, key=lambda p: (octaves_apart(p.shape, shape), math.dist(q, p.features)))
@@ -468,9 +485,11 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
     drift: dict[str, list[float]] = {}
     for op, prec, shape, bound_s, measured in anchors or ():
         runs = list(measured) if isinstance(measured, (list, tuple)) else [measured]
-        got = model.expected(op, prec, shape)
-        if got.efficiency and runs and min(runs) > 0:
-            drift.setdefault(model_key(op, prec), []).append(math.log(statistics.median(runs) / got.time_s(bound_s)))
+        own = _shape_key(model_shape(op, shape))
+        point = next((p for p in model.points(op, prec) if _shape_key(p.shape) == own), None)
+        if point is not None and runs and min(runs) > 0:  # the sweep's own runs there, not the capped estimate
+            drift.setdefault(model_key(op, prec), []).append(
+                math.log(statistics.median(runs) * math.exp(point.log_eff) / bound_s))
     for key, moves in drift.items():
         mean = sum(moves) / len(moves)
         out.setdefault(key, {})["drift"] = {"n": len(moves), "mean": math.exp(mean) - 1,

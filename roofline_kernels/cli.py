@@ -271,7 +271,8 @@ def cmd_calibrate(args, out):
         from roofline_kernels.efficiency import measure_held_out, sweep_precisions
         if model is None:
             raise ValueError("--score needs an efficiency model, and this profile has none (--efficiency-budget-s 0?)")
-        _progress("scoring on held-out shapes the model never saw (M 1..2048, N and K not powers of two)")
+        _progress("scoring on held-out shapes the model never saw (GEMM: M 1..2048, N and K not powers of two; "
+                  "attention: other head counts, batches and lengths), and on 3 swept shapes a path again")
         anchors: list = []
         held = measure_held_out(model, info, hw, sweep_precisions(info, hw), progress=_progress, anchors=anchors)
         scored = score(model, held, anchors)
@@ -338,8 +339,9 @@ def _print_score(scored: dict, out) -> None:
             drift = tests.get("drift")
             if test == "held_out" and drift:
                 out.write(f"    {'':<26}{'host moved':<15}{drift['n']:>4}{'':>9}"
-                          f"{cell(d.get('expected_drift_removed')):>18}  (its swept shapes ran {drift['mean']:+.0%} "
-                          f"since the sweep; expected error with that taken out)\n")
+                          f"{cell(d.get('expected_drift_removed')):>18}  (its swept shapes took {drift['mean']:+.0%} "
+                          f"{'longer' if drift['mean'] >= 0 else 'less time'} now than in the sweep; expected error "
+                          "with that taken out)\n")
                 if abs(math.log1p(drift["mean"])) > math.log1p(TARGET_GEOMEAN):
                     moved.append(f"{prec} {drift['mean']:+.0%}")
     if any("held_out" in t for t in scored.values()):

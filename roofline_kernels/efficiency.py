@@ -39,7 +39,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from roofline import attention as attention_cost, gemm as gemm_cost, predict
+from roofline import attention as attention_cost, gemm as gemm_cost, get_format, predict
 from roofline.atomic import write_json_atomic
 from roofline.efficiency import EfficiencyModel, model_of, model_shape, op_class
 from roofline.predict import UnsupportedPathError
@@ -63,7 +63,9 @@ HELD_OUT = [(1, 1744, 2944), (1, 4880, 2176), (1, 2800, 6912), (3, 3312, 1920), 
 ATTN_DECODE_KV = (256, 512, 1024, 2048, 4096, 8192)
 ATTN_PREFILL = (128, 256, 512, 1024, 2048, 4096)
 ATTN_BATCH, ATTN_HEADS, ATTN_KV_HEADS, ATTN_HEAD_DIM = (1, 4), 32, (8, 32), (64, 128)
-ATTN_SEED = ((1, 32, 8, 1, 1024, 128), (1, 32, 8, 1, 4096, 128), (1, 32, 8, 256, 256, 128), (1, 32, 8, 1024, 1024, 128))
+# GQA 4 decode and prefill, and one decode without GQA (where fp32 SDPA refuses grouped KV heads: CUDA)
+ATTN_SEED = ((1, 32, 8, 1, 1024, 128), (1, 32, 8, 1, 4096, 128), (1, 32, 8, 256, 256, 128), (1, 32, 8, 1024, 1024, 128),
+             (1, 32, 32, 1, 2048, 128))
 # off the grid: other head counts (28 over 4: Qwen-like, 16 over 16), batch 2 and 3, lengths not powers of two
 ATTN_HELD_OUT = [(1, 28, 4, 1, 3000, 128), (2, 16, 16, 1, 1500, 64), (3, 32, 8, 1, 700, 128), (1, 28, 4, 300, 300, 128),
                  (2, 16, 16, 200, 200, 64), (1, 32, 8, 700, 700, 128)]
@@ -133,6 +135,14 @@ def _build(kwargs, shape, info):
     m, n, k = shape
     return make_gemm(m, n, k, device=info.torch_device, target=_target(info), op="gemv" if m == 1 else "gemm",
                      **kwargs)
+
+
+def _precision_label(kwargs, info) -> str:
+    """The model key's precision of a path, without building a seed shape (a seed may be refused where the probe
+    built: fp32 SDPA with grouped KV heads on CUDA)."""
+    if _is_attention(kwargs):
+        return get_format(kwargs["precision"]).name
+    return _build(kwargs, (16, 256, 256), info).precision
 
 
 def sweep_precisions(info, hw) -> list[tuple[str, dict]]:
@@ -216,7 +226,7 @@ def recheck(model: EfficiencyModel, op: str, precision: str, shape: dict, runs: 
     """Why a shape just measured should run again, or None. On a shared host one run a busy moment slowed would
     bend the model around it for good, so a first run that lies more than ``RECHECK_LOG`` from what its neighbours
     predict there is run again, later; a second run that disagrees with the first by as much gets a third, and the
-    median keeps the two that agree. A real change of kernel the neighbours do not show costs one run more: its
+    model keeps the median of the shape's runs. A real change of kernel the neighbours do not show costs one run more: its
     second run agrees with its first."""
     if runs >= REPEAT_RUNS:
         return None
@@ -251,10 +261,12 @@ class _Path:
         if self.todo is not None:
             return self.todo.pop(0) if self.todo else None
         if self.precision is None:  # the model key's precision label, known once a kernel was built
-            self.precision = _build(self.kwargs, seed_shapes(self.kwargs)[0], info).precision
+            self.precision = _precision_label(self.kwargs, info)
         due = [q for n, q in self.queue if n <= self.count]
         shape = plan_next(model, self.label, self.precision, self.candidates, self.costs, left,
                           self.measured | self.dead, self.kwargs, due)
+        if shape is None and self.queue:  # nothing new fits: the re-runs still waiting go now rather than never
+            shape = next((q for _, q in self.queue if self.costs(q) * MIN_REPS < left), None)
         self.queue = [(n, q) for n, q in self.queue if q != shape]
         return shape
 
@@ -331,9 +343,9 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
 def _builder_shape(kwargs, shape: dict) -> tuple[int, ...]:
     """A model point's shape as the sweep's builder takes it (the inverse of ``model_shape`` on the sweep's grid)."""
     if _is_attention(kwargs):
-        heads = ATTN_HEADS if shape["batch_heads"] % ATTN_HEADS == 0 else shape["batch_heads"]
-        return (shape["batch_heads"] // heads, heads, heads // shape["group"], shape["seq_q"], shape["seq_kv"],
-                shape["head_dim"])
+        bh, group = shape["batch_heads"], shape["group"]
+        heads = ATTN_HEADS if bh % ATTN_HEADS == 0 and ATTN_HEADS % group == 0 else bh  # else batch 1, bh heads
+        return bh // heads, heads, heads // group, shape["seq_q"], shape["seq_kv"], shape["head_dim"]
     return shape["m"], shape["n"], shape["k"]
 
 
@@ -342,8 +354,14 @@ def anchor_shapes(model: EfficiencyModel, kwargs, precision: str, n: int | None 
     measured again while scoring, they tell how far the host's speed moved since the sweep."""
     n = ANCHORS if n is None else n
     op = "attention" if _is_attention(kwargs) else "gemm"
-    shapes = sorted((_builder_shape(kwargs, p.shape) for p in model.points(op, precision)),
-                    key=lambda s: _cost(kwargs, s).flops)
+    work = {}
+    for p in model.points(op, precision):
+        s = _builder_shape(kwargs, p.shape)
+        try:
+            work[s] = _cost(kwargs, s).flops
+        except ValueError:  # a learned shape no builder shape reproduces (heads not a multiple of its KV heads)
+            continue
+    shapes = sorted(work, key=work.get)
     if len(shapes) <= n:
         return shapes
     return [shapes[round(i * (len(shapes) - 1) / (n - 1))] for i in range(n)] if n > 1 else shapes[:1]
@@ -364,7 +382,7 @@ def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, 
     for label, kwargs in precisions:
         todo = held_out_shapes(kwargs) if shapes is None or _is_attention(kwargs) else list(shapes)
         if anchors is not None and model is not None:
-            precision = _build(kwargs, seed_shapes(kwargs)[0], info).precision
+            precision = _precision_label(kwargs, info)
             marked = [("anchor", a) for a in anchor_shapes(model, kwargs, precision) if a not in todo]
         else:
             marked = []

@@ -413,7 +413,7 @@ def test_a_host_that_moved_since_the_sweep_is_told_apart_from_a_wrong_model():
     assert not moved["held_out"]["meets_target"]  # judged as measured
     out = io.StringIO()
     _print_score({"gemm:bf16": moved}, out)
-    assert "host moved" in out.getvalue() and "ran +40% since the sweep" in out.getvalue()
+    assert "host moved" in out.getvalue() and "took +40% longer now than in the sweep" in out.getvalue()
     assert "speed moved by more than the target between the sweep and the score (gemm:bf16 +40%" in out.getvalue()
 
     wrong = score(model, rows(held_shapes, 1.4), rows(anchor_shapes, 1.0))["gemm:bf16"]
@@ -423,3 +423,18 @@ def test_a_host_that_moved_since_the_sweep_is_told_apart_from_a_wrong_model():
     _print_score({"gemm:bf16": wrong}, out)
     assert "speed moved" not in out.getvalue()
     assert "drift" not in score(model, rows(held_shapes, 1.4))["gemm:bf16"]  # no anchors: nothing claimed
+
+
+def test_sliding_window_and_non_causal_attention_get_no_number_from_a_causal_sweep():
+    model = EfficiencyModel()
+    full = {"batch": 1, "heads": 32, "kv_heads": 8, "seq_q": 1024, "seq_kv": 1024, "head_dim": 128, "causal": True}
+    model.add("attention", "bf16", full, 0.3)
+    assert model.expected("attention", "bf16", full).efficiency == pytest.approx(0.3)
+    windowed = model.expected("attention", "bf16", dict(full, window=128))
+    assert windowed.efficiency is None and "sliding window of 128 (of 1024)" in windowed.note
+    assert model.expected("attention", "bf16", dict(full, window=4096)).efficiency == pytest.approx(0.3)
+    assert "non-causal" in model.expected("attention", "bf16", dict(full, causal=False)).note
+    bad = EfficiencyModel()
+    with pytest.raises(ValueError):
+        bad.add("attention", "bf16", {"m": 1}, 0.3, roof="memory")
+    bad.add("attention", "bf16", full, 0.3, roof="full")  # the refused sample left no roof behind

@@ -264,11 +264,14 @@ def test_attention_is_swept_decode_and_prefill_at_half_a_gemm_paths_share(monkey
     assert 0.3 < len(attn) / len(gemm) < 0.8, (len(gemm), len(attn))  # ATTENTION_SHARE of the GEMM path's time
     assert {tuple(r["shape"]) for r in attn} >= set(keff.ATTN_SEED)  # decode and prefill seeds first
     assert {r["shape"][3] == 1 for r in attn} == {True, False}
+    predicted = 0
     for shape in keff.ATTN_HELD_OUT:
         b, h, kvh, sq, skv, d = shape
         got = model.expected("attention", "fp32", dict(batch=b, heads=h, kv_heads=kvh, seq_q=sq, seq_kv=skv,
                                                        head_dim=d))
         assert got.efficiency is None or abs(math.log(got.efficiency / attention_surface(*shape))) < 0.3, (shape, got)
+        predicted += got.efficiency is not None
+    assert predicted >= len(keff.ATTN_HELD_OUT) // 2, predicted
 
 
 def test_attention_candidates_are_valid_kernels_and_held_out_lies_off_the_grid():
@@ -329,3 +332,44 @@ def test_scoring_measures_swept_shapes_again_beside_the_held_out_ones(monkeypatc
     assert got == [(1, 1024, 1024), (64, 1024, 8192), (2048, 4096, 4096)]  # smallest, middle, largest work
     assert all(len(r[4]) == 2 for r in anchors + held)  # in every pass
     assert not set(got) & set(keff.HELD_OUT)
+
+
+def test_a_path_whose_seeds_are_refused_still_sweeps_what_builds(monkeypatch):
+    """fp32 SDPA with grouped KV heads has no fused CUDA kernel and ``make_attention`` refuses it there: the path's
+    GQA seeds are refused one by one, and the sweep goes on with the shapes that build (no crash, no label taken
+    from a refused seed)."""
+    calls = []
+    fake = fake_attention_measure(calls)
+
+    def refusing(*shape, precision, device, target):
+        if shape[1] != shape[2]:
+            raise keff.UnsupportedKernel(precision, target, "fp32 SDPA with grouped KV heads has no fused CUDA kernel")
+        return SimpleNamespace(precision=precision)
+
+    def measure(label, kwargs, shape, info, hw, est=None):
+        keff._build(kwargs, shape, info)  # refused as the real kernel would be
+        return fake(label, kwargs, shape, info, hw, est)
+
+    monkeypatch.setattr(keff, "make_attention", refusing)
+    monkeypatch.setattr(keff, "_measure", measure)
+    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(keff.time, "perf_counter", lambda: next(ticks) * 1e-3)
+    monkeypatch.setattr(keff.telemetry, "snapshot", lambda *a, **k: {"contention": []})
+    info = SimpleNamespace(kind="cuda", torch_device="cuda", simulated=None)
+    model, rows = keff.run_sweep(info, None, precisions=[("attention fp32", {"op": "attention", "precision": "fp32"})],
+                                 budget_s=0.2)
+    assert rows and all(r["shape"][1] == r["shape"][2] for r in rows)
+    assert any("grouped KV heads" in why for why in model.meta["skipped"].values())
+    assert (1, 32, 32, 1, 2048, 128) in calls  # the seed without GQA
+
+
+def test_learned_attention_shapes_map_back_to_a_kernel_of_the_same_shape():
+    kw = {"op": "attention", "precision": "bf16"}
+    from roofline.efficiency import model_shape
+    for b, h, kvh, sq, skv, d in [(4, 24, 8, 1, 1024, 128), (8, 28, 4, 1, 512, 128), (1, 28, 4, 300, 300, 128),
+                                  *keff.grid_shapes(kw)[:40]]:
+        shape = dict(batch=b, heads=h, kv_heads=kvh, seq_q=sq, seq_kv=skv, head_dim=d)
+        back = keff._builder_shape(kw, model_shape("attention", shape))
+        assert model_shape("attention", keff.shape_dict(kw, back)) == model_shape("attention", shape), (shape, back)
+        keff._cost(kw, back)  # a shape the cost model (and so the kernel) accepts

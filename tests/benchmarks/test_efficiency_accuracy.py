@@ -46,4 +46,5 @@ def test_efficiency_model_on_unseen_shapes(benchmark, device_info, hardware_entr
         benchmark.extra_info["expected_geomean_all"] = math.exp(sum(math.log1p(g) for g in geo) / len(geo)) - 1
     print(f"\nefficiency model on {device_info.name} ({result['measured']} sweep shapes in {SWEEP_BUDGET_S:g} s):\n  "
           + "\n  ".join(lines))
-    assert {f"gemm:{p}" for p, _ in precisions} <= set(s)
+    assert {f"attention:{kw['precision']}" if kw.get("op") == "attention" else f"gemm:{p}"
+            for p, kw in precisions} <= set(s), "every path swept is scored"
