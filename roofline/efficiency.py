@@ -393,7 +393,8 @@ def expected_efficiency(op: str, precision: str, shape: dict, hw, peaks: str, bo
         return NONE
     if model is not None and peaks == "calibrated" and model.covers(op, precision):
         e = model.expected(op, precision, shape)
-        return e if memory_only is None or (e.roof == "memory") == memory_only else NONE
+        # no number ("not measured near ..."): its reason stands, whatever roof the path is held to
+        return e if e.efficiency is None or memory_only is None or (e.roof == "memory") == memory_only else NONE
     if peaks == "datasheet" and not memory_only:
         return prior_for(hw, bound, weight_format, act_format)
     return NONE

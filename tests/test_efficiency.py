@@ -438,3 +438,19 @@ def test_sliding_window_and_non_causal_attention_get_no_number_from_a_causal_swe
     with pytest.raises(ValueError):
         bad.add("attention", "bf16", {"m": 1}, 0.3, roof="memory")
     bad.add("attention", "bf16", full, 0.3, roof="full")  # the refused sample left no roof behind
+
+
+def test_a_memory_roof_path_not_measured_near_says_so_instead_of_no_model():
+    """A path held to the memory roof alone (software bf16 on a CPU) whose model has nothing near the shape: the
+    record says "not measured near (nearest ...)", not "no efficiency model", which would hide that a model exists."""
+    from roofline.efficiency import expected_efficiency
+    model = fitted(roof="memory")
+    far = {"m": 1024, "n": 4096, "k": 4096}
+    e = expected_efficiency("gemm", "bf16", far, None, "calibrated", "memory", "bf16", "bf16", model, memory_only=True)
+    assert e.efficiency is None and e.note.startswith("not measured near this shape"), e.note
+    near = expected_efficiency("gemm", "bf16", {"m": 2, "n": 4096, "k": 4096}, None, "calibrated", "memory", "bf16",
+                               "bf16", model, memory_only=True)
+    assert near.efficiency and near.roof == "memory"
+    wrong_roof = expected_efficiency("gemm", "bf16", {"m": 2, "n": 4096, "k": 4096}, None, "calibrated", "memory",
+                                     "bf16", "bf16", model, memory_only=False)
+    assert wrong_roof.efficiency is None  # a fraction of the memory roof never prices the full one
