@@ -12,7 +12,10 @@ roof). This module turns measured fractions into an estimate:
    neighbourhood cannot tilt it wildly), i.e. piecewise-linear in log shape: "utilization space"
    interpolation as AIConfigurator does it. A sample at the query's own shape returns itself; the
    result stays within its neighbours' range (no extrapolation past what was measured) and under
-   the roof (1.0).
+   the roof (1.0). A GEMV (decode attention) is fitted from GEMVs (decode) where any were measured, a
+   GEMM (prefill) from GEMMs: different kernels. A path held to the memory roof alone (a software
+   kernel's speed is no ceiling) has its own compute roof taken out before interpolating (its best
+   measured FLOP rate: past it, efficiency against the memory roof falls as 1 / intensity).
 2. **Priors** (``PRIORS``): published measurements of a device (``hardware.md``), each with its source,
    turned into a fraction of the datasheet roof. Used only without a profile.
 3. Otherwise **none**, said so: no number is invented.
@@ -96,6 +99,25 @@ def _features(shape: dict) -> tuple[float, ...]:
     return tuple(w * math.log2(max(1, int(shape.get(k, 1)))) for k, w in axes.items())
 
 
+def _intensity(precision: str, shape: dict) -> float | None:
+    """log2 of a model shape's arithmetic intensity (FLOPs per compulsory byte: ``roofline.operators``' formulas at
+    the path's formats, ``int4_tinygemm/bf16`` read as weight / activation); None where the label names formats
+    roofline does not know (a memory-roof path is then interpolated as it was measured, see ``_own_compute_roof``)."""
+    from .operators import attention, gemm
+    w, _, a = precision.partition("/")
+    fmt = {"weight": w, "act": a} if a else {"precision": w}
+    try:
+        if _class_of(shape) == "attention":
+            bh, group = int(shape["batch_heads"]), int(shape["group"])
+            cost = attention(1, bh, max(1, bh // group) if bh % group == 0 else bh, shape["seq_q"], shape["seq_kv"],
+                             shape["head_dim"], causal=int(shape["seq_q"]) > 1, **fmt)
+        else:
+            cost = gemm(int(shape.get("m", 1)), int(shape["n"]), int(shape["k"]), **fmt)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return math.log2(cost.flops / cost.bytes) if cost.bytes > 0 and cost.flops > 0 else None
+
+
 def _shape_key(shape: dict) -> tuple[int, ...]:
     return tuple(int(shape.get(k, 1)) for k in AXES[_class_of(shape)])
 
@@ -158,6 +180,7 @@ class Point:
     """One measured shape: its runs' efficiencies (newest last), their median and their run-to-run spread."""
     shape: dict
     efficiencies: tuple[float, ...]
+    intensity: float | None = None  # ``_intensity`` at the path's formats
 
     @property
     def features(self) -> tuple[float, ...]:
@@ -179,14 +202,45 @@ class Point:
         return math.sqrt(sum((x - mean) ** 2 for x in logs) / (len(logs) - 1))
 
 
-def _interpolate(q: tuple[float, ...], pts: list[Point]) -> float:
-    """log efficiency at features ``q`` from ``pts`` (non-empty): local-linear over the nearest, within their range."""
+def _decode(features: tuple[float, ...]) -> bool:
+    """M = 1 (a GEMV) or seq_q = 1 (decode attention): the first axis of either class, at log2(1) = 0."""
+    return features[0] < 1e-9
+
+
+def _own_compute_roof(pts: list[Point], memory_roof: bool):
+    """For a path held to the memory roof alone (its compute peak a software kernel's speed, no ceiling): a function
+    of a shape's ``intensity`` giving how much its memory-roof efficiency falls short because it is compute-bound at
+    the best FLOP rate this path reached among ``pts`` (log of max(1, intensity / that ridge point)); zero for other
+    paths, and where an intensity is unknown. Against the memory roof a compute-bound kernel's efficiency falls as
+    1 / intensity, a function of the shape no line in log M, N and K follows across a neighbourhood (software bf16
+    here: GEMMs of M 700-2000 were predicted 20-36% fast from neighbours at other N x K); with this roof of the
+    path's own taken out, what is left to interpolate is flat where the path is compute-bound."""
+    if not memory_roof or not pts or any(p.intensity is None for p in pts):
+        return lambda intensity: 0.0
+    ridge = max(p.log_eff + p.intensity * math.log(2) for p in pts)  # log of the best FLOPs/s over bandwidth
+
+    def shortfall(intensity):
+        return 0.0 if intensity is None else max(0.0, intensity * math.log(2) - ridge)
+    return shortfall
+
+
+def _interpolate(q: tuple[float, ...], pts: list[Point], intensity: float | None = None,
+                 memory_roof: bool = False) -> float:
+    """log efficiency at features ``q`` (``_intensity`` ``intensity``) from ``pts`` (non-empty): local-linear over
+    the nearest, within their range. A GEMV (decode attention) is fitted from GEMVs (decode) where any were measured:
+    a library runs another kernel for one row than for several, and a line through both bends each toward the other
+    (the M = 1 samples of one sweep here streamed at 45-50% of the roof, its M = 2 ones at 25%). A memory-roof path
+    is interpolated with its own compute roof taken out (``_own_compute_roof``), that of the kernels it is fitted
+    from: a decode kernel's best FLOP rate is not a prefill kernel's."""
+    pts = [p for p in pts if _decode(p.features) == _decode(q)] or pts
+    shortfall = _own_compute_roof(pts, memory_roof)
     dist = sorted(((math.dist(q, p.features), p) for p in pts), key=lambda t: t[0])[:NEIGHBOURS]
     if dist[0][0] < 1e-9:
         return dist[0][1].log_eff
-    logs = [p.log_eff for _, p in dist]
+    ys = [p.log_eff + shortfall(p.intensity) for _, p in dist]
     # beyond the sampled region a slope would extrapolate without limit: stay within the neighbours
-    return min(max(_local_linear(q, [(p.features, p.log_eff, d) for d, p in dist]), min(logs)), max(logs))
+    y = min(max(_local_linear(q, [(p.features, y, d) for (d, p), y in zip(dist, ys)]), min(ys)), max(ys))
+    return y - shortfall(intensity)
 
 
 @dataclass
@@ -212,6 +266,9 @@ class EfficiencyModel:
         for i in reversed(same[:-REPEATS_KEPT]):  # the oldest runs of this shape beyond the ones kept
             del rows[i]
 
+    def _memory_roof(self, op: str, precision: str) -> bool:
+        return self.roofs.get(model_key(op, precision)) == "memory"
+
     def covers(self, op: str, precision: str) -> bool:
         return bool(self.samples.get(model_key(op, precision)))
 
@@ -222,7 +279,7 @@ class EfficiencyModel:
         for s, e in self.samples.get(model_key(op, precision), []):
             if _shape_key(s) != skip:
                 runs.setdefault(_shape_key(s), [s, []])[1].append(e)
-        return [Point(s, tuple(es)) for s, es in runs.values()]
+        return [Point(s, tuple(es), _intensity(precision, s)) for s, es in runs.values()]
 
     def nearest(self, op: str, precision: str, shape: dict) -> tuple[Point, float] | None:
         pts = self.points(op, precision)
@@ -249,8 +306,9 @@ class EfficiencyModel:
         if away > NEAR_OCTAVES + 1e-9:
             return Expected(None, "none", f"not measured near this shape (nearest: {_fmt_shape(near.shape)}, "
                                           f"{away:.2g} units away on one axis; within {NEAR_OCTAVES:g} counts: {UNITS[_class_of(shape)]})")
-        eff = min(math.exp(_interpolate(q, pts)), MAX_EFFICIENCY)
-        unc, why = self._uncertainty(q, pts)
+        memory_roof = self._memory_roof(op, precision)
+        eff = min(math.exp(_interpolate(q, pts, _intensity(precision, shape), memory_roof)), MAX_EFFICIENCY)
+        unc, why = self._uncertainty(q, pts, memory_roof)
         note = (f"fitted on {len(pts)} measured shapes of this device; nearest {_fmt_shape(near.shape)} "
                 f"({away:.2g} units away); {why}")
         if self.meta.get("calibration"):
@@ -258,7 +316,7 @@ class EfficiencyModel:
         return Expected(eff, "profile", note, self.roofs.get(model_key(op, precision), "full"), unc)
 
     @staticmethod
-    def _uncertainty(q, pts: list[Point]) -> tuple[float | None, str]:
+    def _uncertainty(q, pts: list[Point], memory_roof: bool = False) -> tuple[float | None, str]:
         """How far off the estimate may be: the leave-one-out error of the measured shapes nearest ``q`` (how well
         the model predicts a shape from its neighbours here) combined with the run-to-run noise seen near ``q``."""
         near = sorted(pts, key=lambda p: math.dist(q, p.features))[:LOO_NEIGHBOURS]
@@ -266,7 +324,7 @@ class EfficiencyModel:
         for p in near:
             rest = [r for r in pts if r is not p]
             if rest and min(octaves_apart(r.shape, p.shape) for r in rest) <= NEAR_OCTAVES + 1e-9:
-                loo.append((_interpolate(p.features, rest) - p.log_eff) ** 2)
+                loo.append((_interpolate(p.features, rest, p.intensity, memory_roof) - p.log_eff) ** 2)
         noise = [p.noise for p in near if p.noise is not None]
         if not loo and not noise:
             return None, "uncertainty unknown (too few measured shapes near it)"
@@ -288,7 +346,8 @@ class EfficiencyModel:
         rest = [p for p in pts if _shape_key(p.shape) != _shape_key(shape)]
         if not own or not rest or min(octaves_apart(r.shape, shape) for r in rest) > NEAR_OCTAVES + 1e-9:
             return 0.0
-        return abs(_interpolate(own[0].features, rest) - own[0].log_eff)
+        fit = _interpolate(own[0].features, rest, own[0].intensity, self._memory_roof(op, precision))
+        return abs(fit - own[0].log_eff)
 
     def uncertainty_of(self, op: str, precision: str, shape: dict) -> float:
         """How unsure the model is at a shape it may measure next (see ``uncertainties``)."""
@@ -296,14 +355,21 @@ class EfficiencyModel:
 
     def uncertainties(self, op: str, precision: str, shapes: list[dict]) -> list[float]:
         """For each shape: the distance to the nearest measured shape (octaves) times the neighbours'
-        disagreement there (the spread of their log efficiency, plus a floor so distance alone still counts);
-        0 at a measured shape, infinite with nothing measured. A sweep measures where this is largest first."""
+        disagreement there (the spread of their log efficiency, as ``_interpolate`` sees it, plus a floor so distance
+        alone still counts); 0 at a measured shape, infinite with nothing measured. A sweep measures where this is
+        largest first."""
         import numpy as np
         pts = self.points(op, precision)
         if not pts:
             return [math.inf] * len(shapes)
-        f = np.array([p.features for p in pts])
         y = np.array([p.log_eff for p in pts])
+        if self._memory_roof(op, precision):  # as ``_interpolate`` sees them: each kind of kernel's own compute roof
+            for decode in (True, False):
+                kind = [i for i, p in enumerate(pts) if _decode(p.features) == decode]
+                shortfall = _own_compute_roof([pts[i] for i in kind], True)
+                for i in kind:
+                    y[i] += shortfall(pts[i].intensity)
+        f = np.array([p.features for p in pts])
         q = np.array([_features(model_shape(op, s)) for s in shapes]).reshape(-1, f.shape[1])
         d = np.sqrt(((q[:, None, :] - f[None, :, :]) ** 2).sum(axis=2))
         order = np.argsort(d, axis=1)[:, :LOO_NEIGHBOURS]
