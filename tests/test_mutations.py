@@ -1,7 +1,7 @@
 """The suite catches the defects it exists for: each planted mutation (tests/mutations.py) must fail the
 cases that guard against it, and with none planted the same slice must pass.
 
-Runs a slice of the CPU suite in subprocesses (a healthy run first, which also records this device's
+Runs a slice of the CPU suite in subprocesses (two healthy runs first, which also record this device's
 baseline in a private store seeded with the session's calibration), then one run per mutation, and
 writes what each tripped to <report dir>/mutations.json. Heavy (~1-2 min): marked `mutation`, not `cpu`
 (so `pytest -m cpu` stays a user's quick run), and part of the README's test command (CI runs it).
@@ -22,21 +22,36 @@ SLICE = {
     "bf16": GEMV.format("bf16"), "cold_vs_hot": "tests/test_timer.py::test_cold_is_slower_than_hot_for_a_cache_resident_working_set",
 }
 # what must trip under each mutation (more may: the report says what did)
-MUST_FAIL = {
+MUST_FAIL = {  # the slowdowns first: each case's history then holds the healthy runs alone (see SEED_RUNS)
+    "slow_3x": {"int8", "int8_bf16", "int4", "bf16"},  # slower than this device's history by more than its band
+    "slow_2x_int4_tinygemm_bf16": {"int4"},       # one precision 2x slower: its cases fail...
     "bytes_2x": {"int8", "int8_bf16"},           # stored bytes 2x what the model charges; and beats the roof
     "bytes_over_2x": {"int8", "int8_bf16"},      # stored bytes half what the model charges
     "int4_unpacked": {"int4"},                    # 16 bits stored behind a 4.25-bit label
-    "slow_3x": {"int8", "int8_bf16", "int4", "bf16"},  # slower than this device's history by more than its band
-    "slow_2x_int8": {"int8"},                     # one precision 2x slower: its cases fail...
     "wrong_values": {"int8", "int8_bf16", "int4", "bf16"},  # correctness, whatever the speed
     "hot_as_cold": {"cold_vs_hot"},               # a "cold" that is not colder than hot
 }
-# ... and only those: a slowdown planted in one precision must not fail another's cases
-MUST_PASS = {"slow_2x_int8": {"int8_bf16", "int4", "bf16"}}
+# ... and only those: a slowdown planted in one precision must not fail another's cases.
+# The precision slowed is int4 weight-only, not int8 W8A8 (as until stop 29): on a 2-core shared VM without VNNI the
+# int8 GEMV is two threads of software int8 whose second vCPU the host takes away for seconds at a time (measured
+# back to back: 5.5-10.6 ms with 2 threads, a steady 11-12 ms with one; across one CI's slices 5.7-9.1 ms), so a
+# healthy run or two is no reference for a 2x claim there: a CI missed the planted 2x (11.9 ms against a 9.1 ms
+# reference taken in a slow spell). The int4 GEMV ran 1.24-1.37 ms across the same slices (1.20-1.31, once 1.70,
+# in a second run). For the same reason int8 is no case that must stay quiet here; its history says how much it can
+# detect once it holds three runs (4.4x in that CI), and slow_3x still must trip it.
+MUST_PASS = {"slow_2x_int4_tinygemm_bf16": {"int8_bf16", "bf16"}}
 
 
 def run_slice(store, report_dir, mutation=None):
     return selftest.run_slice(SLICE, store, report_dir, mutation, timeout_s=600)
+
+
+# Healthy runs before the mutations: the reference is the median of two runs, not one that a slow spell of a shared
+# host may have measured alone (a CI missed a planted 2x int8 against such a run). Two, not RUNS_FOR_SPREAD: until
+# three runs show a spread the band is the young history's 50%; three runs' spread at its 95% bound is wider (runs
+# 1.22, 1.31 and 1.70 ms of an int4 GEMV would give 2.3x), and honestly so, but then a 2x cannot be claimed. The
+# slowdowns come first (MUST_FAIL), so their cases are compared with those two runs alone.
+SEED_RUNS = 2
 
 
 @pytest.mark.mutation
@@ -51,6 +66,8 @@ def test_each_planted_defect_is_caught_and_a_healthy_run_passes(device_info, cal
     # a healthy run fails nothing (the cache check may skip, naming the load that hides caches)
     assert all(v["outcome"] != "failed" for v in healthy.values()), (healthy, proc.stdout[-3000:])
     results = {"healthy": healthy}
+    for i in range(1, SEED_RUNS):  # the history's further runs (a failed one does not join it: recorded, not asserted)
+        results[f"healthy_seed_{i + 1}"], _ = run_slice(store, tmp_path)
     missed = {}
     for mutation, must in MUST_FAIL.items():
         outcome, proc = run_slice(store, tmp_path, mutation)
