@@ -12,10 +12,12 @@ roof). This module turns measured fractions into an estimate:
    neighbourhood cannot tilt it wildly), i.e. piecewise-linear in log shape: "utilization space"
    interpolation as AIConfigurator does it. A sample at the query's own shape returns itself; the
    result stays within its neighbours' range (no extrapolation past what was measured) and under
-   the roof (1.0). A GEMV (decode attention) is fitted from GEMVs (decode) where any were measured, a
+   the roof (1.0). A GEMV (decode attention) is fitted from GEMVs (decode) where one lies near it, a
    GEMM (prefill) from GEMMs: different kernels. A path held to the memory roof alone (a software
    kernel's speed is no ceiling) has its own compute roof taken out before interpolating (its best
-   measured FLOP rate: past it, efficiency against the memory roof falls as 1 / intensity).
+   measured FLOP rate over its best fraction of the memory roof: past it, efficiency against the memory
+   roof falls as 1 / intensity); the neighbours' range is then of what is left, and a query past the
+   intensities measured is held compute-bound only where a neighbour is.
 2. **Priors** (``PRIORS``): published measurements of a device (``hardware.md``), each with its source,
    turned into a fraction of the datasheet roof. Used only without a profile.
 3. Otherwise **none**, said so: no number is invented.
@@ -101,16 +103,22 @@ def _features(shape: dict) -> tuple[float, ...]:
 
 def _intensity(precision: str, shape: dict) -> float | None:
     """log2 of a model shape's arithmetic intensity (FLOPs per compulsory byte: ``roofline.operators``' formulas at
-    the path's formats, ``int4_tinygemm/bf16`` read as weight / activation); None where the label names formats
-    roofline does not know (a memory-roof path is then interpolated as it was measured, see ``_own_compute_roof``)."""
+    the path's formats, ``int4_tinygemm/bf16`` read as weight / activation, int8 W8A8 with the int32 output its
+    kernels return, as ``roofline_kernels.ops`` prices it); None where the label names formats roofline does not know
+    or the shape is no attention roofline can price (a memory-roof path is then fitted as measured, see
+    ``_own_compute_roof``)."""
     from .operators import attention, gemm
     w, _, a = precision.partition("/")
     fmt = {"weight": w, "act": a} if a else {"precision": w}
+    if not a and w == "int8":
+        fmt["out"] = "int32"  # torch._int_mm accumulates and returns int32 (CPU and CUDA alike)
     try:
         if _class_of(shape) == "attention":
             bh, group = int(shape["batch_heads"]), int(shape["group"])
-            cost = attention(1, bh, max(1, bh // group) if bh % group == 0 else bh, shape["seq_q"], shape["seq_kv"],
-                             shape["head_dim"], causal=int(shape["seq_q"]) > 1, **fmt)
+            if bh % group:
+                return None
+            cost = attention(1, bh, bh // group, shape["seq_q"], shape["seq_kv"], shape["head_dim"],
+                             causal=int(shape["seq_q"]) > 1, **fmt)
         else:
             cost = gemm(int(shape.get("m", 1)), int(shape["n"]), int(shape["k"]), **fmt)
     except (KeyError, TypeError, ValueError):
@@ -207,17 +215,32 @@ def _decode(features: tuple[float, ...]) -> bool:
     return features[0] < 1e-9
 
 
+def _same_kind(pts: list[Point], shape: dict) -> list[Point]:
+    """The measured shapes a query is fitted from: a GEMV from GEMVs and decode attention from decode (a library runs
+    another kernel for one row than for several: one sweep here streamed its M = 1 shapes at 45-50% of the roof and
+    its M = 2 ones at 25%, and a line through both bends each toward the other), the rest from the rest, where one
+    of its own kind lies within ``NEAR_OCTAVES`` of it; else all (what is near decides, as it always did)."""
+    q = _features(shape)
+    kind = [p for p in pts if _decode(p.features) == _decode(q)]
+    if kind and min(octaves_apart(p.shape, shape) for p in kind) <= NEAR_OCTAVES + 1e-9:
+        return kind
+    return pts
+
+
 def _own_compute_roof(pts: list[Point], memory_roof: bool):
     """For a path held to the memory roof alone (its compute peak a software kernel's speed, no ceiling): a function
-    of a shape's ``intensity`` giving how much its memory-roof efficiency falls short because it is compute-bound at
-    the best FLOP rate this path reached among ``pts`` (log of max(1, intensity / that ridge point)); zero for other
-    paths, and where an intensity is unknown. Against the memory roof a compute-bound kernel's efficiency falls as
-    1 / intensity, a function of the shape no line in log M, N and K follows across a neighbourhood (software bf16
-    here: GEMMs of M 700-2000 were predicted 20-36% fast from neighbours at other N x K); with this roof of the
-    path's own taken out, what is left to interpolate is flat where the path is compute-bound."""
+    of a shape's ``intensity`` (log2 FLOPs per byte) giving how far (log) its memory-roof efficiency falls short
+    because it is compute-bound, against a compute roof the path's own measured shapes ``pts`` show; zero for
+    other paths and where an intensity is unknown. Against the memory roof a compute-bound kernel's efficiency falls
+    as 1 / intensity, which no line in log M, N and K follows across a neighbourhood (software bf16 here: GEMMs of
+    M 700-2000 were predicted 20-36% fast from neighbours at other N x K); with this roof taken out, what is left to
+    interpolate is flat where the path is compute-bound. The roof is the best FLOP rate measured over the best
+    fraction of the memory roof measured: a path that streams at 80% and computes at R bends where bytes / (0.8 x
+    bandwidth) = FLOPs / R; a path measured only memory-bound bends past its highest intensity, not inside it."""
     if not memory_roof or not pts or any(p.intensity is None for p in pts):
         return lambda intensity: 0.0
-    ridge = max(p.log_eff + p.intensity * math.log(2) for p in pts)  # log of the best FLOPs/s over bandwidth
+    best_rate = max(p.log_eff + p.intensity * math.log(2) for p in pts)  # log(best FLOPs/s over the bandwidth)
+    ridge = best_rate - min(0.0, max(p.log_eff for p in pts))
 
     def shortfall(intensity):
         return 0.0 if intensity is None else max(0.0, intensity * math.log(2) - ridge)
@@ -226,21 +249,21 @@ def _own_compute_roof(pts: list[Point], memory_roof: bool):
 
 def _interpolate(q: tuple[float, ...], pts: list[Point], intensity: float | None = None,
                  memory_roof: bool = False) -> float:
-    """log efficiency at features ``q`` (``_intensity`` ``intensity``) from ``pts`` (non-empty): local-linear over
-    the nearest, within their range. A GEMV (decode attention) is fitted from GEMVs (decode) where any were measured:
-    a library runs another kernel for one row than for several, and a line through both bends each toward the other
-    (the M = 1 samples of one sweep here streamed at 45-50% of the roof, its M = 2 ones at 25%). A memory-roof path
-    is interpolated with its own compute roof taken out (``_own_compute_roof``), that of the kernels it is fitted
-    from: a decode kernel's best FLOP rate is not a prefill kernel's."""
-    pts = [p for p in pts if _decode(p.features) == _decode(q)] or pts
-    shortfall = _own_compute_roof(pts, memory_roof)
+    """log efficiency at features ``q`` (``_intensity`` ``intensity``) from ``pts`` (non-empty; the caller picks
+    them, ``_same_kind``): local-linear over the nearest, within their range. A memory-roof path is interpolated with
+    its own compute roof taken out (``_own_compute_roof``, of the kernels it is fitted from: a decode kernel's best
+    FLOP rate is not a prefill kernel's), so the range is of what is left; a query whose intensity is unknown is
+    fitted on the efficiencies as measured. A query past the neighbours' intensities is held compute-bound only
+    where some neighbour is."""
     dist = sorted(((math.dist(q, p.features), p) for p in pts), key=lambda t: t[0])[:NEIGHBOURS]
     if dist[0][0] < 1e-9:
         return dist[0][1].log_eff
-    ys = [p.log_eff + shortfall(p.intensity) for _, p in dist]
+    shortfall = _own_compute_roof(pts, memory_roof) if intensity is not None else (lambda i: 0.0)
+    short = [shortfall(p.intensity) for _, p in dist]
+    ys = [p.log_eff + s for (_, p), s in zip(dist, short)]
     # beyond the sampled region a slope would extrapolate without limit: stay within the neighbours
     y = min(max(_local_linear(q, [(p.features, y, d) for (d, p), y in zip(dist, ys)]), min(ys)), max(ys))
-    return y - shortfall(intensity)
+    return y - (shortfall(intensity) if max(short) > 0 else 0.0)
 
 
 @dataclass
@@ -307,9 +330,12 @@ class EfficiencyModel:
             return Expected(None, "none", f"not measured near this shape (nearest: {_fmt_shape(near.shape)}, "
                                           f"{away:.2g} units away on one axis; within {NEAR_OCTAVES:g} counts: {UNITS[_class_of(shape)]})")
         memory_roof = self._memory_roof(op, precision)
-        eff = min(math.exp(_interpolate(q, pts, _intensity(precision, shape), memory_roof)), MAX_EFFICIENCY)
-        unc, why = self._uncertainty(q, pts, memory_roof)
-        note = (f"fitted on {len(pts)} measured shapes of this device; nearest {_fmt_shape(near.shape)} "
+        kind = _same_kind(pts, shape)  # what it is fitted from; the nearest named is among them
+        near = min(kind, key=lambda p: (octaves_apart(p.shape, shape), math.dist(q, p.features)))
+        away = octaves_apart(near.shape, shape)
+        eff = min(math.exp(_interpolate(q, kind, _intensity(precision, shape), memory_roof)), MAX_EFFICIENCY)
+        unc, why = self._uncertainty(q, kind, memory_roof)
+        note = (f"fitted on {len(kind)} measured shapes of this device; nearest {_fmt_shape(near.shape)} "
                 f"({away:.2g} units away); {why}")
         if self.meta.get("calibration"):
             note += f"; against calibration {self.meta['calibration']}"
@@ -346,6 +372,7 @@ class EfficiencyModel:
         rest = [p for p in pts if _shape_key(p.shape) != _shape_key(shape)]
         if not own or not rest or min(octaves_apart(r.shape, shape) for r in rest) > NEAR_OCTAVES + 1e-9:
             return 0.0
+        rest = _same_kind(rest, shape)
         fit = _interpolate(own[0].features, rest, own[0].intensity, self._memory_roof(op, precision))
         return abs(fit - own[0].log_eff)
 
@@ -362,20 +389,32 @@ class EfficiencyModel:
         pts = self.points(op, precision)
         if not pts:
             return [math.inf] * len(shapes)
-        y = np.array([p.log_eff for p in pts])
-        if self._memory_roof(op, precision):  # as ``_interpolate`` sees them: each kind of kernel's own compute roof
-            for decode in (True, False):
-                kind = [i for i, p in enumerate(pts) if _decode(p.features) == decode]
-                shortfall = _own_compute_roof([pts[i] for i in kind], True)
-                for i in kind:
-                    y[i] += shortfall(pts[i].intensity)
         f = np.array([p.features for p in pts])
         q = np.array([_features(model_shape(op, s)) for s in shapes]).reshape(-1, f.shape[1])
         d = np.sqrt(((q[:, None, :] - f[None, :, :]) ** 2).sum(axis=2))
+        apart = np.abs(q[:, None, :] - f[None, :, :]).max(axis=2)  # octaves_apart, every pair
+        # as ``expected`` fits them: each candidate from its own kind where one lies near it, each with its own roof
+        decode = np.array([_decode(p.features) for p in pts])
+        same = decode[None, :] == (q[:, 0] < 1e-9)[:, None]
+        use_kind = (same & (apart <= NEAR_OCTAVES + 1e-9)).any(axis=1)
+        memory_roof = self._memory_roof(op, precision)
+        y_all = np.array([p.log_eff for p in pts])
+        y_kind = y_all.copy()
+        if memory_roof:
+            every = _own_compute_roof(pts, True)
+            y_all += [every(p.intensity) for p in pts]
+            for k in (True, False):
+                idx = [i for i, p in enumerate(pts) if decode[i] == k]
+                own = _own_compute_roof([pts[i] for i in idx], True)
+                for i in idx:
+                    y_kind[i] += own(pts[i].intensity)
+        d = np.where(use_kind[:, None] & ~same, np.inf, d)
         order = np.argsort(d, axis=1)[:, :LOO_NEIGHBOURS]
-        near_y = y[order]
-        spread = near_y.max(axis=1) - near_y.min(axis=1)
-        nearest = d[np.arange(len(q)), order[:, 0]]
+        near_y = np.where(use_kind[:, None], y_kind[order], y_all[order])
+        near_d = np.take_along_axis(d, order, axis=1)
+        near_y = np.where(np.isfinite(near_d), near_y, np.nan)
+        spread = np.nanmax(near_y, axis=1) - np.nanmin(near_y, axis=1)
+        nearest = near_d[:, 0]
         return [0.0 if dn < 1e-9 else float(dn * (sp + 0.05)) for dn, sp in zip(nearest, spread)]
 
     def to_dict(self) -> dict:
