@@ -594,3 +594,26 @@ def test_a_shape_of_one_kind_with_none_of_its_kind_near_is_fitted_from_what_is_n
     assert 0.2 < got.efficiency < 0.5 and "nearest 1x1024x1024" in got.note, got
     gemv = model.expected("gemv", "bf16", {"n": 1024, "k": 1024})
     assert gemv.efficiency == pytest.approx(0.5)  # a measured GEMV is its own answer
+
+
+def test_the_sweep_plans_on_the_values_the_fit_sees():
+    """Where the model is least sure is judged as ``expected`` fits: on a memory-roof path the neighbours' spread is of
+    what is left with its own compute roof taken out (flat where it is compute-bound, though its efficiencies span
+    10x there), and a GEMV's is of GEMVs. The same efficiencies held to the full roof, or a GEMV judged with the GEMMs,
+    look far less sure."""
+    memory = software_bf16_model()
+    full = EfficiencyModel()
+    for key, rows in memory.samples.items():
+        for shape, e in rows:
+            full.add("gemm", "bf16", shape, e)
+    prefill = [{"m": 700, "n": 2096, "k": 2176}, {"m": 1536, "n": 1296, "k": 1664}]
+    sure, unsure = memory.uncertainties("gemm", "bf16", prefill), full.uncertainties("gemm", "bf16", prefill)
+    assert all(a < b / 3 for a, b in zip(sure, unsure)), (sure, unsure)
+    two = EfficiencyModel()
+    for n, k in ((1024, 1024), (4096, 4096), (1024, 4096), (4096, 1024)):
+        two.add("gemm", "bf16", {"m": 2, "n": n, "k": k}, 0.05)
+        if n == k:  # two GEMVs: the four shapes nearest a GEMV between them include GEMMs
+            two.add("gemm", "bf16", {"m": 1, "n": n, "k": k}, 0.5)
+    gemv, = two.uncertainties("gemm", "bf16", [{"m": 1, "n": 2048, "k": 2048}])
+    gemm_, = two.uncertainties("gemm", "bf16", [{"m": 2, "n": 2048, "k": 2048}])
+    assert gemv == pytest.approx(gemm_) and gemv < 0.05  # each judged among its own kind: no spread, distance alone
