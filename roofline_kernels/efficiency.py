@@ -386,7 +386,7 @@ def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, 
             marked = [("anchor", a) for a in anchor_shapes(model, kwargs, precision) if a not in todo]
         else:
             marked = []
-        costs, dear, rows = _Costs(kwargs, hw), [], {}
+        costs, dear, rows, refused = _Costs(kwargs, hw), [], {}, {}
         for p in range(passes):
             for kind, shape in sorted([("held", s) for s in todo] + marked, key=lambda t: _cost(kwargs, t[1]).flops):
                 if p and (kind, shape) not in rows:
@@ -396,7 +396,8 @@ def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, 
                     continue
                 try:
                     kernel, m = _measure(label, kwargs, shape, info, hw, costs(shape) if costs.seen else None)
-                except (UnsupportedKernel, BudgetExceeded, ValueError):
+                except (UnsupportedKernel, BudgetExceeded, ValueError) as e:  # said below, never dropped unsaid
+                    refused.setdefault("x".join(map(str, shape)), f"{type(e).__name__}: {str(e)[:80]}")
                     continue
                 costs.add(shape, m.timing.median_s)
                 row = rows.setdefault((kind, shape), (kernel.op, kernel.precision, dict(kernel.cost.shape),
@@ -408,7 +409,9 @@ def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, 
         held = sum(kind == "held" for kind, _ in rows)
         progress(f"held-out {label}: {held} shapes x {passes} passes"
                  + (f", {len(rows) - held} of its swept shapes again" if len(rows) > held else "")
-                 + (f" ({len(dear)} over {max_call_s:g} s a call left out: {', '.join(dear)})" if dear else ""))
+                 + (f" ({len(dear)} over {max_call_s:g} s a call left out: {', '.join(dear)})" if dear else "")
+                 + (f" ({len(refused)} not measured: " + "; ".join(f"{k} {why}" for k, why in refused.items()) + ")"
+                    if refused else ""))
     return out
 
 

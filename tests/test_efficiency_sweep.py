@@ -103,6 +103,25 @@ def test_held_out_shapes_run_in_passes_over_all_of_them(monkeypatch):
         keff.measure_held_out(None, None, None, [("fp32", {})], shapes=shapes, passes=0)
 
 
+def test_a_held_out_shape_whose_timing_is_refused_is_named_not_dropped(monkeypatch):
+    """A shape the timer refuses (its samples cannot fit the per-shape budget) leaves the score, and the progress
+    line names it and why: three int8 held-out shapes once vanished from a score without a word."""
+    calls, lines = [], []
+    measure = fake_measure(calls)
+
+    def refusing(label, kwargs, shape, *a, **k):
+        if shape == keff.HELD_OUT[1]:
+            raise keff.BudgetExceeded("5 samples of 2.4 s cannot fit 2 s")
+        return measure(label, kwargs, shape, *a, **k)
+    monkeypatch.setattr(keff, "_measure", refusing)
+    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
+    rows = keff.measure_held_out(None, None, None, [("int8", {"precision": "int8"})], shapes=keff.HELD_OUT[:3],
+                                 passes=2, progress=lines.append)
+    assert len(rows) == 2
+    shape = "x".join(map(str, keff.HELD_OUT[1]))
+    assert f"1 not measured: {shape} BudgetExceeded: 5 samples of 2.4 s cannot fit 2 s" in lines[-1], lines
+
+
 class _FakeCosts:
     def __init__(self, kwargs, hw):
         self.seen = []
