@@ -395,7 +395,7 @@ class EfficiencyModel:
         apart = np.abs(q[:, None, :] - f[None, :, :]).max(axis=2)  # octaves_apart, every pair
         # as ``expected`` fits them: each candidate from its own kind where one lies near it, each with its own roof
         decode = np.array([_decode(p.features) for p in pts])
-        same = decode[None, :] == (q[:, 0] < 1e-9)[:, None]
+        same = decode[None, :] == np.array([_decode(row) for row in q])[:, None]
         use_kind = (same & (apart <= NEAR_OCTAVES + 1e-9)).any(axis=1)
         memory_roof = self._memory_roof(op, precision)
         y_all = np.array([p.log_eff for p in pts])

@@ -11,6 +11,7 @@ from roofline import Calibration, gemm, gemv, get_hardware, predict
 from roofline.efficiency import (NONE, EfficiencyModel, expected_fields, expected_for, expected_time, model_of,
                                  prior_for, score)
 from roofline.recommend import recommend_quantization
+from roofline_kernels.efficiency import HELD_OUT
 
 
 def smooth(shape):
@@ -474,11 +475,8 @@ def software_bf16_model(**device):
     return model
 
 
-# the held-out GEMM shapes of ``calibrate --score`` (roofline_kernels.efficiency.HELD_OUT): M 1-2000, N and K off the grid
-HELD = [{"m": m, "n": n, "k": k} for m, n, k in ((1, 1744, 2944), (1, 4880, 2176), (1, 2800, 6912), (3, 3312, 1920),
-                                                 (7, 1200, 4480), (24, 2608, 2560), (48, 5200, 1408), (96, 1808, 3584),
-                                                 (200, 3008, 1280), (384, 1408, 2944), (700, 2096, 2176),
-                                                 (1536, 1296, 1664), (2000, 2512, 1152))]
+# the held-out GEMM shapes of ``calibrate --score``: M 1-2000, N and K off the grid
+HELD = [{"m": m, "n": n, "k": k} for m, n, k in HELD_OUT]
 
 
 def worst_error(model, truth, shapes=HELD, op="gemm", precision="bf16"):
