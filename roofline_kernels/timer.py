@@ -7,9 +7,13 @@
    calls between, and a cold sample costs one call. (The first version swept a flush buffer of 4x the
    LLC before every call: on a VM reporting a 480 MiB L3 that was 2 GB read per sample.) Hot mode
    repeats one call on warm caches.
-3. At least ``min_reps`` timed samples, always. ``max_wall_s`` is the per-case budget: a kernel whose
-   estimate says ``min_reps`` samples cannot fit is refused before timing (``BudgetExceeded``), never
-   timed with too few samples.
+3. At least ``min_reps`` timed samples, or for a long call (over ``LONG_CALL_S``) enough to span ``MIN_SPAN_S``
+   and never fewer than ``LONG_CALL_REPS`` (``reps_floor``): ten 0.8 s calls of a software bf16 GEMM spent 8 s
+   of a 2-core host's suite to learn what five told (their spread was 1.6%). ``max_wall_s`` is the per-case
+   budget: a kernel whose estimate says ``min_reps`` samples cannot fit is refused before timing
+   (``BudgetExceeded``), never timed with too few samples. The refusal stays on ``min_reps``, not on the floor:
+   it says which calls are too long to measure here at all (a 3 s int8 GEMM on a CPU without VNNI, whose case
+   costs ten calls whatever its samples: the correctness check, the estimate, pytest-benchmark's rounds).
 4. CPU: ``time.perf_counter_ns`` around each call; the loop stops once the relative IQR settles below a
    target (after ``min_reps``), or when the budget ends. CUDA: one event pair per call and a single
    synchronize at the end (do_bench's recipe); optional CUDA-graph replay for launch-bound kernels.
@@ -22,6 +26,7 @@ rotation that made the samples cold.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -72,6 +77,20 @@ def summarize(times_s, mode="hot", device="cpu", wall_s=0.0, warmup_count=0, rot
 
 
 MAX_WARMUP = 200
+# A call this long averages its host's scheduling over its own length: its samples spread little (on a shared
+# 2-core VM, the suite's 0.12-0.82 s GEMMs: 1.2-2.7% stdev over mean in their pytest-benchmark rounds), so samples spanning MIN_SPAN_S suffice, and
+# LONG_CALL_REPS at least: five against a history run's five is the fewest with which a one-sided Mann-Whitney
+# test can claim a slowdown at roofline.regress.ALPHA (p = 0.006 when every call is slower).
+LONG_CALL_S = 0.1
+MIN_SPAN_S = 1.0
+LONG_CALL_REPS = 5
+
+
+def reps_floor(min_reps: int, estimate_s: float) -> int:
+    """The fewest samples a call of ``estimate_s`` is timed with: ``min_reps``, fewer for a long call (see above)."""
+    if estimate_s <= LONG_CALL_S:
+        return min_reps
+    return min(min_reps, max(LONG_CALL_REPS, math.ceil(MIN_SPAN_S / estimate_s)))
 
 
 class BudgetExceeded(ValueError):
@@ -143,6 +162,7 @@ def _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, target, max_wall_s, r
             fns[i % len(fns)]()
         estimate_s = max((time.perf_counter_ns() - t0) / 3 / 1e9, 1e-7)
     _refuse_if_over_budget(estimate_s, min_reps, max_wall_s)
+    min_reps = reps_floor(min_reps, estimate_s)
     n_warmup = min(MAX_WARMUP, int(warmup_ms / 1e3 / estimate_s))  # 0 for a call longer than the warmup budget
     for i in range(n_warmup):
         fns[i % len(fns)]()
@@ -193,6 +213,7 @@ def _bench_cuda(fns, warmup_ms, rep_ms, min_reps, max_reps, target, cuda_graph, 
     torch.cuda.synchronize()
     estimate_s = max(start.elapsed_time(end) / 5 / 1e3, 1e-7)
     _refuse_if_over_budget(estimate_s, min_reps, max_wall_s)
+    min_reps = reps_floor(min_reps, estimate_s)
     n_warmup = min(MAX_WARMUP, max(1, int(warmup_ms / 1e3 / estimate_s)))
     n_repeat = min(max_reps, max(min_reps, int(rep_ms / 1e3 / estimate_s)))
     if max_wall_s is not None:  # what is left of the budget after the calls so far and the warmup (queued, not run yet)

@@ -4,7 +4,8 @@ import time
 import numpy as np
 import pytest
 
-from roofline_kernels.timer import MAX_WARMUP, BudgetExceeded, bench, summarize
+from roofline_kernels.timer import (LONG_CALL_REPS, LONG_CALL_S, MAX_WARMUP, MIN_SPAN_S, BudgetExceeded, bench,
+                                    reps_floor, summarize)
 
 
 def spin(ns):
@@ -34,6 +35,19 @@ def test_the_rep_budget_ends_the_loop_but_never_before_min_reps():
     assert t.count == 12  # the 1 ms budget was spent after one call: min_reps still rules
     t = bench(lambda: spin(1_000_000), mode="hot", warmup_ms=5, rep_ms=30, min_reps=10, rel_iqr_target=0)
     assert 10 <= t.count <= 31  # then the budget ends it: no call is shorter than 1 ms, so 30 ms hold 31 at most
+
+
+def test_a_long_call_is_timed_over_a_span_not_a_count():
+    # 0.21 s a call: 5 samples span over MIN_SPAN_S, so 5 (never below LONG_CALL_REPS), where min_reps asks 10
+    assert LONG_CALL_S < 0.21 and LONG_CALL_REPS * 0.21 >= MIN_SPAN_S
+    t = bench(lambda: spin(210_000_000), mode="hot", warmup_ms=0, rep_ms=1, min_reps=10, max_wall_s=2.5, warm=True)
+    assert t.count == LONG_CALL_REPS
+    # what is refused stays what min_reps cannot fit (a call too long to measure here at all), not the floor
+    with pytest.raises(BudgetExceeded, match="10 samples"):
+        bench(lambda: spin(210_000_000), mode="hot", min_reps=10, max_wall_s=1.6, warm=True)
+    assert reps_floor(10, 0.05) == 10 and reps_floor(3, 0.5) == 3  # short calls, and a floor already lower: as asked
+    assert reps_floor(10, 0.125) == 8  # 8 x 0.125 s span the 1 s
+    assert reps_floor(10, 30.0) == LONG_CALL_REPS
 
 
 def test_a_kernel_whose_samples_cannot_fit_the_case_budget_is_refused_after_two_calls():
@@ -185,6 +199,17 @@ def test_the_cuda_timer_runs_its_recipe_on_fake_events(monkeypatch):
     if floor is None:
         pytest.skip("the host's load moved between sizing a budget and the timer's estimate, three times")
     assert 10 <= floor.count <= 14  # never below min_reps, even when the budget is nearly spent
+
+
+def test_the_cuda_timer_times_a_long_call_over_a_span_too(monkeypatch):
+    import roofline_kernels.timer as timer
+    from tests.fakes.cuda import install_fake_cuda_events
+    stream = install_fake_cuda_events(monkeypatch)
+    # the constants scaled 20x down, so a 10 ms fake kernel is a long call: 5 samples (the floor) where 10 were asked
+    monkeypatch.setattr(timer, "LONG_CALL_S", 0.005)
+    monkeypatch.setattr(timer, "MIN_SPAN_S", 0.03)
+    t = bench(stream.kernel(10e-3), device="cuda", mode="hot", warmup_ms=0, rep_ms=1, min_reps=10, max_wall_s=0.25)
+    assert t.count == LONG_CALL_REPS
 
 
 def test_the_cuda_region_starts_after_the_queued_warmup_has_run(monkeypatch):
