@@ -177,6 +177,16 @@ def ratio(measured: float, predicted: float, band_low: float, band_high: float, 
     return Check("ratio", ok, enforced, reason + ("" if enforced else f"; reported only: {why_not}"))
 
 
+def untimed_checks(error: float | None, error_note: str = "", error_checked: bool = True,
+                   stored_bits: float | None = None, charged_bits: float = 0.0, fmt: str = "") -> list[Check]:
+    """The checks no timing enters (correctness; stored bytes where a weight format is charged): they hold for a
+    case the budget refuses to time too, so a wrong result is never hidden behind "too slow to measure"."""
+    checks = [correctness(error, error_note, error_checked)]
+    if charged_bits:
+        checks.append(stored_bytes(stored_bits, charged_bits, fmt))
+    return checks
+
+
 def judge_measurement(measure: Callable[[], Observation], *, error: float | None, error_note: str = "",
                       error_checked: bool = True,
                       stored_bits: float | None = None, charged_bits: float = 0.0, fmt: str = "",
@@ -212,9 +222,7 @@ def judge_measurement(measure: Callable[[], Observation], *, error: float | None
             notes.append(f"ceiling re-measured now: {factor:.2f}x the best shown before")
             obs = replace(obs, predicted_s=obs.predicted_s / factor)
             phys = physics(obs, roof_noise, roof_label + " (raised now)")
-    checks = [phys, correctness(error, error_note, error_checked)]
-    if charged_bits:
-        checks.append(stored_bytes(stored_bits, charged_bits, fmt))
+    checks = [phys, *untimed_checks(error, error_note, error_checked, stored_bits, charged_bits, fmt)]
     if check_efficiency:
         checks += [efficiency(obs, evidence), regression(obs, evidence)]
     cal = calibrated_roof(obs)

@@ -140,3 +140,19 @@ def test_a_regression_must_reproduce_in_measurements_seconds_apart():
     v, _ = judge_measurement(measure, error=0.0, evidence=Evidence(reference=ref), pause=waited.append)
     assert len(calls) == 1 + looks and [c.name for c in v.failures] == ["regression"]
     assert waited == [0.0, *judge.REPRODUCE_PAUSES_S] and f"{looks} more look(s)" in v.notes[0]
+
+
+def test_a_case_too_slow_to_time_still_fails_a_wrong_result_or_a_mis_stored_weight():
+    """The suite's budget refusal (BudgetExceeded) skips a case; the checks no timing enters still hold there."""
+    from tests.validation.test_roofline_cases import untimed_or_skip
+    slow = "one call takes ~3.1 s: 10 samples need ~31 s, over the per-case budget of 20 s"
+    with pytest.raises(pytest.fail.Exception, match=r"correctness: max relative error 0.25 over 0.01 \(not timed"):
+        untimed_or_skip(slow, judge.untimed_checks(None, "max relative error 0.25 over 0.01"))
+    with pytest.raises(pytest.fail.Exception, match="stored bytes: int4 weights store 16 bits/element"):
+        untimed_or_skip(slow, judge.untimed_checks(0.0, stored_bits=16.0, charged_bits=4.25, fmt="int4"))
+    with pytest.raises(pytest.skip.Exception, match="over the per-case budget.*untimed checks passed: correctness, "
+                                                    "stored bytes"):
+        untimed_or_skip(slow, judge.untimed_checks(1e-3, stored_bits=4.25, charged_bits=4.25, fmt="int4"))
+    # a simulated kernel that could not run: not checked, said, and not a failure
+    with pytest.raises(pytest.skip.Exception):
+        untimed_or_skip(slow, judge.untimed_checks(None, "not probed", error_checked=False))

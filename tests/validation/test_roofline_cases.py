@@ -26,7 +26,7 @@ from roofline.hardware import hardware_families
 from roofline.efficiency import model_of
 from roofline_kernels.efficiency import learn
 from roofline.reports.runs import MEMORY_ONLY
-from roofline.judge import Evidence, Observation, judge_measurement, ratio
+from roofline.judge import Evidence, Observation, judge_measurement, ratio, untimed_checks
 from roofline.regress import Run, acceptable, compare, thin
 from roofline.predict import UnsupportedPathError
 from tests.hardware import on_hardware
@@ -112,6 +112,16 @@ def _kernel_or_skip(case, device_info, run_slow, sim):
     return sim.wrap_kernel(kernel) if sim else kernel
 
 
+def untimed_or_skip(why, checks):
+    """A case too slow to time here is skipped, unless a check no timing enters failed: a wrong result or a
+    mis-stored weight fails the case whatever its speed."""
+    failed = [c for c in checks if c.enforced and not c.ok]
+    if failed:
+        pytest.fail("; ".join(f"{c.name}: {c.reason}" for c in failed) + f" (not timed: {why})")
+    pytest.skip(f"over the per-case budget on this device: {why}; raise --case-budget-s to measure it "
+                f"(untimed checks passed: {', '.join(c.name for c in checks)})")
+
+
 def sim_probe(case, device_info):
     from tests.simulation import probe_kernel
     return probe_kernel(build_kernel, case, device_info)
@@ -192,6 +202,7 @@ def test_measured_case(family, case, request, suite, device_info, hardware_entry
         return hist["best_gbs"] / before
 
     w_fmt = kernel.cost.weight_format
+    charged = get_format(w_fmt).bits_per_element if kernel.weight_elements else 0.0
     ref = None if sim else history_book.reference(case.id)
     evidence = Evidence(floor=tol.floor, floor_source=tol.floor_source, reference=ref,
                         reference_source=f"this device's history ({hardware_entry.key})")
@@ -199,11 +210,11 @@ def test_measured_case(family, case, request, suite, device_info, hardware_entry
         verdict, obs = judge_measurement(
             measure, error=error, error_note=error_note, error_checked=checked,
             stored_bits=kernel.weight_bits_per_element(),
-            charged_bits=get_format(w_fmt).bits_per_element if kernel.weight_elements else 0.0, fmt=w_fmt or "",
+            charged_bits=charged, fmt=w_fmt or "",
             roof_noise=0.0 if ceiling.time_s else None, roof_label=ceiling.label, evidence=evidence,
             check_efficiency=not kernel.emulated, roof_now=dram_now if ceiling.remeasurable else None)
     except BudgetExceeded as e:
-        pytest.skip(f"over the per-case budget on this device: {e}; raise --case-budget-s to measure it")
+        untimed_or_skip(e, untimed_checks(error, error_note, checked, kernel.weight_bits_per_element(), charged, w_fmt or ""))
     m = last["m"]
     pred = m.prediction or {}
     roofline_record.update(
