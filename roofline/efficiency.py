@@ -36,6 +36,7 @@ MAX_EFFICIENCY = 1.0  # an estimate never promises more than the roof
 NEAR_OCTAVES = 1.0    # "measured near": a measured shape within 1 unit on every axis (1 octave of M, 2 of N or K)
 REPEATS_KEPT = 5      # per shape, the last runs kept: their spread is this device's run-to-run noise there
 LOO_NEIGHBOURS = 4    # the measured shapes nearest a query whose leave-one-out error is its uncertainty
+UNKNOWN_SPREAD = 1.0  # the sweep's planning: neighbours' spread (log efficiency) where too few of a kind say it
 TARGET_GEOMEAN = 0.10  # what a model should reach on shapes it never saw (issue 21): geomean error
 TARGET_WORST = 0.35    # and worst error
 
@@ -383,7 +384,8 @@ class EfficiencyModel:
     def uncertainties(self, op: str, precision: str, shapes: list[dict]) -> list[float]:
         """For each shape: the distance to the nearest measured shape (octaves) times the neighbours'
         disagreement there (the spread of their log efficiency, as ``_interpolate`` sees it, plus a floor so distance
-        alone still counts); 0 at a measured shape, infinite with nothing measured. A sweep measures where this is
+        alone still counts; at least ``UNKNOWN_SPREAD`` while the shape's kind has fewer measured shapes than a plane
+        over its axes needs); 0 at a measured shape, infinite with nothing measured. A sweep measures where this is
         largest first."""
         import numpy as np
         pts = self.points(op, precision)
@@ -414,6 +416,12 @@ class EfficiencyModel:
         near_d = np.take_along_axis(d, order, axis=1)
         near_y = np.where(np.isfinite(near_d), near_y, np.nan)
         spread = np.nanmax(near_y, axis=1) - np.nanmin(near_y, axis=1)
+        # a kind (GEMV or GEMM; decode or prefill) with fewer points than a plane over its axes needs is not known to
+        # be flat, though its few points agree: two causal prefills that the own-roof transform makes equal showed a
+        # spread of 0, and a sweep then spent an attention path's whole share on decode (held-out prefill 21-62% off)
+        kind_size = {k: int((decode == k).sum()) for k in (True, False)}
+        few = np.array([kind_size[_decode(row)] < f.shape[1] + 1 for row in q])
+        spread = np.where(few, np.maximum(spread, UNKNOWN_SPREAD), spread)
         nearest = near_d[:, 0]
         return [0.0 if dn < 1e-9 else float(dn * (sp + 0.05)) for dn, sp in zip(nearest, spread)]
 

@@ -610,8 +610,32 @@ def test_the_sweep_plans_on_the_values_the_fit_sees():
     two = EfficiencyModel()
     for n, k in ((1024, 1024), (4096, 4096), (1024, 4096), (4096, 1024)):
         two.add("gemm", "bf16", {"m": 2, "n": n, "k": k}, 0.05)
-        if n == k:  # two GEMVs: the four shapes nearest a GEMV between them include GEMMs
-            two.add("gemm", "bf16", {"m": 1, "n": n, "k": k}, 0.5)
+    for n, k in ((1024, 1024), (8192, 8192), (1024, 8192), (8192, 1024)):  # the four nearest a GEMV include a GEMM
+        two.add("gemm", "bf16", {"m": 1, "n": n, "k": k}, 0.5)
     gemv, = two.uncertainties("gemm", "bf16", [{"m": 1, "n": 2048, "k": 2048}])
     gemm_, = two.uncertainties("gemm", "bf16", [{"m": 2, "n": 2048, "k": 2048}])
     assert gemv == pytest.approx(gemm_) and gemv < 0.05  # each judged among its own kind: no spread, distance alone
+
+
+def test_the_sweep_measures_a_kind_it_has_too_few_of_though_they_agree():
+    """Two causal prefills that agree say nothing of how prefill varies over its axes: while a kind has fewer shapes
+    than a plane over the axes needs, the sweep holds it unsure. Seen: an attention path's whole share went to decode,
+    whose neighbours disagreed, and held-out prefills were 21-62% off from two seed points."""
+    from roofline.efficiency import UNKNOWN_SPREAD
+    model = EfficiencyModel()
+    for i, (kv, bh, group) in enumerate([(256, 32, 4), (1024, 32, 4), (4096, 32, 4), (1024, 128, 1), (2048, 32, 1),
+                                         (512, 128, 4), (8192, 32, 1), (256, 128, 1)]):
+        model.add("attention", "bf16", {"seq_q": 1, "seq_kv": kv, "batch_heads": bh, "group": group, "head_dim": 128},
+                  0.08 if group == 1 else 0.02)  # decode: 4x apart over the grouping
+    prefill = lambda s, bh=32, g=4, d=128: {"seq_q": s, "seq_kv": s, "batch_heads": bh, "group": g, "head_dim": d}  # noqa: E731
+    for s_ in (256, 1024):
+        model.add("attention", "bf16", prefill(s_), 0.01)
+    decode_q = {"seq_q": 1, "seq_kv": 512, "batch_heads": 32, "group": 1, "head_dim": 128}
+    pre_q = prefill(512, g=1, d=64)
+    u_decode, u_pre = model.uncertainties("attention", "bf16", [decode_q, pre_q])
+    assert u_pre > u_decode, (u_pre, u_decode)
+    assert u_pre >= 0.5 * UNKNOWN_SPREAD  # the nearest prefill lies over half a unit away, and its spread is unknown
+    for s_, bh, g, d in ((128, 32, 1, 64), (512, 128, 4, 64), (256, 32, 1, 128), (512, 32, 1, 64)):
+        model.add("attention", "bf16", prefill(s_, bh, g, d), 0.01)  # six prefills, all agreeing: now known flat
+    u_decode2, u_pre2 = model.uncertainties("attention", "bf16", [decode_q, prefill(384, g=1, d=64)])
+    assert u_pre2 < u_decode2 and u_pre2 < 0.05, (u_pre2, u_decode2)
