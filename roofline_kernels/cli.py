@@ -281,7 +281,9 @@ def cmd_calibrate(args, out):
         _progress(f"profile written to {args.output}")
     if args.json:
         return json.dump(dict(cal.to_dict(), score=scored), out, indent=2, default=str)
-    out.write(f"calibration for {cal.hardware} ({info.name}), {cal.timestamp}; profile: {cal.path}\n"
+    threads = cal.details.get("threads")
+    on = f", {threads} torch thread{'s' if threads != 1 else ''}" if info.kind == "cpu" and threads else ""
+    out.write(f"calibration for {cal.hardware} ({info.name}{on}), {cal.timestamp}; profile: {cal.path}\n"
               f"  DRAM bandwidth {cal.bandwidth_gbs:.4g} GB/s; caches: "
               + ", ".join(f"{k} {v:.4g}" for k, v in cal.cache_bandwidth_gbs.items()) + " GB/s\n")
     for cls, v in cal.peaks_tflops.items():
@@ -298,7 +300,7 @@ def cmd_calibrate(args, out):
     else:
         out.write("  efficiency model: none (no sweep: expected times will say so)\n")
     if scored:
-        _print_score(scored, out)
+        _print_score(scored, out, cpu=info.kind == "cpu")
 
 
 def _refit(args, info, cal, hw):
@@ -319,7 +321,7 @@ def _refit(args, info, cal, hw):
             "with --efficiency")
 
 
-def _print_score(scored: dict, out) -> None:
+def _print_score(scored: dict, out, cpu: bool = False) -> None:
     from roofline.efficiency import TARGET_GEOMEAN, TARGET_WORST
     cell = lambda x: f"{x['geomean']:.1%} / {x['worst']:.0%}" if x else "-"  # noqa: E731
     out.write(f"  accuracy (error = |log(predicted / measured)|, as geomean / worst; target on held-out shapes: "
@@ -353,7 +355,9 @@ def _print_score(scored: dict, out) -> None:
                   f"the error with it taken out (the verdict is on the error as measured)\n")
     if noisy:
         out.write(f"    two runs of one shape differ by more than the target on this host ({', '.join(noisy)}): its "
-                  f"noise alone is above it; score on a quieter host before blaming the model\n")
+                  f"noise alone is above it; score on a quieter host before blaming the model"
+                  + (" (a shared VM that takes a core away stalls every call of a multi-threaded kernel: "
+                     "OMP_NUM_THREADS=1 is steadier, and calibrates a profile of its own)" if cpu else "") + "\n")
 
 
 def _show_profiles(profiles, store, as_json, out):

@@ -358,12 +358,14 @@ def test_the_score_says_when_the_hosts_noise_alone_is_above_the_target():
     shape = {"m": 3, "n": 3072, "k": 1536}
     t = 1e-3 / smooth(shape)
 
-    def printed(runs):
+    def printed(runs, cpu=False):
         out = io.StringIO()
-        _print_score(score(model, [("gemm", "bf16", shape, 1e-3, runs)]), out)
+        _print_score(score(model, [("gemm", "bf16", shape, 1e-3, runs)]), out, cpu=cpu)
         return out.getvalue()
     noisy = printed([1.3 * t, 1.6 * t, 2.0 * t])   # the model 60% fast; runs 23-54% apart
     assert "ABOVE TARGET" in noisy and "its noise alone is above it" in noisy and "gemm:bf16 " in noisy, noisy
+    assert "OMP_NUM_THREADS" not in noisy  # a GPU's noise is not a thread count's
+    assert "OMP_NUM_THREADS=1 is steadier" in printed([1.3 * t, 1.6 * t, 2.0 * t], cpu=True)
     steady = printed([1.6 * t, 1.6 * t, 1.61 * t])  # the same error, runs within 1%
     assert "ABOVE TARGET" in steady and "noise alone" not in steady, steady
     out = io.StringIO()

@@ -91,3 +91,8 @@ def test_cli_calibrate_reads_the_cache(tmp_path, device_info, calibration):
     assert json.loads(out_file.read_text())["peaks_tflops"] == calibration.peaks_tflops
     rc, text = run("calibrate", "--show", "--cache-dir", str(tmp_path))
     assert rc == 0 and "1 profile(s)" in text and str(profile_path(device_info, tmp_path)) in text
+    import torch
+    threads = calibration.details.get("threads")
+    assert threads == torch.get_num_threads()  # the profile is of this thread count (it is in its fingerprint)
+    rc, text = run("calibrate", "--quick", "--cache-dir", str(tmp_path))
+    assert rc == 0 and f"({device_info.name}, {threads} torch thread" in text.splitlines()[0], text
