@@ -78,19 +78,26 @@ def summarize(times_s, mode="hot", device="cpu", wall_s=0.0, warmup_count=0, rot
 
 MAX_WARMUP = 200
 # A call this long averages its host's scheduling over its own length: its samples spread little (on a shared
-# 2-core VM, the suite's 0.12-0.82 s GEMMs: 1.2-2.7% stdev over mean in their pytest-benchmark rounds), so samples spanning MIN_SPAN_S suffice, and
-# LONG_CALL_REPS at least: five against a history run's five is the fewest with which a one-sided Mann-Whitney
-# test can claim a slowdown at roofline.regress.ALPHA (p = 0.006 when every call is slower).
+# 2-core VM, the suite's 0.12-0.82 s GEMMs: 1.2-2.7% stdev over mean in their pytest-benchmark rounds), so samples
+# that span MIN_SPAN_S suffice, LONG_CALL_REPS at least: five against a history run's five can still claim a
+# slowdown at roofline.regress.ALPHA, though only when every call is slower (p = 0.006; four against four cannot).
 LONG_CALL_S = 0.1
 MIN_SPAN_S = 1.0
 LONG_CALL_REPS = 5
 
 
 def reps_floor(min_reps: int, estimate_s: float) -> int:
-    """The fewest samples a call of ``estimate_s`` is timed with: ``min_reps``, fewer for a long call (see above)."""
+    """The fewest samples a call of ``estimate_s`` may be timed with, if they span ``MIN_SPAN_S`` (the CPU loop checks
+    the span; a CUDA run sizes its repeats up front from a 5-call estimate): ``min_reps``, fewer for a long call."""
     if estimate_s <= LONG_CALL_S:
         return min_reps
     return min(min_reps, max(LONG_CALL_REPS, math.ceil(MIN_SPAN_S / estimate_s)))
+
+
+def sampled_enough(timing: "Timing", min_reps: int) -> bool:
+    """Whether a timing holds what ``bench`` promises for ``min_reps``: that many samples, or for long calls at least
+    ``LONG_CALL_REPS`` spanning ``MIN_SPAN_S``."""
+    return timing.count >= min_reps or (timing.count >= LONG_CALL_REPS and sum(timing.samples_s) >= MIN_SPAN_S)
 
 
 class BudgetExceeded(ValueError):
@@ -162,14 +169,15 @@ def _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, target, max_wall_s, r
             fns[i % len(fns)]()
         estimate_s = max((time.perf_counter_ns() - t0) / 3 / 1e9, 1e-7)
     _refuse_if_over_budget(estimate_s, min_reps, max_wall_s)
-    min_reps = reps_floor(min_reps, estimate_s)
+    floor = reps_floor(min_reps, estimate_s)
     n_warmup = min(MAX_WARMUP, int(warmup_ms / 1e3 / estimate_s))  # 0 for a call longer than the warmup budget
     for i in range(n_warmup):
         fns[i % len(fns)]()
 
     times: list[float] = []
+    spanned = 0.0
     converged = False
-    next_check = min_reps  # geometric schedule: checking the spread stays O(n log n) for microsecond kernels
+    next_check = floor  # geometric schedule: checking the spread stays O(n log n) for microsecond kernels
     with _Region(region):
         budget_end = time.perf_counter() + rep_ms / 1e3
         wall_end = start_wall + max_wall_s if max_wall_s is not None else float("inf")
@@ -180,8 +188,9 @@ def _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, target, max_wall_s, r
             t0 = time.perf_counter_ns()
             f()
             times.append((time.perf_counter_ns() - t0) * 1e-9)
+            spanned += times[-1]
             n = len(times)
-            if n < min_reps:
+            if n < min_reps and not (n >= floor and spanned >= MIN_SPAN_S):  # a first call read long: min_reps rules
                 continue
             if n >= next_check:
                 next_check = int(n * 1.25) + 1

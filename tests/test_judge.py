@@ -154,5 +154,6 @@ def test_a_case_too_slow_to_time_still_fails_a_wrong_result_or_a_mis_stored_weig
                                                     "stored bytes"):
         untimed_or_skip(slow, judge.untimed_checks(1e-3, stored_bits=4.25, charged_bits=4.25, fmt="int4"))
     # a simulated kernel that could not run: not checked, said, and not a failure
-    with pytest.raises(pytest.skip.Exception):
+    with pytest.raises(pytest.skip.Exception) as skipped:
         untimed_or_skip(slow, judge.untimed_checks(None, "not probed", error_checked=False))
+    assert "passed" not in str(skipped.value)  # not checked is not passed

@@ -1,11 +1,12 @@
 """The timer: statistics, budgets, cold vs hot, bad arguments."""
+import dataclasses
 import time
 
 import numpy as np
 import pytest
 
 from roofline_kernels.timer import (LONG_CALL_REPS, LONG_CALL_S, MAX_WARMUP, MIN_SPAN_S, BudgetExceeded, bench,
-                                    reps_floor, summarize)
+                                    reps_floor, sampled_enough, summarize)
 
 
 def spin(ns):
@@ -48,6 +49,19 @@ def test_a_long_call_is_timed_over_a_span_not_a_count():
     assert reps_floor(10, 0.05) == 10 and reps_floor(3, 0.5) == 3  # short calls, and a floor already lower: as asked
     assert reps_floor(10, 0.125) == 8  # 8 x 0.125 s span the 1 s
     assert reps_floor(10, 30.0) == LONG_CALL_REPS
+    assert sampled_enough(t, 10) and not sampled_enough(dataclasses.replace(t, samples_s=(0.1,) * 5), 10)
+
+
+def test_a_first_call_read_long_does_not_cut_the_samples_of_a_shorter_one():
+    # the estimate (one call) reads 0.3 s, the calls after it take 0.05 s: 5 of them span 0.25 s, not MIN_SPAN_S,
+    # so min_reps still rules
+    calls = []
+
+    def fn():
+        spin(300_000_000 if not calls else 50_000_000)
+        calls.append(1)
+    t = bench(fn, mode="hot", warmup_ms=0, rep_ms=1, min_reps=10, warm=True)
+    assert t.count == 10 and sampled_enough(t, 10)
 
 
 def test_a_kernel_whose_samples_cannot_fit_the_case_budget_is_refused_after_two_calls():
