@@ -39,6 +39,8 @@ LOO_NEIGHBOURS = 4    # the measured shapes nearest a query whose leave-one-out 
 UNKNOWN_SPREAD = 1.0  # the sweep's planning: neighbours' spread (log efficiency) where too few of a kind say it
 TARGET_GEOMEAN = 0.10  # what a model should reach on shapes it never saw (issue 21): geomean error
 TARGET_WORST = 0.35    # and worst error
+COVERAGE_FLOOR = 0.5   # the stated +-: an RMS error, so about 2 in 3 held-out shapes should fall within it; fewer
+COVERAGE_MIN_N = 4     # than half of at least this many held-out shapes (each with a +-) says it understates
 
 
 # The axes of each operator class, with their weights. A GEMM: an octave of N or K moves its efficiency about half
@@ -560,7 +562,10 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
     measured shapes measured again while scoring (same form as ``held_out``); ``drift`` is how much slower (+) or
     faster (-) the host ran them than during the sweep (the geomean of their ratios, and the worst), a move no
     model fitted then can follow, and ``held_out["expected_drift_removed"]`` the held-out error with that move taken
-    out: what is the model's own. The target is judged on the error as measured, never with the drift removed."""
+    out: what is the model's own. The target is judged on the error as measured, never with the drift removed.
+    ``held_out["shapes"]``: each held-out shape, worst first (measured, expected, its stated +-, the signed error,
+    whether the error lies within the +-); ``held_out["within_uncertainty"]``: how many did, and ``understated``
+    where fewer than ``COVERAGE_FLOOR`` of at least ``COVERAGE_MIN_N`` did (the +- is an RMS error: about 2 in 3)."""
     def summary(errors):
         if not errors:
             return None
@@ -588,13 +593,21 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
         measured_s = statistics.median(runs)
         got = model.expected(op, prec, shape)
         entry = out.setdefault(model_key(op, prec), {}).setdefault(
-            "held_out_errors", {"expected": [], "bound": [], "not_near": 0, "runs": [], "signed": []})
+            "held_out_errors", {"expected": [], "bound": [], "not_near": 0, "runs": [], "signed": [], "shapes": []})
         entry["runs"].extend(abs(math.log(a / b)) for i, a in enumerate(runs) for b in runs[i + 1:])
+        row = {"shape": _fmt_shape(model_shape(op, shape)), "op": op, "measured_s": measured_s, "runs": runs,
+               "bound_s": bound_s, "expected_s": got.time_s(bound_s), "uncertainty": got.uncertainty}
         if got.efficiency:
-            entry["expected"].append(abs(math.log(got.time_s(bound_s) / measured_s)))
-            entry["signed"].append(math.log(measured_s / got.time_s(bound_s)))
+            err = math.log(measured_s / got.time_s(bound_s))
+            entry["expected"].append(abs(err))
+            entry["signed"].append(err)
+            row["error"] = math.exp(err) - 1  # + : ran slower than expected
+            if got.uncertainty is not None:
+                row["within_uncertainty"] = abs(err) <= math.log1p(got.uncertainty) + 1e-12
         else:
             entry["not_near"] += 1
+            row["note"] = got.note
+        entry["shapes"].append(row)
         entry["bound"].append(abs(math.log(bound_s / measured_s)))
     drift: dict[str, list[float]] = {}
     for op, prec, shape, bound_s, measured in anchors or ():
@@ -615,9 +628,14 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
         errs = d.pop("held_out_errors", None)
         if errs is not None:
             e = summary(errs["expected"])
+            judged = [r["within_uncertainty"] for r in errs["shapes"] if "within_uncertainty" in r]
             d["held_out"] = {"expected": e, "bound": summary(errs["bound"]), "not_near": errs["not_near"],
                              "meets_target": bool(e) and e["geomean"] <= TARGET_GEOMEAN and e["worst"] <= TARGET_WORST,
-                             "run_to_run": summary(errs["runs"])}
+                             "run_to_run": summary(errs["runs"]),
+                             "within_uncertainty": {"n": len(judged), "within": sum(judged),
+                                                    "understated": len(judged) >= COVERAGE_MIN_N and
+                                                    sum(judged) < COVERAGE_FLOOR * len(judged)},
+                             "shapes": sorted(errs["shapes"], key=lambda r: -abs(r.get("error", 0.0)))}
             if "drift" in d:
                 d["held_out"]["expected_drift_removed"] = summary([abs(x) for x in errs["signed"]])
     return out

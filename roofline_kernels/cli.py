@@ -326,8 +326,9 @@ def _print_score(scored: dict, out, cpu: bool = False) -> None:
     cell = lambda x: f"{x['geomean']:.1%} / {x['worst']:.0%}" if x else "-"  # noqa: E731
     out.write(f"  accuracy (error = |log(predicted / measured)|, as geomean / worst; target on held-out shapes: "
               f"{TARGET_GEOMEAN:.0%} / {TARGET_WORST:.0%}):\n"
-              f"    {'path':<26}{'test':<15}{'n':>4}{'not near':>9}{'expected':>18}{'bound':>19}{'run to run':>18}\n")
-    noisy, moved = [], []
+              f"    {'path':<26}{'test':<15}{'n':>4}{'not near':>9}{'expected':>18}{'bound':>19}{'run to run':>18}"
+              f"{'within +-':>11}\n")
+    noisy, moved, understated = [], [], []
     for prec, tests in scored.items():
         for test, d in tests.items():
             if test == "drift":
@@ -336,8 +337,17 @@ def _print_score(scored: dict, out, cpu: bool = False) -> None:
             verdict = "" if test != "held_out" else ("  meets target" if d["meets_target"] else "  ABOVE TARGET")
             if test == "held_out" and not d["meets_target"] and r and r["geomean"] > TARGET_GEOMEAN:
                 noisy.append(f"{prec} {r['geomean']:.1%}")
+            w = d.get("within_uncertainty")
+            within = f"{w['within']} of {w['n']}" if w else ""
             out.write(f"    {prec:<26}{test:<15}{(e or {}).get('n', 0):>4}{d.get('not_near', 0):>9}{cell(e):>18}"
-                      f"{cell(b):>19}{cell(r) if test == 'held_out' else '':>18}{verdict}\n")
+                      f"{cell(b):>19}{cell(r) if test == 'held_out' else '':>18}{within:>11}{verdict}\n")
+            if w and w["understated"]:
+                understated.append(f"{prec} {w['within']} of {w['n']}")
+            worst = next((x for x in d.get("shapes", ()) if x.get("error") is not None), None)
+            if test == "held_out" and not d["meets_target"] and worst:
+                unc = f" +-{worst['uncertainty']:.0%}" if worst.get("uncertainty") is not None else ""
+                out.write(f"    {'':<26}{'worst':<15}{worst['shape']}: measured {worst['measured_s'] * 1e3:.4g} ms, "
+                          f"expected {worst['expected_s'] * 1e3:.4g} ms{unc} ({worst['error']:+.0%})\n")
             drift = tests.get("drift")
             if test == "held_out" and drift:
                 out.write(f"    {'':<26}{'host moved':<15}{drift['n']:>4}{'':>9}"
@@ -349,6 +359,9 @@ def _print_score(scored: dict, out, cpu: bool = False) -> None:
     if any("held_out" in t for t in scored.values()):
         out.write("    held-out: each shape measured in several passes, the model held against their median; 'run to run' "
                   "is how far two runs of one shape lie apart here\n")
+    if understated:
+        out.write(f"    fewer than half the held-out shapes lie within their stated +- ({', '.join(understated)}): "
+                  f"the +- understates this model's error here; trust the held-out error above it\n")
     if moved:
         out.write(f"    the host's speed moved by more than the target between the sweep and the score ({', '.join(moved)}:"
                   f" its own swept shapes, measured again): no model fitted then can follow that; 'host moved' shows "

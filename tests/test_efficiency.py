@@ -167,6 +167,47 @@ def test_held_out_runs_are_scored_at_their_median_and_their_spread_is_the_noise_
             score(model, [("gemm", "bf16", shape, 1e-3, bad)])
 
 
+def test_the_score_says_whether_held_out_shapes_lie_within_their_stated_uncertainty():
+    """The +- printed beside an expected time is a claim: held-out shapes measured where the model says lie within
+    it; the same shapes measured 50% slower do not, the score counts them, flags the +- as understated, and names
+    the worst shape with its measured and expected times."""
+    from roofline_kernels.cli import _print_score
+    model = fitted()
+    shapes = [{"m": 3, "n": 3072, "k": 1536}, {"m": 6, "n": 1536, "k": 5000}, {"m": 12, "n": 6000, "k": 3000},
+              {"m": 5, "n": 2500, "k": 2500}]
+    got = {_key(s): model.expected("gemm", "bf16", s) for s in shapes}
+    assert all(g.uncertainty is not None and g.uncertainty < 0.2 for g in got.values())
+
+    def held(slower):
+        return [("gemm", "bf16", s, 1e-3, [got[_key(s)].time_s(1e-3) * slower] * 3) for s in shapes]
+    right = score(model, held(1.0))["gemm:bf16"]["held_out"]
+    assert right["within_uncertainty"] == {"n": 4, "within": 4, "understated": False}
+    assert all(r["error"] == pytest.approx(0.0, abs=1e-9) for r in right["shapes"])
+    slow = score(model, held(1.5))["gemm:bf16"]["held_out"]
+    assert slow["within_uncertainty"] == {"n": 4, "within": 0, "understated": True}
+    assert [r["error"] for r in slow["shapes"]] == pytest.approx([0.5] * 4)
+    few = score(model, held(1.5)[:3])["gemm:bf16"]["held_out"]["within_uncertainty"]
+    assert few == {"n": 3, "within": 0, "understated": False}, "3 shapes are too few to call the +- wrong"
+    out = io.StringIO()
+    _print_score(score(model, held(1.5)), out)
+    text = out.getvalue()
+    assert "0 of 4" in text and "within their stated +- (gemm:bf16 0 of 4): the +- understates" in text, text
+    worst = slow["shapes"][0]
+    assert re.search(rf"worst +{worst['shape']}: measured {worst['measured_s'] * 1e3:.4g} ms, expected "
+                     rf"{worst['expected_s'] * 1e3:.4g} ms \+-\d+% \(\+50%\)", text), text
+    out = io.StringIO()
+    _print_score(score(model, held(1.0)), out)
+    assert "understates" not in out.getvalue() and "4 of 4" in out.getvalue() and " worst " not in out.getvalue()
+    far = {"m": 1024, "n": 3072, "k": 1536}  # six octaves of M past the grid: no number, said in the row
+    none = score(model, [("gemm", "bf16", far, 1e-3, [1e-3])])["gemm:bf16"]["held_out"]
+    assert none["not_near"] == 1 and "not measured near" in none["shapes"][0]["note"]
+    assert none["within_uncertainty"]["n"] == 0
+
+
+def _key(shape):
+    return tuple(sorted(shape.items()))
+
+
 def test_priors_are_published_fractions_of_the_datasheet_roof():
     gb10 = get_hardware("gb10")
     p = predict(gemv(4096, 4096, weight="int4_tinygemm", act="bf16"), gb10)
