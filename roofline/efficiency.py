@@ -337,17 +337,25 @@ class EfficiencyModel:
         near = min(kind, key=lambda p: (octaves_apart(p.shape, shape), math.dist(q, p.features)))
         away = octaves_apart(near.shape, shape)
         eff = min(math.exp(_interpolate(q, kind, _intensity(precision, shape), memory_roof)), MAX_EFFICIENCY)
-        unc, why = self._uncertainty(q, kind, memory_roof)
+        unc, why = self._uncertainty(q, kind, memory_roof, self.drift(op, precision))
         note = (f"fitted on {len(kind)} measured shapes of this device; nearest {_fmt_shape(near.shape)} "
                 f"({away:.2g} units away); {why}")
         if self.meta.get("calibration"):
             note += f"; against calibration {self.meta['calibration']}"
         return Expected(eff, "profile", note, self.roofs.get(model_key(op, precision), "full"), unc)
 
+    def drift(self, op: str, precision: str) -> float:
+        """How far (log) this device's speed moves between a run and a later one: the spread of the sweep's first
+        shapes measured again at its end (``meta["drift"]["sigma"]``, pooled over the paths: the host's, not one
+        path's); 0 where not measured. ``op`` and ``precision`` name the path asked about."""
+        d = self.meta.get("drift") or {}
+        return float(d.get("sigma", 0.0)) if d.get("n") else 0.0
+
     @staticmethod
-    def _uncertainty(q, pts: list[Point], memory_roof: bool = False) -> tuple[float | None, str]:
+    def _uncertainty(q, pts: list[Point], memory_roof: bool = False, drift: float = 0.0) -> tuple[float | None, str]:
         """How far off the estimate may be: the leave-one-out error of the measured shapes nearest ``q`` (how well
-        the model predicts a shape from its neighbours here) combined with the run-to-run noise seen near ``q``."""
+        the model predicts a shape from its neighbours here) combined with the run-to-run noise seen near ``q`` and
+        the path's ``drift`` (how far the host's speed moved while it was swept: a later run may find it moved as far)."""
         near = sorted(pts, key=lambda p: math.dist(q, p.features))[:LOO_NEIGHBOURS]
         loo = []
         for p in near:
@@ -359,10 +367,12 @@ class EfficiencyModel:
             return None, "uncertainty unknown (too few measured shapes near it)"
         loo_s = math.sqrt(sum(loo) / len(loo)) if loo else 0.0
         noise_s = sorted(noise)[len(noise) // 2] if noise else 0.0
-        unc = math.exp(math.sqrt(loo_s ** 2 + noise_s ** 2)) - 1
+        unc = math.exp(math.sqrt(loo_s ** 2 + noise_s ** 2 + drift ** 2)) - 1
         parts = [f"leave-one-out {math.exp(loo_s) - 1:.0%}" if loo else "no leave-one-out neighbour",
                  f"run-to-run {math.exp(noise_s) - 1:.0%} ({len(noise)} repeated shapes)" if noise else
                  "run-to-run noise not yet seen here (one run per shape)"]
+        if drift:
+            parts.append(f"the host's speed moved +-{math.exp(drift) - 1:.0%} while the sweep ran")
         return unc, f"+-{unc:.0%} ({', '.join(parts)})"
 
     def disagreement(self, op: str, precision: str, shape: dict) -> float:

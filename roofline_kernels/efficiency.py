@@ -35,13 +35,14 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import math
+import statistics
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 from roofline import attention as attention_cost, gemm as gemm_cost, get_format, predict
 from roofline.atomic import write_json_atomic
-from roofline.efficiency import EfficiencyModel, model_of, model_shape, op_class
+from roofline.efficiency import EfficiencyModel, model_key, model_of, model_shape, op_class
 from roofline.predict import UnsupportedPathError
 
 from . import telemetry
@@ -84,6 +85,8 @@ QUICK_BUDGET_S = 20.0  # the sweep of a quick calibration (the suite's first): k
 FULL_BUDGET_S = 90.0   # the sweep of a full calibration (`python -m roofline calibrate`)
 DEFAULT_BUDGET_S = FULL_BUDGET_S
 ANCHORS = 3            # swept shapes a path measured again while scoring: how far the host moved since the sweep
+DRIFT_SHAPES = 3       # a path's first measured shapes, measured again when the sweep ends: how far the host's speed
+                       # moved while it swept, which the expected time's +- then carries (``EfficiencyModel.drift``)
 SCORE_PASSES = 3       # held-out runs a shape: scored against their median; their spread is the noise floor
 GUESS_EFFICIENCY = 0.3  # a cost guess before anything of a precision was measured
 
@@ -252,6 +255,7 @@ class _Path:
         self.todo = list(shapes) if shapes is not None else None
         self.candidates = grid_shapes(kwargs)
         self.precision, self.spent, self.count, self.again, self.started = None, 0.0, 0, 0, False
+        self.first = []  # (shape, efficiency, wall seconds) of the first DRIFT_SHAPES measured: run again at the end
 
     @property
     def share(self) -> float:
@@ -292,8 +296,13 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         active.remove(p)
         progress(f"efficiency sweep {p.label}: {p.count - p.again} shapes" + (f", {p.again} run again" if p.again else ""))
 
+    planned = shapes is None
+
+    def reserve():  # what the drift re-runs at the end will take: the first runs of those shapes took as much
+        return sum(w for p in paths for _, _, w in p.first) if planned else 0.0
+
     while active:
-        remaining = budget_s - (time.perf_counter() - t_start)
+        remaining = budget_s - (time.perf_counter() - t_start) - reserve()
         if remaining <= 0:
             break
         p = min(active, key=lambda a: a.spent / a.share)
@@ -317,6 +326,8 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
             continue
         p.measured.add(shape)
         p.runs[shape] = p.runs.get(shape, 0) + 1
+        if planned and len(p.first) < DRIFT_SHAPES and p.runs[shape] == 1:
+            p.first.append((shape, m.efficiency, time.perf_counter() - t0))
         p.costs.add(shape, m.timing.median_s)
         eff = m.efficiency  # against the roof measure_kernel held it to
         roof = "memory" if m.memory_roof_only else "full"
@@ -331,13 +342,51 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         p.spent += time.perf_counter() - t0
     for p in list(active):
         finish(p)
+    drift = _measure_drift(paths, model, rows, info, hw, skipped) if planned else {}
+    if drift:
+        progress(f"efficiency sweep: its first shapes measured again, the host's speed moved +-{math.exp(drift['sigma']) - 1:.0%} ("
+                 + ", ".join(f"{k.partition(':')[2] if k.startswith('gemm') else k.replace(':', ' ')} "
+                             f"{math.exp(d['mean']) - 1:+.0%}" for k, d in drift["paths"].items())
+                 + ", + slower now); every expected time's +- carries it")
     model.meta.update(measured=len({(r["op"], r["precision"], tuple(r["shape"])) for r in rows}), runs=len(rows),
                       repeated=sum(r["run"] > 1 for r in rows), seconds=round(time.perf_counter() - t_start, 1),
                       budget_s=budget_s, when=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                       grid={"m": list(GRID_M), "nk": list(GRID_NK), "attention_decode_kv": list(ATTN_DECODE_KV),
                             "attention_prefill": list(ATTN_PREFILL)},
-                      skipped=skipped, contention=contention, interleaved=[p.label for p in paths])
+                      skipped=skipped, contention=contention, interleaved=[p.label for p in paths], drift=drift)
     return model, rows
+
+
+def _measure_drift(paths, model: EfficiencyModel, rows: list, info, hw, skipped: dict) -> dict:
+    """Each path's first measured shapes, measured again now the sweep ends (they join the model as runs of their
+    shapes): ``{"n", "sigma", "paths": {model key: {"n", "mean"}}}``, over x = log(time now / time then) of every
+    re-run: ``mean`` a path's move, ``sigma`` the host's, 1.4826 x the median |x| of all paths (the spread of x, which
+    is what a later run differs from a swept one by). Pooled, not per path: three re-runs a path are too few (one tiny
+    int8 GEMV here ran 73% slower at the end where its path's held-out shapes were 5% off), and the host's speed
+    moves under every path. On a shared host it moves over minutes; a model fitted meanwhile cannot follow that,
+    and its +- says so only if told."""
+    moves = []
+    for p in paths:
+        for shape, eff_then, _ in p.first:
+            try:
+                kernel, m = _measure(p.label, p.kwargs, shape, info, hw, p.costs(shape))
+            except (UnsupportedKernel, BudgetExceeded, ValueError, RuntimeError) as e:
+                skipped.setdefault(f"{p.label} {'x'.join(map(str, shape))} again", str(e)[:160])
+                continue
+            roof = "memory" if m.memory_roof_only else "full"
+            model.add(kernel.op, kernel.precision, kernel.cost.shape, m.efficiency, roof)
+            p.runs[shape] += 1
+            rows.append({"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape),
+                         "run": p.runs[shape], "median_s": m.timing.median_s, "roof_s": m.predicted_time_s,
+                         "roof": roof, "efficiency": m.efficiency, "rel_iqr": m.timing.rel_iqr, "drift": True})
+            moves.append((model_key(kernel.op, kernel.precision), math.log(eff_then / m.efficiency)))
+    if not moves:
+        return {}
+    by_path = {}
+    for key in dict.fromkeys(k for k, _ in moves):
+        logs = [x for k, x in moves if k == key]
+        by_path[key] = {"n": len(logs), "mean": sum(logs) / len(logs)}
+    return {"n": len(moves), "sigma": 1.4826 * statistics.median(abs(x) for _, x in moves), "paths": by_path}
 
 
 def _builder_shape(kwargs, shape: dict) -> tuple[int, ...]:

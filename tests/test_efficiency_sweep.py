@@ -20,7 +20,7 @@ def surface(m, n, k):
 
 
 def fake_measure(calls):
-    def measure(label, kwargs, shape, info, hw, est=None):
+    def measure(label, kwargs, shape, info, hw, est=None, **_):
         calls.append(shape)
         m, n, k = shape
         kernel = SimpleNamespace(op="gemv" if m == 1 else "gemm", precision=label,
@@ -249,7 +249,7 @@ def attention_surface(b, h, kvh, sq, skv, d):
 def fake_attention_measure(calls):
     gemm = fake_measure(calls)
 
-    def measure(label, kwargs, shape, info, hw, est=None):
+    def measure(label, kwargs, shape, info, hw, est=None, **_):
         if len(shape) == 3:
             return gemm(label, kwargs, shape, info, hw, est)
         calls.append(shape)
@@ -309,7 +309,7 @@ def test_a_run_a_busy_moment_slowed_is_measured_again_and_outvoted(monkeypatch):
     slow_once, seen = (16, 4096, 4096), []
     clean = fake_measure([])
 
-    def measure(label, kwargs, shape, info, hw, est=None):
+    def measure(label, kwargs, shape, info, hw, est=None, **_):
         seen.append(shape)
         kernel, m = clean(label, kwargs, shape, info, hw, est)
         if shape == slow_once and seen.count(shape) == 1:
@@ -330,6 +330,51 @@ def test_a_run_a_busy_moment_slowed_is_measured_again_and_outvoted(monkeypatch):
     point = next(p for p in model.points("gemm", "fp32") if p.shape == dict(zip("mnk", slow_once)))
     assert abs(point.log_eff - math.log(surface(*slow_once))) < 1e-9  # the median of three runs: the two clean ones
     assert model.meta["repeated"] < len(rows) / 4, "runs again only where a shape disagrees, not everywhere"
+
+
+@pytest.mark.parametrize("slower", [1.0, 1.25])
+def test_the_sweep_measures_its_first_shapes_again_and_the_plus_minus_carries_how_far_the_host_moved(monkeypatch,
+                                                                                                    slower):
+    """Half-way through the sweep the made-up host turns 25% slower: the path's first shapes, measured again at the
+    end, say so (the drift), and every expected time's +- then carries it. A host that holds still leaves the +- as
+    the model's error and noise alone; the re-runs fit inside the budget either way."""
+    calls, clean, clock = [], fake_measure([]), [0.0]
+
+    def measure(label, kwargs, shape, info, hw, est=None, **_):
+        calls.append(shape)
+        clock[0] += 0.02  # a measurement takes 20 ms of the fake clock
+        kernel, m = clean(label, kwargs, shape, info, hw, est)
+        if len(calls) > 20:
+            m.efficiency /= slower
+        return kernel, m
+
+    def tick():
+        clock[0] += 1e-3
+        return clock[0]
+
+    monkeypatch.setattr(keff, "_measure", measure)
+    monkeypatch.setattr(keff, "make_gemm", lambda *a, **k: SimpleNamespace(precision=k["precision"]))
+    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
+    monkeypatch.setattr(keff.time, "perf_counter", tick)
+    monkeypatch.setattr(keff.telemetry, "snapshot", lambda *a, **k: {"contention": []})
+    info = SimpleNamespace(kind="cpu", torch_device="cpu", simulated=None)
+    model, rows = keff.run_sweep(info, None, precisions=[("fp32", {"precision": "fp32"})], budget_s=1.0)
+    assert model.meta["seconds"] <= 1.0 and len(calls) > 30, (model.meta["seconds"], len(calls))
+    first = [tuple(r["shape"]) for r in rows if r["run"] == 1][:keff.DRIFT_SHAPES]
+    again = [tuple(r["shape"]) for r in rows if r.get("drift")]
+    assert again == first and len(first) == keff.DRIFT_SHAPES and rows[-len(again):] == [r for r in rows if r.get("drift")]
+    drift = model.meta["drift"]
+    assert drift["paths"]["gemm:fp32"] == {"n": keff.DRIFT_SHAPES, "mean": pytest.approx(math.log(slower))}
+    # the spread of log(now / then): 1.4826 x their median |log|, here all log(1.25)
+    assert drift["n"] == keff.DRIFT_SHAPES and drift["sigma"] == pytest.approx(1.4826 * math.log(slower))
+    assert model.drift("gemm", "fp32") == pytest.approx(1.4826 * math.log(slower))
+    got = model.expected("gemm", "fp32", {"m": 24, "n": 2608, "k": 2560})
+    assert got.uncertainty is not None
+    if slower > 1:
+        assert got.uncertainty >= slower ** 1.4826 - 1 - 1e-9
+        assert f"the host's speed moved +-{slower ** 1.4826 - 1:.0%} while the sweep ran" in got.note, got.note
+    else:
+        assert "moved" not in got.note
 
 
 def test_scoring_measures_swept_shapes_again_beside_the_held_out_ones(monkeypatch):
@@ -365,7 +410,7 @@ def test_a_path_whose_seeds_are_refused_still_sweeps_what_builds(monkeypatch):
             raise keff.UnsupportedKernel(precision, target, "fp32 SDPA with grouped KV heads has no fused CUDA kernel")
         return SimpleNamespace(precision=precision)
 
-    def measure(label, kwargs, shape, info, hw, est=None):
+    def measure(label, kwargs, shape, info, hw, est=None, **_):
         keff._build(kwargs, shape, info)  # refused as the real kernel would be
         return fake(label, kwargs, shape, info, hw, est)
 
