@@ -122,6 +122,27 @@ def test_a_held_out_shape_whose_timing_is_refused_is_named_not_dropped(monkeypat
     assert f"1 not measured: {shape} BudgetExceeded: 5 samples of 2.4 s cannot fit 2 s" in lines[-1], lines
 
 
+def test_a_held_out_shape_up_to_max_call_s_a_call_gets_the_wall_time_its_samples_need(monkeypatch):
+    """The score leaves out shapes over ``max_call_s`` (2 s) a call and measures the rest: a software bf16
+    2000x2512x1152 GEMM at 1.1 s a call was refused by the sweep's 2 s per-shape budget instead, so the score's
+    M = 2000 went unmeasured. The sweep's budget still refuses it (its shapes stay cheap)."""
+    from roofline_kernels.timer import _refuse_if_over_budget
+    budgets = []
+
+    def kernel_measure(kernel, info, hw, mode, roof, *, max_wall_s, min_reps, **_):
+        _refuse_if_over_budget(1.1, min_reps, max_wall_s)  # the timer's own refusal, one call taking 1.1 s
+        budgets.append(max_wall_s)
+        return SimpleNamespace(timing=SimpleNamespace(median_s=1.1), predicted_time_s=0.5)
+    monkeypatch.setattr(keff, "measure_kernel", kernel_measure)
+    monkeypatch.setattr(keff, "_build", lambda kwargs, shape, info: SimpleNamespace(
+        op="gemm", precision="bf16", cost=SimpleNamespace(shape=dict(zip("mnk", shape)))))
+    shape = (2000, 2512, 1152)
+    rows = keff.measure_held_out(None, None, None, [("bf16", {"precision": "bf16"})], shapes=[shape], passes=2)
+    assert len(rows) == 1 and rows[0][4] == [1.1, 1.1] and budgets == [6.0, 6.0]
+    with pytest.raises(keff.BudgetExceeded, match="over the per-case budget of 2 s"):
+        keff._measure("bf16", {"precision": "bf16"}, shape, None, None, 1.1)
+
+
 class _FakeCosts:
     def __init__(self, kwargs, hw):
         self.seen = []
