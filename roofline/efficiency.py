@@ -17,7 +17,9 @@ roof). This module turns measured fractions into an estimate:
    kernel's speed is no ceiling) has its own compute roof taken out before interpolating (its best
    measured FLOP rate over its best fraction of the memory roof: past it, efficiency against the memory
    roof falls as 1 / intensity); the neighbours' range is then of what is left, and a query past the
-   intensities measured is held compute-bound only where a neighbour is.
+   intensities measured is held compute-bound only where a neighbour is. A GEMM at an M that is no power of two
+   carries its own residual off the line in log M through the powers of two around it, where an "M line" (every
+   M at one N x K) measured one (``m_residuals``): a library's left-over rows take a kernel of their own.
 2. **Priors** (``PRIORS``): published measurements of a device (``hardware.md``), each with its source,
    turned into a fraction of the datasheet roof. Used only without a profile.
 3. Otherwise **none**, said so: no number is invented.
@@ -203,6 +205,12 @@ class Point:
         mid = len(logs) // 2
         return logs[mid] if len(logs) % 2 else (logs[mid - 1] + logs[mid]) / 2
 
+    def shifted(self, log_r: float) -> "Point":
+        """The same shape with every run's efficiency scaled by exp(``log_r``) (its noise unchanged)."""
+        if not log_r:
+            return self
+        return Point(self.shape, tuple(e * math.exp(log_r) for e in self.efficiencies), self.intensity)
+
     @property
     def noise(self) -> float | None:
         """Run-to-run spread (a sigma of log efficiency) from the runs at this shape; None from one run."""
@@ -211,6 +219,36 @@ class Point:
         logs = [math.log(e) for e in self.efficiencies]
         mean = sum(logs) / len(logs)
         return math.sqrt(sum((x - mean) ** 2 for x in logs) / (len(logs) - 1))
+
+
+def m_residuals(pts: list[Point]) -> dict[int, float]:
+    """Per M that is no power of two: how far (log efficiency) a GEMM at that M lies off the line in log M through
+    the powers of two that bracket it, at the same N x K (an "M line", ``roofline_kernels.efficiency`` sweeps one),
+    the median over every N x K that has all three measured. A library runs its rows in blocks, so the rows left over
+    take a kernel of their own: on one host fp32 at M = 3 ran 19-34% and M = 7 14-18% slower than the line through
+    M = 2, 4 and 4, 8 says, int4 weight-only at M = 5 40% slower and at M = 3 10% faster, at each of five N x K
+    (1024 x 1024 to 4096 x 4096, and N, K not powers of two); software bf16 and int8 lay on the line. No
+    interpolation in log M, N and K can follow that; a residual measured at one N x K carries to the others."""
+    lines: dict[tuple[int, int], dict[int, float]] = {}
+    for p in pts:
+        if _class_of(p.shape) == "gemm":
+            lines.setdefault((int(p.shape["n"]), int(p.shape["k"])), {})[int(p.shape["m"])] = p.log_eff
+    found: dict[int, list[float]] = {}
+    for line in lines.values():
+        for m, y in line.items():
+            lo = 1 << (m.bit_length() - 1)
+            if m <= 2 or m == lo or lo not in line or 2 * lo not in line:
+                continue
+            f = math.log2(m / lo)
+            found.setdefault(m, []).append(y - ((1 - f) * line[lo] + f * line[2 * lo]))
+    return {m: statistics.median(r) for m, r in found.items()}
+
+
+def _off_line(m: int, residuals: dict[int, float]) -> bool:
+    """An M that may carry a residual of its own the M lines did not measure: no power of two, below an octave past
+    the largest M they measured one for (left-over rows weigh less as M grows; fp32 here still ran 12% off at M = 24)."""
+    return (bool(residuals) and m > 2 and m & (m - 1) != 0 and m not in residuals
+            and m < 2 << max(residuals).bit_length())
 
 
 def _decode(features: tuple[float, ...]) -> bool:
@@ -333,11 +371,26 @@ class EfficiencyModel:
             return Expected(None, "none", f"not measured near this shape (nearest: {_fmt_shape(near.shape)}, "
                                           f"{away:.2g} units away on one axis; within {NEAR_OCTAVES:g} counts: {UNITS[_class_of(shape)]})")
         memory_roof = self._memory_roof(op, precision)
+        # an M's own residual (``m_residuals``) is taken out of every shape at that M, the rest interpolated, and
+        # the query's put back
+        res = m_residuals(pts) if _class_of(shape) == "gemm" else {}
+        pts = [p.shifted(-res.get(int(p.shape["m"]), 0.0)) for p in pts] if res else pts
+        m_q = int(shape["m"]) if res else 0
+        off_line = (math.sqrt(sum(r * r for r in res.values()) / len(res))
+                    if _off_line(m_q, res) else 0.0)
         kind = _same_kind(pts, shape)  # what it is fitted from; the nearest named is among them
         near = min(kind, key=lambda p: (octaves_apart(p.shape, shape), math.dist(q, p.features)))
         away = octaves_apart(near.shape, shape)
-        eff = min(math.exp(_interpolate(q, kind, _intensity(precision, shape), memory_roof)), MAX_EFFICIENCY)
-        unc, why = self._uncertainty(q, kind, memory_roof, self.drift(op, precision))
+        eff = min(math.exp(_interpolate(q, kind, _intensity(precision, shape), memory_roof) + res.get(m_q, 0.0)),
+                  MAX_EFFICIENCY)
+        unc, why = self._uncertainty(q, kind, memory_roof, self.drift(op, precision), off_line)
+        if m_q in res:
+            slower = math.exp(-res[m_q]) - 1
+            why += (f"; M = {m_q} runs {abs(slower):.0%} {'slower' if slower > 0 else 'faster'} than the line in log M "
+                    "through the powers of two around it (measured on an M line; taken into account)")
+        elif off_line:
+            why += (f"; M = {m_q} was not on an M line here, whose other M ran +-{math.exp(off_line) - 1:.0%} "
+                    "(RMS) off the line through the powers of two: that joins the +-")
         note = (f"fitted on {len(kind)} measured shapes of this device; nearest {_fmt_shape(near.shape)} "
                 f"({away:.2g} units away); {why}")
         if self.meta.get("calibration"):
@@ -352,10 +405,12 @@ class EfficiencyModel:
         return float(d.get("sigma", 0.0)) if d.get("n") else 0.0
 
     @staticmethod
-    def _uncertainty(q, pts: list[Point], memory_roof: bool = False, drift: float = 0.0) -> tuple[float | None, str]:
+    def _uncertainty(q, pts: list[Point], memory_roof: bool = False, drift: float = 0.0,
+                     off_line: float = 0.0) -> tuple[float | None, str]:
         """How far off the estimate may be: the leave-one-out error of the measured shapes nearest ``q`` (how well
-        the model predicts a shape from its neighbours here) combined with the run-to-run noise seen near ``q`` and
-        the path's ``drift`` (how far the host's speed moved while it was swept: a later run may find it moved as far)."""
+        the model predicts a shape from its neighbours here) combined with the run-to-run noise seen near ``q``, the
+        path's ``drift`` (how far the host's speed moved while it was swept: a later run may find it moved as far)
+        and ``off_line`` (an M whose own residual no M line measured: the RMS of the residuals that were)."""
         near = sorted(pts, key=lambda p: math.dist(q, p.features))[:LOO_NEIGHBOURS]
         loo = []
         for p in near:
@@ -367,7 +422,7 @@ class EfficiencyModel:
             return None, "uncertainty unknown (too few measured shapes near it)"
         loo_s = math.sqrt(sum(loo) / len(loo)) if loo else 0.0
         noise_s = sorted(noise)[len(noise) // 2] if noise else 0.0
-        unc = math.exp(math.sqrt(loo_s ** 2 + noise_s ** 2 + drift ** 2)) - 1
+        unc = math.exp(math.sqrt(loo_s ** 2 + noise_s ** 2 + drift ** 2 + off_line ** 2)) - 1
         parts = [f"leave-one-out {math.exp(loo_s) - 1:.0%}" if loo else "no leave-one-out neighbour",
                  f"run-to-run {math.exp(noise_s) - 1:.0%} ({len(noise)} repeated shapes)" if noise else
                  "run-to-run noise not yet seen here (one run per shape)"]
@@ -385,9 +440,14 @@ class EfficiencyModel:
         rest = [p for p in pts if _shape_key(p.shape) != _shape_key(shape)]
         if not own or not rest or min(octaves_apart(r.shape, shape) for r in rest) > NEAR_OCTAVES + 1e-9:
             return 0.0
+        # an M's residual measured on an M line elsewhere explains that much of its distance (its own line's
+        # residual is itself, so it is judged raw)
+        res = m_residuals(rest) if _class_of(shape) == "gemm" else {}
+        r_own = res.get(int(shape["m"]), 0.0) if res else 0.0
+        rest = [p.shifted(-res.get(int(p.shape["m"]), 0.0)) for p in rest] if res else rest
         rest = _same_kind(rest, shape)
         fit = _interpolate(own[0].features, rest, own[0].intensity, self._memory_roof(op, precision))
-        return abs(fit - own[0].log_eff)
+        return abs(fit + r_own - own[0].log_eff)
 
     def uncertainty_of(self, op: str, precision: str, shape: dict) -> float:
         """How unsure the model is at a shape it may measure next (see ``uncertainties``)."""

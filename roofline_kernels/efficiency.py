@@ -13,7 +13,10 @@ path's budget.
 2. then, until the path's share of the budget is spent, the candidate where the model is **least sure**
    (``EfficiencyModel.uncertainties``: distance from what was measured times the neighbours' disagreement),
    per the square root of its estimated cost, so a short budget buys the most accuracy;
-3. a shape whose run lies more than ``RECHECK_LOG`` off what its neighbours predict (``recheck``: its
+3. where a GEMM path's share of the budget allows (``LINE_MIN_S``), once it has spent ``LINE_AFTER`` of it, an
+   **M line**: every M of 2..16 at one N x K, so each decode batch size's own residual off the line in log M is
+   known (``roofline.efficiency.m_residuals``);
+4. a shape whose run lies more than ``RECHECK_LOG`` off what its neighbours predict (``recheck``: its
    leave-one-out error) runs **again** a few shapes later, and a third time if its two runs disagree, so one run a
    busy moment slowed on a shared host does not bend the model (the median of its runs is what it keeps).
 
@@ -54,10 +57,19 @@ GRID_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)  # deco
 GRID_NK = (1024, 1536, 2048, 3072, 4096, 6144, 8192)  # half octaves: powers of two and not
 SEED_M = (1, 16, 256, 2048)
 SEED_NK = ((1024, 1024), (4096, 4096))
+# every decode batch of 2..16 rows at one N x K (``roofline.efficiency.m_residuals``): a library runs rows in blocks,
+# and an M it runs as a block plus a remainder lies off the line through the powers of two around it, alike at every
+# N x K; measured where a GEMM path's share of the budget is at least LINE_MIN_S (a full calibration's, not the quick)
+LINE_M = tuple(range(2, 17))
+LINE_NK = (2048, 2048)
+LINE_MIN_S = 8.0
+# once the path has spent this much of its share: the seed and the planner's first picks reach the shapes far from
+# any (M 32-128 and 700 were "not near" for two paths here when the line ran right after the seed)
+LINE_AFTER = 0.5
 # off the grid: N and K not powers of two (N % 16 and K % 128 as the packed INT4 kernel needs), M 1..2048
 HELD_OUT = [(1, 1744, 2944), (1, 4880, 2176), (1, 2800, 6912), (3, 3312, 1920), (7, 1200, 4480), (24, 2608, 2560),
             (48, 5200, 1408), (96, 1808, 3584), (200, 3008, 1280), (384, 1408, 2944), (700, 2096, 2176),
-            (1536, 1296, 1664), (2000, 2512, 1152)]
+            (1536, 1296, 1664), (2000, 2512, 1152), (5, 2224, 3712), (11, 1456, 2432)]
 # attention (batch, heads, kv_heads, seq_q, seq_kv, head_dim): decode (seq_q = 1, a KV-cache read) over KV lengths
 # 256..8192 and causal prefill (seq_q = seq_kv) over 128..4096 tokens, at batch 1 and 4, 32 query heads over 8 or
 # 32 KV heads (GQA 4 as Llama 3 8B, or none), head_dim 64 or 128
@@ -117,6 +129,11 @@ def seed_shapes(kwargs=None) -> list[tuple[int, ...]]:
     if kwargs is not None and _is_attention(kwargs):
         return list(ATTN_SEED)
     return [(m, n, k) for m in SEED_M for n, k in SEED_NK]
+
+
+def line_shapes(kwargs=None) -> list[tuple[int, ...]]:
+    """A GEMM path's M line (``LINE_M`` at ``LINE_NK``); none for attention."""
+    return [] if kwargs is not None and _is_attention(kwargs) else [(m,) + LINE_NK for m in LINE_M]
 
 
 def held_out_shapes(kwargs) -> list[tuple[int, ...]]:
@@ -205,10 +222,11 @@ class _Costs:
 
 
 def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates, cost, remaining_s: float,
-              measured: set, kwargs=None, again=()):
+              measured: set, kwargs=None, again=(), line=()):
     """The next shape to measure: an unmeasured seed first (cheapest first), then a shape of ``again`` (the ones
-    ``recheck`` flagged, oldest first) whose cost fits, else the candidate with the most uncertainty per square root
-    of its estimated cost, among those whose cost fits what is left."""
+    ``recheck`` flagged, oldest first) whose cost fits, then an unmeasured shape of ``line`` (the M line, in order),
+    else the candidate with the most uncertainty per square root of its estimated cost, among those whose cost fits
+    what is left."""
     fits = [c for c in candidates if c not in measured and cost(c) <= MAX_CALL_S and
             cost(c) * MIN_REPS < remaining_s]
     seeds = sorted((c for c in seed_shapes(kwargs) if c in fits), key=cost)
@@ -216,6 +234,9 @@ def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates,
         return seeds[0]
     for c in again:
         if cost(c) * MIN_REPS < remaining_s:
+            return c
+    for c in line:
+        if c not in measured and cost(c) <= MAX_CALL_S and cost(c) * MIN_REPS < remaining_s:
             return c
     if not fits:
         return None
@@ -249,8 +270,9 @@ def _share(kwargs) -> float:
 class _Path:
     """One path's state in a sweep: what it measured, how often, what waits to run again, the time it spent."""
 
-    def __init__(self, label, kwargs, hw, shapes):
-        self.label, self.kwargs = label, kwargs
+    def __init__(self, label, kwargs, hw, shapes, allowance_s=0.0):
+        self.label, self.kwargs, self.allowance_s = label, kwargs, allowance_s
+        self.line = line_shapes(kwargs) if allowance_s >= LINE_MIN_S and shapes is None else []
         self.costs, self.measured, self.dead, self.runs, self.queue = _Costs(kwargs, hw), set(), set(), {}, []
         self.todo = list(shapes) if shapes is not None else None
         self.candidates = grid_shapes(kwargs)
@@ -268,7 +290,8 @@ class _Path:
             self.precision = _precision_label(self.kwargs, info)
         due = [q for n, q in self.queue if n <= self.count]
         shape = plan_next(model, self.label, self.precision, self.candidates, self.costs, left,
-                          self.measured | self.dead, self.kwargs, due)
+                          self.measured | self.dead, self.kwargs, due,
+                          self.line if self.spent >= LINE_AFTER * self.allowance_s else ())
         if shape is None and self.queue:  # nothing new fits: the re-runs still waiting go now rather than never
             shape = next((q for _, q in self.queue if self.costs(q) * MIN_REPS < left), None)
         self.queue = [(n, q) for n, q in self.queue if q != shape]
@@ -289,7 +312,8 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
     model = model or EfficiencyModel()
     rows, skipped, contention = [], {}, {}
     t_start = time.perf_counter()
-    active = [_Path(label, kwargs, hw, shapes) for label, kwargs in precisions]
+    shares = sum(_share(kwargs) for _, kwargs in precisions) or 1.0
+    active = [_Path(label, kwargs, hw, shapes, budget_s * _share(kwargs) / shares) for label, kwargs in precisions]
     paths = list(active)
 
     def finish(p):

@@ -682,3 +682,67 @@ def test_the_sweep_measures_a_kind_it_has_too_few_of_though_they_agree():
         model.add("attention", "bf16", prefill(s_, bh, g, d), 0.01)  # six prefills, all agreeing: now known flat
     u_decode2, u_pre2 = model.uncertainties("attention", "bf16", [decode_q, prefill(384, g=1, d=64)])
     assert u_pre2 < u_decode2 and u_pre2 < 0.05, (u_pre2, u_decode2)
+
+
+def blocked_rows(shape):
+    """A made-up device whose library runs rows in blocks of 4: an M of a block plus 1 or 3 left-over rows takes a
+    kernel of its own (as fp32 and int4 weight-only did here: M = 3 19-34% and M = 5 40% slower than the line in log
+    M through their neighbouring powers of two), the same at every N x K."""
+    slow = {3: 1.3, 5: 1.4, 7: 1.15, 11: 1.12}
+    return smooth(shape) / slow.get(shape.get("m", 1), 1.0)
+
+
+def with_line(fn=blocked_rows, line_m=range(2, 17), nk=(2048, 2048)):
+    model = fitted(fn)
+    for m in line_m:
+        model.add("gemm", "bf16", {"m": m, "n": nk[0], "k": nk[1]}, fn({"m": m, "n": nk[0], "k": nk[1]}))
+    return model
+
+
+def test_an_m_lines_residuals_carry_to_other_n_and_k():
+    """Every M of 2..16 measured at one N x K (the sweep's M line) gives each M its own residual off the line
+    through the powers of two around it; at N and K not powers of two, M = 3, 5, 7 and 11 are then expected within
+    2% of the made-up device, where without the line they are 12-40% fast; a power of two keeps its answer."""
+    from roofline.efficiency import m_residuals
+    off = [{"m": 3, "n": 3312, "k": 1920}, {"m": 5, "n": 2224, "k": 3712}, {"m": 7, "n": 1200, "k": 4480},
+           {"m": 11, "n": 1456, "k": 2432}]
+    model, plain = with_line(), fitted(blocked_rows)
+    for shape in off:
+        got = model.expected("gemm", "bf16", shape)
+        assert got.efficiency == pytest.approx(blocked_rows(shape), rel=0.02), shape
+        assert f"M = {shape['m']} runs" in got.note and "M line" in got.note, got.note
+        wrong = plain.expected("gemm", "bf16", shape).efficiency / blocked_rows(shape)
+        assert wrong > 1.1, (shape, wrong)  # the smooth fit alone promises the left-over rows the block's speed
+    four = {"m": 4, "n": 3312, "k": 1920}
+    assert model.expected("gemm", "bf16", four).efficiency == pytest.approx(
+        plain.expected("gemm", "bf16", four).efficiency, rel=0.02)
+    res = m_residuals(model.points("gemm", "bf16"))
+    assert set(res) == {3, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15}
+    assert res[5] == pytest.approx(-math.log(1.4), abs=0.01) and abs(res[6]) < 0.01
+
+
+def test_an_m_the_line_missed_widens_the_plus_minus_instead_of_guessing_a_residual():
+    """A line cut short (the budget ran out at M = 8) knows M = 3, 5, 7 but not 11: M = 11 is fitted smoothly and
+    says so, its +- widened by the RMS of the residuals the line did measure; a power of two is not, nor an M an
+    octave past the line's (M = 40)."""
+    short = with_line(line_m=range(2, 9))
+    full = with_line()
+    shape = {"m": 11, "n": 1456, "k": 2432}
+    got, known = short.expected("gemm", "bf16", shape), full.expected("gemm", "bf16", shape)
+    assert "not on an M line" in got.note, got.note
+    assert got.uncertainty > known.uncertainty + 0.1, (got.uncertainty, known.uncertainty)
+    for m in (16, 40):
+        assert "M line" not in short.expected("gemm", "bf16", {"m": m, "n": 1456, "k": 2432}).note, m
+
+
+def test_a_shape_off_the_line_that_the_residual_explains_is_not_run_again():
+    """``disagreement`` (what sends a run back to be measured again) takes out the residual the M line measured: a
+    learned M = 5 at another N x K that runs 40% slower than its neighbours, as the line said it would, agrees;
+    one 40% slower still (a busy moment) does not."""
+    model = with_line()
+    shape = {"m": 5, "n": 4096, "k": 4096}
+    model.add("gemm", "bf16", shape, blocked_rows(shape))
+    assert model.disagreement("gemm", "bf16", shape) < 0.02
+    busy = with_line()
+    busy.add("gemm", "bf16", shape, blocked_rows(shape) / 1.4)
+    assert busy.disagreement("gemm", "bf16", shape) == pytest.approx(math.log(1.4), abs=0.02)

@@ -458,3 +458,56 @@ def test_learned_attention_shapes_map_back_to_a_kernel_of_the_same_shape():
         back = keff._builder_shape(kw, model_shape("attention", shape))
         assert model_shape("attention", keff.shape_dict(kw, back)) == model_shape("attention", shape), (shape, back)
         keff._cost(kw, back)  # a shape the cost model (and so the kernel) accepts
+
+
+@pytest.mark.parametrize("budget_s", [keff.LINE_MIN_S, keff.LINE_MIN_S * 0.9])
+def test_a_full_sweep_measures_an_m_line_after_its_seeds_and_a_short_one_does_not(monkeypatch, budget_s):
+    """Where a GEMM path's share of the budget reaches ``LINE_MIN_S`` (a full calibration: 15 s a GEMM path), every M
+    of 2..16 at ``LINE_NK`` is measured in a row once the path has spent ``LINE_AFTER`` of its share (after the seed
+    and the planner's first picks), and a made-up device's slow left-over rows (M = 3, 5, 7: 15-40% slower than
+    the line through their powers of two) are then expected at other N x K; under it (the quick calibration's 3 s)
+    the budget goes to the grid alone."""
+    slow = {3: 1.3, 5: 1.4, 7: 1.15}
+    calls, clock = [], [0.0]
+
+    def blocked(m, n, k):
+        return surface(m, n, k) / slow.get(m, 1.0)
+
+    def measure(label, kwargs, shape, info, hw, est=None, **_):
+        calls.append(shape)
+        clock[0] += 0.2  # a measurement takes 200 ms of the fake clock
+        m, n, k = shape
+        kernel = SimpleNamespace(op="gemv" if m == 1 else "gemm", precision=label,
+                                 cost=SimpleNamespace(shape={"m": m, "n": n, "k": k}))
+        timing = SimpleNamespace(median_s=1e-6 * m * n * k / 2**20, rel_iqr=0.01)
+        return kernel, SimpleNamespace(efficiency=blocked(m, n, k), memory_roof_only=False, timing=timing,
+                                       predicted_time_s=timing.median_s * blocked(m, n, k))
+
+    def tick():
+        clock[0] += 1e-3
+        return clock[0]
+
+    monkeypatch.setattr(keff, "_measure", measure)
+    monkeypatch.setattr(keff, "make_gemm", lambda *a, **k: SimpleNamespace(precision=k["precision"]))
+    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
+    monkeypatch.setattr(keff.time, "perf_counter", tick)
+    monkeypatch.setattr(keff.telemetry, "snapshot", lambda *a, **k: {"contention": []})
+    info = SimpleNamespace(kind="cpu", torch_device="cpu", simulated=None)
+    model, rows = keff.run_sweep(info, None, precisions=[("fp32", {"precision": "fp32"})], budget_s=budget_s)
+    line = keff.line_shapes()
+    got = [tuple(r["shape"]) for r in rows if r["run"] == 1]
+    off_grid = [s for s in got if s[0] not in keff.GRID_M]
+    shape = {"m": 5, "n": 2224, "k": 3712}
+    e = model.expected("gemm", "fp32", shape).efficiency
+    if budget_s >= keff.LINE_MIN_S:
+        seeds = len(keff.seed_shapes())
+        assert got[:seeds] == sorted(keff.seed_shapes(), key=lambda s: cost_of(s) / 1000)
+        todo = [s for s in line if s not in got[:got.index(off_grid[0])]]  # the line's powers of two may come first
+        start = got.index(todo[0])
+        assert got[start:start + len(todo)] == todo and len(got) > start + len(todo), got
+        # not before the path spent LINE_AFTER of its share: 200 ms a shape of the fake clock
+        assert 0.2 * start >= keff.LINE_AFTER * budget_s - 0.2, start
+        assert e == pytest.approx(blocked(5, 2224, 3712), rel=0.1), e
+    else:
+        assert not off_grid, off_grid
+        assert e is None or e / blocked(5, 2224, 3712) > 1.2, e
