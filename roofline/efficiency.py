@@ -244,10 +244,20 @@ def m_residuals(pts: list[Point]) -> dict[int, float]:
     return {m: statistics.median(r) for m, r in found.items()}
 
 
+def _residuals_out(pts: list[Point]) -> tuple[list[Point], dict[int, float]]:
+    """(``pts`` with each M's own residual taken out, the residuals): what the fit, the rechecks and the sweep's
+    planning all see, so a left-over-rows kernel the M line measured is neither interpolated through nor sampled
+    as disagreement. A query's residual is then put back (``expected``)."""
+    res = m_residuals(pts)
+    if not res:
+        return pts, res
+    return [p.shifted(-res.get(int(p.shape["m"]), 0.0)) if _class_of(p.shape) == "gemm" else p for p in pts], res
+
+
 def _off_line(m: int, residuals: dict[int, float]) -> bool:
     """An M that may carry a residual of its own the M lines did not measure: no power of two, below an octave past
     the largest M they measured one for (left-over rows weigh less as M grows; fp32 here still ran 12% off at M = 24)."""
-    return (bool(residuals) and m > 2 and m & (m - 1) != 0 and m not in residuals
+    return (bool(residuals) and m & (m - 1) != 0 and m not in residuals
             and m < 2 << max(residuals).bit_length())
 
 
@@ -373,8 +383,7 @@ class EfficiencyModel:
         memory_roof = self._memory_roof(op, precision)
         # an M's own residual (``m_residuals``) is taken out of every shape at that M, the rest interpolated, and
         # the query's put back
-        res = m_residuals(pts) if _class_of(shape) == "gemm" else {}
-        pts = [p.shifted(-res.get(int(p.shape["m"]), 0.0)) for p in pts] if res else pts
+        pts, res = _residuals_out(pts)
         m_q = int(shape["m"]) if res else 0
         off_line = (math.sqrt(sum(r * r for r in res.values()) / len(res))
                     if _off_line(m_q, res) else 0.0)
@@ -442,9 +451,8 @@ class EfficiencyModel:
             return 0.0
         # an M's residual measured on an M line elsewhere explains that much of its distance (its own line's
         # residual is itself, so it is judged raw)
-        res = m_residuals(rest) if _class_of(shape) == "gemm" else {}
+        rest, res = _residuals_out(rest)
         r_own = res.get(int(shape["m"]), 0.0) if res else 0.0
-        rest = [p.shifted(-res.get(int(p.shape["m"]), 0.0)) for p in rest] if res else rest
         rest = _same_kind(rest, shape)
         fit = _interpolate(own[0].features, rest, own[0].intensity, self._memory_roof(op, precision))
         return abs(fit + r_own - own[0].log_eff)
@@ -460,7 +468,7 @@ class EfficiencyModel:
         over its axes needs); 0 at a measured shape, infinite with nothing measured. A sweep measures where this is
         largest first."""
         import numpy as np
-        pts = self.points(op, precision)
+        pts, _ = _residuals_out(self.points(op, precision))  # as the fit sees them
         if not pts:
             return [math.inf] * len(shapes)
         f = np.array([p.features for p in pts])

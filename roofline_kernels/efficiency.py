@@ -227,17 +227,18 @@ def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates,
     ``recheck`` flagged, oldest first) whose cost fits, then an unmeasured shape of ``line`` (the M line, in order),
     else the candidate with the most uncertainty per square root of its estimated cost, among those whose cost fits
     what is left."""
-    fits = [c for c in candidates if c not in measured and cost(c) <= MAX_CALL_S and
-            cost(c) * MIN_REPS < remaining_s]
+    def affordable(c):
+        return c not in measured and cost(c) <= MAX_CALL_S and cost(c) * MIN_REPS < remaining_s
+    fits = [c for c in candidates if affordable(c)]
     seeds = sorted((c for c in seed_shapes(kwargs) if c in fits), key=cost)
     if seeds:
         return seeds[0]
     for c in again:
         if cost(c) * MIN_REPS < remaining_s:
             return c
-    for c in line:
-        if c not in measured and cost(c) <= MAX_CALL_S and cost(c) * MIN_REPS < remaining_s:
-            return c
+    line = [c for c in line if affordable(c)]
+    if line:
+        return line[0]
     if not fits:
         return None
     op = "attention" if kwargs is not None and _is_attention(kwargs) else "gemm"

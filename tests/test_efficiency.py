@@ -746,3 +746,13 @@ def test_a_shape_off_the_line_that_the_residual_explains_is_not_run_again():
     busy = with_line()
     busy.add("gemm", "bf16", shape, blocked_rows(shape) / 1.4)
     assert busy.disagreement("gemm", "bf16", shape) == pytest.approx(math.log(1.4), abs=0.02)
+
+
+def test_the_sweep_plans_on_the_m_lines_residuals_taken_out():
+    """The sweep's planning sees what the fit sees: left-over rows the M line measured (M = 3, 5: 30-40% slow) are
+    no disagreement between neighbours, so the shapes around them count as no less sure than on a device whose every
+    M lies on the line (without it, the line's residuals read as neighbours disagreeing, and drew the budget)."""
+    blocked, flat = with_line(), with_line(smooth)
+    shapes = [{"m": m, "n": n, "k": k} for m in (2, 4, 8) for n in (1536, 3072) for k in (1536, 3072)]
+    got, want = blocked.uncertainties("gemm", "bf16", shapes), flat.uncertainties("gemm", "bf16", shapes)
+    assert got == pytest.approx(want, rel=0.05, abs=1e-3), (got, want)

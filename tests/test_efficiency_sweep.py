@@ -353,6 +353,21 @@ def test_a_run_a_busy_moment_slowed_is_measured_again_and_outvoted(monkeypatch):
     assert model.meta["repeated"] < len(rows) / 4, "runs again only where a shape disagrees, not everywhere"
 
 
+def _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s):
+    """``run_sweep`` of one fp32 path through ``measure`` (which advances ``clock[0]`` by what a measurement takes),
+    every other read of the clock 1 ms on."""
+    def tick():
+        clock[0] += 1e-3
+        return clock[0]
+
+    monkeypatch.setattr(keff, "_measure", measure)
+    monkeypatch.setattr(keff, "make_gemm", lambda *a, **k: SimpleNamespace(precision=k["precision"]))
+    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
+    monkeypatch.setattr(keff.time, "perf_counter", tick)
+    monkeypatch.setattr(keff.telemetry, "snapshot", lambda *a, **k: {"contention": []})
+    info = SimpleNamespace(kind="cpu", torch_device="cpu", simulated=None)
+    return keff.run_sweep(info, None, precisions=[("fp32", {"precision": "fp32"})], budget_s=budget_s)
+
 @pytest.mark.parametrize("slower", [1.0, 1.25])
 def test_the_sweep_measures_its_first_shapes_again_and_the_plus_minus_carries_how_far_the_host_moved(monkeypatch,
                                                                                                     slower):
@@ -369,17 +384,7 @@ def test_the_sweep_measures_its_first_shapes_again_and_the_plus_minus_carries_ho
             m.efficiency /= slower
         return kernel, m
 
-    def tick():
-        clock[0] += 1e-3
-        return clock[0]
-
-    monkeypatch.setattr(keff, "_measure", measure)
-    monkeypatch.setattr(keff, "make_gemm", lambda *a, **k: SimpleNamespace(precision=k["precision"]))
-    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
-    monkeypatch.setattr(keff.time, "perf_counter", tick)
-    monkeypatch.setattr(keff.telemetry, "snapshot", lambda *a, **k: {"contention": []})
-    info = SimpleNamespace(kind="cpu", torch_device="cpu", simulated=None)
-    model, rows = keff.run_sweep(info, None, precisions=[("fp32", {"precision": "fp32"})], budget_s=1.0)
+    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.0)
     assert model.meta["seconds"] <= 1.0 and len(calls) > 30, (model.meta["seconds"], len(calls))
     first = [tuple(r["shape"]) for r in rows if r["run"] == 1][:keff.DRIFT_SHAPES]
     again = [tuple(r["shape"]) for r in rows if r.get("drift")]
@@ -468,32 +473,18 @@ def test_a_full_sweep_measures_an_m_line_after_its_seeds_and_a_short_one_does_no
     the line through their powers of two) are then expected at other N x K; under it (the quick calibration's 3 s)
     the budget goes to the grid alone."""
     slow = {3: 1.3, 5: 1.4, 7: 1.15}
-    calls, clock = [], [0.0]
+    clean, clock = fake_measure([]), [0.0]
 
     def blocked(m, n, k):
         return surface(m, n, k) / slow.get(m, 1.0)
 
     def measure(label, kwargs, shape, info, hw, est=None, **_):
-        calls.append(shape)
         clock[0] += 0.2  # a measurement takes 200 ms of the fake clock
-        m, n, k = shape
-        kernel = SimpleNamespace(op="gemv" if m == 1 else "gemm", precision=label,
-                                 cost=SimpleNamespace(shape={"m": m, "n": n, "k": k}))
-        timing = SimpleNamespace(median_s=1e-6 * m * n * k / 2**20, rel_iqr=0.01)
-        return kernel, SimpleNamespace(efficiency=blocked(m, n, k), memory_roof_only=False, timing=timing,
-                                       predicted_time_s=timing.median_s * blocked(m, n, k))
+        kernel, m = clean(label, kwargs, shape, info, hw, est)
+        m.efficiency = blocked(*shape)
+        return kernel, m
 
-    def tick():
-        clock[0] += 1e-3
-        return clock[0]
-
-    monkeypatch.setattr(keff, "_measure", measure)
-    monkeypatch.setattr(keff, "make_gemm", lambda *a, **k: SimpleNamespace(precision=k["precision"]))
-    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
-    monkeypatch.setattr(keff.time, "perf_counter", tick)
-    monkeypatch.setattr(keff.telemetry, "snapshot", lambda *a, **k: {"contention": []})
-    info = SimpleNamespace(kind="cpu", torch_device="cpu", simulated=None)
-    model, rows = keff.run_sweep(info, None, precisions=[("fp32", {"precision": "fp32"})], budget_s=budget_s)
+    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=budget_s)
     line = keff.line_shapes()
     got = [tuple(r["shape"]) for r in rows if r["run"] == 1]
     off_grid = [s for s in got if s[0] not in keff.GRID_M]
