@@ -49,6 +49,7 @@ class Kernel:
     note: str = ""  # e.g. what the correctness probe on a simulated device could not run
     weight_elements: int = 0  # N x K of the weights as built (the cost may be re-shaped, e.g. on a simulated device)
     launches: int = 1  # device kernels one call launches (aten ops that are not views): > 1 is timed from a CUDA graph
+    checked_call_s: float | None = field(default=None, compare=False)  # wall time of ``check``'s call (its first)
 
     @property
     def fn(self) -> Callable:
@@ -85,8 +86,13 @@ class Kernel:
 
     def check(self) -> float:
         """Max error against the FP32 reference, relative to the reference's scale; raises if too large."""
+        import time
+
         import torch
-        out, ref = self.fn().float().cpu(), self.reference().float().cpu()
+        t0 = time.perf_counter()
+        out = self.fn().float().cpu()  # the copy to the host waits for a device's work
+        self.checked_call_s = time.perf_counter() - t0
+        ref = self.reference().float().cpu()
         if out.shape != ref.shape:
             raise AssertionError(f"{self.precision} {self.op}: shape {tuple(out.shape)} != {tuple(ref.shape)}")
         scale = ref.abs().max().clamp_min(1e-6)

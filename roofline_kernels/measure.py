@@ -273,7 +273,8 @@ def measure_kernel(kernel: Kernel, info: DeviceInfo, hw: Hardware, mode: str = "
         # timed per call with events it measures the host's dispatch of each launch, not the kernels
         graph = cuda_graph or (info.torch_device == "cuda" and kernel.launches > 1)
         args = dict(device=info.torch_device, mode=mode, warmup_ms=warmup_ms, rep_ms=rep_ms, rotation=rotation,
-                    rotation_bytes=spanned, max_wall_s=max_wall_s, region=region, warm=warm, min_reps=min_reps)
+                    rotation_bytes=spanned, max_wall_s=max_wall_s, region=region, warm=warm, min_reps=min_reps,
+                    warm_call_s=kernel.checked_call_s if warm else None)
         try:
             timing = bench(kernel.fn, cuda_graph=graph, **args)
         except BudgetExceeded:

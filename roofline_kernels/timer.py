@@ -100,6 +100,15 @@ def sampled_enough(timing: "Timing", min_reps: int) -> bool:
     return timing.count >= min_reps or (timing.count >= LONG_CALL_REPS and sum(timing.samples_s) >= MIN_SPAN_S)
 
 
+# a CPU kernel whose earlier call (its correctness check's) took so long that min_reps of them exceed the budget by
+# this factor is refused without the estimate call, which would have told the same for seconds more (a 3 s int8
+# GEMM without VNNI spent 2 x 3 s of the suite before its skip); the earlier call was the kernel's first, whose
+# setup (allocation, a library's primitive creation: milliseconds on a CPU) is no 25% of a call over 2 s. Nearer
+# the budget, one more timed call decides. Not on CUDA, where a first call may carry seconds of context and
+# library setup.
+WARM_REFUSAL = 1.25
+
+
 class BudgetExceeded(ValueError):
     """``min_reps`` samples of this kernel cannot fit the per-case wall budget."""
 
@@ -120,14 +129,19 @@ def _check(mode, warmup_ms, rep_ms, min_reps, rotation):
 def bench(fn, *, device: str = "cpu", mode: str = "cold", warmup_ms: float = 25.0, rep_ms: float = 100.0,
           min_reps: int = 10, max_reps: int = 100_000, rel_iqr_target: float = 0.02, cuda_graph: bool = False,
           rotation=None, rotation_bytes: int = 0, max_wall_s: float | None = None, region=None,
-          warm: bool = False) -> Timing:
+          warm: bool = False, warm_call_s: float | None = None) -> Timing:
     """Time ``fn()`` (hot) or the ``rotation`` callables in turn (cold); each call does the whole kernel.
-    ``warm``: the kernel has run before (e.g. its correctness check), so no call is spent on initialisation."""
+    ``warm``: the kernel has run before (e.g. its correctness check), so no call is spent on initialisation;
+    ``warm_call_s``: how long that call took (CPU: a call that long is refused without another, ``WARM_REFUSAL``)."""
     _check(mode, warmup_ms, rep_ms, min_reps, rotation)
     fns = list(rotation) if mode == "cold" else [fn]
     if device == "cpu":
         if cuda_graph:
             raise ValueError("cuda_graph=True needs a CUDA device; got device='cpu'")
+        if warm and warm_call_s is not None and max_wall_s is not None and \
+                warm_call_s * min_reps > WARM_REFUSAL * max_wall_s:
+            raise BudgetExceeded(f"one call took {warm_call_s:.3g} s (its correctness check's): {min_reps} samples need "
+                                 f"~{warm_call_s * min_reps:.3g} s, over the per-case budget of {max_wall_s:g} s")
         timing = _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, rel_iqr_target, max_wall_s, region, warm)
     else:
         timing = _bench_cuda(fns, warmup_ms, rep_ms, min_reps, max_reps, rel_iqr_target, cuda_graph, max_wall_s,

@@ -25,6 +25,27 @@ def test_a_measurement_carries_its_prediction_and_context(device_info, hardware_
     assert "cpu" in d["telemetry"] and "region" in d["telemetry"] and isinstance(d["contention"], list)
 
 
+def test_a_kernel_whose_correctness_check_took_too_long_is_refused_on_that_call(device_info, hardware_entry):
+    """``check`` times its call; ``measure_kernel(warm=True)`` hands that to the timer, which refuses a kernel whose
+    ``min_reps`` such calls lie well past the case budget without calling it again."""
+    from roofline_kernels.timer import BudgetExceeded
+    k = make_gemv(256, 256, "fp32")
+    assert k.checked_call_s is None
+    k.check()
+    assert 0 < k.checked_call_s < 1.0
+    k.checked_call_s = 30.0  # as a 3 s int8 GEMM's check would leave it, 10 samples against a 20 s budget
+    calls, call = [], k.call
+    k.call = lambda inputs: (calls.append(1), call(inputs))[1]
+    with pytest.raises(BudgetExceeded, match="its correctness check's"):
+        measure_kernel(k, device_info, hardware_entry, "cold", "calibrated", rep_ms=10, max_wall_s=20, warm=True,
+                       with_telemetry=False)
+    assert not calls
+    k.checked_call_s = 1e-4  # a short call: timed as ever
+    m = measure_kernel(k, device_info, hardware_entry, "cold", "calibrated", rep_ms=10, max_wall_s=20, warm=True,
+                       with_telemetry=False)
+    assert calls and sampled_enough(m.timing, 10)
+
+
 def test_a_missing_calibrated_peak_falls_back_to_the_datasheet_with_a_note():
     """A Blackwell profile without an FP4 peak (calibration never measured it) must price FP4, not error."""
     from roofline import Calibration, gemm, get_hardware

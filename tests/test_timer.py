@@ -75,6 +75,27 @@ def test_a_kernel_whose_samples_cannot_fit_the_case_budget_is_refused_after_two_
     assert len(calls) == 1  # already initialised (its correctness check ran it): the estimate alone
 
 
+def test_a_call_the_correctness_check_saw_take_too_long_is_refused_without_another():
+    """The check's call is a call: one that says ``min_reps`` samples lie beyond ``WARM_REFUSAL`` x the budget
+    refuses the kernel before any call (not on CUDA, whose first call carries its setup); nearer the budget, or
+    with no such call, one timed call decides, and a kernel that fits is timed as ever."""
+    from roofline_kernels.timer import WARM_REFUSAL
+    calls = []
+
+    def fn():
+        calls.append(1)
+        spin(2_000_000)
+    with pytest.raises(BudgetExceeded, match=r"took 3 s \(its correctness check's\): 10 samples need ~30 s"):
+        bench(fn, mode="hot", min_reps=10, max_wall_s=20, warm=True, warm_call_s=3.0)
+    assert not calls
+    near = 0.99 * WARM_REFUSAL * 20 / 10  # its first call may have carried setup: the 2 ms calls now fit
+    t = bench(fn, mode="hot", min_reps=10, max_wall_s=20, warm=True, warm_call_s=near, rep_ms=5)
+    assert calls and t.count >= 10
+    calls.clear()
+    bench(fn, mode="hot", min_reps=10, max_wall_s=20, warm=False, warm_call_s=3.0, rep_ms=5)  # not warm: not its call
+    assert calls
+
+
 def test_warmup_is_capped():
     calls = []
     t = bench(lambda: calls.append(1), mode="hot", warmup_ms=10_000, rep_ms=1, min_reps=10)
