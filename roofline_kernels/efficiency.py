@@ -66,6 +66,12 @@ LINE_MIN_S = 8.0
 # once the path has spent this much of its share: the seed and the planner's first picks reach the shapes far from
 # any (M 32-128 and 700 were "not near" for two paths here when the line ran right after the seed)
 LINE_AFTER = 0.5
+# each power of two of the line runs once more when the line is done: every residual of an octave leans on its two
+# ends, and one run a busy moment sped or slowed moves them all (a single M = 2 run read high here: M = 3's residual
+# came out 41% where five N x K had said 19-34%, and held-out M = 3 ran 15% faster than expected); the mean of two
+# runs minutes apart halves that, also levels the host's drift over the line, and two runs further apart than
+# RECHECK_LOG get a third (``recheck``), whose median then stands
+LINE_ANCHOR_RUNS = 2
 # off the grid: N and K not powers of two (N % 16 and K % 128 as the packed INT4 kernel needs), M 1..2048
 HELD_OUT = [(1, 1744, 2944), (1, 4880, 2176), (1, 2800, 6912), (3, 3312, 1920), (7, 1200, 4480), (24, 2608, 2560),
             (48, 5200, 1408), (96, 1808, 3584), (200, 3008, 1280), (384, 1408, 2944), (700, 2096, 2176),
@@ -134,6 +140,11 @@ def seed_shapes(kwargs=None) -> list[tuple[int, ...]]:
 def line_shapes(kwargs=None) -> list[tuple[int, ...]]:
     """A GEMM path's M line (``LINE_M`` at ``LINE_NK``); none for attention."""
     return [] if kwargs is not None and _is_attention(kwargs) else [(m,) + LINE_NK for m in LINE_M]
+
+
+def line_anchors(line) -> list[tuple[int, ...]]:
+    """The shapes of an M line at a power of two of M: the ends of every octave its residuals are read against."""
+    return [c for c in line if c[0] & (c[0] - 1) == 0]
 
 
 def held_out_shapes(kwargs) -> list[tuple[int, ...]]:
@@ -279,6 +290,7 @@ class _Path:
         self.candidates = grid_shapes(kwargs)
         self.precision, self.spent, self.count, self.again, self.started = None, 0.0, 0, 0, False
         self.first = []  # (shape, efficiency, wall seconds) of the first DRIFT_SHAPES measured: run again at the end
+        self.line_done = False
 
     @property
     def share(self) -> float:
@@ -289,6 +301,11 @@ class _Path:
             return self.todo.pop(0) if self.todo else None
         if self.precision is None:  # the model key's precision label, known once a kernel was built
             self.precision = _precision_label(self.kwargs, info)
+        if self.line and not self.line_done and all(c in self.measured or c in self.dead for c in self.line):
+            self.line_done = True  # its powers of two run again now (``LINE_ANCHOR_RUNS``), before anything new
+            queued = {q for _, q in self.queue}
+            self.queue += [(self.count, c) for c in line_anchors(self.line)
+                           if 0 < self.runs.get(c, 0) < LINE_ANCHOR_RUNS and c not in queued]
         due = [q for n, q in self.queue if n <= self.count]
         shape = plan_next(model, self.label, self.precision, self.candidates, self.costs, left,
                           self.measured | self.dead, self.kwargs, due,
