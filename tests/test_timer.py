@@ -96,6 +96,32 @@ def test_a_call_the_correctness_check_saw_take_too_long_is_refused_without_anoth
     assert calls
 
 
+def test_a_long_call_the_correctness_check_timed_spends_no_call_on_an_estimate(monkeypatch):
+    """Past ``LONG_CALL_S`` the check's call is the estimate: every call after it is a sample (a software bf16 GEMM
+    at 0.8 s a call saved one). One read long (its setup) still gets samples spanning ``MIN_SPAN_S`` of the calls'
+    own time, and a short call that the check read long gets its ``min_reps``. (The thresholds scaled down 5x: the
+    same rules in a fifth of the time.)"""
+    import roofline_kernels.timer as timer
+    monkeypatch.setattr(timer, "LONG_CALL_S", 0.02)
+    monkeypatch.setattr(timer, "MIN_SPAN_S", 0.2)
+    calls = []
+
+    def fn():
+        calls.append(1)
+        spin(25_000_000)
+    for read in (0.025, 0.1):
+        calls.clear()
+        t = bench(fn, mode="hot", warmup_ms=0, rep_ms=1, min_reps=10, max_wall_s=20, warm=True, warm_call_s=read)
+        assert len(calls) == t.count and t.count >= LONG_CALL_REPS and sum(t.samples_s) >= 0.2, (read, len(calls), t.count)
+    calls.clear()
+
+    def short():
+        calls.append(1)
+        spin(1_000_000)
+    t = bench(short, mode="hot", warmup_ms=0, rep_ms=1, min_reps=10, max_wall_s=20, warm=True, warm_call_s=0.1)
+    assert t.count == 10 and len(calls) == t.count, (len(calls), t.count)  # 1 ms calls: ten samples
+
+
 def test_warmup_is_capped():
     calls = []
     t = bench(lambda: calls.append(1), mode="hot", warmup_ms=10_000, rep_ms=1, min_reps=10)
