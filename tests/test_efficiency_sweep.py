@@ -533,3 +533,42 @@ def test_the_m_lines_powers_of_two_run_again_when_it_ends_so_one_run_read_high_m
     truth = math.log(surface(3, *keff.LINE_NK) / slow[3]) - (
         (1 - f) * math.log(surface(2, *keff.LINE_NK)) + f * math.log(surface(4, *keff.LINE_NK)))
     assert abs(got - truth) == pytest.approx((1 - f) * math.log(1.3) / keff.LINE_ANCHOR_RUNS, rel=1e-6), (got, truth)
+
+
+def test_an_m_whose_first_run_lies_off_the_line_runs_again_so_a_busy_moment_is_not_taken_for_a_residual(monkeypatch):
+    """A made-up busy moment makes the line's M = 11 run read 30% slow, where the device has no residual there: once
+    the line ends, every M whose first run lies over ``LINE_CONFIRM_LOG`` off the line through its powers of two
+    runs again (the device's real left-over-rows Ms 3, 5, 7 among them, the flat ones not), and M = 11's residual
+    comes out half as large; the real ones stand."""
+    slow = {3: 1.3, 5: 1.4, 7: 1.15}
+    clean, clock, seen = fake_measure([]), [0.0], []
+
+    def measure(label, kwargs, shape, info, hw, est=None, **_):
+        clock[0] += 0.2
+        kernel, m = clean(label, kwargs, shape, info, hw, est)
+        m.efficiency = surface(*shape) / slow.get(shape[0], 1.0)
+        if tuple(shape) == (11,) + keff.LINE_NK and tuple(shape) not in seen:
+            m.efficiency /= 1.3  # its first run only
+        seen.append(tuple(shape))
+        return kernel, m
+
+    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.5 * keff.LINE_MIN_S)
+    line, anchors = keff.line_shapes(), keff.line_anchors(keff.line_shapes())
+
+    def line_log(m):
+        return math.log(surface(m, *keff.LINE_NK))
+
+    def truth(m):  # the device's own residual at M
+        lo = 1 << (m.bit_length() - 1)
+        f = math.log2(m / lo)
+        return math.log(surface(m, *keff.LINE_NK) / slow.get(m, 1.0)) - ((1 - f) * line_log(lo) + f * line_log(2 * lo))
+    first = {m: truth(m) - (math.log(1.3) if m == 11 else 0.0) for m in range(2, 17) if m & (m - 1)}
+    shapes = [tuple(r["shape"]) for r in rows]
+    last = max(shapes.index(s) for s in line)
+    confirm = [s for s in line if s not in anchors and abs(first[s[0]]) > keff.LINE_CONFIRM_LOG]
+    assert {3, 5, 7, 11} <= {s[0] for s in confirm} and len(confirm) < len(line) - len(anchors)
+    assert shapes[last + 1:last + 1 + len(anchors) + len(confirm)] == anchors + confirm, shapes[last + 1:]
+    got = m_residuals(model.points("gemm", "fp32"))
+    assert got[11] - truth(11) == pytest.approx(-math.log(1.3) / 2, rel=1e-6)
+    for m in (3, 5, 7):
+        assert got[m] == pytest.approx(truth(m), rel=1e-6)
