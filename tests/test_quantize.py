@@ -177,7 +177,9 @@ def test_pipeline_end_to_end_compares_measured_with_predicted(info, calibration)
 def test_auto_measures_the_roofline_candidates_and_applies_the_fastest_within_budget(info, calibration):
     from roofline_quantize.configs import FROM_RECOMMENDATION
     try:
-        rep = run_pipeline(precision="auto", device_info=info, calibration=calibration, rep_ms=40,
+        # a 16-token prompt: the pick is by decode (the default phase), and each candidate's prefill is timed too,
+        # at 64 tokens 0.2 s a call where bf16 runs in software (5 candidates' prefills: ~7 s of `pytest -m cpu`)
+        rep = run_pipeline(precision="auto", device_info=info, calibration=calibration, rep_ms=40, prompt_len=16,
                            tiny_config=TinyConfig(n_layers=2), max_logit_error=0.5)
     except QuantizationUnsupported as e:  # nothing measured beat the unquantized model within the budget
         assert "no candidate beat the unquantized model" in str(e) and "pass --precision" in str(e)
