@@ -15,7 +15,8 @@ path's budget.
    per the square root of its estimated cost, so a short budget buys the most accuracy;
 3. where a GEMM path's share of the budget allows (``LINE_MIN_S``), once it has spent ``LINE_AFTER`` of it, an
    **M line**: every M of 2..16 at one N x K, so each decode batch size's own residual off the line in log M is
-   known (``roofline.efficiency.m_residuals``);
+   known (``roofline.efficiency.m_residuals``); when it ends its powers of two, and each M lying over 10% off its
+   line, run again (a third time where two runs disagree), within half of what is left of the path's share;
 4. a shape whose run lies more than ``RECHECK_LOG`` off what its neighbours predict (``recheck``: its
    leave-one-out error) runs **again** a few shapes later, and a third time if its two runs disagree, so one run a
    busy moment slowed on a shared host does not bend the model (the median of its runs is what it keeps).
@@ -78,6 +79,10 @@ LINE_ANCHOR_RUNS = 2
 # shows again, and the model keeps the median of the runs. Under it a residual moves an expected time by less
 # than the noise of one run here
 LINE_CONFIRM_LOG = math.log(1.1)
+# two runs of a line's M further apart than LINE_CONFIRM_LOG get a third, whose median then stands: the mean of a
+# clean run and one 36% slow is still 17% off, a residual of its own. The line's re-runs take at most this share of
+# what is left of the path's own when the line ends (the Ms furthest off their line first): the grid keeps the rest
+LINE_RERUN_SHARE = 0.5
 # off the grid: N and K not powers of two (N % 16 and K % 128 as the packed INT4 kernel needs), M 1..2048
 HELD_OUT = [(1, 1744, 2944), (1, 4880, 2176), (1, 2800, 6912), (3, 3312, 1920), (7, 1200, 4480), (24, 2608, 2560),
             (48, 5200, 1408), (96, 1808, 3584), (200, 3008, 1280), (384, 1408, 2944), (700, 2096, 2176),
@@ -264,7 +269,8 @@ def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates,
     return fits[best] if u[best] > 0 else None
 
 
-def recheck(model: EfficiencyModel, op: str, precision: str, shape: dict, runs: int) -> str | None:
+def recheck(model: EfficiencyModel, op: str, precision: str, shape: dict, runs: int,
+            apart: float = RECHECK_LOG) -> str | None:
     """Why a shape just measured should run again, or None. On a shared host one run a busy moment slowed would
     bend the model around it for good, so a first run that lies more than ``RECHECK_LOG`` from what its neighbours
     predict there is run again, later; a second run that disagrees with the first by as much gets a third, and the
@@ -278,7 +284,7 @@ def recheck(model: EfficiencyModel, op: str, precision: str, shape: dict, runs: 
     point = next((p for p in model.points(op, precision) if p.shape == model_shape(op, shape)), None)
     effs = point.efficiencies[-runs:] if point else ()
     spread = abs(math.log(max(effs) / min(effs))) if len(effs) >= 2 else 0.0
-    return f"its runs {math.exp(spread) - 1:.0%} apart" if spread > RECHECK_LOG else None
+    return f"its runs {math.exp(spread) - 1:.0%} apart" if spread > apart else None
 
 
 def _share(kwargs) -> float:
@@ -296,7 +302,7 @@ class _Path:
         self.candidates = grid_shapes(kwargs)
         self.precision, self.spent, self.count, self.again, self.started = None, 0.0, 0, 0, False
         self.first = []  # (shape, efficiency, wall seconds) of the first DRIFT_SHAPES measured: run again at the end
-        self.line_done = False
+        self.line_done, self.line_s = False, 0.0  # the line's first runs took line_s seconds of wall time
 
     @property
     def share(self) -> float:
@@ -315,10 +321,13 @@ class _Path:
             res = m_residuals([p for p in model.points("gemm", self.precision)
                                if all(p.shape.get(a) == v for a, v in nk.items())])
             anchors = line_anchors(self.line)
-            self.queue += [(self.count, c) for c in anchors
-                           if 0 < self.runs.get(c, 0) < LINE_ANCHOR_RUNS and c not in queued]
-            self.queue += [(self.count, c) for c in self.line if c not in anchors and c not in queued
-                           and self.runs.get(c, 0) == 1 and abs(res.get(c[0], 0.0)) > LINE_CONFIRM_LOG]
+            want = [c for c in anchors if 0 < self.runs.get(c, 0) < LINE_ANCHOR_RUNS and c not in queued]
+            want += sorted((c for c in self.line if c not in anchors and c not in queued and self.runs.get(c, 0) == 1
+                            and abs(res.get(c[0], 0.0)) > LINE_CONFIRM_LOG), key=lambda c: -abs(res[c[0]]))
+            each = self.line_s / max(1, sum(self.runs.get(c, 0) > 0 for c in self.line))  # a line run's wall time
+            room = LINE_RERUN_SHARE * max(0.0, self.allowance_s - self.spent)
+            take = set(want[:int(room / each)] if each > 0 else want)
+            self.queue += [(self.count, c) for c in anchors + [c for c in self.line if c not in anchors] if c in take]
         due = [q for n, q in self.queue if n <= self.count]
         shape = plan_next(model, self.label, self.precision, self.candidates, self.costs, left,
                           self.measured | self.dead, self.kwargs, due,
@@ -389,12 +398,16 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         model.add(kernel.op, kernel.precision, kernel.cost.shape, eff, roof)
         p.count += 1
         p.again += p.runs[shape] > 1
-        if p.todo is None and recheck(model, kernel.op, kernel.precision, kernel.cost.shape, p.runs[shape]):
+        on_line = shape in p.line
+        if p.todo is None and recheck(model, kernel.op, kernel.precision, kernel.cost.shape, p.runs[shape],
+                                      LINE_CONFIRM_LOG if on_line else RECHECK_LOG):
             p.queue.append((p.count + RECHECK_AFTER, shape))
         rows.append({"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape),
                      "run": p.runs[shape], "median_s": m.timing.median_s, "roof_s": m.predicted_time_s, "roof": roof,
                      "efficiency": eff, "rel_iqr": m.timing.rel_iqr})
         p.spent += time.perf_counter() - t0
+        if on_line and p.runs[shape] == 1:
+            p.line_s += time.perf_counter() - t0
     for p in list(active):
         finish(p)
     drift = _measure_drift(paths, model, rows, info, hw, skipped) if planned else {}

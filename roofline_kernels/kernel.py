@@ -49,7 +49,7 @@ class Kernel:
     note: str = ""  # e.g. what the correctness probe on a simulated device could not run
     weight_elements: int = 0  # N x K of the weights as built (the cost may be re-shaped, e.g. on a simulated device)
     launches: int = 1  # device kernels one call launches (aten ops that are not views): > 1 is timed from a CUDA graph
-    checked_call_s: float | None = field(default=None, compare=False)  # wall time of ``check``'s call (its first)
+    checked_call_s: float | None = field(default=None, compare=False)  # wall time of ``check``'s call of the kernel
 
     @property
     def fn(self) -> Callable:

@@ -13,7 +13,9 @@
    budget: a kernel whose estimate says ``min_reps`` samples cannot fit is refused before timing
    (``BudgetExceeded``), never timed with too few samples. The refusal stays on ``min_reps``, not on the floor:
    it says which calls are too long to measure here at all (a 3 s int8 GEMM on a CPU without VNNI, whose case
-   costs ten calls whatever its samples: the correctness check, the estimate, pytest-benchmark's rounds).
+   costs ten calls whatever its samples: the correctness check, the estimate, pytest-benchmark's rounds). On a
+   CPU the correctness check's call (``warm_call_s``) is itself an estimate: one well past the budget
+   (``WARM_REFUSAL``) is refused on it, and a long one that fits is timed without an estimate call of its own.
 4. CPU: ``time.perf_counter_ns`` around each call; the loop stops once the relative IQR settles below a
    target (after ``min_reps``), or when the budget ends. CUDA: one event pair per call and a single
    synchronize at the end (do_bench's recipe); optional CUDA-graph replay for launch-bound kernels.
@@ -102,7 +104,7 @@ def sampled_enough(timing: "Timing", min_reps: int) -> bool:
 
 # a CPU kernel whose earlier call (its correctness check's) took so long that min_reps of them exceed the budget by
 # this factor is refused without the estimate call, which would have told the same for seconds more (a 3 s int8
-# GEMM without VNNI spent 2 x 3 s of the suite before its skip); the earlier call was the kernel's first, whose
+# GEMM without VNNI spent 2 x 3 s of the suite before its skip); the earlier call may be the kernel's first, whose
 # setup (allocation, a library's primitive creation: milliseconds on a CPU) is no 25% of a call over 2 s. Nearer
 # the budget, one more timed call decides. Not on CUDA, where a first call may carry seconds of context and
 # library setup.
@@ -132,7 +134,8 @@ def bench(fn, *, device: str = "cpu", mode: str = "cold", warmup_ms: float = 25.
           warm: bool = False, warm_call_s: float | None = None) -> Timing:
     """Time ``fn()`` (hot) or the ``rotation`` callables in turn (cold); each call does the whole kernel.
     ``warm``: the kernel has run before (e.g. its correctness check), so no call is spent on initialisation;
-    ``warm_call_s``: how long that call took (CPU: a call that long is refused without another, ``WARM_REFUSAL``)."""
+    ``warm_call_s``: how long that call took (CPU: one well past the budget is refused without another,
+    ``WARM_REFUSAL``; a long one that fits is the estimate, and no call is spent on one)."""
     _check(mode, warmup_ms, rep_ms, min_reps, rotation)
     fns = list(rotation) if mode == "cold" else [fn]
     if device == "cpu":

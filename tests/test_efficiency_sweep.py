@@ -496,6 +496,11 @@ def test_a_full_sweep_measures_an_m_line_after_its_seeds_and_a_short_one_does_no
         todo = [s for s in line if s not in got[:got.index(off_grid[0])]]  # the line's powers of two may come first
         start = got.index(todo[0])
         assert got[start:start + len(todo)] == todo, got
+        # the line's re-runs take no more than LINE_RERUN_SHARE of what was left of the share when it ended
+        every = [tuple(r["shape"]) for r in rows if not r.get("drift")]
+        end = next(i for i, s in enumerate(every) if s == got[start + len(todo) - 1])  # the line's last first run
+        again = [s for s in every[end + 1:] if s in line]
+        assert again and 0.2 * len(again) <= keff.LINE_RERUN_SHARE * (budget_s - 0.2 * (end + 1)) + 0.2, (again, end)
         # not before the path spent LINE_AFTER of its share: 200 ms a shape of the fake clock
         assert 0.2 * start >= keff.LINE_AFTER * budget_s - 0.2, start
         assert e == pytest.approx(blocked(5, 2224, 3712), rel=0.1), e
@@ -504,55 +509,52 @@ def test_a_full_sweep_measures_an_m_line_after_its_seeds_and_a_short_one_does_no
         assert e is None or e / blocked(5, 2224, 3712) > 1.2, e
 
 
-def test_the_m_lines_powers_of_two_run_again_when_it_ends_so_one_run_read_high_moves_the_residuals_half_as_far(
-        monkeypatch):
-    """Every residual of an octave is read against its two ends (``m_residuals``): a made-up busy moment that makes
-    the line's first M = 2 run read 30% fast would move M = 3's residual by 0.415 x log(1.3). The line's powers of two
-    run once more as soon as its last M is measured, and the mean of the two runs halves that move."""
-    slow = {3: 1.3, 5: 1.4, 7: 1.15}
-    clean, clock, seen = fake_measure([]), [0.0], []
+SLOW_ROWS = {3: 1.3, 5: 1.4, 7: 1.15}  # a made-up device's left-over-rows Ms: this much slower than their line
+
+
+def _line_sweep_with_one_run_off(monkeypatch, m_off, factor, budget_s):
+    """A fake-clock fp32 sweep of a device whose Ms of ``SLOW_ROWS`` run slow, where a made-up busy moment scales the
+    line's first run at M = ``m_off`` by ``factor`` (its later runs are clean): (model, rows)."""
+    clean, clock, seen = fake_measure([]), [0.0], set()
 
     def measure(label, kwargs, shape, info, hw, est=None, **_):
         clock[0] += 0.2
         kernel, m = clean(label, kwargs, shape, info, hw, est)
-        m.efficiency = surface(*shape) / slow.get(shape[0], 1.0)
-        if tuple(shape) == (2,) + keff.LINE_NK and tuple(shape) not in seen:
-            m.efficiency *= 1.3  # its first run only
-        seen.append(tuple(shape))
+        m.efficiency = surface(*shape) / SLOW_ROWS.get(shape[0], 1.0)
+        if tuple(shape) == (m_off,) + keff.LINE_NK and tuple(shape) not in seen:
+            m.efficiency *= factor
+        seen.add(tuple(shape))
         return kernel, m
 
-    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.25 * keff.LINE_MIN_S)
+    return _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=budget_s)
+
+
+def test_the_m_lines_powers_of_two_run_again_when_it_ends_so_one_run_read_high_moves_the_residuals_half_as_far(
+        monkeypatch):
+    """Every residual of an octave is read against its two ends (``m_residuals``): a made-up busy moment that makes
+    the line's first M = 2 run read 30% fast would move M = 3's residual by 0.415 x log(1.3). The line's powers of two
+    run once more as soon as its last M is measured; M = 2's two runs lie over ``LINE_CONFIRM_LOG`` apart, so it
+    runs a third time, and the median of its runs, a clean one, stands: M = 3's residual comes out as the device's."""
+    model, rows = _line_sweep_with_one_run_off(monkeypatch, 2, 1.3, 1.25 * keff.LINE_MIN_S)
     line, anchors = keff.line_shapes(), keff.line_anchors(keff.line_shapes())
     assert [s[0] for s in anchors] == [2, 4, 8, 16]
     shapes = [tuple(r["shape"]) for r in rows]
     last = max(shapes.index(s) for s in line)
     assert shapes[last + 1:last + 1 + len(anchors)] == anchors, shapes  # right after the line, before anything new
-    assert all(sum(s == a for s in shapes) == keff.LINE_ANCHOR_RUNS for a in anchors)
+    assert [sum(s == a for s in shapes) for a in anchors] == [keff.REPEAT_RUNS] + [keff.LINE_ANCHOR_RUNS] * 3
     got = m_residuals(model.points("gemm", "fp32"))[3]
     f = math.log2(3 / 2)
-    truth = math.log(surface(3, *keff.LINE_NK) / slow[3]) - (
+    truth = math.log(surface(3, *keff.LINE_NK) / SLOW_ROWS[3]) - (
         (1 - f) * math.log(surface(2, *keff.LINE_NK)) + f * math.log(surface(4, *keff.LINE_NK)))
-    assert abs(got - truth) == pytest.approx((1 - f) * math.log(1.3) / keff.LINE_ANCHOR_RUNS, rel=1e-6), (got, truth)
+    assert got == pytest.approx(truth, rel=1e-6), (got, truth, (1 - f) * math.log(1.3))
 
 
 def test_an_m_whose_first_run_lies_off_the_line_runs_again_so_a_busy_moment_is_not_taken_for_a_residual(monkeypatch):
     """A made-up busy moment makes the line's M = 11 run read 30% slow, where the device has no residual there: once
     the line ends, every M whose first run lies over ``LINE_CONFIRM_LOG`` off the line through its powers of two
-    runs again (the device's real left-over-rows Ms 3, 5, 7 among them, the flat ones not), and M = 11's residual
-    comes out half as large; the real ones stand."""
-    slow = {3: 1.3, 5: 1.4, 7: 1.15}
-    clean, clock, seen = fake_measure([]), [0.0], []
-
-    def measure(label, kwargs, shape, info, hw, est=None, **_):
-        clock[0] += 0.2
-        kernel, m = clean(label, kwargs, shape, info, hw, est)
-        m.efficiency = surface(*shape) / slow.get(shape[0], 1.0)
-        if tuple(shape) == (11,) + keff.LINE_NK and tuple(shape) not in seen:
-            m.efficiency /= 1.3  # its first run only
-        seen.append(tuple(shape))
-        return kernel, m
-
-    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.5 * keff.LINE_MIN_S)
+    runs again (the device's real left-over-rows Ms 3, 5, 7 among them, the flat ones not); M = 11's two runs lie
+    30% apart, so a third decides, and every residual comes out as the device's."""
+    model, rows = _line_sweep_with_one_run_off(monkeypatch, 11, 1 / 1.3, 2.5 * keff.LINE_MIN_S)
     line, anchors = keff.line_shapes(), keff.line_anchors(keff.line_shapes())
 
     def line_log(m):
@@ -561,7 +563,7 @@ def test_an_m_whose_first_run_lies_off_the_line_runs_again_so_a_busy_moment_is_n
     def truth(m):  # the device's own residual at M
         lo = 1 << (m.bit_length() - 1)
         f = math.log2(m / lo)
-        return math.log(surface(m, *keff.LINE_NK) / slow.get(m, 1.0)) - ((1 - f) * line_log(lo) + f * line_log(2 * lo))
+        return math.log(surface(m, *keff.LINE_NK) / SLOW_ROWS.get(m, 1.0)) - ((1 - f) * line_log(lo) + f * line_log(2 * lo))
     first = {m: truth(m) - (math.log(1.3) if m == 11 else 0.0) for m in range(2, 17) if m & (m - 1)}
     shapes = [tuple(r["shape"]) for r in rows]
     last = max(shapes.index(s) for s in line)
@@ -569,6 +571,7 @@ def test_an_m_whose_first_run_lies_off_the_line_runs_again_so_a_busy_moment_is_n
     assert {3, 5, 7, 11} <= {s[0] for s in confirm} and len(confirm) < len(line) - len(anchors)
     assert shapes[last + 1:last + 1 + len(anchors) + len(confirm)] == anchors + confirm, shapes[last + 1:]
     got = m_residuals(model.points("gemm", "fp32"))
-    assert got[11] - truth(11) == pytest.approx(-math.log(1.3) / 2, rel=1e-6)
-    for m in (3, 5, 7):
+    assert sum(s == (11,) + keff.LINE_NK for s in shapes) == keff.REPEAT_RUNS
+    assert all(sum(s == c for s in shapes) == 2 for c in confirm if c[0] != 11)  # the real ones agreed: no third
+    for m in (3, 5, 7, 11):
         assert got[m] == pytest.approx(truth(m), rel=1e-6)
