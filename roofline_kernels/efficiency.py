@@ -69,9 +69,8 @@ LINE_MIN_S = 8.0
 LINE_AFTER = 0.5
 # each power of two of the line runs once more when the line is done: every residual of an octave leans on its two
 # ends, and one run a busy moment sped or slowed moves them all (a single M = 2 run read high here: M = 3's residual
-# came out 41% where five N x K had said 19-34%, and held-out M = 3 ran 15% faster than expected); the mean of two
-# runs minutes apart halves that, also levels the host's drift over the line, and two runs further apart than
-# RECHECK_LOG get a third (``recheck``), whose median then stands
+# came out 41% where five N x K had said 19-34%, and held-out M = 3 ran 15% faster than expected); two runs minutes
+# apart that differ by over LINE_CONFIRM_LOG get a third (``recheck``), whose median then stands
 LINE_ANCHOR_RUNS = 2
 # and so does each other M of the line whose first run lies more than this (log) off the line through its powers
 # of two: a residual is one run against two, and one run a busy moment slowed reads as a residual (int8 weight-only
@@ -275,7 +274,8 @@ def recheck(model: EfficiencyModel, op: str, precision: str, shape: dict, runs: 
     bend the model around it for good, so a first run that lies more than ``RECHECK_LOG`` from what its neighbours
     predict there is run again, later; a second run that disagrees with the first by as much gets a third, and the
     model keeps the median of the shape's runs. A real change of kernel the neighbours do not show costs one run more: its
-    second run agrees with its first."""
+    second run agrees with its first. ``apart``: how far two runs may lie apart before a third (an M line's runs:
+    ``LINE_CONFIRM_LOG``, since each residual of the line rests on them)."""
     if runs >= REPEAT_RUNS:
         return None
     if runs == 1:

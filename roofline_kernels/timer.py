@@ -150,9 +150,11 @@ def bench(fn, *, device: str = "cpu", mode: str = "cold", warmup_ms: float = 25.
                                rotation_copies=len(fns))
 
 
-def _refuse_if_over_budget(estimate_s, min_reps, max_wall_s):
-    if max_wall_s is not None and estimate_s * min_reps > max_wall_s:
-        raise BudgetExceeded(f"one call takes ~{estimate_s:.3g} s: {min_reps} samples need ~{estimate_s * min_reps:.3g} s, "
+def _refuse_if_over_budget(estimate_s, min_reps, max_wall_s, margin=1.0, seen="takes ~{:.3g} s"):
+    """``BudgetExceeded`` where ``min_reps`` calls of ``estimate_s`` exceed ``margin`` x ``max_wall_s`` (``seen``: how
+    the estimate was read)."""
+    if max_wall_s is not None and estimate_s * min_reps > margin * max_wall_s:
+        raise BudgetExceeded(f"one call {seen.format(estimate_s)}: {min_reps} samples need ~{estimate_s * min_reps:.3g} s, "
                              f"over the per-case budget of {max_wall_s:g} s")
 
 
@@ -173,9 +175,8 @@ class _Region:
 def _bench_cpu(fns, warmup_ms, rep_ms, min_reps, max_reps, target, max_wall_s, region, warm=False,
                warm_call_s: float | None = None) -> Timing:
     start_wall = time.perf_counter()
-    if warm_call_s is not None and max_wall_s is not None and warm_call_s * min_reps > WARM_REFUSAL * max_wall_s:
-        raise BudgetExceeded(f"one call took {warm_call_s:.3g} s (its correctness check's): {min_reps} samples need "
-                             f"~{warm_call_s * min_reps:.3g} s, over the per-case budget of {max_wall_s:g} s")
+    if warm_call_s is not None:
+        _refuse_if_over_budget(warm_call_s, min_reps, max_wall_s, WARM_REFUSAL, "took {:.3g} s (its correctness check's)")
     if not warm:
         fns[0]()  # first call: allocations, lazy init (the rotation's copies were paged in by cloning them)
     if (warm_call_s is not None and warm_call_s > LONG_CALL_S

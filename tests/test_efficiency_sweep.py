@@ -512,6 +512,14 @@ def test_a_full_sweep_measures_an_m_line_after_its_seeds_and_a_short_one_does_no
 SLOW_ROWS = {3: 1.3, 5: 1.4, 7: 1.15}  # a made-up device's left-over-rows Ms: this much slower than their line
 
 
+def line_residual(m):
+    """The made-up device's own residual at M on the line (``m_residuals``'s reading of clean runs)."""
+    lo = 1 << (m.bit_length() - 1)
+    f = math.log2(m / lo)
+    ends = (1 - f) * math.log(surface(lo, *keff.LINE_NK)) + f * math.log(surface(2 * lo, *keff.LINE_NK))
+    return math.log(surface(m, *keff.LINE_NK) / SLOW_ROWS.get(m, 1.0)) - ends
+
+
 def _line_sweep_with_one_run_off(monkeypatch, m_off, factor, budget_s):
     """A fake-clock fp32 sweep of a device whose Ms of ``SLOW_ROWS`` run slow, where a made-up busy moment scales the
     line's first run at M = ``m_off`` by ``factor`` (its later runs are clean): (model, rows)."""
@@ -529,8 +537,7 @@ def _line_sweep_with_one_run_off(monkeypatch, m_off, factor, budget_s):
     return _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=budget_s)
 
 
-def test_the_m_lines_powers_of_two_run_again_when_it_ends_so_one_run_read_high_moves_the_residuals_half_as_far(
-        monkeypatch):
+def test_the_m_lines_powers_of_two_run_again_when_it_ends_so_one_run_read_high_is_outvoted(monkeypatch):
     """Every residual of an octave is read against its two ends (``m_residuals``): a made-up busy moment that makes
     the line's first M = 2 run read 30% fast would move M = 3's residual by 0.415 x log(1.3). The line's powers of two
     run once more as soon as its last M is measured; M = 2's two runs lie over ``LINE_CONFIRM_LOG`` apart, so it
@@ -543,10 +550,7 @@ def test_the_m_lines_powers_of_two_run_again_when_it_ends_so_one_run_read_high_m
     assert shapes[last + 1:last + 1 + len(anchors)] == anchors, shapes  # right after the line, before anything new
     assert [sum(s == a for s in shapes) for a in anchors] == [keff.REPEAT_RUNS] + [keff.LINE_ANCHOR_RUNS] * 3
     got = m_residuals(model.points("gemm", "fp32"))[3]
-    f = math.log2(3 / 2)
-    truth = math.log(surface(3, *keff.LINE_NK) / SLOW_ROWS[3]) - (
-        (1 - f) * math.log(surface(2, *keff.LINE_NK)) + f * math.log(surface(4, *keff.LINE_NK)))
-    assert got == pytest.approx(truth, rel=1e-6), (got, truth, (1 - f) * math.log(1.3))
+    assert got == pytest.approx(line_residual(3), rel=1e-6), (got, line_residual(3))
 
 
 def test_an_m_whose_first_run_lies_off_the_line_runs_again_so_a_busy_moment_is_not_taken_for_a_residual(monkeypatch):
@@ -556,15 +560,7 @@ def test_an_m_whose_first_run_lies_off_the_line_runs_again_so_a_busy_moment_is_n
     30% apart, so a third decides, and every residual comes out as the device's."""
     model, rows = _line_sweep_with_one_run_off(monkeypatch, 11, 1 / 1.3, 2.5 * keff.LINE_MIN_S)
     line, anchors = keff.line_shapes(), keff.line_anchors(keff.line_shapes())
-
-    def line_log(m):
-        return math.log(surface(m, *keff.LINE_NK))
-
-    def truth(m):  # the device's own residual at M
-        lo = 1 << (m.bit_length() - 1)
-        f = math.log2(m / lo)
-        return math.log(surface(m, *keff.LINE_NK) / SLOW_ROWS.get(m, 1.0)) - ((1 - f) * line_log(lo) + f * line_log(2 * lo))
-    first = {m: truth(m) - (math.log(1.3) if m == 11 else 0.0) for m in range(2, 17) if m & (m - 1)}
+    first = {m: line_residual(m) - (math.log(1.3) if m == 11 else 0.0) for m in range(2, 17) if m & (m - 1)}
     shapes = [tuple(r["shape"]) for r in rows]
     last = max(shapes.index(s) for s in line)
     confirm = [s for s in line if s not in anchors and abs(first[s[0]]) > keff.LINE_CONFIRM_LOG]
@@ -574,4 +570,4 @@ def test_an_m_whose_first_run_lies_off_the_line_runs_again_so_a_busy_moment_is_n
     assert sum(s == (11,) + keff.LINE_NK for s in shapes) == keff.REPEAT_RUNS
     assert all(sum(s == c for s in shapes) == 2 for c in confirm if c[0] != 11)  # the real ones agreed: no third
     for m in (3, 5, 7, 11):
-        assert got[m] == pytest.approx(truth(m), rel=1e-6)
+        assert got[m] == pytest.approx(line_residual(m), rel=1e-6)
