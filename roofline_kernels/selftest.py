@@ -14,6 +14,7 @@ installed packages. The same runner serves ``tests/test_mutations.py``.
 from __future__ import annotations
 
 import glob
+import os
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,10 @@ def checkout() -> Path:
     return ROOT
 
 
-def run_slice(cases: dict[str, str], store, report_dir, mutation: str | None = None, timeout_s: float = 900):
-    """Run the given test ids ({name: node id}) in a subprocess on ``store``; ({name: outcome, why}, process)."""
+def run_slice(cases: dict[str, str], store, report_dir, mutation: str | None = None, timeout_s: float = 900,
+              env: dict[str, str] | None = None):
+    """Run the given test ids ({name: node id}) in a subprocess on ``store``; ({name: outcome, why}, process).
+    ``env``: variables set for the subprocess over this one's (e.g. ``OMP_NUM_THREADS``)."""
     report_dir = Path(report_dir)
     tag = mutation or "healthy"
     junit = report_dir / f"junit-{tag}.xml"
@@ -44,7 +47,8 @@ def run_slice(cases: dict[str, str], store, report_dir, mutation: str | None = N
            *cases.values()]
     if mutation:
         cmd += ["--mutation", mutation]
-    proc = subprocess.run(cmd, cwd=checkout(), capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run(cmd, cwd=checkout(), capture_output=True, text=True, timeout=timeout_s,
+                          env={**os.environ, **env} if env else None)
     outcome = {}
     for case in ET.parse(junit).getroot().iter("testcase"):
         name = next(k for k, v in cases.items() if v.endswith(case.get("name")))
