@@ -306,15 +306,25 @@ def default_cache_dir(environ=os.environ) -> Path:
     return (Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache") / "roofline"
 
 
+def store_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The profile store's directory (``cache_dir`` or the default); one that names an existing file is refused
+    here, before anything is measured (it was found at the save, a traceback after the whole calibration)."""
+    store = Path(cache_dir or default_cache_dir())
+    if store.exists() and not store.is_dir():
+        raise ValueError(f"profile store {store} is a file, not a directory; give --cache-dir (or "
+                         f"{ENV_CACHE_DIR}) a directory, existing or to be made")
+    return store
+
+
 def profile_path(info: DeviceInfo, cache_dir: str | os.PathLike | None = None) -> Path:
-    return Path(cache_dir or default_cache_dir()) / f"calibration-{info.hardware_key}-{fingerprint(info)}.json"
+    return store_dir(cache_dir) / f"calibration-{info.hardware_key}-{fingerprint(info)}.json"
 
 
 def stored_profiles(cache_dir: str | os.PathLike | None = None) -> list[Calibration]:
     """Every readable profile in the store, newest first (``calibrate --show``)."""
     from roofline import load_calibration
     out = []
-    for path in sorted(Path(cache_dir or default_cache_dir()).glob("calibration-*.json")):
+    for path in sorted(store_dir(cache_dir).glob("calibration-*.json")):
         try:
             out.append(load_calibration(path))
         except ValueError:

@@ -56,6 +56,18 @@ def test_a_hardware_file_for_another_kind_of_device_is_refused_with_the_reason(t
     assert "far_gpu" in err and "detected as a cpu device" in err
 
 
+def test_a_profile_store_that_is_a_file_is_refused_before_anything_is_measured(tmp_path, capsys):
+    """Before: calibrate measured for a minute, then died at the save with a FileExistsError traceback, and
+    --show said the store held 0 profiles."""
+    f = tmp_path / "not_a_dir"
+    f.write_text("")
+    for argv in (("calibrate", "--quick", "--cache-dir", str(f)), ("calibrate", "--show", "--cache-dir", str(f)),
+                 ("measure", "gemv", "--n", "1024", "--k", "1024", *FAST, "--cache-dir", str(f))):
+        rc, text = run(*argv)
+        err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[roofline]")]
+        assert rc == 2 and len(err) == 1 and f"profile store {f} is a file, not a directory" in err[0], (argv, err)
+
+
 def test_stated_gpu_clocks_scale_the_datasheet_roof_and_the_key_names_them():
     base = measure_json("--precision", "bf16", "--m", "1", "--simulate", "gb10", "--peaks", "datasheet")
     half = measure_json("--precision", "bf16", "--simulate", "gb10", "--gpu-clock-mhz", "1209", "--active-sms", "24")
