@@ -506,15 +506,18 @@ def anchor_shapes(model: EfficiencyModel, kwargs, precision: str, n: int | None 
 def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, progress=lambda s: None,
                      max_call_s: float = 2.0, passes: int = SCORE_PASSES, anchors: list | None = None):
     """(op, precision, shape, roof time, [measured medians, one a pass]) on shapes off the grid, for
-    ``roofline.efficiency.score``. Each shape is measured in ``passes`` passes over all the shapes (so its runs are
-    apart in time): a model is scored against their median, and their spread is this host's run-to-run noise,
-    the floor under any score. A shape one call of which would take longer than ``max_call_s`` is left out (said
-    in the progress line). ``shapes``: the GEMM shapes (default ``HELD_OUT``); attention paths use
-    ``ATTN_HELD_OUT``. ``anchors`` (a list): ``ANCHORS`` of the model's own swept shapes a path are measured in the
-    same passes and their rows appended to it, in the same form: how far the host moved since the sweep."""
+    ``roofline.efficiency.score``. Each shape is measured in ``passes`` passes over every path's shapes (so a path's
+    runs of a shape lie a whole pass apart: a slow minute of a shared host falls on one pass of several paths,
+    not on all three passes of one path, as when each path ran its passes back to back, ~10-30 s apart; seen:
+    two of int4 weight-only's three passes 45-53% slower than the third): a model is scored against their median,
+    and their spread is this host's run-to-run noise, the floor under any score. A shape one call of which would
+    take longer than ``max_call_s`` is left out (said in the progress line). ``shapes``: the GEMM shapes (default
+    ``HELD_OUT``); attention paths use ``ATTN_HELD_OUT``. ``anchors`` (a list): ``ANCHORS`` of the model's own
+    swept shapes a path are measured in the same passes and their rows appended to it, in the same form: how far
+    the host moved since the sweep."""
     if passes < 1:
         raise ValueError(f"passes={passes!r}: must be >= 1")
-    out = []
+    plans = []
     for label, kwargs in precisions:
         todo = held_out_shapes(kwargs) if shapes is None or _is_attention(kwargs) else list(shapes)
         if anchors is not None and model is not None:
@@ -522,29 +525,38 @@ def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, 
             marked = [("anchor", a) for a in anchor_shapes(model, kwargs, precision) if a not in todo]
         else:
             marked = []
-        costs, dear, rows, refused = _Costs(kwargs, hw), [], {}, {}
-        for p in range(passes):
-            for kind, shape in sorted([("held", s) for s in todo] + marked, key=lambda t: _cost(kwargs, t[1]).flops):
+        order = sorted([("held", s) for s in todo] + marked, key=lambda t: _cost(kwargs, t[1]).flops)
+        plans.append({"label": label, "kwargs": kwargs, "order": order, "costs": _Costs(kwargs, hw), "dear": [],
+                      "rows": {}, "refused": {}})
+    for p in range(passes):
+        for plan in plans:
+            label, kwargs, costs, rows = plan["label"], plan["kwargs"], plan["costs"], plan["rows"]
+            for kind, shape in plan["order"]:
                 if p and (kind, shape) not in rows:
                     continue
                 if not p and costs.seen and costs(shape) > max_call_s:
-                    dear.append("x".join(map(str, shape)))
+                    plan["dear"].append("x".join(map(str, shape)))
                     continue
                 try:  # a shape up to max_call_s a call is scored: its 3 samples get the wall time they need
                     kernel, m = _measure(label, kwargs, shape, info, hw, costs(shape) if costs.seen else None,
                                          max_wall_s=max(PER_SHAPE_S, 3 * max_call_s))
                 except (UnsupportedKernel, BudgetExceeded, ValueError) as e:  # said below, never dropped unsaid
-                    refused.setdefault("x".join(map(str, shape)), f"{type(e).__name__}: {str(e)[:80]}")
+                    plan["refused"].setdefault("x".join(map(str, shape)), f"{type(e).__name__}: {str(e)[:80]}")
                     continue
                 costs.add(shape, m.timing.median_s)
                 row = rows.setdefault((kind, shape), (kernel.op, kernel.precision, dict(kernel.cost.shape),
                                                       m.predicted_time_s, []))
                 row[4].append(m.timing.median_s)
+        if passes > 1:
+            progress(f"held-out pass {p + 1} of {passes} done")
+    out = []
+    for plan in plans:
+        rows, dear, refused = plan["rows"], plan["dear"], plan["refused"]
         out.extend(r for (kind, _), r in rows.items() if kind == "held")
         if anchors is not None:
             anchors.extend(r for (kind, _), r in rows.items() if kind == "anchor")
         held = sum(kind == "held" for kind, _ in rows)
-        progress(f"held-out {label}: {held} shapes x {passes} passes"
+        progress(f"held-out {plan['label']}: {held} shapes x {passes} passes"
                  + (f", {len(rows) - held} of its swept shapes again" if len(rows) > held else "")
                  + (f" ({len(dear)} over {max_call_s:g} s a call left out: {', '.join(dear)})" if dear else "")
                  + (f" ({len(refused)} not measured: " + "; ".join(f"{k} {why}" for k, why in refused.items()) + ")"

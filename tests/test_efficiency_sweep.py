@@ -126,6 +126,25 @@ def test_held_out_shapes_run_in_passes_over_all_of_them(monkeypatch):
         keff.measure_held_out(None, None, None, [("fp32", {})], shapes=shapes, passes=0)
 
 
+def test_a_paths_held_out_passes_lie_a_pass_over_every_path_apart(monkeypatch):
+    """Pass 2 of any path starts after pass 1 of every path: a slow spell of the host falls on one pass of several
+    paths, not on all of one path's (each path once ran its three passes back to back, and a spell covered two)."""
+    calls, labels = [], []
+    measure = fake_measure(calls)
+
+    def labelled(label, *a, **k):
+        labels.append(label)
+        return measure(label, *a, **k)
+    monkeypatch.setattr(keff, "_measure", labelled)
+    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
+    shapes = keff.HELD_OUT[:2]
+    rows = keff.measure_held_out(None, None, None, [("fp32", {"precision": "fp32"}), ("bf16", {"precision": "bf16"})],
+                                 shapes=shapes, passes=3)
+    order = sorted(shapes, key=lambda s: s[0] * s[1] * s[2])
+    assert calls == order * 6 and labels == ["fp32", "fp32", "bf16", "bf16"] * 3  # fp32's pass, bf16's, fp32's...
+    assert [(r[1], len(r[4])) for r in rows] == [("fp32", 3)] * 2 + [("bf16", 3)] * 2
+
+
 def test_a_held_out_shape_whose_timing_is_refused_is_named_not_dropped(monkeypatch):
     """A shape the timer refuses (its samples cannot fit the per-shape budget) leaves the score, and the progress
     line names it and why: three int8 held-out shapes once vanished from a score without a word."""
