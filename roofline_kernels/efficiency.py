@@ -8,8 +8,8 @@ attention (SDPA), decode over KV lengths 256..8192 and causal prefill over 128..
 32 query heads over 4, 8 or 32 KV heads, head_dim 64 or 128. An attention path gets ``ATTENTION_SHARE`` of a GEMM
 path's budget.
 
-1. a **seed** that spans the range (GEMM: M 1, 16, 256, 2048 at a small and a large N x K; attention: two decode
-   and two prefill lengths), cheapest first;
+1. a **seed** that spans the range (GEMM: M 1, 16, 256, 2048 at a small and a large N x K; attention: three
+   decodes, at two KV lengths and without GQA, and two prefill lengths), cheapest first;
 2. then, until the path's share of the budget is spent, the candidate where the model is **least sure**
    (``EfficiencyModel.uncertainties``: distance from what was measured times the neighbours' disagreement),
    per the square root of its estimated cost, so a short budget buys the most accuracy;
@@ -96,10 +96,11 @@ HELD_OUT = [(1, 1744, 2944), (1, 4880, 2176), (1, 2800, 6912), (3, 3312, 1920), 
 ATTN_DECODE_KV = (256, 512, 1024, 2048, 4096, 8192)
 ATTN_PREFILL = (128, 256, 512, 1024, 2048, 4096)
 ATTN_BATCH, ATTN_HEADS, ATTN_KV_HEADS, ATTN_HEAD_DIM = (1, 4), 32, (4, 8, 32), (64, 128)
-# decode at GQA 4, 8 and none (where fp32 SDPA refuses grouped KV heads: CUDA) over KV lengths 1024-4096, and GQA 4
-# prefill: five, as many as a quick sweep's attention share measures here (a sixth left the suite's prefill case
-# "not measured near")
-ATTN_SEED = ((1, 32, 8, 1, 1024, 128), (1, 32, 4, 1, 4096, 128), (1, 32, 8, 256, 256, 128), (1, 32, 8, 1024, 1024, 128),
+# GQA 4 decode and prefill, and one decode without GQA (where fp32 SDPA refuses grouped KV heads: CUDA). No seed at
+# GQA 8: with one (a sixth seed, or in place of either GQA 4 decode) a quick sweep's attention share reached the
+# prefill seed the suite's own case lies near in 8 of 20 path-sweeps here (two suites from nothing, eight quick
+# sweeps), against 11 of 12 without; a full sweep's planner measures GQA 8 shapes of its own (3-5 a path here)
+ATTN_SEED = ((1, 32, 8, 1, 1024, 128), (1, 32, 8, 1, 4096, 128), (1, 32, 8, 256, 256, 128), (1, 32, 8, 1024, 1024, 128),
              (1, 32, 32, 1, 2048, 128))
 # off the grid: other head counts (28 over 4: Qwen-like, 16 over 16), batch 2 and 3, lengths not powers of two
 ATTN_HELD_OUT = [(1, 28, 4, 1, 3000, 128), (2, 16, 16, 1, 1500, 64), (3, 32, 8, 1, 700, 128), (1, 28, 4, 300, 300, 128),
@@ -113,9 +114,8 @@ REPEAT_RUNS = 3        # a shape whose run disagrees with its neighbours is run 
 # (14.6% vs 14.1% from their first runs alone): most of what it ran again was the model's error, not noise.
 RECHECK_LOG = math.log(1.4)
 RECHECK_AFTER = 3      # a shape runs again only after this many other shapes: a busy moment passes meanwhile
-MIN_REPS = 5           # cold samples per shape (LONG_CALL_REPS when one call takes over LONG_CALL_S)
+MIN_REPS = 5           # cold samples per shape (3 when one call takes over LONG_CALL_S)
 LONG_CALL_S = 0.05
-LONG_CALL_REPS = 3
 QUICK_BUDGET_S = 20.0  # the sweep of a quick calibration (the suite's first): keeps `pytest -m cpu` from nothing short
 FULL_BUDGET_S = 90.0   # the sweep of a full calibration (`python -m roofline calibrate`)
 DEFAULT_BUDGET_S = FULL_BUDGET_S
@@ -220,22 +220,10 @@ def _cost(kwargs, shape):
 
 def _measure(label, kwargs, shape, info, hw, est_call_s: float | None = None, max_wall_s: float = PER_SHAPE_S):
     kernel = _build(kwargs, shape, info)
-    reps = _reps(est_call_s)
+    reps = 3 if est_call_s and est_call_s > LONG_CALL_S else MIN_REPS
     m = measure_kernel(kernel, info, hw, "cold", "calibrated", warmup_ms=5, rep_ms=25, with_telemetry=False,
                        max_wall_s=max_wall_s, min_reps=reps)
     return kernel, m
-
-
-def _reps(est_call_s: float | None) -> int:
-    """Cold samples a shape gets, by one call's estimated time."""
-    return LONG_CALL_REPS if est_call_s and est_call_s > LONG_CALL_S else MIN_REPS
-
-
-def _spend(est_call_s: float) -> float:
-    """What measuring a shape takes, for the plan: its samples' calls. Counted at MIN_REPS for every shape, a long
-    call's was put at 5/3 of what it takes, and a quick sweep's attention share never afforded the prefill seed the
-    suite's own case lies near (85 ms a call here, 0.15 s estimated: 0.77 s against 0.71 s left)."""
-    return est_call_s * _reps(est_call_s)
 
 
 class _Costs:
@@ -268,13 +256,14 @@ def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates,
     else the candidate with the most uncertainty per square root of its estimated cost, among those whose cost fits
     what is left."""
     def affordable(c):
-        return c not in measured and cost(c) <= MAX_CALL_S and _spend(cost(c)) < remaining_s
+        # MIN_REPS calls: a long call's first, its estimate and its 3 samples (``timer._bench_cpu``)
+        return c not in measured and cost(c) <= MAX_CALL_S and cost(c) * MIN_REPS < remaining_s
     fits = [c for c in candidates if affordable(c)]
     seeds = sorted((c for c in seed_shapes(kwargs) if c in fits), key=cost)
     if seeds:
         return seeds[0]
     for c in again:
-        if _spend(cost(c)) < remaining_s:
+        if cost(c) * MIN_REPS < remaining_s:
             return c
     line = [c for c in line if affordable(c)]
     if line:
@@ -352,7 +341,7 @@ class _Path:
                           self.measured | self.dead, self.kwargs, due,
                           self.line if self.spent >= LINE_AFTER * self.allowance_s else ())
         if shape is None and self.queue:  # nothing new fits: the re-runs still waiting go now rather than never
-            shape = next((q for _, q in self.queue if _spend(self.costs(q)) < left), None)
+            shape = next((q for _, q in self.queue if self.costs(q) * MIN_REPS < left), None)
         self.queue = [(n, q) for n, q in self.queue if q != shape]
         return shape
 

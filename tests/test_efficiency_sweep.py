@@ -67,28 +67,6 @@ def test_a_shape_too_dear_for_a_sweep_or_for_what_is_left_is_not_planned():
     assert keff.plan_next(EfficiencyModel(), "fp32", "fp32", keff.grid_shapes(), lambda s: 1.0, 4.0, set()) is None
 
 
-def test_a_long_call_is_planned_at_the_samples_it_will_get(monkeypatch):
-    """A shape whose call takes over LONG_CALL_S gets LONG_CALL_REPS samples, and the plan counts that many: at
-    MIN_REPS a quick sweep never afforded the attention prefill seed the suite's own case lies near."""
-    call = (keff.LONG_CALL_S + keff.MAX_CALL_S) / 2  # long, yet within what a sweep measures
-    seed = keff.seed_shapes()[0]
-    one = lambda s: call if s == seed else math.inf  # noqa: E731
-    fits = call * keff.LONG_CALL_REPS * 1.05
-    assert fits < call * keff.MIN_REPS  # the old count would refuse it
-    assert keff.plan_next(EfficiencyModel(), "fp32", "fp32", [seed], one, fits, set()) == seed
-    assert keff.plan_next(EfficiencyModel(), "fp32", "fp32", [seed], one, fits * 0.9, set()) is None
-    seen = {}
-
-    def fake_measure(kernel, info, hw, mode, peaks, min_reps, **kw):
-        seen["reps"] = min_reps
-        raise keff.BudgetExceeded("enough")
-    monkeypatch.setattr(keff, "measure_kernel", fake_measure)
-    with pytest.raises(keff.BudgetExceeded):
-        keff._measure("fp32", {"precision": "fp32"}, (1, 64, 64), SimpleNamespace(kind="cpu", torch_device="cpu",
-                                                                                 simulated=None), None, call)
-    assert seen["reps"] == keff.LONG_CALL_REPS
-
-
 def test_the_sweep_spends_its_budget_across_precisions_and_covers_decode_to_prefill(monkeypatch):
     calls = []
     monkeypatch.setattr(keff, "_measure", fake_measure(calls))
@@ -366,7 +344,6 @@ def test_the_attention_grid_spans_every_registry_models_heads_per_kv_head_and_he
         group = cfg.heads // cfg.kv_heads
         assert min(groups) <= group <= max(groups), f"{name}: {group} heads per KV head, the grid's {sorted(groups)}"
         assert min(dims) <= cfg.dim_per_head <= max(dims), f"{name}: head_dim {cfg.dim_per_head}, grid's {sorted(dims)}"
-    assert {h // kvh for _, h, kvh, *_ in keff.ATTN_SEED} == groups  # each group is seeded: measured in a quick sweep
 
 
 def test_attention_candidates_are_valid_kernels_and_held_out_lies_off_the_grid():
