@@ -250,6 +250,15 @@ def make_attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, precision="b
                                 "dtype; a quantized KV cache needs a dedicated kernel")
     causal = seq_q > 1
     cost = attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, act=a, kv=kv_name, causal=causal)
+    # refused before any tensor is made: a sweep tries many shapes a device refuses
+    if causal and seq_q != seq_kv:
+        raise UnsupportedKernel(a, target, "SDPA's is_causal aligns the mask to the top-left; chunked prefill "
+                                f"(seq_q={seq_q} < seq_kv={seq_kv}) needs an explicit mask kernel")
+    if target == "cuda" and a == "fp32" and heads != kv_heads:
+        # flash attention has no fp32 kernel and memory-efficient attention no GQA: SDPA falls back to its
+        # math path, which materialises the score matrix; its time says nothing about a fused kernel's roof
+        raise UnsupportedKernel(a, target, "fp32 SDPA with grouped KV heads has no fused CUDA kernel (flash: "
+                                "16-bit only; memory-efficient: no GQA), so it would time the math fallback")
     gen = torch.Generator().manual_seed(seed)
     dt = _dtype(a)
     q = _rand((batch, heads, seq_q, head_dim), gen, device, dt)
@@ -266,14 +275,6 @@ def make_attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, precision="b
             scores = scores.masked_fill(torch.arange(seq_kv, device=q.device)[None, :] > qpos, float("-inf"))
         return scores.softmax(-1) @ vv
 
-    if causal and seq_q != seq_kv:
-        raise UnsupportedKernel(a, target, "SDPA's is_causal aligns the mask to the top-left; chunked prefill "
-                                f"(seq_q={seq_q} < seq_kv={seq_kv}) needs an explicit mask kernel")
-    if target == "cuda" and a == "fp32" and heads != kv_heads:
-        # flash attention has no fp32 kernel and memory-efficient attention no GQA: SDPA falls back to its
-        # math path, which materialises the score matrix; its time says nothing about a fused kernel's roof
-        raise UnsupportedKernel(a, target, "fp32 SDPA with grouped KV heads has no fused CUDA kernel (flash: "
-                                "16-bit only; memory-efficient: no GQA), so it would time the math fallback")
     tol = 1e-4 if a == "fp32" else 3e-2
     gqa = heads != kv_heads
     emulated = target == "cpu" and a == "fp16" and not _cpu_has_fp16()

@@ -137,3 +137,15 @@ def test_gemm_rules_are_one_table_for_both_modules():
     paths = {r.path for r in GEMM_RULES}
     assert paths == {"fp8", "int8", "nvfp4", "mxfp4", "tinygemm"}
     assert all(dataclasses.is_dataclass(r) and r.kind in ("arch", "dtype", "shape") for r in GEMM_RULES)
+
+
+def test_an_attention_cuda_refuses_is_refused_before_any_tensor_is_made(simulated, monkeypatch):
+    """The efficiency sweep tries the attention grid's shapes, 96 of whose 144 group KV heads, which fp32 SDPA on
+    CUDA has no fused kernel for: each was refused only after its Q, K and V were drawn (up to 67M floats)."""
+    import roofline_kernels.ops as ops
+    simulated("h100_sxm")
+    monkeypatch.setattr(ops, "_rand", lambda *a, **k: pytest.fail("a tensor was made for a kernel CUDA refuses"))
+    with pytest.raises(UnsupportedKernel, match="grouped KV heads"):
+        ops.make_attention(4, 32, 4, 1, 8192, 128, "fp32", device="cpu", target="cuda")
+    with pytest.raises(UnsupportedKernel, match="chunked prefill"):
+        ops.make_attention(1, 32, 32, 16, 64, 64, "bf16", device="cpu", target="cuda")
