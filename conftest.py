@@ -106,7 +106,12 @@ def suite(request) -> SuiteSession:
 def pytest_configure(config):
     """A device's first gated run (`--benchmark-compare-fail`) has no history to compare with, and
     pytest-benchmark refuses the option then: this run starts the history; the gate applies next run."""
+    from roofline_kernels.calibrate import store_dir
     from tests.validation.cases import parse_shape_option
+    try:  # a store that is a file: one usage error now, not a fixture traceback on every measured test
+        store_dir(config.getoption("--roofline-cache-dir", None))
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
     for spec in config.getoption("--shape", None) or ():
         try:
             parse_shape_option(spec)  # refused now, with the forms allowed, not as a collection error later

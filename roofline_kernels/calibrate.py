@@ -310,8 +310,10 @@ def store_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """The profile store's directory (``cache_dir`` or the default); one that names an existing file is refused
     here, before anything is measured (it was found at the save, a traceback after the whole calibration)."""
     store = Path(cache_dir or default_cache_dir())
-    if store.exists() and not store.is_dir():
-        raise ValueError(f"profile store {store} is a file, not a directory; give --cache-dir (or "
+    there = next((p for p in (store, *store.parents) if p.exists()), None)  # the store, or what it would be made in
+    if there is not None and not there.is_dir():
+        raise ValueError(f"profile store {store}" + (" is a file" if there == store else f": {there} is a file")
+                         + f", not a directory; give the store (--cache-dir; pytest: --roofline-cache-dir; or "
                          f"{ENV_CACHE_DIR}) a directory, existing or to be made")
     return store
 

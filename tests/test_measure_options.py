@@ -8,6 +8,7 @@ the host CPU is real.
 import dataclasses
 import io
 import json
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +67,22 @@ def test_a_profile_store_that_is_a_file_is_refused_before_anything_is_measured(t
         rc, text = run(*argv)
         err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[roofline]")]
         assert rc == 2 and len(err) == 1 and f"profile store {f} is a file, not a directory" in err[0], (argv, err)
+    rc, _ = run("calibrate", "--show", "--cache-dir", str(f / "below"))  # nor can a store be made below a file
+    err = capsys.readouterr().err
+    assert rc == 2 and f"profile store {f / 'below'}: {f} is a file, not a directory" in err, err
+
+
+def test_pytest_refuses_a_profile_store_that_is_a_file_as_a_usage_error(tmp_path):
+    """Not a fixture error with a traceback on every measured test: one usage error before any is collected."""
+    import subprocess
+    import sys
+    f = tmp_path / "not_a_dir"
+    f.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--co",
+                           "--roofline-cache-dir", str(f), "tests/test_judge.py"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, (proc.returncode, proc.stdout[-500:], proc.stderr[-500:])
+    assert f"profile store {f} is a file, not a directory" in proc.stderr, proc.stderr[-800:]
 
 
 def test_stated_gpu_clocks_scale_the_datasheet_roof_and_the_key_names_them():
