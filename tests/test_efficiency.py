@@ -552,7 +552,7 @@ def test_a_path_measured_only_memory_bound_is_not_bent_by_its_own_compute_roof()
     grouping: the roof taken out must not bend it (a first version put the bend at the best FLOP rate seen and was
     43% off at 7 query heads per KV head and 41% at 2), nor bend a query past the intensities measured."""
     model = EfficiencyModel()
-    for kvh in (8, 32):  # 4 and 1 query heads per KV head, as the sweep's grid
+    for kvh in (8, 32):  # 4 and 1 query heads per KV head, two of the sweep's grid's three
         for kv in (256, 1024, 4096, 8192):
             for b in (1, 4):
                 model.add("attention", "bf16", {"batch": b, "heads": 32, "kv_heads": kvh, "seq_q": 1, "seq_kv": kv,

@@ -63,7 +63,7 @@ def test_a_profile_store_that_is_a_file_is_refused_before_anything_is_measured(t
     f = tmp_path / "not_a_dir"
     f.write_text("")
     for argv in (("calibrate", "--quick", "--cache-dir", str(f)), ("calibrate", "--show", "--cache-dir", str(f)),
-                 ("measure", "gemv", "--n", "1024", "--k", "1024", *FAST, "--cache-dir", str(f))):
+                 ("measure", "gemv", "--n", "1024", "--k", "1024", *FAST, "--hardware", "cpu", "--cache-dir", str(f))):
         rc, text = run(*argv)
         err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[roofline]")]
         assert rc == 2 and len(err) == 1 and f"profile store {f} is a file, not a directory" in err[0], (argv, err)
