@@ -212,8 +212,8 @@ def device_info(suite, power_mode):
 
 @pytest.fixture(scope="session")
 def profile_store(request) -> Path:
-    from roofline_kernels.calibrate import default_cache_dir
-    return Path(request.config.getoption("--roofline-cache-dir") or default_cache_dir())
+    from roofline_kernels.calibrate import store_dir
+    return store_dir(request.config.getoption("--roofline-cache-dir"))
 
 
 @pytest.fixture(scope="session")

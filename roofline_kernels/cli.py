@@ -89,13 +89,13 @@ def _selftest_precisions(text: str) -> tuple[str, ...]:
 
 
 def cmd_selftest(args, out):
-    from roofline_kernels.calibrate import default_cache_dir, load_or_calibrate
+    from roofline_kernels.calibrate import load_or_calibrate, store_dir
     from roofline_kernels.device import detect
     from roofline_kernels.measure import hardware_for
     from roofline_kernels.selftest import PRECISIONS, checkout, report_lines, selftest
     checkout()
     info = detect("cpu")
-    store = args.cache_dir or default_cache_dir()
+    store = store_dir(args.cache_dir)
     load_or_calibrate(info, store, quick=True, progress=_progress, hw=hardware_for(info))  # seeds the private store
     summary = selftest(args.runs, args.factors, store, args.precisions or PRECISIONS, progress=_progress,
                        keep_dir=args.keep)
@@ -251,11 +251,11 @@ def cmd_spot_check(args, out, sim=None):
 
 
 def cmd_calibrate(args, out):
-    from roofline_kernels.calibrate import default_cache_dir, load_or_calibrate, save, stored_profiles
+    from roofline_kernels.calibrate import load_or_calibrate, save, store_dir, stored_profiles
     from roofline_kernels.device import detect
     from roofline_kernels.measure import hardware_for
     if args.show:
-        return _show_profiles(stored_profiles(args.cache_dir), args.cache_dir or default_cache_dir(), args.json, out)
+        return _show_profiles(stored_profiles(args.cache_dir), store_dir(args.cache_dir), args.json, out)
     if args.hardware_file:
         load_hardware_file(args.hardware_file)
     info = detect(args.hardware)

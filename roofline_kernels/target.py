@@ -57,7 +57,7 @@ def resolve_target(hardware: str | None = None, *, hardware_file=None, power_mod
     """The device detected (or named by ``hardware``, a ``hardware_file``'s entry included), scaled to the power mode
     and clocks stated, with its calibration (``calibration``: a path or a profile; else the store's, measured
     quickly where the roof needs one). Stated clocks scale the datasheet roof: they refuse ``peaks="calibrated"``."""
-    from .calibrate import default_cache_dir, load_or_calibrate
+    from .calibrate import load_or_calibrate, store_dir
     from .ceiling import ceiling_hardware
     from .device import detect
     from .measure import hardware_for
@@ -71,7 +71,7 @@ def resolve_target(hardware: str | None = None, *, hardware_file=None, power_mod
         cal = load_or_calibrate(info, store, quick=True, progress=progress, hw=hardware_for(info))
         hw = hardware_for(info, cal, power_mode=power_mode, clocks=clocks)
     # what physics holds it to: the device as it runs, not as stated (a wrong statement shows beyond the roof)
-    ceiling = ceiling_hardware(info, hardware_for(info, cal), store or default_cache_dir())
+    ceiling = ceiling_hardware(info, hardware_for(info, cal), store_dir(store))
     return Target(info, hw, peaks or ("datasheet" if clocks or cal is None else "calibrated"), ceiling,
                   None if clocks else model_of(cal), bool(clocks))
 

@@ -193,8 +193,8 @@ def pytest_sessionfinish(session):
 def _store_profile(config, key: str, profile: dict) -> None:
     """Merge this run's modes into the device's energy profile in the profile store."""
     import json
-    from roofline_kernels.calibrate import default_cache_dir
-    path = Path(config.getoption("--roofline-cache-dir") or default_cache_dir()) / f"energy-{key}.json"
+    from roofline_kernels.calibrate import store_dir
+    path = store_dir(config.getoption("--roofline-cache-dir")) / f"energy-{key}.json"
     merged = {"hardware": key, "modes": {}}
     if path.exists():
         try:
