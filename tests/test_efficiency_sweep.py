@@ -57,6 +57,24 @@ def test_seeds_first_cheapest_first_then_where_the_model_is_least_sure():
     assert nxt not in measured and model.uncertainty_of("gemm", "fp32", dict(zip("mnk", nxt))) > sorted(u)[len(u) // 2]
 
 
+def test_an_attention_paths_prefill_seeds_come_before_its_decodes_each_cheapest_first():
+    """The prefills are an attention path's dear seeds: measured while its share is fresh, not after the cheap
+    decodes spent it (a quick sweep then often no longer afforded the prefill the suite's own case lies near)."""
+    kw = {"op": "attention", "precision": "fp32"}
+    cost = lambda s: cost_of(s) / 10  # noqa: E731  (every seed within MAX_CALL_S)
+    assert all(cost(s) <= keff.MAX_CALL_S for s in keff.ATTN_SEED)
+    model, measured, order = EfficiencyModel(), set(), []
+    while len(order) < len(keff.ATTN_SEED):
+        s = keff.plan_next(model, "attention fp32", "fp32", keff.grid_shapes(kw), cost, 1e9, measured, kw)
+        order.append(s)
+        measured.add(s)
+        model.add("attention", "fp32", keff.shape_dict(kw, s), 0.5)
+    prefill = sorted((s for s in keff.ATTN_SEED if s[3] > 1), key=cost)
+    decode = sorted((s for s in keff.ATTN_SEED if s[3] == 1), key=cost)
+    assert prefill and decode and order == prefill + decode, order
+    assert cost(decode[0]) < cost(prefill[0])  # cost alone would have put a decode first
+
+
 def test_a_shape_too_dear_for_a_sweep_or_for_what_is_left_is_not_planned():
     dear = lambda s: keff.MAX_CALL_S * 2 if s[0] >= 256 else 1e-4  # noqa: E731
     model, measured = EfficiencyModel(), set()
