@@ -4,6 +4,7 @@ import io
 import json
 import math
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -357,6 +358,10 @@ def test_a_measurement_carries_the_expected_time_of_its_own_roof(device_info, ha
     hot = measure_kernel(k, device_info, hardware_entry, "hot", "calibrated", timer=timer, with_telemetry=False,
                          model=model)
     assert hot.expected_time_s is None, "the sweep measured cold runs: a hot one has no expectation from it"
+    # an emulated kernel runs another precision's arithmetic: a model of its label's real kernel is not its own
+    emulated = measure_kernel(replace(k, emulated=True), device_info, hardware_entry, "cold", "calibrated",
+                              timer=timer, with_telemetry=False, model=model)
+    assert emulated.expected_time_s is None and "emulated kernel" in emulated.expected_note, emulated.expected_note
 
 
 @pytest.mark.cpu
