@@ -115,8 +115,8 @@ REPEAT_RUNS = 3        # a shape whose run disagrees with its neighbours is run 
 # (14.6% vs 14.1% from their first runs alone): most of what it ran again was the model's error, not noise.
 RECHECK_LOG = math.log(1.4)
 RECHECK_AFTER = 3      # a shape runs again only after this many other shapes: a busy moment passes meanwhile
-MIN_REPS = 5           # cold samples per shape (3 when one call takes over LONG_CALL_S)
-LONG_CALL_S = 0.05
+MIN_REPS = 5           # cold samples per shape (FEW_REPS when a call is estimated over FEW_REPS_OVER_S)
+FEW_REPS, FEW_REPS_OVER_S = 3, 0.05  # not timer.LONG_CALL_S (0.1 s), where the timer's own sampling changes
 QUICK_BUDGET_S = 20.0  # the sweep of a quick calibration (the suite's first): keeps `pytest -m cpu` from nothing short
 FULL_BUDGET_S = 90.0   # the sweep of a full calibration (`python -m roofline calibrate`)
 DEFAULT_BUDGET_S = FULL_BUDGET_S
@@ -221,7 +221,7 @@ def _cost(kwargs, shape):
 
 def _measure(label, kwargs, shape, info, hw, est_call_s: float | None = None, max_wall_s: float = PER_SHAPE_S):
     kernel = _build(kwargs, shape, info)
-    reps = 3 if est_call_s and est_call_s > LONG_CALL_S else MIN_REPS
+    reps = FEW_REPS if est_call_s and est_call_s > FEW_REPS_OVER_S else MIN_REPS
     m = measure_kernel(kernel, info, hw, "cold", "calibrated", warmup_ms=5, rep_ms=25, with_telemetry=False,
                        max_wall_s=max_wall_s, min_reps=reps)
     return kernel, m
@@ -316,6 +316,12 @@ class _Path:
         self.precision, self.spent, self.count, self.again, self.started = None, 0.0, 0, 0, False
         self.first = []  # (shape, efficiency, wall seconds) of the first DRIFT_SHAPES measured: run again at the end
         self.line_done, self.line_s = False, 0.0  # the line's first runs took line_s seconds of wall time
+        self.wall = {}  # shape -> wall seconds its last run took
+
+    def owed(self) -> list:
+        """Queued shapes whose two runs disagree (``recheck``): the model holds their mean until a third runs, which
+        the sweep owes them even past its budget's end (``run_sweep`` keeps room for them)."""
+        return [q for _, q in self.queue if self.runs.get(q, 0) == REPEAT_RUNS - 1]
 
     @property
     def share(self) -> float:
@@ -375,32 +381,19 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
 
     planned = shapes is None
 
-    def reserve():  # what the drift re-runs at the end will take: the first runs of those shapes took as much
-        return sum(w for p in paths for _, _, w in p.first) if planned else 0.0
+    def reserve():  # what the re-runs at the end will take (the drift's, and the third runs owed): as much as
+        # their shapes' runs before took
+        return (sum(w for p in paths for _, _, w in p.first) if planned else 0.0) + sum(
+            p.wall[q] for p in paths for q in p.owed())
 
-    while active:
-        remaining = budget_s - (time.perf_counter() - t_start) - reserve()
-        if remaining <= 0:
-            break
-        p = min(active, key=lambda a: a.spent / a.share)
-        if not p.started:
-            # a busy neighbour slows every shape measured meanwhile: said beside the model
-            flags = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info).get("contention") or []
-            if flags:
-                contention[p.label] = list(flags)
-            p.started = True
-        t0 = time.perf_counter()
-        shape = p.next_shape(model, info, remaining * p.share / sum(a.share for a in active))
-        if shape is None:
-            finish(p)
-            continue
+    def run(p, shape, t0):  # one run of one shape of path p, begun (planning included) at t0
         try:
             kernel, m = _measure(p.label, p.kwargs, shape, info, hw, p.costs(shape))
         except (UnsupportedKernel, BudgetExceeded, ValueError, RuntimeError) as e:
             skipped.setdefault(f"{p.label} {'x'.join(map(str, shape))}", str(e)[:160])
             p.dead.add(shape)
             p.spent += time.perf_counter() - t0
-            continue
+            return
         p.measured.add(shape)
         p.runs[shape] = p.runs.get(shape, 0) + 1
         if planned and len(p.first) < DRIFT_SHAPES and p.runs[shape] == 1:
@@ -419,11 +412,37 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
                      "run": p.runs[shape], "median_s": m.timing.median_s, "roof_s": m.predicted_time_s, "roof": roof,
                      "efficiency": eff, "rel_iqr": m.timing.rel_iqr})
         p.spent += time.perf_counter() - t0
+        p.wall[shape] = time.perf_counter() - t0
         if on_line and p.runs[shape] == 1:
             p.line_s += time.perf_counter() - t0
+
+    while active:
+        remaining = budget_s - (time.perf_counter() - t_start) - reserve()
+        if remaining <= 0:
+            break
+        p = min(active, key=lambda a: a.spent / a.share)
+        if not p.started:
+            # a busy neighbour slows every shape measured meanwhile: said beside the model
+            flags = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info).get("contention") or []
+            if flags:
+                contention[p.label] = list(flags)
+            p.started = True
+        t0 = time.perf_counter()
+        shape = p.next_shape(model, info, remaining * p.share / sum(a.share for a in active))
+        if shape is None:
+            finish(p)
+            continue
+        run(p, shape, t0)
     for p in list(active):
         finish(p)
+    for p in paths:  # a pair of runs that disagree gets its third, whatever the budget did meanwhile (int8's M = 7
+        # line shape here ran twice 72% apart as its share ended: the model held their mean, and a held-out M = 7
+        # then ran 37% faster than expected)
+        for shape in p.owed():
+            p.queue = [(n, q) for n, q in p.queue if q != shape]
+            run(p, shape, time.perf_counter())
     drift = _measure_drift(paths, model, rows, info, hw, skipped) if planned else {}
+
     if drift:
         progress(f"efficiency sweep: its first shapes measured again, the host's speed moved +-{math.exp(drift['sigma']) - 1:.0%} ("
                  + ", ".join(f"{k.partition(':')[2] if k.startswith('gemm') else k.replace(':', ' ')} "

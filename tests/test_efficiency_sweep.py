@@ -403,6 +403,29 @@ def test_a_run_a_busy_moment_slowed_is_measured_again_and_outvoted(monkeypatch):
     assert model.meta["repeated"] < len(rows) / 4, "runs again only where a shape disagrees, not everywhere"
 
 
+def test_two_runs_that_disagree_get_their_third_even_where_the_budget_ends_between(monkeypatch):
+    """A seed's first run is slowed (a busy moment), its second is not, and the budget runs out right after the second:
+    the model would hold their mean, 29% off either run, for good. The third run the pair is owed runs anyway, and
+    the median of the three, the clean value, is what the model keeps."""
+    slow_once, seen, clock, clean = (16, 4096, 4096), [], [0.0], fake_measure([])
+
+    def measure(label, kwargs, shape, info, hw, est=None, **_):
+        seen.append(shape)
+        clock[0] += 0.002
+        kernel, m = clean(label, kwargs, shape, info, hw, est)
+        if shape == slow_once and seen.count(shape) == 1:
+            m.efficiency /= 2
+        if shape == slow_once and seen.count(shape) == 2:
+            clock[0] = 1.0  # the budget's end
+        return kernel, m
+
+    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.0)
+    assert seen.count(slow_once) == keff.REPEAT_RUNS, seen
+    assert [r["run"] for r in rows if tuple(r["shape"]) == slow_once] == [1, 2, 3]
+    point = next(p for p in model.points("gemm", "fp32") if p.shape == dict(zip("mnk", slow_once)))
+    assert abs(point.log_eff - math.log(surface(*slow_once))) < 1e-9
+
+
 def _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s):
     """``run_sweep`` of one fp32 path through ``measure`` (which advances ``clock[0]`` by what a measurement takes),
     every other read of the clock 1 ms on."""
