@@ -47,7 +47,8 @@ from pathlib import Path
 
 from roofline import attention as attention_cost, gemm as gemm_cost, get_format, predict
 from roofline.atomic import write_json_atomic
-from roofline.efficiency import EfficiencyModel, m_residuals, model_key, model_of, model_shape, op_class
+from roofline.efficiency import (NEAR_OCTAVES, EfficiencyModel, m_residuals, model_key, model_of, model_shape,
+                                octaves_apart, op_class)
 from roofline.predict import UnsupportedPathError
 
 from . import telemetry
@@ -123,6 +124,16 @@ DEFAULT_BUDGET_S = FULL_BUDGET_S
 ANCHORS = 3            # swept shapes a path measured again while scoring: how far the host moved since the sweep
 DRIFT_SHAPES = 3       # a path's first measured shapes, measured again when the sweep ends: how far the host's speed
                        # moved while it swept, which the expected time's +- then carries (``EfficiencyModel.drift``)
+# A full sweep (a path's share at least LINE_MIN_S) also measures again, when it ends, every shape it ran once that no
+# other measured shape lies near (``NEAR_OCTAVES``): the model leans on it alone over its region, and no neighbour can
+# show a run a slow spell took (``recheck`` compares a run with its neighbours). Seen here: int8's 256x1024x1024 seed,
+# the only int8 GEMM within an octave of M = 256, ran 1.5x slow early in two sweeps (efficiency 3.7e-4 and 3.8e-4;
+# 5.5e-4 to 6.1e-4 in a probe minutes later), and held-out int8 GEMMs at M = 200 and 384 then ran 32-35% faster than
+# expected, where the same held-out shapes lay within 6% over three sweeps the day before. A re-run that disagrees
+# with its first run by over RECHECK_LOG gets a third after every path's re-runs, and the model keeps the median (the
+# drift's re-runs too: int8's first GEMVs of those sweeps ran at 0.038-0.052 of their roof, 0.064-0.071 at the end). A
+# shape that had no neighbour when first measured is judged (``recheck``) once its first neighbour is measured
+
 SCORE_PASSES = 3       # held-out runs a shape: scored against their median; their spread is the noise floor
 GUESS_EFFICIENCY = 0.3  # a cost guess before anything of a precision was measured
 
@@ -312,11 +323,33 @@ class _Path:
         self.line = line_shapes(kwargs) if allowance_s >= LINE_MIN_S and shapes is None else []
         self.costs, self.measured, self.dead, self.runs, self.queue = _Costs(kwargs, hw), set(), set(), {}, []
         self.todo = list(shapes) if shapes is not None else None
+        self._mshapes, self.eff1, self.cost_shape = {}, {}, {}  # shape -> its model shape, first run's efficiency
         self.candidates = grid_shapes(kwargs)
         self.precision, self.spent, self.count, self.again, self.started = None, 0.0, 0, 0, False
         self.first = []  # (shape, efficiency, wall seconds) of the first DRIFT_SHAPES measured: run again at the end
         self.line_done, self.line_s = False, 0.0  # the line's first runs took line_s seconds of wall time
         self.wall = {}  # shape -> wall seconds its last run took
+        self.near = {}  # shape measured -> how many other measured shapes lie near it (``NEAR_OCTAVES``)
+        self.full = allowance_s >= LINE_MIN_S and shapes is None
+
+    def meet(self, shape, mshape: dict) -> list:
+        """Count ``shape`` (first measured now; ``mshape`` its model shape) among its neighbours; returns the shapes
+        that had none so far (``recheck`` could not judge their first run then: it can now)."""
+        self.near[shape], woken = 0, []
+        for other, m in self._mshapes.items():
+            if octaves_apart(m, mshape) <= NEAR_OCTAVES + 1e-9:
+                self.near[shape] += 1
+                self.near[other] += 1
+                if self.near[other] == 1:
+                    woken.append(other)
+        self._mshapes[shape] = mshape
+        return woken
+
+    def alone(self) -> list:
+        """Shapes a full sweep runs again at its end: measured once, with no other measured shape near, not among
+        the drift's (which run again anyway); in the order first measured."""
+        first = {f[0] for f in self.first}
+        return [c for c, n in self.near.items() if self.full and n == 0 and self.runs.get(c) == 1 and c not in first]
 
     def owed(self) -> list:
         """Queued shapes whose two runs disagree (``recheck``): the model holds their mean until a third runs, which
@@ -384,7 +417,7 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
     def reserve():  # what the re-runs at the end will take (the drift's, and the third runs owed): as much as
         # their shapes' runs before took
         return (sum(w for p in paths for _, _, w in p.first) if planned else 0.0) + sum(
-            p.wall[q] for p in paths for q in p.owed())
+            p.wall[q] for p in paths for q in p.owed() + p.alone())
 
     def run(p, shape, t0):  # one run of one shape of path p, begun (planning included) at t0
         try:
@@ -396,6 +429,10 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
             return
         p.measured.add(shape)
         p.runs[shape] = p.runs.get(shape, 0) + 1
+        woken = []
+        if p.runs[shape] == 1:
+            woken = p.meet(shape, model_shape(kernel.op, kernel.cost.shape))
+            p.eff1[shape], p.cost_shape[shape] = m.efficiency, (kernel.op, kernel.cost.shape)
         if planned and len(p.first) < DRIFT_SHAPES and p.runs[shape] == 1:
             p.first.append((shape, m.efficiency, time.perf_counter() - t0))
         p.costs.add(shape, m.timing.median_s)
@@ -408,6 +445,12 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         if p.todo is None and recheck(model, kernel.op, kernel.precision, kernel.cost.shape, p.runs[shape],
                                       LINE_CONFIRM_LOG if on_line else RECHECK_LOG):
             p.queue.append((p.count + RECHECK_AFTER, shape))
+        queued = {q for _, q in p.queue}
+        for other in woken:  # measured once before it had a neighbour, which it has now: judged as it would have been
+            op, cost_shape = p.cost_shape[other]
+            if p.todo is None and p.runs[other] == 1 and other not in queued and recheck(
+                    model, op, kernel.precision, cost_shape, 1):
+                p.queue.append((p.count + RECHECK_AFTER, other))
         rows.append({"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape),
                      "run": p.runs[shape], "median_s": m.timing.median_s, "roof_s": m.predicted_time_s, "roof": roof,
                      "efficiency": eff, "rel_iqr": m.timing.rel_iqr})
@@ -458,28 +501,43 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
 
 
 def _measure_drift(paths, model: EfficiencyModel, rows: list, info, hw, skipped: dict) -> dict:
-    """Each path's first measured shapes, measured again now the sweep ends (they join the model as runs of their
-    shapes): ``{"n", "sigma", "paths": {model key: {"n", "mean"}}}``, over x = log(time now / time then) of every
-    re-run: ``mean`` a path's move, ``sigma`` the host's, 1.4826 x the median |x| of all paths (the spread of x, which
+    """Each path's first measured shapes, and in a full sweep the shapes it ran once with no neighbour near
+    (``_Path.alone``), measured again now the sweep ends (they join the model as runs of their shapes; a re-run that
+    disagrees with the first by over ``RECHECK_LOG`` gets a third once every path's re-runs are done, and the model
+    keeps the median; those thirds may run past the budget, by at most the re-runs' time again):
+    ``{"n", "sigma", "paths": {model key: {"n", "mean"}}}``, over x = log(time now / time then) of every re-run:
+    ``mean`` a path's move, ``sigma`` the host's, 1.4826 x the median |x| of all paths (the spread of x, which
     is what a later run differs from a swept one by). Pooled, not per path: three re-runs a path are too few (one tiny
     int8 GEMV here ran 73% slower at the end where its path's held-out shapes were 5% off), and the host's speed
     moves under every path. On a shared host it moves over minutes; a model fitted meanwhile cannot follow that,
     and its +- says so only if told."""
     moves = []
+
+    def again(p, shape, **mark):
+        try:
+            kernel, m = _measure(p.label, p.kwargs, shape, info, hw, p.costs(shape))
+        except (UnsupportedKernel, BudgetExceeded, ValueError, RuntimeError) as e:
+            skipped.setdefault(f"{p.label} {'x'.join(map(str, shape))} again", str(e)[:160])
+            return None, None
+        roof = "memory" if m.memory_roof_only else "full"
+        model.add(kernel.op, kernel.precision, kernel.cost.shape, m.efficiency, roof)
+        p.runs[shape] += 1
+        rows.append({"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape),
+                     "run": p.runs[shape], "median_s": m.timing.median_s, "roof_s": m.predicted_time_s,
+                     "roof": roof, "efficiency": m.efficiency, "rel_iqr": m.timing.rel_iqr, **mark})
+        return kernel, m
+
+    owed = []
     for p in paths:
-        for shape, eff_then, _ in p.first:
-            try:
-                kernel, m = _measure(p.label, p.kwargs, shape, info, hw, p.costs(shape))
-            except (UnsupportedKernel, BudgetExceeded, ValueError, RuntimeError) as e:
-                skipped.setdefault(f"{p.label} {'x'.join(map(str, shape))} again", str(e)[:160])
+        for shape, eff_then in [(c, e) for c, e, _ in p.first] + [(c, p.eff1[c]) for c in p.alone()]:
+            kernel, m = again(p, shape, drift=True)
+            if kernel is None:
                 continue
-            roof = "memory" if m.memory_roof_only else "full"
-            model.add(kernel.op, kernel.precision, kernel.cost.shape, m.efficiency, roof)
-            p.runs[shape] += 1
-            rows.append({"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape),
-                         "run": p.runs[shape], "median_s": m.timing.median_s, "roof_s": m.predicted_time_s,
-                         "roof": roof, "efficiency": m.efficiency, "rel_iqr": m.timing.rel_iqr, "drift": True})
             moves.append((model_key(kernel.op, kernel.precision), math.log(eff_then / m.efficiency)))
+            if p.runs[shape] == 2 and recheck(model, kernel.op, kernel.precision, kernel.cost.shape, 2):
+                owed.append((p, shape))
+    for p, shape in owed:  # after every path's re-runs: a slow spell that took a re-run has had time to pass
+        again(p, shape)
     if not moves:
         return {}
     by_path = {}
