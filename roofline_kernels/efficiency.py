@@ -323,7 +323,8 @@ class _Path:
         self.line = line_shapes(kwargs) if allowance_s >= LINE_MIN_S and shapes is None else []
         self.costs, self.measured, self.dead, self.runs, self.queue = _Costs(kwargs, hw), set(), set(), {}, []
         self.todo = list(shapes) if shapes is not None else None
-        self._mshapes, self.eff1, self.cost_shape = {}, {}, {}  # shape -> its model shape, first run's efficiency
+        # shape -> its model shape; its first run's efficiency; its kernel's op and cost shape (``recheck``'s)
+        self._mshapes, self.eff1, self.cost_shape = {}, {}, {}
         self.candidates = grid_shapes(kwargs)
         self.precision, self.spent, self.count, self.again, self.started = None, 0.0, 0, 0, False
         self.first = []  # (shape, efficiency, wall seconds) of the first DRIFT_SHAPES measured: run again at the end
@@ -414,8 +415,8 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
 
     planned = shapes is None
 
-    def reserve():  # what the re-runs at the end will take (the drift's, and the third runs owed): as much as
-        # their shapes' runs before took
+    def reserve():  # what the re-runs at the end will take (the drift's, the shapes still alone, the third runs
+        # owed): as much as their shapes' runs before took
         return (sum(w for p in paths for _, _, w in p.first) if planned else 0.0) + sum(
             p.wall[q] for p in paths for q in p.owed() + p.alone())
 
