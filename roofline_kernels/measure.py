@@ -306,9 +306,9 @@ def expected_of(kernel: Kernel, hw: Hardware, peaks: str, pred: dict | None, mem
                 mode: str = "cold"):
     """What this kernel is expected to reach of the roof it is held to (``roofline.efficiency``'s rule)."""
     from roofline.efficiency import NONE, Expected, expected_efficiency
-    if pred is None:
-        return NONE
     if kernel.emulated:  # the sweep leaves it out and ``efficiency.learn`` refuses it: say so, not "no model"
         return Expected(None, "none", f"an emulated kernel ({kernel.path}) is not modelled: the bound alone")
+    if pred is None:
+        return NONE
     return expected_efficiency(kernel.op, kernel.precision, kernel.cost.shape, hw, peaks, pred["bound"],
                                kernel.cost.weight_format, kernel.cost.act_format, model, memory_only, mode)
