@@ -17,10 +17,15 @@ path's budget.
 3. where a GEMM path's share of the budget allows (``LINE_MIN_S``), once it has spent ``LINE_AFTER`` of it, an
    **M line**: every M of 2..16 at one N x K, so each decode batch size's own residual off the line in log M is
    known (``roofline.efficiency.m_residuals``); when it ends its powers of two, and each M lying over 10% off its
-   line, run again (a third time where two runs disagree), within half of what is left of the path's share;
+   line, run again within half of what is left of the path's share (a third time where two runs disagree);
 4. a shape whose run lies more than ``RECHECK_LOG`` off what its neighbours predict (``recheck``: its
    leave-one-out error) runs **again** a few shapes later, and a third time if its two runs disagree, so one run a
-   busy moment slowed on a shared host does not bend the model (the median of its runs is what it keeps).
+   busy moment slowed on a shared host does not bend the model (the median of its runs is what it keeps); a shape
+   measured before it had a neighbour is judged so when its first neighbour is measured;
+5. when the budget is spent (room was kept for it): each path's first shapes run again (how far the host's speed
+   moved meanwhile, which every expected time's +- carries), and in a full sweep each shape still **alone** (no
+   measured shape near it: the model leans on it alone, and no neighbour could judge its run); then every shape
+   whose two runs disagree gets its third, whatever the budget did.
 
 A candidate one call of which would take longer than ``MAX_CALL_S`` is not measured (the model says "not
 measured near" there rather than guess). Efficiency is against the roof ``measure_kernel`` holds the kernel to
@@ -124,7 +129,7 @@ DEFAULT_BUDGET_S = FULL_BUDGET_S
 ANCHORS = 3            # swept shapes a path measured again while scoring: how far the host moved since the sweep
 DRIFT_SHAPES = 3       # a path's first measured shapes, measured again when the sweep ends: how far the host's speed
                        # moved while it swept, which the expected time's +- then carries (``EfficiencyModel.drift``)
-# A full sweep (a path's share at least LINE_MIN_S) also measures again, when it ends, every shape it ran once that no
+# A full sweep (a GEMM path's share at least LINE_MIN_S) also measures again, when it ends, every shape it ran once that no
 # other measured shape lies near (``NEAR_OCTAVES``): the model leans on it alone over its region, and no neighbour can
 # show a run a slow spell took (``recheck`` compares a run with its neighbours). Seen here: int8's 256x1024x1024 seed,
 # the only int8 GEMM within an octave of M = 256, ran 1.5x slow early in two sweeps (efficiency 3.7e-4 and 3.8e-4;
@@ -132,7 +137,7 @@ DRIFT_SHAPES = 3       # a path's first measured shapes, measured again when the
 # expected, where the same held-out shapes lay within 6% over three sweeps the day before. A re-run that disagrees
 # with its first run by over RECHECK_LOG gets a third after every path's re-runs, and the model keeps the median (the
 # drift's re-runs too: int8's first GEMVs of those sweeps ran at 0.038-0.052 of their roof, 0.064-0.071 at the end). A
-# shape that had no neighbour when first measured is judged (``recheck``) once its first neighbour is measured
+# shape that had no neighbour when first measured is judged (``recheck``) once its first neighbour is measured.
 
 SCORE_PASSES = 3       # held-out runs a shape: scored against their median; their spread is the noise floor
 GUESS_EFFICIENCY = 0.3  # a cost guess before anything of a precision was measured
@@ -331,7 +336,7 @@ class _Path:
         self.line_done, self.line_s = False, 0.0  # the line's first runs took line_s seconds of wall time
         self.wall = {}  # shape -> wall seconds its last run took
         self.near = {}  # shape measured -> how many other measured shapes lie near it (``NEAR_OCTAVES``)
-        self.full = allowance_s >= LINE_MIN_S and shapes is None
+        self.full = allowance_s / _share(kwargs) >= LINE_MIN_S and shapes is None  # a full sweep's path
 
     def meet(self, shape, mshape: dict) -> list:
         """Count ``shape`` (first measured now; ``mshape`` its model shape) among its neighbours; returns the shapes
@@ -350,11 +355,12 @@ class _Path:
         """Shapes a full sweep runs again at its end: measured once, with no other measured shape near, not among
         the drift's (which run again anyway); in the order first measured."""
         first = {f[0] for f in self.first}
-        return [c for c, n in self.near.items() if self.full and n == 0 and self.runs.get(c) == 1 and c not in first]
+        return [c for c, n in self.near.items()
+                if self.full and n == 0 and self.runs.get(c) == 1 and c not in first and c not in self.dead]
 
     def owed(self) -> list:
         """Queued shapes whose two runs disagree (``recheck``): the model holds their mean until a third runs, which
-        the sweep owes them even past its budget's end (``run_sweep`` keeps room for them)."""
+        the sweep owes them whatever its budget did (``run_sweep`` keeps room for them; ``_measure_drift`` runs them)."""
         return [q for _, q in self.queue if self.runs.get(q, 0) == REPEAT_RUNS - 1]
 
     @property
@@ -394,7 +400,8 @@ class _Path:
 def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_BUDGET_S,
               progress=lambda s: None, model: EfficiencyModel | None = None) -> tuple[EfficiencyModel, list[dict]]:
     """(model, rows): shapes of every path measured **interleaved** (next: the path that has spent the least of its
-    share), within ``budget_s``; an attention path's share is ``ATTENTION_SHARE`` of a GEMM path's. A slow minute of
+    share), within ``budget_s`` (past it only by the thirds the end's re-runs may owe: ``_measure_drift``); an
+    attention path's share is ``ATTENTION_SHARE`` of a GEMM path's. A slow minute of
     a shared host then falls on a few shapes of each path, which ``recheck`` can catch against their neighbours,
     instead of on all of one path, which nothing could tell from that path being slow. ``shapes`` given: those, in
     that order (no planning; GEMM paths only); else seed then least-sure-first over ``grid_shapes(kwargs)``.
@@ -479,14 +486,7 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         run(p, shape, t0)
     for p in list(active):
         finish(p)
-    for p in paths:  # a pair of runs that disagree gets its third, whatever the budget did meanwhile (int8's M = 7
-        # line shape here ran twice 72% apart as its share ended: the model held their mean, and a held-out M = 7
-        # then ran 37% faster than expected)
-        for shape in p.owed():
-            p.queue = [(n, q) for n, q in p.queue if q != shape]
-            run(p, shape, time.perf_counter())
     drift = _measure_drift(paths, model, rows, info, hw, skipped) if planned else {}
-
     if drift:
         progress(f"efficiency sweep: its first shapes measured again, the host's speed moved +-{math.exp(drift['sigma']) - 1:.0%} ("
                  + ", ".join(f"{k.partition(':')[2] if k.startswith('gemm') else k.replace(':', ' ')} "
@@ -502,16 +502,20 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
 
 
 def _measure_drift(paths, model: EfficiencyModel, rows: list, info, hw, skipped: dict) -> dict:
-    """Each path's first measured shapes, and in a full sweep the shapes it ran once with no neighbour near
-    (``_Path.alone``), measured again now the sweep ends (they join the model as runs of their shapes; a re-run that
-    disagrees with the first by over ``RECHECK_LOG`` gets a third once every path's re-runs are done, and the model
-    keeps the median; those thirds may run past the budget, by at most the re-runs' time again):
-    ``{"n", "sigma", "paths": {model key: {"n", "mean"}}}``, over x = log(time now / time then) of every re-run:
-    ``mean`` a path's move, ``sigma`` the host's, 1.4826 x the median |x| of all paths (the spread of x, which
-    is what a later run differs from a swept one by). Pooled, not per path: three re-runs a path are too few (one tiny
-    int8 GEMV here ran 73% slower at the end where its path's held-out shapes were 5% off), and the host's speed
-    moves under every path. On a shared host it moves over minutes; a model fitted meanwhile cannot follow that,
-    and its +- says so only if told."""
+    """The sweep's end, past its loop (``run_sweep`` kept room for it): each path's first measured shapes measured
+    again, and in a full sweep each shape still alone (``_Path.alone``); then a third run of every shape whose two runs
+    disagree (``recheck``), owed from the loop (``_Path.owed``: int8's M = 7 line shape here ran twice 72% apart as
+    its share ended, the model held their mean, and a held-out M = 7 then ran 37% faster than expected) or from these
+    re-runs, once all re-runs are done (a slow spell that took a second run has had time to pass); those re-runs'
+    thirds may take the sweep past its budget, by at most the re-runs' time again. Every run joins the model as a run
+    of its shape, and the model keeps the median.
+
+    Returns ``{"n", "sigma", "paths": {model key: {"n", "mean"}}}`` over x = log(time now / time then) of the first
+    shapes' re-runs: ``mean`` a path's move since it started, ``sigma`` the host's, 1.4826 x the median |x| of all
+    paths (the spread of x, which is what a later run differs from a swept one by). Pooled, not per path: three
+    re-runs a path are too few (one tiny int8 GEMV here ran 73% slower at the end where its path's held-out shapes
+    were 5% off), and the host's speed moves under every path. On a shared host it moves over minutes; a model
+    fitted meanwhile cannot follow that, and its +- says so only if told."""
     moves = []
 
     def again(p, shape, **mark):
@@ -528,16 +532,19 @@ def _measure_drift(paths, model: EfficiencyModel, rows: list, info, hw, skipped:
                      "roof": roof, "efficiency": m.efficiency, "rel_iqr": m.timing.rel_iqr, **mark})
         return kernel, m
 
-    owed = []
+    # a first shape owed a third gets it from its drift re-run
+    owed = [(p, c) for p in paths for c in p.owed() if c not in {f[0] for f in p.first}]
     for p in paths:
-        for shape, eff_then in [(c, e) for c, e, _ in p.first] + [(c, p.eff1[c]) for c in p.alone()]:
+        first = [(c, e) for c, e, _ in p.first]
+        for shape, eff_then in first + [(c, None) for c in p.alone()]:
             kernel, m = again(p, shape, drift=True)
             if kernel is None:
                 continue
-            moves.append((model_key(kernel.op, kernel.precision), math.log(eff_then / m.efficiency)))
+            if eff_then is not None:
+                moves.append((model_key(kernel.op, kernel.precision), math.log(eff_then / m.efficiency)))
             if p.runs[shape] == 2 and recheck(model, kernel.op, kernel.precision, kernel.cost.shape, 2):
                 owed.append((p, shape))
-    for p, shape in owed:  # after every path's re-runs: a slow spell that took a re-run has had time to pass
+    for p, shape in owed:
         again(p, shape)
     if not moves:
         return {}

@@ -462,9 +462,21 @@ def test_a_shape_a_full_sweep_ran_once_with_no_neighbour_runs_again_at_its_end(m
     first = [tuple(r["shape"]) for r in rows if r["run"] == 1][:keff.DRIFT_SHAPES]
     again_at_end = [tuple(r["shape"]) for r in rows if r.get("drift") and tuple(r["shape"]) not in first]
     assert lone in again_at_end and len(again_at_end) < len({tuple(r["shape"]) for r in rows}) / 4, again_at_end
+    # the host's move since the sweep began is read off its first shapes alone (a lone shape ran mid-sweep)
+    assert model.meta["drift"]["n"] == keff.DRIFT_SHAPES
     # the end's re-runs were kept room for: past the budget only the third they owed, and the loop's last shape (the
     # fake costs, a thousandth of what the fake clock charges, do not warn the planner)
     assert model.meta["seconds"] <= 1.25 * keff.LINE_MIN_S + 2 * 0.2 + 0.01, model.meta["seconds"]
+
+
+def test_a_full_sweep_is_full_for_its_attention_paths_too():
+    """An attention path's share is ATTENTION_SHARE of a GEMM path's: in a sweep whose GEMM paths are full, so is
+    it (its prefill seeds lie 2 units apart, each alone until the planner reaches between them)."""
+    attention, gemm = {"op": "attention", "precision": "fp32"}, {"precision": "fp32"}
+    assert keff._Path("a", attention, None, None, keff.ATTENTION_SHARE * keff.LINE_MIN_S).full
+    assert keff._Path("g", gemm, None, None, keff.LINE_MIN_S).full
+    assert not keff._Path("a", attention, None, None, keff.ATTENTION_SHARE * keff.QUICK_BUDGET_S / 5).full
+    assert not keff._Path("g", gemm, None, [(1, 1024, 1024)], keff.LINE_MIN_S).full  # given shapes: no planning
 
 
 def test_a_shape_first_measured_with_no_neighbour_is_judged_when_its_first_neighbour_comes(monkeypatch):
