@@ -292,7 +292,8 @@ def cmd_calibrate(args, out):
         out.write(f"  {prec:<6} skipped: {why}\n")
     if model is not None:
         meta = model.meta
-        again = f" ({meta['repeated']} runs again where a run disagreed with its neighbours)" if meta.get("repeated") else ""
+        again = (f" ({meta['repeated']} runs again: of runs the neighbours disagreed with or none could judge, of the M "
+                 "line, of the host's move)" if meta.get("repeated") else "")
         out.write(f"  efficiency model: {meta.get('measured', 0)} swept shapes{again} in {meta.get('seconds', 0)} s (budget "
                   f"{meta.get('budget_s', 0)} s), {meta.get('when', '?')}; measured shapes per path (sweep and use): "
                   + ", ".join(f"{k} {len(model.points(*k.split(':', 1)))}"
