@@ -43,6 +43,11 @@ TARGET_GEOMEAN = 0.10  # what a model should reach on shapes it never saw (issue
 TARGET_WORST = 0.35    # and worst error
 COVERAGE_FLOOR = 0.5   # the stated +-: an RMS error, so about 2 in 3 held-out shapes should fall within it; fewer
 COVERAGE_MIN_N = 4     # than half of at least this many held-out shapes (each with a +-) says it understates
+ALIGN_CAP = 12         # K's alignment counts up to 4096 elements (``k_level``): a larger power of two maps no fewer sets
+TWIN_STEP = 128        # an aligned K's twin: K + 128 (``twin_k``)
+ALIGN_MIN_PAIRS = 2    # an alignment residual is taken into account where this many pairs near agree on it
+ALIGN_MIN_LOG = math.log(1.15)  # an alignment residual under 15% is a pair's noise (held-out runs of one shape lay 1-19%
+#                                 apart, geomean per path, in scores on a Zen 4 host), not taken into account
 
 
 # The axes of each operator class, with their weights. A GEMM: an octave of N or K moves its efficiency about half
@@ -254,6 +259,65 @@ def _residuals_out(pts: list[Point]) -> tuple[list[Point], dict[int, float]]:
     return [p.shifted(-res.get(int(p.shape["m"]), 0.0)) if _class_of(p.shape) == "gemm" else p for p in pts], res
 
 
+def k_level(k: int) -> int:
+    """How aligned a GEMM's K (the row length of both operands, its stride in elements) is: the exponent of the
+    largest power of two dividing it, capped at ``ALIGN_CAP``. A row stride that is a multiple of a large power of two
+    maps every row to the same few cache sets, and some kernels then thrash where one 128 elements longer streams."""
+    k = int(k)
+    return min((k & -k).bit_length() - 1, ALIGN_CAP) if k > 0 else 0
+
+
+def twin_k(k: int) -> int:
+    """The K an aligned K (``k_level`` above ``k_level(TWIN_STEP)``) is measured against: ``TWIN_STEP`` more, of
+    level 7 (a multiple of 128, as torchao's int4 and most kernels need), 0.02-0.17 octaves longer."""
+    return int(k) + TWIN_STEP
+
+
+def align_pairs(pts: list[Point]) -> list[tuple[int, Point, float]]:
+    """(K's level, the aligned point, its log efficiency minus its twin's) for every measured GEMM shape whose twin
+    (same M and N, K = ``twin_k``) was measured too: how much the alignment of K alone costs (or gains) there."""
+    by = {_shape_key(p.shape): p for p in pts if _class_of(p.shape) == "gemm"}
+    out = []
+    for (m, n, k), p in by.items():
+        t = by.get((m, n, twin_k(k)))
+        if t is not None and k_level(k) > k_level(twin_k(k)):
+            # as many runs of each, oldest first: a sweep measures the twin right after its shape's first run, and the
+            # shape may run again minutes later (its drift re-run), when the host is faster or slower (one such pair
+            # here read K = 1024 39% faster than K = 1152 at M = 1 from the medians, 3% from the first runs)
+            n_runs = min(len(p.efficiencies), len(t.efficiencies))
+            out.append((k_level(k), p, Point(p.shape, p.efficiencies[:n_runs]).log_eff
+                        - Point(t.shape, t.efficiencies[:n_runs]).log_eff))
+    return out
+
+
+def _align_out(pts: list[Point]):
+    """(``pts`` with their K's alignment residual taken out, the residual at a shape): an interpolation in log M, N
+    and K cannot see whether K is a multiple of 4096, and on one host (AMD Zen 4, torch 2.13's int8 ``_int_mm``) a GEMM
+    at M = 8 ran 2.7x slower at K = 4096 than at K = 4224 and 1.6x at M = 64, none at M = 1 or in any other path;
+    a grid of such K then bent every other K's expected time 30-54% slow. The residual at a shape: the pairs
+    (``align_pairs``) of its K's level and its kind (GEMV or GEMM) within ``NEAR_OCTAVES``, the nearest
+    ``LOO_NEIGHBOURS``, weighted by closeness, where there are at least ``ALIGN_MIN_PAIRS`` and every one lies past
+    ``ALIGN_MIN_LOG`` the same way; else 0. One pair is two runs: on a shared host one read K = 1024 59% slower than
+    K = 1152 where the pairs around it lay within 15%, and the effect is local (int8 above: none from M = 256 on)."""
+    pairs = align_pairs(pts)
+    if sum(abs(r) > ALIGN_MIN_LOG for _, _, r in pairs) < ALIGN_MIN_PAIRS:
+        return pts, lambda shape: 0.0
+
+    def rho(shape: dict) -> float:
+        if _class_of(shape) != "gemm" or int(shape.get("k", 1)) <= 0:
+            return 0.0
+        lvl, f = k_level(shape["k"]), _features(shape)
+        own = sorted((math.dist(f, p.features), r) for lv, p, r in pairs
+                     if lv == lvl and _decode(p.features) == _decode(f)
+                     and octaves_apart(p.shape, shape) <= NEAR_OCTAVES + 1e-9)[:LOO_NEIGHBOURS]
+        if len(own) < ALIGN_MIN_PAIRS or not (all(r > ALIGN_MIN_LOG for _, r in own)
+                                              or all(r < -ALIGN_MIN_LOG for _, r in own)):
+            return 0.0
+        w = [1.0 / (d + DISTANCE_SOFTENING) ** 2 for d, _ in own]
+        return sum(wi * ri for wi, (_, ri) in zip(w, own)) / sum(w)
+    return [p.shifted(-rho(p.shape)) for p in pts], rho
+
+
 def _off_line(m: int, residuals: dict[int, float]) -> bool:
     """An M that may carry a residual of its own the M lines did not measure: no power of two, below an octave past
     the largest M they measured one for (left-over rows weigh less as M grows; fp32 here still ran 12% off at M = 24)."""
@@ -384,14 +448,16 @@ class EfficiencyModel:
         # an M's own residual (``m_residuals``) is taken out of every shape at that M, the rest interpolated, and
         # the query's put back
         pts, res = _residuals_out(pts)
+        pts, align = _align_out(pts)  # and K's alignment residual, likewise
+        a_q = align(shape)
         m_q = int(shape["m"]) if res else 0
         off_line = (math.sqrt(sum(r * r for r in res.values()) / len(res))
                     if _off_line(m_q, res) else 0.0)
         kind = _same_kind(pts, shape)  # what it is fitted from; the nearest named is among them
         near = min(kind, key=lambda p: (octaves_apart(p.shape, shape), math.dist(q, p.features)))
         away = octaves_apart(near.shape, shape)
-        eff = min(math.exp(_interpolate(q, kind, _intensity(precision, shape), memory_roof) + res.get(m_q, 0.0)),
-                  MAX_EFFICIENCY)
+        eff = min(math.exp(_interpolate(q, kind, _intensity(precision, shape), memory_roof) + res.get(m_q, 0.0)
+                           + a_q), MAX_EFFICIENCY)
         unc, why = self._uncertainty(q, kind, memory_roof, self.drift(op, precision), off_line)
         if m_q in res:
             slower = math.exp(-res[m_q]) - 1
@@ -400,6 +466,11 @@ class EfficiencyModel:
         elif off_line:
             why += (f"; M = {m_q} was not on an M line here, whose other M ran +-{math.exp(off_line) - 1:.0%} "
                     "(RMS) off the line through the powers of two: that joins the +-")
+        if a_q:
+            slower = math.exp(-a_q) - 1
+            why += (f"; K = {shape['k']} (a multiple of {1 << k_level(shape['k'])}) runs {abs(slower):.0%} "
+                    f"{'slower' if slower > 0 else 'faster'} than K + {TWIN_STEP} near here (measured in pairs; taken "
+                    "into account)")
         note = (f"fitted on {len(kind)} measured shapes of this device; nearest {_fmt_shape(near.shape)} "
                 f"({away:.2g} units away); {why}")
         if self.meta.get("calibration"):
@@ -453,6 +524,8 @@ class EfficiencyModel:
         # residual is itself, so it is judged raw)
         rest, res = _residuals_out(rest)
         r_own = res.get(int(shape["m"]), 0.0) if res else 0.0
+        rest, align = _align_out(rest)
+        r_own += align(shape)
         rest = _same_kind(rest, shape)
         fit = _interpolate(own[0].features, rest, own[0].intensity, self._memory_roof(op, precision))
         return abs(fit + r_own - own[0].log_eff)
@@ -469,6 +542,7 @@ class EfficiencyModel:
         largest first."""
         import numpy as np
         pts, _ = _residuals_out(self.points(op, precision))  # as the fit sees them
+        pts, _ = _align_out(pts)
         if not pts:
             return [math.inf] * len(shapes)
         f = np.array([p.features for p in pts])

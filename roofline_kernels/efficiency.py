@@ -52,8 +52,9 @@ from pathlib import Path
 
 from roofline import attention as attention_cost, gemm as gemm_cost, get_format, predict
 from roofline.atomic import write_json_atomic
-from roofline.efficiency import (NEAR_OCTAVES, EfficiencyModel, m_residuals, model_key, model_of, model_shape,
-                                octaves_apart, op_class)
+from roofline.efficiency import (ALIGN_CAP, ALIGN_MIN_LOG, ALIGN_MIN_PAIRS, NEAR_OCTAVES, EfficiencyModel,
+                                 align_pairs, k_level, m_residuals, model_key, model_of, model_shape, octaves_apart,
+                                 op_class, twin_k)
 from roofline.predict import UnsupportedPathError
 
 from . import telemetry
@@ -67,10 +68,11 @@ SEED_M = (1, 16, 256, 2048)
 SEED_NK = ((1024, 1024), (4096, 4096))
 # every decode batch of 2..16 rows at one N x K (``roofline.efficiency.m_residuals``): a library runs rows in blocks,
 # and an M it runs as a block plus a remainder lies off the line through the powers of two around it, alike at every
-# N x K; measured where a GEMM path's share of the budget is at least LINE_MIN_S (a full calibration's, not the quick)
+# N x K; measured where a GEMM path's share of the budget is at least LINE_MIN_S (a full calibration's, 15 s here, not
+# the quick's 3 s); 9 s, not 8, since a full sweep's path also measures its first aligned shapes' twins (``wants_twin``)
 LINE_M = tuple(range(2, 17))
 LINE_NK = (2048, 2048)
-LINE_MIN_S = 8.0
+LINE_MIN_S = 9.0
 # once the path has spent this much of its share: the seed and the planner's first picks reach the shapes far from
 # any (M 32-128 and 700 were "not near" for two paths here when the line ran right after the seed)
 LINE_AFTER = 0.5
@@ -121,6 +123,7 @@ REPEAT_RUNS = 3        # a shape whose run disagrees with its neighbours is run 
 # (14.6% vs 14.1% from their first runs alone): most of what it ran again was the model's error, not noise.
 RECHECK_LOG = math.log(1.4)
 RECHECK_AFTER = 3      # a shape runs again only after this many other shapes: a busy moment passes meanwhile
+ALIGN_PROBE_PAIRS = 2  # aligned shapes get twins until this many pairs at K's top level showed alignment does not matter
 MIN_REPS = 5           # cold samples per shape (FEW_REPS when a call is estimated over FEW_REPS_OVER_S)
 FEW_REPS, FEW_REPS_OVER_S = 3, 0.05  # not timer.LONG_CALL_S (0.1 s), where the timer's own sampling changes
 QUICK_BUDGET_S = 20.0  # the sweep of a quick calibration (the suite's first): keeps `pytest -m cpu` from nothing short
@@ -337,6 +340,7 @@ class _Path:
         self.wall = {}  # shape -> wall seconds its last run took
         self.near = {}  # shape measured -> how many other measured shapes lie near it (``NEAR_OCTAVES``)
         self.full = allowance_s / _share(kwargs) >= LINE_MIN_S and shapes is None  # a full sweep's path
+        self.twins, self.twinned = [], set()  # aligned shapes' twins to measure next (``wants_twin``); those measured
 
     def meet(self, shape, mshape: dict) -> list:
         """Count ``shape`` (first measured now; ``mshape`` its model shape) among its neighbours; returns the shapes
@@ -358,10 +362,39 @@ class _Path:
         return [c for c, n in self.near.items()
                 if self.full and n == 0 and self.runs.get(c) == 1 and c not in first and c not in self.dead]
 
+    def flagged(self) -> list:
+        """Shapes a full sweep runs again at its end: queued by ``recheck`` after their first run (or when their
+        first neighbour came) but not run again before the loop ended, not among the drift's; in queue order."""
+        first = {f[0] for f in self.first}
+        return [q for _, q in self.queue if self.full and self.runs.get(q) == 1 and q not in first]
+
     def owed(self) -> list:
         """Queued shapes whose two runs disagree (``recheck``): the model holds their mean until a third runs, which
         the sweep owes them whatever its budget did (``run_sweep`` keeps room for them; ``_measure_drift`` runs them)."""
         return [q for _, q in self.queue if self.runs.get(q, 0) == REPEAT_RUNS - 1]
+
+    def wants_twin(self, model, shape, mshape: dict):
+        """The twin (``roofline.efficiency.twin_k``) a full sweep measures right after a GEMM shape whose K is aligned
+        (``k_level``), where fewer than ``ALIGN_MIN_PAIRS`` pairs of that level and kind (GEMV or GEMM) lie near it
+        (the model takes a residual only where as many agree); None otherwise, and once ``ALIGN_PROBE_PAIRS`` pairs
+        of the kind at the top level (K a multiple of 4096, where a row stride maps the fewest cache sets) were
+        measured and no pair of the kind says alignment matters (each under ``ALIGN_MIN_LOG``):
+        there a twin is a shape the planner did not choose. (Its first pairs at K = 1024 alone are no such evidence:
+        int8 on a Zen 4 host ran K = 1024 as fast as K = 1152 and K = 4096 2.3-3.4x slower than K = 4224.) Right
+        after its shape, so the host's speed has no time to move between the two runs a residual is read from."""
+        if not self.full or _is_attention(self.kwargs) or self.precision is None:
+            return None
+        m, n, k = shape
+        twin = (m, n, twin_k(k))
+        if k_level(k) <= k_level(twin[2]) or twin in self.measured or twin in self.dead or twin in self.twins:
+            return None
+        decode = m == 1
+        pairs = [t for t in align_pairs(model.points("gemm", self.precision)) if (int(t[1].shape["m"]) == 1) == decode]
+        if sum(lv == ALIGN_CAP for lv, _, _ in pairs) >= ALIGN_PROBE_PAIRS and all(
+                abs(r) <= ALIGN_MIN_LOG for _, _, r in pairs):
+            return None  # K a multiple of 4096 costs nothing here, nor any lower level measured: no more twins
+        near = sum(lv == k_level(k) and octaves_apart(p.shape, mshape) <= NEAR_OCTAVES + 1e-9 for lv, p, _ in pairs)
+        return twin if near < ALIGN_MIN_PAIRS else None
 
     @property
     def share(self) -> float:
@@ -387,6 +420,11 @@ class _Path:
             room = LINE_RERUN_SHARE * max(0.0, self.allowance_s - self.spent)
             take = set(want[:int(room / each)] if each > 0 else want)
             self.queue += [(self.count, c) for c in anchors + [c for c in self.line if c not in anchors] if c in take]
+        while self.twins:  # an aligned shape's twin: right after it, or not at all
+            twin = self.twins.pop(0)
+            if self.costs(twin) <= MAX_CALL_S and self.costs(twin) * MIN_REPS < left:
+                self.twinned.add(twin)
+                return twin
         due = [q for n, q in self.queue if n <= self.count]
         shape = plan_next(model, self.label, self.precision, self.candidates, self.costs, left,
                           self.measured | self.dead, self.kwargs, due,
@@ -425,7 +463,7 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
     def reserve():  # what the re-runs at the end will take (the drift's, the shapes still alone, the third runs
         # owed): as much as their shapes' runs before took
         return (sum(w for p in paths for _, _, w in p.first) if planned else 0.0) + sum(
-            p.wall[q] for p in paths for q in p.owed() + p.alone())
+            p.wall[q] for p in paths for q in p.owed() + p.alone() + p.flagged())
 
     def run(p, shape, t0):  # one run of one shape of path p, begun (planning included) at t0
         try:
@@ -441,7 +479,8 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         if p.runs[shape] == 1:
             woken = p.meet(shape, model_shape(kernel.op, kernel.cost.shape))
             p.eff1[shape], p.cost_shape[shape] = m.efficiency, (kernel.op, kernel.cost.shape)
-        if planned and len(p.first) < DRIFT_SHAPES and p.runs[shape] == 1:
+        if planned and len(p.first) < DRIFT_SHAPES and p.runs[shape] == 1 and shape not in p.twinned:  # a twin is
+            # its aligned shape's double, no other shape
             p.first.append((shape, m.efficiency, time.perf_counter() - t0))
         p.costs.add(shape, m.timing.median_s)
         eff = m.efficiency  # against the roof measure_kernel held it to
@@ -450,6 +489,9 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         p.count += 1
         p.again += p.runs[shape] > 1
         on_line = shape in p.line
+        twin = p.wants_twin(model, shape, model_shape(kernel.op, kernel.cost.shape)) if p.runs[shape] == 1 else None
+        if twin is not None:
+            p.twins.append(twin)
         if p.todo is None and recheck(model, kernel.op, kernel.precision, kernel.cost.shape, p.runs[shape],
                                       LINE_CONFIRM_LOG if on_line else RECHECK_LOG):
             p.queue.append((p.count + RECHECK_AFTER, shape))
@@ -536,7 +578,7 @@ def _measure_drift(paths, model: EfficiencyModel, rows: list, info, hw, skipped:
     owed = [(p, c) for p in paths for c in p.owed() if c not in {f[0] for f in p.first}]
     for p in paths:
         first = [(c, e) for c, e, _ in p.first]
-        for shape, eff_then in first + [(c, None) for c in p.alone()]:
+        for shape, eff_then in first + [(c, None) for c in p.alone() + p.flagged()]:
             kernel, m = again(p, shape, drift=True)
             if kernel is None:
                 continue

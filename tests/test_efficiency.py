@@ -764,3 +764,108 @@ def test_the_sweep_plans_on_the_m_lines_residuals_taken_out():
     shapes = [{"m": m, "n": n, "k": k} for m in (2, 4, 8) for n in (1536, 3072) for k in (1536, 3072)]
     got, want = blocked.uncertainties("gemm", "bf16", shapes), flat.uncertainties("gemm", "bf16", shapes)
     assert got == pytest.approx(want, rel=0.05, abs=1e-3), (got, want)
+
+
+def aliased(shape):
+    """A made-up device whose kernel thrashes where K, each row's stride, is a multiple of 2048 (as torch 2.13's int8
+    ``_int_mm`` did on an AMD Zen 4 host: at M = 8 2.7x slower at K = 4096 than at K = 4224, 1.5x at K = 2048), for
+    2 <= M <= 64, not for a GEMV."""
+    m, k = shape.get("m", 1), shape["k"]
+    return smooth(shape) * (0.4 if k % 2048 == 0 and 2 <= m <= 64 else 1.0)
+
+
+def test_a_k_whose_alignment_the_device_runs_slow_does_not_bend_every_other_k():
+    """The grid's K (1024..8192) are mostly multiples of 2048. On a device that runs such K slow, a model fitted on
+    them alone expects K not powers of two (the held-out shapes, and most models' intermediate sizes) far too slow.
+    Each aligned K measured beside its twin (K + 128, ``twin_k``) gives the residual that alignment costs there: taken
+    out of every aligned shape before fitting and put back for an aligned query, so both come out right, and the note
+    says so. A device where the twins agree with their shapes keeps the plain fit."""
+    from roofline.efficiency import align_pairs, k_level, twin_k
+    assert k_level(4096) == k_level(8192) == 12 and k_level(2048) == 11 and k_level(twin_k(4096)) == 7
+    plain, paired, healthy = fitted(aliased), fitted(aliased), fitted(smooth)  # healthy: the device without it
+    for m in (1, 2, 4, 8, 16):
+        for n in (1024, 2048, 4096, 8192):
+            for k in (2048, 4096, 8192):
+                twin = {"m": m, "n": n, "k": twin_k(k)}
+                paired.add("gemm", "bf16", twin, aliased(twin))
+                healthy.add("gemm", "bf16", twin, smooth(twin))
+                plain.add("gemm", "bf16", {"m": m, "n": n, "k": k + 1000}, aliased({"m": m, "n": n, "k": k + 1000}))
+    assert {lv for lv, _, _ in align_pairs(paired.points("gemm", "bf16"))} == {11, 12}
+    off = [{"m": 3, "n": 3312, "k": 1920}, {"m": 5, "n": 2224, "k": 3712}, {"m": 7, "n": 1200, "k": 4480},
+           {"m": 11, "n": 1456, "k": 2432}, {"m": 1, "n": 4880, "k": 2176}]
+    for shape in off:  # as the fit does on the device without the thrashing: the interpolation's own error alone
+        got = paired.expected("gemm", "bf16", shape).efficiency
+        assert got == pytest.approx(healthy.expected("gemm", "bf16", shape).efficiency, rel=0.01), shape
+        assert got == pytest.approx(aliased(shape), rel=0.1), shape
+    # without pairs (unaligned neighbours at other K, as many as the twins) the aligned grid drags them slow
+    assert max(aliased(s) / plain.expected("gemm", "bf16", s).efficiency for s in off) > 1.3
+    aligned = {"m": 6, "n": 3000, "k": 4096}
+    got = paired.expected("gemm", "bf16", aligned)
+    assert got.efficiency == pytest.approx(0.4 * healthy.expected("gemm", "bf16", aligned).efficiency, rel=0.01)
+    assert "K = 4096 (a multiple of 4096) runs 150% slower than K + 128" in got.note, got.note
+    gemv = {"m": 1, "n": 3000, "k": 4096}
+    assert "K = 4096" not in paired.expected("gemm", "bf16", gemv).note  # a GEMV's pairs agree: none of that
+    flat = fitted(smooth)
+    for m, n in ((2, 2048), (8, 4096)):
+        flat.add("gemm", "bf16", {"m": m, "n": n, "k": twin_k(4096)}, smooth({"m": m, "n": n, "k": twin_k(4096)}))
+    assert "K = 4096" not in flat.expected("gemm", "bf16", aligned).note
+    assert flat.expected("gemm", "bf16", aligned).efficiency == pytest.approx(
+        fitted(smooth).expected("gemm", "bf16", aligned).efficiency, rel=0.02)
+
+
+def test_a_twin_that_agrees_with_its_aligned_shape_is_no_disagreement_and_one_a_busy_moment_slowed_is():
+    """``disagreement`` (what sends a run back) takes the alignment residual out as ``expected`` does: a new aligned
+    shape that runs as slow as the pairs near it say agrees with its neighbours; one slower still does not."""
+    from roofline.efficiency import twin_k
+    model = fitted(aliased)
+    for m in (2, 4, 8, 16):
+        for n in (1024, 4096):
+            for k in (2048, 4096):  # both slow levels: a level without a pair near keeps its raw runs
+                twin = {"m": m, "n": n, "k": twin_k(k)}
+                model.add("gemm", "bf16", twin, aliased(twin))
+    shape = {"m": 8, "n": 2048, "k": 4096}
+    assert model.disagreement("gemm", "bf16", shape) < 0.05
+    busy = EfficiencyModel.from_dict(model.to_dict())
+    busy.samples["gemm:bf16"] = [(s, e / 1.5 if s == shape else e) for s, e in busy.samples["gemm:bf16"]]
+    assert busy.disagreement("gemm", "bf16", shape) == pytest.approx(math.log(1.5), abs=0.05)
+
+
+def test_a_pairs_residual_is_read_from_runs_taken_together():
+    """A sweep measures a twin right after its shape's first run; the shape may run again at the sweep's end (its
+    drift re-run), on a host 40% faster by then (one such pair here read K = 1024 39% faster than K = 1152 from the
+    medians, 3% from the first runs). The pair's residual is read from as many runs of each, oldest first."""
+    from roofline.efficiency import align_pairs, twin_k
+    model = EfficiencyModel()
+    shape = {"m": 8, "n": 2048, "k": 4096}
+    model.add("gemm", "bf16", shape, 0.2)
+    model.add("gemm", "bf16", dict(shape, k=twin_k(4096)), 0.2)
+    model.add("gemm", "bf16", shape, 0.2 * 1.4)  # the end's re-run
+    [(level, point, residual)] = align_pairs(model.points("gemm", "bf16"))
+    assert level == 12 and point.shape == shape and residual == pytest.approx(0.0, abs=1e-12)
+    assert "K = 4096" not in model.expected("gemm", "bf16", dict(shape, n=3000)).note
+
+
+def test_one_pair_alone_or_pairs_that_disagree_move_nothing(monkeypatch):
+    """One pair is two runs, and a shared host moved one by 59% where the pairs around it lay within 15%: a residual
+    is taken only where ``ALIGN_MIN_PAIRS`` pairs near agree on it, past ``ALIGN_MIN_LOG`` the same way."""
+    import roofline.efficiency as eff
+    base = fitted(smooth)
+    query = {"m": 6, "n": 3000, "k": 4096}
+
+    def with_pairs(slowdowns):
+        model = EfficiencyModel.from_dict(base.to_dict())
+        for (m, n), slow in slowdowns.items():
+            shape, twin = {"m": m, "n": n, "k": 4096}, {"m": m, "n": n, "k": eff.twin_k(4096)}
+            model.samples["gemm:bf16"] = [(s, e / slow if s == shape else e) for s, e in model.samples["gemm:bf16"]]
+            model.add("gemm", "bf16", twin, smooth(twin))
+        got = model.expected("gemm", "bf16", query)
+        with monkeypatch.context() as m:  # the same points, read without any alignment residual
+            m.setattr(eff, "_align_out", lambda pts: (pts, lambda shape: 0.0))
+            return got, model.expected("gemm", "bf16", query).efficiency
+
+    got, plain = with_pairs({(4, 2048): 1.59})  # alone
+    assert got.efficiency == pytest.approx(plain, rel=1e-12) and "K = 4096" not in got.note
+    got, plain = with_pairs({(4, 2048): 1.59, (8, 4096): 1.03})  # disagree
+    assert got.efficiency == pytest.approx(plain, rel=1e-12) and "K = 4096" not in got.note
+    got, plain = with_pairs({(4, 2048): 2.0, (8, 4096): 2.5})  # agree: taken into account
+    assert got.efficiency < plain / 1.3 and "K = 4096" in got.note, (got, plain)

@@ -455,7 +455,9 @@ def test_a_shape_a_full_sweep_ran_once_with_no_neighbour_runs_again_at_its_end(m
     to time, as int8's on a CPU). A full sweep runs it again at its end; the two runs disagree, a third decides, and
     the model keeps the clean value. A shape with neighbours and the quick sweep's shapes are not run again so."""
     lone = (256, 1024, 1024)
-    model, rows, seen = _full_sweep_with_first_runs_slowed(monkeypatch, {(lone, 1): 1.6}, refused={(256, 4096, 4096)})
+    # its K + 128 twin (``wants_twin``) refused too: it would be the neighbour that shows the slow run
+    model, rows, seen = _full_sweep_with_first_runs_slowed(monkeypatch, {(lone, 1): 1.6},
+                                                           refused={(256, 4096, 4096), (256, 1024, 1024 + 128)})
     runs = [(r["run"], bool(r.get("drift"))) for r in rows if tuple(r["shape"]) == lone]
     assert runs == [(1, False), (2, True), (3, False)], runs
     assert abs(_log_error(model, lone)) < 1e-9
@@ -651,7 +653,8 @@ def test_a_full_sweep_measures_an_m_line_after_its_seeds_and_a_short_one_does_no
     e = model.expected("gemm", "fp32", shape).efficiency
     if budget_s >= keff.LINE_MIN_S:
         seeds = len(keff.seed_shapes())
-        assert got[:seeds] == sorted(keff.seed_shapes(), key=lambda s: cost_of(s) / 1000)
+        # (a seed whose K is aligned is followed by its twin, ``wants_twin``)
+        assert [s for s in got if s[2] % 256 != 128][:seeds] == sorted(keff.seed_shapes(), key=lambda s: cost_of(s) / 1000)
         todo = [s for s in line if s not in got[:got.index(off_grid[0])]]  # the line's powers of two may come first
         start = got.index(todo[0])
         assert got[start:start + len(todo)] == todo, got
@@ -730,3 +733,43 @@ def test_an_m_whose_first_run_lies_off_the_line_runs_again_so_a_busy_moment_is_n
     assert all(sum(s == c for s in shapes) == 2 for c in confirm if c[0] != 11)  # the real ones agreed: no third
     for m in (3, 5, 7, 11):
         assert got[m] == pytest.approx(line_residual(m), rel=1e-6)
+
+
+def _aliased_measure(penalty):
+    """``fake_measure``'s device, where a K that is a multiple of 2048 runs ``penalty`` x slower for 2 <= M <= 64 (as
+    int8 did on a Zen 4 host), 200 ms of the fake clock a measurement: (measure, clock)."""
+    clean, clock = fake_measure([]), [0.0]
+
+    def measure(label, kwargs, shape, info, hw, est=None, **_):
+        clock[0] += 0.2
+        kernel, m = clean(label, kwargs, shape, info, hw, est)
+        if shape[2] % 2048 == 0 and 2 <= shape[0] <= 64:
+            m.efficiency /= penalty
+        return kernel, m
+    return measure, clock
+
+
+@pytest.mark.parametrize("penalty", [1.0, 2.5])
+def test_a_full_sweep_measures_an_aligned_ks_twin_right_after_it_while_alignment_matters(monkeypatch, penalty):
+    """Each twin (K + 128) runs right after its aligned shape's first run, so the pair is read from one moment of the
+    host. On a device where alignment costs nothing, a GEMM's twins stop once ``ALIGN_PROBE_PAIRS`` pairs at K's top
+    level said so; where it costs 2.5x, twins keep coming where no pair is near, and the held-out GEMMs (K not powers
+    of two) are then expected as the device runs them, where a sweep without twins expects them up to 2x slow."""
+    from roofline.efficiency import ALIGN_CAP, k_level
+    measure, clock = _aliased_measure(penalty)
+    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=2 * keff.LINE_MIN_S)
+    shapes = [tuple(r["shape"]) for r in rows]
+    twins = [s for s in shapes if s[2] % 256 == 128]
+    assert twins
+    for t in twins:
+        assert shapes[shapes.index(t) - 1] == (t[0], t[1], t[2] - 128), (t, shapes)
+    gemm = [t for t in twins if t[0] > 1]
+    top = [t for t in gemm if k_level(t[2] - 128) == ALIGN_CAP]
+    held = [dict(m=m, n=n, k=k) for m, n, k in keff.HELD_OUT if 2 <= m <= 64]
+    errors = [model.expected("gemm", "fp32", s).efficiency for s in held]
+    errors = [abs(math.log(e / surface(**s))) for e, s in zip(errors, held) if e]
+    if penalty == 1.0:
+        assert len(top) == keff.ALIGN_PROBE_PAIRS and gemm[-1] == top[-1], gemm
+    else:
+        assert len(gemm) > len(top) > keff.ALIGN_PROBE_PAIRS, gemm
+        assert len(errors) >= len(held) - 1 and max(errors) < math.log(1.1), errors
