@@ -22,10 +22,13 @@ path's budget.
    leave-one-out error) runs **again** a few shapes later, and a third time if its two runs disagree, so one run a
    busy moment slowed on a shared host does not bend the model (the median of its runs is what it keeps); a shape
    measured before it had a neighbour is judged so when its first neighbour is measured;
-5. when the budget is spent (room was kept for it): each path's first shapes run again (how far the host's speed
+5. in a full sweep, right after a GEMM shape whose K is a multiple of a large power of two, its **twin** at K + 128
+   (``_Path.wants_twin``), where the model has too few such pairs near it and the path has not shown that K's
+   alignment costs it nothing: what alignment costs is read from the pair (``roofline.efficiency._align_out``);
+6. when the budget is spent (room was kept for it): each path's first shapes run again (how far the host's speed
    moved meanwhile, which every expected time's +- carries), and in a full sweep each shape still **alone** (no
-   measured shape near it: the model leans on it alone, and no neighbour could judge its run); then every shape
-   whose two runs disagree gets its third, whatever the budget did.
+   measured shape near it: the model leans on it alone, and no neighbour could judge its run) or **flagged** by
+   step 4 and not yet run again; then every shape whose two runs disagree gets its third, whatever the budget did.
 
 A candidate one call of which would take longer than ``MAX_CALL_S`` is not measured (the model says "not
 measured near" there rather than guess). Efficiency is against the roof ``measure_kernel`` holds the kernel to
@@ -52,9 +55,9 @@ from pathlib import Path
 
 from roofline import attention as attention_cost, gemm as gemm_cost, get_format, predict
 from roofline.atomic import write_json_atomic
-from roofline.efficiency import (ALIGN_CAP, ALIGN_MIN_LOG, ALIGN_MIN_PAIRS, NEAR_OCTAVES, EfficiencyModel,
-                                 align_pairs, k_level, m_residuals, model_key, model_of, model_shape, octaves_apart,
-                                 op_class, twin_k)
+from roofline.efficiency import (ALIGN_CAP, ALIGN_MIN_LOG, ALIGN_MIN_PAIRS, NEAR_OCTAVES, REPEAT_RUNS, TWIN_STEP,
+                                 EfficiencyModel, align_pairs, k_level, m_residuals, model_key, model_of, model_shape,
+                                 octaves_apart, op_class, twin_k, twins)
 from roofline.predict import UnsupportedPathError
 
 from . import telemetry
@@ -69,9 +72,14 @@ SEED_NK = ((1024, 1024), (4096, 4096))
 # every decode batch of 2..16 rows at one N x K (``roofline.efficiency.m_residuals``): a library runs rows in blocks,
 # and an M it runs as a block plus a remainder lies off the line through the powers of two around it, alike at every
 # N x K; measured where a GEMM path's share of the budget is at least LINE_MIN_S (a full calibration's, 15 s here, not
-# the quick's 3 s); 9 s, not 8, since a full sweep's path also measures its first aligned shapes' twins (``wants_twin``)
+# the quick's 3 s); 9 s, not 8, since a full sweep's path also measures its first aligned shapes' twins (``wants_twin``).
+# LINE_MIN_S also makes a path's sweep full (``_Path.full``: its twins, and its end's re-runs of shapes alone or
+# flagged). K = 2176, not 2048: a K that is a multiple of a large power of two takes a kernel some libraries run slower,
+# by a factor that moves with M (int8 on a Zen 4 host: 2048 x 2048 ran M = 8 1.6x slower than M = 7 and 9), and a
+# line there read that as each M's own residual and carried it to every K (held-out int8 M = 7 and 11 came out 34-41%
+# slow); K + 128 is the twin the model reads alignment against (``roofline.efficiency.twin_k``)
 LINE_M = tuple(range(2, 17))
-LINE_NK = (2048, 2048)
+LINE_NK = (2048, 2048 + 128)
 LINE_MIN_S = 9.0
 # once the path has spent this much of its share: the seed and the planner's first picks reach the shapes far from
 # any (M 32-128 and 700 were "not near" for two paths here when the line ran right after the seed)
@@ -117,7 +125,8 @@ ATTN_HELD_OUT = [(1, 28, 4, 1, 3000, 128), (2, 16, 16, 1, 1500, 64), (3, 32, 8, 
 ATTENTION_SHARE = 0.5  # an attention path's share of the sweep budget, against a GEMM path's 1
 MAX_CALL_S = 0.3       # one call longer than this is too dear for a sweep: its region is left "not measured near"
 PER_SHAPE_S = 2.0      # one shape's timing budget
-REPEAT_RUNS = 3        # a shape whose run disagrees with its neighbours is run again, up to this many runs (``recheck``)
+# REPEAT_RUNS (roofline.efficiency's): a shape whose run disagrees with its neighbours is run again, up to this many
+# runs (``recheck``)
 # "disagrees": 40% off. A busy moment slows a run 1.5-2x or more; the model's own error between neighbours is
 # ~15% geomean. At 25% a full sweep here ran 59 of 204 shapes again and scored no better on held-out shapes
 # (14.6% vs 14.1% from their first runs alone): most of what it ran again was the model's error, not noise.
@@ -347,7 +356,8 @@ class _Path:
         that had none so far (``recheck`` could not judge their first run then: it can now)."""
         self.near[shape], woken = 0, []
         for other, m in self._mshapes.items():
-            if octaves_apart(m, mshape) <= NEAR_OCTAVES + 1e-9:
+            if octaves_apart(m, mshape) <= NEAR_OCTAVES + 1e-9 and not twins(shape, other):  # a twin runs
+                # seconds after its shape, in the same slow spell if one: no witness of that shape's run
                 self.near[shape] += 1
                 self.near[other] += 1
                 if self.near[other] == 1:
@@ -364,9 +374,11 @@ class _Path:
 
     def flagged(self) -> list:
         """Shapes a full sweep runs again at its end: queued by ``recheck`` after their first run (or when their
-        first neighbour came) but not run again before the loop ended, not among the drift's; in queue order."""
+        first neighbour came) but not run again before the loop ended, not among the drift's nor the M line's (whose
+        re-runs stay within ``LINE_RERUN_SHARE``); in queue order."""
         first = {f[0] for f in self.first}
-        return [q for _, q in self.queue if self.full and self.runs.get(q) == 1 and q not in first]
+        return [q for _, q in self.queue
+                if self.full and self.runs.get(q) == 1 and q not in first and q not in self.line]
 
     def owed(self) -> list:
         """Queued shapes whose two runs disagree (``recheck``): the model holds their mean until a third runs, which
@@ -395,6 +407,28 @@ class _Path:
             return None  # K a multiple of 4096 costs nothing here, nor any lower level measured: no more twins
         near = sum(lv == k_level(k) and octaves_apart(p.shape, mshape) <= NEAR_OCTAVES + 1e-9 for lv, p, _ in pairs)
         return twin if near < ALIGN_MIN_PAIRS else None
+
+    def confirm(self, model, twin):
+        """After a twin's run: where its pair says alignment costs more than ``ALIGN_MIN_LOG`` and it is the only pair
+        of its level and kind near its shape, a second aligned shape near it (the same M and K, the nearest other N
+        of the grid), whose own twin then follows (``wants_twin``): the model takes a residual only where
+        ``ALIGN_MIN_PAIRS`` pairs near agree, and a sweep that left each pair alone would have measured them for
+        nothing. None otherwise."""
+        m, n, k = twin[0], twin[1], twin[2] - TWIN_STEP
+        decode = m == 1
+        pairs = [(lv, p, r) for lv, p, r in align_pairs(model.points("gemm", self.precision))
+                 if lv == k_level(k) and (int(p.shape["m"]) == 1) == decode]
+        mine = next((r for _, p, r in pairs if (p.shape["m"], p.shape["n"], p.shape["k"]) == (m, n, k)), None)
+        if mine is None or abs(mine) <= ALIGN_MIN_LOG:
+            return None
+        at = {"m": m, "n": n, "k": k}
+        if sum(octaves_apart(p.shape, at) <= NEAR_OCTAVES + 1e-9 for _, p, _ in pairs) >= ALIGN_MIN_PAIRS:
+            return None
+        for n2 in sorted(GRID_NK, key=lambda x: abs(math.log2(x / n))):
+            c = (m, n2, k)
+            if n2 != n and c not in self.measured and c not in self.dead and c not in self.twins:
+                return c
+        return None
 
     @property
     def share(self) -> float:
@@ -460,8 +494,8 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
 
     planned = shapes is None
 
-    def reserve():  # what the re-runs at the end will take (the drift's, the shapes still alone, the third runs
-        # owed): as much as their shapes' runs before took
+    def reserve():  # what the re-runs at the end will take (the drift's, the shapes still alone or flagged and never
+        # run again, the third runs owed): as much as their shapes' runs before took
         return (sum(w for p in paths for _, _, w in p.first) if planned else 0.0) + sum(
             p.wall[q] for p in paths for q in p.owed() + p.alone() + p.flagged())
 
@@ -492,6 +526,9 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         twin = p.wants_twin(model, shape, model_shape(kernel.op, kernel.cost.shape)) if p.runs[shape] == 1 else None
         if twin is not None:
             p.twins.append(twin)
+        confirm = p.confirm(model, shape) if shape in p.twinned and p.runs[shape] == 1 else None
+        if confirm is not None:
+            p.twins.insert(0, confirm)  # measured next, its twin right after it
         if p.todo is None and recheck(model, kernel.op, kernel.precision, kernel.cost.shape, p.runs[shape],
                                       LINE_CONFIRM_LOG if on_line else RECHECK_LOG):
             p.queue.append((p.count + RECHECK_AFTER, shape))
@@ -513,7 +550,8 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         remaining = budget_s - (time.perf_counter() - t_start) - reserve()
         if remaining <= 0:
             break
-        p = min(active, key=lambda a: a.spent / a.share)
+        # a twin waiting goes first, whatever path: its pair is read from runs taken together
+        p = next((a for a in active if a.twins), None) or min(active, key=lambda a: a.spent / a.share)
         if not p.started:
             # a busy neighbour slows every shape measured meanwhile: said beside the model
             flags = telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info).get("contention") or []
@@ -545,7 +583,8 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
 
 def _measure_drift(paths, model: EfficiencyModel, rows: list, info, hw, skipped: dict) -> dict:
     """The sweep's end, past its loop (``run_sweep`` kept room for it): each path's first measured shapes measured
-    again, and in a full sweep each shape still alone (``_Path.alone``); then a third run of every shape whose two runs
+    again, and in a full sweep each shape still alone (``_Path.alone``) or flagged and never run again
+    (``_Path.flagged``); then a third run of every shape whose two runs
     disagree (``recheck``), owed from the loop (``_Path.owed``: int8's M = 7 line shape here ran twice 72% apart as
     its share ended, the model held their mean, and a held-out M = 7 then ran 37% faster than expected) or from these
     re-runs, once all re-runs are done (a slow spell that took a second run has had time to pass); those re-runs'

@@ -867,5 +867,9 @@ def test_one_pair_alone_or_pairs_that_disagree_move_nothing(monkeypatch):
     assert got.efficiency == pytest.approx(plain, rel=1e-12) and "K = 4096" not in got.note
     got, plain = with_pairs({(4, 2048): 1.59, (8, 4096): 1.03})  # disagree
     assert got.efficiency == pytest.approx(plain, rel=1e-12) and "K = 4096" not in got.note
-    got, plain = with_pairs({(4, 2048): 2.0, (8, 4096): 2.5})  # agree: taken into account
+    got, plain = with_pairs({(4, 2048): 1.59, (8, 4096): 1 / 1.59})  # past 15% both, but opposite ways
+    assert got.efficiency == pytest.approx(plain, rel=1e-12) and "K = 4096" not in got.note
+    got, plain = with_pairs({(2, 1024): 2.0, (16, 8192): 2.5})  # agree, but no shape has both near it
+    assert got.efficiency == pytest.approx(plain, rel=1e-12) and "K = 4096" not in got.note
+    got, plain = with_pairs({(4, 2048): 2.0, (8, 4096): 2.5})  # agree, both near: taken into account
     assert got.efficiency < plain / 1.3 and "K = 4096" in got.note, (got, plain)
