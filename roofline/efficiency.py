@@ -305,7 +305,8 @@ def align_pairs(pts: list[Point]) -> list[tuple[int, Point, float]]:
             n_runs = min(len(p.efficiencies), len(t.efficiencies))
 
             def value(x: Point) -> float:
-                return x.log_eff if len(x.efficiencies) >= REPEAT_RUNS else Point(x.shape, x.efficiencies[:n_runs]).log_eff
+                judged = len(x.efficiencies) >= REPEAT_RUNS
+                return x.log_eff if judged else Point(x.shape, x.efficiencies[:n_runs]).log_eff
             out.append((k_level(k), p, value(p) - value(t)))
     return out
 
