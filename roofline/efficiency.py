@@ -19,7 +19,9 @@ roof). This module turns measured fractions into an estimate:
    roof falls as 1 / intensity); the neighbours' range is then of what is left, and a query past the
    intensities measured is held compute-bound only where a neighbour is. A GEMM at an M that is no power of two
    carries its own residual off the line in log M through the powers of two around it, where an "M line" (every
-   M at one N x K) measured one (``m_residuals``): a library's left-over rows take a kernel of their own.
+   M at one N x K) measured one (``m_residuals``): a library's left-over rows take a kernel of their own. Likewise a
+   K that is a multiple of a large power of two carries the residual that pairs of such a K and K + 128 measured near
+   it (``align_pairs``, ``_align_out``), where two agree: a row stride of 4096 elements thrashed one int8 kernel.
 2. **Priors** (``PRIORS``): published measurements of a device (``hardware.md``), each with its source,
    turned into a fraction of the datasheet roof. Used only without a profile.
 3. Otherwise **none**, said so: no number is invented.
