@@ -316,7 +316,7 @@ def align_pairs(pts: list[Point]) -> list[tuple[int, Point, float]]:
 def _align_out(pts: list[Point]):
     """(``pts`` with their K's alignment residual taken out, the residual at a shape): an interpolation in log M, N
     and K cannot see whether K is a multiple of 4096, and on one host (AMD Zen 4, torch 2.13's int8 ``_int_mm``) a GEMM
-    at M = 8 ran 2.7x slower at K = 4096 than at K = 4224 and 1.6x at M = 64, none at M = 1 or in any other path;
+    at M = 8 ran K = 4096 2.7x slower per FLOP than K = 4352, at M = 64 1.6x, none at M = 1 or in any other path;
     a grid of such K then bent every other K's expected time 30-54% slow. The residual at a shape: the pairs
     (``align_pairs``) of its K's level and its kind (GEMV or GEMM) within ``NEAR_OCTAVES``, the nearest
     ``LOO_NEIGHBOURS``, weighted by closeness, where there are at least ``ALIGN_MIN_PAIRS`` and every one lies past

@@ -392,7 +392,7 @@ class _Path:
         of the kind at the top level (K a multiple of 4096, where a row stride maps the fewest cache sets) were
         measured and no pair of the kind says alignment matters (each under ``ALIGN_MIN_LOG``):
         there a twin is a shape the planner did not choose. (Its first pairs at K = 1024 alone are no such evidence:
-        int8 on a Zen 4 host ran K = 1024 as fast as K = 1152 and K = 4096 2.3-3.4x slower than K = 4224.) Right
+        int8 on a Zen 4 host ran K = 1024 as fast as K = 1152, K = 4096 and 8192 2.0-3.4x slower than K + 128.) Right
         after its shape, so the host's speed has no time to move between the two runs a residual is read from."""
         if not self.full or _is_attention(self.kwargs) or self.precision is None:
             return None

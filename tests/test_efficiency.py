@@ -768,7 +768,7 @@ def test_the_sweep_plans_on_the_m_lines_residuals_taken_out():
 
 def aliased(shape):
     """A made-up device whose kernel thrashes where K, each row's stride, is a multiple of 2048 (as torch 2.13's int8
-    ``_int_mm`` did on an AMD Zen 4 host: at M = 8 2.7x slower at K = 4096 than at K = 4224, 1.5x at K = 2048), for
+    ``_int_mm`` did on an AMD Zen 4 host: at M = 8 2.7x slower per FLOP at K = 4096 than at 4352, 1.5x at 2048), for
     2 <= M <= 64, not for a GEMV."""
     m, k = shape.get("m", 1), shape["k"]
     return smooth(shape) * (0.4 if k % 2048 == 0 and 2 <= m <= 64 else 1.0)
