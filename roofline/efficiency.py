@@ -46,7 +46,8 @@ TARGET_WORST = 0.35    # and worst error
 COVERAGE_FLOOR = 0.5   # the stated +-: an RMS error, so about 2 in 3 held-out shapes should fall within it; fewer
 COVERAGE_MIN_N = 4     # than half of at least this many held-out shapes (each with a +-) says it understates
 REPEAT_RUNS = 3        # the most runs a sweep gives one shape (``roofline_kernels.efficiency.recheck``)
-ALIGN_CAP = 12         # K's alignment counts up to 4096 elements (``k_level``): a larger power of two maps no fewer sets
+ALIGN_CAP = 12         # K's alignment counts up to 4096 elements (``k_level``): 8192 shares 4096's level, so pairs at
+#                        either speak for both (int8 on a Zen 4 host ran both at 0.09-0.10 of its roof)
 TWIN_STEP = 128        # an aligned K's twin: K + 128 (``twin_k``)
 ALIGN_MIN_PAIRS = 2    # an alignment residual is taken into account where this many pairs near agree on it
 ALIGN_MIN_LOG = math.log(1.15)  # an alignment residual under 15% is a pair's noise (held-out runs of one shape lay 1-19%
@@ -271,10 +272,15 @@ def k_level(k: int) -> int:
 
 
 def twin_k(k: int) -> int:
-    """The K an aligned K (``k_level`` above ``k_level(TWIN_STEP)``) is measured against: ``TWIN_STEP`` more, of
-    level 7 for a K that is a multiple of 256 (a multiple of 128, as torchao's int4 and most kernels need); the
+    """The K an aligned K (``aligned``) is measured against: ``TWIN_STEP`` more, of level 7 for a K that is a multiple
+    of 256 (still a multiple of 128, as int4 weight-only's groups of 128 and CUDA's K % 16 and % 32 rules need); the
     grid's K (1024-8192) lie 0.02-0.17 octaves from their twins."""
     return int(k) + TWIN_STEP
+
+
+def aligned(k: int) -> bool:
+    """Whether K is more aligned than its twin (``twin_k``): a K a pair can be read at."""
+    return k_level(k) > k_level(twin_k(k))
 
 
 def twins(a, b) -> bool:
@@ -288,7 +294,7 @@ def twins(a, b) -> bool:
     if len(a) != 3 or len(b) != 3 or a[:2] != b[:2]:
         return False
     lo, hi = sorted((int(a[2]), int(b[2])))
-    return hi == twin_k(lo) and k_level(lo) > k_level(hi)
+    return hi == twin_k(lo) and aligned(lo)
 
 
 def align_pairs(pts: list[Point]) -> list[tuple[int, Point, float]]:
@@ -298,7 +304,7 @@ def align_pairs(pts: list[Point]) -> list[tuple[int, Point, float]]:
     out = []
     for (m, n, k), p in by.items():
         t = by.get((m, n, twin_k(k)))
-        if t is not None and k_level(k) > k_level(twin_k(k)):
+        if t is not None and aligned(k):
             # as many runs of each, oldest first: a sweep measures the twin right after its shape's first run, and the
             # shape may run again minutes later (its drift re-run), when the host is faster or slower (one such pair
             # here read K = 1024 39% faster than K = 1152 at M = 1 from the medians, 3% from the first runs); but a
@@ -323,7 +329,7 @@ def _align_out(pts: list[Point]):
     ``ALIGN_MIN_LOG`` the same way; else 0. One pair is two runs: on a shared host one read K = 1024 59% slower than
     K = 1152 where the pairs around it lay within 15%, and the effect is local (int8 above: none from M = 256 on)."""
     pairs = align_pairs(pts)
-    if sum(abs(r) > ALIGN_MIN_LOG for _, _, r in pairs) < ALIGN_MIN_PAIRS:
+    if sum(abs(r) > ALIGN_MIN_LOG for _, _, r in pairs) < ALIGN_MIN_PAIRS:  # no shape can have enough: skip the work
         return pts, lambda shape: 0.0
 
     def rho(shape: dict) -> float:

@@ -56,8 +56,8 @@ from pathlib import Path
 from roofline import attention as attention_cost, gemm as gemm_cost, get_format, predict
 from roofline.atomic import write_json_atomic
 from roofline.efficiency import (ALIGN_CAP, ALIGN_MIN_LOG, ALIGN_MIN_PAIRS, NEAR_OCTAVES, REPEAT_RUNS, TWIN_STEP,
-                                 EfficiencyModel, align_pairs, k_level, m_residuals, model_key, model_of, model_shape,
-                                 octaves_apart, op_class, twin_k, twins)
+                                 EfficiencyModel, align_pairs, aligned, k_level, m_residuals, model_key, model_of,
+                                 model_shape, octaves_apart, op_class, twin_k, twins)
 from roofline.predict import UnsupportedPathError
 
 from . import telemetry
@@ -79,7 +79,7 @@ SEED_NK = ((1024, 1024), (4096, 4096))
 # line there read that as each M's own residual and carried it to every K (held-out int8 M = 7 and 11 came out 34-41%
 # slow); K + 128 is the twin the model reads alignment against (``roofline.efficiency.twin_k``)
 LINE_M = tuple(range(2, 17))
-LINE_NK = (2048, 2048 + 128)
+LINE_NK = (2048, twin_k(2048))
 LINE_MIN_S = 9.0
 # once the path has spent this much of its share: the seed and the planner's first picks reach the shapes far from
 # any (M 32-128 and 700 were "not near" for two paths here when the line ran right after the seed)
@@ -349,7 +349,9 @@ class _Path:
         self.wall = {}  # shape -> wall seconds its last run took
         self.near = {}  # shape measured -> how many other measured shapes lie near it (``NEAR_OCTAVES``)
         self.full = allowance_s / _share(kwargs) >= LINE_MIN_S and shapes is None  # a full sweep's path
-        self.twins, self.twinned = [], set()  # aligned shapes' twins to measure next (``wants_twin``); those measured
+        # aligned shapes' twins (``wants_twin``) and confirmations' aligned shapes (``confirm``) to measure next; the
+        # twins measured
+        self.twins, self.twinned = [], set()
 
     def meet(self, shape, mshape: dict) -> list:
         """Count ``shape`` (first measured now; ``mshape`` its model shape) among its neighbours; returns the shapes
@@ -385,6 +387,10 @@ class _Path:
         the sweep owes them whatever its budget did (``run_sweep`` keeps room for them; ``_measure_drift`` runs them)."""
         return [q for _, q in self.queue if self.runs.get(q, 0) == REPEAT_RUNS - 1]
 
+    def _pairs(self, model, m: int) -> list:
+        """The path's pairs (``align_pairs``) of the kind (GEMV or GEMM) an M is."""
+        return [t for t in align_pairs(model.points("gemm", self.precision)) if (int(t[1].shape["m"]) == 1) == (m == 1)]
+
     def wants_twin(self, model, shape, mshape: dict):
         """The twin (``roofline.efficiency.twin_k``) a full sweep measures right after a GEMM shape whose K is aligned
         (``k_level``), where fewer than ``ALIGN_MIN_PAIRS`` pairs of that level and kind (GEMV or GEMM) lie near it
@@ -398,10 +404,9 @@ class _Path:
             return None
         m, n, k = shape
         twin = (m, n, twin_k(k))
-        if k_level(k) <= k_level(twin[2]) or twin in self.measured or twin in self.dead or twin in self.twins:
+        if not aligned(k) or twin in self.measured or twin in self.dead or twin in self.twins:
             return None
-        decode = m == 1
-        pairs = [t for t in align_pairs(model.points("gemm", self.precision)) if (int(t[1].shape["m"]) == 1) == decode]
+        pairs = self._pairs(model, m)
         if sum(lv == ALIGN_CAP for lv, _, _ in pairs) >= ALIGN_PROBE_PAIRS and all(
                 abs(r) <= ALIGN_MIN_LOG for _, _, r in pairs):
             return None  # K a multiple of 4096 costs nothing here, nor any lower level measured: no more twins
@@ -415,9 +420,9 @@ class _Path:
         ``ALIGN_MIN_PAIRS`` pairs near agree, and a sweep that left each pair alone would have measured them for
         nothing. None otherwise."""
         m, n, k = twin[0], twin[1], twin[2] - TWIN_STEP
-        decode = m == 1
-        pairs = [(lv, p, r) for lv, p, r in align_pairs(model.points("gemm", self.precision))
-                 if lv == k_level(k) and (int(p.shape["m"]) == 1) == decode]
+        if not twins(twin, (m, n, k)):
+            return None
+        pairs = [(lv, p, r) for lv, p, r in self._pairs(model, m) if lv == k_level(k)]
         mine = next((r for _, p, r in pairs if (p.shape["m"], p.shape["n"], p.shape["k"]) == (m, n, k)), None)
         if mine is None or abs(mine) <= ALIGN_MIN_LOG:
             return None
@@ -457,7 +462,8 @@ class _Path:
         while self.twins:  # an aligned shape's twin: right after it, or not at all
             twin = self.twins.pop(0)
             if self.costs(twin) <= MAX_CALL_S and self.costs(twin) * MIN_REPS < left:
-                self.twinned.add(twin)
+                if twins(twin, (twin[0], twin[1], twin[2] - TWIN_STEP)):  # not a confirmation's aligned shape
+                    self.twinned.add(twin)
                 return twin
         due = [q for n, q in self.queue if n <= self.count]
         shape = plan_next(model, self.label, self.precision, self.candidates, self.costs, left,

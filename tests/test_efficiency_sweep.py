@@ -657,7 +657,8 @@ def test_a_full_sweep_measures_an_m_line_after_its_seeds_and_a_short_one_does_no
     if budget_s >= keff.LINE_MIN_S:
         seeds = len(keff.seed_shapes())
         # (a seed whose K is aligned is followed by its twin, ``wants_twin``)
-        assert [s for s in got if s[2] % 256 != 128][:seeds] == sorted(keff.seed_shapes(), key=lambda s: cost_of(s) / 1000)
+        no_twins = [s for s in got if not _is_twin(s)]
+        assert no_twins[:seeds] == sorted(keff.seed_shapes(), key=lambda s: cost_of(s) / 1000)
         todo = [s for s in line if s not in got[:got.index(off_grid[0])]]  # the line's powers of two may come first
         start = got.index(todo[0])
         assert got[start:start + len(todo)] == todo, got
@@ -738,6 +739,12 @@ def test_an_m_whose_first_run_lies_off_the_line_runs_again_so_a_busy_moment_is_n
         assert got[m] == pytest.approx(line_residual(m), rel=1e-6)
 
 
+def _is_twin(shape):
+    """A GEMM shape that is the twin (``roofline.efficiency.twin_k``) of the shape at K - TWIN_STEP."""
+    from roofline.efficiency import TWIN_STEP, twins
+    return twins(shape, (shape[0], shape[1], shape[2] - TWIN_STEP))
+
+
 def _aliased_measure(penalty):
     """``fake_measure``'s device, where a K that is a multiple of 2048 runs ``penalty`` x slower for 2 <= M <= 64 (as
     int8 did on a Zen 4 host), 200 ms of the fake clock a measurement: (measure, clock)."""
@@ -762,8 +769,8 @@ def test_a_full_sweep_measures_an_aligned_ks_twin_right_after_it_while_alignment
     measure, clock = _aliased_measure(penalty)
     model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=2 * keff.LINE_MIN_S)
     shapes = [tuple(r["shape"]) for r in rows]
-    twins = [s for s in dict.fromkeys(shapes) if s[2] % 256 == 128 and s not in keff.line_shapes()]  # (the M line's
-    # K is a twin's too)
+    twins = [s for s in dict.fromkeys(shapes) if _is_twin(s) and s not in keff.line_shapes()]  # (the M line's K is a
+    # twin's too)
     assert twins
     for t in twins:
         assert shapes[shapes.index(t) - 1] == (t[0], t[1], t[2] - 128), (t, shapes)
@@ -805,3 +812,26 @@ def test_a_shape_flagged_but_never_run_again_runs_at_a_full_sweeps_end(monkeypat
     assert p.full and p.flagged() == [flagged]
     keff._measure_drift([p], model, [], SimpleNamespace(kind="cpu"), None, {})
     assert calls == [first, flagged, again], calls
+
+
+def test_a_twin_is_never_refused_on_cuda_where_its_aligned_shape_is_not():
+    """A twin (K + 128) and the M line (K = 2176) must build wherever the aligned shape builds, on every simulated GPU
+    and every GEMM path: CUDA's shape rules (``roofline_kernels.kernel.GEMM_RULES``, each citing the upstream check:
+    K % 16 and % 32 for the scaled GEMMs, int4's groups of 128) accept a K that is a multiple of 128 as they accept
+    one of 512. A twin the board refused would leave its pair unread and its aligned shape's region unjudged."""
+    from roofline.efficiency import twin_k
+    from roofline_kernels.kernel import gemm_refusal
+    from roofline_kernels.ops import gemm_formats
+    from tests.fakes.devices import SIMULATED
+    checked = 0
+    for dev in SIMULATED.values():
+        for _, kwargs in keff.GEMM_KERNELS:
+            w, a, _ = gemm_formats(**kwargs)
+            for m in keff.GRID_M + keff.LINE_M:
+                for n in keff.GRID_NK:
+                    for k in keff.GRID_NK + keff.LINE_NK[:1]:
+                        if gemm_refusal(w, a, m, n, k, dev.capability) is None:
+                            checked += 1
+                            assert gemm_refusal(w, a, m, n, twin_k(k), dev.capability) is None, (dev, kwargs, m, n, k)
+    assert checked > 1000
+    assert keff.LINE_NK[1] == twin_k(keff.LINE_NK[0])
