@@ -55,7 +55,7 @@ from pathlib import Path
 
 from roofline import attention as attention_cost, gemm as gemm_cost, get_format, predict
 from roofline.atomic import write_json_atomic
-from roofline.efficiency import (ALIGN_CAP, ALIGN_MIN_LOG, ALIGN_MIN_PAIRS, NEAR_OCTAVES, REPEAT_RUNS, TWIN_STEP,
+from roofline.efficiency import (ALIGN_CAP, ALIGN_MIN_LOG, ALIGN_MIN_PAIRS, AXES, NEAR_OCTAVES, REPEAT_RUNS, TWIN_STEP,
                                  EfficiencyModel, align_pairs, aligned, k_level, m_residuals, model_key, model_of,
                                  model_shape, octaves_apart, op_class, twin_k, twins)
 from roofline.predict import UnsupportedPathError
@@ -69,6 +69,10 @@ GRID_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)  # deco
 GRID_NK = (1024, 1536, 2048, 3072, 4096, 6144, 8192)  # half octaves: powers of two and not
 SEED_M = (1, 16, 256, 2048)
 SEED_NK = ((1024, 1024), (4096, 4096))
+# a full sweep's seeds add the Ms that leave no M of the grid's range further than NEAR_OCTAVES from a seed or its M
+# line (``cover_m``: 64, 512 and 4096 here), so the planner, which picks by uncertainty per cost and finds a flat compute-bound region sure, cannot leave
+# the prefill Ms between the quick seeds unmeasured, where the model then has no number (a Zen 4 host: held-out
+# 700x2096x2176 "not measured near" on every GEMM path, int4 weight-only's 48x5200x1408 and 96x1808x3584 as well)
 # every decode batch of 2..16 rows at one N x K (``roofline.efficiency.m_residuals``): a library runs rows in blocks,
 # and an M it runs as a block plus a remainder lies off the line through the powers of two around it, alike at every
 # N x K; measured where a GEMM path's share of the budget is at least LINE_MIN_S (a full calibration's, 15 s here, not
@@ -177,10 +181,34 @@ def grid_shapes(kwargs=None) -> list[tuple[int, ...]]:
     return [(m, n, k) for m in GRID_M for n in GRID_NK for k in GRID_NK]
 
 
-def seed_shapes(kwargs=None) -> list[tuple[int, ...]]:
+def cover_m(base=SEED_M) -> tuple[int, ...]:
+    """The Ms of the grid a sweep seeds beside ``base`` (Ms it measures anyway) so that every M from the grid's
+    least to its largest lies within ``NEAR_OCTAVES`` of a measured one (as ``roofline.efficiency.AXES`` weighs M):
+    from the least M not so covered, the grid M near it that covers the most of what is not, the cheapest (least)
+    of those that cover as much. Checked on every eighth of an octave."""
+    reach = NEAR_OCTAVES / AXES["gemm"]["m"]
+    lo, hi = math.log2(GRID_M[0]), math.log2(GRID_M[-1])
+    points = [lo + i / 8 for i in range(int((hi - lo) * 8) + 1)]
+    have, out = [math.log2(m) for m in base], []
+
+    def open_points():
+        return [x for x in points if all(abs(x - h) > reach + 1e-9 for h in have)]
+
+    while (gap := open_points()):
+        near = [m for m in GRID_M if abs(math.log2(m) - gap[0]) <= reach + 1e-9]
+        m = max(near, key=lambda c: (sum(abs(x - math.log2(c)) <= reach + 1e-9 for x in gap), -c))
+        have.append(math.log2(m))
+        out.append(m)
+    return tuple(sorted(out))
+
+
+def seed_shapes(kwargs=None, full: bool = False) -> list[tuple[int, ...]]:
+    """A path's seeds, measured before the planner picks (those too dear for a sweep are left, ``plan_next``); a
+    ``full`` sweep's GEMM seeds add the Ms that its seeds and its M line (``LINE_M``) leave uncovered (``cover_m``)."""
     if kwargs is not None and _is_attention(kwargs):
         return list(ATTN_SEED)
-    return [(m, n, k) for m in SEED_M for n, k in SEED_NK]
+    ms = sorted(set(SEED_M) | set(cover_m(SEED_M + LINE_M))) if full else SEED_M
+    return [(m, n, k) for m in ms for n, k in SEED_NK]
 
 
 def line_shapes(kwargs=None) -> list[tuple[int, ...]]:
@@ -279,7 +307,7 @@ class _Costs:
 
 
 def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates, cost, remaining_s: float,
-              measured: set, kwargs=None, again=(), line=()):
+              measured: set, kwargs=None, again=(), line=(), full: bool = False):
     """The next shape to measure: an unmeasured seed first (cheapest first), then a shape of ``again`` (the ones
     ``recheck`` flagged, oldest first) whose cost fits, then an unmeasured shape of ``line`` (the M line, in order),
     else the candidate with the most uncertainty per square root of its estimated cost, among those whose cost fits
@@ -291,7 +319,7 @@ def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates,
     # cheapest first; an attention path's prefills before its decodes: the prefill seeds are its dear ones, and a
     # quick sweep's share, spent on the cheap decodes first, often no longer afforded the 1024-token prefill the
     # suite's own case lies near (4 of 16 path-sweeps in four suites from nothing), where a decode fits at the end
-    seeds = sorted((c for c in seed_shapes(kwargs) if c in fits),
+    seeds = sorted((c for c in seed_shapes(kwargs, full) if c in fits),
                    key=lambda c: (kwargs is not None and _is_attention(kwargs) and c[3] == 1, cost(c)))
     if seeds:
         return seeds[0]
@@ -468,7 +496,7 @@ class _Path:
         due = [q for n, q in self.queue if n <= self.count]
         shape = plan_next(model, self.label, self.precision, self.candidates, self.costs, left,
                           self.measured | self.dead, self.kwargs, due,
-                          self.line if self.spent >= LINE_AFTER * self.allowance_s else ())
+                          self.line if self.spent >= LINE_AFTER * self.allowance_s else (), self.full)
         if shape is None and self.queue:  # nothing new fits: the re-runs still waiting go now rather than never
             shape = next((q for _, q in self.queue if self.costs(q) * MIN_REPS < left), None)
         self.queue = [(n, q) for n, q in self.queue if q != shape]
