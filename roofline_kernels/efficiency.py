@@ -247,18 +247,35 @@ def _precision_label(kwargs, info) -> str:
     built: fp32 SDPA with grouped KV heads on CUDA)."""
     if _is_attention(kwargs):
         return get_format(kwargs["precision"]).name
-    return _build(kwargs, (16, 256, 256), info).precision
+    return _probe(kwargs, info).precision
+
+
+# small shapes a path is probed at (its precision label, whether it builds here), the first that builds: int8's
+# torch._int_mm on CUDA needs M > 16 (aten/src/ATen/native/cuda/Blas.cpp _int_mm_out_cuda), so a probe at M = 16 alone
+# left the int8 W8A8 path out of every GPU's sweep (found by the sweep's first run on a simulated H100)
+GEMM_PROBES = ((16, 256, 256), (32, 256, 256))
+ATTENTION_PROBES = ((1, 4, 4, 16, 16, 64),)
+
+
+def _probe(kwargs, info):
+    """A path's kernel at the first of its probe shapes that builds here (the last refusal raised if none does)."""
+    probes = ATTENTION_PROBES if _is_attention(kwargs) else GEMM_PROBES
+    for i, shape in enumerate(probes):
+        try:
+            return _build(kwargs, shape, info)
+        except UnsupportedKernel:
+            if i == len(probes) - 1:
+                raise
 
 
 def sweep_precisions(info, hw) -> list[tuple[str, dict]]:
     """The paths to sweep: the GEMM kernels and the attention kernels (``op="attention"``, labelled ``attention
-    bf16``) that build here, are not emulated, and have a roof on ``hw`` (a probe at a small shape)."""
+    bf16``) that build here, are not emulated, and have a roof on ``hw`` (a probe at a small shape, ``_probe``)."""
     paths = list(GEMM_KERNELS) + [(f"attention {p}", {"op": "attention", "precision": p}) for p in ATTENTION_KERNELS]
     out = []
     for label, kwargs in paths:
-        probe = (1, 4, 4, 16, 16, 64) if _is_attention(kwargs) else (16, 256, 256)
         try:
-            k = _build(kwargs, probe, info)
+            k = _probe(kwargs, info)
             predict(k.cost, hw, "calibrated")
         except (UnsupportedKernel, UnsupportedPathError, ValueError):
             continue
