@@ -181,33 +181,37 @@ def grid_shapes(kwargs=None) -> list[tuple[int, ...]]:
     return [(m, n, k) for m in GRID_M for n in GRID_NK for k in GRID_NK]
 
 
-def cover_m(base=SEED_M) -> tuple[int, ...]:
+def cover_m(base=SEED_M, refused=()) -> tuple[int, ...]:
     """The Ms of the grid a sweep seeds beside ``base`` (Ms it measures anyway) so that every M from the grid's
     least to its largest lies within ``NEAR_OCTAVES`` of a measured one (as ``roofline.efficiency.AXES`` weighs M):
     from the least M not so covered, the grid M near it that covers the most of what is not, the cheapest (least)
-    of those that cover as much. Checked on every eighth of an octave."""
+    of those that cover as much. ``refused``: Ms the path does not build (torch._int_mm on CUDA: M <= 16), neither
+    seeded nor counted in ``base``; what only they could cover is left. Checked on every eighth of an octave."""
     reach = NEAR_OCTAVES / AXES["gemm"]["m"]
     lo, hi = math.log2(GRID_M[0]), math.log2(GRID_M[-1])
-    points = [lo + i / 8 for i in range(int((hi - lo) * 8) + 1)]
-    have, out = [math.log2(m) for m in base], []
+    live = [m for m in GRID_M if m not in refused]
+    have, out = [math.log2(m) for m in base if m not in refused], []
+    points = [x for x in (lo + i / 8 for i in range(int((hi - lo) * 8) + 1))
+              if any(abs(x - math.log2(m)) <= reach + 1e-9 for m in live)]
 
     def open_points():
         return [x for x in points if all(abs(x - h) > reach + 1e-9 for h in have)]
 
     while (gap := open_points()):
-        near = [m for m in GRID_M if abs(math.log2(m) - gap[0]) <= reach + 1e-9]
+        near = [m for m in live if abs(math.log2(m) - gap[0]) <= reach + 1e-9]
         m = max(near, key=lambda c: (sum(abs(x - math.log2(c)) <= reach + 1e-9 for x in gap), -c))
         have.append(math.log2(m))
         out.append(m)
     return tuple(sorted(out))
 
 
-def seed_shapes(kwargs=None, full: bool = False) -> list[tuple[int, ...]]:
+def seed_shapes(kwargs=None, full: bool = False, refused_m=()) -> list[tuple[int, ...]]:
     """A path's seeds, measured before the planner picks (those too dear for a sweep are left, ``plan_next``); a
-    ``full`` sweep's GEMM seeds add the Ms that its seeds and its M line (``LINE_M``) leave uncovered (``cover_m``)."""
+    ``full`` sweep's GEMM seeds add the Ms that its seeds and its M line (``LINE_M``) leave uncovered (``cover_m``),
+    ``refused_m`` (Ms it tried and never built) counted out."""
     if kwargs is not None and _is_attention(kwargs):
         return list(ATTN_SEED)
-    ms = sorted(set(SEED_M) | set(cover_m(SEED_M + LINE_M))) if full else SEED_M
+    ms = sorted(set(SEED_M) | set(cover_m(SEED_M + LINE_M, refused_m))) if full else SEED_M
     return [(m, n, k) for m in ms for n, k in SEED_NK]
 
 
@@ -324,7 +328,7 @@ class _Costs:
 
 
 def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates, cost, remaining_s: float,
-              measured: set, kwargs=None, again=(), line=(), full: bool = False):
+              measured: set, kwargs=None, again=(), line=(), full: bool = False, refused_m=()):
     """The next shape to measure: an unmeasured seed first (cheapest first), then a shape of ``again`` (the ones
     ``recheck`` flagged, oldest first) whose cost fits, then an unmeasured shape of ``line`` (the M line, in order),
     else the candidate with the most uncertainty per square root of its estimated cost, among those whose cost fits
@@ -336,7 +340,7 @@ def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates,
     # cheapest first; an attention path's prefills before its decodes: the prefill seeds are its dear ones, and a
     # quick sweep's share, spent on the cheap decodes first, often no longer afforded the 1024-token prefill the
     # suite's own case lies near (4 of 16 path-sweeps in four suites from nothing), where a decode fits at the end
-    seeds = sorted((c for c in seed_shapes(kwargs, full) if c in fits),
+    seeds = sorted((c for c in seed_shapes(kwargs, full, refused_m) if c in fits),
                    key=lambda c: (kwargs is not None and _is_attention(kwargs) and c[3] == 1, cost(c)))
     if seeds:
         return seeds[0]
@@ -513,7 +517,8 @@ class _Path:
         due = [q for n, q in self.queue if n <= self.count]
         shape = plan_next(model, self.label, self.precision, self.candidates, self.costs, left,
                           self.measured | self.dead, self.kwargs, due,
-                          self.line if self.spent >= LINE_AFTER * self.allowance_s else (), self.full)
+                          self.line if self.spent >= LINE_AFTER * self.allowance_s else (), self.full,
+                          {c[0] for c in self.dead} - {c[0] for c in self.measured})
         if shape is None and self.queue:  # nothing new fits: the re-runs still waiting go now rather than never
             shape = next((q for _, q in self.queue if self.costs(q) * MIN_REPS < left), None)
         self.queue = [(n, q) for n, q in self.queue if q != shape]

@@ -848,6 +848,12 @@ def test_a_full_sweeps_seeds_leave_no_m_of_the_grid_far_from_a_measured_one():
         x = i / 8
         assert min(abs(x - math.log2(m)) for m in full) <= reach + 1e-9, (2 ** x, sorted(full))
     assert {s[0] for s in keff.seed_shapes()} == set(keff.SEED_M)
+    # a path that builds no M <= 16 (torch._int_mm on CUDA) seeds the next grid M up in their place
+    refused = set(range(1, 17))
+    live = {s[0] for s in keff.seed_shapes(full=True, refused_m=refused)} - refused
+    assert 32 in live
+    for i in range(5 * 8 + 1, 8 * 13 + 1):  # M from 32 up
+        assert min(abs(i / 8 - math.log2(m)) for m in live) <= reach + 1e-9, (2 ** (i / 8), sorted(live))
     # no more seeds than it takes: each added M covers what no other seed does
     added = keff.cover_m(keff.SEED_M + keff.LINE_M)
     for m in added:
@@ -921,8 +927,24 @@ def test_a_full_sweep_on_a_simulated_h100_builds_its_twins_under_cudas_rules_and
         gemm = [kw for _, kw in precisions if not keff._is_attention(kw)]
         shares = sum(keff._share(kw) for _, kw in precisions)
         model, rows = keff.run_sweep(info, hw, precisions=precisions, budget_s=1.2 * keff.LINE_MIN_S * shares)
+        # and the score (``calibrate --score``) on the same device: held-out shapes and anchors, two passes
+        said, anchors = [], []
+        held = keff.measure_held_out(model, info, hw, [p for p in precisions if p[0] in ("int8", "bf16")],
+                                     progress=said.append, passes=2, anchors=anchors)
     finally:
         sim.uninstall()
+    from roofline.efficiency import score
+    scored = score(model, held, anchors)
+    # every bf16 held-out shape has a number, within 10% of the device's own (an exact made-up device: interpolation
+    # alone errs); int8's M <= 16 are refused and named, its others scored
+    assert scored["gemm:bf16"]["held_out"]["not_near"] == 0 and scored["gemm:bf16"]["held_out"]["meets_target"]
+    assert scored["gemm:bf16"]["held_out"]["expected"]["worst"] < 0.1, scored["gemm:bf16"]["held_out"]
+    int8_said = next(line for line in said if line.startswith("held-out int8:"))
+    small = [s for s in keff.HELD_OUT if s[0] <= 16]
+    assert f"{len(small)} not measured" in int8_said and "M > 16" in int8_said, int8_said
+    assert scored["gemm:int8"]["held_out"]["expected"]["n"] == len(keff.HELD_OUT) - len(small)
+    assert scored["gemm:int8"]["held_out"]["meets_target"], scored["gemm:int8"]["held_out"]
+    assert scored["gemm:int8"]["drift"]["n"] == keff.ANCHORS and abs(scored["gemm:int8"]["drift"]["mean"]) < 1e-6
     # no GEMM shape refused: seeds, M line and twins all built (fp32 SDPA with grouped KV heads is refused on CUDA,
     # ``make_attention``: the attention path sweeps what builds)
     # and int8's M <= 16, which torch._int_mm on CUDA refuses (M > 16): said, not timed
