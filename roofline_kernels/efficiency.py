@@ -8,7 +8,8 @@ attention (SDPA), decode over KV lengths 256..8192 and causal prefill over 128..
 32 query heads over 4, 8 or 32 KV heads, head_dim 64 or 128. An attention path gets ``ATTENTION_SHARE`` of a GEMM
 path's budget.
 
-1. a **seed** that spans the range (GEMM: M 1, 16, 256, 2048 at a small and a large N x K; attention: three
+1. a **seed** that spans the range (GEMM: M 1, 16, 256, 2048 at a small and a large N x K, and in a full sweep the
+   Ms that leave no M of the grid further than an octave from a seed or the M line, ``cover_m``; attention: three
    decodes, at two KV lengths and without GQA, and two prefill lengths), cheapest first (an attention path's
    prefills before its decodes);
 2. then, until the path's share of the budget is spent, the candidate where the model is **least sure**
@@ -70,9 +71,10 @@ GRID_NK = (1024, 1536, 2048, 3072, 4096, 6144, 8192)  # half octaves: powers of 
 SEED_M = (1, 16, 256, 2048)
 SEED_NK = ((1024, 1024), (4096, 4096))
 # a full sweep's seeds add the Ms that leave no M of the grid's range further than NEAR_OCTAVES from a seed or its M
-# line (``cover_m``: 64, 512 and 4096 here), so the planner, which picks by uncertainty per cost and finds a flat compute-bound region sure, cannot leave
-# the prefill Ms between the quick seeds unmeasured, where the model then has no number (a Zen 4 host: held-out
-# 700x2096x2176 "not measured near" on every GEMM path, int4 weight-only's 48x5200x1408 and 96x1808x3584 as well)
+# line (``cover_m``: 64, 512 and 4096 here), so the planner, which picks by uncertainty per cost and finds a flat
+# compute-bound region sure, cannot leave the prefill Ms between the quick seeds unmeasured, where the model then has
+# no number (a Zen 4 host: held-out 700x2096x2176 "not measured near" on four GEMM paths, int4 weight-only's
+# 48x5200x1408 and 96x1808x3584 as well)
 # every decode batch of 2..16 rows at one N x K (``roofline.efficiency.m_residuals``): a library runs rows in blocks,
 # and an M it runs as a block plus a remainder lies off the line through the powers of two around it, alike at every
 # N x K; measured where a GEMM path's share of the budget is at least LINE_MIN_S (a full calibration's, 15 s here, not
@@ -388,6 +390,7 @@ class _Path:
         self.label, self.kwargs, self.allowance_s = label, kwargs, allowance_s
         self.line = line_shapes(kwargs) if allowance_s >= LINE_MIN_S and shapes is None else []
         self.costs, self.measured, self.dead, self.runs, self.queue = _Costs(kwargs, hw), set(), set(), {}, []
+        self.refused = set()  # the dead shapes the path does not build (``UnsupportedKernel``)
         self.todo = list(shapes) if shapes is not None else None
         # shape -> its model shape; its first run's efficiency; its kernel's op and cost shape (``recheck``'s)
         self._mshapes, self.eff1, self.cost_shape = {}, {}, {}
@@ -518,7 +521,7 @@ class _Path:
         shape = plan_next(model, self.label, self.precision, self.candidates, self.costs, left,
                           self.measured | self.dead, self.kwargs, due,
                           self.line if self.spent >= LINE_AFTER * self.allowance_s else (), self.full,
-                          {c[0] for c in self.dead} - {c[0] for c in self.measured})
+                          {c[0] for c in self.refused} - {c[0] for c in self.measured})
         if shape is None and self.queue:  # nothing new fits: the re-runs still waiting go now rather than never
             shape = next((q for _, q in self.queue if self.costs(q) * MIN_REPS < left), None)
         self.queue = [(n, q) for n, q in self.queue if q != shape]
@@ -528,7 +531,8 @@ class _Path:
 def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_BUDGET_S,
               progress=lambda s: None, model: EfficiencyModel | None = None) -> tuple[EfficiencyModel, list[dict]]:
     """(model, rows): shapes of every path measured **interleaved** (next: the path that has spent the least of its
-    share), within ``budget_s`` (past it only by the thirds the end's re-runs may owe: ``_measure_drift``); an
+    share), within ``budget_s`` (past it by the thirds the end's re-runs may owe, ``_measure_drift``, and by the end's
+    re-run of the loop's last shapes where they have no neighbour: the plan prices a shape's own run only); an
     attention path's share is ``ATTENTION_SHARE`` of a GEMM path's. A slow minute of
     a shared host then falls on a few shapes of each path, which ``recheck`` can catch against their neighbours,
     instead of on all of one path, which nothing could tell from that path being slow. ``shapes`` given: those, in
@@ -561,6 +565,8 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         except (UnsupportedKernel, BudgetExceeded, ValueError, RuntimeError) as e:
             skipped.setdefault(f"{p.label} {'x'.join(map(str, shape))}", str(e)[:160])
             p.dead.add(shape)
+            if isinstance(e, UnsupportedKernel):  # the path does not build it (a time or memory refusal says
+                p.refused.add(shape)              # nothing of the Ms it builds: ``cover_m``)
             p.spent += time.perf_counter() - t0
             return
         p.measured.add(shape)
@@ -756,7 +762,8 @@ def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, 
                 try:  # a shape up to max_call_s a call is scored: its 3 samples get the wall time they need
                     kernel, m = _measure(label, kwargs, shape, info, hw, costs(shape) if costs.seen else None,
                                          max_wall_s=max(PER_SHAPE_S, 3 * max_call_s))
-                except (UnsupportedKernel, BudgetExceeded, ValueError) as e:  # said below, never dropped unsaid
+                except (UnsupportedKernel, BudgetExceeded, ValueError, RuntimeError) as e:  # said below, never
+                    # dropped unsaid (RuntimeError: torch.OutOfMemoryError and CUDA's errors, as the sweep takes them)
                     plan["refused"].setdefault("x".join(map(str, shape)), f"{type(e).__name__}: {str(e)[:80]}")
                     continue
                 costs.add(shape, m.timing.median_s)
