@@ -379,6 +379,15 @@ def recheck(model: EfficiencyModel, op: str, precision: str, shape: dict, runs: 
     return f"its runs {math.exp(spread) - 1:.0%} apart" if spread > apart else None
 
 
+def _refusal_class(kwargs, shape) -> tuple[str, int]:
+    """What a device's refusal of a sweep shape is read as refusing: a GEMM's M (torch._int_mm on CUDA: M > 16;
+    the grid's N and K, multiples of 128, pass every shape rule of ``roofline_kernels.kernel.GEMM_RULES``), an
+    attention's query heads per KV head (fp32 SDPA on CUDA: none grouped, ``ops.make_attention``)."""
+    if _is_attention(kwargs):
+        return "group", shape[1] // shape[2]
+    return "m", shape[0]
+
+
 def _share(kwargs) -> float:
     return ATTENTION_SHARE if _is_attention(kwargs) else 1.0
 
@@ -491,6 +500,15 @@ class _Path:
     def share(self) -> float:
         return _share(self.kwargs)
 
+    def refused_classes(self) -> set:
+        """The ``_refusal_class``es of the shapes the path refused to build, less those of any shape it measured:
+        the planner offers no more of them (int8 on a simulated H100 tried 115 grid shapes at M <= 16 and fp32
+        SDPA 96 with grouped KV heads, each refused, each a plan's time and a line of the profile's "skipped")."""
+        if not self.refused:
+            return set()
+        return ({_refusal_class(self.kwargs, c) for c in self.refused}
+                - {_refusal_class(self.kwargs, c) for c in self.measured})
+
     def next_shape(self, model, info, left):
         if self.todo is not None:
             return self.todo.pop(0) if self.todo else None
@@ -518,10 +536,13 @@ class _Path:
                     self.twinned.add(twin)
                 return twin
         due = [q for n, q in self.queue if n <= self.count]
-        shape = plan_next(model, self.label, self.precision, self.candidates, self.costs, left,
+        out = self.refused_classes()
+        cands = [c for c in self.candidates if _refusal_class(self.kwargs, c) not in out] if out else self.candidates
+        line = [c for c in self.line if _refusal_class(self.kwargs, c) not in out]
+        shape = plan_next(model, self.label, self.precision, cands, self.costs, left,
                           self.measured | self.dead, self.kwargs, due,
-                          self.line if self.spent >= LINE_AFTER * self.allowance_s else (), self.full,
-                          {c[0] for c in self.refused} - {c[0] for c in self.measured})
+                          line if self.spent >= LINE_AFTER * self.allowance_s else (), self.full,
+                          {v for axis, v in out if axis == "m"})
         if shape is None and self.queue:  # nothing new fits: the re-runs still waiting go now rather than never
             shape = next((q for _, q in self.queue if self.costs(q) * MIN_REPS < left), None)
         self.queue = [(n, q) for n, q in self.queue if q != shape]

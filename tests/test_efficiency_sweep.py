@@ -955,6 +955,11 @@ def test_a_full_sweep_on_a_simulated_h100_builds_its_twins_under_cudas_rules_and
     refused = {k: why for k, why in model.meta["skipped"].items()
                if not k.startswith("attention") and not (k.startswith("int8 ") and "M > 16" in why)}
     assert not refused, refused
+    # one refusal a refused M (int8) or group (fp32 SDPA) and no more: the planner offers no more of them
+    int8_m = [int(k.split()[1].split("x")[0]) for k in model.meta["skipped"] if k.startswith("int8 ")]
+    assert sorted(int8_m) == list(range(1, 17)), sorted(int8_m)
+    groups = [k for k in model.meta["skipped"] if k.startswith("attention fp32 ")]
+    assert 1 <= len(groups) <= 2, groups  # of 32 heads over 8 and over 4 KV heads
     assert all("grouped KV heads" in why for k, why in model.meta["skipped"].items() if k.startswith("attention"))
     labels = {r["precision"] for r in rows if r["op"] == "gemm"}
     assert {"int8", "bf16"} <= labels and len(labels) == len(gemm) >= 4, labels
