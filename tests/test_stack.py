@@ -161,3 +161,14 @@ def test_doctor_reports_a_torch_that_does_not_import_instead_of_dying_of_it():
     assert res.returncode == 0, res.stderr[-2000:]
     rc, ok, error, cpu_usable = json.loads(res.stdout.strip().splitlines()[-1])
     assert (rc, ok, cpu_usable) == (1, False, False) and "torch" in error
+
+
+def test_a_dependency_compiled_on_import_with_an_invalid_escape_still_imports_under_pytest():
+    """pytest.ini turns warnings into errors, and a dependency compiled on import (wheels installed with --no-compile,
+    as an offline GPU host installs torchao; or PYTHONDONTWRITEBYTECODE) warns of each invalid escape sequence in its
+    source: torchao 0.18's quant_api.py has one, and the error made torchao "not importable", every torchao path
+    skipped. That warning, and only it, is ignored: compiling such a source here must not raise."""
+    import warnings
+    compile('"""fully qualified names such as a\\.b"""\n', "dependency.py", "exec")
+    with pytest.raises(DeprecationWarning):  # any other warning is still an error
+        warnings.warn("something else", DeprecationWarning)
