@@ -56,9 +56,9 @@ from pathlib import Path
 
 from roofline import attention as attention_cost, gemm as gemm_cost, get_format, predict
 from roofline.atomic import write_json_atomic
-from roofline.efficiency import (ALIGN_CAP, ALIGN_MIN_LOG, ALIGN_MIN_PAIRS, AXES, NEAR_OCTAVES, REPEAT_RUNS, TWIN_STEP,
-                                 EfficiencyModel, align_pairs, aligned, k_level, m_residuals, model_key, model_of,
-                                 model_shape, octaves_apart, op_class, twin_k, twins)
+from roofline.efficiency import (ALIGN_CAP, ALIGN_MIN_LOG, ALIGN_MIN_PAIRS, AXES, NEAR_OCTAVES, REPEAT_RUNS,
+                                 TWIN_STEP, EfficiencyModel, align_pairs, aligned, k_level, m_residuals, model_key,
+                                 model_of, model_shape, octaves_apart, op_class, twin_k, twins)
 from roofline.predict import UnsupportedPathError
 
 from . import telemetry
