@@ -885,9 +885,10 @@ def test_a_full_sweep_on_a_simulated_h100_builds_its_twins_under_cudas_rules_and
     """The sweep end to end on a simulated GPU (tests/simulation.py: fake CUDA and NVML; every kernel built by the
     real builders, CUDA's shape rules judged at the full shape, timed by the simulated device), where ``ensure_model``
     never sweeps one: a made-up H100 whose int8 GEMMs at M 2-64 run a K that is a multiple of 4096 2.5x slower. Every
-    GEMM path builds and times its seeds, M line and twins there (none refused: a twin is K + 128, which CUDA's
-    rules accept wherever they accept K), and the model then expects int8 at K = 4096 2.5x slower than at K = 4224
-    near its pairs, and the two alike at M = 1 and at M = 256, and for bf16."""
+    GEMM path builds and times its seeds, M line and twins there (a twin is K + 128, which CUDA's rules accept
+    wherever they accept K; only int8's M <= 16 are refused, once an M, as torch._int_mm refuses them), and the model
+    then expects int8 at K = 4096 2.5x slower than at K = 4224 near its pairs, and the two alike at M = 256 and for
+    bf16. The score's held-out passes then run there too."""
     import dataclasses
     from roofline import get_hardware
     from roofline_kernels.measure import hardware_for, measure_kernel
@@ -949,9 +950,8 @@ def test_a_full_sweep_on_a_simulated_h100_builds_its_twins_under_cudas_rules_and
     assert scored["gemm:int8"]["held_out"]["expected"]["n"] == len(keff.HELD_OUT) - len(small)
     assert scored["gemm:int8"]["held_out"]["meets_target"], scored["gemm:int8"]["held_out"]
     assert scored["gemm:int8"]["drift"]["n"] == keff.ANCHORS and abs(scored["gemm:int8"]["drift"]["mean"]) < 1e-6
-    # no GEMM shape refused: seeds, M line and twins all built (fp32 SDPA with grouped KV heads is refused on CUDA,
-    # ``make_attention``: the attention path sweeps what builds)
-    # and int8's M <= 16, which torch._int_mm on CUDA refuses (M > 16): said, not timed
+    # no GEMM shape refused: seeds, M line and twins all built, but int8's M <= 16, which torch._int_mm on CUDA
+    # refuses (M > 16), and fp32 SDPA with grouped KV heads (``make_attention``): said, not timed
     refused = {k: why for k, why in model.meta["skipped"].items()
                if not k.startswith("attention") and not (k.startswith("int8 ") and "M > 16" in why)}
     assert not refused, refused
