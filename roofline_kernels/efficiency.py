@@ -63,7 +63,9 @@ from roofline.predict import UnsupportedPathError
 
 from . import telemetry
 from .measure import measure_kernel
-from .ops import ATTENTION_KERNELS, GEMM_KERNELS, UnsupportedKernel, make_attention, make_gemm
+from .kernel import _cuda_capability
+from .ops import (ATTENTION_KERNELS, GEMM_KERNELS, UnsupportedKernel, attention_refusal, gemm_formats,
+                  gemm_refusal, make_attention, make_gemm)
 from .timer import BudgetExceeded
 
 GRID_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)  # decode (M = 1) through prefill
@@ -210,7 +212,7 @@ def cover_m(base=SEED_M, refused=()) -> tuple[int, ...]:
 def seed_shapes(kwargs=None, full: bool = False, refused_m=()) -> list[tuple[int, ...]]:
     """A path's seeds, measured before the planner picks (those too dear for a sweep are left, ``plan_next``); a
     ``full`` sweep's GEMM seeds add the Ms that its seeds and its M line (``LINE_M``) leave uncovered (``cover_m``),
-    ``refused_m`` (Ms it tried and never built) counted out."""
+    ``refused_m`` (Ms the device refuses at every N x K, ``_refused``) counted out."""
     if kwargs is not None and _is_attention(kwargs):
         return list(ATTN_SEED)
     ms = sorted(set(SEED_M) | set(cover_m(SEED_M + LINE_M, refused_m))) if full else SEED_M
@@ -379,13 +381,18 @@ def recheck(model: EfficiencyModel, op: str, precision: str, shape: dict, runs: 
     return f"its runs {math.exp(spread) - 1:.0%} apart" if spread > apart else None
 
 
-def _refusal_class(kwargs, shape) -> tuple[str, int]:
-    """What a device's refusal of a sweep shape is read as refusing: a GEMM's M (torch._int_mm on CUDA: M > 16;
-    the grid's N and K, multiples of 128, pass every shape rule of ``roofline_kernels.kernel.GEMM_RULES``), an
-    attention's query heads per KV head (fp32 SDPA on CUDA: none grouped, ``ops.make_attention``)."""
+def _refused(kwargs, shape, info) -> bool:
+    """Whether the device refuses a sweep shape by the kernels' own rules, before anything is built (CUDA's:
+    ``roofline_kernels.kernel.GEMM_RULES``, torch._int_mm's M > 16 among them; ``ops.attention_refusal``, fp32 SDPA
+    with grouped KV heads): the sweep never plans it. Without them a simulated H100's sweep tried 211 such shapes,
+    each a plan's time and a line of the profile's "skipped"."""
+    if info is None or _target(info) != "cuda":
+        return False
     if _is_attention(kwargs):
-        return "group", shape[1] // shape[2]
-    return "m", shape[0]
+        _, heads, kv_heads, seq_q, seq_kv, _ = shape
+        return attention_refusal(kwargs["precision"], heads, kv_heads, seq_q, seq_kv, "cuda") is not None
+    w, a, _ = gemm_formats(**kwargs)
+    return gemm_refusal(w, a, *shape, _cuda_capability("cuda")) is not None
 
 
 def _share(kwargs) -> float:
@@ -395,15 +402,19 @@ def _share(kwargs) -> float:
 class _Path:
     """One path's state in a sweep: what it measured, how often, what waits to run again, the time it spent."""
 
-    def __init__(self, label, kwargs, hw, shapes, allowance_s=0.0):
+    def __init__(self, label, kwargs, hw, shapes, allowance_s=0.0, info=None):
         self.label, self.kwargs, self.allowance_s = label, kwargs, allowance_s
-        self.line = line_shapes(kwargs) if allowance_s >= LINE_MIN_S and shapes is None else []
+        # the grid and M line less what the device refuses (``_refused``); the Ms it refuses whole (``cover_m``)
+        grid, line = grid_shapes(kwargs), line_shapes(kwargs)
+        refused = {c for c in grid + line if _refused(kwargs, c, info)}
+        self.candidates = [c for c in grid if c not in refused]
+        self.line = [c for c in line if c not in refused] if allowance_s >= LINE_MIN_S and shapes is None else []
+        self.refused_m = set() if _is_attention(kwargs) else (
+            {c[0] for c in refused} - {c[0] for c in grid + line if c not in refused})
         self.costs, self.measured, self.dead, self.runs, self.queue = _Costs(kwargs, hw), set(), set(), {}, []
-        self.refused = set()  # the dead shapes the path does not build (``UnsupportedKernel``)
         self.todo = list(shapes) if shapes is not None else None
         # shape -> its model shape; its first run's efficiency; its kernel's op and cost shape (``recheck``'s)
         self._mshapes, self.eff1, self.cost_shape = {}, {}, {}
-        self.candidates = grid_shapes(kwargs)
         self.precision, self.spent, self.count, self.again, self.started = None, 0.0, 0, 0, False
         self.first = []  # (shape, efficiency, wall seconds) of the first DRIFT_SHAPES measured: run again at the end
         self.line_done, self.line_s = False, 0.0  # the line's first runs took line_s seconds of wall time
@@ -500,15 +511,6 @@ class _Path:
     def share(self) -> float:
         return _share(self.kwargs)
 
-    def refused_classes(self) -> set:
-        """The ``_refusal_class``es of the shapes the path refused to build, less those of any shape it measured:
-        the planner offers no more of them (int8 on a simulated H100 tried 115 grid shapes at M <= 16 and fp32
-        SDPA 96 with grouped KV heads, each refused, each a plan's time and a line of the profile's "skipped")."""
-        if not self.refused:
-            return set()
-        return ({_refusal_class(self.kwargs, c) for c in self.refused}
-                - {_refusal_class(self.kwargs, c) for c in self.measured})
-
     def next_shape(self, model, info, left):
         if self.todo is not None:
             return self.todo.pop(0) if self.todo else None
@@ -536,13 +538,9 @@ class _Path:
                     self.twinned.add(twin)
                 return twin
         due = [q for n, q in self.queue if n <= self.count]
-        out = self.refused_classes()
-        cands = [c for c in self.candidates if _refusal_class(self.kwargs, c) not in out] if out else self.candidates
-        line = [c for c in self.line if _refusal_class(self.kwargs, c) not in out]
-        shape = plan_next(model, self.label, self.precision, cands, self.costs, left,
+        shape = plan_next(model, self.label, self.precision, self.candidates, self.costs, left,
                           self.measured | self.dead, self.kwargs, due,
-                          line if self.spent >= LINE_AFTER * self.allowance_s else (), self.full,
-                          {v for axis, v in out if axis == "m"})
+                          self.line if self.spent >= LINE_AFTER * self.allowance_s else (), self.full, self.refused_m)
         if shape is None and self.queue:  # nothing new fits: the re-runs still waiting go now rather than never
             shape = next((q for _, q in self.queue if self.costs(q) * MIN_REPS < left), None)
         self.queue = [(n, q) for n, q in self.queue if q != shape]
@@ -566,7 +564,7 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
     rows, skipped, contention = [], {}, {}
     t_start = time.perf_counter()
     shares = sum(_share(kwargs) for _, kwargs in precisions) or 1.0
-    active = [_Path(label, kwargs, hw, shapes, budget_s * _share(kwargs) / shares) for label, kwargs in precisions]
+    active = [_Path(label, kwargs, hw, shapes, budget_s * _share(kwargs) / shares, info) for label, kwargs in precisions]
     paths = list(active)
 
     def finish(p):
@@ -586,8 +584,6 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         except (UnsupportedKernel, BudgetExceeded, ValueError, RuntimeError) as e:
             skipped.setdefault(f"{p.label} {'x'.join(map(str, shape))}", str(e)[:160])
             p.dead.add(shape)
-            if isinstance(e, UnsupportedKernel):  # the path does not build it (a time or memory refusal says
-                p.refused.add(shape)              # nothing of the Ms it builds: ``cover_m``)
             p.spent += time.perf_counter() - t0
             return
         p.measured.add(shape)

@@ -237,6 +237,19 @@ def _torchao_kernel(kern, label, w, a, x32, w32, device, target):
     return dataclasses.replace(kernel, launches=count_launches(kernel.fn))  # a tensor subclass: several ops per call
 
 
+def attention_refusal(precision: str, heads: int, kv_heads: int, seq_q: int, seq_kv: int, target: str) -> str | None:
+    """Why ``make_attention`` refuses this SDPA shape on ``target`` (before any tensor is made), or None."""
+    if seq_q > 1 and seq_q != seq_kv:
+        return ("SDPA's is_causal aligns the mask to the top-left; chunked prefill "
+                f"(seq_q={seq_q} < seq_kv={seq_kv}) needs an explicit mask kernel")
+    if target == "cuda" and get_format(precision).name == "fp32" and heads != kv_heads:
+        # flash attention has no fp32 kernel and memory-efficient attention no GQA: SDPA falls back to its
+        # math path, which materialises the score matrix; its time says nothing about a fused kernel's roof
+        return ("fp32 SDPA with grouped KV heads has no fused CUDA kernel (flash: 16-bit only; memory-efficient: "
+                "no GQA), so it would time the math fallback")
+    return None
+
+
 def make_attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, precision="bf16", kv=None, device="cpu",
                    seed=0, target=None) -> Kernel:
     """SDPA with grouped KV heads; causal when ``seq_q > 1`` (prefill), a KV-cache read when decoding."""
@@ -251,14 +264,9 @@ def make_attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, precision="b
     causal = seq_q > 1
     cost = attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, act=a, kv=kv_name, causal=causal)
     # refused before any tensor is made: a sweep tries many shapes a device refuses
-    if causal and seq_q != seq_kv:
-        raise UnsupportedKernel(a, target, "SDPA's is_causal aligns the mask to the top-left; chunked prefill "
-                                f"(seq_q={seq_q} < seq_kv={seq_kv}) needs an explicit mask kernel")
-    if target == "cuda" and a == "fp32" and heads != kv_heads:
-        # flash attention has no fp32 kernel and memory-efficient attention no GQA: SDPA falls back to its
-        # math path, which materialises the score matrix; its time says nothing about a fused kernel's roof
-        raise UnsupportedKernel(a, target, "fp32 SDPA with grouped KV heads has no fused CUDA kernel (flash: "
-                                "16-bit only; memory-efficient: no GQA), so it would time the math fallback")
+    why = attention_refusal(a, heads, kv_heads, seq_q, seq_kv, target)
+    if why:
+        raise UnsupportedKernel(a, target, why)
     gen = torch.Generator().manual_seed(seed)
     dt = _dtype(a)
     q = _rand((batch, heads, seq_q, head_dim), gen, device, dt)
