@@ -72,6 +72,12 @@ GRID_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)  # deco
 GRID_NK = (1024, 1536, 2048, 3072, 4096, 6144, 8192)  # half octaves: powers of two and not
 SEED_M = (1, 16, 256, 2048)
 SEED_NK = ((1024, 1024), (4096, 4096))
+# a full sweep's GEMVs off the diagonal N = K as well: a GEMV's efficiency follows K (each output row's stream) far more
+# than N, and GEMVs at N = K alone cannot tell the two apart (a Zen 4 host, `_measure`, two rounds: fp32 0.44-0.49 of its
+# roof at 4096x1024 and 8192x1024, 0.64-0.65 at 1024x8192; int8 0.42-0.58 and 0.70-0.78). Without them the planner,
+# finding the diagonal's GEMVs agree, measured none off it for fp32 and int8 W8A8, and their held-out GEMVs at K = 2944
+# and 6912 ran 13-27% faster than expected; K = 8192 brackets the long K of models' down projections
+GEMV_SEED_NK = ((1024, 4096), (4096, 1024), (4096, 8192))
 # a full sweep's seeds add the Ms that leave no M of the grid's range further than NEAR_OCTAVES from a seed or its M
 # line (``cover_m``: 64, 512 and 4096 here), so the planner, which picks by uncertainty per cost and finds a flat
 # compute-bound region sure, cannot leave the prefill Ms between the quick seeds unmeasured, where the model then has
@@ -80,7 +86,8 @@ SEED_NK = ((1024, 1024), (4096, 4096))
 # every decode batch of 2..16 rows at one N x K (``roofline.efficiency.m_residuals``): a library runs rows in blocks,
 # and an M it runs as a block plus a remainder lies off the line through the powers of two around it, alike at every
 # N x K; measured where a GEMM path's share of the budget is at least LINE_MIN_S (a full calibration's, 15 s here, not
-# the quick's 3 s); 9 s, not 8, since a full sweep's path also measures its first aligned shapes' twins (``wants_twin``).
+# the quick's 3 s); 10.5 s, not 8, since a full sweep's path also measures its first aligned shapes' twins (``wants_twin``)
+# and its GEMVs off the diagonal (``GEMV_SEED_NK``).
 # LINE_MIN_S also makes a path's sweep full (``_Path.full``: its twins, and its end's re-runs of shapes alone or
 # flagged). K = 2176, not 2048: a K that is a multiple of a large power of two takes a kernel some libraries run slower,
 # by a factor that moves with M (int8 on a Zen 4 host: 2048 x 2048 ran M = 8 1.6x slower than M = 7 and 9), and a
@@ -88,7 +95,7 @@ SEED_NK = ((1024, 1024), (4096, 4096))
 # slow); K + 128 is the twin the model reads alignment against (``roofline.efficiency.twin_k``)
 LINE_M = tuple(range(2, 17))
 LINE_NK = (2048, twin_k(2048))
-LINE_MIN_S = 9.0
+LINE_MIN_S = 10.5
 # once the path has spent this much of its share: the seed and the planner's first picks reach the shapes far from
 # any (M 32-128 and 700 were "not near" for two paths here when the line ran right after the seed)
 LINE_AFTER = 0.5
@@ -212,11 +219,13 @@ def cover_m(base=SEED_M, refused=()) -> tuple[int, ...]:
 def seed_shapes(kwargs=None, full: bool = False, refused_m=()) -> list[tuple[int, ...]]:
     """A path's seeds, measured before the planner picks (those too dear for a sweep are left, ``plan_next``); a
     ``full`` sweep's GEMM seeds add the Ms that its seeds and its M line (``LINE_M``) leave uncovered (``cover_m``),
-    ``refused_m`` (Ms the device refuses at every N x K, ``_refused``) counted out."""
+    ``refused_m`` (Ms the device refuses at every N x K, ``_refused``) counted out, and GEMVs off the diagonal N = K
+    (``GEMV_SEED_NK``)."""
     if kwargs is not None and _is_attention(kwargs):
         return list(ATTN_SEED)
     ms = sorted(set(SEED_M) | set(cover_m(SEED_M + LINE_M, refused_m))) if full else SEED_M
-    return [(m, n, k) for m in ms for n, k in SEED_NK]
+    gemvs = [(1, n, k) for n, k in GEMV_SEED_NK] if full and 1 not in refused_m else []
+    return [(m, n, k) for m in ms for n, k in SEED_NK] + gemvs
 
 
 def line_shapes(kwargs=None) -> list[tuple[int, ...]]:

@@ -974,3 +974,29 @@ def test_a_full_sweep_on_a_simulated_h100_builds_its_twins_under_cudas_rules_and
     assert ratio("int8", 48, 3584) == pytest.approx(2.5, rel=0.1)
     assert ratio("bf16", 48, 3584) == pytest.approx(1.0, abs=0.1)
     assert ratio("int8", 256, 3584) == pytest.approx(1.0, abs=0.1)
+
+
+def test_a_full_sweep_tells_a_gemvs_k_from_its_n(monkeypatch):
+    """A made-up device whose GEMVs stream better the longer K (each output row's dot product), whatever N (a Zen 4
+    host: fp32 GEMVs at 0.44-0.49 of their roof at K = 1024, 0.64-0.65 at 1024x8192). GEMVs at N = K alone cannot
+    tell K's effect from N's; a full sweep's seeds off that diagonal (``GEMV_SEED_NK``) let the model expect every
+    held-out GEMV (K 2176-6912) within 5% of the device's own (without them: 2800x6912 9% slow, past the grid's K = 8192
+    20%)."""
+    clean, clock = fake_measure([]), [0.0]
+
+    def by_k(m, n, k):
+        return 0.4 + 0.08 * math.log2(k / 1024) if m == 1 else surface(m, n, k)
+
+    def measure(label, kwargs, shape, info, hw, est=None, **_):
+        clock[0] += 0.2
+        kernel, m = clean(label, kwargs, shape, info, hw, est)
+        m.efficiency = by_k(*shape)
+        return kernel, m
+
+    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.25 * keff.LINE_MIN_S)
+    gemvs = [s for s in keff.HELD_OUT if s[0] == 1]
+    assert {s[2] for s in gemvs} - {s[1] for s in gemvs}, "the held-out GEMVs' K and N should differ"
+    for shape in gemvs:
+        got = model.expected("gemv", "fp32", dict(zip("mnk", shape)))
+        assert got.efficiency is not None, (shape, got.note)
+        assert abs(math.log(got.efficiency / by_k(*shape))) < math.log(1.05), (shape, got.efficiency, by_k(*shape))
