@@ -330,20 +330,34 @@ def _align_out(pts: list[Point]):
     K = 1152 where the pairs around it lay within 15%, and the effect is local (int8 above: none from M = 256 on)."""
     pairs = align_pairs(pts)
     if sum(abs(r) > ALIGN_MIN_LOG for _, _, r in pairs) < ALIGN_MIN_PAIRS:  # no shape can have enough: skip the work
-        return pts, lambda shape: 0.0
+        none = lambda shape: 0.0  # noqa: E731
+        none.spread = none
+        return pts, none
 
-    def rho(shape: dict) -> float:
+    def used(shape: dict) -> list[tuple[float, float]]:
+        """(weight, residual) of the pairs the residual at ``shape`` is read from; none where it is 0."""
         if _class_of(shape) != "gemm" or int(shape.get("k", 1)) <= 0:
-            return 0.0
+            return []
         lvl, f = k_level(shape["k"]), _features(shape)
         own = sorted((math.dist(f, p.features), r) for lv, p, r in pairs
                      if lv == lvl and _decode(p.features) == _decode(f)
                      and octaves_apart(p.shape, shape) <= NEAR_OCTAVES + 1e-9)[:LOO_NEIGHBOURS]
         if len(own) < ALIGN_MIN_PAIRS or not (all(r > ALIGN_MIN_LOG for _, r in own)
                                               or all(r < -ALIGN_MIN_LOG for _, r in own)):
-            return 0.0
-        w = [1.0 / (d + DISTANCE_SOFTENING) ** 2 for d, _ in own]
-        return sum(wi * ri for wi, (_, ri) in zip(w, own)) / sum(w)
+            return []
+        return [(1.0 / (d + DISTANCE_SOFTENING) ** 2, r) for d, r in own]
+
+    def rho(shape: dict) -> float:
+        w = used(shape)
+        return sum(wi * ri for wi, ri in w) / sum(wi for wi, _ in w) if w else 0.0
+
+    def spread(shape: dict) -> float:
+        """How far (log, weighted RMS) the pairs the residual is read from lie from it: what the residual itself may
+        be off by at ``shape`` (0 where there is none). Two pairs near one shape read int8's K = 4096 on a Zen 4
+        host 2.0x and 3.4x slower than K + 128: a residual taken into account carries that into the +-."""
+        w, r0 = used(shape), rho(shape)
+        return math.sqrt(sum(wi * (ri - r0) ** 2 for wi, ri in w) / sum(wi for wi, _ in w)) if w else 0.0
+    rho.spread = spread
     return [p.shifted(-rho(p.shape)) for p in pts], rho
 
 
@@ -487,7 +501,8 @@ class EfficiencyModel:
         away = octaves_apart(near.shape, shape)
         eff = min(math.exp(_interpolate(q, kind, _intensity(precision, shape), memory_roof) + res.get(m_q, 0.0)
                            + a_q), MAX_EFFICIENCY)
-        unc, why = self._uncertainty(q, kind, memory_roof, self.drift(op, precision), off_line)
+        a_spread = align.spread(shape) if a_q else 0.0
+        unc, why = self._uncertainty(q, kind, memory_roof, self.drift(op, precision), off_line, a_spread)
         if m_q in res:
             slower = math.exp(-res[m_q]) - 1
             why += (f"; M = {m_q} runs {abs(slower):.0%} {'slower' if slower > 0 else 'faster'} than the line in log M "
@@ -499,7 +514,7 @@ class EfficiencyModel:
             slower = math.exp(-a_q) - 1
             why += (f"; K = {shape['k']} (a multiple of {1 << k_level(shape['k'])}) runs {abs(slower):.0%} "
                     f"{'slower' if slower > 0 else 'faster'} than K + {TWIN_STEP} near here (measured in pairs; taken "
-                    "into account)")
+                    f"into account; the pairs lie +-{math.exp(a_spread) - 1:.0%} apart about it: that joins the +-)")
         note = (f"fitted on {len(kind)} measured shapes of this device; nearest {_fmt_shape(near.shape)} "
                 f"({away:.2g} units away); {why}")
         if self.meta.get("calibration"):
@@ -515,11 +530,12 @@ class EfficiencyModel:
 
     @staticmethod
     def _uncertainty(q, pts: list[Point], memory_roof: bool = False, drift: float = 0.0,
-                     off_line: float = 0.0) -> tuple[float | None, str]:
+                     off_line: float = 0.0, align: float = 0.0) -> tuple[float | None, str]:
         """How far off the estimate may be: the leave-one-out error of the measured shapes nearest ``q`` (how well
         the model predicts a shape from its neighbours here) combined with the run-to-run noise seen near ``q``, the
         path's ``drift`` (how far the host's speed moved while it was swept: a later run may find it moved as far)
-        and ``off_line`` (an M whose own residual no M line measured: the RMS of the residuals that were)."""
+        and ``off_line`` (an M whose own residual no M line measured: the RMS of the residuals that were) and ``align``
+        (K's alignment residual taken into account: how far the pairs it is read from lie apart about it)."""
         near = sorted(pts, key=lambda p: math.dist(q, p.features))[:LOO_NEIGHBOURS]
         loo = []
         for p in near:
@@ -531,7 +547,7 @@ class EfficiencyModel:
             return None, "uncertainty unknown (too few measured shapes near it)"
         loo_s = math.sqrt(sum(loo) / len(loo)) if loo else 0.0
         noise_s = sorted(noise)[len(noise) // 2] if noise else 0.0
-        unc = math.exp(math.sqrt(loo_s ** 2 + noise_s ** 2 + drift ** 2 + off_line ** 2)) - 1
+        unc = math.exp(math.sqrt(loo_s ** 2 + noise_s ** 2 + drift ** 2 + off_line ** 2 + align ** 2)) - 1
         parts = [f"leave-one-out {math.exp(loo_s) - 1:.0%}" if loo else "no leave-one-out neighbour",
                  f"run-to-run {math.exp(noise_s) - 1:.0%} ({len(noise)} repeated shapes)" if noise else
                  "run-to-run noise not yet seen here (one run per shape)"]

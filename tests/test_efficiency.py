@@ -873,3 +873,42 @@ def test_one_pair_alone_or_pairs_that_disagree_move_nothing(monkeypatch):
     assert got.efficiency == pytest.approx(plain, rel=1e-12) and "K = 4096" not in got.note
     got, plain = with_pairs({(4, 2048): 2.0, (8, 4096): 2.5})  # agree, both near: taken into account
     assert got.efficiency < plain / 1.3 and "K = 4096" in got.note, (got, plain)
+
+
+def test_an_alignment_residual_carries_how_far_its_pairs_lie_apart_into_the_plus_minus(monkeypatch):
+    """A residual taken into account is read from two or more pairs, and they need not agree closely (int8 on a Zen
+    4 host: K = 4096 2.0x and 3.4x slower than K + 128 at two nearby shapes). What the residual may be off by there
+    (the pairs' weighted RMS about it) joins the expected time's +- in quadrature, and the note says how far."""
+    import re
+    import roofline.efficiency as eff
+    base = fitted(smooth)
+    query = {"m": 6, "n": 3000, "k": 4096}
+
+    def with_pairs(slowdowns):
+        model = EfficiencyModel.from_dict(base.to_dict())
+        for (m, n), slow in slowdowns.items():
+            shape, twin = {"m": m, "n": n, "k": 4096}, {"m": m, "n": n, "k": eff.twin_k(4096)}
+            model.samples["gemm:bf16"] = [(s, e / slow if s == shape else e) for s, e in model.samples["gemm:bf16"]]
+            model.add("gemm", "bf16", twin, smooth(twin))
+        return model
+
+    model = with_pairs({(4, 2048): 2.0, (8, 4096): 3.4})
+    got = model.expected("gemm", "bf16", query)
+    real = eff._align_out
+
+    def unspread(pts):
+        out, rho = real(pts)
+        quiet = lambda shape: rho(shape)  # noqa: E731
+        quiet.spread = lambda shape: 0.0
+        return out, quiet
+    with monkeypatch.context() as m:
+        m.setattr(eff, "_align_out", unspread)
+        without = model.expected("gemm", "bf16", query)
+    assert got.efficiency == without.efficiency and "K = 4096" in got.note
+    # two pairs of weights w1, w2: |r1 - r2| sqrt(w1 w2) / (w1 + w2) about their mean; a fifth of |r1 - r2| at least
+    # while neither weighs over 20 times the other
+    floor = 0.2 * math.log(3.4 / 2.0)
+    added = math.log1p(got.uncertainty) ** 2 - math.log1p(without.uncertainty) ** 2
+    assert added >= floor ** 2, (got.uncertainty, without.uncertainty)
+    said = re.search(r"the pairs lie \+-(\d+)% apart about it", got.note)
+    assert said and int(said.group(1)) / 100 == pytest.approx(math.exp(math.sqrt(added)) - 1, abs=0.011), got.note
