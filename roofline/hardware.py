@@ -88,6 +88,9 @@ def load_calibration(path: str | os.PathLike) -> Calibration:
     return Calibration.from_dict(data, path=os.fspath(path))
 
 
+CPU_CALIBRATED_FORMATS = ("bf16", "fp16", "int8")  # a CPU's formats its profile's measured peaks make a math path of
+
+
 @dataclass(frozen=True)
 class Hardware:
     key: str
@@ -183,7 +186,23 @@ class Hardware:
         return get_format(fmt).name in self.native
 
     def with_calibration(self, cal: Calibration) -> "Hardware":
-        return dataclasses.replace(self, calibration=cal)
+        """This entry with a profile beside it: one measured on this device (its registry key, or an alias; a Jetson's
+        in any power mode, the profile saying which). A profile of another device is refused: its peaks and efficiency
+        model describe that device, and held beside this one's name and memory they gave numbers of neither (a CPU
+        host's profile under ``predict``'s default gb10 planned a model against gb10's 121 GB)."""
+        measured_on = cal.hardware.split("@", 1)[0]
+        if measured_on not in {self.key, self.base_key, *self.aliases}:
+            where = f" ({cal.path})" if cal.path else ""
+            raise ValueError(f"calibration profile{where} was measured on {cal.hardware!r}, not {self.key!r}: predict "
+                             f"against {measured_on!r} (--hardware {measured_on}, or no --hardware), or load a profile "
+                             f"of {self.base_key!r}")
+        native = self.native
+        if self.kind == "cpu":
+            # A CPU without bf16/VNNI units still runs torch's bf16 and int8 GEMMs (in software, through oneDNN):
+            # where the profile measured such a path, that measured peak is its roof. Without this a Zen 3 host had
+            # "no math path" for bf16, and every bf16 prediction and pipeline refused.
+            native = native | {f for f in CPU_CALIBRATED_FORMATS if get_format(f).compute_class in cal.peaks_tflops}
+        return dataclasses.replace(self, calibration=cal, native=frozenset(native))
 
     def _need_calibration(self) -> Calibration:
         if self.calibration is None:

@@ -52,16 +52,7 @@ def hardware_for(info: DeviceInfo, calibration=None, power_mode: str | None = No
     hw = resolve(hw, mode if hw.key in POWER_MODES else None, **clocks)
     if calibration is None:
         return hw
-    if hw.kind == "cpu":
-        # A CPU without bf16/VNNI units still runs torch's bf16 and int8 GEMMs (in software, through
-        # oneDNN): where calibration measured such a path, that measured peak is its roof. Without this,
-        # a Zen 3 host had "no math path" for bf16 and every bf16 prediction and pipeline refused.
-        measured = {f for f in CPU_CALIBRATED_FORMATS if get_format(f).compute_class in calibration.peaks_tflops}
-        hw = dataclasses.replace(hw, native=hw.native | measured)
-    return hw.with_calibration(calibration)
-
-
-CPU_CALIBRATED_FORMATS = ("bf16", "fp16", "int8")
+    return hw.with_calibration(calibration)  # a CPU's measured software paths join its native formats there
 
 
 def _mode_to_apply(hw: Hardware, info: DeviceInfo, stated: str | None) -> str | None:

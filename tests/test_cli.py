@@ -205,3 +205,24 @@ def test_broken_pipe_through_a_shell():
     res = subprocess.run(["bash", "-c", f"'{sys.executable}' -m roofline hardware | head -c 1; "
                           "exit ${PIPESTATUS[0]}"], capture_output=True, text=True)
     assert res.returncode in (0, 141) and "Traceback" not in res.stderr, res.stderr
+
+
+def test_a_profile_names_the_device_it_describes_and_refuses_another(tmp_path, capsys):
+    """``--calibration`` without ``--hardware`` predicts for the device the profile was measured on (a CPU host's,
+    whose measured bf16 path is its math path there), not for ``predict``'s default gb10: held beside gb10's name
+    and 121 GB, a CPU host's peaks planned a model against a memory it does not have. A profile beside another
+    device's ``--hardware`` is refused on one line naming both, exit 2."""
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps({"hardware": "cpu", "bandwidth_gbs": 35, "peaks_tflops": {"fp32": 0.2, "bf16": 0.4}}))
+    rc, text = run("predict", "gemv", "--precision", "bf16", "--calibration", str(cal), "--json")
+    d = json.loads(text)
+    assert rc == 0 and d["hardware"] == "cpu" and d["peaks"] == "calibrated" and d["bandwidth_gbs"] == 35
+    rc, text = run("predict", "model", "--model", "llama3-8b", "--precision", "bf16", "--calibration", str(cal))
+    assert rc == 0 and "step on cpu" in text and "gb10" not in text, text
+    capsys.readouterr()
+    rc, text = run("predict", "gemv", "--hardware", "h100", "--precision", "bf16", "--calibration", str(cal))
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "measured on 'cpu', not 'h100_sxm'" in err and "Traceback" not in err, err
+    rc, _ = run("predict", "gemv", "--hardware", "gb10", "--precision", "bf16")  # no profile: the default stands
+    assert rc == 0

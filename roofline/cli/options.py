@@ -61,8 +61,10 @@ def fmt_time(seconds: float) -> str:
 
 def add_hardware_options(p, default="gb10"):
     g = p.add_argument_group("hardware")
-    g.add_argument("--hardware", default=default,
-                   help=f"registry key or alias (default: {default or 'the detected device'})")
+    g.add_argument("--hardware", default=None,
+                   help=f"registry key or alias (default: the --calibration profile's device, else "
+                        f"{default or 'the detected device'})")
+    p.set_defaults(hardware_default=default)
     g.add_argument("--hardware-file", help="JSON file defining custom hardware (registered before lookup)")
     g.add_argument("--calibration", help="calibration profile (JSON) to load beside the datasheet peaks")
     g.add_argument("--peaks", choices=("datasheet", "calibrated"), default=None,
@@ -99,8 +101,10 @@ def resolve_hardware(args):
     """The entry the hardware options describe (``roofline.clocks.resolve``), a ``--hardware-file`` registered first."""
     if args.hardware_file:
         load_hardware_file(args.hardware_file)
-    hw = resolve(args.hardware, args.power_mode or None, args.gpu_clock_mhz, args.active_sms, args.mem_clock_mhz,
-                 load_calibration(args.calibration) if args.calibration else None)
+    cal = load_calibration(args.calibration) if args.calibration else None
+    if args.hardware is None:  # a profile names the device it was measured on
+        args.hardware = cal.hardware.split("@", 1)[0] if cal is not None else args.hardware_default
+    hw = resolve(args.hardware, args.power_mode or None, args.gpu_clock_mhz, args.active_sms, args.mem_clock_mhz, cal)
     if args.peaks is None:
         args.peaks = "calibrated" if args.calibration else "datasheet"
     return hw
