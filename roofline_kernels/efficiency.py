@@ -86,8 +86,8 @@ GEMV_SEED_NK = ((1024, 4096), (4096, 1024), (4096, 8192))
 # every decode batch of 2..16 rows at one N x K (``roofline.efficiency.m_residuals``): a library runs rows in blocks,
 # and an M it runs as a block plus a remainder lies off the line through the powers of two around it, alike at every
 # N x K; measured where a GEMM path's share of the budget is at least LINE_MIN_S (a full calibration's, 15 s here, not
-# the quick's 3 s); 10.5 s, not 8, since a full sweep's path also measures its first aligned shapes' twins (``wants_twin``)
-# and its GEMVs off the diagonal (``GEMV_SEED_NK``).
+# the quick's 3 s); 11 s, not 8, since a full sweep's path also measures its first aligned shapes' twins (``wants_twin``),
+# its GEMVs off the diagonal (``GEMV_SEED_NK``) and its registry seeds (``cover_registry``).
 # LINE_MIN_S also makes a path's sweep full (``_Path.full``: its twins, and its end's re-runs of shapes alone or
 # flagged). K = 2176, not 2048: a K that is a multiple of a large power of two takes a kernel some libraries run slower,
 # by a factor that moves with M (int8 on a Zen 4 host: 2048 x 2048 ran M = 8 1.6x slower than M = 7 and 9), and a
@@ -95,7 +95,7 @@ GEMV_SEED_NK = ((1024, 4096), (4096, 1024), (4096, 8192))
 # slow); K + 128 is the twin the model reads alignment against (``roofline.efficiency.twin_k``)
 LINE_M = tuple(range(2, 17))
 LINE_NK = (2048, twin_k(2048))
-LINE_MIN_S = 10.5
+LINE_MIN_S = 11.0
 # once the path has spent this much of its share: the seed and the planner's first picks reach the shapes far from
 # any (M 32-128 and 700 were "not near" for two paths here when the line ran right after the seed)
 LINE_AFTER = 0.5
@@ -214,6 +214,63 @@ def cover_m(base=SEED_M, refused=()) -> tuple[int, ...]:
         have.append(math.log2(m))
         out.append(m)
     return tuple(sorted(out))
+
+
+_REGISTRY_GEMMS: list[tuple[int, int, int]] = []
+
+
+def registry_gemms() -> list[tuple[int, int, int]]:
+    """The GEMM shapes (M, N, K) the registry's models run (``roofline.models``: a decode step at batch 1 and a prefill
+    of ``DEFAULT_CONTEXT`` tokens), N and K at least the grid's least (the MoE routers' N of 8-128 and experts narrower
+    than 1024 are left: a sliver of a step, and no sweep shape lies near them; they keep "not measured near")."""
+    if not _REGISTRY_GEMMS:
+        from roofline.models import DEFAULT_CONTEXT, MODEL_CONFIGS, model_step
+
+        def leaves(c):
+            for part in getattr(c, "parts", ()) or ():
+                yield from (leaves(part) if hasattr(part, "parts") else (part,))
+        out = set()
+        for cfg in MODEL_CONFIGS.values():
+            for phase in ("decode", "prefill"):
+                for op in leaves(model_step(cfg, phase, 1, DEFAULT_CONTEXT)):
+                    if getattr(op, "op", None) in ("gemm", "gemv"):
+                        m, n, k = (int(op.shape.get(a, 1)) for a in "mnk")
+                        if min(n, k) >= GRID_NK[0]:
+                            out.add((m, n, k))
+        _REGISTRY_GEMMS.extend(sorted(out))
+    return list(_REGISTRY_GEMMS)
+
+
+# the largest N x K a registry seed may have: the grid's own largest. One 128256 x 2048 GEMV (an LM head) took 2.8-11.2 s
+# of a Zen 4 host's wall time a path to build and time (int4 weight-only's packing the most) against a full sweep's
+# 15 s share, so LM heads past 4 x 8192 keep "not measured near"
+REGISTRY_MAX_NK = GRID_NK[-1] ** 2
+
+
+def cover_registry(have, candidates, cost, targets=None) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    """(seeds, left): shapes a full sweep measures so that every registry GEMM (``registry_gemms``, or ``targets``) lies
+    within ``NEAR_OCTAVES`` of a measured shape, beside ``have`` (shapes it measures anyway: seeds, M line). A greedy
+    cover: each time the shape of ``candidates`` and the registry (N x K at most ``REGISTRY_MAX_NK``) that covers the
+    most targets not yet covered per second of ``cost`` (plus 50 ms a shape: its build and warmup), none whose call
+    costs over ``MAX_CALL_S``; ``left``: the targets no such shape covers (on a 2-core CPU the 70B models' MLP
+    prefills, whose cover costs ~0.5 s a call in fp32, and the 128k-200k-vocabulary LM heads)."""
+    def near(a, b):
+        return octaves_apart(dict(zip("mnk", a)), dict(zip("mnk", b))) <= NEAR_OCTAVES + 1e-9
+    targets = registry_gemms() if targets is None else list(targets)
+    left = [t for t in targets if not any(near(t, h) for h in have)]
+    pool = sorted(set(candidates) | {t for t in targets if t[1] * t[2] <= REGISTRY_MAX_NK})
+    priced = {c: cost(c) for c in pool}
+    pool = [c for c in pool if priced[c] <= MAX_CALL_S]
+    covers = {c: [t for t in left if near(c, t)] for c in pool}
+    seeds = []
+    while left:
+        gain = {c: sum(t in left for t in covers[c]) for c in pool}
+        best = max(pool, key=lambda c: (gain[c] / (priced[c] + 0.05), -priced[c], c), default=None)
+        if best is None or not gain[best]:
+            break
+        seeds.append(best)
+        left = [t for t in left if not near(best, t)]
+    return seeds, left
 
 
 def seed_shapes(kwargs=None, full: bool = False, refused_m=()) -> list[tuple[int, ...]]:
@@ -341,11 +398,12 @@ class _Costs:
 
 
 def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates, cost, remaining_s: float,
-              measured: set, kwargs=None, again=(), line=(), full: bool = False, refused_m=()):
+              measured: set, kwargs=None, again=(), line=(), full: bool = False, refused_m=(), extra_seeds=()):
     """The next shape to measure: an unmeasured seed first (cheapest first), then a shape of ``again`` (the ones
     ``recheck`` flagged, oldest first) whose cost fits, then an unmeasured shape of ``line`` (the M line, in order),
-    else the candidate with the most uncertainty per square root of its estimated cost, among those whose cost fits
-    what is left."""
+    then one of ``extra_seeds`` (a full sweep's registry seeds, ``cover_registry``, once its line is done; cheapest
+    first), else the candidate with the most uncertainty per square root of its estimated cost, among those whose cost
+    fits what is left."""
     def affordable(c):
         # MIN_REPS calls: a long call's first, its estimate and its 3 samples (``timer._bench_cpu``)
         return c not in measured and cost(c) <= MAX_CALL_S and cost(c) * MIN_REPS < remaining_s
@@ -363,6 +421,11 @@ def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates,
     line = [c for c in line if affordable(c)]
     if line:
         return line[0]
+    # after the line: on a 2-core CPU two of them cost an int4 path ~2.5 s of its 15 s, and taken first (as seeds) they
+    # left two paths no share for the line (held-out M = 3, 5 and 7 "not measured near")
+    extra = sorted((c for c in extra_seeds if c in fits), key=cost)
+    if extra:
+        return extra[0]
     if not fits:
         return None
     op = "attention" if kwargs is not None and _is_attention(kwargs) else "gemm"
@@ -433,6 +496,13 @@ class _Path:
         # aligned shapes' twins (``wants_twin``) and confirmations' aligned shapes (``confirm``) to measure next; the
         # twins measured
         self.twins, self.twinned = [], set()
+        # a full GEMM sweep's registry seeds (``cover_registry``): priced before anything is measured, from the roof
+        self.registry_seeds: list = []
+        if self.full and not _is_attention(kwargs):
+            registry = [c for c in registry_gemms() if not _refused(kwargs, c, info)]
+            self.registry_seeds, _ = cover_registry(seed_shapes(kwargs, True, self.refused_m) + self.line,
+                                                    self.candidates, self.costs, registry)
+            self.candidates += [c for c in self.registry_seeds if c not in self.candidates]
 
     def meet(self, shape, mshape: dict) -> list:
         """Count ``shape`` (first measured now; ``mshape`` its model shape) among its neighbours; returns the shapes
@@ -549,7 +619,8 @@ class _Path:
         due = [q for n, q in self.queue if n <= self.count]
         shape = plan_next(model, self.label, self.precision, self.candidates, self.costs, left,
                           self.measured | self.dead, self.kwargs, due,
-                          self.line if self.spent >= LINE_AFTER * self.allowance_s else (), self.full, self.refused_m)
+                          self.line if self.spent >= LINE_AFTER * self.allowance_s else (), self.full, self.refused_m,
+                          self.registry_seeds if all(c in self.measured or c in self.dead for c in self.line) else ())
         if shape is None and self.queue:  # nothing new fits: the re-runs still waiting go now rather than never
             shape = next((q for _, q in self.queue if self.costs(q) * MIN_REPS < left), None)
         self.queue = [(n, q) for n, q in self.queue if q != shape]
