@@ -845,6 +845,18 @@ def test_a_pairs_residual_is_read_from_runs_taken_together():
     assert "K = 4096" not in model.expected("gemm", "bf16", dict(shape, n=3000)).note
 
 
+def with_slow_pairs(base, slowdowns):
+    """``base`` (a bf16 model) with, for each (M, N): slowdown, its K = 4096 shape that much slower and its twin
+    (K + 128) added at the made-up device's own speed: a pair whose residual is the slowdown."""
+    import roofline.efficiency as eff
+    model = EfficiencyModel.from_dict(base.to_dict())
+    for (m, n), slow in slowdowns.items():
+        shape, twin = {"m": m, "n": n, "k": 4096}, {"m": m, "n": n, "k": eff.twin_k(4096)}
+        model.samples["gemm:bf16"] = [(s, e / slow if s == shape else e) for s, e in model.samples["gemm:bf16"]]
+        model.add("gemm", "bf16", twin, smooth(twin))
+    return model
+
+
 def test_one_pair_alone_or_pairs_that_disagree_move_nothing(monkeypatch):
     """One pair is two runs, and a shared host moved one by 59% where the pairs around it lay within 15%: a residual
     is taken only where ``ALIGN_MIN_PAIRS`` pairs near agree on it, past ``ALIGN_MIN_LOG`` the same way."""
@@ -853,11 +865,7 @@ def test_one_pair_alone_or_pairs_that_disagree_move_nothing(monkeypatch):
     query = {"m": 6, "n": 3000, "k": 4096}
 
     def with_pairs(slowdowns):
-        model = EfficiencyModel.from_dict(base.to_dict())
-        for (m, n), slow in slowdowns.items():
-            shape, twin = {"m": m, "n": n, "k": 4096}, {"m": m, "n": n, "k": eff.twin_k(4096)}
-            model.samples["gemm:bf16"] = [(s, e / slow if s == shape else e) for s, e in model.samples["gemm:bf16"]]
-            model.add("gemm", "bf16", twin, smooth(twin))
+        model = with_slow_pairs(base, slowdowns)
         got = model.expected("gemm", "bf16", query)
         with monkeypatch.context() as m:  # the same points, read without any alignment residual
             m.setattr(eff, "_align_out", lambda pts: (pts, lambda shape: 0.0))
@@ -884,15 +892,7 @@ def test_an_alignment_residual_carries_how_far_its_pairs_lie_apart_into_the_plus
     base = fitted(smooth)
     query = {"m": 6, "n": 3000, "k": 4096}
 
-    def with_pairs(slowdowns):
-        model = EfficiencyModel.from_dict(base.to_dict())
-        for (m, n), slow in slowdowns.items():
-            shape, twin = {"m": m, "n": n, "k": 4096}, {"m": m, "n": n, "k": eff.twin_k(4096)}
-            model.samples["gemm:bf16"] = [(s, e / slow if s == shape else e) for s, e in model.samples["gemm:bf16"]]
-            model.add("gemm", "bf16", twin, smooth(twin))
-        return model
-
-    model = with_pairs({(4, 2048): 2.0, (8, 4096): 3.4})
+    model = with_slow_pairs(base, {(4, 2048): 2.0, (8, 4096): 3.4})
     got = model.expected("gemm", "bf16", query)
     real = eff._align_out
 
