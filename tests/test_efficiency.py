@@ -389,7 +389,8 @@ def test_calibrate_efficiency_fits_stores_scores_and_measure_uses_it(tmp_path, m
     assert stored["meta"]["calibration"] == d["timestamp"] and stored["samples"]
     swept = {k for k, v in stored["samples"].items() if v}
     assert swept and all(d["score"][k]["held_out"]["bound"]["n"] == 1 for k in swept)
-    assert all(d["score"][k]["held_out"]["run_to_run"]["n"] == 3 for k in swept), "3 passes: 3 pairs of runs"
+    # 3 passes: 3 pairs of runs; 6 or 10 where runs lying apart took one or two more (``SCORE_EXTRA_PASSES``)
+    assert all(d["score"][k]["held_out"]["run_to_run"]["n"] in (3, 6, 10) for k in swept), d["score"]
     assert all(d["score"][k]["drift"]["n"] == 1 for k in swept), "one swept shape a path measured again"
     out = io.StringIO()
     assert main(["measure", "gemv", "--n", "1024", "--k", "1024", "--precision", "fp32", "--rep-ms", "20",
