@@ -85,9 +85,10 @@ GEMV_SEED_NK = ((1024, 4096), (4096, 1024), (4096, 8192))
 # 48x5200x1408 and 96x1808x3584 as well)
 # every decode batch of 2..16 rows at one N x K (``roofline.efficiency.m_residuals``): a library runs rows in blocks,
 # and an M it runs as a block plus a remainder lies off the line through the powers of two around it, alike at every
-# N x K; measured where a GEMM path's share of the budget is at least LINE_MIN_S (a full calibration's, 15 s here, not
-# the quick's 3 s); 11 s, not 8, since a full sweep's path also measures its first aligned shapes' twins (``wants_twin``),
-# its GEMVs off the diagonal (``GEMV_SEED_NK``) and its registry seeds (``cover_registry``).
+# N x K; measured where a GEMM path's share of the budget is at least LINE_MIN_S: a full calibration's share on every
+# device the suite simulates and on a CPU lies at 8.6 s (B200: 10.5 shares of 90 s) to 15 s (a CPU's 6), a quick one's at
+# 1.9-3.3 s, and LINE_MIN_S lies between (at 11 s, what a fake clock of 200 ms a measurement needs for the seeds, twins
+# and line, a default calibration of an H100, H200, GB10 or B200 was no full sweep).
 # LINE_MIN_S also makes a path's sweep full (``_Path.full``: its twins, and its end's re-runs of shapes alone or
 # flagged). K = 2176, not 2048: a K that is a multiple of a large power of two takes a kernel some libraries run slower,
 # by a factor that moves with M (int8 on a Zen 4 host: 2048 x 2048 ran M = 8 1.6x slower than M = 7 and 9), and a
@@ -95,7 +96,7 @@ GEMV_SEED_NK = ((1024, 4096), (4096, 1024), (4096, 8192))
 # slow); K + 128 is the twin the model reads alignment against (``roofline.efficiency.twin_k``)
 LINE_M = tuple(range(2, 17))
 LINE_NK = (2048, twin_k(2048))
-LINE_MIN_S = 11.0
+LINE_MIN_S = 6.0
 # once the path has spent this much of its share: the seed and the planner's first picks reach the shapes far from
 # any (M 32-128 and 700 were "not near" for two paths here when the line ran right after the seed)
 LINE_AFTER = 0.5
@@ -509,8 +510,10 @@ class _Path:
         self.registry_seeds: list = []
         if self.full and not _is_attention(kwargs):
             registry = [c for c in registry_gemms() if not _refused(kwargs, c, info)]
-            self.registry_seeds, _ = cover_registry(seed_shapes(kwargs, True, self.refused_m) + self.line,
-                                                    self.candidates, self.costs, registry)
+            # what the sweep will measure anyway: its seeds it affords and builds (``plan_next`` measures no other)
+            have = [c for c in seed_shapes(kwargs, True, self.refused_m)
+                    if c in self.candidates and self.costs(c) <= MAX_CALL_S] + self.line
+            self.registry_seeds, _ = cover_registry(have, self.candidates, self.costs, registry)
             self.candidates += [c for c in self.registry_seeds if c not in self.candidates]
 
     def meet(self, shape, mshape: dict) -> list:

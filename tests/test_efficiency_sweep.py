@@ -20,6 +20,12 @@ def surface(m, n, k):
     return 0.75 - 0.45 * math.exp(-((math.log2(m) - 4) ** 2) / 4) - 0.15 * (m > 64) + 0.02 * math.log2(n * k / 2**20)
 
 
+# a full path's share on the fake clock (200 ms a measurement): its seeds, twins, GEMV seeds and M line fit in it, and
+# it lies past ``LINE_MIN_S``, as a full calibration's share does on every device
+FULL_S = 11.0
+assert FULL_S >= keff.LINE_MIN_S
+
+
 def fake_measure(calls):
     def measure(label, kwargs, shape, info, hw, est=None, **_):
         calls.append(shape)
@@ -463,7 +469,7 @@ def test_two_runs_that_disagree_get_their_third_even_where_the_budget_ends_betwe
 
 
 def _full_sweep_with_first_runs_slowed(monkeypatch, slowed: dict, refused=(), budget=1.25):
-    """A fake-clock full fp32 sweep (200 ms a measurement; ``budget`` x ``LINE_MIN_S``) where each ``slowed`` shape's
+    """A fake-clock full fp32 sweep (200 ms a measurement; ``budget`` x ``FULL_S``) where each ``slowed`` shape's
     run number k (1-based, its key) is divided by the value; ``refused`` shapes are too dear to time: (model, rows,
     shapes in measuring order)."""
     clean, clock, seen = fake_measure([]), [0.0], []
@@ -477,7 +483,7 @@ def _full_sweep_with_first_runs_slowed(monkeypatch, slowed: dict, refused=(), bu
         m.efficiency /= slowed.get((tuple(shape), seen.count(tuple(shape))), 1.0)
         return kernel, m
 
-    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=budget * keff.LINE_MIN_S)
+    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=budget * FULL_S)
     return model, rows, seen
 
 
@@ -511,7 +517,7 @@ def test_a_shape_a_full_sweep_ran_once_with_no_neighbour_runs_again_at_its_end(m
     # the end's re-runs were kept room for: past the budget only the thirds they owed (the shape's and its twin's, both
     # slowed), and the loop's last shape with its own re-run at the end, where it has no neighbour (the fake costs, a
     # thousandth of what the fake clock charges, do not warn the planner)
-    assert model.meta["seconds"] <= keff.LINE_MIN_S + 4 * 0.2 + 0.01, model.meta["seconds"]
+    assert model.meta["seconds"] <= FULL_S + 4 * 0.2 + 0.01, model.meta["seconds"]
 
 
 def test_a_full_sweep_is_full_for_its_attention_paths_too():
@@ -670,9 +676,9 @@ def test_learned_attention_shapes_map_back_to_a_kernel_of_the_same_shape():
         keff._cost(kw, back)  # a shape the cost model (and so the kernel) accepts
 
 
-@pytest.mark.parametrize("budget_s", [keff.LINE_MIN_S, keff.LINE_MIN_S * 0.9])
+@pytest.mark.parametrize("budget_s", [FULL_S, keff.LINE_MIN_S * 0.9])
 def test_a_full_sweep_measures_an_m_line_after_its_seeds_and_a_short_one_does_not(monkeypatch, budget_s):
-    """Where a GEMM path's share of the budget reaches ``LINE_MIN_S`` (a full calibration: 15 s a GEMM path), every M
+    """Where a GEMM path's share of the budget reaches ``LINE_MIN_S`` (a full calibration: 8.6-15 s a GEMM path), every M
     of 2..16 at ``LINE_NK`` is measured in a row once the path has spent ``LINE_AFTER`` of its share (after the seed
     and the planner's first picks), and a made-up device's slow left-over rows (M = 3, 5, 7: 15-40% slower than
     the line through their powers of two) are then expected at other N x K; under it (the quick calibration's 3 s)
@@ -754,7 +760,7 @@ def test_the_m_lines_powers_of_two_run_again_when_it_ends_so_one_run_read_high_i
     the line's first M = 2 run read 30% fast would move M = 3's residual by 0.415 x log(1.3). The line's powers of two
     run once more as soon as its last M is measured; M = 2's two runs lie over ``LINE_CONFIRM_LOG`` apart, so it
     runs a third time, and the median of its runs, a clean one, stands: M = 3's residual comes out as the device's."""
-    model, rows = _line_sweep_with_one_run_off(monkeypatch, 2, 1.3, 1.25 * keff.LINE_MIN_S)
+    model, rows = _line_sweep_with_one_run_off(monkeypatch, 2, 1.3, 1.25 * FULL_S)
     line, anchors = keff.line_shapes(), keff.line_anchors(keff.line_shapes())
     assert [s[0] for s in anchors] == [2, 4, 8, 16]
     shapes = [tuple(r["shape"]) for r in rows]
@@ -770,7 +776,7 @@ def test_an_m_whose_first_run_lies_off_the_line_runs_again_so_a_busy_moment_is_n
     the line ends, every M whose first run lies over ``LINE_CONFIRM_LOG`` off the line through its powers of two
     runs again (the device's real left-over-rows Ms 3, 5, 7 among them, the flat ones not); M = 11's two runs lie
     30% apart, so a third decides, and every residual comes out as the device's."""
-    model, rows = _line_sweep_with_one_run_off(monkeypatch, 11, 1 / 1.3, 2.5 * keff.LINE_MIN_S)
+    model, rows = _line_sweep_with_one_run_off(monkeypatch, 11, 1 / 1.3, 2.5 * FULL_S)
     line, anchors = keff.line_shapes(), keff.line_anchors(keff.line_shapes())
     first = {m: line_residual(m) - (math.log(1.3) if m == 11 else 0.0) for m in range(2, 17) if m & (m - 1)}
     shapes = [tuple(r["shape"]) for r in rows]
@@ -813,7 +819,7 @@ def test_a_full_sweep_measures_an_aligned_ks_twin_right_after_it_while_alignment
     of two) are then expected as the device runs them, where a sweep without twins expects them up to 2x slow."""
     from roofline.efficiency import ALIGN_CAP, k_level
     measure, clock = _aliased_measure(penalty)
-    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=2 * keff.LINE_MIN_S)
+    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=2 * FULL_S)
     shapes = [tuple(r["shape"]) for r in rows]
     twins = [s for s in dict.fromkeys(shapes) if _is_twin(s) and s not in keff.line_shapes()]  # (the M line's K is a
     # twin's too)
@@ -845,7 +851,7 @@ def test_a_shape_flagged_but_never_run_again_runs_at_a_full_sweeps_end(monkeypat
 
     monkeypatch.setattr(keff, "_measure", measure)
     monkeypatch.setattr(keff, "_Costs", _FakeCosts)
-    p = keff._Path("fp32", {"precision": "fp32"}, None, None, allowance_s=2 * keff.LINE_MIN_S)
+    p = keff._Path("fp32", {"precision": "fp32"}, None, None, allowance_s=2 * FULL_S)
     first, flagged, again, line = (1, 1024, 1024), (64, 2048, 4096), (8, 8192, 1024), keff.line_shapes()[3]
     model = EfficiencyModel()
     for shape, runs in ((first, 1), (flagged, 1), (again, 2), (line, 1)):
@@ -916,7 +922,7 @@ def test_a_full_sweep_has_a_number_for_every_held_out_gemm(monkeypatch):
         clock[0] += 0.2
         return clean(label, kwargs, shape, info, hw, est)
 
-    model, _ = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.25 * keff.LINE_MIN_S)
+    model, _ = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.25 * FULL_S)
     for shape in keff.HELD_OUT:
         got = model.expected("gemm", "fp32", dict(zip("mnk", shape)))
         assert got.efficiency is not None, (shape, got.note)
@@ -973,7 +979,7 @@ def test_a_full_sweep_on_a_simulated_h100_builds_its_twins_under_cudas_rules_and
         precisions = keff.sweep_precisions(info, hw)
         gemm = [kw for _, kw in precisions if not keff._is_attention(kw)]
         shares = sum(keff._share(kw) for _, kw in precisions)
-        model, rows = keff.run_sweep(info, hw, precisions=precisions, budget_s=1.2 * keff.LINE_MIN_S * shares)
+        model, rows = keff.run_sweep(info, hw, precisions=precisions, budget_s=1.2 * FULL_S * shares)
         # and the score (``calibrate --score``) on the same device: held-out shapes and anchors, two passes
         said, anchors = [], []
         held = keff.measure_held_out(model, info, hw, [p for p in precisions if p[0] in ("int8", "bf16")],
@@ -1034,7 +1040,7 @@ def test_a_full_sweep_tells_a_gemvs_k_from_its_n(monkeypatch):
         m.efficiency = by_k(*shape)
         return kernel, m
 
-    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.25 * keff.LINE_MIN_S)
+    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.25 * FULL_S)
     gemvs = [s for s in keff.HELD_OUT if s[0] == 1]
     assert {s[2] for s in gemvs} - {s[1] for s in gemvs}, "the held-out GEMVs' K and N should differ"
     for shape in gemvs:
@@ -1077,7 +1083,7 @@ def test_a_full_sweep_has_a_number_for_the_registrys_mlps(monkeypatch):
         clock[0] += 0.2
         return clean(label, kwargs, shape, info, hw, est)
 
-    model, _ = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.25 * keff.LINE_MIN_S)
+    model, _ = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.25 * FULL_S)
     for shape in ((1, 18944, 3584), (1, 28672, 8192), (1024, 18944, 3584), (1024, 8192, 28672)):
         got = model.expected("gemm", "fp32", dict(zip("mnk", shape)))
         assert got.efficiency is not None, (shape, got.note)
@@ -1099,8 +1105,36 @@ def test_a_noisy_hosts_re_runs_do_not_crowd_out_the_m_line(monkeypatch):
             m.efficiency /= 1.8
         return kernel, m
 
-    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.4 * keff.LINE_MIN_S)
+    model, rows = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.4 * FULL_S)
     again = sum(r["run"] > 1 for r in rows)
     got = {tuple(r["shape"]) for r in rows}
     assert again >= 5, again  # re-runs were queued
     assert set(keff.line_shapes()) <= got, sorted(set(keff.line_shapes()) - got)
+
+
+@pytest.mark.parametrize("key", ["h100_sxm", "h200", "gb10", "b200", "a100_sxm", "jetson_orin_nano_super"])
+def test_a_full_calibration_sweeps_full_on_every_simulated_device_and_a_quick_one_does_not(key):
+    """A path's sweep is full (M line, twins, GEMV and registry seeds, the end's re-runs) where its share of the
+    budget reaches ``LINE_MIN_S``. The shares shrink with the paths a device has (B200: seven GEMM paths and three
+    attention ones, 8.6 s of a 90 s calibration each): at 11 s (set for a fake clock's needs) the default calibration
+    of an H100, H200, GB10 or B200 swept none full. A quick calibration's share stays under it everywhere."""
+    from roofline import get_hardware
+    from roofline_kernels.measure import hardware_for
+    from tests.simulation import Simulation
+    sim = Simulation(key).install()
+    try:
+        info = sim.detect()
+        hw = hardware_for(info, sim.calibration(info, get_hardware(sim.key)))
+        shares = sum(keff._share(kw) for _, kw in keff.sweep_precisions(info, hw))
+    finally:
+        sim.uninstall()
+    assert keff.FULL_BUDGET_S / shares >= keff.LINE_MIN_S, (key, shares)
+    assert keff.QUICK_BUDGET_S / shares < keff.LINE_MIN_S, (key, shares)
+    assert keff._Path("g", {"precision": "bf16"}, None, None, keff.FULL_BUDGET_S / shares).full
+
+
+def test_a_full_calibration_sweeps_full_on_this_cpu_and_a_quick_one_does_not(device_info, calibration):
+    from roofline_kernels.measure import hardware_for
+    hw = hardware_for(device_info, calibration)
+    shares = sum(keff._share(kw) for _, kw in keff.sweep_precisions(device_info, hw))
+    assert keff.QUICK_BUDGET_S / shares < keff.LINE_MIN_S <= keff.FULL_BUDGET_S / shares, shares
