@@ -190,12 +190,12 @@ class Hardware:
         in any power mode, the profile saying which). A profile of another device is refused: its peaks and efficiency
         model describe that device, and held beside this one's name and memory they gave numbers of neither (a CPU
         host's profile under ``predict``'s default gb10 planned a model against gb10's 121 GB)."""
-        measured_on = cal.hardware.split("@", 1)[0]
-        if measured_on not in {self.key, self.base_key, *self.aliases}:
+        measured_on = cal.hardware.split("@", 1)[0].strip().lower().replace("-", "_")  # as ``get_hardware`` reads a key
+        if measured_on not in {n.lower().replace("-", "_") for n in (self.key, self.base_key, *self.aliases)}:
             where = f" ({cal.path})" if cal.path else ""
             raise ValueError(f"calibration profile{where} was measured on {cal.hardware!r}, not {self.key!r}: predict "
-                             f"against {measured_on!r} (--hardware {measured_on}, or no --hardware), or load a profile "
-                             f"of {self.base_key!r}")
+                             f"against {measured_on!r} (--hardware {measured_on}), or load a profile of "
+                             f"{self.base_key!r}")
         native = self.native
         if self.kind == "cpu":
             # A CPU without bf16/VNNI units still runs torch's bf16 and int8 GEMMs (in software, through oneDNN):

@@ -226,3 +226,6 @@ def test_a_profile_names_the_device_it_describes_and_refuses_another(tmp_path, c
     assert "measured on 'cpu', not 'h100_sxm'" in err and "Traceback" not in err, err
     rc, _ = run("predict", "gemv", "--hardware", "gb10", "--precision", "bf16")  # no profile: the default stands
     assert rc == 0
+    cal.write_text(json.dumps({"hardware": "GB10", "bandwidth_gbs": 200, "peaks_tflops": {"fp16": 50}}))
+    rc, text = run("predict", "gemv", "--calibration", str(cal))  # a key as get_hardware reads it: any case
+    assert rc == 0 and "on gb10" in text, text
