@@ -168,10 +168,11 @@ DRIFT_SHAPES = 3       # a path's first measured shapes, measured again when the
 # shape that had no neighbour when first measured is judged (``recheck``) once its first neighbour is measured.
 
 SCORE_PASSES = 3       # held-out runs a shape: scored against their median; their spread is the noise floor
-# ... and up to this many more for a shape whose runs lie further apart than SCORE_SETTLE_LOG: on a 2-core Zen 4 VM a
-# 2-thread kernel ran at half speed for as long as a whole pass, and where two of three passes fell in such spells the
-# median was a spell's run (bf16: passes 1-2 1.7-1.8x slower than pass 3, which matched the model within 3-14%). Five
-# runs a whole pass apart outvote two such; every run stays in the score's run-to-run figure
+# ... and this many more for a shape whose runs lie further apart than SCORE_SETTLE_LOG (a max / min, which more runs
+# never shrink): on a 2-core Zen 4 VM a 2-thread kernel ran at half speed for as long as a whole pass, and where two of
+# three passes fell in such spells the median was a spell's run (bf16: passes 1-2 1.7-1.8x slower than pass 3, which
+# matched the model within 3-14%). Five runs a whole pass apart outvote two such; every run stays in the score's
+# run-to-run figure
 SCORE_EXTRA_PASSES = 2
 SCORE_SETTLE_LOG = math.log(1.25)
 GUESS_EFFICIENCY = 0.3  # a cost guess before anything of a precision was measured
@@ -840,7 +841,7 @@ def anchor_shapes(model: EfficiencyModel, kwargs, precision: str, n: int | None 
 def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, progress=lambda s: None,
                      max_call_s: float = 2.0, passes: int = SCORE_PASSES, anchors: list | None = None):
     """(op, precision, shape, roof time, [measured medians, one a pass]) on shapes off the grid, for
-    ``roofline.efficiency.score``. Each shape is measured in ``passes`` passes over every path's shapes, and in up to
+    ``roofline.efficiency.score``. Each shape is measured in ``passes`` passes over every path's shapes, and in
     ``SCORE_EXTRA_PASSES`` more where its runs lie further apart than ``SCORE_SETTLE_LOG`` (so a path's
     runs of a shape lie a whole pass apart: a slow minute of a shared host falls on one pass of several paths,
     not on all three passes of one path, as when each path ran its passes back to back, ~10-30 s apart; seen:

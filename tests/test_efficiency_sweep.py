@@ -131,7 +131,7 @@ def test_held_out_shapes_run_in_passes_over_all_of_them(monkeypatch):
 def test_a_held_out_shape_whose_runs_lie_apart_runs_in_more_passes_and_a_spell_is_outvoted(monkeypatch):
     """A 2-thread kernel on a 2-core VM ran at half speed for a whole pass, and where two of three passes fell in such
     spells the score held the model against a spell's run. A shape whose runs lie over ``SCORE_SETTLE_LOG`` apart
-    runs in up to ``SCORE_EXTRA_PASSES`` more passes (still a pass over every such shape apart), and the median of
+    runs in ``SCORE_EXTRA_PASSES`` more passes (still a pass over every such shape apart), and the median of
     its five runs is the device's own; a quiet shape keeps its three."""
     calls, passes_seen = [], {}
     clean = fake_measure([])
