@@ -140,6 +140,14 @@ class Composite:
     def ai(self) -> float:
         return self.flops / self.bytes
 
+    def flat(self, scale: int = 1):
+        """(cost, multiplicity) for every kernel, repeats multiplied through (``CompositePrediction.flat``'s walk)."""
+        for p in self.parts:
+            if isinstance(p, Composite):
+                yield from p.flat(scale * self.repeat)
+            else:
+                yield p, scale * self.repeat
+
 
 # --- formulas shared by scalar and vectorised paths ---------------------------------------------
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import functools
 import math
 import statistics
 import time
@@ -224,29 +225,25 @@ def cover_m(base=SEED_M, refused=()) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-_REGISTRY_GEMMS: list[tuple[int, int, int]] = []
+@functools.lru_cache(maxsize=1)
+def _registry_gemms() -> tuple[tuple[int, int, int], ...]:
+    from roofline.models import DEFAULT_CONTEXT, MODEL_CONFIGS, model_step
+    out = set()
+    for cfg in MODEL_CONFIGS.values():
+        for phase in ("decode", "prefill"):
+            for op, _ in model_step(cfg, phase, 1, DEFAULT_CONTEXT).flat():
+                if op_class(op.op) == "gemm":
+                    m, n, k = (int(op.shape.get(a, 1)) for a in "mnk")
+                    if min(n, k) >= GRID_NK[0]:
+                        out.add((m, n, k))
+    return tuple(sorted(out))
 
 
 def registry_gemms() -> list[tuple[int, int, int]]:
     """The GEMM shapes (M, N, K) the registry's models run (``roofline.models``: a decode step at batch 1 and a prefill
     of ``DEFAULT_CONTEXT`` tokens), N and K at least the grid's least (the MoE routers' N of 8-128 and experts narrower
     than 1024 are left: a sliver of a step, and no sweep shape lies near them; they keep "not measured near")."""
-    if not _REGISTRY_GEMMS:
-        from roofline.models import DEFAULT_CONTEXT, MODEL_CONFIGS, model_step
-
-        def leaves(c):
-            for part in getattr(c, "parts", ()) or ():
-                yield from (leaves(part) if hasattr(part, "parts") else (part,))
-        out = set()
-        for cfg in MODEL_CONFIGS.values():
-            for phase in ("decode", "prefill"):
-                for op in leaves(model_step(cfg, phase, 1, DEFAULT_CONTEXT)):
-                    if getattr(op, "op", None) in ("gemm", "gemv"):
-                        m, n, k = (int(op.shape.get(a, 1)) for a in "mnk")
-                        if min(n, k) >= GRID_NK[0]:
-                            out.add((m, n, k))
-        _REGISTRY_GEMMS.extend(sorted(out))
-    return list(_REGISTRY_GEMMS)
+    return list(_registry_gemms())
 
 
 # the largest N x K a registry seed may have: the grid's own largest. One 128256 x 2048 GEMV (an LM head) took 2.8-11.2 s
@@ -890,11 +887,10 @@ def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, 
                 row = rows.setdefault((kind, shape), (kernel.op, kernel.precision, dict(kernel.cost.shape),
                                                       m.predicted_time_s, []))
                 row[4].append(m.timing.median_s)
-        if p + 1 < passes:
-            progress(f"held-out pass {p + 1} of {passes} done")
-        elif p + 1 == passes or any(unsettled(r[4]) for plan in plans for r in plan["rows"].values()):
-            again = sum(unsettled(r[4]) for plan in plans for r in plan["rows"].values())
-            progress(f"held-out pass {p + 1} done" + (f"; {again} shapes whose runs lie over "
+        again = sum(unsettled(r[4]) for plan in plans for r in plan["rows"].values()) if p + 1 >= passes else 0
+        if passes > 1 and (p + 1 <= passes or again):
+            progress(f"held-out pass {p + 1} of {passes} done" if p + 1 < passes else
+                     f"held-out pass {p + 1} done" + (f"; {again} shapes whose runs lie over "
                                                       f"{math.exp(SCORE_SETTLE_LOG) - 1:.0%} apart run once more"
                                                       if again and p + 1 < passes + extra else ""))
     out = []
@@ -904,7 +900,7 @@ def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, 
         if anchors is not None:
             anchors.extend(r for (kind, _), r in rows.items() if kind == "anchor")
         held = sum(kind == "held" for kind, _ in rows)
-        more = sum(len(r[4]) > passes for r in rows.values())
+        more = sum(len(r[4]) > passes for (kind, _), r in rows.items() if kind == "held")
         progress(f"held-out {plan['label']}: {held} shapes x {passes} passes"
                  + (f", {more} run more where their runs lay apart" if more else "")
                  + (f", {len(rows) - held} of its swept shapes again" if len(rows) > held else "")
