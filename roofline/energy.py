@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .hardware import Spec, get_hardware
+from .hardware import Spec, base_key, get_hardware
 
 PJ = 1e-12
 HOROWITZ = "Horowitz, ISSCC 2014 (45 nm, 0.9 V)"
@@ -122,10 +122,6 @@ class EnergyCosts:
                 "pj_per_flop": {c: spec(s) for c, s in self.pj_per_flop.items()}}
 
 
-def base_key(key: str) -> str:
-    """``jetson_orin_nano_super@nvpmodel 15W`` -> ``jetson_orin_nano_super``: for a key read from an exported record
-    (a string); an entry in hand has it as ``Hardware.base_key``."""
-    return key.split("@", 1)[0]
 
 
 def default_costs(hardware) -> EnergyCosts:

@@ -190,8 +190,8 @@ class Hardware:
         in any power mode, the profile saying which). A profile of another device is refused: its peaks and efficiency
         model describe that device, and held beside this one's name and memory they gave numbers of neither (a CPU
         host's profile under ``predict``'s default gb10 planned a model against gb10's 121 GB)."""
-        measured_on = cal.hardware.split("@", 1)[0].strip().lower().replace("-", "_")  # as ``get_hardware`` reads a key
-        if measured_on not in {n.lower().replace("-", "_") for n in (self.key, self.base_key, *self.aliases)}:
+        measured_on = registry_name(base_key(cal.hardware))
+        if measured_on not in {registry_name(n) for n in (self.key, self.base_key, *self.aliases)}:
             where = f" ({cal.path})" if cal.path else ""
             raise ValueError(f"calibration profile{where} was measured on {cal.hardware!r}, not {self.key!r}: predict "
                              f"against {measured_on!r} (--hardware {measured_on}), or load a profile of "
@@ -305,10 +305,21 @@ def hardware_families() -> dict[str, list[str]]:
     return out
 
 
+def registry_name(key: str) -> str:
+    """A key or alias as the registry reads it: case and ``-``/``_`` aside."""
+    return str(key).strip().lower().replace("-", "_")
+
+
+def base_key(key: str) -> str:
+    """``jetson_orin_nano_super@nvpmodel 15W`` -> ``jetson_orin_nano_super``: for a key read from a record or a profile
+    (a string); an entry in hand has it as ``Hardware.base_key``."""
+    return key.split("@", 1)[0]
+
+
 def get_hardware(key: str | Hardware) -> Hardware:
     if isinstance(key, Hardware):
         return key
-    name = str(key).strip().lower().replace("-", "_")
+    name = registry_name(key)
     if name in _ALIASES:
         return REGISTRY[_ALIASES[name]]
     aliases = sorted(a for a in _ALIASES if a not in REGISTRY)

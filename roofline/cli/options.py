@@ -15,6 +15,7 @@ import math
 from .. import (attention, ffn, gemm, gemv, get_model_config, load_calibration, load_hardware_file, model_step,
                transformer_layer)
 from ..clocks import resolve
+from ..hardware import base_key
 from ..models import DEFAULT_CONTEXT, PHASES
 
 EXIT_USAGE = 2
@@ -103,7 +104,7 @@ def resolve_hardware(args):
         load_hardware_file(args.hardware_file)
     cal = load_calibration(args.calibration) if args.calibration else None
     if args.hardware is None:  # a profile names the device it was measured on
-        args.hardware = cal.hardware.split("@", 1)[0] if cal is not None else args.hardware_default
+        args.hardware = base_key(cal.hardware) if cal is not None else args.hardware_default
     hw = resolve(args.hardware, args.power_mode or None, args.gpu_clock_mhz, args.active_sms, args.mem_clock_mhz, cal)
     if args.peaks is None:
         args.peaks = "calibrated" if args.calibration else "datasheet"
