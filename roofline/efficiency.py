@@ -514,7 +514,7 @@ class EfficiencyModel:
             slower = math.exp(-a_q) - 1
             why += (f"; K = {shape['k']} (a multiple of {1 << k_level(shape['k'])}) runs {abs(slower):.0%} "
                     f"{'slower' if slower > 0 else 'faster'} than K + {TWIN_STEP} near here (measured in pairs; taken "
-                    f"into account; the pairs lie +-{math.exp(a_spread) - 1:.0%} apart about it: that joins the +-)")
+                    f"into account; the pairs lie +-{math.exp(a_spread) - 1:.0%} apart about it)")
         note = (f"fitted on {len(kind)} measured shapes of this device; nearest {_fmt_shape(near.shape)} "
                 f"({away:.2g} units away); {why}")
         if self.meta.get("calibration"):
@@ -553,6 +553,8 @@ class EfficiencyModel:
                  "run-to-run noise not yet seen here (one run per shape)"]
         if drift:
             parts.append(f"the host's speed moved +-{math.exp(drift) - 1:.0%} while the sweep ran")
+        if align:
+            parts.append(f"K's alignment pairs +-{math.exp(align) - 1:.0%}")
         return unc, f"+-{unc:.0%} ({', '.join(parts)})"
 
     def disagreement(self, op: str, precision: str, shape: dict) -> float:

@@ -911,5 +911,6 @@ def test_an_alignment_residual_carries_how_far_its_pairs_lie_apart_into_the_plus
     floor = 0.2 * math.log(3.4 / 2.0)
     added = math.log1p(got.uncertainty) ** 2 - math.log1p(without.uncertainty) ** 2
     assert added >= floor ** 2, (got.uncertainty, without.uncertainty)
+    assert "K's alignment pairs +-" in got.note and "K's alignment pairs" not in without.note, got.note  # in its +-
     said = re.search(r"the pairs lie \+-(\d+)% apart about it", got.note)
     assert said and int(said.group(1)) / 100 == pytest.approx(math.exp(math.sqrt(added)) - 1, abs=0.011), got.note

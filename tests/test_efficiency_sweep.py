@@ -1132,9 +1132,3 @@ def test_a_full_calibration_sweeps_full_on_every_simulated_device_and_a_quick_on
     assert keff.QUICK_BUDGET_S / shares < keff.LINE_MIN_S, (key, shares)
     assert keff._Path("g", {"precision": "bf16"}, None, None, keff.FULL_BUDGET_S / shares).full
 
-
-def test_a_full_calibration_sweeps_full_on_this_cpu_and_a_quick_one_does_not(device_info, calibration):
-    from roofline_kernels.measure import hardware_for
-    hw = hardware_for(device_info, calibration)
-    shares = sum(keff._share(kw) for _, kw in keff.sweep_precisions(device_info, hw))
-    assert keff.QUICK_BUDGET_S / shares < keff.LINE_MIN_S <= keff.FULL_BUDGET_S / shares, shares
