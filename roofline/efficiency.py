@@ -447,6 +447,11 @@ class EfficiencyModel:
         for i in reversed(same[:-REPEATS_KEPT]):  # the oldest runs of this shape beyond the ones kept
             del rows[i]
 
+    def rescale(self, factor) -> None:
+        """Every sample's efficiency times ``factor(key, shape)``: the model held to other roofs (a roof raised
+        where a sweep ran faster than it, ``roofline_kernels.efficiency.raise_roofs``)."""
+        self.samples = {key: [(s, e * factor(key, s)) for s, e in rows] for key, rows in self.samples.items()}
+
     def _memory_roof(self, op: str, precision: str) -> bool:
         return self.roofs.get(model_key(op, precision)) == "memory"
 

@@ -371,8 +371,7 @@ def load_or_calibrate(info: DeviceInfo, cache_dir=None, quick: bool = False, ref
     from .measure import hardware_for
     budget = default_budget_s(bool(cal.details.get("quick", quick))) if efficiency_budget_s is None \
         else efficiency_budget_s
-    ensure_model(cal, info, hardware_for(info, cal), budget, progress)
-    return cal
+    return ensure_model(cal, info, hardware_for(info, cal), budget, progress)
 
 
 def offer_looks(info: DeviceInfo, cal: Calibration, store, only_if_empty: bool = False) -> None:

@@ -263,7 +263,8 @@ def cmd_calibrate(args, out):
                             hw=hardware_for(info), efficiency_budget_s=0 if args.efficiency else args.efficiency_budget_s)
     hw = hardware_for(info, cal)
     if args.efficiency:
-        _refit(args, info, cal, hw)
+        cal = _refit(args, info, cal, hw)
+        hw = hardware_for(info, cal)  # its roofs, raised where the sweep ran faster
     model = model_of(cal)
     from roofline.efficiency import score
     scored = score(model) if model is not None else None  # leave-one-out: free, from the model's own shapes
@@ -284,10 +285,10 @@ def cmd_calibrate(args, out):
     threads = cal.details.get("threads")
     on = f", {threads} torch thread{'s' if threads != 1 else ''}" if info.kind == "cpu" and threads else ""
     out.write(f"calibration for {cal.hardware} ({info.name}{on}), {cal.timestamp}; profile: {cal.path}\n"
-              f"  DRAM bandwidth {cal.bandwidth_gbs:.4g} GB/s; caches: "
+              f"  DRAM bandwidth {cal.bandwidth_gbs:.4g} GB/s{_raised(cal, 'bandwidth')}; caches: "
               + ", ".join(f"{k} {v:.4g}" for k, v in cal.cache_bandwidth_gbs.items()) + " GB/s\n")
     for cls, v in cal.peaks_tflops.items():
-        out.write(f"  {cls:<6} {v:.4g} TFLOP/s\n")
+        out.write(f"  {cls:<6} {v:.4g} TFLOP/s{_raised(cal, cls)}\n")
     for prec, why in cal.details.get("skipped", {}).items():
         out.write(f"  {prec:<6} skipped: {why}\n")
     if model is not None:
@@ -304,15 +305,22 @@ def cmd_calibrate(args, out):
         _print_score(scored, out, cpu=info.kind == "cpu")
 
 
+def _raised(cal, what: str) -> str:
+    r = (cal.details.get("raised_by_sweep") or {}).get(what)
+    return (f" (calibrated {r['calibrated']:.4g}; raised: the efficiency sweep's {r['shape']} ran faster)" if r
+            else "")
+
+
 def _refit(args, info, cal, hw):
-    """``--efficiency``: a new sweep of this calibration's efficiency model, saved into its profile (atomically)."""
+    """``--efficiency``: a new sweep of this calibration's efficiency model, saved into its profile (atomically); the
+    calibration returned (its roofs raised where the sweep ran faster)."""
     from roofline_kernels.calibrate import save
-    from roofline_kernels.efficiency import attach, default_budget_s, run_sweep, sweep_precisions
+    from roofline_kernels.efficiency import attach, default_budget_s, sweep, sweep_precisions
     budget = args.efficiency_budget_s if args.efficiency_budget_s is not None else \
         default_budget_s(bool(cal.details.get("quick")))
     precisions = sweep_precisions(info, hw)
     _progress(f"efficiency sweep of {', '.join(p for p, _ in precisions)}: up to {budget:g} s")
-    model, _ = run_sweep(info, hw, precisions=precisions, budget_s=budget, progress=_progress)
+    model, cal = sweep(cal, info, hw, precisions, budget, _progress)
     attach(cal, model)
     save(cal, cal.path)
     _progress(f"efficiency model saved in {cal.path}")
@@ -320,6 +328,7 @@ def _refit(args, info, cal, hw):
         _progress("WARNING: measured under contention (" + "; ".join(
             f"{p}: {', '.join(f)}" for p, f in model.meta["contention"].items()) + "): refit on a quiet machine "
             "with --efficiency")
+    return cal
 
 
 def _print_score(scored: dict, out, cpu: bool = False) -> None:
@@ -383,8 +392,8 @@ def _show_profiles(profiles, store, as_json, out):
         out.write(f"- {c.hardware} ({c.device.get('name', '?')}), measured {c.timestamp}"
                   f"{' quick' if d.get('quick') else ' full'} in {d.get('seconds', float('nan')):.0f} s; {c.path}\n"
                   f"    DRAM {c.bandwidth_gbs:.4g} GB/s (two looks {d.get('dram_spread', 0):.0%} apart; working set "
-                  f"{d.get('dram_working_set', '?')}); " + ", ".join(f"{k} {v:.4g} TFLOP/s" for k, v in
-                                                               c.peaks_tflops.items()) + "\n"
+                  f"{d.get('dram_working_set', '?')}){_raised(c, 'bandwidth')}; "
+                  + ", ".join(f"{k} {v:.4g} TFLOP/s{_raised(c, k)}" for k, v in c.peaks_tflops.items()) + "\n"
                   f"    torch {c.versions.get('torch')}, torchao {c.versions.get('torchao')}"
                   + (f"; contention: {'; '.join(d['contention'])}" if d.get("contention") else "") + "\n")
 

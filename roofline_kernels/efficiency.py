@@ -46,6 +46,7 @@ lengths) are shapes off the grid, for scoring the model on what it never saw (``
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fcntl
 import functools
@@ -60,7 +61,7 @@ from roofline.atomic import write_json_atomic
 from roofline.efficiency import (ALIGN_CAP, ALIGN_MIN_LOG, ALIGN_MIN_PAIRS, AXES, NEAR_OCTAVES, REPEAT_RUNS,
                                  TWIN_STEP, EfficiencyModel, align_pairs, aligned, k_level, m_residuals, model_key,
                                  model_of, model_shape, octaves_apart, op_class, twin_k, twins)
-from roofline.predict import UnsupportedPathError
+from roofline.predict import BYTES_PER_GB, FLOPS_PER_TFLOP, UnsupportedPathError, roofline_time
 
 from . import telemetry
 from .measure import measure_kernel
@@ -641,19 +642,19 @@ class _Path:
 
 
 def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_BUDGET_S,
-              progress=lambda s: None, model: EfficiencyModel | None = None) -> tuple[EfficiencyModel, list[dict]]:
+              progress=lambda s: None) -> tuple[EfficiencyModel, list[dict]]:
     """(model, rows): shapes of every path measured **interleaved** (next: the path that has spent the least of its
     share), within ``budget_s`` (past it by the thirds the end's re-runs may owe, ``_measure_drift``, and by the end's
     re-run of the loop's last shapes where they have no neighbour: the plan prices a shape's own run only); an
     attention path's share is ``ATTENTION_SHARE`` of a GEMM path's. A slow minute of
     a shared host then falls on a few shapes of each path, which ``recheck`` can catch against their neighbours,
     instead of on all of one path, which nothing could tell from that path being slow. ``shapes`` given: those, in
-    that order (no planning; GEMM paths only); else seed then least-sure-first over ``grid_shapes(kwargs)``.
-    ``model``: one to extend (its samples stay; the sweep adds to them)."""
+    that order (no planning; GEMM paths only); else seed then least-sure-first over ``grid_shapes(kwargs)``. A new
+    model, of this sweep's runs alone (each row says what its roof was made of, for ``raise_roofs``)."""
     precisions = precisions if precisions is not None else sweep_precisions(info, hw)
     if shapes is not None:
         precisions = [(label, kwargs) for label, kwargs in precisions if not _is_attention(kwargs)]
-    model = model or EfficiencyModel()
+    model = EfficiencyModel()
     rows, skipped, contention = [], {}, {}
     t_start = time.perf_counter()
     shares = sum(_share(kwargs) for _, kwargs in precisions) or 1.0
@@ -710,9 +711,7 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
             if p.todo is None and p.runs[other] == 1 and other not in queued and recheck(
                     model, op, kernel.precision, cost_shape, 1):
                 p.queue.append((p.count + RECHECK_AFTER, other))
-        rows.append({"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape),
-                     "run": p.runs[shape], "median_s": m.timing.median_s, "roof_s": m.predicted_time_s, "roof": roof,
-                     "efficiency": eff, "rel_iqr": m.timing.rel_iqr})
+        rows.append(_row(kernel, m, shape, p.runs[shape]))
         p.spent += time.perf_counter() - t0
         p.wall[shape] = time.perf_counter() - t0
         if on_line and p.runs[shape] == 1:
@@ -753,6 +752,90 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
     return model, rows
 
 
+def _row(kernel, m, shape, run: int, **mark) -> dict:
+    """One run of a sweep, as ``run_sweep`` returns it: with what its roof was made of (the prediction's FLOPs,
+    bytes, compute class and both roof times, where ``measure_kernel`` gave one), which ``raise_roofs`` reads."""
+    pred = getattr(m, "prediction", None) or {}
+    return {"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape), "run": run,
+            "median_s": m.timing.median_s, "roof_s": m.predicted_time_s,
+            "roof": "memory" if m.memory_roof_only else "full", "efficiency": m.efficiency,
+            "rel_iqr": m.timing.rel_iqr, "key": model_key(kernel.op, kernel.precision),
+            "model_shape": model_shape(kernel.op, kernel.cost.shape),
+            **{k: pred.get(k) for k in ("flops", "bytes", "compute_class", "peak_tflops", "bandwidth_gbs", "t_memory_s",
+                                        "t_compute_s")}, **mark}
+
+
+def raise_roofs(cal, model: EfficiencyModel, rows: list, ceiling: dict | None = None) -> tuple:
+    """A calibrated roof the sweep ran faster than is no roof: raised to the fastest run that beat it, and every
+    sample of the model (and every row) held to the raised roofs, so efficiency stays under 1 and the model's cap at
+    the roof (``MAX_EFFICIENCY``) no longer holds an expected time slower than this device runs. Seen on a Zen 4 host:
+    int8 calibrated at 0.76 TFLOP/s while the host ran slow, its sweep's GEMMs at up to 1.12 of it; bf16's cubes
+    (the calibration's shapes) at 0.94 of a 512x2048x8192 GEMM's rate. A compute-bound run beats its compute class's
+    peak (FLOPs over its median), a memory-bound one (or one held to the memory roof alone) the bandwidth (bytes over
+    its median). Only what the profile calibrated is raised (a class at its datasheet stand-in is not), and never
+    past ``ceiling`` ({compute class or "bandwidth": value}, ``roofline_kernels.ceiling``: what truly bounds): a run
+    beyond it is a bug to explain, said, not a roof. Returns (the calibration, raised: its ``peaks_tflops``,
+    ``bandwidth_gbs``, and ``details["raised_by_sweep"]``: what each was calibrated at and which run raised it;
+    ``{"raised": {what: {...}}, "beyond_ceiling": {what: {...}}}``, empty where nothing beat a roof). The model and
+    the rows are changed in place."""
+    ceiling = ceiling or {}
+    best: dict[str, tuple[float, dict]] = {}
+    for r in rows:
+        if r.get("flops") is None or r.get("t_memory_s") is None or not r["efficiency"] > 1:
+            continue
+        compute = r["roof"] == "full" and r["t_compute_s"] >= r["t_memory_s"]
+        what = r["compute_class"] if compute else "bandwidth"
+        if compute and what not in cal.peaks_tflops:
+            continue
+        rate = r["flops"] / r["median_s"] / FLOPS_PER_TFLOP if compute else r["bytes"] / r["median_s"] / BYTES_PER_GB
+        if rate > best.get(what, (0.0, None))[0]:
+            best[what] = (rate, r)
+    before = dict(cal.details.get("raised_by_sweep") or {})
+    raised, beyond, new = {}, {}, {}
+    for what, (rate, r) in best.items():
+        old = cal.bandwidth_gbs if what == "bandwidth" else cal.peaks_tflops[what]
+        run = {"shape": f"{r['op']} {r['precision']} {'x'.join(map(str, r['shape']))}", "efficiency": r["efficiency"],
+               "rate": rate, "unit": "GB/s" if what == "bandwidth" else "TFLOP/s"}
+        if what in ceiling and rate > ceiling[what]:
+            beyond[what] = dict(run, ceiling=ceiling[what])
+            continue
+        if rate > old:
+            new[what] = rate
+            raised[what] = dict(run, calibrated=before.get(what, {}).get("calibrated", old), was=old)
+    if not raised:
+        return cal, ({"raised": {}, "beyond_ceiling": beyond} if beyond else {})
+    bw_new = new.get("bandwidth")
+
+    def roof(r, raised_too: bool) -> float:
+        peak, bw = r["peak_tflops"], r["bandwidth_gbs"]
+        if raised_too:
+            peak, bw = new.get(r["compute_class"], peak), bw_new or bw
+        t_memory, _, t = roofline_time(r["flops"], r["bytes"], peak, bw)
+        return float(t_memory if r["roof"] == "memory" else t)
+
+    factor = {}
+    for r in rows:
+        if r.get("flops") is None or r.get("peak_tflops") is None:
+            continue
+        f = roof(r, True) / roof(r, False)
+        factor[(r["key"], tuple(sorted(r["model_shape"].items())))] = f
+        r["roof_s"], r["efficiency"] = r["roof_s"] * f, r["efficiency"] * f
+    model.rescale(lambda key, shape: factor.get((key, tuple(sorted(shape.items()))), 1.0))
+    model.meta["raised_roofs"] = raised
+    cal = dataclasses.replace(cal, peaks_tflops={**cal.peaks_tflops, **{k: v for k, v in new.items() if k != "bandwidth"}},
+                              bandwidth_gbs=bw_new or cal.bandwidth_gbs,
+                              details={**cal.details, "raised_by_sweep": {**before, **raised}})
+    return cal, {"raised": raised, "beyond_ceiling": beyond}
+
+
+def raised_text(what: str, r: dict) -> str:
+    """One line of what ``raise_roofs`` raised."""
+    name = "DRAM bandwidth" if what == "bandwidth" else f"compute {what}"
+    return (f"{name} raised {r['was']:.4g} -> {r['rate']:.4g} {r['unit']}: the efficiency sweep's {r['shape']} ran "
+            f"{r['efficiency']:.2f}x that roof, so the calibration's own shapes fell short of what this device reaches "
+            "(every sample is held to the raised roof)")
+
+
 def _measure_drift(paths, model: EfficiencyModel, rows: list, info, hw, skipped: dict) -> dict:
     """The sweep's end, past its loop (``run_sweep`` kept room for it): each path's first measured shapes measured
     again, and in a full sweep each shape still alone (``_Path.alone``) or flagged and never run again
@@ -780,9 +863,7 @@ def _measure_drift(paths, model: EfficiencyModel, rows: list, info, hw, skipped:
         roof = "memory" if m.memory_roof_only else "full"
         model.add(kernel.op, kernel.precision, kernel.cost.shape, m.efficiency, roof)
         p.runs[shape] += 1
-        rows.append({"op": op_class(kernel.op), "precision": kernel.precision, "shape": list(shape),
-                     "run": p.runs[shape], "median_s": m.timing.median_s, "roof_s": m.predicted_time_s,
-                     "roof": roof, "efficiency": m.efficiency, "rel_iqr": m.timing.rel_iqr, **mark})
+        rows.append(_row(kernel, m, shape, p.runs[shape], **mark))
         return kernel, m
 
     # a first shape owed a third gets it from its drift re-run
@@ -927,18 +1008,38 @@ def _locked(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def ensure_model(cal, info, hw, budget_s: float, progress=lambda s: None) -> EfficiencyModel | None:
-    """The calibration's efficiency model; swept now (``budget_s``) and saved into its profile if it has none.
-    ``budget_s`` 0: no sweep (the model, if any, is returned as it is)."""
+def sweep(cal, info, hw, precisions, budget_s: float, progress=lambda s: None) -> tuple:
+    """(model, calibration): a sweep of ``cal``'s efficiency model (``run_sweep``), and ``cal`` with any roof the
+    sweep ran faster than raised (``raise_roofs``, never past what truly bounds this device); the model is not yet
+    attached, nor the profile saved."""
+    model, rows = run_sweep(info, hw, precisions=precisions, budget_s=budget_s, progress=progress)
+    from .ceiling import ceiling_hardware
+    c = ceiling_hardware(info, hw, Path(cal.path).parent if cal.path else None) if hw is not None else None
+    bounds = {} if c is None else {**{cls: spec.value for cls, spec in c.peaks.items() if spec is not None},
+                                   **({"bandwidth": c.bandwidth.value} if c.bandwidth is not None else {})}
+    cal, out = raise_roofs(cal, model, rows, bounds)
+    for what, r in out.get("raised", {}).items():
+        progress(raised_text(what, r))
+    for what, r in out.get("beyond_ceiling", {}).items():
+        progress(f"WARNING: the efficiency sweep's {r['shape']} ran at {r['rate']:.4g} {r['unit']}, beyond what truly "
+                 f"bounds this device ({r['ceiling']:.4g}): a bug to explain (a cold run that was not cold?), not "
+                 "taken as a roof")
+    return model, cal
+
+
+def ensure_model(cal, info, hw, budget_s: float, progress=lambda s: None):
+    """The calibration with its efficiency model (``model_of``): swept now (``budget_s``) and saved into its profile
+    if it has none, its roofs raised where the sweep ran faster (``sweep``). ``budget_s`` 0: no sweep (the
+    calibration is returned as it is)."""
     model = model_of(cal)
     if model is not None or budget_s <= 0 or info.simulated:
-        return model
+        return cal
     precisions = sweep_precisions(info, hw)
     if not precisions:
-        return None
+        return cal
     progress(f"efficiency sweep of {', '.join(p for p, _ in precisions)} (the expected time beside the bound): "
              f"up to {budget_s:g} s")
-    model, _ = run_sweep(info, hw, precisions=precisions, budget_s=budget_s, progress=progress)
+    model, cal = sweep(cal, info, hw, precisions, budget_s, progress)
     if cal.path:
         with _locked(cal.path):
             from roofline import load_calibration
@@ -947,11 +1048,18 @@ def ensure_model(cal, info, hw, budget_s: float, progress=lambda s: None) -> Eff
             except (OSError, ValueError):
                 fresh = None
             if fresh is not None and fresh.timestamp == cal.timestamp:
-                learned = model_of(fresh)  # samples another process added while this swept stay
-                for key, rows in (learned.samples.items() if learned else ()):
+                learned = model_of(fresh)  # samples another process added while this swept stay, unless held to
+                # roofs the sweep raised since
+                if learned and model.meta.get("raised_roofs"):
+                    progress(f"{sum(map(len, learned.samples.values()))} samples learned while the sweep ran were "
+                             "held to the roofs it raised: not kept")
+                for key, rows in (learned.samples.items() if learned and not model.meta.get("raised_roofs") else ()):
                     op, _, prec = key.partition(":")
                     for shape, eff in rows:
                         model.add(op, prec, shape, eff, learned.roofs.get(key, "full"))
+                fresh = dataclasses.replace(fresh, peaks_tflops=dict(cal.peaks_tflops), bandwidth_gbs=cal.bandwidth_gbs,
+                                            details={**fresh.details, **{k: v for k, v in cal.details.items()
+                                                                         if k == "raised_by_sweep"}})
                 attach(fresh, model)
                 write_json_atomic(cal.path, fresh.to_dict())
     attach(cal, model)
@@ -959,7 +1067,7 @@ def ensure_model(cal, info, hw, budget_s: float, progress=lambda s: None) -> Eff
         progress("efficiency sweep measured under contention (" + "; ".join(
             f"{p}: {', '.join(f)}" for p, f in model.meta["contention"].items()) + "): refit on a quiet machine "
             "with `calibrate --efficiency --refresh`")
-    return model
+    return cal
 
 
 def learn(cal, kernel, m, info) -> str | None:
