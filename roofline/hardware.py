@@ -202,7 +202,14 @@ class Hardware:
             # where the profile measured such a path, that measured peak is its roof. Without this a Zen 3 host had
             # "no math path" for bf16, and every bf16 prediction and pipeline refused.
             native = native | {f for f in CPU_CALIBRATED_FORMATS if get_format(f).compute_class in cal.peaks_tflops}
-        return dataclasses.replace(self, calibration=cal, native=frozenset(native))
+        memory = self.memory
+        if memory is None and (cal.device or {}).get("memory_bytes"):
+            # a host's RAM has no datasheet: the profile's device says it (MemTotal), so a model is planned
+            # against it (`predict model` with a CPU profile said "no capacity known")
+            memory = Spec(cal.device["memory_bytes"] / 1e9, "the calibration profile's device",
+                          f"MemTotal (/proc/meminfo) in calibration profile {cal.timestamp or cal.path or '?'}: the "
+                          "host's RAM, shared with the OS and every other process", derived=True)
+        return dataclasses.replace(self, calibration=cal, native=frozenset(native), memory=memory)
 
     def _need_calibration(self) -> Calibration:
         if self.calibration is None:

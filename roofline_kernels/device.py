@@ -169,12 +169,13 @@ def detect(override: str | None = None, root: str | os.PathLike = "/") -> Device
         info = _detect_gpu(cuda, cpu, versions)
     else:
         info = DeviceInfo(hardware_key="cpu", kind="cpu", name=cpu.model, cpu=cpu, versions=versions,
+                          memory_bytes=_jetson.meminfo_total_bytes(root),
                           detected_by="no CUDA device, not a Jetson: the host CPU")
     info = dataclasses.replace(info, sysfs_root=str(root))
     if override and info.kind != "cpu" and get_hardware(override).kind == "cpu":
         # every GPU host has a CPU too: `--hardware cpu` measures it (the `cpu` cases), not the GPU
         return DeviceInfo(hardware_key=get_hardware(override).key, kind="cpu", name=cpu.model, cpu=cpu,
-                          versions=versions, sysfs_root=str(root),
+                          versions=versions, sysfs_root=str(root), memory_bytes=_jetson.meminfo_total_bytes(root),
                           detected_by=f"--hardware {override}: the host CPU (also present: {info.name})")
     if override:
         key = check_override_kind(override, info.kind, f"{info.hardware_key}: {info.name}; {info.detected_by}")

@@ -216,3 +216,11 @@ def test_a_bare_jetson_tree_without_cuda_is_detected_as_the_board(tmp_path, monk
     info = detect(root=root)
     assert info.hardware_key == "jetson_agx_orin" and info.kind == "jetson" and info.torch_device == "cpu"
     assert info.power_mode == {"mode": "MODE_30W", "id": 2}
+
+
+def test_a_cpu_hosts_ram_is_its_devices_memory(cpu_only_host):
+    """/proc/meminfo's MemTotal: what `predict model` plans a model against with a CPU profile (it had no capacity)."""
+    assert detect(root=cpu_only_host).memory_bytes == 32768000 * 1024
+    assert detect("cpu", root=cpu_only_host).memory_bytes == 32768000 * 1024
+    (cpu_only_host / "proc/meminfo").unlink()
+    assert detect(root=cpu_only_host).memory_bytes is None

@@ -79,3 +79,18 @@ def test_bad_plan_inputs_name_the_value_and_what_is_allowed(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         memory_plan(get_model_config("llama3-8b"), **args)
+
+
+def test_a_cpu_profile_plans_a_model_against_its_hosts_ram():
+    """The registry's `cpu` entry has no memory (a host has no datasheet): a profile's device (MemTotal) is it."""
+    from roofline import Calibration, get_hardware
+    cal = Calibration("cpu", {"fp32": 0.2}, 40.0, device={"memory_bytes": 24 * 10**9}, timestamp="t0")
+    hw = get_hardware("cpu").with_calibration(cal)
+    big = memory_plan(get_model_config("llama3-70b"), "decode", 1, 1024, hw, precision="bf16")
+    small = memory_plan(get_model_config("llama3.2-1b"), "decode", 1, 1024, hw, precision="bf16")
+    assert big.fits is False and small.fits is True and big.capacity_gb == small.capacity_gb == 24.0
+    assert "MemTotal" in big.capacity_source and "calibration profile t0" in big.capacity_source
+    bare = get_hardware("cpu").with_calibration(Calibration("cpu", {"fp32": 0.2}, 40.0))
+    assert memory_plan(get_model_config("llama3-70b"), "decode", 1, 1024, bare, precision="bf16").fits is None
+    assert get_hardware("gb10").with_calibration(Calibration("gb10", {"bf16": 50.0}, 230.0, device={
+        "memory_bytes": 10**9})).memory.value == get_hardware("gb10").memory.value  # a datasheet's stands

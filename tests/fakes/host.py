@@ -12,7 +12,8 @@ def write(root: Path, rel: str, text: str) -> Path:
 
 
 def fake_cpu_tree(root: Path, flags: str = "fpu sse2 avx2 fma", max_khz: str = "3500000") -> Path:
-    """8 threads on 4 cores of a "Fake CPU 9000": 32K L1d, 1M L2, 16M L3, ``max_khz`` ("" for none)."""
+    """8 threads on 4 cores of a "Fake CPU 9000": 32K L1d, 1M L2, 16M L3, ``max_khz`` ("" for none); 32768000 kB of
+    RAM."""
     root = Path(root)
     write(root, "proc/cpuinfo", "".join(
         f"processor\t: {i}\nmodel name\t: Fake CPU 9000\ncpu MHz\t\t: 2000.000\nphysical id\t: 0\n"
@@ -25,4 +26,5 @@ def fake_cpu_tree(root: Path, flags: str = "fpu sse2 avx2 fma", max_khz: str = "
         write(root, f"{cache}/index{i}/size", f"{size}\n")
     if max_khz:
         write(root, "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq", max_khz + "\n")
+    write(root, "proc/meminfo", "MemTotal:       32768000 kB\nMemFree:        30000000 kB\n")  # 33.6 GB
     return root
