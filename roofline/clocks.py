@@ -128,11 +128,35 @@ def resolve(hardware, power_mode=None, gpu_clock_mhz=None, active_sms=None, mem_
     and SMs, with a calibration profile beside it, in that order. The one path from ``--hardware`` and its
     options to a ``Hardware``, for the theory's commands and for measurement (``roofline_kernels.measure``)."""
     hw = get_hardware(hardware)
+    measured_in = profile_power_mode(hw.key, calibration)
+    if measured_in is not None:  # a profile is of one mode: held beside another's roofs (MAXN's datasheet peaks for
+        # the classes it did not calibrate) it gave numbers of neither
+        asked = find_power_mode(hw.key, power_mode) if power_mode is not None else None
+        if power_mode is None:
+            power_mode = measured_in
+        elif asked is not None and asked[0] != measured_in:
+            where = f" ({calibration.path})" if calibration.path else ""
+            raise ValueError(f"power mode {power_mode!r}: the calibration profile{where} was measured on {hw.key} in "
+                             f"{measured_in}; predict in {measured_in} (no --power-mode), or load a profile measured "
+                             f"in {asked[0]}")
     if power_mode is not None:
         hw = apply_power_mode(hw, power_mode)
     if gpu_clock_mhz or active_sms or mem_clock_mhz:
         hw = scale_clocks(hw, gpu_clock_mhz, active_sms, mem_clock_mhz)
     return hw.with_calibration(calibration) if calibration is not None else hw
+
+
+def profile_power_mode(key: str, calibration) -> str | None:
+    """The nvpmodel mode (its name in ``POWER_MODES``) a calibration profile of board ``key`` was measured in: its
+    key's (``jetson_orin_nano_super@nvpmodel 15W``, as a scaled entry names itself) or its device's (the mode the
+    board reported while calibrating); None for a profile of no known mode, or of no Jetson."""
+    if calibration is None or key not in POWER_MODES:
+        return None
+    _, at, rest = calibration.hardware.partition("@")
+    mode = rest[len("nvpmodel "):] if at and rest.startswith("nvpmodel ") else \
+        ((calibration.device or {}).get("power_mode") or {}).get("mode")
+    found = find_power_mode(key, mode) if mode is not None else None
+    return found[0] if found else None
 
 
 def power_budget_w(key: str, mode) -> Spec | None:

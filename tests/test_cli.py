@@ -229,3 +229,28 @@ def test_a_profile_names_the_device_it_describes_and_refuses_another(tmp_path, c
     cal.write_text(json.dumps({"hardware": "GB10", "bandwidth_gbs": 200, "peaks_tflops": {"fp16": 50}}))
     rc, text = run("predict", "gemv", "--calibration", str(cal))  # a key as get_hardware reads it: any case
     assert rc == 0 and "on gb10" in text, text
+
+
+@pytest.mark.parametrize("how", ["key", "device"])
+def test_a_jetson_profile_predicts_in_the_power_mode_it_was_measured_in(how, tmp_path, capsys):
+    """A profile is of one nvpmodel mode (its key's, as a simulated board names it, or the mode its device reported):
+    without --power-mode, predict holds it beside that mode's roofs, not MAXN's (a class it did not calibrate then
+    took MAXN_SUPER's datasheet peak, 1.7x the 15W one); a --power-mode of another mode is refused."""
+    from roofline import Calibration
+    from roofline.clocks import apply_power_mode
+    key = "jetson_orin_nano_super"
+    cal = (Calibration(f"{key}@nvpmodel 15W", {"int8": 15.0}, 50.0) if how == "key" else
+           Calibration(key, {"int8": 15.0}, 50.0, device={"power_mode": {"mode": "15W", "id": 0}}))
+    path = tmp_path / "profile.json"
+    path.write_text(json.dumps(cal.to_dict()))
+    gemm = ["predict", "gemm", "--m", "4096", "--n", "4096", "--k", "4096", "--precision", "bf16", "--calibration",
+            str(path), "--json"]
+    for extra in ([], ["--power-mode", "15W"], ["--power-mode", "0"]):
+        rc, text = run(*gemm, *extra)
+        d = json.loads(text)
+        assert rc == 0 and d["hardware"] == f"{key}@nvpmodel 15W", (extra, d["hardware"])
+        assert d["peak_tflops"] == pytest.approx(apply_power_mode(key, "15W").peaks["bf16"].value)  # uncalibrated
+    rc, text = run(*gemm, "--power-mode", "25W")
+    err = capsys.readouterr().err
+    assert rc == 2 and text == "" and len(err.strip().splitlines()) == 1
+    assert f"measured on {key} in 15W" in err and "load a profile measured in 25W" in err
