@@ -141,12 +141,18 @@ class Composite:
         return self.flops / self.bytes
 
     def flat(self, scale: int = 1):
-        """(cost, multiplicity) for every kernel, repeats multiplied through (``CompositePrediction.flat``'s walk)."""
-        for p in self.parts:
-            if isinstance(p, Composite):
-                yield from p.flat(scale * self.repeat)
-            else:
-                yield p, scale * self.repeat
+        """(cost, multiplicity) for every kernel, repeats multiplied through."""
+        return flat_parts(self, scale)
+
+
+def flat_parts(node, scale: int = 1):
+    """(leaf, multiplicity) for every leaf under a tree of ``parts`` repeated ``repeat`` times: the one walk of a
+    composite's kernels (``Composite.flat``, ``CompositePrediction.flat``)."""
+    for p in node.parts:
+        if hasattr(p, "parts"):
+            yield from flat_parts(p, scale * node.repeat)
+        else:
+            yield p, scale * node.repeat
 
 
 # --- formulas shared by scalar and vectorised paths ---------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 
 from .formats import MX_BLOCK_SCALE, get_format
 from .hardware import Hardware, get_hardware
-from .operators import Composite, OpCost
+from .operators import Composite, OpCost, flat_parts
 
 BYTES_PER_GB = 1e9
 FLOPS_PER_TFLOP = 1e12
@@ -196,11 +196,7 @@ class CompositePrediction:
 
     def flat(self, scale: int = 1):
         """(prediction, multiplicity) for every kernel, repeats multiplied through."""
-        for p in self.parts:
-            if isinstance(p, CompositePrediction):
-                yield from p.flat(scale * self.repeat)
-            else:
-                yield p, scale * self.repeat
+        return flat_parts(self, scale)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "hardware": self.hardware, "peaks": self.peaks, "flops": self.flops,
