@@ -137,7 +137,7 @@ def resolve(hardware, power_mode=None, gpu_clock_mhz=None, active_sms=None, mem_
         elif asked is not None and asked[0] != measured_in:
             where = f" ({calibration.path})" if calibration.path else ""
             raise ValueError(f"power mode {power_mode!r}: the calibration profile{where} was measured on {hw.key} in "
-                             f"{measured_in}; predict in {measured_in} (no --power-mode), or load a profile measured "
+                             f"{measured_in}; hold it to {measured_in} (no --power-mode), or load a profile measured "
                              f"in {asked[0]}")
     if power_mode is not None:
         hw = apply_power_mode(hw, power_mode)

@@ -203,7 +203,7 @@ class Hardware:
             # "no math path" for bf16, and every bf16 prediction and pipeline refused.
             native = native | {f for f in CPU_CALIBRATED_FORMATS if get_format(f).compute_class in cal.peaks_tflops}
         memory = self.memory
-        if memory is None and (cal.device or {}).get("memory_bytes"):
+        if self.kind == "cpu" and memory is None and (cal.device or {}).get("memory_bytes"):
             # a host's RAM has no datasheet: the profile's device says it (MemTotal), so a model is planned
             # against it (`predict model` with a CPU profile said "no capacity known")
             memory = Spec(cal.device["memory_bytes"] / 1e9, "the calibration profile's device",

@@ -315,14 +315,15 @@ def _refit(args, info, cal, hw):
     """``--efficiency``: a new sweep of this calibration's efficiency model, saved into its profile (atomically); the
     calibration returned (its roofs raised where the sweep ran faster)."""
     from roofline_kernels.calibrate import save
-    from roofline_kernels.efficiency import attach, default_budget_s, sweep, sweep_precisions
+    from roofline_kernels.efficiency import _locked, attach, default_budget_s, sweep, sweep_precisions
     budget = args.efficiency_budget_s if args.efficiency_budget_s is not None else \
         default_budget_s(bool(cal.details.get("quick")))
     precisions = sweep_precisions(info, hw)
     _progress(f"efficiency sweep of {', '.join(p for p, _ in precisions)}: up to {budget:g} s")
     model, cal = sweep(cal, info, hw, precisions, budget, _progress)
     attach(cal, model)
-    save(cal, cal.path)
+    with _locked(cal.path):  # one writer at a time: a suite's cases learn into this profile under the same lock
+        save(cal, cal.path)
     _progress(f"efficiency model saved in {cal.path}")
     if model.meta.get("contention"):
         _progress("WARNING: measured under contention (" + "; ".join(

@@ -5,7 +5,9 @@ hardware entry in use (datasheet or calibrated roof, scaled to a Jetson's curren
 telemetry snapshot before and a ``RegionMonitor`` record during the timed calls (clocks, throttling,
 energy), and says whether the cold samples were really cold (rotation span vs the caches).
 Efficiency is ``predicted_time / measured_median``: 1.0 is the roof; above 1 means the measurement
-beat the roof, which is flagged (``beats_roof``) as a bug to explain, never celebrated.
+beat the roof it is held to, which is flagged (``beats_roof``), never celebrated: past a physical ceiling
+(``beats_ceiling``) a bug to explain that fails the physics check; past a calibrated roof, a calibration that
+fell short (the efficiency sweep raises such a roof, ``efficiency.raise_roofs``), reported.
 An emulated kernel (FP8 on a CPU) has no compute roof: it is held against the memory roof only.
 On a simulated device the timing comes from ``timer`` (synthesised), and every record says SIMULATED.
 """

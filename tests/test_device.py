@@ -224,3 +224,10 @@ def test_a_cpu_hosts_ram_is_its_devices_memory(cpu_only_host):
     assert detect("cpu", root=cpu_only_host).memory_bytes == 32768000 * 1024
     (cpu_only_host / "proc/meminfo").unlink()
     assert detect(root=cpu_only_host).memory_bytes is None
+
+
+def test_a_gpu_hosts_cpu_asked_by_hardware_cpu_has_the_hosts_ram_not_the_gpus(tmp_path, monkeypatch):
+    install_device(monkeypatch, "h100_sxm", tmp_path)
+    fake_cpu_tree(tmp_path)
+    gpu, host = detect(root=tmp_path), detect("cpu", root=tmp_path)
+    assert gpu.kind == "cuda" and host.kind == "cpu" and host.memory_bytes == 32768000 * 1024 != gpu.memory_bytes

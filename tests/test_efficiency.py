@@ -376,7 +376,13 @@ def test_calibrate_efficiency_fits_stores_scores_and_measure_uses_it(tmp_path, m
     from roofline.__main__ import main
     from tests.test_calibrate import quiet
     path = profile_path(device_info, tmp_path)
-    path.write_text(json.dumps(quiet(calibration)))
+    # as if calibrated while the host ran at a tenth of its speed: every GEMV of the sweep (0.2-0.5 of the roof in
+    # scores here) reads faster than that bandwidth, and `calibrate --efficiency` raises it (``raise_roofs``)
+    slow = quiet(calibration)
+    slow["bandwidth_gbs"] /= 10
+    slow["peaks_tflops"] = {k: v / 10 for k, v in slow["peaks_tflops"].items()}
+    slow["details"].pop("raised_by_sweep", None)
+    path.write_text(json.dumps(slow))
     held = keff.measure_held_out
     monkeypatch.setattr(keff, "measure_held_out", lambda *a, **k: held(*a, **dict(k, shapes=keff.HELD_OUT[:1])))
     monkeypatch.setattr(keff, "ATTN_HELD_OUT", keff.ATTN_HELD_OUT[:1])
@@ -385,7 +391,11 @@ def test_calibrate_efficiency_fits_stores_scores_and_measure_uses_it(tmp_path, m
     assert main(["calibrate", "--quick", "--cache-dir", str(tmp_path), "--efficiency", "--efficiency-budget-s", "3",
                  "--score", "--json"], out=out) == 0
     d = json.loads(out.getvalue())
-    stored = json.loads(path.read_text())["details"]["efficiency"]
+    profile = json.loads(path.read_text())
+    raised = profile["details"]["raised_by_sweep"]["bandwidth"]
+    assert raised["calibrated"] == slow["bandwidth_gbs"] < raised["rate"] == profile["bandwidth_gbs"] == d["bandwidth_gbs"]
+    assert raised["shape"].split()[1] in {"fp32", "bf16", "int8", "int8/bf16", "int4_tinygemm/bf16"}
+    stored = profile["details"]["efficiency"]
     assert stored["meta"]["calibration"] == d["timestamp"] and stored["samples"]
     swept = {k for k, v in stored["samples"].items() if v}
     assert swept and all(d["score"][k]["held_out"]["bound"]["n"] == 1 for k in swept)

@@ -294,6 +294,12 @@ def test_a_profile_given_by_path_or_recalibrated_since_is_not_written(tmp_path):
     newer = Calibration("cpu", {"fp32": 0.2}, 20.0, timestamp="t1", details={})
     (tmp_path / "calibration-cpu-abc.json").write_text(json.dumps(newer.to_dict()))
     assert "recalibrated" in keff.learn(cal, *_measured(), info)
+    # the same calibration, its roofs raised by a sweep since this process loaded it: a sample held to the old roofs
+    # would join a model held to the new (``raise_roofs``)
+    raised = Calibration("cpu", {"fp32": 0.25}, 20.0, timestamp="t0", details={})
+    (tmp_path / "calibration-cpu-abc.json").write_text(json.dumps(raised.to_dict()))
+    assert "roofs were raised" in keff.learn(cal, *_measured(), info)
+    assert keff.learn(load_calibration(cal.path), *_measured(), info) is None  # one loaded since learns
 
 
 def test_a_profile_without_a_model_gets_one_on_load_and_budget_zero_means_none(tmp_path, monkeypatch, device_info,

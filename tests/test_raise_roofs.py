@@ -31,18 +31,20 @@ def true_time(cost, peak=TRUE_PEAK, stream=STREAM * BANDWIDTH):
     return max(cost.bytes / (stream * 1e9), cost.flops / (peak * 1e12))
 
 
-def swept(cal, timing=true_time, shapes=None):
-    """(model, rows) as ``run_sweep`` leaves them: every run's prediction on the calibrated entry."""
+def swept(cal, timing=true_time, shapes=None, memory_only=False):
+    """(model, rows) as ``run_sweep`` leaves them: every run's prediction on the calibrated entry (``memory_only``:
+    held to the memory roof alone, as ``measure_kernel`` holds a software kernel whose peak is no ceiling)."""
     hw = get_hardware("gb10").with_calibration(cal)
     model, rows = EfficiencyModel(), []
     for m, n, k in shapes or [(m, n, k) for m in MS for n, k in NKS]:
         cost = gemm(m, n, k, precision="bf16")
         pred = predict(cost, hw, "calibrated").to_dict()
+        roof = pred["t_memory_s"] if memory_only else pred["time_s"]
         t = timing(cost)
         kernel = SimpleNamespace(op="gemv" if m == 1 else "gemm", precision="bf16", cost=cost)
-        meas = SimpleNamespace(prediction=pred, predicted_time_s=pred["time_s"], memory_roof_only=False,
-                               efficiency=pred["time_s"] / t, timing=SimpleNamespace(median_s=t, rel_iqr=0.01))
-        model.add(kernel.op, "bf16", cost.shape, meas.efficiency)
+        meas = SimpleNamespace(prediction=pred, predicted_time_s=roof, memory_roof_only=memory_only,
+                               efficiency=roof / t, timing=SimpleNamespace(median_s=t, rel_iqr=0.01))
+        model.add(kernel.op, "bf16", cost.shape, meas.efficiency, "memory" if memory_only else "full")
         rows.append(keff._row(kernel, meas, (m, n, k), 1))
     return model, rows
 
@@ -65,7 +67,7 @@ def test_a_compute_peak_the_sweep_beat_is_raised_and_expected_time_follows_the_d
     assert new.peaks_tflops["bf16"] == pytest.approx(TRUE_PEAK) and new.bandwidth_gbs == BANDWIDTH
     assert cal.peaks_tflops["bf16"] == SLOW_PEAK  # the calibration given is not changed
     said = new.details["raised_by_sweep"]["bf16"]
-    assert said["calibrated"] == SLOW_PEAK and said["efficiency"] == pytest.approx(TRUE_PEAK / SLOW_PEAK)
+    assert said["calibrated"] == SLOW_PEAK and said["times"] == pytest.approx(TRUE_PEAK / SLOW_PEAK)
     assert said["shape"].startswith("gemm bf16 ") and out["raised"]["bf16"] == said
     assert max(e for rows_ in model.samples.values() for _, e in rows_) <= 1 + 1e-9
     assert max(r["efficiency"] for r in rows) <= 1 + 1e-9 and model.meta["raised_roofs"] == out["raised"]
@@ -88,6 +90,40 @@ def test_the_bandwidth_a_memory_bound_run_beat_is_raised_and_a_compute_peak_it_d
     assert all(e == pytest.approx(1.0) for s, e in model.samples["gemm:bf16"] if s in memory_bound)
 
 
+def test_a_run_that_beat_both_roofs_raises_both():
+    """A compute-bound run that also read faster than the bandwidth: judged against the roof that bound it alone,
+    the bandwidth stayed and GEMMs near the ridge kept efficiencies of 1.15 (a reviewer's case)."""
+    cal = calibration()
+    shapes = [(m, 4096, 4096) for m in (256, 512, 1024, 2048)]  # every one compute-bound on the calibrated roofs
+    hw = get_hardware("gb10").with_calibration(cal)
+    assert all(predict(gemm(*s, precision="bf16"), hw, "calibrated").bound == "compute" for s in shapes)
+    model, rows = swept(cal, lambda c: true_time(c, stream=1.3 * BANDWIDTH), shapes)
+    new, out = keff.raise_roofs(cal, model, rows)
+    assert set(out["raised"]) == {"bf16", "bandwidth"}
+    assert new.peaks_tflops["bf16"] == pytest.approx(TRUE_PEAK) and new.bandwidth_gbs > 1.1 * BANDWIDTH
+    assert max(e for _, e in model.samples["gemm:bf16"]) == pytest.approx(1.0)
+
+
+def test_a_path_held_to_the_memory_roof_alone_raises_the_bandwidth_never_its_peak():
+    """A software kernel's peak is no ceiling (``measure_kernel`` holds it to bytes / bandwidth): its FLOP rate past
+    the calibrated peak raises nothing, its byte rate past the bandwidth raises the bandwidth."""
+    cal = calibration()
+    model, rows = swept(cal, lambda c: true_time(c, stream=1.2 * BANDWIDTH), memory_only=True)
+    new, out = keff.raise_roofs(cal, model, rows)
+    assert set(out["raised"]) == {"bandwidth"} and new.peaks_tflops == cal.peaks_tflops
+    assert max(e for _, e in model.samples["gemm:bf16"]) == pytest.approx(1.0)
+    assert all(r["roof_s"] == pytest.approx(r["bytes"] / new.bandwidth_gbs / 1e9) for r in rows)
+
+
+def test_the_fastest_run_within_the_ceiling_raises_the_roof_and_those_beyond_it_are_said():
+    cal = calibration()
+    model, rows = swept(cal, lambda c: true_time(c, peak=60.0 if c.shape["m"] >= 2048 else 54.0))
+    new, out = keff.raise_roofs(cal, model, rows, ceiling={"bf16": 57.0})
+    assert new.peaks_tflops["bf16"] == pytest.approx(54.0)
+    assert out["beyond_ceiling"]["bf16"]["rate"] == pytest.approx(60.0) and out["beyond_ceiling"]["bf16"]["runs"] == 2
+    assert out["beyond_ceiling"]["bf16"]["shape"].startswith("gemm bf16 2048x")
+
+
 def test_nothing_beyond_what_truly_bounds_the_device_is_taken_as_a_roof():
     """A run beyond the physical ceiling (the datasheet on a GPU, the ISA and best DRAM shown on a CPU) is a bug to
     explain: said, and the calibration and model stay as they were."""
@@ -104,6 +140,12 @@ def test_a_class_the_profile_did_not_calibrate_is_not_raised_and_a_second_raise_
     model, rows = swept(cal, lambda c: true_time(c, peak=130.0))
     assert max(r["efficiency"] for r in rows) > 1  # beyond the datasheet stand-in, and still not raised
     assert keff.raise_roofs(cal, model, rows) == (cal, {})
+    model, rows = swept(cal, lambda c: true_time(c, peak=130.0, stream=1.1 * BANDWIDTH))  # and past the bandwidth
+    new, out = keff.raise_roofs(cal, model, rows)
+    assert set(out["raised"]) == {"bandwidth"} and new.peaks_tflops == cal.peaks_tflops
+    stand_in = get_hardware("gb10").peaks["bf16"].value
+    assert all(r["roof_s"] == pytest.approx(max(r["bytes"] / new.bandwidth_gbs / 1e9, r["flops"] / stand_in / 1e12))
+               for r in rows)
     first, _ = keff.raise_roofs(calibration(), *swept(calibration(), lambda c: true_time(c, peak=55.0)))
     second, _ = keff.raise_roofs(first, *swept(first))
     assert second.peaks_tflops["bf16"] == pytest.approx(TRUE_PEAK)
