@@ -235,37 +235,52 @@ def _registry_gemms() -> tuple[tuple[int, int, int], ...]:
         for phase in ("decode", "prefill"):
             for op, _ in model_step(cfg, phase, 1, DEFAULT_CONTEXT).flat():
                 if op_class(op.op) == "gemm":
-                    m, n, k = (int(op.shape.get(a, 1)) for a in "mnk")
-                    if min(n, k) >= GRID_NK[0]:
-                        out.add((m, n, k))
+                    out.add(tuple(int(op.shape.get(a, 1)) for a in "mnk"))
     return tuple(sorted(out))
 
 
 def registry_gemms() -> list[tuple[int, int, int]]:
     """The GEMM shapes (M, N, K) the registry's models run (``roofline.models``: a decode step at batch 1 and a prefill
-    of ``DEFAULT_CONTEXT`` tokens), N and K at least the grid's least (the MoE routers' N of 8-128 and experts narrower
-    than 1024 are left: a sliver of a step, and no sweep shape lies near them; they keep "not measured near")."""
+    of ``DEFAULT_CONTEXT`` tokens), the MoE routers (N 8-128) and LM heads (N 128k-201k) among them."""
     return list(_registry_gemms())
 
 
-# the largest N x K a registry seed may have: the grid's own largest. One 128256 x 2048 GEMV (an LM head) took 2.8-11.2 s
-# of a Zen 4 host's wall time a path to build and time (int4 weight-only's packing the most) against a full sweep's
-# 15 s share, so LM heads past 4 x 8192 keep "not measured near"
-REGISTRY_MAX_NK = GRID_NK[-1] ** 2
+# the largest N x K a registry seed may have: twice the grid's largest, 537 MB of fp32 weights, so that one 65536 x 2048
+# GEMV (``bridges``) reaches every LM head of the registry (N 128256-201088 at K 2048-8192) where the budget affords it.
+# What it costs is priced where it is measured (``_Costs.wall``): one 128256 x 2048 GEMV took 2.8-11.2 s of a Zen 4
+# host's wall time a path to build and time (int4 weight-only's packing the most) against a full sweep's 15 s share,
+# where a GPU builds it in milliseconds
+REGISTRY_MAX_NK = 2 * GRID_NK[-1] ** 2
+
+
+def _bridge(x: int) -> int:
+    """An N or K the grid does not reach (past 4 x its largest, under 1/4 of its least) as the power of two within two
+    octaves of it, toward the grid: one unit away (``NEAR_OCTAVES``), so a shape there lies near it; else ``x``."""
+    if x > GRID_NK[-1]:
+        return 2 ** (math.ceil(math.log2(x)) - 2)
+    if x < GRID_NK[0]:
+        return 2 ** (math.floor(math.log2(x)) + 2)
+    return x
+
+
+def bridges(targets) -> list[tuple[int, int, int]]:
+    """Shapes that reach registry GEMMs past the grid's N and K (``_bridge`` on each axis): an LM head of a 152k
+    vocabulary from a 65536-wide GEMV, a router of N = 8 from an N = 32 one; ``cover_registry`` picks among them."""
+    return sorted({(m, _bridge(n), _bridge(k)) for m, n, k in targets} - set(map(tuple, targets)))
 
 
 def cover_registry(have, candidates, cost, targets=None) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
     """(seeds, left): shapes a full sweep measures so that every registry GEMM (``registry_gemms``, or ``targets``) lies
     within ``NEAR_OCTAVES`` of a measured shape, beside ``have`` (shapes it measures anyway: seeds, M line). A greedy
-    cover: each time the shape of ``candidates`` and the registry (N x K at most ``REGISTRY_MAX_NK``) that covers the
-    most targets not yet covered per second of ``cost`` (plus 50 ms a shape: its build and warmup), none whose call
-    costs over ``MAX_CALL_S``; ``left``: the targets no such shape covers (on a 2-core CPU the 70B models' MLP
-    prefills, whose cover costs ~0.5 s a call in fp32, and the 128k-200k-vocabulary LM heads)."""
+    cover: each time the shape of ``candidates``, the registry and its ``bridges`` (N x K at most ``REGISTRY_MAX_NK``)
+    that covers the most targets not yet covered per second of ``cost`` (plus 50 ms a shape: its build and warmup),
+    none whose call costs over ``MAX_CALL_S``; ``left``: the targets no such shape covers (on a 2-core CPU the 70B
+    models' MLP prefills, whose cover costs ~0.5 s a call in fp32)."""
     def near(a, b):
         return octaves_apart(dict(zip("mnk", a)), dict(zip("mnk", b))) <= NEAR_OCTAVES + 1e-9
     targets = registry_gemms() if targets is None else list(targets)
     left = [t for t in targets if not any(near(t, h) for h in have)]
-    pool = sorted(set(candidates) | {t for t in targets if t[1] * t[2] <= REGISTRY_MAX_NK})
+    pool = sorted(set(candidates) | {t for t in targets + bridges(targets) if t[1] * t[2] <= REGISTRY_MAX_NK})
     priced = {c: cost(c) for c in pool}
     pool = [c for c in pool if priced[c] <= MAX_CALL_S]
     covers = {c: [t for t in left if near(c, t)] for c in pool}
@@ -386,10 +401,25 @@ class _Costs:
     (the larger of the FLOP and byte ratios), or the roof time over a guessed efficiency before any."""
 
     def __init__(self, kwargs, hw):
-        self.kwargs, self.hw, self.seen = kwargs, hw, []
+        self.kwargs, self.hw, self.seen, self.walls = kwargs, hw, [], []
 
     def add(self, shape, seconds):
         self.seen.append((shape, _cost(self.kwargs, shape), seconds))
+
+    def add_wall(self, shape, seconds):
+        """A first run's whole wall time: building the kernel (a weight's random values, its quantization or packing),
+        its cold buffers, warmup and timed calls."""
+        self.walls.append((_cost(self.kwargs, shape).bytes, seconds))
+
+    def wall(self, shape) -> float:
+        """Seconds a first run of ``shape`` is estimated to take in all: the first run nearest in bytes, scaled up by
+        the bytes ratio (a weight's build and packing grow with it; int4 weight-only packed a 128256 x 2048 weight in
+        seconds on a 2-core CPU, where its calls took milliseconds); 0 before any run."""
+        if not self.walls:
+            return 0.0
+        nbytes = _cost(self.kwargs, shape).bytes
+        b0, w0 = min(self.walls, key=lambda r: abs(math.log(r[0] / nbytes)))
+        return w0 * max(1.0, nbytes / b0)
 
     def __call__(self, shape) -> float:
         c = _cost(self.kwargs, shape)
@@ -432,8 +462,10 @@ def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates,
         if cost(c) * MIN_REPS < remaining_s:
             return c
     # after the line: on a 2-core CPU two of them cost an int4 path ~2.5 s of its 15 s, and taken first (as seeds) they
-    # left two paths no share for the line (held-out M = 3, 5 and 7 "not measured near")
-    extra = sorted((c for c in extra_seeds if c in fits), key=cost)
+    # left two paths no share for the line (held-out M = 3, 5 and 7 "not measured near"); priced by their whole wall
+    # time where the cost knows it (``_Costs.wall``): a 65536-wide LM head's bridge builds a weight 8x any grid shape's
+    wall = getattr(cost, "wall", lambda c: 0.0)
+    extra = sorted((c for c in extra_seeds if c in fits and wall(c) < remaining_s), key=cost)
     if extra:
         return extra[0]
     if not fits:
@@ -715,6 +747,8 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
         rows.append(_row(kernel, m, shape, p.runs[shape]))
         p.spent += time.perf_counter() - t0
         p.wall[shape] = time.perf_counter() - t0
+        if p.runs[shape] == 1:
+            p.costs.add_wall(shape, p.wall[shape])
         if on_line and p.runs[shape] == 1:
             p.line_s += time.perf_counter() - t0
 

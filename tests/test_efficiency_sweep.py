@@ -230,6 +230,9 @@ class _FakeCosts:
     def add(self, shape, seconds):
         self.seen.append(shape)
 
+    def add_wall(self, shape, seconds):
+        pass
+
     def __call__(self, shape):
         return cost_of(shape) / 1000  # a fast device: every seed is affordable
 
@@ -1057,32 +1060,38 @@ def test_a_full_sweep_tells_a_gemvs_k_from_its_n(monkeypatch):
 
 def test_a_full_sweeps_registry_seeds_cover_the_gemms_the_registrys_models_run():
     """Issue 21: cover GEMMs from decode through prefill at the shapes of the registry's models. The grid's N and K stop
-    at 8192, and with its seeds alone 16 of the registry's GEMMs (N, K >= 1024; decode at batch 1, prefill of 1024
-    tokens) lay past every measured shape on a Zen 4 host: Qwen2.5's and the 70B models' MLPs, and the LM heads.
-    ``cover_registry`` adds the fewest cheap shapes that reach them: every target it does not leave lies near a seed,
-    no seed costs more than a sweep may spend on one call, and it leaves only what no such shape reaches (LM heads of
-    128k-200k tokens, past 4 x 8192; on a slow device the dearest covers as well)."""
+    at 1024-8192, and with its seeds alone 24 of the registry's GEMMs (decode at batch 1, prefill of 1024 tokens) lay
+    past every measured shape on a Zen 4 host: Qwen2.5's and the 70B models' MLPs, the LM heads (N 128k-201k) and the
+    MoE routers (N 8-128). ``cover_registry`` adds the fewest cheap shapes that reach them, its ``bridges`` among them
+    (a 65536-wide GEMV for every LM head, an N = 32 one for every router): every target it does not leave lies near a
+    seed, no seed costs more than a sweep may spend on one call, and it leaves only what no such shape reaches (on a
+    slow device the dearest covers)."""
     have = keff.seed_shapes(full=True) + keff.line_shapes()
     near = lambda a, b: keff.octaves_apart(dict(zip("mnk", a)), dict(zip("mnk", b))) <= keff.NEAR_OCTAVES + 1e-9  # noqa: E731
     targets = keff.registry_gemms()
     assert (1, 18944, 3584) in targets and (1024, 8192, 28672) in targets and (1, 128256, 4096) in targets
-    assert not any(t[1] < 1024 for t in targets)  # the routers' N of 8-128 are left out
+    assert (1, 8, 4096) in targets and (1, 201088, 2880) in targets  # a router and the widest LM head
     before = [t for t in targets if not any(near(t, h) for h in have)]
-    assert len(before) >= 10, before
+    assert len(before) >= 20, before
     for cost, dear in ((lambda c: cost_of(c) / 1000, set()), (lambda c: cost_of(c) / 10, {"prefill"})):
         seeds, left = keff.cover_registry(have, keff.grid_shapes(), cost)
         assert seeds and all(cost(s) <= keff.MAX_CALL_S for s in seeds), seeds
+        assert all(s[1] * s[2] <= keff.REGISTRY_MAX_NK for s in seeds), seeds
         assert all(any(near(t, s) for s in seeds + have) for t in targets if t not in left)
-        # the GEMVs left: the LM heads past two octaves of the grid's largest N (128k-200k tokens), and no other
-        assert {t for t in left if t[0] == 1} == {t for t in before if t[0] == 1 and t[1] > 4 * keff.GRID_NK[-1]}, left
+        assert not {t for t in left if t[0] == 1}, left  # every GEMV reached: LM heads and routers too
+        assert (1, 65536, 2048) in seeds and sum(s[0] == 1 and s[1] < 1024 for s in seeds) == 1, seeds  # one GEMV
+        # reaches every LM head (a bridge), one every router
         assert bool({t for t in left if t[0] > 1}) == ("prefill" in dear), left  # dear prefills only on a slow device
-        assert len(seeds) <= 4, seeds
+        assert len(seeds) <= 7, seeds
+    without = keff.cover_registry(have, keff.grid_shapes(), lambda c: cost_of(c) / 1000,
+                                  [t for t in targets if 8192 * 4 < t[1] or t[1] < 1024 / 4])
+    assert without[0] and not without[1]  # the heads and routers alone: reached by bridges, none of the grid
 
 
 def test_a_full_sweep_has_a_number_for_the_registrys_mlps(monkeypatch):
     """End to end on the made-up device: after a full sweep, Qwen2.5-7B's and a 70B model's MLP GEMMs (decode and a
-    1024-token prefill) get an expected time near the device's own; without the registry seeds they are "not
-    measured near"."""
+    1024-token prefill), LM heads of 128k-201k vocabularies and MoE routers get an expected time near the device's own;
+    without the registry seeds they are "not measured near"."""
     clean, clock = fake_measure([]), [0.0]
 
     def measure(label, kwargs, shape, info, hw, est=None, **_):
@@ -1090,7 +1099,8 @@ def test_a_full_sweep_has_a_number_for_the_registrys_mlps(monkeypatch):
         return clean(label, kwargs, shape, info, hw, est)
 
     model, _ = _fp32_sweep_on_a_fake_clock(monkeypatch, measure, clock, budget_s=1.25 * FULL_S)
-    for shape in ((1, 18944, 3584), (1, 28672, 8192), (1024, 18944, 3584), (1024, 8192, 28672)):
+    for shape in ((1, 18944, 3584), (1, 28672, 8192), (1024, 18944, 3584), (1024, 8192, 28672),
+                  (1, 128256, 2048), (1, 201088, 2880), (1, 8, 4096), (1024, 128, 2048)):  # LM heads and routers
         got = model.expected("gemm", "fp32", dict(zip("mnk", shape)))
         assert got.efficiency is not None, (shape, got.note)
         assert abs(math.log(got.efficiency / surface(*shape))) < math.log(1.15), (shape, got.efficiency, surface(*shape))
@@ -1138,3 +1148,29 @@ def test_a_full_calibration_sweeps_full_on_every_simulated_device_and_a_quick_on
     assert keff.QUICK_BUDGET_S / shares < keff.LINE_MIN_S, (key, shares)
     assert keff._Path("g", {"precision": "bf16"}, None, None, keff.FULL_BUDGET_S / shares).full
 
+
+
+def test_a_registry_seed_is_priced_by_its_whole_wall_time_and_left_where_it_does_not_fit():
+    """The LM heads' bridge builds a weight 8x any grid shape's: on a 2-core CPU building and packing such a weight
+    took seconds (int4 weight-only the most) where its calls took milliseconds. Its first run is priced from the first
+    run nearest in bytes, scaled by the bytes (never down), and a sweep offers it only where that fits what is left."""
+    costs = keff._Costs({"precision": "fp32"}, None)
+    assert costs.wall((1, 65536, 2048)) == 0.0  # nothing run yet: nothing known
+    costs.add_wall((1, 8192, 2048), 0.5)
+    ratio = keff._cost({"precision": "fp32"}, (1, 65536, 2048)).bytes / keff._cost({"precision": "fp32"},
+                                                                                     (1, 8192, 2048)).bytes
+    assert 7.5 < ratio < 8.5 and costs.wall((1, 65536, 2048)) == pytest.approx(0.5 * ratio)
+    assert costs.wall((1, 1024, 1024)) == 0.5  # a smaller shape: the fixed part of a run stays
+
+    class Priced:
+        def __call__(self, c):
+            return 1e-3
+
+        def wall(self, c):
+            return 0.5 * c[1] / 8192
+
+    extra = [(1, 65536, 2048), (1, 8192, 2048)]
+    for left, want in ((5.0, (1, 65536, 2048)), (3.0, (1, 8192, 2048))):
+        got = keff.plan_next(EfficiencyModel(), "fp32", "fp32", extra, Priced(), left, set(), extra_seeds=extra)
+        assert got == want, (left, got)  # cheapest by call first where both fit; the bridge left where its build
+        # does not
