@@ -272,26 +272,32 @@ def bridges(targets) -> list[tuple[int, int, int]]:
 def cover_registry(have, candidates, cost, targets=None) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
     """(seeds, left): shapes a full sweep measures so that every registry GEMM (``registry_gemms``, or ``targets``) lies
     within ``NEAR_OCTAVES`` of a measured shape, beside ``have`` (shapes it measures anyway: seeds, M line). A greedy
-    cover: each time the shape of ``candidates``, the registry and its ``bridges`` (N x K at most ``REGISTRY_MAX_NK``)
-    that covers the most targets not yet covered per second of ``cost`` (plus 50 ms a shape: its build and warmup),
-    none whose call costs over ``MAX_CALL_S``; ``left``: the targets no such shape covers (on a 2-core CPU the 70B
-    models' MLP prefills, whose cover costs ~0.5 s a call in fp32)."""
+    cover: each time the shape that covers the most targets not yet covered per second of ``cost`` (plus 50 ms a
+    shape: its build and warmup), none whose call costs over ``MAX_CALL_S``; first from ``candidates`` and the
+    registry's shapes within the grid's largest N x K, then, for what those leave, also from the registry's wider
+    shapes and its ``bridges`` (N x K at most ``REGISTRY_MAX_NK``). In one greedy pass the LM heads' 65536-wide bridge,
+    which also reaches the MLP GEMVs of N 18944 and 28672, displaced the 8192 x 2048 GEMV that reaches those alone:
+    its build (seconds on a CPU, unpriced here) did not fit bf16's share, and both went uncovered. ``left``: the
+    targets no such shape covers (on a 2-core CPU the 70B models' MLP prefills, whose cover costs ~0.5 s a call in
+    fp32)."""
     def near(a, b):
         return octaves_apart(dict(zip("mnk", a)), dict(zip("mnk", b))) <= NEAR_OCTAVES + 1e-9
     targets = registry_gemms() if targets is None else list(targets)
     left = [t for t in targets if not any(near(t, h) for h in have)]
-    pool = sorted(set(candidates) | {t for t in targets + bridges(targets) if t[1] * t[2] <= REGISTRY_MAX_NK})
-    priced = {c: cost(c) for c in pool}
-    pool = [c for c in pool if priced[c] <= MAX_CALL_S]
-    covers = {c: [t for t in left if near(c, t)] for c in pool}
     seeds = []
-    while left:
-        gain = {c: sum(t in left for t in covers[c]) for c in pool}
-        best = max(pool, key=lambda c: (gain[c] / (priced[c] + 0.05), -priced[c], c), default=None)
-        if best is None or not gain[best]:
-            break
-        seeds.append(best)
-        left = [t for t in left if not near(best, t)]
+    wider = [t for t in targets + bridges(targets) if t[1] * t[2] <= REGISTRY_MAX_NK]
+    for pool in (set(candidates) | {t for t in targets if t[1] * t[2] <= GRID_NK[-1] ** 2}, set(wider)):
+        pool = sorted(c for c in pool if c not in seeds)
+        priced = {c: cost(c) for c in pool}
+        pool = [c for c in pool if priced[c] <= MAX_CALL_S]
+        covers = {c: [t for t in left if near(c, t)] for c in pool}
+        while left:
+            gain = {c: sum(t in left for t in covers[c]) for c in pool}
+            best = max(pool, key=lambda c: (gain[c] / (priced[c] + 0.05), -priced[c], c), default=None)
+            if best is None or not gain[best]:
+                break
+            seeds.append(best)
+            left = [t for t in left if not near(best, t)]
     return seeds, left
 
 
