@@ -665,7 +665,8 @@ class _Path:
                           if c in take] + self.queue
         while self.twins:  # an aligned shape's twin: right after it, or not at all
             twin = self.twins.pop(0)
-            if self.costs(twin) <= MAX_CALL_S and self.costs(twin) * MIN_REPS < left:
+            if self.costs(twin) <= MAX_CALL_S and self.costs(twin) * MIN_REPS < left and self.costs.wall(twin) < left:
+                # (its whole first run priced too: the LM heads' 65536-wide bridge has a twin as dear to build)
                 if twins(twin, (twin[0], twin[1], twin[2] - TWIN_STEP)):  # not a confirmation's aligned shape
                     self.twinned.add(twin)
                 return twin

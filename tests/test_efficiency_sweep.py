@@ -233,6 +233,9 @@ class _FakeCosts:
     def add_wall(self, shape, seconds):
         pass
 
+    def wall(self, shape):
+        return 0.0
+
     def __call__(self, shape):
         return cost_of(shape) / 1000  # a fast device: every seed is affordable
 
@@ -1178,3 +1181,23 @@ def test_a_registry_seed_is_priced_by_its_whole_wall_time_and_left_where_it_does
         got = keff.plan_next(EfficiencyModel(), "fp32", "fp32", extra, Priced(), left, set(), extra_seeds=extra)
         assert got == want, (left, got)  # cheapest by call first where both fit; the bridge left where its build
         # does not
+
+
+def test_a_twin_is_priced_by_its_whole_first_run_too():
+    """The LM heads' bridge (K = 2048, aligned) wants its twin at K = 2176, a second 65536-wide weight to build: a
+    bf16 share on a 2-core CPU spent seconds on it. A twin is measured only where its whole first run fits."""
+    class Priced:
+        def __init__(self, wall_s):
+            self.wall_s = wall_s
+
+        def __call__(self, c):
+            return 1e-3
+
+        def wall(self, c):
+            return self.wall_s if c[1] > 8192 else 0.01
+
+    twin = (1, 65536, 2176)
+    for wall_s, taken in ((1.0, True), (5.0, False)):
+        p = keff._Path("fp32", {"precision": "fp32"}, None, None, 0.0, None)
+        p.costs, p.precision, p.twins = Priced(wall_s), "fp32", [twin]
+        assert (p.next_shape(EfficiencyModel(), None, 2.0) == twin) is taken, wall_s
