@@ -254,11 +254,12 @@ REGISTRY_MAX_NK = 2 * GRID_NK[-1] ** 2
 
 
 def _bridge(x: int) -> int:
-    """An N or K the grid does not reach (past 4 x its largest, under 1/4 of its least) as the power of two within two
-    octaves of it, toward the grid: one unit away (``NEAR_OCTAVES``), so a shape there lies near it; else ``x``."""
-    if x > GRID_NK[-1]:
+    """An N or K no grid shape lies near (more than two octaves past its largest or under its least) as the power of
+    two within two octaves of it, toward the grid: one unit away (``NEAR_OCTAVES``), so a shape there lies near it;
+    else ``x``."""
+    if x > 4 * GRID_NK[-1]:
         return 2 ** (math.ceil(math.log2(x)) - 2)
-    if x < GRID_NK[0]:
+    if 4 * x < GRID_NK[0]:
         return 2 ** (math.floor(math.log2(x)) + 2)
     return x
 
@@ -444,9 +445,11 @@ def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates,
               measured: set, kwargs=None, again=(), line=(), full: bool = False, refused_m=(), extra_seeds=()):
     """The next shape to measure: an unmeasured seed first (cheapest first), then an unmeasured shape of ``line`` (the
     M line, in order, once offered), then a shape of ``again`` (the ones ``recheck`` flagged, oldest first) whose cost
-    fits, then one of ``extra_seeds`` (a full sweep's registry seeds, ``cover_registry``, once its line is done; cheapest
-    first), else the candidate with the most uncertainty per square root of its estimated cost, among those whose cost
-    fits what is left."""
+    fits, then one of ``extra_seeds`` (a full sweep's registry seeds, ``cover_registry``, once its line is done; in the
+    cover's order, the grid's and the registry's own shapes before bridges) whose whole first run fits (``_Costs.wall``;
+    twice that where nothing measured lies near it: such a shape runs again when the sweep ends, ``_Path.alone``),
+    else the candidate with the most uncertainty per square root of its estimated cost, among those whose cost fits
+    what is left."""
     def affordable(c):
         # MIN_REPS calls: a long call's first, its estimate and its 3 samples (``timer._bench_cpu``)
         return c not in measured and cost(c) <= MAX_CALL_S and cost(c) * MIN_REPS < remaining_s
@@ -469,14 +472,20 @@ def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates,
             return c
     # after the line: on a 2-core CPU two of them cost an int4 path ~2.5 s of its 15 s, and taken first (as seeds) they
     # left two paths no share for the line (held-out M = 3, 5 and 7 "not measured near"); priced by their whole wall
-    # time where the cost knows it (``_Costs.wall``): a 65536-wide LM head's bridge builds a weight 8x any grid shape's
+    # time where the cost knows it (``_Costs.wall``): the LM heads' bridge builds a weight 8x an 8192 x 2048 GEMV's.
+    # In the cover's order: sorted by call cost, a bridge (27 ms a call on a CPU, seconds to build) ran before a dearer
+    # first-stage prefill and could spend the share that one needed
     wall = getattr(cost, "wall", lambda c: 0.0)
-    extra = sorted((c for c in extra_seeds if c in fits and wall(c) < remaining_s), key=cost)
+    op = "attention" if kwargs is not None and _is_attention(kwargs) else "gemm"
+
+    def alone(c):
+        here = shape_dict(kwargs or {}, c)
+        return not any(octaves_apart(here, shape_dict(kwargs or {}, m)) <= NEAR_OCTAVES + 1e-9 for m in measured)
+    extra = [c for c in extra_seeds if affordable(c) and wall(c) * (2 if alone(c) else 1) < remaining_s]
     if extra:
         return extra[0]
     if not fits:
         return None
-    op = "attention" if kwargs is not None and _is_attention(kwargs) else "gemm"
     u = model.uncertainties(op, precision, [shape_dict(kwargs or {}, c) for c in fits])
     best = max(range(len(fits)), key=lambda i: (u[i] / math.sqrt(cost(fits[i]) + 0.02), -cost(fits[i])))
     return fits[best] if u[best] > 0 else None
@@ -551,8 +560,10 @@ class _Path:
             # what the sweep will measure anyway: its seeds it affords and builds (``plan_next`` measures no other)
             have = [c for c in seed_shapes(kwargs, True, self.refused_m)
                     if c in self.candidates and self.costs(c) <= MAX_CALL_S] + self.line
+            # measured as ``plan_next``'s extra seeds alone, each priced there by its whole first run; never among the
+            # candidates, whose pick by uncertainty prices a call only (the bridges, far from every grid shape, were
+            # the most uncertain of all, and the planner took a 65536-wide one whose build did not fit)
             self.registry_seeds, _ = cover_registry(have, self.candidates, self.costs, registry)
-            self.candidates += [c for c in self.registry_seeds if c not in self.candidates]
 
     def meet(self, shape, mshape: dict) -> list:
         """Count ``shape`` (first measured now; ``mshape`` its model shape) among its neighbours; returns the shapes

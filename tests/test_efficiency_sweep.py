@@ -1092,7 +1092,8 @@ def test_a_full_sweeps_registry_seeds_cover_the_gemms_the_registrys_models_run()
         assert len(seeds) <= 7, seeds
     without = keff.cover_registry(have, keff.grid_shapes(), lambda c: cost_of(c) / 1000,
                                   [t for t in targets if 8192 * 4 < t[1] or t[1] < 1024 / 4])
-    assert without[0] and not without[1]  # the heads and routers alone: reached by bridges, none of the grid
+    assert without[0] and not without[1]  # the heads and routers alone: reached by bridges and the routers' own
+    assert not set(without[0]) & set(keff.grid_shapes())  # shapes, none of the grid's
 
 
 def test_a_full_sweep_has_a_number_for_the_registrys_mlps(monkeypatch):
@@ -1158,9 +1159,10 @@ def test_a_full_calibration_sweeps_full_on_every_simulated_device_and_a_quick_on
 
 
 def test_a_registry_seed_is_priced_by_its_whole_wall_time_and_left_where_it_does_not_fit():
-    """The LM heads' bridge builds a weight 8x any grid shape's: on a 2-core CPU building and packing such a weight
-    took seconds (int4 weight-only the most) where its calls took milliseconds. Its first run is priced from the first
-    run nearest in bytes, scaled by the bytes (never down), and a sweep offers it only where that fits what is left."""
+    """The LM heads' bridge builds a weight 8x an 8192 x 2048 GEMV's: on a 2-core CPU building and packing such a
+    weight took seconds (int4 weight-only the most) where its calls took milliseconds. Its first run is priced from the
+    first run nearest in bytes, scaled by the bytes (never down), and a sweep offers it only where that fits what is
+    left."""
     costs = keff._Costs({"precision": "fp32"}, None)
     assert costs.wall((1, 65536, 2048)) == 0.0  # nothing run yet: nothing known
     costs.add_wall((1, 8192, 2048), 0.5)
@@ -1171,16 +1173,30 @@ def test_a_registry_seed_is_priced_by_its_whole_wall_time_and_left_where_it_does
 
     class Priced:
         def __call__(self, c):
-            return 1e-3
+            return 1e-3 if c[1] > 8192 else 2e-3  # the bridge's calls are the cheaper
 
         def wall(self, c):
-            return 0.5 * c[1] / 8192
+            return 0.5 * c[1] / 8192  # its build is not: 4 s against 0.5
 
-    extra = [(1, 65536, 2048), (1, 8192, 2048)]
-    for left, want in ((5.0, (1, 65536, 2048)), (3.0, (1, 8192, 2048))):
-        got = keff.plan_next(EfficiencyModel(), "fp32", "fp32", extra, Priced(), left, set(), extra_seeds=extra)
-        assert got == want, (left, got)  # cheapest by call first where both fit; the bridge left where its build
-        # does not
+    gemv, bridge = (1, 8192, 2048), (1, 65536, 2048)
+
+    def pick(left, measured=(), candidates=(gemv,)):
+        return keff.plan_next(EfficiencyModel(), "fp32", "fp32", list(candidates), Priced(), left, set(measured),
+                              extra_seeds=[gemv, bridge])
+    assert pick(20.0) == gemv  # the cover's order (the grid's shapes before bridges), not the cheaper call first
+    # nothing measured near the bridge: it runs again when the sweep ends (``_Path.alone``), so twice its wall
+    assert pick(5.0, {gemv}) is None and pick(9.0, {gemv}) == bridge
+    assert pick(5.0, {gemv, (1, 32768, 2048)}) == bridge  # a measured shape near it: once
+
+
+def test_registry_seeds_are_never_the_planners_candidates(monkeypatch):
+    """Priced by a call alone, the planner's pick by uncertainty took the bridges (far from every grid shape, the most
+    uncertain of all) whatever their build cost, and before the M line was done: registry seeds are offered only as
+    ``plan_next``'s extra seeds, where their whole first run is priced."""
+    bridge = (1, 65536, 2048)
+    monkeypatch.setattr(keff, "cover_registry", lambda *a, **k: ([bridge], []))
+    p = keff._Path("fp32", {"precision": "fp32"}, None, None, FULL_S, None)
+    assert p.full and p.registry_seeds == [bridge] and bridge not in p.candidates
 
 
 def test_a_twin_is_priced_by_its_whole_first_run_too():
