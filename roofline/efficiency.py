@@ -759,7 +759,9 @@ def expected_fields(result, hw, model: EfficiencyModel | None = None) -> dict:
         return NONE.to_dict(result) | {"expected_time_s": None}
     # which kernels stand at their bound, and how much of it: a step whose experts (88% of Mixtral's decode bound)
     # have no number is known far less than "5 of 14 kernels" says
-    source = "/".join(sorted(sources)) + ("" if known == n else f" for {known} of {n} kernels, {covered / result.time_s:.0%}"
+    share = covered / result.time_s
+    share_text = "over 99%" if 0.99 < share < 1 else f"{share:.0%}"  # elementwise kernels at their bound: not "100%"
+    source = "/".join(sorted(sources)) + ("" if known == n else f" for {known} of {n} kernels, {share_text}"
                                           " of the bound (the rest at their bound)")
     note = "sum of the kernels' expected times" + ("; at their bound: " + "; ".join(
         f"{', '.join(names)} ({share:.1%} of the bound; {why})"
