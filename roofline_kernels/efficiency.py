@@ -476,7 +476,6 @@ def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates,
     # In the cover's order: sorted by call cost, a bridge (27 ms a call on a CPU, seconds to build) ran before a dearer
     # first-stage prefill and could spend the share that one needed
     wall = getattr(cost, "wall", lambda c: 0.0)
-    op = "attention" if kwargs is not None and _is_attention(kwargs) else "gemm"
 
     def alone(c):
         here = shape_dict(kwargs or {}, c)
@@ -486,6 +485,7 @@ def plan_next(model: EfficiencyModel, op_label: str, precision: str, candidates,
         return extra[0]
     if not fits:
         return None
+    op = "attention" if kwargs is not None and _is_attention(kwargs) else "gemm"
     u = model.uncertainties(op, precision, [shape_dict(kwargs or {}, c) for c in fits])
     best = max(range(len(fits)), key=lambda i: (u[i] / math.sqrt(cost(fits[i]) + 0.02), -cost(fits[i])))
     return fits[best] if u[best] > 0 else None
