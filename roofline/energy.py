@@ -122,8 +122,6 @@ class EnergyCosts:
                 "pj_per_flop": {c: spec(s) for c, s in self.pj_per_flop.items()}}
 
 
-
-
 def default_costs(hardware) -> EnergyCosts:
     hw = get_hardware(hardware)
     key = hw.base_key

@@ -206,7 +206,8 @@ class Hardware:
         if self.kind == "cpu" and memory is None and (cal.device or {}).get("memory_bytes"):
             # a host's RAM has no datasheet: the profile's device says it (MemTotal), so a model is planned
             # against it (`predict model` with a CPU profile said "no capacity known")
-            memory = Spec(cal.device["memory_bytes"] / 1e9, "the calibration profile's device",
+            from .predict import BYTES_PER_GB  # (predict imports this module)
+            memory = Spec(cal.device["memory_bytes"] / BYTES_PER_GB, "the calibration profile's device",
                           f"MemTotal (/proc/meminfo) in calibration profile {cal.timestamp or cal.path or '?'}: the "
                           "host's RAM, shared with the OS and every other process", derived=True)
         return dataclasses.replace(self, calibration=cal, native=frozenset(native), memory=memory)

@@ -1118,10 +1118,11 @@ def ensure_model(cal, info, hw, budget_s: float, progress=lambda s: None):
                 if learned and model.meta.get("raised_roofs"):
                     progress(f"{sum(map(len, learned.samples.values()))} samples learned while the sweep ran were "
                              "held to the roofs before it raised them: not kept")
-                for key, rows in (learned.samples.items() if learned and not model.meta.get("raised_roofs") else ()):
-                    op, _, prec = key.partition(":")
-                    for shape, eff in rows:
-                        model.add(op, prec, shape, eff, learned.roofs.get(key, "full"))
+                elif learned:
+                    for key, rows in learned.samples.items():
+                        op, _, prec = key.partition(":")
+                        for shape, eff in rows:
+                            model.add(op, prec, shape, eff, learned.roofs.get(key, "full"))
                 fresh = dataclasses.replace(fresh, peaks_tflops=dict(cal.peaks_tflops), bandwidth_gbs=cal.bandwidth_gbs,
                                             details={**fresh.details, **{k: v for k, v in cal.details.items()
                                                                          if k == "raised_by_sweep"}})
