@@ -30,6 +30,8 @@ _SPEC_FIELDS = {"bandwidth_gbs": "bandwidth", "memory_gb": "memory", "usable_mem
 COUNT_FIELDS = ("sm_count", "l2_mb")
 
 
+BYTES_PER_GB = 1e9  # GB is 1e9 bytes, as every byte figure in this package (predict, memory and plan use this one)
+
 @dataclass(frozen=True)
 class Spec:
     value: float
@@ -206,7 +208,6 @@ class Hardware:
         if self.kind == "cpu" and memory is None and (cal.device or {}).get("memory_bytes"):
             # a host's RAM has no datasheet: the profile's device says it (MemTotal), so a model is planned
             # against it (`predict model` with a CPU profile said "no capacity known")
-            from .predict import BYTES_PER_GB  # (predict imports this module)
             memory = Spec(cal.device["memory_bytes"] / BYTES_PER_GB, "the calibration profile's device",
                           f"MemTotal (/proc/meminfo) in calibration profile {cal.timestamp or cal.path or '?'}: the "
                           "host's RAM, shared with the OS and every other process", derived=True)

@@ -23,10 +23,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .formats import MX_BLOCK_SCALE, get_format
-from .hardware import Hardware, get_hardware
+from .hardware import BYTES_PER_GB, Hardware, get_hardware
 from .operators import Composite, OpCost, flat_parts
 
-BYTES_PER_GB = 1e9
 FLOPS_PER_TFLOP = 1e12
 
 
