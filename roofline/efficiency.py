@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from .moe import per_expert
 
 SHAPE_KEYS = ("m", "n", "k")
 NEIGHBOURS = 12
@@ -713,6 +715,8 @@ def expected_efficiency(op: str, precision: str, shape: dict, hw, peaks: str, bo
     cold runs as it was measured; else a published prior against the datasheet roof; else none."""
     if mode != "cold":
         return NONE
+    if op == "grouped_gemm":
+        return _grouped_expected(precision, shape, hw, peaks, bound, weight_format, act_format, model, memory_only)
     if model is not None and peaks == "calibrated" and model.covers(op, precision):
         e = model.expected(op, precision, shape)
         # no number ("not measured near ..."): its reason stands, whatever roof the path is held to
@@ -720,6 +724,26 @@ def expected_efficiency(op: str, precision: str, shape: dict, hw, peaks: str, bo
     if peaks == "datasheet" and not memory_only:
         return prior_for(hw, bound, weight_format, act_format)
     return NONE
+
+
+def _grouped_expected(precision, shape, hw, peaks, bound, weight_format, act_format, model, memory_only) -> Expected:
+    """A grouped GEMM (MoE experts) is one GEMM per expert it touches over that expert's rows (``roofline.moe``,
+    assumption 2), so its time is its experts' GEMMs' times: its bound over the efficiency the device reaches on ONE
+    expert's GEMM (the grouped bound is the experts' bounds summed, each the same), rows per expert rounded to a
+    whole row. The GEMM model answers at that shape, with its uncertainty; where it has no number, neither has
+    this. What it does not know: a fused kernel's saving over GEMMs one after another (``make_grouped_gemm`` times
+    them so), and skewed routing's uneven rows (prefill; decode at batch 1 is one row per expert, skew or not)."""
+    groups, rows, n, k = per_expert(shape)
+    m = max(1, round(rows))
+    one = {"m": m, "n": n, "k": k}
+    e = expected_efficiency("gemm" if m > 1 else "gemv", precision, one, hw, peaks, bound, weight_format,
+                            act_format, model, memory_only)
+    each = f"{groups:.3g} x {m}x{n}x{k}"
+    if e.efficiency is None:
+        if e.source == "none" and e.note.startswith("not measured near"):
+            return replace(e, note=e.note.replace("this shape (", f"its experts' GEMMs ({each}; ", 1))
+        return e
+    return replace(e, note=f"its experts' GEMMs, {each} one after another, at one GEMM's efficiency: {e.note}")
 
 
 def expected_for(prediction, hw, model: EfficiencyModel | None = None) -> Expected:
@@ -750,7 +774,8 @@ def expected_fields(result, hw, model: EfficiencyModel | None = None) -> dict:
             sources.add(e.source)
             covered += p.time_s * mult
         else:
-            why = (f"{p.op}: not modelled" if op_class(p.op) is None else e.note.split(" (")[0].split(":")[0])
+            why = (f"{p.op}: not modelled" if op_class(p.op) is None and p.op != "grouped_gemm"
+                   else e.note.split(" (")[0].split(":")[0])
             entry = bare.setdefault(why, [[], 0.0])
             entry[0] += [p.name] if p.name not in entry[0] else []
             entry[1] += p.time_s * mult / result.time_s

@@ -8,7 +8,9 @@ Assumptions:
    Real routers are skewed; since ``1 - (1 - p)**T`` is concave in an expert's share ``p``, any skew
    touches fewer experts, so this is the most bytes routing can cost.
 2. A grouped GEMM reads each touched expert's weights once per step; every (token, expert) pair reads
-   the token's activations and writes its own output; FLOPs are ``2 * T * k * N * K``.
+   the token's activations and writes its own output; FLOPs are ``2 * T * k * N * K``. That is the work of
+   one GEMM per touched expert over its share of the rows, which is how a device's expected time for it is
+   read (``roofline.efficiency``: its GEMM model at one expert's shape).
 3. The router is a GEMM in the residual-stream format (gpt-oss keeps it bf16); softmax and top-k
    are not counted. The combine is a weighted sum of k outputs per token (elementwise).
 4. Shared experts see every token: one dense gated FFN ``shared_experts * expert_intermediate`` wide.
@@ -40,6 +42,32 @@ def routed_gemm(tokens, per_token, experts, n, k, weight, act, out, name="expert
     return OpCost("grouped_gemm", name, gemm_flops(rows, n, k), nbytes, w.name, a.name, o.name,
                   {"tokens": tokens, "experts_per_token": per_token, "experts": experts,
                    "experts_touched": touched, "n": n, "k": k})
+
+
+def grouped_gemm(groups, m, n, k, precision=None, weight=None, act=None, out=None, name="grouped_gemm") -> OpCost:
+    """``groups`` experts with ``m`` rows each, ``[m, K] x [K, N]`` per expert, each its own GEMM: what a loop over
+    experts runs (``roofline_kernels.ops.make_grouped_gemm``), ``groups`` times a GEMM's FLOPs and bytes (each
+    expert's activations and output are tensors of their own, with their own scales). ``routed_gemm`` is the same
+    work at a routing's expected experts, its activations one tensor of all the rows."""
+    groups, m, n, k = check_dim("groups", groups), check_dim("m", m), check_dim("n", n), check_dim("k", k)
+    w, a, o = operand_formats(precision, weight, act, out)
+    nbytes = {name: groups * b for name, b in gemm_operand_bytes(m, n, k, w, a, o).items()}
+    return OpCost("grouped_gemm", name, groups * gemm_flops(m, n, k), nbytes, w.name, a.name, o.name,
+                  {"groups": groups, "m": m, "n": n, "k": k})
+
+
+def per_expert(shape: dict) -> tuple[float, float, int, int]:
+    """(experts, rows per expert, N, K) of a grouped GEMM's shape, either form: a kernel's ``groups`` x ``m``, or a
+    routing's ``experts_touched`` with ``tokens * experts_per_token`` rows spread evenly over them (the uniform routing
+    of assumption 1: at decode batch 1 that is exactly one row for each of ``k`` experts)."""
+    try:
+        if "groups" in shape:
+            return float(shape["groups"]), float(shape["m"]), int(shape["n"]), int(shape["k"])
+        touched = float(shape["experts_touched"])
+        return touched, shape["tokens"] * shape["experts_per_token"] / touched, int(shape["n"]), int(shape["k"])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        raise ValueError(f"grouped_gemm shape {shape!r} lacks or mangles {e}; it takes groups, m, n, k, or tokens, "
+                         "experts_per_token, experts_touched, n, k") from None
 
 
 def moe_ffn(tokens, hidden, experts, per_token, expert_intermediate, weight, act, out, shared_experts=0,

@@ -134,9 +134,9 @@ def _cmd_measure(args, out, sim):
     info, hw, peaks = target.info, target.hardware, target.peaks
     f = formats_kwargs(args, precision_default="fp32")
     f.pop("out")
-    if args.op in ("gemv", "gemm"):
+    if args.op in ("gemv", "gemm", "grouped_gemm"):
         kwargs = {k: v for k, v in f.items() if v is not None}
-        shape = {"n": args.n, "k": args.k} if args.op == "gemv" else {"m": args.m, "n": args.n, "k": args.k}
+        shape = _spot_shape(args)
         builder = sim.spot_builder(info) if sim else spot_build
         kernel = builder(args.op, shape, kwargs, info.torch_device, "cpu" if info.kind == "cpu" else "cuda")
     else:
@@ -198,6 +198,8 @@ def _spot_shape(args) -> dict:
         return {"n": args.n, "k": args.k}
     if args.op == "gemm":
         return {"m": args.m, "n": args.n, "k": args.k}
+    if args.op == "grouped_gemm":
+        return {"groups": args.groups, "m": args.m, "n": args.n, "k": args.k}
     return {"batch": args.batch, "heads": args.heads, "kv_heads": args.kv_heads or args.heads,
             "seq_q": args.seq_q or (1 if args.phase == "decode" else args.seq_kv), "seq_kv": args.seq_kv,
             "head_dim": args.head_dim}

@@ -1147,6 +1147,8 @@ def learn(cal, kernel, m, info) -> str | None:
            or ("an emulated kernel" if kernel.emulated else None)
            or (f"held to the {m.peaks} roof, the model to the calibrated one" if m.peaks != "calibrated" else None)
            or (f"measured under contention ({', '.join(m.contention)})" if m.contention else None)
+           or ("a grouped_gemm: its expected time is read from the GEMM model at one expert's shape, which a loop of "
+               "experts does not sample" if kernel.op == "grouped_gemm" else None)
            or (f"a {kernel.op} (the model covers GEMV, GEMM and attention)" if op_class(kernel.op) is None
                else None)
            or (None if m.efficiency > 0 and math.isfinite(m.efficiency) else f"efficiency {m.efficiency!r}"))

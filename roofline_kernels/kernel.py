@@ -90,7 +90,10 @@ class Kernel:
 
         import torch
         t0 = time.perf_counter()
-        out = self.fn().float().cpu()  # the copy to the host waits for a device's work
+        out = self.fn()
+        if isinstance(out, (list, tuple)):  # a grouped kernel: one output per group
+            out = torch.stack(list(out))
+        out = out.float().cpu()  # the copy to the host waits for a device's work
         self.checked_call_s = time.perf_counter() - t0
         ref = self.reference().float().cpu()
         if out.shape != ref.shape:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 from roofline import attention, gemm, gemv, get_format
+from roofline.moe import grouped_gemm
 from roofline.operators import operand_formats
 
 from .kernel import (_FLOAT_DTYPES, INT4_GROUP, Kernel, UnsupportedKernel, _check_device, _cuda_capability, _dtype, _rand,
@@ -149,16 +150,21 @@ def priced_dims(weight: str, act: str, n: int, k: int, target: str) -> tuple[int
     return n, k
 
 
-def priced_gemm(op: str, m: int, n: int, k: int, weight: str, act: str, out: str, target: str):
-    """(OpCost, weight elements) of the work a GEMM/GEMV path really does on ``target``: at the padded shape where
-    the path pads (``priced_dims``), so the bytes charged are the bytes stored and read."""
+def priced_gemm(op: str, m: int, n: int, k: int, weight: str, act: str, out: str, target: str, groups: int = 1):
+    """(OpCost, weight elements) of the work a GEMM/GEMV path (or ``groups`` experts of it: ``grouped_gemm``) really
+    does on ``target``: at the padded shape where the path pads (``priced_dims``), so the bytes charged are the
+    bytes stored and read."""
     n, k = priced_dims(weight, act, n, k, target)
-    cost = gemm(m, n, k, weight=weight, act=act, out=out) if op == "gemm" else gemv(n, k, weight=weight, act=act,
-                                                                                      out=out)
+    if op == "grouped_gemm":
+        cost = grouped_gemm(groups, m, n, k, weight=weight, act=act, out=out)
+    elif op == "gemm":
+        cost = gemm(m, n, k, weight=weight, act=act, out=out)
+    else:
+        cost = gemv(n, k, weight=weight, act=act, out=out)
     units = KERNEL_UNITS.get((weight, act)) if target == "cuda" else None
     if units:
         cost = dataclasses.replace(cost, compute_class=units[0], compute_note=units[1])
-    return cost, n * k
+    return cost, groups * n * k
 
 
 # Paths whose math runs on other units than the formats pick, on CUDA: priced at those units' peak.
@@ -191,6 +197,35 @@ def make_peak_gemm(size: int, precision: str, device: str = "cpu", target=None) 
 
 def make_gemv(n, k, precision=None, weight=None, act=None, device="cpu", seed=0, target=None) -> Kernel:
     return make_gemm(1, n, k, precision, weight, act, device, seed, op="gemv", target=target)
+
+
+def make_grouped_gemm(groups, m, n, k, precision=None, weight=None, act=None, device="cpu", seed=0,
+                      target=None) -> Kernel:
+    """MoE experts as CPU frameworks run them (Hugging Face's Mixtral/Qwen MoE forward on a CPU loops over the experts
+    a batch touches): ``groups`` experts, each its own ``[N, K]`` weight in the given precision, each multiplying its
+    own ``m`` rows, one ``make_gemm`` kernel after another; the cost is ``roofline.moe.grouped_gemm``'s. Its
+    expected time is read from the GEMM model at one expert's shape (``roofline.efficiency``), so measuring this
+    checks that reading. A fused grouped kernel (a GPU's) is not this one: it may run faster than GEMMs one after
+    another, and no kernel here times one."""
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"groups={groups!r} is invalid; allowed: a whole number of experts >= 1")
+    target = target or device
+    parts = [make_gemm(m, n, k, precision, weight, act, device, seed + g, target=target) for g in range(groups)]
+    first = parts[0]
+    names = [list(p.inputs) for p in parts]
+    calls = [p.call for p in parts]
+
+    def call(inputs):
+        return [c({name: inputs[f"{g}.{name}"] for name in ns}) for g, (c, ns) in enumerate(zip(calls, names))]
+
+    c = first.cost
+    cost, _ = priced_gemm("grouped_gemm", m, n, k, c.weight_format, c.act_format, c.out_format, target, groups)
+    operands = {name: [t for p in parts for t in p.operands.get(name, ())] for name in first.operands}
+    return Kernel("grouped_gemm", first.precision, first.device, call,
+                  {f"{g}.{name}": v for g, p in enumerate(parts) for name, v in p.inputs.items()},
+                  lambda: _torch().stack([p.reference() for p in parts]), cost,
+                  f"{len(parts)} x {first.path}, one after another", first.emulated, operands, first.rtol, first.atol,
+                  first.note, sum(p.weight_elements for p in parts), sum(p.launches for p in parts))
 
 
 def quantize_int4_groupwise(w32):

@@ -25,10 +25,10 @@ from roofline import get_format
 from roofline.reports.runs import MEMORY_ONLY, fmt_s, pick_baseline
 
 from .measure import Measurement, measure_kernel
-from .ops import ATTENTION_KERNELS, GEMM_KERNELS, UnsupportedKernel, make_attention, make_gemm
+from .ops import ATTENTION_KERNELS, GEMM_KERNELS, UnsupportedKernel, make_attention, make_gemm, make_grouped_gemm
 from .timer import BudgetExceeded
 
-SPOT_OPS = ("gemv", "gemm", "attention")
+SPOT_OPS = ("gemv", "gemm", "grouped_gemm", "attention")
 
 
 def kernels_for(op: str) -> list[tuple[str, dict]]:
@@ -155,6 +155,9 @@ def build(op: str, shape: dict, kwargs: dict, device: str, target: str):
         return make_attention(shape["batch"], shape["heads"], shape["kv_heads"], shape["seq_q"], shape["seq_kv"],
                               shape["head_dim"], kwargs["precision"], kv=shape.get("kv"), device=device,
                               target=target)
+    if op == "grouped_gemm":
+        return make_grouped_gemm(shape["groups"], shape["m"], shape["n"], shape["k"], device=device, target=target,
+                                 **kwargs)
     if op == "gemv":
         return make_gemm(1, shape["n"], shape["k"], device=device, target=target, op="gemv", **kwargs)
     return make_gemm(shape["m"], shape["n"], shape["k"], device=device, target=target, **kwargs)

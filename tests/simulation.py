@@ -159,7 +159,10 @@ def probe_kernel(build, case, device_info):
     if why:
         raise UnsupportedKernel(label, "cuda", why)
     m, n, k = probe_dims(s["m"], s["n"], s["k"])
-    kernel = build(dataclasses.replace(case, shape=dict(m=m, n=n, k=k)), device_info)
+    groups = s.get("groups", 1)  # a grouped GEMM's probe keeps two of its experts: the loop runs, the calls stay small
+    probe = dict(m=m, n=n, k=k) | ({"groups": min(groups, 2)} if case.op == "grouped_gemm" else {})
+    kernel = build(dataclasses.replace(case, shape=probe), device_info)
     c = kernel.cost
-    full, _ = priced_gemm(case.op, s["m"], s["n"], s["k"], c.weight_format, c.act_format, c.out_format, "cuda")
+    full, _ = priced_gemm(case.op, s["m"], s["n"], s["k"], c.weight_format, c.act_format, c.out_format, "cuda",
+                          groups)
     return dataclasses.replace(kernel, cost=full)  # weight_elements stay the probe's: they weigh its storage

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from .options import (UsageError, add_hardware_options, add_op_arguments, add_precision_options, build_cost, fmt_time,
+from .options import (PREDICT_OPS, UsageError, add_hardware_options, add_op_arguments, add_precision_options, build_cost, fmt_time,
                   positive_float, positive_int, resolve_hardware)
 from ..clocks import power_budget_w
 from ..energy import energy_costs, load_energy_profile, predict_energy
@@ -116,7 +116,8 @@ def cmd_schedule(args, out):
 
 def add_commands(sub) -> None:
     p = sub.add_parser("energy", help="predicted energy, watts and tokens/J of an operator or a model step")
-    add_op_arguments(p)
+    # not a grouped GEMM: its experts' rows are not tokens (a token visits several), so no energy per token
+    add_op_arguments(p, tuple(op for op in PREDICT_OPS if op != "grouped_gemm"))
     add_precision_options(p)
     add_hardware_options(p)
     p.add_argument("--energy-profile", help="per-mode energy costs measured by the power-mode sweep (JSON)")

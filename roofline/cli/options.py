@@ -17,6 +17,7 @@ from .. import (attention, ffn, gemm, gemv, get_model_config, load_calibration, 
 from ..clocks import resolve
 from ..hardware import base_key
 from ..models import DEFAULT_CONTEXT, PHASES
+from ..moe import grouped_gemm
 
 EXIT_USAGE = 2
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a writer killed by SIGPIPE
@@ -126,6 +127,8 @@ def build_cost(args):
         return gemv(args.n, args.k, **f)
     if op == "gemm":
         return gemm(args.m, args.n, args.k, **f)
+    if op == "grouped_gemm":
+        return grouped_gemm(args.groups, args.m, args.n, args.k, **f)
     if op == "ffn":
         return ffn(args.m, args.hidden_size or 4096, args.intermediate_size or 14336, **f)
     f.pop("weight")
@@ -160,8 +163,8 @@ def model_args(args):
     return cfg, dict(formats_kwargs(args), **explicit)
 
 
-PREDICT_OPS = ("gemv", "gemm", "attention", "ffn", "layer", "model")
-MEASURE_OPS = ("gemv", "gemm", "attention")
+PREDICT_OPS = ("gemv", "gemm", "grouped_gemm", "attention", "ffn", "layer", "model")
+MEASURE_OPS = ("gemv", "gemm", "grouped_gemm", "attention")
 
 
 def add_op_arguments(p, ops=PREDICT_OPS):
@@ -170,6 +173,9 @@ def add_op_arguments(p, ops=PREDICT_OPS):
     g.add_argument("--m", type=positive_int, default=1, help="rows of activations / tokens (GEMM, FFN)")
     g.add_argument("--n", type=positive_int, default=4096, help="output features")
     g.add_argument("--k", type=positive_int, default=4096, help="input features (reduction)")
+    if "grouped_gemm" in ops:
+        g.add_argument("--groups", type=positive_int, default=8,
+                       help="grouped_gemm: experts, each its own N x K weight and --m rows (default 8)")
     g.add_argument("--batch", type=positive_int, default=1)
     g.add_argument("--heads", type=positive_int, default=32)
     g.add_argument("--kv-heads", type=positive_int, default=None, help="KV heads (default: --heads)")

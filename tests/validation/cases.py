@@ -48,6 +48,13 @@ def gemm_shapes(family: str) -> list[tuple[str, str, dict, str]]:
     ]
 
 
+def grouped_shapes(family: str) -> list[tuple[str, str, dict, str]]:
+    """MoE experts at decode: Qwen3-30B-A3B's eight routed experts of one token (gate/up projection, 768 x 2048 each,
+    N not a power of two), as a grouped GEMM. Its expected time is read from the GEMM model at one expert's shape
+    (``roofline.efficiency``), so this case checks that reading on every device the suite runs on."""
+    return [("grouped_gemm", "8x1x768x2048", {"groups": 8, "m": 1, "n": 768, "k": 2048}, "memory")]
+
+
 def attention_shapes(family: str) -> list[tuple[str, dict, str]]:
     """A decode (KV-cache read) and a causal prefill. The prefill is 2048 tokens on a GPU: at 1024 its AI (~410
     FLOP/byte) sits under GB10's bf16 ridge (125 TFLOP/s / 273 GB/s = 458), so it is not the compute-bound case it
@@ -61,10 +68,10 @@ def attention_shapes(family: str) -> list[tuple[str, dict, str]]:
     ]
 
 
-SHAPE_FORMS = {"gemm": ("m", "n", "k"), "gemv": ("n", "k"),
+SHAPE_FORMS = {"gemm": ("m", "n", "k"), "gemv": ("n", "k"), "grouped_gemm": ("groups", "m", "n", "k"),
                "attention": ("batch", "heads", "kv_heads", "seq_q", "seq_kv", "head_dim")}
-SHAPE_EXAMPLES = "gemm:4096x4096x4096, gemv:4096x14336 (N x K), attention:1x32x8x1x4096x128 " \
-                 "(batch x heads x kv_heads x seq_q x seq_kv x head_dim)"
+SHAPE_EXAMPLES = "gemm:4096x4096x4096, gemv:4096x14336 (N x K), grouped_gemm:8x1x768x2048 (groups x M x N x K), " \
+                 "attention:1x32x8x1x4096x128 (batch x heads x kv_heads x seq_q x seq_kv x head_dim)"
 
 
 def parse_shape_option(text: str) -> tuple[str, str, dict]:
@@ -104,7 +111,7 @@ def user_cases(specs) -> list[Case]:
 def cases_for(family: str, extra: list[Case] = ()) -> list[Case]:
     """The built-in cases of a family, then ``extra`` (the user's ``--shape`` cases)."""
     out = []
-    for op, name, shape, bound in gemm_shapes(family):
+    for op, name, shape, bound in gemm_shapes(family) + grouped_shapes(family):
         for label, kwargs in GEMM_PRECISIONS:
             out.append(Case(op, name, shape, label, kwargs, bound))
     for name, shape, bound in attention_shapes(family):

@@ -19,10 +19,11 @@ from roofline_kernels import telemetry
 from roofline_kernels.calibrate import dram_bandwidth_now
 from roofline_kernels.ceiling import dram_settled, offer_dram
 from roofline_kernels.measure import cold_rotation, measure_kernel, predict_kernel
-from roofline_kernels.ops import UnsupportedKernel, make_attention, make_gemm
+from roofline_kernels.ops import UnsupportedKernel, make_attention, make_gemm, make_grouped_gemm
 from roofline_kernels.timer import BudgetExceeded
 from roofline import REGISTRY, attention, gemm, get_format, predict
 from roofline.hardware import hardware_families
+from roofline.moe import grouped_gemm
 from roofline.efficiency import model_of
 from roofline_kernels.efficiency import learn
 from roofline.reports.runs import MEMORY_ONLY
@@ -47,6 +48,8 @@ def theory_cost(case):
     kw = dict(case.kwargs)
     if "precision" in kw:
         kw["weight"] = kw["act"] = kw.pop("precision")
+    if case.op == "grouped_gemm":
+        return grouped_gemm(case.shape["groups"], case.shape["m"], case.shape["n"], case.shape["k"], **kw)
     return gemm(case.shape["m"], case.shape["n"], case.shape["k"], **kw)
 
 
@@ -87,6 +90,9 @@ def build_kernel(case, device_info):
     target = "cpu" if device_info.kind == "cpu" else "cuda"
     if case.op == "attention":
         return make_attention(**case.shape, precision=case.precision, device=device_info.torch_device, target=target)
+    if case.op == "grouped_gemm":
+        return make_grouped_gemm(case.shape["groups"], case.shape["m"], case.shape["n"], case.shape["k"],
+                                 device=device_info.torch_device, target=target, **case.kwargs)
     return make_gemm(case.shape["m"], case.shape["n"], case.shape["k"], device=device_info.torch_device,
                      target=target, **case.kwargs)
 

@@ -1,0 +1,178 @@
+"""MoE experts as grouped GEMMs: their cost, their expected time (read from the GEMM model at one expert's shape), and
+the kernel that measures them. Until stop 40 a model step's experts had no expected time ("grouped_gemm: not
+modelled"): 88% of Mixtral 8x7B's decode bound stood at its bound."""
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from roofline import Calibration, gemm, get_hardware, get_model_config, model_step, predict
+from roofline.efficiency import EfficiencyModel, expected_fields, expected_for, expected_time
+from roofline.moe import grouped_gemm, per_expert, routed_gemm
+from roofline_kernels.ops import UnsupportedKernel, make_gemm, make_grouped_gemm
+
+PAIRS = [("fp32", "fp32"), ("bf16", "bf16"), ("int8", "int8"), ("int8", "bf16"), ("int4_tinygemm", "bf16"),
+         ("nvfp4", "nvfp4"), ("mxfp4", "mxfp4"), ("fp8_e4m3", "fp8_e4m3")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(groups=st.integers(1, 128), m=st.integers(1, 4096), n=st.integers(1, 20000), k=st.integers(1, 20000),
+       pair=st.sampled_from(PAIRS))
+def test_a_grouped_gemm_costs_its_experts_gemms(groups, m, n, k, pair):
+    w, a = pair
+    g, one = grouped_gemm(groups, m, n, k, weight=w, act=a), gemm(m, n, k, weight=w, act=a)
+    assert g.op == "grouped_gemm" and g.shape == {"groups": groups, "m": m, "n": n, "k": k}
+    assert g.flops == pytest.approx(groups * one.flops)
+    assert g.operand_bytes.keys() == one.operand_bytes.keys()
+    for name, b in one.operand_bytes.items():
+        assert g.operand_bytes[name] == pytest.approx(groups * b), name
+    assert per_expert(g.shape) == (groups, m, n, k)
+
+
+@given(per_token=st.integers(1, 8), extra=st.integers(0, 120), n=st.integers(1, 20000), k=st.integers(1, 20000))
+def test_a_decode_token_routes_one_row_to_each_of_its_experts(per_token, extra, n, k):
+    """At batch 1 the routing's expected experts are exactly the token's k: the routed cost is the grouped one."""
+    routed = routed_gemm(1, per_token, per_token + extra, n, k, "bf16", "bf16", "bf16")
+    grouped = grouped_gemm(per_token, 1, n, k, weight="bf16", act="bf16", out="bf16")
+    assert routed.flops == grouped.flops
+    assert routed.operand_bytes == pytest.approx(grouped.operand_bytes)
+    assert per_expert(routed.shape) == pytest.approx((per_token, 1.0, n, k))
+
+
+def test_a_prefill_spreads_its_rows_over_the_experts_it_touches():
+    cost = routed_gemm(512, 2, 8, 14336, 4096, "bf16", "bf16", "bf16")  # Mixtral: 1024 rows, all 8 experts touched
+    groups, rows, n, k = per_expert(cost.shape)
+    assert groups == pytest.approx(8.0) and rows == pytest.approx(128.0) and (n, k) == (14336, 4096)
+
+
+@pytest.mark.parametrize("shape", [{"groups": 8, "n": 5, "k": 5}, {"tokens": 1, "n": 5, "k": 5}, {"groups": "x"}])
+def test_a_grouped_shape_without_its_axes_is_refused_naming_them(shape):
+    with pytest.raises(ValueError, match="groups, m, n, k, or tokens, experts_per_token, experts_touched"):
+        per_expert(shape)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_a_grouped_kernel_needs_a_whole_number_of_experts(bad):
+    with pytest.raises(ValueError, match=f"groups={bad!r} is invalid"):
+        make_grouped_gemm(bad, 1, 256, 256, precision="fp32")
+
+
+# --- expected time: the GEMM model at one expert's shape -------------------------------------------------------------
+
+CAL = Calibration("gb10", {"bf16": 60.0, "fp16": 60.0, "int8": 120.0, "fp8": 120.0, "fp4": 240.0}, 230.0,
+                  timestamp="t0")
+
+
+def device():
+    return get_hardware("gb10").with_calibration(CAL)
+
+
+def efficiency(shape):
+    """A made-up GB10: GEMVs stream at 60-80% of the bandwidth, more rows lose efficiency (no real device's figure)."""
+    m, n, k = shape.get("m", 1), shape["n"], shape["k"]
+    return 0.6 * (n * k / 2**20) ** 0.03 * m ** -0.1
+
+
+def fitted(ms=(1, 2, 4, 8, 16, 32, 64, 128, 256), ns=(512, 1024, 2048, 4096, 8192, 16384),
+           ks=(1024, 2048, 4096, 8192, 16384)):
+    model = EfficiencyModel(meta={"calibration": "t0"})
+    for m in ms:
+        for n in ns:
+            for k in ks:
+                s = {"m": m, "n": n, "k": k}
+                model.add("gemm", "bf16", s, efficiency(s))
+    return model
+
+
+@pytest.mark.parametrize("cost, one", [
+    # Qwen3-30B-A3B decode: 8 experts of one row each
+    (grouped_gemm(8, 1, 768, 2048, precision="bf16"), gemm(1, 768, 2048, precision="bf16")),
+    (routed_gemm(1, 8, 128, 768, 2048, "bf16", "bf16", "bf16"), gemm(1, 768, 2048, precision="bf16")),
+    # Mixtral 8x7B prefill of 512 tokens: all 8 experts, 128 rows each
+    (routed_gemm(512, 2, 8, 14336, 4096, "bf16", "bf16", "bf16"), gemm(128, 14336, 4096, precision="bf16")),
+])
+def test_a_grouped_gemm_is_expected_to_take_its_experts_gemms_times(cost, one):
+    hw, model = device(), fitted()
+    groups = per_expert(cost.shape)[0]
+    p, q = predict(cost, hw, "calibrated"), predict(one, hw, "calibrated")
+    got, each = expected_for(p, hw, model), expected_for(q, hw, model)
+    assert got.source == "profile" and got.efficiency == pytest.approx(each.efficiency)
+    assert got.uncertainty == each.uncertainty  # the GEMM model's own, at that shape
+    assert expected_time(p, hw, model) == pytest.approx(groups * expected_time(q, hw, model), rel=1e-9)
+    m = one.shape["m"]
+    assert got.note.startswith(f"its experts' GEMMs, {groups:.3g} x {m}x{one.shape['n']}x{one.shape['k']} one after "
+                               "another"), got.note
+
+
+def test_where_one_experts_gemm_was_not_measured_near_neither_are_its_experts():
+    hw, model = device(), fitted(ms=(1, 2), ns=(512, 1024), ks=(1024, 2048))
+    p = predict(routed_gemm(512, 2, 8, 14336, 4096, "bf16", "bf16", "bf16"), hw, "calibrated")
+    e = expected_for(p, hw, model)
+    assert e.efficiency is None and expected_time(p, hw, model) is None
+    assert e.note.startswith("not measured near its experts' GEMMs (8 x 128x14336x4096; nearest: "), e.note
+
+
+def test_a_moe_step_counts_its_experts_where_the_gemm_model_covers_them():
+    """Mixtral 8x7B decode: its experts (88% of the bound) now have an expected time; before, they stood at their
+    bound as 'grouped_gemm: not modelled'."""
+    hw, model = device(), fitted()
+    step = predict(model_step(get_model_config("mixtral-8x7b"), "decode", 1, 1024, precision="bf16"), hw, "calibrated")
+    d = expected_fields(step, hw, model)
+    experts = [(p, mult) for p, mult in step.flat() if p.op == "grouped_gemm"]
+    assert experts and all(expected_time(p, hw, model) for p, _ in experts)
+    share = sum(p.time_s * mult for p, mult in experts) / step.time_s
+    assert share > 0.8
+    assert "expert_gate" not in d["expected_note"] and "grouped_gemm" not in d["expected_note"], d["expected_note"]
+    assert d["expected_time_s"] == pytest.approx(sum((expected_time(p, hw, model) or p.time_s) * mult
+                                                     for p, mult in step.flat()))
+
+
+# --- the kernel ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("label, kwargs", [("fp32", dict(precision="fp32")), ("bf16", dict(precision="bf16")),
+                                           ("int8", dict(precision="int8")),
+                                           ("int8/bf16", dict(weight="int8", act="bf16")),
+                                           ("int4_tinygemm/bf16", dict(weight="int4_tinygemm", act="bf16"))])
+def test_the_grouped_kernel_runs_each_expert_on_its_own_weights_and_stores_what_it_is_charged(label, kwargs):
+    groups, m, n, k = 3, 2, 256, 384
+    kernel = make_grouped_gemm(groups, m, n, k, **kwargs)
+    one = make_gemm(m, n, k, **kwargs)
+    assert kernel.op == "grouped_gemm" and kernel.precision == label
+    assert kernel.check() <= max(kernel.rtol, kernel.atol)  # every expert's output against its own reference
+    outs = kernel.fn()
+    assert len(outs) == groups and not any(bool((outs[0] == o).all()) for o in outs[1:])  # distinct experts' weights
+    assert kernel.cost == grouped_gemm(groups, m, n, k, weight=one.cost.weight_format, act=one.cost.act_format,
+                                       out=one.cost.out_format)
+    assert kernel.weight_bits_per_element() == pytest.approx(one.weight_bits_per_element())
+    assert kernel.storage_bytes()["weights"] == groups * one.storage_bytes()["weights"]
+    assert kernel.launches == groups * one.launches
+
+
+def test_a_grouped_kernel_refuses_what_its_experts_kernel_refuses():
+    with pytest.raises(UnsupportedKernel, match="K % 128 == 0"):
+        make_grouped_gemm(2, 1, 768, 2880, weight="int4_tinygemm", act="bf16")  # gpt-oss's K on the packed kernel
+
+
+def test_measure_reads_a_grouped_kernels_expected_time_and_does_not_learn_it(tmp_path):
+    """The real kernel on this host, measured against a made-up profile whose model covers one expert's GEMV: the
+    measurement carries the grouped reading (the bound over that GEMV's efficiency), and ``learn`` refuses it (a
+    loop of experts is not a sample of one GEMM)."""
+    from roofline_kernels.device import detect
+    from roofline_kernels.efficiency import learn
+    from roofline_kernels.measure import hardware_for, measure_kernel
+
+    info = detect()
+    kernel = make_grouped_gemm(4, 1, 768, 1024, precision="fp32")
+    path = tmp_path / "calibration-cpu-test.json"  # a store's profile: one that learns, where a kernel may join it
+    cal = Calibration("cpu", {"fp32": 0.1}, 20.0, timestamp="t0", path=str(path))
+    hw = hardware_for(info, cal)
+    model = EfficiencyModel(meta={"calibration": "t0"})
+    for n in (512, 1024):
+        for k in (512, 1024, 2048):
+            model.add("gemv", "fp32", {"n": n, "k": k}, 0.5)
+    m = measure_kernel(kernel, info, hw, "cold", "calibrated", rep_ms=20, with_telemetry=False, model=model)
+    assert m.expected_source == "profile" and m.expected_efficiency == pytest.approx(0.5)
+    assert m.expected_time_s == pytest.approx(m.predicted_time_s / 0.5)
+    assert m.expected_note.startswith("its experts' GEMMs, 4 x 1x768x1024")
+    why = learn(cal, kernel, m, info)
+    assert why and why.startswith("a grouped_gemm: its expected time is read from the GEMM model"), why
+    assert not path.exists()
