@@ -146,6 +146,13 @@ def _shape_key(shape: dict) -> tuple[int, ...]:
     return tuple(int(shape.get(k, 1)) for k in AXES[_class_of(shape)])
 
 
+def _fmt_scored(op: str, shape: dict) -> str:
+    """A scored shape in words: a grouped GEMM as its experts (``2 x 1x1408x2176``), else as the model reads it."""
+    if op == "grouped_gemm":
+        return expert_gemm(shape)[2]
+    return _fmt_shape(model_shape(op, shape))
+
+
 def _fmt_shape(shape: dict) -> str:
     if _class_of(shape) == "attention":
         return (f"seq_q {shape['seq_q']} x seq_kv {shape['seq_kv']}, batch x heads {shape['batch_heads']}, "
@@ -480,7 +487,11 @@ class EfficiencyModel:
 
     def expected(self, op: str, precision: str, shape: dict, exclude: dict | None = None) -> Expected:
         """The interpolated efficiency at ``shape``, with its uncertainty; no number where nothing was measured
-        within ``NEAR_OCTAVES`` of it on every axis. ``exclude`` leaves one shape out (for scoring)."""
+        within ``NEAR_OCTAVES`` of it on every axis. ``exclude`` leaves one shape out (for scoring). A grouped GEMM
+        is read at one expert's GEMM (``expert_gemm``)."""
+        if op == "grouped_gemm":
+            one_op, one, each = expert_gemm(shape)
+            return _as_grouped(self.expected(one_op, precision, one, exclude), each)
         pts = self.points(op, precision, exclude)
         if not pts:
             return NONE
@@ -726,24 +737,33 @@ def expected_efficiency(op: str, precision: str, shape: dict, hw, peaks: str, bo
     return NONE
 
 
-def _grouped_expected(precision, shape, hw, peaks, bound, weight_format, act_format, model, memory_only) -> Expected:
-    """A grouped GEMM (MoE experts) is one GEMM per expert it touches over that expert's rows (``roofline.moe``,
-    assumption 2), so its time is its experts' GEMMs' times: its bound over the efficiency the device reaches on ONE
-    expert's GEMM (the grouped bound is the experts' bounds summed, each the same), rows per expert rounded to a
-    whole row. The GEMM model answers at that shape, with its uncertainty; where it has no number, neither has
-    this. What it does not know: a fused kernel's saving over GEMMs one after another (``make_grouped_gemm`` times
-    them so), and skewed routing's uneven rows (prefill; decode at batch 1 is one row per expert, skew or not)."""
+def expert_gemm(shape: dict) -> tuple[str, dict, str]:
+    """(op, shape, words) of the one GEMM a grouped GEMM's expected time is read at. A grouped GEMM (MoE experts) is
+    one GEMM per expert it touches over that expert's rows (``roofline.moe``, assumption 2), so its time is its
+    experts' GEMMs' times: its bound over the efficiency the device reaches on ONE expert's GEMM (the grouped bound
+    is the experts' bounds summed, each the same), rows per expert rounded to a whole row. What this does not know:
+    a fused kernel's saving over GEMMs one after another (``make_grouped_gemm`` times them so), and skewed routing's
+    uneven rows (prefill; decode at batch 1 is one row per expert, skew or not)."""
     groups, rows, n, k = per_expert(shape)
     m = max(1, round(rows))
-    one = {"m": m, "n": n, "k": k}
-    e = expected_efficiency("gemm" if m > 1 else "gemv", precision, one, hw, peaks, bound, weight_format,
-                            act_format, model, memory_only)
-    each = f"{groups:.3g} x {m}x{n}x{k}"
+    return ("gemm" if m > 1 else "gemv"), {"m": m, "n": n, "k": k}, f"{groups:.3g} x {m}x{n}x{k}"
+
+
+def _as_grouped(e: Expected, each: str) -> Expected:
+    """One expert's GEMM's ``Expected`` said of the grouped GEMM it stands for (``expert_gemm``)."""
     if e.efficiency is None:
         if e.source == "none" and e.note.startswith("not measured near"):
             return replace(e, note=e.note.replace("this shape (", f"its experts' GEMMs ({each}; ", 1))
         return e
     return replace(e, note=f"its experts' GEMMs, {each} one after another, at one GEMM's efficiency: {e.note}")
+
+
+def _grouped_expected(precision, shape, hw, peaks, bound, weight_format, act_format, model, memory_only) -> Expected:
+    """``expected_efficiency`` of a grouped GEMM: its one expert's GEMM's (``expert_gemm``), the model's or a prior,
+    with its uncertainty; where that has no number, neither has this."""
+    op, one, each = expert_gemm(shape)
+    return _as_grouped(expected_efficiency(op, precision, one, hw, peaks, bound, weight_format, act_format, model,
+                                           memory_only), each)
 
 
 def expected_for(prediction, hw, model: EfficiencyModel | None = None) -> Expected:
@@ -836,13 +856,13 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
     for op, prec, shape, bound_s, measured in held_out or ():  # bound_s: the roof the model's key is of
         runs = list(measured) if isinstance(measured, (list, tuple)) else [measured]
         if not runs or min(runs) <= 0:
-            raise ValueError(f"held-out {op} {prec} {_fmt_shape(model_shape(op, shape))}: measured times {runs!r} must be > 0")
+            raise ValueError(f"held-out {op} {prec} {_fmt_scored(op, shape)}: measured times {runs!r} must be > 0")
         measured_s = statistics.median(runs)
         got = model.expected(op, prec, shape)
         entry = out.setdefault(model_key(op, prec), {}).setdefault(
             "held_out_errors", {"expected": [], "bound": [], "not_near": 0, "runs": [], "signed": [], "shapes": []})
         entry["runs"].extend(abs(math.log(a / b)) for i, a in enumerate(runs) for b in runs[i + 1:])
-        row = {"shape": _fmt_shape(model_shape(op, shape)), "op": op, "measured_s": measured_s, "runs": runs,
+        row = {"shape": _fmt_scored(op, shape), "op": op, "measured_s": measured_s, "runs": runs,
                "bound_s": bound_s, "expected_s": got.time_s(bound_s), "uncertainty": got.uncertainty}
         if got.efficiency:
             err = math.log(measured_s / got.time_s(bound_s))

@@ -62,13 +62,14 @@ from roofline.efficiency import (ALIGN_CAP, ALIGN_MIN_LOG, ALIGN_MIN_PAIRS, AXES
                                  TWIN_STEP, EfficiencyModel, align_pairs, aligned, k_level, m_residuals, model_key,
                                  model_of, model_shape, octaves_apart, op_class, twin_k, twins)
 from roofline.judge import RESOLUTION
+from roofline.moe import grouped_gemm
 from roofline.predict import BYTES_PER_GB, FLOPS_PER_TFLOP, UnsupportedPathError, roofline_time
 
 from . import telemetry
 from .measure import measure_kernel
 from .kernel import _cuda_capability
 from .ops import (ATTENTION_KERNELS, GEMM_KERNELS, UnsupportedKernel, attention_refusal, gemm_formats,
-                  gemm_refusal, make_attention, make_gemm)
+                  gemm_refusal, make_attention, make_gemm, make_grouped_gemm)
 from .timer import BudgetExceeded
 
 GRID_M = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)  # decode (M = 1) through prefill
@@ -122,6 +123,11 @@ LINE_RERUN_SHARE = 0.5
 HELD_OUT = [(1, 1744, 2944), (1, 4880, 2176), (1, 2800, 6912), (3, 3312, 1920), (7, 1200, 4480), (24, 2608, 2560),
             (48, 5200, 1408), (96, 1808, 3584), (200, 3008, 1280), (384, 1408, 2944), (700, 2096, 2176),
             (1536, 1296, 1664), (2000, 2512, 1152), (5, 2224, 3712), (11, 1456, 2432)]
+# MoE experts (groups, M, N, K), N and K not powers of two (multiples of 128, as the packed INT4 kernel needs): a
+# decode's experts (one row each) and a prefill's (tens of rows each). Scored apart (``grouped_gemm:bf16``): each is
+# read from the GEMM model at one expert's shape (``roofline.efficiency.expert_gemm``), so its error is that reading's
+# on this device, a loop of its experts' kernels measured (``ops.make_grouped_gemm``)
+GROUPED_HELD_OUT = [(4, 1, 1408, 2176), (8, 1, 2432, 1664), (8, 40, 1408, 2176)]
 # attention (batch, heads, kv_heads, seq_q, seq_kv, head_dim): decode (seq_q = 1, a KV-cache read) over KV lengths
 # 256..8192 and causal prefill (seq_q = seq_kv) over 128..4096 tokens, at batch 1 and 4, 32 query heads over 4, 8 or
 # 32 KV heads (GQA 8 as Llama 3 70B, gpt-oss and Qwen3-30B-A3B; GQA 4 as Llama 3 8B; or none), head_dim 64 or 128.
@@ -325,7 +331,7 @@ def line_anchors(line) -> list[tuple[int, ...]]:
 
 
 def held_out_shapes(kwargs) -> list[tuple[int, ...]]:
-    return list(ATTN_HELD_OUT) if _is_attention(kwargs) else list(HELD_OUT)
+    return list(ATTN_HELD_OUT) if _is_attention(kwargs) else list(HELD_OUT) + list(GROUPED_HELD_OUT)
 
 
 def shape_dict(kwargs, shape) -> dict:
@@ -340,6 +346,8 @@ def _target(info) -> str:
 def _build(kwargs, shape, info):
     if _is_attention(kwargs):
         return make_attention(*shape, precision=kwargs["precision"], device=info.torch_device, target=_target(info))
+    if len(shape) == 4:  # a grouped GEMM (``GROUPED_HELD_OUT``)
+        return make_grouped_gemm(*shape, device=info.torch_device, target=_target(info), **kwargs)
     m, n, k = shape
     return make_gemm(m, n, k, device=info.torch_device, target=_target(info), op="gemv" if m == 1 else "gemm",
                      **kwargs)
@@ -391,6 +399,8 @@ def _cost(kwargs, shape):
     if _is_attention(kwargs):
         b, h, kvh, sq, skv, d = shape
         return attention_cost(b, h, kvh, sq, skv, d, precision=kwargs["precision"], causal=sq > 1)
+    if len(shape) == 4:
+        return grouped_gemm(*shape, **kwargs)
     m, n, k = shape
     return gemm_cost(m, n, k, **kwargs)
 
@@ -429,15 +439,18 @@ class _Costs:
         return w0 * max(1.0, nbytes / b0)
 
     def __call__(self, shape) -> float:
+        if len(shape) == 4 and not _is_attention(self.kwargs):  # a grouped GEMM: its experts' GEMMs, one after another
+            return shape[0] * self(tuple(shape[1:]))
         c = _cost(self.kwargs, shape)
-        if not self.seen:
+        seen = [r for r in self.seen if len(r[0]) == len(shape)]
+        if not seen:
             try:
                 p = predict(c, self.hw, "calibrated")
                 return (p.t_memory_s + p.t_compute_s) / GUESS_EFFICIENCY
             except (UnsupportedPathError, ValueError):
                 return math.inf
         q = [math.log2(x) for x in shape]
-        s, c0, t0 = min(self.seen, key=lambda r: math.dist(q, [math.log2(x) for x in r[0]]))
+        s, c0, t0 = min(seen, key=lambda r: math.dist(q, [math.log2(x) for x in r[0]]))
         return t0 * max(c.flops / c0.flops, c.bytes / c0.bytes)
 
 

@@ -425,7 +425,7 @@ def test_attention_candidates_are_valid_kernels_and_held_out_lies_off_the_grid()
     for b, h, kvh, sq, skv, d in grid:
         assert h % kvh == 0 and (sq == 1 or sq == skv)  # decode, or a causal prefill SDPA's is_causal can run
     assert not set(keff.ATTN_HELD_OUT) & set(grid)
-    assert keff.held_out_shapes(kw) == keff.ATTN_HELD_OUT and keff.held_out_shapes({}) == keff.HELD_OUT
+    assert keff.held_out_shapes(kw) == keff.ATTN_HELD_OUT and keff.held_out_shapes({}) == keff.HELD_OUT + keff.GROUPED_HELD_OUT
 
 
 def test_a_run_a_busy_moment_slowed_is_measured_again_and_outvoted(monkeypatch):
@@ -971,6 +971,9 @@ def test_a_full_sweep_on_a_simulated_h100_builds_its_twins_under_cudas_rules_and
                 b, h, kvh, sq, skv, d = shape
                 case = Case("attention", "sweep", dict(batch=b, heads=h, kv_heads=kvh, seq_q=sq, seq_kv=skv,
                                                        head_dim=d), kwargs["precision"], dict(kwargs), None)
+            elif len(shape) == 4:  # a grouped held-out shape (``GROUPED_HELD_OUT``)
+                g, m, n, k = shape
+                case = Case("grouped_gemm", "sweep", dict(groups=g, m=m, n=n, k=k), "sweep", dict(kwargs), None)
             else:
                 m, n, k = shape
                 case = Case("gemv" if m == 1 else "gemm", "sweep", dict(m=m, n=n, k=k), "sweep", dict(kwargs), None)
@@ -1006,9 +1009,16 @@ def test_a_full_sweep_on_a_simulated_h100_builds_its_twins_under_cudas_rules_and
     assert scored["gemm:bf16"]["held_out"]["expected"]["worst"] < 0.1, scored["gemm:bf16"]["held_out"]
     int8_said = next(line for line in said if line.startswith("held-out int8:"))
     small = [s for s in keff.HELD_OUT if s[0] <= 16]
-    assert f"{len(small)} not measured" in int8_said and "M > 16" in int8_said, int8_said
+    small_grouped = [s for s in keff.GROUPED_HELD_OUT if s[1] <= 16]  # (groups, M, N, K): each expert's M rows
+    assert f"{len(small) + len(small_grouped)} not measured" in int8_said and "M > 16" in int8_said, int8_said
     assert scored["gemm:int8"]["held_out"]["expected"]["n"] == len(keff.HELD_OUT) - len(small)
     assert scored["gemm:int8"]["held_out"]["meets_target"], scored["gemm:int8"]["held_out"]
+    # the grouped shapes, scored apart: on this exact made-up device (a loop of experts takes its experts' GEMMs'
+    # times) the reading at one expert's shape errs only by interpolation
+    for key, n in (("grouped_gemm:bf16", len(keff.GROUPED_HELD_OUT)),
+                   ("grouped_gemm:int8", len(keff.GROUPED_HELD_OUT) - len(small_grouped))):
+        got = scored[key]["held_out"]
+        assert got["expected"]["n"] == n and got["not_near"] == 0 and got["expected"]["worst"] < 0.1, (key, got)
     assert scored["gemm:int8"]["drift"]["n"] == keff.ANCHORS and abs(scored["gemm:int8"]["drift"]["mean"]) < 1e-6
     # nothing refused: the sweep plans no shape the kernels' own rules refuse (int8's M <= 16, torch._int_mm's M > 16;
     # fp32 SDPA with grouped KV heads), and its seeds, M line and twins all build

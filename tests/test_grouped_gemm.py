@@ -176,3 +176,33 @@ def test_measure_reads_a_grouped_kernels_expected_time_and_does_not_learn_it(tmp
     why = learn(cal, kernel, m, info)
     assert why and why.startswith("a grouped_gemm: its expected time is read from the GEMM model"), why
     assert not path.exists()
+
+
+def test_the_score_measures_grouped_held_out_shapes_and_scores_them_apart():
+    """``calibrate --score`` holds each GEMM path's grouped reading against a real loop of experts, scored under its own
+    key (``grouped_gemm:fp32``), so a device where the reading fails says so without blurring the GEMM path's score."""
+    from roofline.efficiency import score
+    from roofline_kernels import efficiency as keff
+    from roofline_kernels.device import detect
+    from roofline_kernels.measure import hardware_for
+
+    assert keff.GROUPED_HELD_OUT and all(len(s) == 4 and s[2] % 128 == 0 and s[3] % 128 == 0 and s[2] & (s[2] - 1)
+                                         and s[3] & (s[3] - 1) for s in keff.GROUPED_HELD_OUT)  # N, K off the grid
+    assert set(keff.GROUPED_HELD_OUT) <= set(keff.held_out_shapes({"precision": "bf16"}))
+    info = detect()
+    hw = hardware_for(info, Calibration("cpu", {"fp32": 0.1}, 20.0, timestamp="t0"))
+    model = EfficiencyModel(meta={"calibration": "t0"})
+    for n in (256, 512):
+        for k in (256, 512, 1024):
+            model.add("gemv", "fp32", {"n": n, "k": k}, 0.25)
+    rows = keff.measure_held_out(model, info, hw, [("fp32", {"precision": "fp32"})], shapes=[(3, 1, 384, 640)],
+                                 passes=2)
+    assert [(r[0], r[1], r[2]) for r in rows] == [("grouped_gemm", "fp32", {"groups": 3, "m": 1, "n": 384, "k": 640})]
+    bound_s, runs = rows[0][3], rows[0][4]
+    assert bound_s == pytest.approx(predict(grouped_gemm(3, 1, 384, 640, precision="fp32"),
+                                            hw, "calibrated").time_s)
+    got = score(model, rows)
+    assert set(got) == {"gemm:fp32", "grouped_gemm:fp32"}  # the GEMM model's own leave-one-out, and the grouped key
+    shape = got["grouped_gemm:fp32"]["held_out"]["shapes"][0]
+    assert shape["shape"] == "3 x 1x384x640" and shape["expected_s"] == pytest.approx(bound_s / 0.25)
+    assert "held_out" not in got["gemm:fp32"]
