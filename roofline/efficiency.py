@@ -22,6 +22,7 @@ roof). This module turns measured fractions into an estimate:
    M at one N x K) measured one (``m_residuals``): a library's left-over rows take a kernel of their own. Likewise a
    K that is a multiple of a large power of two carries the residual that pairs of such a K and K + 128 measured near
    it (``align_pairs``, ``_align_out``), where two agree: a row stride of 4096 elements thrashed one int8 kernel.
+   A grouped GEMM (MoE experts) is read at one expert's GEMM (``expert_gemm``): its experts' GEMMs one after another.
 2. **Priors** (``PRIORS``): published measurements of a device (``hardware.md``), each with its source,
    turned into a fraction of the datasheet roof. Used only without a profile.
 3. Otherwise **none**, said so: no number is invented.
@@ -745,8 +746,9 @@ def expert_gemm(shape: dict) -> tuple[str, dict, str]:
     a fused kernel's saving over GEMMs one after another (``make_grouped_gemm`` times them so), and skewed routing's
     uneven rows (prefill; decode at batch 1 is one row per expert, skew or not)."""
     groups, rows, n, k = per_expert(shape)
-    m = max(1, round(rows))
-    return ("gemm" if m > 1 else "gemv"), {"m": m, "n": n, "k": k}, f"{groups:.3g} x {m}x{n}x{k}"
+    m = max(1, math.floor(rows + 0.5))  # halves up (round() takes 2.5 rows to 2 and 3.5 to 4)
+    experts = f"{groups:.0f}" if groups == int(groups) else f"{groups:.2f}"
+    return ("gemm" if m > 1 else "gemv"), {"m": m, "n": n, "k": k}, f"{experts} x {m}x{n}x{k}"
 
 
 def _as_grouped(e: Expected, each: str) -> Expected:
@@ -886,11 +888,15 @@ def score(model: EfficiencyModel, held_out: list[tuple[str, str, dict, float, fl
                 math.log(statistics.median(runs) * math.exp(point.log_eff) / bound_s))
     for key, moves in drift.items():
         mean = sum(moves) / len(moves)
-        out.setdefault(key, {})["drift"] = {"n": len(moves), "mean": math.exp(mean) - 1,
-                                            "worst": math.exp(max(moves, key=abs)) - 1}
-        errs = out[key].get("held_out_errors")
-        if errs is not None:
-            errs["signed"] = [x - mean for x in errs["signed"]]
+        # a grouped GEMM is read from its GEMM path's model (``expert_gemm``): the host moved under both alike
+        for k in (key, "grouped_gemm:" + key.partition(":")[2]) if key.startswith("gemm:") else (key,):
+            if k != key and k not in out:
+                continue
+            out.setdefault(k, {})["drift"] = {"n": len(moves), "mean": math.exp(mean) - 1,
+                                              "worst": math.exp(max(moves, key=abs)) - 1}
+            errs = out[k].get("held_out_errors")
+            if errs is not None:
+                errs["signed"] = [x - mean for x in errs["signed"]]
     for d in out.values():
         errs = d.pop("held_out_errors", None)
         if errs is not None:

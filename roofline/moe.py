@@ -62,12 +62,17 @@ def per_expert(shape: dict) -> tuple[float, float, int, int]:
     of assumption 1: at decode batch 1 that is exactly one row for each of ``k`` experts)."""
     try:
         if "groups" in shape:
-            return float(shape["groups"]), float(shape["m"]), int(shape["n"]), int(shape["k"])
-        touched = float(shape["experts_touched"])
-        return touched, shape["tokens"] * shape["experts_per_token"] / touched, int(shape["n"]), int(shape["k"])
+            out = float(shape["groups"]), float(shape["m"]), int(shape["n"]), int(shape["k"])
+        else:
+            touched = float(shape["experts_touched"])
+            out = touched, shape["tokens"] * shape["experts_per_token"] / touched, int(shape["n"]), int(shape["k"])
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
         raise ValueError(f"grouped_gemm shape {shape!r} lacks or mangles {e}; it takes groups, m, n, k, or tokens, "
                          "experts_per_token, experts_touched, n, k") from None
+    if not (out[0] > 0 and out[1] >= 1 - 1e-9 and out[2] >= 1 and out[3] >= 1):  # a routing spreads >= 1 row an expert
+        raise ValueError(f"grouped_gemm shape {shape!r}: experts {out[0]:g}, rows per expert {out[1]:g}, n {out[2]}, "
+                         f"k {out[3]}; allowed: experts > 0 and every other >= 1")
+    return out
 
 
 def moe_ffn(tokens, hidden, experts, per_token, expert_intermediate, weight, act, out, shared_experts=0,

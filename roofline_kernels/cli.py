@@ -275,7 +275,8 @@ def cmd_calibrate(args, out):
         if model is None:
             raise ValueError("--score needs an efficiency model, and this profile has none (--efficiency-budget-s 0?)")
         _progress("scoring on held-out shapes the model never saw (GEMM: M 1..2048, N and K not powers of two; "
-                  "attention: other head counts, batches and lengths), and on 3 swept shapes a path again")
+                  "MoE experts as grouped GEMMs, scored apart; attention: other head counts, batches and lengths), "
+                  "and on 3 swept shapes a path again")
         anchors: list = []
         held = measure_held_out(model, info, hw, sweep_precisions(info, hw), progress=_progress, anchors=anchors)
         scored = score(model, held, anchors)

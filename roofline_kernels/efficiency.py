@@ -41,7 +41,8 @@ sample (``learn``), so a shape measured in several runs carries its run-to-run n
 quantize pipeline does not: it times whole model steps, whose kernels run hot inside the model, and the model is
 of cold runs of one kernel.
 
-``HELD_OUT`` (GEMM: N and K not powers of two, M 1..2048) and ``ATTN_HELD_OUT`` (other head counts, batches and
+``HELD_OUT`` (GEMM: N and K not powers of two, M 1..2048), ``GROUPED_HELD_OUT`` (MoE experts, read from the GEMM
+model at one expert's shape) and ``ATTN_HELD_OUT`` (other head counts, batches and
 lengths) are shapes off the grid, for scoring the model on what it never saw (``calibrate --score``).
 """
 from __future__ import annotations
@@ -59,8 +60,8 @@ from pathlib import Path
 from roofline import attention as attention_cost, gemm as gemm_cost, get_format, predict
 from roofline.atomic import write_json_atomic
 from roofline.efficiency import (ALIGN_CAP, ALIGN_MIN_LOG, ALIGN_MIN_PAIRS, AXES, NEAR_OCTAVES, REPEAT_RUNS,
-                                 TWIN_STEP, EfficiencyModel, align_pairs, aligned, k_level, m_residuals, model_key,
-                                 model_of, model_shape, octaves_apart, op_class, twin_k, twins)
+                                 TWIN_STEP, EfficiencyModel, align_pairs, aligned, expert_gemm, k_level, m_residuals,
+                                 model_key, model_of, model_shape, octaves_apart, op_class, twin_k, twins)
 from roofline.judge import RESOLUTION
 from roofline.moe import grouped_gemm
 from roofline.predict import BYTES_PER_GB, FLOPS_PER_TFLOP, UnsupportedPathError, roofline_time
@@ -242,12 +243,15 @@ def _registry_gemms() -> tuple[tuple[int, int, int], ...]:
             for op, _ in model_step(cfg, phase, 1, DEFAULT_CONTEXT).flat():
                 if op_class(op.op) == "gemm":
                     out.add(tuple(int(op.shape.get(a, 1)) for a in "mnk"))
+                elif op.op == "grouped_gemm":  # MoE experts are read at one expert's GEMM: that is what to cover
+                    out.add(tuple(expert_gemm(op.shape)[1][a] for a in "mnk"))
     return tuple(sorted(out))
 
 
 def registry_gemms() -> list[tuple[int, int, int]]:
     """The GEMM shapes (M, N, K) the registry's models run (``roofline.models``: a decode step at batch 1 and a prefill
-    of ``DEFAULT_CONTEXT`` tokens), the MoE routers (N 8-128) and LM heads (N 128k-201k) among them."""
+    of ``DEFAULT_CONTEXT`` tokens), the MoE routers (N 8-128) and LM heads (N 128k-201k) among them, and the one
+    expert's GEMM each MoE expert layer is read at (``roofline.efficiency.expert_gemm``)."""
     return list(_registry_gemms())
 
 
@@ -1000,7 +1004,7 @@ def measure_held_out(model: EfficiencyModel, info, hw, precisions, shapes=None, 
     two of int4 weight-only's three passes 45-53% slower than the third): a model is scored against their median,
     and their spread is this host's run-to-run noise, the floor under any score. A shape one call of which would
     take longer than ``max_call_s`` is left out (said in the progress line). ``shapes``: the GEMM shapes (default
-    ``HELD_OUT``); attention paths use ``ATTN_HELD_OUT``. ``anchors`` (a list): ``ANCHORS`` of the model's own
+    ``HELD_OUT`` and ``GROUPED_HELD_OUT``); attention paths use ``ATTN_HELD_OUT``. ``anchors`` (a list): ``ANCHORS`` of the model's own
     swept shapes a path are measured in the same passes and their rows appended to it, in the same form: how far
     the host moved since the sweep."""
     if passes < 1:

@@ -19,6 +19,7 @@ paths with CPU tensors: how a simulated GPU (fake capability) runs them here.
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 from roofline import attention, gemm, gemv, get_format
 from roofline.moe import grouped_gemm
@@ -207,9 +208,10 @@ def make_grouped_gemm(groups, m, n, k, precision=None, weight=None, act=None, de
     expected time is read from the GEMM model at one expert's shape (``roofline.efficiency``), so measuring this
     checks that reading. A fused grouped kernel (a GPU's) is not this one: it may run faster than GEMMs one after
     another, and no kernel here times one."""
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise ValueError(f"groups={groups!r} is invalid; allowed: a whole number of experts >= 1")
+    w, a, _ = gemm_formats(precision, weight, act)
+    grouped_gemm(groups, m, n, k, weight=w, act=a)  # validates every dimension with the theory's messages
     target = target or device
+    _check_room(groups, m, n, k, device)
     parts = [make_gemm(m, n, k, precision, weight, act, device, seed + g, target=target) for g in range(groups)]
     first = parts[0]
     names = [list(p.inputs) for p in parts]
@@ -226,6 +228,24 @@ def make_grouped_gemm(groups, m, n, k, precision=None, weight=None, act=None, de
                   lambda: _torch().stack([p.reference() for p in parts]), cost,
                   f"{len(parts)} x {first.path}, one after another", first.emulated, operands, first.rtol, first.atol,
                   first.note, sum(p.weight_elements for p in parts), sum(p.launches for p in parts))
+
+
+GROUPED_BUILD_BYTES = 12  # per element of each expert's operands while built: its fp32 values (4), the fp32 copy a
+# reference or a dequantized weight keeps (4), and the stored tensor with room for a packing's temporaries (4)
+GROUPED_MEMORY_FRACTION = 0.5  # of the memory available now: the cold rotation's copies need the rest
+
+
+def _check_room(groups: int, m: int, n: int, k: int, device: str) -> None:
+    """Refuse, naming ``groups`` and how many fit, a grouped kernel whose experts would not fit the memory available
+    now: each expert is built on its own (many mid-sized allocations succeed until the kernel's OOM killer ends the
+    process, where one too-large allocation fails cleanly)."""
+    from .measure import available_memory_bytes
+    one = GROUPED_BUILD_BYTES * (n * k + m * k + m * n)
+    room = GROUPED_MEMORY_FRACTION * available_memory_bytes(SimpleNamespace(torch_device=device))
+    if groups * one > room:
+        raise ValueError(f"groups={groups}: {groups} experts of {m}x{n}x{k} need about {groups * one / 1e9:.3g} GB to "
+                         f"build, more than {GROUPED_MEMORY_FRACTION:.0%} of the {room / GROUPED_MEMORY_FRACTION / 1e9:.3g} "
+                         f"GB available now; allowed here: groups <= {max(0, int(room // one))}")
 
 
 def quantize_int4_groupwise(w32):

@@ -123,7 +123,11 @@ class Simulation:
         if self.fault != "wrong-result":
             return kernel
         call = kernel.call
-        return dataclasses.replace(kernel, call=lambda inputs: call(inputs) * 1.25)
+
+        def wrong(inputs):
+            out = call(inputs)
+            return [o * 1.25 for o in out] if isinstance(out, list) else out * 1.25  # a grouped kernel: every expert
+        return dataclasses.replace(kernel, call=wrong)
 
 
 PROBE_MODULUS = 256  # every shape rule's multiple divides it (tests/fakes/cuda_rules.py checks that)
@@ -165,4 +169,8 @@ def probe_kernel(build, case, device_info):
     c = kernel.cost
     full, _ = priced_gemm(case.op, s["m"], s["n"], s["k"], c.weight_format, c.act_format, c.out_format, "cuda",
                           groups)
+    if case.op == "grouped_gemm" and probe["groups"] != groups:  # said of the full kernel: its experts, its launches
+        kept = probe["groups"]
+        return dataclasses.replace(kernel, cost=full, launches=kernel.launches // kept * groups,
+                                   path=kernel.path.replace(f"{kept} x ", f"{groups} x ", 1) + f" (probe: {kept} experts)")
     return dataclasses.replace(kernel, cost=full)  # weight_elements stay the probe's: they weigh its storage

@@ -52,7 +52,7 @@ def test_a_grouped_shape_without_its_axes_is_refused_naming_them(shape):
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
 def test_a_grouped_kernel_needs_a_whole_number_of_experts(bad):
-    with pytest.raises(ValueError, match=f"groups={bad!r} is invalid"):
+    with pytest.raises(ValueError, match=f"groups={bad!r} is (invalid|not a number); allowed: integers 1"):
         make_grouped_gemm(bad, 1, 256, 256, precision="fp32")
 
 
@@ -206,3 +206,104 @@ def test_the_score_measures_grouped_held_out_shapes_and_scores_them_apart():
     shape = got["grouped_gemm:fp32"]["held_out"]["shapes"][0]
     assert shape["shape"] == "3 x 1x384x640" and shape["expected_s"] == pytest.approx(bound_s / 0.25)
     assert "held_out" not in got["gemm:fp32"]
+
+
+# --- the commands --------------------------------------------------------------------------------------------------
+
+def run(*argv):
+    import io
+
+    from roofline.__main__ import main  # every layer's commands (measure is the kernels layer's)
+    out = io.StringIO()
+    return main(list(argv), out=out), out.getvalue()
+
+
+def test_predict_grouped_gemm_prices_its_experts_gemms():
+    import json
+    rc, text = run("predict", "grouped_gemm", "--groups", "8", "--m", "1", "--n", "768", "--k", "2048",
+                   "--precision", "bf16", "--hardware", "h100_sxm", "--json")
+    one_rc, one_text = run("predict", "gemv", "--n", "768", "--k", "2048", "--precision", "bf16",
+                           "--hardware", "h100_sxm", "--json")
+    assert rc == one_rc == 0
+    got, one = json.loads(text), json.loads(one_text)
+    assert got["op"] == "grouped_gemm" and got["shape"] == {"groups": 8, "m": 1, "n": 768, "k": 2048}
+    assert got["flops"] == pytest.approx(8 * one["flops"]) and got["bytes"] == pytest.approx(8 * one["bytes"])
+    assert got["time_s"] == pytest.approx(8 * one["time_s"])
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["measure", "grouped_gemm", "--groups", "0", "--n", "256", "--k", "256"], "--groups"),
+    (["predict", "grouped_gemm", "--groups", "-3"], "--groups"),
+    (["energy", "grouped_gemm"], "invalid choice: 'grouped_gemm'"),
+    (["measure", "grouped_gemm", "--groups", "100000", "--n", "4096", "--k", "4096", "--precision", "fp32"],
+     "groups=100000: 100000 experts of 1x4096x4096 need about"),
+])
+def test_bad_grouped_input_is_one_line_on_stderr_and_exit_2(argv, says, capsys):
+    """``--groups 100000`` at 4096 x 4096 once ran the host out of memory (exit 137, no word): each expert was built
+    on its own until the OOM killer ended the process. It is refused before anything is built, naming how many fit."""
+    rc, out = run(*argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert says in err, err
+
+
+def test_measure_grouped_gemm_on_a_simulated_h100_names_its_experts_not_the_probes():
+    """On a simulated board the kernel is built at a probe shape with two of its experts; what it says (its path, its
+    launches, which decide that a CUDA graph replays it) is of the full kernel."""
+    import json
+    rc, text = run("measure", "grouped_gemm", "--groups", "8", "--m", "1", "--n", "768", "--k", "2048",
+                   "--precision", "bf16,int8/bf16", "--simulate", "h100_sxm", "--json")
+    assert rc == 0
+    doc = json.loads(text)
+    recs = {r["precision"]: r for r in doc["records"]}
+    assert doc["SIMULATED"] and set(recs) == {"bf16", "int8/bf16"}
+    for r in recs.values():
+        assert r["status"] == "ok" and r["path"].startswith("8 x ") and "(probe: 2 experts)" in r["path"], r
+        assert r["bytes"] == pytest.approx(grouped_gemm(8, 1, 768, 2048, weight=r["precision"].split("/")[0],
+                                                        act="bf16").bytes, rel=0.02)
+
+
+def test_a_planted_wrong_result_fails_a_grouped_kernels_check():
+    """The simulated fault scales every expert's output (a grouped kernel returns one output an expert): the
+    correctness check fails it, where multiplying the list raised a TypeError that errored the case."""
+    from tests.simulation import Simulation
+    sim = Simulation.__new__(Simulation)
+    sim.fault = "wrong-result"
+    kernel = sim.wrap_kernel(make_grouped_gemm(2, 1, 256, 256, precision="fp32"))
+    with pytest.raises(AssertionError, match="relative error"):
+        kernel.check()
+
+
+@pytest.mark.parametrize("rows, m", [(2.5, 3), (3.5, 4), (1.49, 1), (1.55, 2)])
+def test_rows_per_expert_round_halves_up_to_the_gemm_the_model_is_read_at(rows, m):
+    """Qwen3-30B-A3B at decode batch 16 spreads 128 rows over ~82 experts (1.55 each): read at M = 2. ``round()``
+    took 2.5 rows to 2 and 3.5 to 4 (halves to even)."""
+    from roofline.efficiency import expert_gemm
+    op, one, words = expert_gemm({"tokens": 10, "experts_per_token": 1, "experts_touched": 10 / rows,
+                                  "n": 768, "k": 2048})
+    assert one == {"m": m, "n": 768, "k": 2048} and op == ("gemv" if m == 1 else "gemm")
+    experts = 10 / rows
+    assert words == (f"{experts:.0f}" if experts == int(experts) else f"{experts:.2f}") + f" x {m}x768x2048"
+
+
+@pytest.mark.parametrize("shape", [{"groups": 0, "m": 1, "n": 8, "k": 8}, {"groups": 2, "m": 0, "n": 8, "k": 8},
+                                   {"groups": -2, "m": -3, "n": 8, "k": 8}, {"groups": 2, "m": 1, "n": 0, "k": 8}])
+def test_an_impossible_grouped_shape_has_no_expected_time_but_an_error(shape):
+    from roofline.efficiency import expert_gemm
+    with pytest.raises(ValueError, match="allowed: experts > 0 and every other >= 1"):
+        expert_gemm(shape)
+
+
+def test_the_sweeps_registry_cover_aims_at_the_gemm_each_moe_layer_is_read_at():
+    """A full sweep's registry seeds cover the GEMMs the registry's models run; an MoE layer is read at one expert's
+    GEMM, so that GEMM is a target too (Qwen3-30B-A3B's 1 x 768 x 2048 decode and 64 x 768 x 2048 prefill experts,
+    Mixtral's 256 x 14336 x 4096 prefill experts), not the grouped op, which no sweep measures."""
+    from roofline import MODEL_CONFIGS, model_step
+    from roofline.efficiency import expert_gemm
+    from roofline.models import DEFAULT_CONTEXT
+    from roofline_kernels.efficiency import registry_gemms
+    targets = set(registry_gemms())
+    want = {tuple(expert_gemm(p.shape)[1][a] for a in "mnk")
+            for cfg in MODEL_CONFIGS.values() if cfg.experts for phase in ("decode", "prefill")
+            for p, _ in model_step(cfg, phase, 1, DEFAULT_CONTEXT).flat() if p.op == "grouped_gemm"}
+    assert {(1, 768, 2048), (64, 768, 2048), (256, 14336, 4096)} <= want <= targets

@@ -16,7 +16,7 @@ SWEEP_SHAPE = "1x4096x4096"  # the shape every precision runs on, slow ones incl
 
 @dataclass(frozen=True)
 class Case:
-    op: str            # "gemv", "gemm", "attention"
+    op: str            # "gemv", "gemm", "grouped_gemm", "attention"
     name: str          # shape label
     shape: dict
     precision: str     # label

@@ -40,6 +40,8 @@ def mode_rows(records: list[dict], idle_w: dict | None = None) -> list[dict]:
         mode, hw_key = r.get("power_mode"), r.get("hardware") or ""
         if not mode or not r.get("median_s") or not r.get("predicted_datasheet_s"):
             continue
+        if r.get("op") == "grouped_gemm":  # an expert's rows are no tokens (a token visits several): no per-token row
+            continue
         key = base_key(hw_key)
         budget = power_budget_w(key, mode)
         pred = SimpleNamespace(bytes=r["bytes"], flops=r["flops"], compute_class=r.get("compute_class") or "fp16",

@@ -121,7 +121,8 @@ def pytest_runtest_makereport(item, call):
         case = params.get("case")
         if case is not None:
             s = case.shape
-            rec["tokens_per_call"] = s["batch"] * s["seq_q"] if case.op == "attention" else s["m"]
+            rec["tokens_per_call"] = (s["batch"] * s["seq_q"] if case.op == "attention" else
+                                      None if case.op == "grouped_gemm" else s["m"])  # an expert's rows are no tokens
 
 
 def _restore(config) -> str | None:

@@ -81,7 +81,7 @@ def test_theory_case(key, case):
         assert p.bound == case.expected_bound, f"{case.id} on {key}: {p.bound}-bound, the case expects {case.expected_bound}"
     assert p.time_s == max(p.t_memory_s, p.t_compute_s) > 0
     bound = case.expected_bound or p.bound
-    tol = tolerance(hw.family, bound, case.precision, "attention" if case.op == "attention" else "")
+    tol = tolerance(hw.family, bound, case.precision, case.op if case.op in ("attention", "grouped_gemm") else "")
     assert tol.floor is not None or tol.reported, f"tolerances.toml has no {bound} floor for {case.precision} on {hw.family}"
 
 
@@ -187,7 +187,7 @@ def test_measured_case(family, case, request, suite, device_info, hardware_entry
     _, pred0, _ = predict_kernel(kernel, hardware_entry, "calibrated")
     # a --shape case has no expected bound: the roof this device is held to decides it (the floors are per bound)
     bound = case.expected_bound or (sheet.bound if sheet else (pred0 or {}).get("bound", "memory"))
-    tol = tolerance(family, bound, case.precision, "attention" if case.op == "attention" else "")
+    tol = tolerance(family, bound, case.precision, case.op if case.op in ("attention", "grouped_gemm") else "")
     settled = sim is not None or device_info.kind != "cpu" or dram_settled(device_info, profile_store)
     ceiling = ceiling_of(kernel, ceiling_entry, device_info, bool(sim), settled)
     last = {}

@@ -37,6 +37,7 @@ def _section(family: str) -> dict:
     reported = dict(base.get("reported", {})) if family != "cpu" else {}
     reported.update(own.get("reported", {}))
     merged["reported"] = reported
+    merged["reported_ops"] = {**(base.get("reported_ops", {}) if family != "cpu" else {}), **own.get("reported_ops", {})}
     return merged
 
 
@@ -44,7 +45,7 @@ def tolerance(family: str, bound: str, precision: str, op: str = "") -> Toleranc
     sec = _section(family)
     floors = sec["floor"]
     floor, source = floors.get(op, {}).get(precision) or floors.get(bound, {}).get(precision) or (None, "none")
-    reported = sec["reported"].get(precision, "")
+    reported = sec["reported_ops"].get(op, "") or sec["reported"].get(precision, "")
     if reported:  # no source bounds this path's efficiency: reported, then held to this device's first run
         floor, source = None, f"reported, not enforced: {reported}"
     return Tolerance(family, bool(sec["ratio_enforced"]), float(sec["ratio_band"]),
