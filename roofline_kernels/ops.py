@@ -26,7 +26,7 @@ from roofline.moe import grouped_gemm
 from roofline.operators import operand_formats
 
 from .kernel import (_FLOAT_DTYPES, INT4_GROUP, Kernel, UnsupportedKernel, _check_device, _cuda_capability, _dtype, _rand,
-                     _torch, count_launches, gemm_path, gemm_refusal)
+                     _torch, count_launches, gemm_path, gemm_refusal, grouped_mm_refusal)
 
 
 # Every GEMM/GEMV kernel this module builds, as (label, builder keyword arguments): the suite's precision
@@ -208,10 +208,14 @@ def make_grouped_gemm(groups, m, n, k, precision=None, weight=None, act=None, de
     expected time is read from the GEMM model at one expert's shape (``roofline.efficiency``), so measuring this
     checks that reading. A fused grouped kernel (a GPU's) is not this one: it may run faster than GEMMs one after
     another, and no kernel here times one."""
-    w, a, _ = gemm_formats(precision, weight, act)
+    w, a, label = gemm_formats(precision, weight, act)
     grouped_gemm(groups, m, n, k, weight=w, act=a)  # validates every dimension with the theory's messages
     target = target or device
+    _check_device(device, target)
     _check_room(groups, m, n, k, device)
+    not_fused = grouped_mm_refusal(w, a, groups, k, _cuda_capability(target) if target != "cpu" else None)
+    if target != "cpu" and not not_fused:
+        return _fused_grouped(groups, m, n, k, w, a, label, device, seed, target)
     parts = [make_gemm(m, n, k, precision, weight, act, device, seed + g, target=target) for g in range(groups)]
     first = parts[0]
     names = [list(p.inputs) for p in parts]
@@ -223,11 +227,33 @@ def make_grouped_gemm(groups, m, n, k, precision=None, weight=None, act=None, de
     c = first.cost
     cost, _ = priced_gemm("grouped_gemm", m, n, k, c.weight_format, c.act_format, c.out_format, target, groups)
     operands = {name: [t for p in parts for t in p.operands.get(name, ())] for name in first.operands}
+    why = f" (not torch._grouped_mm's fused kernel: {not_fused})" if target != "cpu" and w == a == "bf16" else ""
     return Kernel("grouped_gemm", first.precision, first.device, call,
                   {f"{g}.{name}": v for g, p in enumerate(parts) for name, v in p.inputs.items()},
                   lambda: _torch().stack([p.reference() for p in parts]), cost,
-                  f"{len(parts)} x {first.path}, one after another", first.emulated, operands, first.rtol, first.atol,
-                  first.note, sum(p.weight_elements for p in parts), sum(p.launches for p in parts))
+                  f"{len(parts)} x {first.path}, one after another{why}", first.emulated, operands, first.rtol,
+                  first.atol, first.note, sum(p.weight_elements for p in parts), sum(p.launches for p in parts))
+
+
+def _fused_grouped(groups, m, n, k, w, a, label, device, seed, target) -> Kernel:
+    """Every expert in one ``torch._grouped_mm`` call (``grouped_mm_refusal``: bf16 on sm_90/sm_100, the fused CUTLASS
+    kernel MoE implementations call there): the experts' rows as one ``[groups x m, K]`` activation, their weights as
+    ``[groups, N, K]`` read transposed (column-major, as ``F.linear`` reads a weight), ``offs`` the cumulative rows."""
+    torch = _torch()
+    gen = torch.Generator().manual_seed(seed)
+    x = _rand((groups * m, k), gen, "cpu").to(device, torch.bfloat16)
+    W = (_rand((groups, n, k), gen, "cpu") / k**0.5).to(device, torch.bfloat16)
+    offs = (torch.arange(1, groups + 1, dtype=torch.int32) * m).to(device)
+    cost, _ = priced_gemm("grouped_gemm", m, n, k, w, a, "bf16", target, groups)
+
+    def reference():
+        xs, ws = x.float().reshape(groups, m, k), W.float()
+        return torch.cat([xs[g] @ ws[g].t() for g in range(groups)])
+    return Kernel("grouped_gemm", label, target, lambda i: torch._grouped_mm(i["x"], i["w"].transpose(-2, -1),
+                                                                               offs=i["offs"]),
+                  {"x": x, "w": W, "offs": offs}, reference, cost,
+                  f"torch._grouped_mm (fused CUTLASS grouped GEMM: {groups} experts in one launch)", False,
+                  {"activations": [x], "weights": [W]}, 2e-2, 2e-2, "", groups * n * k, 1)
 
 
 GROUPED_BUILD_BYTES = 12  # per element of each expert's operands while built: its fp32 values (4), the fp32 copy a

@@ -130,6 +130,8 @@ class Simulation:
         return dataclasses.replace(kernel, call=wrong)
 
 
+PROBE_GROUPS = 64  # a grouped GEMM's experts a probe keeps (the fused kernel's 1024-group rule is the product's, at
+# the full count: ``kernel.grouped_mm_refusal``)
 PROBE_MODULUS = 256  # every shape rule's multiple divides it (tests/fakes/cuda_rules.py checks that)
 
 
@@ -163,14 +165,15 @@ def probe_kernel(build, case, device_info):
     if why:
         raise UnsupportedKernel(label, "cuda", why)
     m, n, k = probe_dims(s["m"], s["n"], s["k"])
-    groups = s.get("groups", 1)  # a grouped GEMM's probe keeps two of its experts: the loop runs, the calls stay small
-    probe = dict(m=m, n=n, k=k) | ({"groups": min(groups, 2)} if case.op == "grouped_gemm" else {})
+    groups = s.get("groups", 1)  # a grouped GEMM's probe keeps up to 64 of its experts, each at the probe shape
+    probe = dict(m=m, n=n, k=k) | ({"groups": min(groups, PROBE_GROUPS)} if case.op == "grouped_gemm" else {})
     kernel = build(dataclasses.replace(case, shape=probe), device_info)
     c = kernel.cost
     full, _ = priced_gemm(case.op, s["m"], s["n"], s["k"], c.weight_format, c.act_format, c.out_format, "cuda",
                           groups)
     if case.op == "grouped_gemm" and probe["groups"] != groups:  # said of the full kernel: its experts, its launches
         kept = probe["groups"]
-        return dataclasses.replace(kernel, cost=full, launches=kernel.launches // kept * groups,
-                                   path=kernel.path.replace(f"{kept} x ", f"{groups} x ", 1) + f" (probe: {kept} experts)")
+        launches = kernel.launches if kernel.launches == 1 else kernel.launches // kept * groups  # fused: one
+        path = kernel.path.replace(f"{kept} x ", f"{groups} x ", 1).replace(f"{kept} experts", f"{groups} experts", 1)
+        return dataclasses.replace(kernel, cost=full, launches=launches, path=f"{path} (probe: {kept} experts)")
     return dataclasses.replace(kernel, cost=full)  # weight_elements stay the probe's: they weigh its storage

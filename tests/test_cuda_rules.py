@@ -80,7 +80,7 @@ def test_an_ampere_gpu_has_no_scaled_mm(simulated):
 
 def test_every_rule_cites_its_upstream_file_and_probe_shapes_keep_every_verdict():
     for rule in cuda_rules.RULES:
-        assert rule.source.startswith(("aten/src/ATen/native/cuda/",)), rule
+        assert rule.source.startswith(("aten/src/ATen/native/cuda/", "aten/src/ATen/native/GroupedMMUtils.h")), rule
         assert PROBE_MODULUS % rule.modulus == 0, rule  # a probe shape keeps the residue the rule tests
     for rule in GEMM_RULES:
         assert rule.source.startswith(("aten/src/ATen/native/cuda/", "torchao ")), rule
@@ -149,3 +149,42 @@ def test_an_attention_cuda_refuses_is_refused_before_any_tensor_is_made(simulate
         ops.make_attention(4, 32, 4, 1, 8192, 128, "fp32", device="cpu", target="cuda")
     with pytest.raises(UnsupportedKernel, match="chunked prefill"):
         ops.make_attention(1, 32, 32, 16, 64, 64, "bf16", device="cpu", target="cuda")
+
+
+# --- torch._grouped_mm: the fused MoE kernel where CUDA runs it, the experts' own kernels elsewhere -------------------
+
+@pytest.mark.parametrize("key, fused", [("h100_sxm", True), ("b200", True), ("gb10", False), ("rtx4090", False),
+                                        ("a100", False)])
+def test_a_bf16_grouped_gemm_takes_the_fused_kernel_only_where_cuda_has_one(simulated, key, fused):
+    """GroupedBlas.cpp runs torch._grouped_mm's fused CUTLASS kernel for bf16 on sm_90 and sm_100 only; elsewhere it
+    falls back to a loop of mm with a host sync, so the experts run as their own kernels there, and the path says why.
+    Either way the call passes the fakes' rules (GroupedMMUtils.h, GroupMM.cu)."""
+    from roofline_kernels.ops import make_grouped_gemm
+    simulated(key)
+    kernel = make_grouped_gemm(4, 2, 256, 512, precision="bf16", target="cuda")
+    assert ("torch._grouped_mm" in kernel.path and "one launch" in kernel.path) == fused, kernel.path
+    assert kernel.launches == (1 if fused else 4)
+    if not fused:
+        assert "not torch._grouped_mm's fused kernel" in kernel.path and "GroupedBlas.cpp" in kernel.path
+    assert kernel.check() < 0.05  # it runs, within CUDA's rules, and agrees with its experts' own products
+
+
+@pytest.mark.parametrize("groups, k, why", [(1024, 512, "fewer than 1024 groups"), (4, 516, "16 bytes")])
+def test_a_grouped_gemm_the_fused_kernel_refuses_runs_as_its_experts_kernels(simulated, groups, k, why):
+    from roofline_kernels.ops import make_grouped_gemm
+    simulated("h100_sxm")
+    kernel = make_grouped_gemm(groups, 1, 16, k, precision="bf16", target="cuda")
+    assert kernel.path.startswith(f"{groups} x ") and why in kernel.path, kernel.path
+
+
+@pytest.mark.parametrize("groups, k, says", [(1024, 512, "Can't process more than 1024 groups"),
+                                             (4, 516, "strides should be multiple of 16 bytes")])
+def test_the_fake_refuses_what_grouped_mm_refuses(simulated, groups, k, says):
+    simulated("h100_sxm")
+    x = torch.zeros(groups, k, dtype=torch.bfloat16)
+    w = torch.zeros(groups, 16, k, dtype=torch.bfloat16).transpose(-2, -1)
+    offs = torch.arange(1, groups + 1, dtype=torch.int32)
+    with pytest.raises(RuntimeError, match=says):
+        torch._grouped_mm(x, w, offs=offs)
+    with pytest.raises(RuntimeError, match="Expected mat_a to be Float32, BFloat16 or Float16 matrix"):
+        torch._grouped_mm(x.to(torch.int8), w.to(torch.int8), offs=offs)

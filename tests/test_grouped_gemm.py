@@ -255,16 +255,17 @@ def test_measure_grouped_gemm_on_a_simulated_h100_names_its_experts_not_the_prob
     """On a simulated board the kernel is built at a probe shape with two of its experts; what it says (its path, its
     launches, which decide that a CUDA graph replays it) is of the full kernel."""
     import json
-    rc, text = run("measure", "grouped_gemm", "--groups", "8", "--m", "1", "--n", "768", "--k", "2048",
-                   "--precision", "bf16,int8/bf16", "--simulate", "h100_sxm", "--json")
+    rc, text = run("measure", "grouped_gemm", "--groups", "80", "--m", "1", "--n", "768", "--k", "2048",
+                   "--precision", "fp32,int8/bf16", "--simulate", "h100_sxm", "--json")
     assert rc == 0
     doc = json.loads(text)
     recs = {r["precision"]: r for r in doc["records"]}
-    assert doc["SIMULATED"] and set(recs) == {"bf16", "int8/bf16"}
+    assert doc["SIMULATED"] and set(recs) == {"fp32", "int8/bf16"}
     for r in recs.values():
-        assert r["status"] == "ok" and r["path"].startswith("8 x ") and "(probe: 2 experts)" in r["path"], r
-        assert r["bytes"] == pytest.approx(grouped_gemm(8, 1, 768, 2048, weight=r["precision"].split("/")[0],
-                                                        act="bf16").bytes, rel=0.02)
+        assert r["status"] == "ok" and r["path"].startswith("80 x ") and "(probe: 64 experts)" in r["path"], r
+        w = r["precision"].split("/")[0]
+        assert r["bytes"] == pytest.approx(grouped_gemm(80, 1, 768, 2048, weight=w, act="bf16" if w != "fp32" else w
+                                                        ).bytes, rel=0.02)
 
 
 def test_a_planted_wrong_result_fails_a_grouped_kernels_check():

@@ -10,7 +10,8 @@ CPU, except block-scaled FP4, which the CPU has no kernel for (``SimulatedKernel
 This table is the fakes' own reading of the sources, kept apart from the product's (``roofline_kernels.kernel.
 GEMM_RULES``): a rule the product forgets is then a backend error in the simulated run, as on the board.
 Sources: pytorch/pytorch aten/src/ATen/native/cuda/ScaledBlas.cpp (at 0174dfab) and Blas.cpp (at 492e246a),
-the files torch 2.13's CUDA wheels are built from.
+the files torch 2.13's CUDA wheels are built from; for ``torch._grouped_mm`` GroupedMMUtils.h (at 2295ac79),
+cuda/GroupedBlas.cpp (at 00d4eaf9) and cuda/GroupMM.cu (at 117b8633), main-branch snapshots.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Callable
 
 SCALED_BLAS = "aten/src/ATen/native/cuda/ScaledBlas.cpp"
 BLAS = "aten/src/ATen/native/cuda/Blas.cpp"
+GROUPED_MM_UTILS = "aten/src/ATen/native/GroupedMMUtils.h"  # the checks _grouped_mm runs on every device
 
 
 # callers that run only because the tensors are on the CPU (a GPU takes another branch): CUDA's rules do not apply
@@ -125,7 +127,39 @@ RULES: tuple[Rule, ...] = (
     Rule(("_int_mm",), "N % 8", lambda c: c.b.shape[1] > 0 and c.b.shape[1] % 8 == 0, RuntimeError,
          lambda c: f"mat2.size(1) needs to be greater than 0 and a multiple of 8, but got {c.b.shape[1]}",
          f"{BLAS} _int_mm_out_cuda: TORCH_CHECK(mat2.size(1) % 8 == 0)", modulus=8),
+    # --- torch._grouped_mm (a: [rows, K] or [G, M, K], b: [G, K, N]) --------------------------------------------
+    Rule(("_grouped_mm",), "dtypes", lambda c: all(_grouped_dtype(d) for d in c.dtypes()), RuntimeError,
+         lambda c: f"Expected mat_a to be Float32, BFloat16 or Float16 matrix, got {c.a.dtype}",
+         f"{GROUPED_MM_UTILS} _grouped_mm_validate_inputs"),
+    Rule(("_grouped_mm",), "strides % 16 bytes", lambda c: _lead_bytes(c.a) % 16 == 0 and _lead_bytes(c.b) % 16 == 0,
+         RuntimeError, lambda c: "strides should be multiple of 16 bytes",
+         f"{GROUPED_MM_UTILS} check_valid_strides_and_return_transposed", modulus=8),
+    Rule(("_grouped_mm",), "groups < 1024 (fused)",
+         lambda c: not _grouped_fused(c) or c.b.shape[0] < 1024, RuntimeError,
+         lambda c: "Can't process more than 1024 groups",
+         "aten/src/ATen/native/cuda/GroupMM.cu bf16bf16_grouped_gemm_impl_sm90_sm100"),
 )
+
+
+def _grouped_dtype(dtype) -> bool:
+    import torch
+    return dtype in (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _lead_bytes(t) -> int:
+    """The leading stride of a (batched) matrix's last two dimensions, in bytes: row-major or column-major, else -1
+    (GroupedMMUtils.h refuses other layouts too)."""
+    if t.stride(-1) == 1:
+        return t.stride(-2) * t.element_size()
+    if t.stride(-2) == 1:
+        return t.stride(-1) * t.element_size()
+    return -1
+
+
+def _grouped_fused(c) -> bool:
+    """Where _grouped_mm_cuda takes its fused CUTLASS kernel (GroupedBlas.cpp: bf16 operands on sm_90/sm_100)."""
+    import torch
+    return c.a.dtype == c.b.dtype == torch.bfloat16 and c.capability[0] in (9, 10)
 
 
 def _fp4():
@@ -154,7 +188,8 @@ def _enforce(call: Call):
 
 
 def install_cuda_rules(mp, capability: tuple[int, int]) -> None:
-    """Hold ``torch._scaled_mm``, ``F.scaled_mm`` and ``torch._int_mm`` to ``RULES`` for a GPU of ``capability``
+    """Hold ``torch._scaled_mm``, ``F.scaled_mm``, ``torch._int_mm`` and ``torch._grouped_mm`` to ``RULES`` for a GPU
+    of ``capability``
     (``mp``: a pytest.MonkeyPatch; ``mp.undo()`` restores the CPU's entry points)."""
     import torch
     import torch.nn.functional as F
@@ -172,8 +207,15 @@ def install_cuda_rules(mp, capability: tuple[int, int]) -> None:
             _enforce(Call("_int_mm", a, b, cap))
         return int_mm(a, b, *args, **kwargs)
 
+    grouped_mm = torch._grouped_mm
+
+    def _grouped_mm_(a, b, *args, **kwargs):
+        _enforce(Call("_grouped_mm", a, b, cap))
+        return grouped_mm(a, b, *args, **kwargs)
+
     mp.setattr(torch, "_scaled_mm", _scaled_mm)
     mp.setattr(torch, "_int_mm", _int_mm_)
+    mp.setattr(torch, "_grouped_mm", _grouped_mm_)
     if v2 is not None:
         def _scaled_mm_v2(a, b, *args, **kwargs):
             _enforce(Call("scaled_mm", a, b, cap))
