@@ -743,7 +743,8 @@ def expert_gemm(shape: dict) -> tuple[str, dict, str]:
     one GEMM per expert it touches over that expert's rows (``roofline.moe``, assumption 2), so its time is its
     experts' GEMMs' times: its bound over the efficiency the device reaches on ONE expert's GEMM (the grouped bound
     is the experts' bounds summed, each the same), rows per expert rounded to a whole row. What this does not know:
-    a fused kernel's saving over GEMMs one after another (``make_grouped_gemm`` times them so), and skewed routing's
+    a fused kernel's saving over GEMMs one after another (``make_grouped_gemm`` times its experts so, except where CUDA
+    runs ``torch._grouped_mm``'s fused kernel: there the score's grouped row shows the saving), and skewed routing's
     uneven rows (prefill; decode at batch 1 is one row per expert, skew or not)."""
     groups, rows, n, k = per_expert(shape)
     m = max(1, math.floor(rows + 0.5))  # halves up (round() takes 2.5 rows to 2 and 3.5 to 4)

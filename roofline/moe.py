@@ -17,7 +17,10 @@ Assumptions:
 """
 from __future__ import annotations
 
-from .formats import tensor_bytes
+from dataclasses import dataclass
+from typing import Callable
+
+from .formats import get_format, tensor_bytes
 from .operators import (Composite, OpCost, check_dim, elementwise, ffn, gemm, gemm_flops, gemm_operand_bytes,
                         operand_formats)
 
@@ -73,6 +76,75 @@ def per_expert(shape: dict) -> tuple[float, float, int, int]:
         raise ValueError(f"grouped_gemm shape {shape!r}: experts {out[0]:g}, rows per expert {out[1]:g}, n {out[2]}, "
                          f"k {out[3]}; allowed: experts > 0 and every other >= 1")
     return out
+
+
+# torch._grouped_mm (every expert in one call, what MoE implementations call on CUDA) runs its fused CUTLASS kernel only
+# where all of these hold; elsewhere it takes a fallback (a loop of mm after copying the offsets to the host: a sync) or
+# refuses the call (the stride rule). Pure facts of PyTorch's CUDA build, kept here so that the theory (a launch count)
+# and the kernels (``roofline_kernels.ops.make_grouped_gemm``) read one table. PyTorch sources: pytorch/pytorch
+# GroupedBlas.cpp at 00d4eaf9, GroupedMMUtils.h at 2295ac79, GroupMM.cu at 117b8633 (main-branch snapshots).
+GROUPED_BLAS = "aten/src/ATen/native/cuda/GroupedBlas.cpp"
+GROUPED_MM_UTILS = "aten/src/ATen/native/GroupedMMUtils.h"
+GROUP_MM = "aten/src/ATen/native/cuda/GroupMM.cu"
+# a fused call's device kernels: prepare_grouped_gemm_data<<<1, groups>>> (each expert's pointers), then the CUTLASS GEMM
+FUSED_GROUPED_LAUNCHES = 2
+
+
+@dataclass(frozen=True)
+class GroupedRule:
+    holds: Callable    # (groups, k, capability, weight, act) -> bool
+    says: str          # "{sm}" is replaced by the device
+    source: str
+
+
+FUSED_GROUPED_RULES: tuple[GroupedRule, ...] = (
+    GroupedRule(lambda g, k, cap, w, a: w == a == "bf16",
+                "torch._grouped_mm's fused kernel takes bf16 operands and output only (fp32 and fp16 take its "
+                "fallback, a loop of mm with a host sync)",
+                f"{GROUPED_BLAS} _grouped_mm_cuda: use_fast_path needs mat_a, mat_b and out kBFloat16"),
+    GroupedRule(lambda g, k, cap, w, a: cap is not None and cap[0] in (9, 10),
+                "torch._grouped_mm's fused kernel (CUTLASS) is built for sm_90 and sm_100/sm_103 only; {sm} takes "
+                "its fallback, a loop of mm with a host sync",
+                f"{GROUPED_BLAS} _grouped_mm_cuda: _scaled_mm_allowed_device(sm90_only=true, sm100_only=true)"),
+    GroupedRule(lambda g, k, cap, w, a: k * 2 % 16 == 0,
+                "torch._grouped_mm needs every operand's leading stride a multiple of 16 bytes (K % 8 == 0 at bf16; "
+                "RuntimeError 'strides should be multiple of 16 bytes')",
+                f"{GROUPED_MM_UTILS} check_valid_strides_and_return_transposed"),
+    GroupedRule(lambda g, k, cap, w, a: g < 1024,
+                "torch._grouped_mm's fused kernel takes fewer than 1024 groups (RuntimeError \"Can't process more "
+                "than 1024 groups\")", f"{GROUP_MM} bf16bf16_grouped_gemm_impl_sm90_sm100"),
+)
+
+
+def capability_of(arch: str | None) -> tuple[int, int] | None:
+    """A registry entry's ``arch`` ("sm_90", "sm_121") as a CUDA compute capability; None for anything else (a CPU)."""
+    digits = (arch or "").removeprefix("sm_")
+    return (int(digits[:-1]), int(digits[-1])) if arch and arch.startswith("sm_") and digits.isdigit() and \
+        len(digits) >= 2 else None
+
+
+def fused_grouped_refusal(weight: str, act: str, groups: float, k: int, capability) -> str | None:
+    """Why ``torch._grouped_mm`` does not run its fused kernel for these experts on ``capability`` (None: no CUDA
+    device), with the upstream source; None where it does."""
+    w, a = get_format(weight).name, get_format(act).name
+    for rule in FUSED_GROUPED_RULES:
+        if not rule.holds(groups, k, capability, w, a):
+            sm = "a CPU" if capability is None else f"sm_{capability[0]}{capability[1]}"
+            return f"{rule.says.replace('{sm}', sm)} [{rule.source}]"
+    return None
+
+
+def grouped_launches(cost: OpCost, arch: str | None) -> float:
+    """Kernel launches a grouped GEMM takes on a device of ``arch``: the fused kernel's two where it runs
+    (``fused_grouped_refusal``), else one an expert (its experts' GEMMs one after another: the expected count, for a
+    routing's fractional experts); one for any other operator."""
+    if cost.op != "grouped_gemm":
+        return 1.0
+    groups, _, _, k = per_expert(cost.shape)
+    if fused_grouped_refusal(cost.weight_format or cost.act_format, cost.act_format, groups, k,
+                             capability_of(arch)) is None:
+        return float(FUSED_GROUPED_LAUNCHES)
+    return groups
 
 
 def moe_ffn(tokens, hidden, experts, per_token, expert_intermediate, weight, act, out, shared_experts=0,

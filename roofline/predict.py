@@ -18,13 +18,13 @@
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from .formats import MX_BLOCK_SCALE, get_format
 from .hardware import BYTES_PER_GB, Hardware, get_hardware
+from .moe import grouped_launches
 from .operators import Composite, OpCost, flat_parts
 
 FLOPS_PER_TFLOP = 1e12
@@ -146,16 +146,7 @@ def predict_op(cost: OpCost, hardware, peaks: str = "datasheet", launch_overhead
         flops=cost.flops, bytes=cost.bytes, ai=cost.ai, critical_ai=critical_ai(peak, bw),
         peak_tflops=peak, bandwidth_gbs=bw, t_memory_s=float(t_mem), t_compute_s=float(t_comp), time_s=float(t),
         bound=str(bound_of(t_mem, t_comp)), attainable_tflops=cost.flops / float(t) / FLOPS_PER_TFLOP,
-        shape=dict(cost.shape), launch_overhead_s=float(launch_overhead_s) * _launches(cost))
-
-
-def _launches(cost: OpCost) -> int:
-    """Kernel launches one operator takes: a grouped GEMM's experts one after another (as its expected time is read,
-    ``roofline.efficiency.expert_gemm``, and as ``make_grouped_gemm`` runs them), one each; else one."""
-    if cost.op != "grouped_gemm":
-        return 1
-    from .moe import per_expert
-    return math.ceil(per_expert(cost.shape)[0] - 1e-9)
+        shape=dict(cost.shape), launch_overhead_s=float(launch_overhead_s) * grouped_launches(cost, hw.arch))
 
 
 @dataclass(frozen=True)

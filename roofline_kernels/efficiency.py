@@ -127,7 +127,8 @@ HELD_OUT = [(1, 1744, 2944), (1, 4880, 2176), (1, 2800, 6912), (3, 3312, 1920), 
 # MoE experts (groups, M, N, K), N and K not powers of two (multiples of 128, as the packed INT4 kernel needs): a
 # decode's experts (one row each) and a prefill's (tens of rows each). Scored apart (``grouped_gemm:bf16``): each is
 # read from the GEMM model at one expert's shape (``roofline.efficiency.expert_gemm``), so its error is that reading's
-# on this device, a loop of its experts' kernels measured (``ops.make_grouped_gemm``)
+# on this device, its experts measured as ``ops.make_grouped_gemm`` runs them (one kernel an expert, or the fused
+# torch._grouped_mm call where CUDA has one)
 GROUPED_HELD_OUT = [(4, 1, 1408, 2176), (8, 1, 2432, 1664), (8, 40, 1408, 2176)]
 # attention (batch, heads, kv_heads, seq_q, seq_kv, head_dim): decode (seq_q = 1, a KV-cache read) over KV lengths
 # 256..8192 and causal prefill (seq_q = seq_kv) over 128..4096 tokens, at batch 1 and 4, 32 query heads over 4, 8 or
@@ -1164,8 +1165,8 @@ def learn(cal, kernel, m, info) -> str | None:
            or ("an emulated kernel" if kernel.emulated else None)
            or (f"held to the {m.peaks} roof, the model to the calibrated one" if m.peaks != "calibrated" else None)
            or (f"measured under contention ({', '.join(m.contention)})" if m.contention else None)
-           or ("a grouped_gemm: its expected time is read from the GEMM model at one expert's shape, which a loop of "
-               "experts does not sample" if kernel.op == "grouped_gemm" else None)
+           or ("a grouped_gemm: its expected time is read from the GEMM model at one expert's shape, which a grouped "
+               "kernel does not sample" if kernel.op == "grouped_gemm" else None)
            or (f"a {kernel.op} (the model covers GEMV, GEMM and attention)" if op_class(kernel.op) is None
                else None)
            or (None if m.efficiency > 0 and math.isfinite(m.efficiency) else f"efficiency {m.efficiency!r}"))

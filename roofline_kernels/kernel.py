@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from roofline import OpCost, get_format
+from roofline.moe import FUSED_GROUPED_RULES as GROUPED_MM_RULES  # noqa: F401 (re-exported)
+from roofline.moe import fused_grouped_refusal
 
 INT4_GROUP = 128
 _FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -246,50 +248,14 @@ GEMM_RULES: tuple[GemmRule, ...] = (
 )
 
 
-# torch._grouped_mm (MoE experts in one call) on CUDA: its fused CUTLASS kernel runs only where all of these hold; elsewhere
-# it takes a fallback (a loop of mm after copying the offsets to the host: a sync), or refuses the call outright (the
-# stride rule). ``make_grouped_gemm`` calls it only where the fused kernel runs, and loops over its experts' own kernels
-# otherwise. PyTorch sources: pytorch/pytorch GroupedBlas.cpp at 00d4eaf9, GroupedMMUtils.h at 2295ac79, GroupMM.cu at
-# 117b8633.
-GROUPED_BLAS = "aten/src/ATen/native/cuda/GroupedBlas.cpp"
-GROUPED_MM_UTILS = "aten/src/ATen/native/GroupedMMUtils.h"
-
-
-@dataclass(frozen=True)
-class GroupedRule:
-    holds: Callable    # (groups, k, capability, weight, act) -> bool
-    says: str          # "{sm}" is replaced by the device
-    source: str
-
-
-GROUPED_MM_RULES: tuple[GroupedRule, ...] = (
-    GroupedRule(lambda g, k, cap, w, a: w == a == "bf16",
-                "torch._grouped_mm's fused kernel takes bf16 operands and output only (fp32 and fp16 take its "
-                "fallback, a loop of mm with a host sync)",
-                f"{GROUPED_BLAS} _grouped_mm_cuda: use_fast_path needs mat_a, mat_b and out kBFloat16"),
-    GroupedRule(lambda g, k, cap, w, a: cap is not None and cap[0] in (9, 10),
-                "torch._grouped_mm's fused kernel (CUTLASS) is built for sm_90 and sm_100/sm_103 only; {sm} takes "
-                "its fallback, a loop of mm with a host sync",
-                f"{GROUPED_BLAS} _grouped_mm_cuda: _scaled_mm_allowed_device(sm90_only=true, sm100_only=true)"),
-    GroupedRule(lambda g, k, cap, w, a: k * 2 % 16 == 0,
-                "torch._grouped_mm needs every operand's leading stride a multiple of 16 bytes (K % 8 == 0 at bf16; "
-                "RuntimeError 'strides should be multiple of 16 bytes')",
-                f"{GROUPED_MM_UTILS} check_valid_strides_and_return_transposed"),
-    GroupedRule(lambda g, k, cap, w, a: g < 1024,
-                "torch._grouped_mm's fused kernel takes fewer than 1024 groups (RuntimeError \"Can't process more "
-                "than 1024 groups\")",
-                "aten/src/ATen/native/cuda/GroupMM.cu bf16bf16_grouped_gemm_impl_sm90_sm100"),
-)
-
-
 def grouped_mm_refusal(weight: str, act: str, groups: int, k: int, capability=None) -> str | None:
     """Why ``torch._grouped_mm`` does not run its fused kernel for these experts on ``capability`` (None: a CPU, which
-    has no fused kernel), with the upstream source, or None where it does."""
-    w, a = get_format(weight).name, get_format(act).name
-    for rule in GROUPED_MM_RULES:
-        if not rule.holds(groups, k, capability, w, a):
-            return f"{rule.says.replace('{sm}', _sm(capability))} [{rule.source}]"
-    return None
+    has none), or None where it does: ``roofline.moe.FUSED_GROUPED_RULES``, each with its upstream file, and a ROCm
+    build (whose MI300 reports capability 9.4, where GroupedBlas.cpp's CUDA fast path does not apply)."""
+    torch = _torch() if capability is not None else None
+    if torch is not None and getattr(torch.version, "hip", None):
+        return "a ROCm build: torch._grouped_mm's CUTLASS fast path is CUDA's (GroupedBlas.cpp _grouped_mm_cuda)"
+    return fused_grouped_refusal(weight, act, groups, k, capability)
 
 
 def gemm_path(weight: str, act: str) -> str | None:

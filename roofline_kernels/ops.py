@@ -22,7 +22,7 @@ import dataclasses
 from types import SimpleNamespace
 
 from roofline import attention, gemm, gemv, get_format
-from roofline.moe import grouped_gemm
+from roofline.moe import FUSED_GROUPED_LAUNCHES, grouped_gemm
 from roofline.operators import operand_formats
 
 from .kernel import (_FLOAT_DTYPES, INT4_GROUP, Kernel, UnsupportedKernel, _check_device, _cuda_capability, _dtype, _rand,
@@ -201,19 +201,24 @@ def make_gemv(n, k, precision=None, weight=None, act=None, device="cpu", seed=0,
 
 
 def make_grouped_gemm(groups, m, n, k, precision=None, weight=None, act=None, device="cpu", seed=0,
-                      target=None) -> Kernel:
-    """MoE experts as CPU frameworks run them (Hugging Face's Mixtral/Qwen MoE forward on a CPU loops over the experts
-    a batch touches): ``groups`` experts, each its own ``[N, K]`` weight in the given precision, each multiplying its
-    own ``m`` rows, one ``make_gemm`` kernel after another; the cost is ``roofline.moe.grouped_gemm``'s. Its
-    expected time is read from the GEMM model at one expert's shape (``roofline.efficiency``), so measuring this
-    checks that reading. A fused grouped kernel (a GPU's) is not this one: it may run faster than GEMMs one after
-    another, and no kernel here times one."""
+                      target=None, fused: bool | str | None = None) -> Kernel:
+    """MoE experts: ``groups`` experts, each its own ``[N, K]`` weight in the given precision, each multiplying its own
+    ``m`` rows; the cost is ``roofline.moe.grouped_gemm``'s. On a CUDA device where ``torch._grouped_mm`` runs its
+    fused CUTLASS kernel (``roofline.moe.FUSED_GROUPED_RULES``: bf16 on sm_90/sm_100) all experts in that one call, as
+    MoE implementations make it there; elsewhere as CPU frameworks run them (Hugging Face's Mixtral/Qwen MoE forward
+    loops over the experts a batch touches), one ``make_gemm`` kernel after another, the path saying why not fused.
+    ``fused`` overrides the decision, True or why not (a simulated board builds a probe shape and decides at the full
+    one). The
+    expected time is read from the GEMM model at one expert's shape (``roofline.efficiency``): measuring this checks
+    that reading, and a fused kernel may beat it."""
     w, a, label = gemm_formats(precision, weight, act)
     grouped_gemm(groups, m, n, k, weight=w, act=a)  # validates every dimension with the theory's messages
     target = target or device
     _check_device(device, target)
     _check_room(groups, m, n, k, device)
     not_fused = grouped_mm_refusal(w, a, groups, k, _cuda_capability(target) if target != "cpu" else None)
+    if fused is not None and target != "cpu":  # decided at another shape (a simulated board's probe: the full one)
+        not_fused = None if fused is True else (fused or not_fused or "decided at the full shape")
     if target != "cpu" and not not_fused:
         return _fused_grouped(groups, m, n, k, w, a, label, device, seed, target)
     parts = [make_gemm(m, n, k, precision, weight, act, device, seed + g, target=target) for g in range(groups)]
@@ -227,7 +232,9 @@ def make_grouped_gemm(groups, m, n, k, precision=None, weight=None, act=None, de
     c = first.cost
     cost, _ = priced_gemm("grouped_gemm", m, n, k, c.weight_format, c.act_format, c.out_format, target, groups)
     operands = {name: [t for p in parts for t in p.operands.get(name, ())] for name in first.operands}
-    why = f" (not torch._grouped_mm's fused kernel: {not_fused})" if target != "cpu" and w == a == "bf16" else ""
+    # said wherever torch._grouped_mm takes these formats at all (fp32, bf16, fp16: GroupedMMUtils.h)
+    why = (f" (not torch._grouped_mm's fused kernel: {not_fused})" if target != "cpu" and w == a and
+           w in ("fp32", "bf16", "fp16") else "")
     return Kernel("grouped_gemm", first.precision, first.device, call,
                   {f"{g}.{name}": v for g, p in enumerate(parts) for name, v in p.inputs.items()},
                   lambda: _torch().stack([p.reference() for p in parts]), cost,
@@ -252,8 +259,8 @@ def _fused_grouped(groups, m, n, k, w, a, label, device, seed, target) -> Kernel
     return Kernel("grouped_gemm", label, target, lambda i: torch._grouped_mm(i["x"], i["w"].transpose(-2, -1),
                                                                                offs=i["offs"]),
                   {"x": x, "w": W, "offs": offs}, reference, cost,
-                  f"torch._grouped_mm (fused CUTLASS grouped GEMM: {groups} experts in one launch)", False,
-                  {"activations": [x], "weights": [W]}, 2e-2, 2e-2, "", groups * n * k, 1)
+                  f"torch._grouped_mm (fused CUTLASS grouped GEMM: {groups} experts in one call)", False,
+                  {"activations": [x], "weights": [W]}, 2e-2, 2e-2, "", groups * n * k, FUSED_GROUPED_LAUNCHES)
 
 
 GROUPED_BUILD_BYTES = 12  # per element of each expert's operands while built: its fp32 values (4), the fp32 copy a
@@ -267,7 +274,9 @@ def _check_room(groups: int, m: int, n: int, k: int, device: str) -> None:
     process, where one too-large allocation fails cleanly)."""
     from .measure import available_memory_bytes
     one = GROUPED_BUILD_BYTES * (n * k + m * k + m * n)
-    room = GROUPED_MEMORY_FRACTION * available_memory_bytes(SimpleNamespace(torch_device=device))
+    # built on the host (fp32 values, a reference's copy), stored on the device: both must have room
+    room = GROUPED_MEMORY_FRACTION * min(available_memory_bytes(SimpleNamespace(torch_device=d))
+                                         for d in {"cpu", device})
     if groups * one > room:
         raise ValueError(f"groups={groups}: {groups} experts of {m}x{n}x{k} need about {groups * one / 1e9:.3g} GB to "
                          f"build, more than {GROUPED_MEMORY_FRACTION:.0%} of the {room / GROUPED_MEMORY_FRACTION / 1e9:.3g} "

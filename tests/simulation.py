@@ -130,8 +130,8 @@ class Simulation:
         return dataclasses.replace(kernel, call=wrong)
 
 
-PROBE_GROUPS = 64  # a grouped GEMM's experts a probe keeps (the fused kernel's 1024-group rule is the product's, at
-# the full count: ``kernel.grouped_mm_refusal``)
+PROBE_GROUPS = 2  # a grouped GEMM's experts a probe keeps (whether it is fused is decided at the full count:
+# ``kernel.grouped_mm_refusal``, the 1024-group rule among them)
 PROBE_MODULUS = 256  # every shape rule's multiple divides it (tests/fakes/cuda_rules.py checks that)
 
 
@@ -165,15 +165,20 @@ def probe_kernel(build, case, device_info):
     if why:
         raise UnsupportedKernel(label, "cuda", why)
     m, n, k = probe_dims(s["m"], s["n"], s["k"])
-    groups = s.get("groups", 1)  # a grouped GEMM's probe keeps up to 64 of its experts, each at the probe shape
+    groups = s.get("groups", 1)  # a grouped GEMM's probe keeps a few of its experts, each at the probe shape
     probe = dict(m=m, n=n, k=k) | ({"groups": min(groups, PROBE_GROUPS)} if case.op == "grouped_gemm" else {})
-    kernel = build(dataclasses.replace(case, shape=probe), device_info)
+    kwargs = dict(case.kwargs)
+    if case.op == "grouped_gemm":  # fused or not, as the full shape decides (its 1024-group rule among them)
+        from roofline_kernels.kernel import grouped_mm_refusal
+        kwargs["fused"] = grouped_mm_refusal(w, a, groups, s["k"], tuple(torch.cuda.get_device_capability())) or True
+    kernel = build(dataclasses.replace(case, shape=probe, kwargs=kwargs), device_info)
     c = kernel.cost
     full, _ = priced_gemm(case.op, s["m"], s["n"], s["k"], c.weight_format, c.act_format, c.out_format, "cuda",
                           groups)
     if case.op == "grouped_gemm" and probe["groups"] != groups:  # said of the full kernel: its experts, its launches
         kept = probe["groups"]
-        launches = kernel.launches if kernel.launches == 1 else kernel.launches // kept * groups  # fused: one
+        fused = kernel.path.startswith("torch._grouped_mm")  # one call whatever its experts
+        launches = kernel.launches if fused else kernel.launches // kept * groups
         path = kernel.path.replace(f"{kept} x ", f"{groups} x ", 1).replace(f"{kept} experts", f"{groups} experts", 1)
         return dataclasses.replace(kernel, cost=full, launches=launches, path=f"{path} (probe: {kept} experts)")
     return dataclasses.replace(kernel, cost=full)  # weight_elements stay the probe's: they weigh its storage

@@ -229,10 +229,11 @@ def test_predict_grouped_gemm_prices_its_experts_gemms():
     assert got["op"] == "grouped_gemm" and got["shape"] == {"groups": 8, "m": 1, "n": 768, "k": 2048}
     assert got["flops"] == pytest.approx(8 * one["flops"]) and got["bytes"] == pytest.approx(8 * one["bytes"])
     assert got["time_s"] == pytest.approx(8 * one["time_s"])
-    # a launch an expert, as the grouped time is read (its experts' GEMMs one after another)
-    rc, text = run("predict", "grouped_gemm", "--groups", "8", "--m", "1", "--n", "768", "--k", "2048",
-                   "--precision", "bf16", "--hardware", "h100_sxm", "--launch-overhead-us", "5", "--json")
-    assert rc == 0 and json.loads(text)["launch_overhead_s"] == pytest.approx(8 * 5e-6)
+    # launches: the fused kernel's two where torch._grouped_mm runs it (bf16 on sm_90), else one an expert
+    for hw, prec, launches in (("h100_sxm", "bf16", 2), ("h100_sxm", "fp32", 8), ("a100", "bf16", 8)):
+        rc, text = run("predict", "grouped_gemm", "--groups", "8", "--m", "1", "--n", "768", "--k", "2048",
+                       "--precision", prec, "--hardware", hw, "--launch-overhead-us", "5", "--json")
+        assert rc == 0 and json.loads(text)["launch_overhead_s"] == pytest.approx(launches * 5e-6), (hw, prec)
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -251,20 +252,26 @@ def test_bad_grouped_input_is_one_line_on_stderr_and_exit_2(argv, says, capsys):
     assert says in err, err
 
 
-def test_measure_grouped_gemm_on_a_simulated_h100_names_its_experts_not_the_probes():
-    """On a simulated board the kernel is built at a probe shape with two of its experts; what it says (its path, its
-    launches, which decide that a CUDA graph replays it) is of the full kernel."""
+@pytest.mark.parametrize("groups, fused", [(80, True), (2000, False)])
+def test_measure_grouped_gemm_on_a_simulated_h100_names_its_experts_not_the_probes(groups, fused):
+    """On a simulated board the kernel is built at a probe shape with two of its experts; what it says (its path: fused
+    or not, decided at the full count, 1024 groups being the fused kernel's limit) is of the full kernel."""
     import json
-    rc, text = run("measure", "grouped_gemm", "--groups", "80", "--m", "1", "--n", "768", "--k", "2048",
-                   "--precision", "fp32,int8/bf16", "--simulate", "h100_sxm", "--json")
+    rc, text = run("measure", "grouped_gemm", "--groups", str(groups), "--m", "1", "--n", "768", "--k", "256",
+                   "--precision", "fp32,bf16,int8/bf16", "--simulate", "h100_sxm", "--json")
     assert rc == 0
     doc = json.loads(text)
     recs = {r["precision"]: r for r in doc["records"]}
-    assert doc["SIMULATED"] and set(recs) == {"fp32", "int8/bf16"}
-    for r in recs.values():
-        assert r["status"] == "ok" and r["path"].startswith("80 x ") and "(probe: 64 experts)" in r["path"], r
-        w = r["precision"].split("/")[0]
-        assert r["bytes"] == pytest.approx(grouped_gemm(80, 1, 768, 2048, weight=w, act="bf16" if w != "fp32" else w
+    assert doc["SIMULATED"] and set(recs) == {"fp32", "bf16", "int8/bf16"}
+    for prec, r in recs.items():
+        assert r["status"] == "ok" and "(probe: 2 experts)" in r["path"], r
+        loop = f"{groups} x " if prec != "bf16" or not fused else None
+        assert r["path"].startswith(loop) if loop else \
+            r["path"].startswith(f"torch._grouped_mm (fused CUTLASS grouped GEMM: {groups} experts in one call)"), r
+        if prec == "bf16" and not fused:
+            assert "fewer than 1024 groups" in r["path"], r
+        w = prec.split("/")[0]
+        assert r["bytes"] == pytest.approx(grouped_gemm(groups, 1, 768, 256, weight=w, act="bf16" if w != "fp32" else w
                                                         ).bytes, rel=0.02)
 
 
