@@ -12,7 +12,7 @@ import sys
 from roofline import load_hardware_file
 from roofline.efficiency import model_of
 from roofline.cli.options import (MEASURE_OPS, add_hardware_options, add_op_arguments, add_precision_options, fmt_time,
-                          formats_kwargs, positive_float)
+                          formats_kwargs, groups_of, positive_float)
 
 
 def _progress(line: str) -> None:
@@ -125,6 +125,7 @@ def cmd_measure(args, out):
 
 
 def _cmd_measure(args, out, sim):
+    groups_of(args)  # --groups with another operator is refused before anything runs
     if _is_spot_check(args):
         return cmd_spot_check(args, out, sim)
     from roofline_kernels.measure import measure_kernel
@@ -199,7 +200,7 @@ def _spot_shape(args) -> dict:
     if args.op == "gemm":
         return {"m": args.m, "n": args.n, "k": args.k}
     if args.op == "grouped_gemm":
-        return {"groups": args.groups, "m": args.m, "n": args.n, "k": args.k}
+        return {"groups": groups_of(args), "m": args.m, "n": args.n, "k": args.k}
     return {"batch": args.batch, "heads": args.heads, "kv_heads": args.kv_heads or args.heads,
             "seq_q": args.seq_q or (1 if args.phase == "decode" else args.seq_kv), "seq_kv": args.seq_kv,
             "head_dim": args.head_dim}

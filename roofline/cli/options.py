@@ -119,16 +119,31 @@ def formats_kwargs(args, precision_default="fp16"):
     return dict(precision=precision, weight=args.weight_precision, act=args.act_precision, out=args.out_precision)
 
 
+DEFAULT_GROUPS = 8
+
+
+def groups_of(args) -> int | None:
+    """``--groups`` of a grouped_gemm (default ``DEFAULT_GROUPS``); given with another operator it is refused, not
+    ignored (UsageError)."""
+    groups = getattr(args, "groups", None)
+    if args.op == "grouped_gemm":
+        return groups or DEFAULT_GROUPS
+    if groups is not None:
+        raise UsageError(f"--groups {groups}: only grouped_gemm takes it (the operator is {args.op})")
+    return None
+
+
 def build_cost(args):
     """The operator (or composite) the predict/measure flags describe."""
     f = formats_kwargs(args)
     op = args.op
+    groups = groups_of(args)
     if op == "gemv":
         return gemv(args.n, args.k, **f)
     if op == "gemm":
         return gemm(args.m, args.n, args.k, **f)
     if op == "grouped_gemm":
-        return grouped_gemm(args.groups, args.m, args.n, args.k, **f)
+        return grouped_gemm(groups, args.m, args.n, args.k, **f)
     if op == "ffn":
         return ffn(args.m, args.hidden_size or 4096, args.intermediate_size or 14336, **f)
     f.pop("weight")
@@ -174,8 +189,8 @@ def add_op_arguments(p, ops=PREDICT_OPS):
     g.add_argument("--n", type=positive_int, default=4096, help="output features")
     g.add_argument("--k", type=positive_int, default=4096, help="input features (reduction)")
     if "grouped_gemm" in ops:
-        g.add_argument("--groups", type=positive_int, default=8,
-                       help="grouped_gemm: experts, each its own N x K weight and --m rows (default 8)")
+        g.add_argument("--groups", type=positive_int, default=None,
+                       help=f"grouped_gemm: experts, each its own N x K weight and --m rows (default {DEFAULT_GROUPS})")
     g.add_argument("--batch", type=positive_int, default=1)
     g.add_argument("--heads", type=positive_int, default=32)
     g.add_argument("--kv-heads", type=positive_int, default=None, help="KV heads (default: --heads)")
