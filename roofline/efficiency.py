@@ -95,17 +95,19 @@ def model_shape(op: str, shape: dict) -> dict:
     return out
 
 
-def unlike_swept(op: str, shape: dict) -> str | None:
-    """Why a shape is a different kernel from any the sweep measures, though it lies on the same axes: attention
-    over a sliding window (fewer pairs than the causal SDPA the sweep times) or a non-causal prefill."""
+def unlike_swept(op: str, shape: dict) -> tuple[str, str] | None:
+    """(reason, note): why a shape is a different kernel from any the sweep measures, though it lies on the same axes:
+    attention over a sliding window (fewer pairs than the causal SDPA the sweep times) or a non-causal prefill."""
     if op_class(op) != "attention":
         return None
     window, seq_q, seq_kv = shape.get("window"), int(shape.get("seq_q", 1)), int(shape.get("seq_kv", 1))
     if window is not None and int(window) < seq_kv:
-        return (f"attention over a sliding window of {window} (of {seq_kv}): the model was measured on full causal "
-                "SDPA, a different kernel; the bound alone")
+        reason = f"attention over a sliding window of {window}"
+        return reason, (f"{reason} (of {seq_kv}): the model was measured on full causal SDPA, a different kernel; the "
+                        "bound alone")
     if seq_q > 1 and shape.get("causal") is False:
-        return "non-causal prefill attention: the model was measured on causal SDPA; the bound alone"
+        reason = "non-causal prefill attention"
+        return reason, f"{reason}: the model was measured on causal SDPA; the bound alone"
     return None
 
 
@@ -178,6 +180,7 @@ class Expected:
     note: str
     roof: str = "full"  # "memory": the efficiency is of the memory roof alone (a path whose peak is no ceiling)
     uncertainty: float | None = None  # relative (0.08: +-8%), from the model's error near the shape and the runs' noise
+    reason: str = ""   # where there is no number, why in a few words: what a composite lists its bare kernels under
 
     def time_s(self, bound_time_s: float) -> float | None:
         return bound_time_s / self.efficiency if self.efficiency else None
@@ -191,7 +194,8 @@ class Expected:
                 "expected_uncertainty": self.uncertainty}
 
 
-NONE = Expected(None, "none", "no efficiency model for this device and path: the bound alone")
+NONE = Expected(None, "none", "no efficiency model for this device and path: the bound alone",
+                reason="no efficiency model for this device and path")
 
 
 def _local_linear(q, rows) -> float:
@@ -498,14 +502,15 @@ class EfficiencyModel:
             return NONE
         unlike = unlike_swept(op, shape)
         if unlike:
-            return Expected(None, "none", unlike)
+            return Expected(None, "none", unlike[1], reason=unlike[0])
         shape = model_shape(op, shape)
         q = _features(shape)
         near = min(pts, key=lambda p: (octaves_apart(p.shape, shape), math.dist(q, p.features)))
         away = octaves_apart(near.shape, shape)
         if away > NEAR_OCTAVES + 1e-9:
             return Expected(None, "none", f"not measured near this shape (nearest: {_fmt_shape(near.shape)}, "
-                                          f"{away:.2g} units away on one axis; within {NEAR_OCTAVES:g} counts: {UNITS[_class_of(shape)]})")
+                                          f"{away:.2g} units away on one axis; within {NEAR_OCTAVES:g} counts: {UNITS[_class_of(shape)]})",
+                            reason="not measured near this shape")
         memory_roof = self._memory_roof(op, precision)
         # an M's own residual (``m_residuals``) is taken out of every shape at that M, the rest interpolated, and
         # the query's put back
@@ -756,7 +761,8 @@ def _as_grouped(e: Expected, each: str) -> Expected:
     """One expert's GEMM's ``Expected`` said of the grouped GEMM it stands for (``expert_gemm``)."""
     if e.efficiency is None:
         if e.source == "none" and e.note.startswith("not measured near"):
-            return replace(e, note=e.note.replace("this shape (", f"its experts' GEMMs ({each}; ", 1))
+            return replace(e, note=e.note.replace("this shape (", f"its experts' GEMMs ({each}; ", 1),
+                           reason="not measured near its experts' GEMMs")
         return e
     return replace(e, note=f"its experts' GEMMs, {each} one after another, at one GEMM's efficiency: {e.note}")
 
@@ -798,7 +804,7 @@ def expected_fields(result, hw, model: EfficiencyModel | None = None) -> dict:
             covered += p.time_s * mult
         else:
             why = (f"{p.op}: not modelled" if op_class(p.op) is None and p.op != "grouped_gemm"
-                   else e.note.split(" (")[0].split(":")[0])
+                   else e.reason or e.note)
             entry = bare.setdefault(why, [[], 0.0])
             entry[0] += [p.name] if p.name not in entry[0] else []
             entry[1] += p.time_s * mult / result.time_s

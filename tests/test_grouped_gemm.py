@@ -322,3 +322,14 @@ def test_the_sweeps_registry_cover_aims_at_the_gemm_each_moe_layer_is_read_at():
             for cfg in MODEL_CONFIGS.values() if cfg.experts for phase in ("decode", "prefill")
             for p, _ in model_step(cfg, phase, 1, DEFAULT_CONTEXT).flat() if p.op == "grouped_gemm"}
     assert {(1, 768, 2048), (64, 768, 2048), (256, 14336, 4096)} <= want <= targets
+
+
+def test_a_step_lists_its_bare_kernels_under_short_reasons_not_their_notes():
+    """A composite lists the kernels at their bound under why (``Expected.reason``), not under each note: the notes name
+    a nearest shape each, and would split one reason into as many entries as kernels. The reason was parsed out of the
+    note's text before; now each ``Expected`` without a number carries its own."""
+    hw, model = device(), fitted(ms=(512,), ns=(1024,), ks=(4096,))  # near the attention projections alone
+    step = predict(model_step(get_model_config("mixtral-8x7b"), "prefill", 1, 512, precision="bf16"), hw, "calibrated")
+    note = expected_fields(step, hw, model)["expected_note"]
+    assert "expert_gate, expert_up, expert_down (" in note and "; not measured near its experts' GEMMs)" in note, note
+    assert "nearest:" not in note, note
