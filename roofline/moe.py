@@ -54,7 +54,7 @@ def grouped_gemm(groups, m, n, k, precision=None, weight=None, act=None, out=Non
     work at a routing's expected experts, its activations one tensor of all the rows."""
     groups, m, n, k = check_dim("groups", groups), check_dim("m", m), check_dim("n", n), check_dim("k", k)
     w, a, o = operand_formats(precision, weight, act, out)
-    nbytes = {name: groups * b for name, b in gemm_operand_bytes(m, n, k, w, a, o).items()}
+    nbytes = {part: groups * b for part, b in gemm_operand_bytes(m, n, k, w, a, o).items()}
     return OpCost("grouped_gemm", name, groups * gemm_flops(m, n, k), nbytes, w.name, a.name, o.name,
                   {"groups": groups, "m": m, "n": n, "k": k})
 

@@ -208,9 +208,8 @@ def make_grouped_gemm(groups, m, n, k, precision=None, weight=None, act=None, de
     MoE implementations make it there; elsewhere as CPU frameworks run them (Hugging Face's Mixtral/Qwen MoE forward
     loops over the experts a batch touches), one ``make_gemm`` kernel after another, the path saying why not fused.
     ``fused`` overrides the decision, True or why not (a simulated board builds a probe shape and decides at the full
-    one). The
-    expected time is read from the GEMM model at one expert's shape (``roofline.efficiency``): measuring this checks
-    that reading, and a fused kernel may beat it."""
+    one). The expected time is read from the GEMM model at one expert's shape (``roofline.efficiency``): measuring
+    this checks that reading, and a fused kernel may beat it."""
     w, a, label = gemm_formats(precision, weight, act)
     grouped_gemm(groups, m, n, k, weight=w, act=a)  # validates every dimension with the theory's messages
     target = target or device
