@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field
 
 from .formats import get_format
@@ -31,6 +32,18 @@ COUNT_FIELDS = ("sm_count", "l2_mb")
 
 
 BYTES_PER_GB = 1e9  # GB is 1e9 bytes, as every byte figure in this package (predict, memory and plan use this one)
+
+
+def capability_of(arch: str | None) -> tuple[int, int] | None:
+    """``sm_121`` -> (12, 1), ``sm_90`` -> (9, 0): a registry arch as a CUDA compute capability (None: not an sm_)."""
+    m = re.fullmatch(r"sm_(\d+)(\d)", arch or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def sm_name(capability) -> str:
+    """A CUDA compute capability as the rules say it (``sm_90``); None is no CUDA device (``a CPU``)."""
+    return "a CPU" if capability is None else f"sm_{capability[0]}{capability[1]}"
+
 
 @dataclass(frozen=True)
 class Spec:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .formats import get_format, tensor_bytes
+from .hardware import capability_of, sm_name
 from .operators import (Composite, OpCost, check_dim, elementwise, ffn, gemm, gemm_flops, gemm_operand_bytes,
                         operand_formats)
 
@@ -116,21 +117,13 @@ FUSED_GROUPED_RULES: tuple[GroupedRule, ...] = (
 )
 
 
-def capability_of(arch: str | None) -> tuple[int, int] | None:
-    """A registry entry's ``arch`` ("sm_90", "sm_121") as a CUDA compute capability; None for anything else (a CPU)."""
-    digits = (arch or "").removeprefix("sm_")
-    return (int(digits[:-1]), int(digits[-1])) if arch and arch.startswith("sm_") and digits.isdigit() and \
-        len(digits) >= 2 else None
-
-
 def fused_grouped_refusal(weight: str, act: str, groups: float, k: int, capability) -> str | None:
     """Why ``torch._grouped_mm`` does not run its fused kernel for these experts on ``capability`` (None: no CUDA
     device), with the upstream source; None where it does."""
     w, a = get_format(weight).name, get_format(act).name
     for rule in FUSED_GROUPED_RULES:
         if not rule.holds(groups, k, capability, w, a):
-            sm = "a CPU" if capability is None else f"sm_{capability[0]}{capability[1]}"
-            return f"{rule.says.replace('{sm}', sm)} [{rule.source}]"
+            return f"{rule.says.replace('{sm}', sm_name(capability))} [{rule.source}]"
     return None
 
 

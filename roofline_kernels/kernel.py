@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from roofline import OpCost, get_format
-from roofline.moe import FUSED_GROUPED_RULES as GROUPED_MM_RULES  # noqa: F401 (re-exported)
+from roofline.hardware import sm_name as _sm
 from roofline.moe import fused_grouped_refusal
 
 INT4_GROUP = 128
@@ -186,10 +186,6 @@ class GemmRule:
             dims = ", ".join(f"{d}={v}" for d, v in (("M", m), ("N", n), ("K", k)) if v is not None)
             text += f"; got {dims}"
         return f"{text} [{self.source}]"
-
-
-def _sm(capability) -> str:
-    return "a CPU" if capability is None else f"sm_{capability[0]}{capability[1]}"
 
 
 def _mult(dim_value, multiple) -> bool:

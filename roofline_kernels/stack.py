@@ -20,6 +20,8 @@ import platform
 import re
 from importlib import metadata
 
+from roofline.hardware import capability_of  # the one reading of a registry arch (doctor reads it from here too)
+
 # distribution -> PEP 440 specifier (">=" and "<" only). Keep equal to pyproject.toml.
 SUPPORTED = {
     "python": ">=3.10",
@@ -196,12 +198,6 @@ def torch_build() -> dict:
         except Exception:
             archs = []
     return {"version": torch.__version__, "cuda": torch.version.cuda, "archs": archs, "error": None}
-
-
-def capability_of(arch: str) -> tuple[int, int] | None:
-    """``sm_121`` -> (12, 1), ``sm_90`` -> (9, 0): a registry arch as a CUDA compute capability (None: not an sm_)."""
-    m = re.fullmatch(r"sm_(\d+)(\d)", arch)
-    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def _runs_arch(archs: list[str], target: str) -> bool | None:

@@ -62,7 +62,7 @@ import torch
 
 from roofline import get_format
 
-from .kernel import INT4_GROUP, gemm_refusal
+from .kernel import INT4_GROUP, _sm, gemm_refusal
 
 # Optional packages some torchao 0.18 kernels need; none is installed by this project. An error that
 # names one is a missing package on the real GPU too, never a "needs CUDA" note on a simulated one.
@@ -86,10 +86,6 @@ class QuantizedLinear:
     path: str
     probed: bool
     probe_note: str
-
-
-def _sm(capability) -> str:
-    return "a CPU" if capability is None else f"sm_{capability[0]}{capability[1]}"
 
 
 # --- capability gates: None when the path runs there, else why not -----------------------------------

@@ -8,11 +8,11 @@ made up, stable and distinct per device.
 from __future__ import annotations
 
 import dataclasses
-import re
 import uuid as _uuid
 from dataclasses import dataclass
 
 from roofline import REGISTRY
+from roofline.hardware import capability_of as roofline_capability_of
 from roofline.clocks import DEFAULT_POWER_MODE, POWER_MODES
 
 # torch.cuda.get_device_name on each device, as public lists of CUDA device names spell them
@@ -75,11 +75,12 @@ class FakeDevice:
 
 
 def capability_of(arch: str) -> tuple[int, int]:
-    """"sm_121" -> (12, 1), "sm_87" -> (8, 7), "sm_100" -> (10, 0)."""
-    m = re.fullmatch(r"sm_(\d+)(\d)a?", arch)
-    if not m:
+    """"sm_121" -> (12, 1), "sm_87" -> (8, 7), "sm_100" -> (10, 0): the product's reading of a registry arch
+    (``roofline.hardware.capability_of``), which a fake device needs one of."""
+    cap = roofline_capability_of(arch)
+    if cap is None:
         raise ValueError(f"arch {arch!r} is not sm_<major><minor>; expected e.g. sm_90, sm_121")
-    return int(m.group(1)), int(m.group(2))
+    return cap
 
 
 def fake_device(key: str, index: int = 0) -> FakeDevice:
