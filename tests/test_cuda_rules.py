@@ -189,3 +189,32 @@ def test_the_fake_refuses_what_grouped_mm_refuses(simulated, groups, k, says):
         torch._grouped_mm(x, w, offs=offs)
     with pytest.raises(RuntimeError, match="Expected mat_a to be Float32, BFloat16 or Float16 matrix"):
         torch._grouped_mm(x.to(torch.int8), w.to(torch.int8), offs=offs)
+
+
+def test_a_rocm_build_never_takes_cudas_fused_grouped_kernel(simulated, monkeypatch):
+    """An MI300 reports capability 9.4, which the sm_90 rule alone would take for Hopper; GroupedBlas.cpp's fast path
+    is CUDA's, so a ROCm build runs the experts as their own kernels."""
+    from roofline_kernels.kernel import grouped_mm_refusal
+    from roofline_kernels.ops import make_grouped_gemm
+    simulated("h100_sxm")
+    assert grouped_mm_refusal("bf16", "bf16", 4, 512, (9, 4)) is None  # what the capability alone says
+    monkeypatch.setattr(torch.version, "hip", "6.2.0", raising=False)
+    assert grouped_mm_refusal("bf16", "bf16", 4, 512, (9, 4)).startswith("a ROCm build")
+    kernel = make_grouped_gemm(4, 2, 256, 512, precision="bf16", target="cuda")
+    assert kernel.path.startswith("4 x ") and "a ROCm build" in kernel.path, kernel.path
+
+
+def test_grouped_experts_that_would_not_fit_the_boards_memory_are_refused_before_building(simulated, monkeypatch):
+    """A grouped kernel on the GPU is built on the host and stored on the device: both must have room, the device's
+    from ``torch.cuda.mem_get_info`` (the simulated H100 reports its 80 GB free; here a board with 2 GiB left)."""
+    from roofline_kernels.ops import GROUPED_BUILD_BYTES, GROUPED_MEMORY_FRACTION, _check_room
+    simulated("h100_sxm")
+    assert torch.cuda.mem_get_info()[0] > 10**10  # the fake board reports its memory free
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * 2**30, 80 * 10**9))
+    one = GROUPED_BUILD_BYTES * (4096 * 4096 + 4096 + 4096)
+    fits = int(GROUPED_MEMORY_FRACTION * 2 * 2**30 // one)
+    assert fits >= 2
+    _check_room(fits, 1, 4096, 4096, "cuda")  # room on the board (and on any host with 2 GiB available)
+    with pytest.raises(ValueError, match=rf"groups={fits + 1}: .* allowed here: groups <= {fits}$"):
+        _check_room(fits + 1, 1, 4096, 4096, "cuda")  # the board's memory refuses it, whatever the host has
+

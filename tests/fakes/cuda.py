@@ -93,6 +93,9 @@ def install_fake_cuda(mp, devices: list[FakeDevice], current: int = 0,
     mp.setattr(torch.cuda, "get_device_capability", lambda device=None: (props[index(device)].major,
                                                                           props[index(device)].minor))
     mp.setattr(torch.cuda, "get_device_name", lambda device=None: props[index(device)].name)
+    # (free, total) bytes, as torch/cuda/memory.py mem_get_info returns cudaMemGetInfo's: an idle board, all free
+    mp.setattr(torch.cuda, "mem_get_info", lambda device=None: (props[index(device)].total_memory,
+                                                                props[index(device)].total_memory))
     mp.setattr(torch.version, "cuda", cuda_version)
     return props
 
