@@ -683,12 +683,14 @@ def model_of(cal) -> EfficiencyModel | None:
 @dataclass(frozen=True)
 class Prior:
     """A published measurement: ``achieved`` (GB/s when memory-bound, TFLOP/s when compute-bound) on a
-    device, for these weight formats (or compute classes), and where it was published."""
+    device, for these weight formats (or compute classes), on this operator class (``op_class``: a cuBLAS GEMM's
+    83% says nothing of a flash-attention kernel's), and where it was published."""
     hardware: str
     bound: str
     formats: tuple[str, ...]
     achieved: float
     source: str
+    op_class: str = "gemm"
 
 
 # hardware.md, "Measured figures others published". Each becomes a fraction of that device's datasheet roof.
@@ -706,11 +708,14 @@ PRIORS = (
 )
 
 
-def prior_for(hw, bound: str, weight_format: str | None, act_format: str) -> Expected:
-    """The published fraction of ``hw``'s datasheet roof for this bound and format, if one exists."""
+def prior_for(hw, op: str, bound: str, weight_format: str | None, act_format: str) -> Expected:
+    """The published fraction of ``hw``'s datasheet roof for this operator's class, bound and format, if one
+    exists. Every figure of ``hardware.md`` is a GEMM's or GEMV's, so attention has none."""
     fmt = weight_format or act_format
+    cls = op_class(op)
     for p in PRIORS:
-        if p.hardware == hw.key and p.bound == bound and (fmt in p.formats or act_format in p.formats):
+        if (p.hardware == hw.key and p.op_class == cls and p.bound == bound
+                and (fmt in p.formats or act_format in p.formats)):
             if bound == "memory":
                 roof = hw.bandwidth.value if hw.bandwidth else None
             else:
@@ -739,7 +744,7 @@ def expected_efficiency(op: str, precision: str, shape: dict, hw, peaks: str, bo
         # no number ("not measured near ..."): its reason stands, whatever roof the path is held to
         return e if e.efficiency is None or memory_only is None or (e.roof == "memory") == memory_only else NONE
     if peaks == "datasheet" and not memory_only:
-        return prior_for(hw, bound, weight_format, act_format)
+        return prior_for(hw, op, bound, weight_format, act_format)
     return NONE
 
 

@@ -228,7 +228,23 @@ def test_priors_are_published_fractions_of_the_datasheet_roof():
     # nothing published for a 16-bit GEMV on a GB10 or anything on an RTX 4090: none, and no number
     assert expected_for(predict(gemv(4096, 4096, precision="fp16"), gb10), gb10) is NONE
     rtx = get_hardware("rtx4090")
-    assert prior_for(rtx, "memory", "int8", "int8") is NONE
+    assert prior_for(rtx, "gemv", "memory", "int8", "int8") is NONE
+
+
+def test_a_gemm_prior_is_not_read_for_attention():
+    # every published figure is a GEMM's or GEMV's: cuBLAS's 83% on an H100 PCIe says nothing of an fp16 prefill
+    # attention there, which is compute-bound on the same fp16 peak
+    from roofline import attention
+    h100 = get_hardware("h100_pcie")
+    att = predict(attention(1, 32, 8, 4096, 4096, 128, precision="fp16"), h100)
+    assert att.bound == "compute"
+    assert expected_for(att, h100) is NONE
+    assert prior_for(h100, "attention", "compute", "fp16", "fp16") is NONE
+    assert prior_for(h100, "gemm", "compute", "fp16", "fp16").source == "prior"
+    # and the H100 SXM's weight-streaming figure is not a decode attention's (memory-bound on the KV cache)
+    sxm = get_hardware("h100_sxm")
+    dec = predict(attention(1, 32, 8, 1, 8192, 128, precision="bf16"), sxm)
+    assert dec.bound == "memory" and expected_for(dec, sxm) is NONE
 
 
 def test_a_composite_sums_its_kernels_and_says_how_many_were_known():
