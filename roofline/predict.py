@@ -115,6 +115,7 @@ class Prediction:
     attainable_tflops: float
     shape: dict = field(default_factory=dict)
     launch_overhead_s: float = 0.0
+    launches: float = 1.0  # device kernel launches of this operator (``moe.grouped_launches``): what overhead is per
 
     @property
     def time_with_overhead_s(self) -> float:
@@ -139,6 +140,7 @@ def predict_op(cost: OpCost, hardware, peaks: str = "datasheet", launch_overhead
     cls = path.compute_class
     peak, source = hw.peak(cls, peaks)  # a class the profile never measured: its datasheet peak, said so
     t_mem, t_comp, t = roofline_time(cost.flops, cost.bytes, peak, bw)
+    launches = grouped_launches(cost, hw.arch)
     return Prediction(
         op=cost.op, name=cost.name, hardware=hw.key, precision=precision_label(cost.weight_format, cost.act_format),
         weight_format=cost.weight_format, act_format=cost.act_format, out_format=cost.out_format,
@@ -146,7 +148,7 @@ def predict_op(cost: OpCost, hardware, peaks: str = "datasheet", launch_overhead
         flops=cost.flops, bytes=cost.bytes, ai=cost.ai, critical_ai=critical_ai(peak, bw),
         peak_tflops=peak, bandwidth_gbs=bw, t_memory_s=float(t_mem), t_compute_s=float(t_comp), time_s=float(t),
         bound=str(bound_of(t_mem, t_comp)), attainable_tflops=cost.flops / float(t) / FLOPS_PER_TFLOP,
-        shape=dict(cost.shape), launch_overhead_s=float(launch_overhead_s) * grouped_launches(cost, hw.arch))
+        shape=dict(cost.shape), launch_overhead_s=float(launch_overhead_s) * launches, launches=launches)
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,14 @@ class CompositePrediction:
 
     @property
     def kernels(self) -> int:
+        """Operators, each counted once (a grouped GEMM is one, however many launches it takes)."""
         return self.repeat * sum(getattr(p, "kernels", 1) for p in self.parts)
+
+    @property
+    def launches(self) -> float:
+        """Device kernel launches, what ``launch_overhead_s`` is charged per: a grouped GEMM's experts one after
+        another take one each (a routing's expected number of experts touched, so possibly fractional)."""
+        return self._sum("launches")
 
     def _sum(self, attr):
         return self.repeat * sum(getattr(p, attr) for p in self.parts)
@@ -203,6 +212,7 @@ class CompositePrediction:
                 "bytes": self.bytes, "ai": self.ai, "precision": self.dominant.precision,
                 "critical_ai": self.dominant.critical_ai, "time_s": self.time_s, "t_memory_s": self.t_memory_s,
                 "t_compute_s": self.t_compute_s, "bound": self.bound, "kernels": self.kernels,
+                "launches": self.launches,
                 "launch_overhead_s": self.launch_overhead_s, "time_with_overhead_s": self.time_with_overhead_s,
                 "repeat": self.repeat, "parts": [p.to_dict() for p in self.parts]}
 

@@ -233,7 +233,30 @@ def test_predict_grouped_gemm_prices_its_experts_gemms():
     for hw, prec, launches in (("h100_sxm", "bf16", 2), ("h100_sxm", "fp32", 8), ("a100", "bf16", 8)):
         rc, text = run("predict", "grouped_gemm", "--groups", "8", "--m", "1", "--n", "768", "--k", "2048",
                        "--precision", prec, "--hardware", hw, "--launch-overhead-us", "5", "--json")
-        assert rc == 0 and json.loads(text)["launch_overhead_s"] == pytest.approx(launches * 5e-6), (hw, prec)
+        got = json.loads(text)
+        assert rc == 0 and got["launch_overhead_s"] == pytest.approx(launches * 5e-6), (hw, prec)
+        assert got["launches"] == launches, (hw, prec)
+
+
+def test_a_model_step_counts_the_launches_its_overhead_is_charged_for():
+    # a grouped GEMM is one kernel of the step but two launches fused (H100 bf16), or one an expert touched (an
+    # A100 has no fused kernel: a 512-token prefill touches nearly all 8 of Mixtral's): the overhead is per launch,
+    # and the step says how many, so overhead / kernels is not read as a per-kernel cost
+    cfg = get_model_config("mixtral")
+    for hw, phase, tokens, lo, hi in (("h100_sxm", "decode", 1, 2, 2), ("a100", "prefill", 512, 7.9, 8)):
+        step = predict(model_step(cfg, phase, 1, tokens, precision="bf16"), hw, launch_overhead_s=4e-6)
+        grouped = [(p, mult) for p, mult in step.flat() if p.op == "grouped_gemm"]
+        assert grouped and all(lo <= p.launches <= hi for p, _ in grouped), (hw, [p.launches for p, _ in grouped])
+        extra = sum(mult * (p.launches - 1) for p, mult in grouped)
+        assert step.launches == pytest.approx(step.kernels + extra) and extra > 0
+        assert step.launch_overhead_s == pytest.approx(4e-6 * step.launches)
+        rc, text = run("predict", "model", "--model", "mixtral", "--phase", phase, "--seq-kv", str(tokens),
+                       "--precision", "bf16", "--hardware", hw, "--launch-overhead-us", "4")
+        assert rc == 0 and f"{step.kernels} kernels" in text and f"({step.launches:.4g} launches)" in text, text
+    # a step without grouped GEMMs: launches are its kernels, and nothing extra is said
+    rc, text = run("predict", "model", "--model", "llama3-8b", "--phase", "decode", "--precision", "bf16",
+                   "--hardware", "h100_sxm", "--launch-overhead-us", "4")
+    assert rc == 0 and "launches" not in text
 
 
 @pytest.mark.parametrize("argv, says", [

@@ -75,7 +75,14 @@ def _print_prediction(p, out, indent=""):
               f"{indent}  attainable {p.attainable_tflops:.4g} TFLOP/s of {p.peak_tflops:g} ({p.compute_class}), "
               f"{p.bandwidth_gbs:g} GB/s; {p.peaks} peaks: {p.peak_source}\n")
     if p.launch_overhead_s:
-        out.write(f"{indent}  + launch overhead {fmt_time(p.launch_overhead_s)} = {fmt_time(p.time_with_overhead_s)}\n")
+        out.write(f"{indent}  + launch overhead {fmt_time(p.launch_overhead_s)}{_launches(p)} = "
+                  f"{fmt_time(p.time_with_overhead_s)}\n")
+
+
+def _launches(p) -> str:
+    """How many launches the overhead was charged for, where that is not one per kernel (grouped GEMMs)."""
+    kernels = getattr(p, "kernels", 1)
+    return "" if p.launches == kernels else f" ({p.launches:.4g} launches)"
 
 
 def _print_composite(c: CompositePrediction, out):
@@ -83,7 +90,8 @@ def _print_composite(c: CompositePrediction, out):
               f"({1 / c.time_s:.4g} steps/s), {c.bound}-bound, {c.kernels} kernels\n"
               f"  flops {c.flops:.4g}  bytes {c.bytes:.4g}  AI {c.ai:.4g} FLOP/B\n")
     if c.launch_overhead_s:
-        out.write(f"  + launch overhead {fmt_time(c.launch_overhead_s)} = {fmt_time(c.time_with_overhead_s)}\n")
+        out.write(f"  + launch overhead {fmt_time(c.launch_overhead_s)}{_launches(c)} = "
+                  f"{fmt_time(c.time_with_overhead_s)}\n")
     out.write(f"  {'kernel':<14}{'x':>5}{'precision':>20}{'time':>12}{'share':>8}  bound\n")
     for p, mult in c.flat():
         out.write(f"  {p.name:<14}{mult:>5}{p.precision:>20}{fmt_time(p.time_s * mult):>12}"
