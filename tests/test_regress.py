@@ -113,6 +113,18 @@ def test_three_runs_that_agree_closely_do_not_make_a_tight_band():
     assert compare([2.0 * v for v in ref.samples[:20]], ref).slower
 
 
+def test_a_wide_spread_never_lets_a_3x_slowdown_pass():
+    """Three runs within a shared host's drift (1.0, 1.15, 1.3) put the spread's 95% bound at 85% sigma: a band of
+    256% from it let a planted 3x slowdown pass. The band stops at MAX_BAND, and says so."""
+    from roofline.regress import MAX_BAND, MIN_EFFECT_CPU
+    ref = reference(_runs(1.0, 1.15, 1.3), min_effect=MIN_EFFECT_CPU)
+    assert ref.band == MAX_BAND and "capped" in ref.spread_from
+    assert compare([3.0 * v for v in ref.samples[:20]], ref).slower
+    assert not compare([1.5 * v for v in ref.samples[:20]], ref).slower  # within what that history allows
+    # a narrow spread is left as it was
+    assert reference(_runs(1.0, 1.03, 0.985)).band < MAX_BAND
+
+
 def test_two_runs_keep_the_young_band_however_far_apart():
     """Two runs' difference bounds the spread only up to 16x (chi-square, 95%): no band from it."""
     ref = reference(_runs(1.0, 1.1))
