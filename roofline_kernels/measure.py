@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from roofline import Hardware, get_format, get_hardware, predict
 from roofline.clocks import POWER_MODES, find_power_mode, resolve, scale_clocks, unknown_power_mode
-from roofline.judge import RESOLUTION
+from roofline.judge import RESOLUTION, Observation, physics
 from roofline.predict import UnsupportedPathError, roofline_time
 
 from . import telemetry
@@ -200,8 +200,8 @@ class Measurement:
         """Beyond what it truly cannot beat, by more than the timer's spread: a bug to explain (roofline.judge)."""
         if self.ceiling_time_s is None:
             return False
-        noise = max(0.0, (self.timing.median_s - self.timing.p20_s) / self.timing.median_s)
-        return self.timing.median_s < self.ceiling_time_s * (1 - noise - RESOLUTION)
+        return not physics(Observation(self.timing.median_s, self.timing.p20_s, self.ceiling_time_s,
+                                       count=self.timing.count), 0.0, "ceiling").ok
 
     @property
     def contention(self) -> list[str]:

@@ -34,6 +34,22 @@ def test_physics_allows_exactly_the_measured_noise(median, p20, roof_noise, ok):
     assert c.enforced and c.ok is ok, c.reason
 
 
+def test_a_wide_spread_of_calls_is_no_licence_to_beat_a_ceiling():
+    # a median at 143% of a datasheet roof, a fifth of its calls 2.9x past it: a host's noise only slows calls, so
+    # the spread allowed it nothing of the kind; the timer's jitter moves a median by its standard error, at most 10%
+    from roofline.judge import MAX_TIMER_BEAT
+    wide = Observation(0.7e-3, 0.35e-3, 1e-3, count=10)
+    c = physics(wide, 0.0, "datasheet roof")
+    assert c.enforced and not c.ok and "over 10 calls" in c.reason, c.reason
+    assert not physics(Observation(0.7e-3, 0.35e-3, 1e-3), 0.0, "datasheet roof").ok  # count unknown: capped too
+    assert wide.timer_beat == MAX_TIMER_BEAT
+    # the standard error shrinks with the calls behind the median: 5.6% spread over 100 calls allows 1.7%
+    many = Observation(90e-6, 85e-6, 100e-6, count=100)
+    assert many.timer_beat == pytest.approx(2 * 1.2533 * (5 / 90) / 0.8416 / 10)
+    assert not physics(many, 0.05, "datasheet roof").ok and physics(Observation(93e-6, 88e-6, 100e-6, count=100),
+                                                                   0.05, "datasheet roof").ok
+
+
 def test_a_roof_without_measured_noise_is_reported_not_enforced():
     c = physics(obs(50, 100), None, "calibrated fp32 peak")
     assert not c.enforced and not c.ok and "reported" in c.reason

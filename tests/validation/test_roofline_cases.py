@@ -198,7 +198,7 @@ def test_measured_case(family, case, request, suite, device_info, hardware_entry
                            model=model_of(calibration))
         last["m"] = m
         return Observation(m.timing.median_s, m.timing.p20_s, ceiling.time_s or m.predicted_time_s,
-                           tuple(m.contention), m.predicted_time_s, m.timing.samples_s)
+                           tuple(m.contention), m.predicted_time_s, m.timing.samples_s, m.timing.count)
 
     def dram_now():  # the best shown so far may be understated: read this case's cold span now, raise it if beaten
         before = ceiling_entry.bandwidth.value
