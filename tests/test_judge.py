@@ -158,6 +158,22 @@ def test_a_regression_must_reproduce_in_measurements_seconds_apart():
     assert waited == [0.0, *judge.REPRODUCE_PAUSES_S] and f"{looks} more look(s)" in v.notes[0]
 
 
+def test_a_regression_seen_under_contention_must_reproduce_too():
+    # flagged for contention, a slow first look bought one more look and a verdict: a slow spell outlasting it failed
+    # a healthy case that, unflagged, the reproduce loop would have passed
+    ref = reference(_history(1.0, 1.0, 1.0))
+    busy = obs(200, 100, contention=["busy CPU: 60%"], scores=[2.0 * v for v in ref.samples[:20]])
+    slow = obs(200, 100, scores=[2.0 * v for v in ref.samples[:20]])
+    fine = obs(100, 100, scores=ref.samples[:20])
+    measure, calls = measurements(busy, slow, fine)
+    v, _ = judge_measurement(measure, error=0.0, evidence=Evidence(reference=ref), pause=lambda s: None)
+    assert len(calls) == 3 and v.passed and "contention" in v.notes[0] and "reproduce" in v.notes[1]
+    looks = len(judge.REPRODUCE_PAUSES_S) + 1
+    measure, calls = measurements(busy, *[slow] * (1 + looks))  # a real slowdown still fails
+    v, _ = judge_measurement(measure, error=0.0, evidence=Evidence(reference=ref), pause=lambda s: None)
+    assert len(calls) == 2 + looks and [c.name for c in v.failures] == ["regression"]
+
+
 def test_a_case_too_slow_to_time_still_fails_a_wrong_result_or_a_mis_stored_weight():
     """The suite's budget refusal (BudgetExceeded) skips a case; the checks no timing enters still hold there."""
     from tests.validation.test_roofline_cases import untimed_or_skip
