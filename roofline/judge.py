@@ -212,6 +212,21 @@ def untimed_checks(error: float | None, error_note: str = "", error_checked: boo
     return checks
 
 
+def untimed_regression(calls_s: list[float], ref: Reference | None) -> Check | None:
+    """A case over the time budget is not timed, but a history can still judge it: its calls (each timed once, the
+    fastest of them read, as a busy host only slows calls) against its reference, past the same band. A regression
+    that pushes a case over the budget fails as one, not skipped as too slow to measure."""
+    if ref is None or not calls_s:
+        return None
+    fastest = min(calls_s)
+    ratio = fastest / ref.median
+    slower = ratio > 1 + ref.band
+    return Check("regression", not slower, True,
+                 f"not timed (over the budget): its fastest of {len(calls_s)} single call(s) {fastest:.3g} s, "
+                 f"{ratio:.2f}x this device's reference {ref.median:.3g} s (median of {ref.runs} accepted run(s)); band "
+                 f"{ref.band:.0%}: smallest detectable slowdown {ref.detectable:.2f}x")
+
+
 def judge_measurement(measure: Callable[[], Observation], *, error: float | None, error_note: str = "",
                       error_checked: bool = True,
                       stored_bits: float | None = None, charged_bits: float = 0.0, fmt: str = "",

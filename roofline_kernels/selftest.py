@@ -35,16 +35,17 @@ def checkout() -> Path:
 
 
 def run_slice(cases: dict[str, str], store, report_dir, mutation: str | None = None, timeout_s: float = 900,
-              env: dict[str, str] | None = None):
+              env: dict[str, str] | None = None, args: tuple[str, ...] = (), tag: str | None = None):
     """Run the given test ids ({name: node id}) in a subprocess on ``store``; ({name: outcome, why}, process).
-    ``env``: variables set for the subprocess over this one's (e.g. ``OMP_NUM_THREADS``)."""
+    ``env``: variables set for the subprocess over this one's (e.g. ``OMP_NUM_THREADS``); ``args``: more pytest
+    options (e.g. ``--case-budget-s``); ``tag``: the run's name in the report directory (default: the mutation)."""
     report_dir = Path(report_dir)
-    tag = mutation or "healthy"
+    tag = tag or mutation or "healthy"
     junit = report_dir / f"junit-{tag}.xml"
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.mutations",
            "--roofline-cache-dir", str(store), "--roofline-report-dir", str(report_dir / tag),
            "--html", str(report_dir / f"{tag}.html"), "--junitxml", str(junit), "--benchmark-disable",
-           *cases.values()]
+           *args, *cases.values()]
     if mutation:
         cmd += ["--mutation", mutation]
     proc = subprocess.run(cmd, cwd=checkout(), capture_output=True, text=True, timeout=timeout_s,

@@ -112,7 +112,12 @@ WARM_REFUSAL = 1.25
 
 
 class BudgetExceeded(ValueError):
-    """``min_reps`` samples of this kernel cannot fit the per-case wall budget."""
+    """``min_reps`` samples of this kernel cannot fit the per-case wall budget. ``estimate_s``: one call's time as
+    the refusal read it (None where no call was timed): a case's history can still judge it."""
+
+    def __init__(self, message: str, estimate_s: float | None = None):
+        super().__init__(message)
+        self.estimate_s = estimate_s
 
 
 def _check(mode, warmup_ms, rep_ms, min_reps, rotation):
@@ -155,7 +160,7 @@ def _refuse_if_over_budget(estimate_s, min_reps, max_wall_s, margin=1.0, seen="t
     the estimate was read)."""
     if max_wall_s is not None and estimate_s * min_reps > margin * max_wall_s:
         raise BudgetExceeded(f"one call {seen.format(estimate_s)}: {min_reps} samples need ~{estimate_s * min_reps:.3g} s, "
-                             f"over the per-case budget of {max_wall_s:g} s")
+                             f"over the per-case budget of {max_wall_s:g} s", estimate_s)
 
 
 class _Region:

@@ -174,6 +174,23 @@ def test_a_regression_seen_under_contention_must_reproduce_too():
     assert len(calls) == 2 + looks and [c.name for c in v.failures] == ["regression"]
 
 
+def test_a_regression_that_pushes_a_case_over_the_budget_fails_as_one():
+    """A CPU prefill GEMM with a 0.82 s history made 2.5x slower needs 20.5 s for ten calls, over a 20 s budget: it was
+    skipped ("raise --case-budget-s"). Its history judges its single calls (the fastest: a host only slows calls)."""
+    from tests.validation.test_roofline_cases import untimed_or_skip
+    ref = reference(_history(0.82, 0.80, 0.84))
+    why = "one call takes ~2.05 s: 10 samples need ~20.5 s, over the per-case budget of 20 s"
+    reg = judge.untimed_regression([2.05, 2.1], ref)
+    assert reg.enforced and not reg.ok and "not timed" in reg.reason and "2.50x" in reg.reason
+    with pytest.raises(pytest.fail.Exception, match=r"regression: not timed \(over the budget\)"):
+        untimed_or_skip(why, [*judge.untimed_checks(0.0), reg])
+    # one slow call beside one at its usual speed: a busy moment, not a slower kernel; skipped as before
+    assert judge.untimed_regression([2.05, 0.85], ref).ok
+    with pytest.raises(pytest.skip.Exception, match="over the per-case budget"):
+        untimed_or_skip(why, [*judge.untimed_checks(0.0), judge.untimed_regression([2.05, 0.85], ref)])
+    assert judge.untimed_regression([2.05], None) is None  # no history: nothing to judge it by
+
+
 def test_a_case_too_slow_to_time_still_fails_a_wrong_result_or_a_mis_stored_weight():
     """The suite's budget refusal (BudgetExceeded) skips a case; the checks no timing enters still hold there."""
     from tests.validation.test_roofline_cases import untimed_or_skip

@@ -51,8 +51,15 @@ MUST_PASS = {"slow_2x_int4_tinygemm_bf16": {"int8_bf16", "bf16"}}
 SLICE_ENV = {"OMP_NUM_THREADS": "1"}
 
 
-def run_slice(store, report_dir, mutation=None):
-    return selftest.run_slice(SLICE, store, report_dir, mutation, timeout_s=600, env=SLICE_ENV)
+def run_slice(store, report_dir, mutation=None, **kw):
+    return selftest.run_slice(SLICE, store, report_dir, mutation, timeout_s=600, env=SLICE_ENV, **kw)
+
+
+# A slowdown that pushes a case past the per-case time budget must fail as a regression, not skip as too slow to
+# time: the slowed slice again under a budget no case fits (its history judges single calls), and the healthy one
+# under it, which must only skip
+TINY_BUDGET = ("--case-budget-s", "0.001")
+OVER_BUDGET_MUST_FAIL = {"int8", "int8_bf16", "int4", "bf16"}
 
 
 # Healthy runs before the mutations: the reference is the median of two runs, not one that a slow spell of a shared
@@ -87,6 +94,15 @@ def test_each_planted_defect_is_caught_and_a_healthy_run_passes(device_info, tmp
         if not must <= tripped or wrongly:
             missed[mutation] = {"missed": sorted(must - tripped), "failed without cause": sorted(wrongly),
                                 "outcome": outcome, "log": proc.stdout[-2000:]}
+    for tag, mutation, must in (("over_budget_slow_3x", "slow_3x", OVER_BUDGET_MUST_FAIL),
+                                ("over_budget_healthy", None, set())):
+        outcome, proc = run_slice(store, tmp_path, mutation, args=TINY_BUDGET, tag=tag)
+        results[tag] = outcome
+        tripped = {k for k, v in outcome.items() if v["outcome"] == "failed" and "not timed" in v["why"]}
+        failed = {k for k, v in outcome.items() if v["outcome"] == "failed"}
+        if tripped != must or failed != must:
+            missed[tag] = {"missed": sorted(must - tripped), "failed without cause": sorted(failed - must),
+                           "outcome": outcome, "log": proc.stdout[-2000:]}
     again, proc = run_slice(store, tmp_path)  # and nothing leaks between runs: healthy still passes
     results["healthy_again"] = again
     write_json_atomic(report_dir / "mutations.json", results)

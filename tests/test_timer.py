@@ -70,6 +70,10 @@ def test_a_kernel_whose_samples_cannot_fit_the_case_budget_is_refused_after_two_
         bench(lambda: (calls.append(1), spin(50_000_000)), mode="hot", min_reps=10, max_wall_s=0.1)
     assert len(calls) == 2  # one to initialise, one to estimate from
     calls.clear()
+    with pytest.raises(BudgetExceeded) as refused:  # the refusal carries the call it read: a history judges it
+        bench(lambda: time.sleep(0.03), mode="hot", min_reps=10, max_wall_s=0.1)
+    assert 0.03 <= refused.value.estimate_s < 0.1
+    calls.clear()
     with pytest.raises(BudgetExceeded):
         bench(lambda: (calls.append(1), spin(50_000_000)), mode="hot", min_reps=10, max_wall_s=0.1, warm=True)
     assert len(calls) == 1  # already initialised (its correctness check ran it): the estimate alone

@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import statistics
+import time
 
 import pytest
 
@@ -27,7 +28,7 @@ from roofline.moe import grouped_gemm
 from roofline.efficiency import model_of
 from roofline_kernels.efficiency import learn
 from roofline.reports.runs import MEMORY_ONLY
-from roofline.judge import Evidence, Observation, judge_measurement, ratio, untimed_checks
+from roofline.judge import Evidence, Observation, judge_measurement, ratio, untimed_checks, untimed_regression
 from roofline.regress import Run, acceptable, compare, thin
 from roofline.predict import UnsupportedPathError
 from tests.hardware import on_hardware
@@ -221,7 +222,11 @@ def test_measured_case(family, case, request, suite, device_info, hardware_entry
             roof_noise=0.0 if ceiling.time_s else None, roof_label=ceiling.label, evidence=evidence,
             check_efficiency=not kernel.emulated, roof_now=dram_now if ceiling.remeasurable else None)
     except BudgetExceeded as e:
-        untimed_or_skip(e, untimed_checks(error, error_note, checked, kernel.weight_bits_per_element(), charged, w_fmt or ""))
+        checks = untimed_checks(error, error_note, checked, kernel.weight_bits_per_element(), charged, w_fmt or "")
+        if ref is not None and e.estimate_s:  # a history judges it still: the refusal's call and one more
+            reg = untimed_regression([e.estimate_s, _one_call_s(kernel, device_info)], ref)
+            checks += [reg] if reg is not None else []
+        untimed_or_skip(e, checks)
     m = last["m"]
     pred = m.prediction or {}
     roofline_record.update(
@@ -281,6 +286,14 @@ def test_measured_case(family, case, request, suite, device_info, hardware_entry
         # is emulation-bound: near memory speed would mean a native path behind the "emulated" label
         assert m.efficiency < 0.5, f"{case.id}: 'emulated' FP8 ran at {m.efficiency:.0%} of the memory roof"
     assert verdict.passed, f"{case.id} on {hardware_entry.key}: {verdict.message()}"
+
+
+def _one_call_s(kernel, device_info) -> float:
+    """One call of the kernel, timed on the wall clock (synchronized on a GPU): what a case over the budget shows."""
+    call = _synced(kernel.fn, device_info)
+    t0 = time.perf_counter()
+    call()
+    return time.perf_counter() - t0
 
 
 def _synced(fn, device_info):
