@@ -11,7 +11,7 @@ import sys
 
 from roofline import load_hardware_file
 from roofline.efficiency import model_of
-from roofline.cli.options import (MEASURE_OPS, add_hardware_options, add_op_arguments, add_precision_options, fmt_time,
+from roofline.cli.options import (MEASURE_OPS, check_op_flags, add_hardware_options, add_op_arguments, add_precision_options, fmt_time,
                           formats_kwargs, groups_of, positive_float)
 
 
@@ -125,7 +125,8 @@ def cmd_measure(args, out):
 
 
 def _cmd_measure(args, out, sim):
-    groups_of(args)  # --groups with another operator is refused before anything runs
+    check_op_flags(args)  # a flag the operator does not read is refused before anything runs (--groups too)
+    groups_of(args)
     if _is_spot_check(args):
         return cmd_spot_check(args, out, sim)
     from roofline_kernels.measure import measure_kernel

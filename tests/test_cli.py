@@ -145,6 +145,47 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(argv, capsys):
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and "error" in err
 
 
+# a flag the operator does not read was ignored and the default's number printed (predict gemv --m 64: M = 1)
+IGNORED = [
+    (["predict", "gemv", "--m", "64"], "--m 64: gemv does not use it"),
+    (["predict", "model", "--m", "128"], "--m 128: model does not use it"),
+    (["predict", "ffn", "--n", "99", "--k", "77"], "--n 99: ffn does not use it"),
+    (["predict", "attention", "--weight-precision", "int4"], "--weight-precision int4: attention does not use it"),
+    (["predict", "layer", "--lm-head-precision", "int4"], "--lm-head-precision int4: layer does not use it"),
+    (["predict", "layer", "--heads", "64"], "--heads 64: layer does not use it"),
+    (["predict", "gemm", "--kv-precision", "fp8_e4m3"], "--kv-precision fp8_e4m3: gemm does not use it"),
+    (["predict", "gemm", "--phase", "prefill"], "--phase prefill: gemm does not use it"),
+    (["predict", "gemm", "--memory-limit-gb", "3"], "--memory-limit-gb 3.0: gemm does not use it"),
+    (["predict", "gemm", "--deployment", "hf"], "--deployment hf: gemm does not use it"),
+    (["predict", "gemm", "--model", "llama3-8b"], "--model llama3-8b: gemm does not use it"),
+    (["energy", "gemv", "--m", "4"], "--m 4: gemv does not use it"),
+    (["measure", "gemv", "--m", "4", "--n", "256", "--k", "256"], "--m 4: gemv does not use it"),
+    (["measure", "attention", "--n", "256"], "--n 256: attention does not use it"),
+]
+
+
+@pytest.mark.parametrize("argv, says", IGNORED, ids=lambda a: " ".join(a) if isinstance(a, list) else "")
+def test_a_flag_the_operator_does_not_read_is_refused_not_ignored(argv, says, capsys):
+    from roofline.__main__ import main as full_main  # measure is the kernels layer's command
+    rc = full_main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err and "it takes --" in err, err
+
+
+@pytest.mark.parametrize("argv", [
+    ["predict", "gemv", "--m", "1", "--n", "512"],  # the one M a GEMV is: said, not refused
+    ["predict", "gemm", "--m", "64", "--precision", "bf16"],
+    ["predict", "ffn", "--m", "4", "--hidden-size", "1024", "--intermediate-size", "4096"],
+    ["predict", "attention", "--seq-len", "4096", "--phase", "prefill", "--kv-precision", "fp8_e4m3"],
+    ["predict", "layer", "--model", "llama3-8b", "--phase", "prefill", "--batch", "2"],
+    ["predict", "model", "--model", "llama3-8b", "--lm-head-precision", "bf16", "--memory-limit-gb", "30",
+     "--layers", "2"],
+])
+def test_the_flags_an_operator_reads_are_taken(argv):
+    rc, text = run(*argv)
+    assert rc == 0 and text
+
+
 def test_module_entry_point_and_exit_code():
     ok = subprocess.run([sys.executable, "-m", "roofline", "predict", "gemv", "--json"], capture_output=True,
                         text=True)

@@ -32,6 +32,17 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+class Given(argparse.Action):
+    """Stores the value like argparse's default action and records that the flag was given (``args.given``: dest ->
+    (flag, value)), so an operator that does not read it can refuse it (``check_op_flags``) instead of ignoring it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        given = dict(getattr(namespace, "given", None) or {})
+        given[self.dest] = (option_string or self.option_strings[0], values)
+        namespace.given = given
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -79,12 +90,14 @@ def add_hardware_options(p, default="gb10"):
 
 def add_model_precision_options(p):
     g = p.add_argument_group("model precision (layer, model)")
-    g.add_argument("--lm-head-precision", help="LM head format (default 'weight': the weight format, as roofline_quantize/ "
+    g.add_argument("--lm-head-precision", action=Given,
+                   help="LM head format (default 'weight': the weight format, as roofline_quantize/ "
                    "does; GPTQ/AWQ checkpoints keep it bf16)")
-    g.add_argument("--expert-precision", help="routed experts' weight format (default: the checkpoint's, "
+    g.add_argument("--expert-precision", action=Given, help="routed experts' weight format (default: the checkpoint's, "
                    "e.g. gpt-oss mxfp4, else the weight format)")
     from ..deployments import DEPLOYMENTS
-    g.add_argument("--deployment", choices=sorted(DEPLOYMENTS), help="price the model in the formats a named runtime "
+    g.add_argument("--deployment", action=Given, choices=sorted(DEPLOYMENTS),
+                   help="price the model in the formats a named runtime "
                    "deploys it in, each with its source (" + "; ".join(f"{n}: {d.runtime}" for n, d in
                                                                         DEPLOYMENTS.items()) +
                    "); a precision flag beside it overrides its part")
@@ -92,11 +105,13 @@ def add_model_precision_options(p):
 
 def add_precision_options(p):
     g = p.add_argument_group("precision")
-    g.add_argument("--precision", help="weights and activations (storage-only formats: weights, fp16 activations)")
-    g.add_argument("--weight-precision", help="weight format (overrides --precision)")
-    g.add_argument("--act-precision", help="activation format (overrides --precision)")
-    g.add_argument("--out-precision", help="output format (default: activations if 16/32-bit float, else fp16)")
-    g.add_argument("--kv-precision", help="KV-cache format (attention, layer, model)")
+    g.add_argument("--precision", action=Given,
+                   help="weights and activations (storage-only formats: weights, fp16 activations)")
+    g.add_argument("--weight-precision", action=Given, help="weight format (overrides --precision)")
+    g.add_argument("--act-precision", action=Given, help="activation format (overrides --precision)")
+    g.add_argument("--out-precision", action=Given,
+                   help="output format (default: activations if 16/32-bit float, else fp16)")
+    g.add_argument("--kv-precision", action=Given, help="KV-cache format (attention, layer, model)")
 
 
 def resolve_hardware(args):
@@ -133,8 +148,41 @@ def groups_of(args) -> int | None:
     return None
 
 
+_FORMATS = ("precision", "weight_precision", "act_precision", "out_precision")
+_MODEL = ("model", "hidden_size", "intermediate_size", "model_heads", "model_kv_heads", "model_head_dim",
+          "model_max_context", "phase", "batch", "seq_kv", "kv_precision", "expert_precision", "deployment")
+# the flags each operator reads (``build_cost``, ``model_args``, measure's ``_spot_shape``): any other op flag given
+# is refused, naming it, where it was ignored and the default's number printed (``predict gemv --m 64`` gave M = 1)
+OP_FLAGS = {
+    "gemv": {*_FORMATS, "n", "k"},
+    "gemm": {*_FORMATS, "m", "n", "k"},
+    "grouped_gemm": {*_FORMATS, "groups", "m", "n", "k"},
+    "ffn": {*_FORMATS, "m", "hidden_size", "intermediate_size"},
+    "attention": {"precision", "act_precision", "out_precision", "kv_precision", "batch", "heads", "kv_heads",
+                  "seq_q", "seq_kv", "head_dim", "phase"},
+    "layer": {*_FORMATS, *_MODEL},
+    "model": {*_FORMATS, *_MODEL, "layers", "vocab_size", "lm_head_precision", "memory_limit_gb"},
+}
+
+
+IMPLIED = {("gemv", "m"): 1}  # a flag an operator does not read, at the one value it implies: said, not refused
+
+
+def check_op_flags(args) -> None:
+    """A flag given that the operator does not read is refused (UsageError, one line naming it and what the operator
+    takes), not ignored."""
+    takes = OP_FLAGS.get(args.op)
+    if takes is None:
+        return
+    for dest, (flag, value) in (getattr(args, "given", None) or {}).items():
+        if dest not in takes and IMPLIED.get((args.op, dest), object()) != value:
+            allowed = sorted("--" + d.replace("_", "-") for d in takes)
+            raise UsageError(f"{flag} {value}: {args.op} does not use it (it takes {', '.join(allowed)})")
+
+
 def build_cost(args):
     """The operator (or composite) the predict/measure flags describe."""
+    check_op_flags(args)
     f = formats_kwargs(args)
     op = args.op
     groups = groups_of(args)
@@ -185,28 +233,30 @@ MEASURE_OPS = ("gemv", "gemm", "grouped_gemm", "attention")
 def add_op_arguments(p, ops=PREDICT_OPS):
     p.add_argument("op", choices=ops)
     g = p.add_argument_group("shape")
-    g.add_argument("--m", type=positive_int, default=1, help="rows of activations / tokens (GEMM, FFN)")
-    g.add_argument("--n", type=positive_int, default=4096, help="output features")
-    g.add_argument("--k", type=positive_int, default=4096, help="input features (reduction)")
+    g.add_argument("--m", action=Given, type=positive_int, default=1, help="rows of activations / tokens (GEMM, FFN)")
+    g.add_argument("--n", action=Given, type=positive_int, default=4096, help="output features")
+    g.add_argument("--k", action=Given, type=positive_int, default=4096, help="input features (reduction)")
     if "grouped_gemm" in ops:
-        g.add_argument("--groups", type=positive_int, default=None,
+        g.add_argument("--groups", action=Given, type=positive_int, default=None,
                        help=f"grouped_gemm: experts, each its own N x K weight and --m rows (default {DEFAULT_GROUPS})")
-    g.add_argument("--batch", type=positive_int, default=1)
-    g.add_argument("--heads", type=positive_int, default=32)
-    g.add_argument("--kv-heads", type=positive_int, default=None, help="KV heads (default: --heads)")
-    g.add_argument("--seq-q", type=positive_int, default=None, help="query length (default: 1 decode, seq-kv prefill)")
-    g.add_argument("--seq-kv", "--seq-len", type=positive_int, default=DEFAULT_CONTEXT,
+    g.add_argument("--batch", action=Given, type=positive_int, default=1)
+    g.add_argument("--heads", action=Given, type=positive_int, default=32)
+    g.add_argument("--kv-heads", action=Given, type=positive_int, default=None, help="KV heads (default: --heads)")
+    g.add_argument("--seq-q", action=Given, type=positive_int, default=None,
+                   help="query length (default: 1 decode, seq-kv prefill)")
+    g.add_argument("--seq-kv", "--seq-len", action=Given, type=positive_int, default=DEFAULT_CONTEXT,
                    help="context length: cached positions in decode, the prompt in prefill "
                         f"(default {DEFAULT_CONTEXT}, the one default of every command)")
-    g.add_argument("--head-dim", type=positive_int, default=128)
-    g.add_argument("--phase", choices=PHASES, default="decode")
-    g.add_argument("--model", default="llama3-8b", help="model config for layer/model")
-    g.add_argument("--hidden-size", type=positive_int)
-    g.add_argument("--intermediate-size", type=positive_int)
-    g.add_argument("--layers", type=positive_int)
-    g.add_argument("--vocab-size", type=positive_int)
-    g.add_argument("--model-heads", type=positive_int, help="override the model's attention heads")
-    g.add_argument("--model-kv-heads", type=positive_int, help="override the model's KV heads")
-    g.add_argument("--model-head-dim", type=positive_int, help="override the model's head dim")
-    g.add_argument("--model-max-context", type=positive_int, help="override the model's max_position_embeddings "
+    g.add_argument("--head-dim", action=Given, type=positive_int, default=128)
+    g.add_argument("--phase", action=Given, choices=PHASES, default="decode")
+    g.add_argument("--model", action=Given, default="llama3-8b", help="model config for layer/model")
+    g.add_argument("--hidden-size", action=Given, type=positive_int)
+    g.add_argument("--intermediate-size", action=Given, type=positive_int)
+    g.add_argument("--layers", action=Given, type=positive_int)
+    g.add_argument("--vocab-size", action=Given, type=positive_int)
+    g.add_argument("--model-heads", action=Given, type=positive_int, help="override the model's attention heads")
+    g.add_argument("--model-kv-heads", action=Given, type=positive_int, help="override the model's KV heads")
+    g.add_argument("--model-head-dim", action=Given, type=positive_int, help="override the model's head dim")
+    g.add_argument("--model-max-context", action=Given, type=positive_int,
+                   help="override the model's max_position_embeddings "
                    "(a context longer than it is refused)")

@@ -10,7 +10,7 @@ import json
 
 from .. import FORMATS, get_hardware, known_hardware, load_hardware_file, predict, recommend_quantization, sweep_table
 from ..atomic import write_atomic
-from .options import (UsageError, add_hardware_options, add_model_precision_options, add_op_arguments,
+from .options import (Given, UsageError, add_hardware_options, add_model_precision_options, add_op_arguments,
                   add_precision_options, build_cost, fmt_time, model_args, positive_float, positive_int,
                   resolve_hardware)
 from ..efficiency import expected_fields, expected_time, model_of
@@ -274,7 +274,8 @@ def add_commands(sub) -> None:
     add_hardware_options(p)
     p.add_argument("--launch-overhead-us", type=positive_float, help="per-kernel launch overhead, reported apart")
     add_model_precision_options(p)
-    p.add_argument("--memory-limit-gb", type=positive_float, help="model: plan memory against this (and the device's)")
+    p.add_argument("--memory-limit-gb", type=positive_float, action=Given,
+                   help="model: plan memory against this (and the device's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
