@@ -714,8 +714,11 @@ def prior_for(hw, op: str, bound: str, weight_format: str | None, act_format: st
     fmt = weight_format or act_format
     cls = op_class(op)
     for p in PRIORS:
-        if (p.hardware == hw.key and p.op_class == cls and p.bound == bound
-                and (fmt in p.formats or act_format in p.formats)):
+        # memory-bound: the weight stream is what was measured (a quantized GEMV's 4-bit weights, whatever its
+        # activations); compute-bound: a native GEMM of both formats (CUTLASS NVFP4 x NVFP4 says nothing of a kernel
+        # that dequantizes NVFP4 weights to meet fp16 activations)
+        matches = fmt in p.formats if bound == "memory" else fmt in p.formats and act_format in p.formats
+        if p.hardware == hw.key and p.op_class == cls and p.bound == bound and matches:
             if bound == "memory":
                 roof = hw.bandwidth.value if hw.bandwidth else None
             else:

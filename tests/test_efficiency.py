@@ -231,6 +231,20 @@ def test_priors_are_published_fractions_of_the_datasheet_roof():
     assert prior_for(rtx, "gemv", "memory", "int8", "int8") is NONE
 
 
+def test_a_native_gemm_prior_is_not_read_for_a_weight_only_kernel():
+    # CUTLASS's NVFP4 x NVFP4 356 TFLOP/s on a GB10 is no figure of NVFP4 weights dequantized to meet fp16
+    # activations: read against that path's fp16 peak it came out "356 TFLOP/s of 125", capped at 100% of the bound
+    gb10 = get_hardware("gb10")
+    for w, a in (("nvfp4", "fp16"), ("fp8_e4m3", "bf16")):
+        p = predict(gemm(4096, 4096, 4096, weight=w, act=a), gb10)
+        assert p.bound == "compute" and expected_for(p, gb10) is NONE, (w, a)
+    native = expected_for(predict(gemm(4096, 4096, 4096, precision="nvfp4"), gb10), gb10)
+    assert native.source == "prior" and native.efficiency == pytest.approx(356 / 500)
+    # memory-bound, the weight stream is what was measured: a 4-bit weight-only decode GEMV takes the GEMV figure
+    dec = expected_for(predict(gemv(4096, 4096, weight="int4_tinygemm", act="bf16"), gb10), gb10)
+    assert dec.source == "prior" and dec.efficiency == pytest.approx(207.5 / 273)
+
+
 def test_a_gemm_prior_is_not_read_for_attention():
     # every published figure is a GEMM's or GEMV's: cuBLAS's 83% on an H100 PCIe says nothing of an fp16 prefill
     # attention there, which is compute-bound on the same fp16 peak
