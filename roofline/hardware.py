@@ -73,18 +73,32 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict, path: str = "") -> "Calibration":
+        where = f"calibration profile {path or '<dict>'}"
+        if not isinstance(d, dict):
+            raise ValueError(f"{where} is a JSON {type(d).__name__}, not an object")
         try:
             peaks = {str(k): float(v) for k, v in d["peaks_tflops"].items()}
             bw = float(d["bandwidth_gbs"])
             hw = str(d["hardware"])
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ValueError(f"calibration profile {path or '<dict>'} is malformed ({e!r}); it needs "
+            raise ValueError(f"{where} is malformed ({e!r}); it needs "
                              "'hardware', 'bandwidth_gbs' and 'peaks_tflops' {class: TFLOP/s}") from None
+        for name in ("cache_bandwidth_gbs", "device", "versions", "details"):
+            if not isinstance(d.get(name, {}), dict):
+                raise ValueError(f"{where}: {name!r} must be an object, got {type(d[name]).__name__} {d[name]!r:.60}")
+        try:
+            caches = {str(k): float(v) for k, v in d.get("cache_bandwidth_gbs", {}).items()}
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: 'cache_bandwidth_gbs' must map levels to GB/s ({e})") from None
+        efficiency = d.get("details", {}).get("efficiency")
+        if efficiency is not None and not (isinstance(efficiency, dict)
+                                           and isinstance(efficiency.get("meta", {}), dict)):
+            raise ValueError(f"{where}: details.efficiency must be an object (the efficiency model), got "
+                             f"{type(efficiency).__name__} {efficiency!r:.60}")
         for name, v in [("bandwidth_gbs", bw), *peaks.items()]:
             if not (v > 0 and v < float("inf")):
                 raise ValueError(f"calibration profile {path or '<dict>'}: {name}={v} must be a positive number")
-        return cls(hardware=hw, peaks_tflops=peaks, bandwidth_gbs=bw,
-                   cache_bandwidth_gbs={str(k): float(v) for k, v in d.get("cache_bandwidth_gbs", {}).items()},
+        return cls(hardware=hw, peaks_tflops=peaks, bandwidth_gbs=bw, cache_bandwidth_gbs=caches,
                    device=dict(d.get("device", {})), versions=dict(d.get("versions", {})),
                    timestamp=str(d.get("timestamp", "")), path=path, details=dict(d.get("details", {})))
 
@@ -270,10 +284,16 @@ def _spec(raw, source: str, what: str) -> Spec | None:
 
 def hardware_from_dict(d: dict) -> Hardware:
     """Build a Hardware from registry data or a user's JSON (plain numbers become user-defined specs)."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a hardware definition is a JSON object; got {type(d).__name__} {d!r:.60}")
     if "key" not in d:
         raise ValueError("hardware definition needs a 'key'")
     key = str(d["key"]).lower()
     source = str(d.get("source", "user-defined"))
+    for name, kind in (("native", (list, tuple)), ("aliases", (list, tuple)), ("peaks_tflops", dict)):
+        if name in d and not isinstance(d[name], kind):
+            raise ValueError(f"{key} {name} must be a JSON {'object' if kind is dict else 'list of names'}, got "
+                             f"{type(d[name]).__name__} {d[name]!r:.60}")
     native = d.get("native", ())
     for n in native:
         get_format(n)  # raises with the known names

@@ -186,6 +186,30 @@ def test_the_flags_an_operator_reads_are_taken(argv):
     assert rc == 0 and text
 
 
+@pytest.mark.parametrize("flag, content, says", [
+    ("--hardware-file", {"key": "x", "peaks_tflops": [1, 2]}, "x peaks_tflops must be a JSON object"),
+    ("--hardware-file", 42, "a hardware definition is a JSON object; got int 42"),
+    ("--hardware-file", {"key": "x", "native": "fp16", "bandwidth_gbs": 100}, "x native must be a JSON list of names"),
+    ("--hardware-file", {"key": "x", "aliases": "y", "bandwidth_gbs": 100}, "x aliases must be a JSON list"),
+    ("--calibration", {"cache_bandwidth_gbs": [1]}, "'cache_bandwidth_gbs' must be an object"),
+    ("--calibration", {"cache_bandwidth_gbs": {"l2": "fast"}}, "'cache_bandwidth_gbs' must map levels to GB/s"),
+    ("--calibration", {"details": {"efficiency": "x"}}, "details.efficiency must be an object"),
+    ("--calibration", {"details": {"efficiency": {"meta": 3, "samples": {}}}}, "details.efficiency must be an object"),
+    ("--calibration", {"device": "abc"}, "'device' must be an object, got str 'abc'"),
+    ("--calibration", [1, 2], "is a JSON list, not an object"),
+])
+def test_a_malformed_file_is_one_line_naming_what_is_wrong(flag, content, says, tmp_path, capsys):
+    # each was a traceback (AttributeError, TypeError: exit 1) or an error naming no field
+    if flag == "--calibration" and isinstance(content, dict):
+        content = {"hardware": "h100_sxm", "peaks_tflops": {"bf16": 900}, "bandwidth_gbs": 3000, **content}
+    f = tmp_path / "f.json"
+    f.write_text(json.dumps(content))
+    argv = ["predict", "gemv", flag, str(f)] + (["--hardware", "x"] if flag == "--hardware-file" else [])
+    rc = main(argv, out=io.StringIO())
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+
+
 def test_module_entry_point_and_exit_code():
     ok = subprocess.run([sys.executable, "-m", "roofline", "predict", "gemv", "--json"], capture_output=True,
                         text=True)
