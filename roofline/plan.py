@@ -42,6 +42,10 @@ class Choice:
             kw.update(expert_weight=self.experts.weight, expert_act=self.experts.act or baseline)
         return kw
 
+    def refusal(self, baseline: str) -> str | None:
+        """Why a part's path cannot take the baseline's activations (``Candidate.refusal``), or None."""
+        return self.linear.refusal(baseline) or (self.experts.refusal(baseline) if self.experts else None)
+
     def label(self, baseline: str) -> str:
         kw = {k: get_format(v).name for k, v in self.formats(baseline).items()}
         lin = precision_label(kw["weight"], kw["act"])
@@ -109,6 +113,9 @@ def choices(cfg: ModelConfig, baseline: str, candidates=CANDIDATES) -> tuple[Cho
 def _price(cfg, hw, phase, batch, context, choice: Choice, baseline, lm_head, kv, peaks, limit) -> Priced:
     kw = dict(choice.formats(baseline), kv=kv, lm_head=lm_head)
     plan = memory_plan(cfg, phase, batch, context, hw, limit, formats=step_formats(cfg, **kw), find_limits=False)
+    why = choice.refusal(baseline)
+    if why:
+        return Priced(choice, choice.label(baseline), None, plan, why)
     try:
         pred = predict(model_step(cfg, phase, batch, context, **kw), hw, peaks)
     except UnsupportedPathError as e:

@@ -34,11 +34,26 @@ from .operators import gemm
 from .predict import Prediction, UnsupportedPathError, precision_label, predict
 
 
+# The activation formats torchao's weight-only configs run with, the paths ``roofline_kernels.torchao_paths`` builds
+# (Int4WeightOnlyConfig's tinygemm kernel, aten._weight_int4pack_mm, takes bf16 and casts an fp16 activation to it;
+# Int8WeightOnlyConfig and Float8WeightOnlyConfig are applied to bf16/fp16 models): an fp32 model is cast first
+WEIGHT_ONLY_ACTS = ("bf16", "fp16")
+
+
 @dataclass(frozen=True)
 class Candidate:
     weight: str
     act: str  # None -> the baseline activation format (weight-only paths)
     method: str
+    acts: tuple[str, ...] | None = None  # a weight-only path: the baseline activations it takes (None: any)
+
+    def refusal(self, baseline: str) -> str | None:
+        """Why this path cannot take the baseline's activations, or None."""
+        base = get_format(baseline).name
+        if self.act is None and self.acts is not None and base not in self.acts:
+            return (f"cannot run: {self.method} takes {' or '.join(self.acts)} activations, not {base} (the model "
+                    f"is cast to {self.acts[0]} first, a precision change of its own)")
+        return None
 
 
 CANDIDATES: tuple[Candidate, ...] = (
@@ -46,9 +61,9 @@ CANDIDATES: tuple[Candidate, ...] = (
     Candidate("mxfp4", "mxfp4", "native MXFP4 W4A4 (torchao mx_formats MXFP4 inference config)"),
     Candidate("fp8_e4m3", "fp8_e4m3", "native FP8 W8A8 (torchao Float8DynamicActivationFloat8WeightConfig)"),
     Candidate("int8", "int8", "INT8 W8A8 (torchao Int8DynamicActivationInt8WeightConfig)"),
-    Candidate("int4_tinygemm", None, "weight-only INT4 group-128 (torchao Int4WeightOnlyConfig)"),
-    Candidate("int8", None, "weight-only INT8 (torchao Int8WeightOnlyConfig)"),
-    Candidate("fp8_e4m3", None, "weight-only FP8 (torchao Float8WeightOnlyConfig)"),
+    Candidate("int4_tinygemm", None, "weight-only INT4 group-128 (torchao Int4WeightOnlyConfig)", WEIGHT_ONLY_ACTS),
+    Candidate("int8", None, "weight-only INT8 (torchao Int8WeightOnlyConfig)", WEIGHT_ONLY_ACTS),
+    Candidate("fp8_e4m3", None, "weight-only FP8 (torchao Float8WeightOnlyConfig)", WEIGHT_ONLY_ACTS),
 )
 
 
@@ -97,11 +112,11 @@ def _precision_rank(p: Prediction):
     return accuracy_rank(p.weight_format, p.act_format)
 
 
-def recommend_quantization(hardware, m, n, k, phase="decode", memory_limit_gb=None, baseline="fp16",
+def recommend_quantization(hardware, m, n, k, phase: str | None = "decode", memory_limit_gb=None, baseline="fp16",
                            peaks="datasheet", tie_tolerance=0.02, candidates=CANDIDATES,
                            expected=None) -> Recommendation:
     hw = get_hardware(hardware)
-    if phase not in PHASES:
+    if phase is not None and phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}; allowed: {', '.join(PHASES)}")
     base_fmt = get_format(baseline)
     if not base_fmt.is_16bit_or_wider_float:
@@ -117,6 +132,10 @@ def recommend_quantization(hardware, m, n, k, phase="decode", memory_limit_gb=No
     options = [(base_pred, f"{base_fmt.name} baseline (no quantization)")]
     ranking = []
     for c in candidates:
+        if c.refusal(base_fmt.name):
+            ranking.append((precision_label(get_format(c.weight).name, base_fmt.name), c.method, None,
+                            c.refusal(base_fmt.name)))
+            continue
         try:
             options.append((predict(gemm(m, n, k, weight=c.weight, act=c.act or base_fmt), hw, peaks), c.method))
         except UnsupportedPathError as e:
@@ -170,7 +189,7 @@ def recommend_quantization(hardware, m, n, k, phase="decode", memory_limit_gb=No
 
     others = [p for p, _ in fitting if p is not choice]
     runner_up = min(others, key=time_of) if others else None
-    case = f"{phase} {m}x{n}x{k} on {hw.key}"
+    case = f"{phase + ' ' if phase else ''}{m}x{n}x{k} on {hw.key}"  # None: the shape alone says it (M rows)
     if use_expected:
         _, (roof_pick, _) = pick(lambda p: p.time_s)
         if roof_pick is not choice:

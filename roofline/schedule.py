@@ -151,8 +151,11 @@ def price_options(model, hardware, phase="decode", context=DEFAULT_CONTEXT, batc
         raise ValueError(f"unknown phase {phase!r}; allowed: {', '.join(PHASES)}")
     if not batches or any(int(b) != b or b < 1 for b in batches):
         raise ValueError(f"batches={batches!r} must be positive integers")
+    if not get_format(baseline).is_16bit_or_wider_float:
+        raise ValueError(f"baseline {baseline!r} must be a 16/32-bit float format (fp16, bf16, fp32)")
     base = get_format(baseline).name
     _, combos = choices(cfg, base, candidates)
+    combos = [c for c in combos if not c.refusal(base)]  # a path that cannot take these activations is no option
     out = []
     for mode in _modes(hw, modes):
         mhw = apply_power_mode(hw, mode) if mode is not None else hw

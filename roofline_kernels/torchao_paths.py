@@ -61,6 +61,7 @@ from typing import Callable
 import torch
 
 from roofline import get_format
+from roofline.recommend import WEIGHT_ONLY_ACTS  # the theory's one list: what recommend offers is what builds
 
 from .kernel import INT4_GROUP, _sm, gemm_refusal
 
@@ -176,7 +177,6 @@ def _mxfp4(m):
                                                   kernel_preference=m.KernelPreference.AUTO)
 
 
-WEIGHT_ONLY_ACTS = ("bf16", "fp16")
 PATHS: tuple[TorchaoPath, ...] = (
     TorchaoPath("int8", WEIGHT_ONLY_ACTS, _anywhere, _any_shape, True,
                 "aten._weight_int8pack_mm",

@@ -125,6 +125,7 @@ BAD = [
     ["recommend", "--memory-limit-gb", "-1"],
     ["recommend", "--phase", "train"],
     ["recommend", "--baseline", "int8"],
+    ["schedule", "--baseline", "nf4", "--hardware", "h100"],  # took nf4 activations for the weight-only paths
     ["recommend", "--n", "65536", "--k", "65536", "--memory-limit-gb", "0.001"],
     ["sweep", "--shapes", "1x2"],
     ["sweep", "--shapes", "0x4x4"],

@@ -123,3 +123,28 @@ def test_int4_beating_fp8_on_bytes_at_the_fp16_peak_is_not_called_a_peak_win():
     assert "runner-up fp8_e4m3 5.478 us, memory-bound (18.35 MB at 3350 GB/s" in rec.reason
     assert "fp8_e4m3 loses on bytes" in rec.reason and "989.4 vs 989.4" not in rec.reason
     assert rec.precision == "int4_tinygemm/fp16" and rec.decided_by == "bytes"
+
+
+def test_weight_only_paths_are_not_offered_for_activations_their_kernels_do_not_take():
+    """torchao's weight-only configs run bf16/fp16 models: with an fp32 baseline, 'int4_tinygemm/fp32 7.09x' was
+    recommended for a kernel that does not exist. Each is listed, with why, and never chosen or scheduled."""
+    from roofline.plan import recommend_model
+    from roofline.recommend import WEIGHT_ONLY_ACTS
+    from roofline.schedule import price_options
+    rec = recommend_quantization("h100", 1, 4096, 4096, baseline="fp32")
+    refused = {prec: note for prec, _, t, note in rec.ranking if t is None and "takes bf16 or fp16" in note}
+    assert set(refused) == {"int4_tinygemm/fp32", "int8/fp32", "fp8_e4m3/fp32"} and "/fp32" not in rec.precision
+    model = recommend_model("llama3-8b", "h100", baseline="fp32")
+    assert "/fp32" not in model.label
+    assert {p.label for p in model.ranking if p.prediction is None and "takes bf16 or fp16" in p.note} == set(refused)
+    assert not any("/fp32" in o.label for o in price_options("llama3-8b", "h100", baseline="fp32"))
+    # the activations they do take are offered as before
+    for base in WEIGHT_ONLY_ACTS:
+        labels = {prec for prec, *_ in recommend_quantization("h100", 1, 4096, 4096, baseline=base).ranking}
+        assert f"int4_tinygemm/{base}" in labels
+
+
+def test_a_gemm_recommendation_claims_no_phase_it_was_not_given():
+    # "decode 4096x4096x4096" was printed for a prefill-sized GEMM: the phase defaulted to decode and was a label only
+    assert recommend_quantization("gb10", 4096, 4096, 4096, phase=None).reason.startswith("4096x4096x4096 on gb10")
+    assert recommend_quantization("gb10", 1, 4096, 4096, phase="decode").reason.startswith("decode 1x4096x4096")

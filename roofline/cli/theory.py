@@ -179,6 +179,7 @@ def cmd_recommend(args, out):
     if args.context or args.batch or args.lm_head_precision or args.kv_precision:
         raise UsageError("--context, --batch, --lm-head-precision and --kv-precision need --model (a whole model)")
     model = model_of(hw.calibration) if args.calibration else None
+    # a GEMM's phase is a label only (its --m is what prices it): said where given, never assumed
     rec = recommend_quantization(hw, args.m or 1, args.n or 4096, args.k or 4096, args.phase, args.memory_limit_gb,
                                  baseline=args.baseline, peaks=args.peaks,
                                  expected=(lambda p: expected_time(p, hw, model)) if model is not None else None)
@@ -193,7 +194,7 @@ def cmd_recommend(args, out):
 def _recommend_model(args, hw, out, shown=12):
     if args.m or args.n or args.k:
         raise UsageError("--model recommends for a whole model and --m/--n/--k for one GEMM: give one or the other")
-    rec = recommend_model(args.model, hw, args.phase, args.batch or 1, args.context or DEFAULT_CONTEXT,
+    rec = recommend_model(args.model, hw, args.phase or "decode", args.batch or 1, args.context or DEFAULT_CONTEXT,
                           args.memory_limit_gb,
                           baseline=args.baseline, lm_head=args.lm_head_precision, kv=args.kv_precision,
                           peaks=args.peaks)
@@ -290,7 +291,7 @@ def add_commands(sub) -> None:
     p.add_argument("--lm-head-precision", help="--model: LM head format (default: the weight format, as "
                    "roofline_quantize/ does; GPTQ/AWQ keep it bf16)")
     p.add_argument("--kv-precision", help="--model: KV-cache format (default: the residual stream's)")
-    p.add_argument("--phase", choices=PHASES, default="decode")
+    p.add_argument("--phase", choices=PHASES, default=None, help="--model: decode (default) or prefill; a GEMM: a label for its --m")
     p.add_argument("--memory-limit-gb", type=positive_float, help="GEMM: its weights; --model: the whole model")
     p.add_argument("--baseline", default="fp16", help="unquantized format (fp16, bf16, fp32)")
     add_hardware_options(p)
