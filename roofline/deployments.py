@@ -30,12 +30,17 @@ class Deployment:
     models: tuple  # the model names it applies to (empty: every model)
     formats: dict  # model_step keywords
     source: str
-    measured: dict = field(default_factory=dict)  # hardware key -> "what was measured (source)"
+    measured: dict = field(default_factory=dict)  # (model, hardware key) -> "what was measured (source)"
     note: str = ""
 
     def applies_to(self, cfg: ModelConfig) -> bool:
         base = cfg.name.removesuffix("(custom)")
         return not self.models or base in self.models
+
+    def measured_for(self, cfg: ModelConfig, hardware_key: str) -> str | None:
+        """What others published for this very model on this hardware: a 120b's tokens/s beside a 20b's prediction
+        was another model's number."""
+        return self.measured.get((cfg.name, hardware_key))
 
     def formats_for(self, cfg: ModelConfig) -> dict:
         if not self.applies_to(cfg):
@@ -57,7 +62,7 @@ DEPLOYMENTS: dict[str, Deployment] = {d.name: d for d in (
         dict(weight="q8_0", act="fp16", lm_head="q8_0", embedding="q8_0", kv="fp16"),
         "ggml-org/gpt-oss-{20b,120b}-GGUF mxfp4 files, by their sizes as llama-bench prints them (120b: 59.02 GiB, "
         "NVIDIA developer forum thread 355639; 20b: 11.27 GiB, jetsonhacks' DGX Spark llama.cpp benchmarks)",
-        measured={"gb10": f"gpt-oss-120b tg32 59.05 tokens/s at depth 0 ({_FORUM_355639})"},
+        measured={("gpt-oss-120b", "gb10"): f"gpt-oss-120b tg32 59.05 tokens/s at depth 0 ({_FORUM_355639})"},
         note="experts MXFP4 as the checkpoint's; every other weight Q8_0, which the sizes show (MXFP4 experts with "
              "an 8.5-bit rest make 58.9 GiB for the 120b and 11.2 for the 20b, a bf16 rest 60.7 and 12.8); KV cache "
              "f16, llama.cpp's default; Q8_0 priced weight-only with 16-bit activations (its int8 dot products "
@@ -68,7 +73,7 @@ DEPLOYMENTS: dict[str, Deployment] = {d.name: d for d in (
              kv="fp8_e4m3"),
         "christopherowen/spark-vllm-mxfp4-docker README (vllm serve openai/gpt-oss-120b --quantization mxfp4 "
         "--mxfp4-backend CUTLASS --mxfp4-layers moe,qkv,o,lm_head --kv-cache-dtype fp8)",
-        measured={"gb10": "gpt-oss-120b decode 57-60 tokens/s at TP=1 (the README's llama-benchy runs); 58.82 "
+        measured={("gpt-oss-120b", "gb10"): "gpt-oss-120b decode 57-60 tokens/s at TP=1 (the README's llama-benchy runs); 58.82 "
                           "(spark-arena recipe registry; 59.5 reproduced in spark-arena/recipe-registry#17); 60.7 "
                           "(eugr/spark-vllm-docker#345)"},
         note="MoE on CUTLASS FP8 x FP4 block-scaled grouped GEMMs (FP8 activations priced as MXFP8, the E8M0-scaled "

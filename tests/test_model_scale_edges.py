@@ -222,7 +222,7 @@ def test_the_gpt_oss_deployments_price_what_the_runtimes_store_and_stay_above_wh
     assert tokens["llama.cpp"] > 59.05 and tokens["vllm-mxfp4"] > 60.7
     gguf = sum(weight_bytes(cfg, step_formats(cfg, **get_deployment("llama.cpp").formats_for(cfg))).values())
     assert gguf / 2**30 == pytest.approx(59.02, rel=0.005)
-    assert "59.05" in get_deployment("llama.cpp").measured["gb10"]
+    assert "59.05" in get_deployment("llama.cpp").measured_for(cfg, "gb10")
 
 
 def test_the_default_output_says_which_formats_it_assumed():
@@ -233,6 +233,10 @@ def test_the_default_output_says_which_formats_it_assumed():
     rc, text = run("predict", "model", "--model", "gpt-oss-120b", "--hardware", "gb10", "--deployment", "llama.cpp")
     assert rc == 0 and "formats: linear layers q8_0/fp16" in text and "deployment llama.cpp" in text
     assert "published on gb10: gpt-oss-120b tg32 59.05 tokens/s" in text
+    # the 120b's figure is no 20b's: nothing published for the 20b on a GB10 under either deployment
+    for name in ("llama.cpp", "vllm-mxfp4"):
+        rc, text = run("predict", "model", "--model", "gpt-oss-20b", "--hardware", "gb10", "--deployment", name)
+        assert rc == 0 and "published on" not in text and "tokens/s at" not in text, name
 
 
 def test_a_flag_beside_a_deployment_overrides_its_part_and_a_foreign_model_is_refused(capsys):

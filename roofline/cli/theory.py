@@ -114,7 +114,7 @@ def cmd_predict(args, out):
                                 if args.op == "model" else None))
         if plan is not None:
             d.update(tokens_per_s=tokens_per_s, memory=plan.to_dict(), formats=_formats(cfg, kw),
-                     deployment=_deployment_fields(args, hw))
+                     deployment=_deployment_fields(args, hw, cfg))
             if expected["expected_time_s"]:
                 d["expected_tokens_per_s"] = tokens_per_s * result.time_s / expected["expected_time_s"]
         return json.dump(d, out, indent=2)
@@ -136,19 +136,19 @@ def _formats(cfg, kw) -> dict:
     return describe_formats(cfg, step_formats(cfg, **kw))
 
 
-def _deployment_fields(args, hw) -> dict | None:
+def _deployment_fields(args, hw, cfg) -> dict | None:
     if not getattr(args, "deployment", None):
         return None
     d = get_deployment(args.deployment)
     return {"name": d.name, "runtime": d.runtime, "source": d.source, "note": d.note,
-            "measured": d.measured.get(hw.base_key)}
+            "measured": d.measured_for(cfg, hw.base_key)}
 
 
 def _print_formats(args, cfg, kw, hw, out):
     """The formats the prediction assumed, and whose: a named deployment's (with its source and any published
     measurement on this hardware), or the flags' (the defaults: fp16 throughout, experts as the checkpoint ships)."""
     text = ", ".join(f"{part} {fmt}" for part, fmt in _formats(cfg, kw).items())
-    d = _deployment_fields(args, hw)
+    d = _deployment_fields(args, hw, cfg)
     if d is None:
         out.write(f"  formats: {text} (the precision flags' and their defaults; --deployment prices a runtime's "
                   f"formats: {', '.join(names_for(cfg))})\n")
