@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 from .formats import Format, get_format
 from .moe import moe_ffn
-from .operators import Composite, attention, attention_pairs, check_dim, elementwise, ffn, gemm, operand_formats
+from .operators import (MAX_DIM, Composite, attention, attention_pairs, check_dim, elementwise, ffn, gemm,
+                        operand_formats)
 
 PHASES = ("prefill", "decode")
 DEFAULT_CONTEXT = 1024  # the one context (decode) / prompt (prefill) length every command assumes unless told
@@ -215,6 +216,10 @@ def get_model_config(name: str | ModelConfig, **overrides) -> ModelConfig:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
         if unknown:
             raise ValueError(f"unknown model field(s) {sorted(unknown)}")
+        if "layers" in overrides and cfg.sliding_layers and "sliding_layers" not in overrides:
+            # a model whose layers alternate sliding-window and full attention keeps its share of each: gpt-oss-20b's
+            # 12 of 24 at --layers 2 is 1 of 2 (12 of any count under 12 was refused, and 13 priced 1 full + 12)
+            overrides["sliding_layers"] = cfg.sliding_layers * overrides["layers"] // cfg.layers
         cfg = dataclasses.replace(cfg, name=f"{cfg.name}(custom)", **overrides)
     return cfg
 
@@ -296,11 +301,21 @@ def _attention(cfg: ModelConfig, phase, batch, seq_len, f: StepFormats, window):
         seq_len, seq_len, True), shape={**full.shape, "window": window})
 
 
+def _check_step(phase: str, batch: int, seq_len: int) -> None:
+    """A step's tokens are its GEMMs' rows: say so in the flags' words where they pass a dimension's limit (the error
+    named the GEMM's m=17592186036224, not --batch)."""
+    t = tokens_per_step(phase, batch, seq_len)
+    if t > MAX_DIM:
+        raise ValueError(f"batch {batch} x {seq_len} tokens = {t} rows per {phase} step, over the {MAX_DIM} a "
+                         "GEMM dimension may be: a smaller batch or context")
+
+
 def transformer_layer(cfg: ModelConfig, phase: str, batch: int, seq_len: int, precision=None, weight=None,
                       act=None, kv=None, out=None, expert_weight=None, expert_act=None,
                       sliding: bool = False) -> Composite:
     """One layer; ``sliding=True`` prices a sliding-window layer of a model that has them."""
     batch, seq_len = check_dim("batch", batch), check_context(cfg, seq_len, "seq_len")
+    _check_step(phase, batch, seq_len)
     f = step_formats(cfg, precision, weight, act, kv, out, expert_weight=expert_weight, expert_act=expert_act)
     return _layer(cfg, phase, batch, seq_len, f, sliding)
 
@@ -335,6 +350,7 @@ def model_step(cfg: ModelConfig, phase: str, batch: int, seq_len: int, precision
     weight format). ``embedding``: the embedding table's storage (the memory plan's; a step reads one row per token).
     """
     batch, seq_len = check_dim("batch", batch), check_context(cfg, seq_len, "seq_len")
+    _check_step(phase, batch, seq_len)
     f = step_formats(cfg, precision, weight, act, kv, out, lm_head, expert_weight, expert_act, embedding)
     t = tokens_per_step(phase, batch, seq_len)
     full = cfg.layers - cfg.sliding_layers

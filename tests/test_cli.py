@@ -126,6 +126,7 @@ BAD = [
     ["recommend", "--phase", "train"],
     ["recommend", "--baseline", "int8"],
     ["schedule", "--baseline", "nf4", "--hardware", "h100"],  # took nf4 activations for the weight-only paths
+    ["predict", "model", "--phase", "prefill", "--seq-kv", "8192", "--batch", "2147483647"],  # said m=1.7e13
     ["recommend", "--n", "65536", "--k", "65536", "--memory-limit-gb", "0.001"],
     ["sweep", "--shapes", "1x2"],
     ["sweep", "--shapes", "0x4x4"],
@@ -320,3 +321,13 @@ def test_a_jetson_profile_predicts_in_the_power_mode_it_was_measured_in(how, tmp
     err = capsys.readouterr().err
     assert rc == 2 and text == "" and len(err.strip().splitlines()) == 1
     assert f"measured on {key} in 15W" in err and "load a profile measured in 25W" in err
+
+
+def test_the_hardware_table_keeps_every_key_apart_from_its_arch():
+    # a 25-letter key (jetson_orin_nx_16gb_super) ran into its arch in a 24-wide column: "...supersm_87"
+    from roofline import known_hardware, get_hardware
+    rc, text = run("hardware")
+    rows = text.splitlines()[1:1 + len(known_hardware())]
+    starts = {row.index(get_hardware(row.split()[0]).arch, len(row.split()[0])) for row in rows}
+    assert rc == 0 and len(starts) == 1
+    assert all(row[len(row.split()[0]):].startswith("  ") for row in rows)

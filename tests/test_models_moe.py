@@ -142,3 +142,14 @@ def test_lm_head_follows_the_weights_by_default_and_takes_its_own_format_when_gi
 def test_bad_moe_and_window_fields_name_the_value_and_what_is_allowed(fields, match):
     with pytest.raises(ValueError, match=match):
         ModelConfig("x", 64, 4, 4, 128, 4, 100, **fields)
+
+
+def test_a_layer_count_override_keeps_the_sliding_window_share():
+    """gpt-oss alternates sliding-window and full attention layers: --layers 1 was refused ("sliding_layers=12 is
+    invalid") and --layers 13 priced 1 full + 12 sliding. An override keeps the share."""
+    from roofline import get_model_config
+    base = get_model_config("gpt-oss-20b")
+    assert (base.layers, base.sliding_layers) == (24, 12)
+    for layers, sliding in ((1, 0), (2, 1), (13, 6), (48, 24)):
+        assert get_model_config("gpt-oss-20b", layers=layers).sliding_layers == sliding
+    assert get_model_config("gpt-oss-20b", layers=4, sliding_layers=4).sliding_layers == 4  # given: kept

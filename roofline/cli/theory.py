@@ -54,14 +54,16 @@ def cmd_hardware(args, out):
     if args.json:
         return json.dump([get_hardware(k).to_dict() for k in known_hardware()], out, indent=2)
     classes = ("fp32", "tf32", "fp16", "fp8", "int8", "int4", "fp4")
-    out.write(f"{'key':<24}{'arch':<8}{'GB/s':>8}{'GB':>6}" + "".join(f"{c:>9}" for c in classes) + "\n")
-    for hw in map(get_hardware, known_hardware()):
+    entries = list(map(get_hardware, known_hardware()))
+    w = max(len(hw.key) for hw in entries) + 2  # the longest key and two spaces (a 25-letter key ran into its arch)
+    out.write(f"{'key':<{w}}{'arch':<8}{'GB/s':>8}{'GB':>6}" + "".join(f"{c:>9}" for c in classes) + "\n")
+    for hw in entries:
         def cell(spec):
             if spec is None:
                 return f"{'-':>9}"
             mark = ("*" if spec.derived else "") + ("?" if spec.unverified else "")
             return f"{spec.value:>8g}{mark or ' '}"
-        out.write(f"{hw.key:<24}{hw.arch:<8}" + (f"{hw.bandwidth.value:>8g}" if hw.bandwidth else f"{'-':>8}")
+        out.write(f"{hw.key:<{w}}{hw.arch:<8}" + (f"{hw.bandwidth.value:>8g}" if hw.bandwidth else f"{'-':>8}")
                   + (f"{hw.memory.value:>6g}" if hw.memory else f"{'-':>6}")
                   + "".join(cell(hw.peaks.get(c)) for c in classes) + "\n")
     out.write("dense TFLOP/s (TOP/s for int); * derived, ? unverified; `roofline hardware KEY` shows sources\n")
