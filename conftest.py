@@ -133,14 +133,43 @@ def pytest_configure(config):
         config.option.benchmark_compare = []
         config.option.benchmark_compare_fail = None
         return
+    storage = str(getattr(config.option, "benchmark_storage", "") or "")
+    info = suite_session(config).device_info() if storage.startswith("file://") else None
+    if info is not None and not getattr(config.option, "benchmark_disable", False):
+        # each device's own history: the tox env's folder holds a board family, whose boards and power modes differ
+        from roofline_kernels.device import history_dir
+        storage = f"{storage.rstrip('/')}/{history_dir(info)}"
+        config.option.benchmark_storage = storage
     if not getattr(config.option, "benchmark_compare_fail", None):
         return
-    storage = str(getattr(config.option, "benchmark_storage", "") or "")
     if storage.startswith("file://") and not any(Path(storage[len("file://"):]).glob("*/*.json")):
         config.option.benchmark_compare = []
         config.option.benchmark_compare_fail = None
         suite_session(config).history_note = (f"benchmark history: none yet in {storage}; this run starts it and the regression "
                             "gate applies from the next run")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """A run that failed, or that the benchmark gate finds regressed, is not saved to the timing history: saved, it
+    became the next run's baseline (pytest-benchmark saves before it compares), and the gate passed the run after a
+    slowdown. The history holds passing runs; the report says when this one was kept out."""
+    bench = getattr(session.config, "_benchmarksession", None)
+    if bench is not None and (bench.save or bench.autosave):
+        regressed = []
+        if bench.compare_fail and getattr(bench, "compared_mapping", None):
+            list(bench.prepare_benchmarks())  # the gate's own check, run ahead of its save
+            regressed, bench.performance_regressions = list(bench.performance_regressions), []
+        if session.testsfailed or regressed:
+            bench.save = bench.autosave = False
+            suite_session(session.config).history_note = (
+                f"benchmark history: this run is not saved ({session.testsfailed} test(s) failed"
+                + (f", {len(regressed)} timing(s) past the gate" if regressed else "") + "): the next run is compared "
+                "with the last passing one")
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(suite_session(session.config).history_note)
+    yield
 
 
 def pytest_unconfigure(config):

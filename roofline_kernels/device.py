@@ -147,6 +147,18 @@ class DeviceInfo:
         return d
 
 
+def history_dir(info: DeviceInfo) -> str:
+    """The folder a device's timing history (pytest-benchmark's saved runs) lives in beside other devices': its
+    registry key, a Jetson's power mode, a CPU's model and threads. One folder per board family let an H100 PCIe
+    (2000 GB/s) be gated against an H100 SXM's last run (3350 GB/s), and a 15 W Orin against a MAXN one."""
+    parts = [info.hardware_key]
+    if info.power_mode and info.power_mode.get("mode"):
+        parts.append(str(info.power_mode["mode"]))
+    if info.kind == "cpu":
+        parts += [info.cpu.model or "unknown-cpu", f"{info.cpu.threads}t"]
+    return re.sub(r"[^a-z0-9._]+", "-", "-".join(parts).lower()).strip("-")
+
+
 def _versions() -> dict:
     from importlib import metadata
     out = {"python": platform.python_version()}

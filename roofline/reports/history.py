@@ -1,7 +1,8 @@
 """Timing history as a trend: pytest-benchmark's saved runs, the median per case over time, the gate drawn.
 
 pytest-benchmark saves one JSON file per run (``--benchmark-autosave``) under its storage
-(``reports/benchmarks/<env>/<machine>/NNNN_<commit>_<date>.json``), each with ``machine_info`` (the
+(``reports/benchmarks/<env>/<device>/<machine>/NNNN_<commit>_<date>.json``; ``<device>``: the measurement
+layer's ``device.history_dir``), each with ``machine_info`` (the
 suite adds hardware, device, torch and torchao to it), ``datetime``, ``commit_info`` and per benchmark
 ``stats.median``. Here those files become one series per (device, case), in time order, drawn as
 small SVG charts: the medians as a line, and the regression gate of ``--benchmark-compare-fail=
