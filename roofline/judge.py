@@ -185,6 +185,10 @@ def efficiency(obs: Observation, evidence: Evidence) -> Check:
 def regression(obs: Observation, evidence: Evidence) -> Check:
     ref = evidence.reference
     if ref is None:
+        if obs.contention:  # roofline.regress.acceptable keeps a run measured under contention out of any history
+            return Check("regression", True, False, "no history of this case on this device yet, and this run does "
+                         f"not start it: measured under contention ({', '.join(obs.contention)}); the check applies "
+                         "from the run after the first one measured without")
         return Check("regression", True, False, "no history of this case on this device yet: this run starts it "
                      "(the check applies from the next run)")
     if len(obs.scores) < 2:

@@ -206,3 +206,13 @@ def test_a_case_too_slow_to_time_still_fails_a_wrong_result_or_a_mis_stored_weig
     with pytest.raises(pytest.skip.Exception) as skipped:
         untimed_or_skip(slow, judge.untimed_checks(None, "not probed", error_checked=False))
     assert "passed" not in str(skipped.value)  # not checked is not passed
+
+
+def test_a_first_run_under_contention_does_not_claim_to_start_the_history():
+    # acceptable() keeps it out, so "this run starts it" was false on a host always flagged busy
+    from roofline.regress import acceptable
+    busy = obs(100, 100, contention=["busy CPU: 60%"], scores=[1e-4] * 10)
+    c = regression(busy, Evidence())
+    assert "does not start it" in c.reason and "busy CPU" in c.reason
+    assert not acceptable(None, True, True)[0]
+    assert "this run starts it" in regression(obs(100, 100, scores=[1e-4] * 10), Evidence()).reason
