@@ -1,4 +1,5 @@
-"""Atomic file writes: a killed run leaves the old file or the new one, never half of either.
+"""Atomic file writes: a killed run leaves the old file or the new one, never half of either; and one writer at a time
+of a file that is read, changed and written back (``locked``), so two sessions sharing a store lose no update.
 
 ``mkstemp`` creates its file 0600; a report, export or profile is meant to be read by others (CI
 archives, a shared profile store), so the file gets the mode an ordinary ``open()`` would give it:
@@ -6,9 +7,11 @@ archives, a shared profile store), so the file gets the mode an ordinary ``open(
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> str:
@@ -32,6 +35,20 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> str:
             pass
         raise
     return path
+
+
+@contextmanager
+def locked(path: str | os.PathLike):
+    """An advisory lock beside ``path`` (``path.lock``) for a read-modify-write of it: a suite and a ``measure`` (or two
+    suites) sharing a store each read, add and write back, and without it the later write drops the earlier's."""
+    lock = f"{os.fspath(path)}.lock"
+    os.makedirs(os.path.dirname(os.path.abspath(lock)), exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _umask() -> int:

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from roofline.atomic import write_json_atomic
+from roofline.atomic import locked, write_json_atomic
 from roofline.regress import MIN_EFFECT, RUNS_KEPT, Reference, Run, reference
 
 from .calibrate import fingerprint
@@ -55,9 +55,11 @@ def load_book(path: str | os.PathLike, fresh: bool = False, min_effect: float = 
 
 
 def save_book(book: HistoryBook, path: str | os.PathLike) -> None:
-    """Append this session's accepted runs to whatever the store holds now (another session may have added)."""
-    current = load_book(path)
-    for case_id, runs in book.added.items():
-        current.cases[case_id] = (current.cases.get(case_id, []) + runs)[-RUNS_KEPT:]
-    write_json_atomic(path, {"method": BASELINE_METHOD,
-                             "cases": {k: [r.to_dict() for r in v] for k, v in current.cases.items()}})
+    """Append this session's accepted runs to whatever the store holds now (another session may have added), one
+    session at a time (``locked``)."""
+    with locked(path):
+        current = load_book(path)
+        for case_id, runs in book.added.items():
+            current.cases[case_id] = (current.cases.get(case_id, []) + runs)[-RUNS_KEPT:]
+        write_json_atomic(path, {"method": BASELINE_METHOD,
+                                 "cases": {k: [r.to_dict() for r in v] for k, v in current.cases.items()}})

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 
 from roofline import Hardware, Spec
-from roofline.atomic import write_json_atomic
+from roofline.atomic import locked, write_json_atomic
 from roofline.formats import FORMATS
 
 from .device import DeviceInfo, cpu_ceilings_of
@@ -55,13 +55,15 @@ def offer_dram(info: DeviceInfo, store, gbs: float, how: str, contention: bool =
     A look under contention counts for the value (a neighbour only lowers a look) but does not settle it."""
     if not (gbs > 0 and gbs < float("inf")):
         raise ValueError(f"a DRAM look must be a positive number of GB/s; got {gbs!r}")
-    hist = load_dram_history(info, store)
-    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    hist["looks"] = (hist["looks"] + [{"gbs": gbs, "when": when, "how": how, "contention": contention}])[-DRAM_LOOKS_KEPT:]
-    hist["quiet_looks"] += 0 if contention else 1
-    if gbs > hist["best_gbs"]:
-        hist.update(best_gbs=gbs, best_when=when, best_how=how)
-    write_json_atomic(dram_history_path(info, store), hist)
+    with locked(dram_history_path(info, store)):  # a look another session adds meanwhile is kept
+        hist = load_dram_history(info, store)
+        when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        hist["looks"] = (hist["looks"] + [{"gbs": gbs, "when": when, "how": how,
+                                           "contention": contention}])[-DRAM_LOOKS_KEPT:]
+        hist["quiet_looks"] += 0 if contention else 1
+        if gbs > hist["best_gbs"]:
+            hist.update(best_gbs=gbs, best_when=when, best_how=how)
+        write_json_atomic(dram_history_path(info, store), hist)
     return hist
 
 

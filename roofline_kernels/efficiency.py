@@ -49,16 +49,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import fcntl
 import functools
 import math
 import statistics
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from roofline import attention as attention_cost, gemm as gemm_cost, get_format, predict
-from roofline.atomic import write_json_atomic
+from roofline.atomic import locked, write_json_atomic
 from roofline.efficiency import (ALIGN_CAP, ALIGN_MIN_LOG, ALIGN_MIN_PAIRS, AXES, NEAR_OCTAVES, REPEAT_RUNS,
                                  TWIN_STEP, EfficiencyModel, align_pairs, aligned, expert_gemm, k_level, m_residuals,
                                  model_key, model_of, model_shape, octaves_apart, op_class, twin_k, twins)
@@ -1076,15 +1074,7 @@ def attach(cal, model: EfficiencyModel) -> None:
     cal.details["efficiency"] = model.to_dict()
 
 
-@contextmanager
-def _locked(path):
-    """One writer of a profile at a time (a suite and a `measure` may learn at once): an advisory lock beside it."""
-    with open(f"{path}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+_locked = locked  # one writer of a profile at a time (a suite and a `measure` may learn at once)
 
 
 def sweep(cal, info, hw, precisions, budget_s: float, progress=lambda s: None) -> tuple:

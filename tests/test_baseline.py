@@ -39,3 +39,41 @@ def test_a_damaged_or_missing_store_starts_afresh_and_rebaseline_ignores_it(tmp_
     assert load_book(path).cases == {}
     path.write_text(json.dumps({"cases": {"a": [_run(1.0).to_dict()]}}))
     assert load_book(path).reference("a") is not None and load_book(path, fresh=True).cases == {}
+
+
+def test_a_history_and_a_dram_ceiling_are_written_back_one_session_at_a_time(tmp_path):
+    """Each is read, added to and written back: two sessions sharing a store lost the earlier's update. While another
+    session holds the lock, a write waits for it, and then keeps both."""
+    import fcntl
+    import threading
+    import time
+    from roofline.atomic import write_json_atomic
+    from roofline_kernels.baseline import BASELINE_METHOD
+    from roofline_kernels.ceiling import dram_history_path, load_dram_history, offer_dram
+    from roofline_kernels.device import DeviceInfo, read_cpu_info
+    info = DeviceInfo("cpu", "cpu", "x", "y", read_cpu_info("/nonexistent"))
+    book_path = tmp_path / "history.json"
+    for path, write, read in (
+            (book_path, lambda: save_book(_book_with("mine"), book_path), lambda: set(load_book(book_path).cases)),
+            (dram_history_path(info, tmp_path), lambda: offer_dram(info, tmp_path, 50.0, "mine"),
+             lambda: {look["how"] for look in load_dram_history(info, tmp_path)["looks"]})):
+        with open(f"{path}.lock", "a") as held:  # another session's read-modify-write in progress
+            fcntl.flock(held, fcntl.LOCK_EX)
+            writer = threading.Thread(target=write)
+            writer.start()
+            time.sleep(0.3)
+            assert writer.is_alive(), "the write did not wait for the session holding the lock"
+            if path == book_path:  # the other session writes meanwhile (as save_book would, under its lock)
+                write_json_atomic(path, {"method": BASELINE_METHOD, "cases": {"theirs": [Run(1.0, (1.0,) * 3).to_dict()]}})
+            else:
+                write_json_atomic(path, {"best_gbs": 40.0, "best_when": "", "best_how": "theirs", "quiet_looks": 1,
+                                         "looks": [{"gbs": 40.0, "when": "", "how": "theirs", "contention": False}]})
+            fcntl.flock(held, fcntl.LOCK_UN)
+        writer.join(5)
+        assert read() == {"mine", "theirs"}, read()
+
+
+def _book_with(case_id):
+    book = HistoryBook()
+    book.add(case_id, Run(1.0, (1.0, 1.0, 1.0)))
+    return book
