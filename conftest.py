@@ -46,7 +46,8 @@ def pytest_addoption(parser):
                     help="the profile store shared with the CLI (default: $ROOFLINE_CACHE_DIR, "
                          "$XDG_CACHE_HOME/roofline or ~/.cache/roofline)")
     group.addoption("--case-budget-s", type=float, default=DEFAULT_CASE_BUDGET_S,
-                    help="wall budget per measured case; a kernel whose 10 samples cannot fit is skipped, named")
+                    help="wall budget per measured case; a kernel whose 10 samples cannot fit is skipped, named, "
+                         "unless its history shows the single calls it took past its regression band: then it fails")
     group.addoption("--simulate", default=None, metavar="KEY",
                     help="run against a simulated device (e.g. gb10, jetson_orin_nano, h100_sxm): a dry run "
                          "with synthesised times, marked SIMULATED, never written to any history")
@@ -160,10 +161,11 @@ def pytest_sessionfinish(session, exitstatus):
         if bench.compare_fail and getattr(bench, "compared_mapping", None):
             list(bench.prepare_benchmarks())  # the gate's own check, run ahead of its save
             regressed, bench.performance_regressions = list(bench.performance_regressions), []
-        if session.testsfailed or regressed:
+        if session.testsfailed or regressed or exitstatus != 0:  # an interrupted run is no baseline either
             bench.save = bench.autosave = False
             suite_session(session.config).history_note = (
-                f"benchmark history: this run is not saved ({session.testsfailed} test(s) failed"
+                f"benchmark history: this run is not saved ({session.testsfailed} test(s) failed, exit status "
+                f"{int(exitstatus)}"
                 + (f", {len(regressed)} timing(s) past the gate" if regressed else "") + "): the next run is compared "
                 "with the last passing one")
             reporter = session.config.pluginmanager.get_plugin("terminalreporter")

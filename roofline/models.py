@@ -219,7 +219,8 @@ def get_model_config(name: str | ModelConfig, **overrides) -> ModelConfig:
         if "layers" in overrides and cfg.sliding_layers and "sliding_layers" not in overrides:
             # a model whose layers alternate sliding-window and full attention keeps its share of each: gpt-oss-20b's
             # 12 of 24 at --layers 2 is 1 of 2 (12 of any count under 12 was refused, and 13 priced 1 full + 12)
-            overrides["sliding_layers"] = cfg.sliding_layers * overrides["layers"] // cfg.layers
+            # (rounded up: gpt-oss's even layers slide, layer 0 first, so 1 layer is 1 sliding and 3 are 2)
+            overrides["sliding_layers"] = -(-cfg.sliding_layers * overrides["layers"] // cfg.layers)
         cfg = dataclasses.replace(cfg, name=f"{cfg.name}(custom)", **overrides)
     return cfg
 

@@ -182,6 +182,11 @@ def sigma_upper_factor(runs: int) -> float:
     return math.sqrt(k / q)
 
 
+def median_standard_error(rel_sigma: float, n: int) -> float:
+    """The standard error of a median of ``n`` samples of relative spread ``rel_sigma`` (1.2533 sigma / sqrt(n))."""
+    return 1.2533 * rel_sigma / math.sqrt(n)
+
+
 def _spread_band(runs: list[Run], min_effect: float) -> tuple[float, float, str]:
     """The spread of a case's run medians (what a new run's median is compared across), at its 95% upper bound
     for the number of runs that estimate it. With one run, the standard error of its median (1.2533 sigma /
@@ -194,7 +199,7 @@ def _spread_band(runs: list[Run], min_effect: float) -> tuple[float, float, str]
         spread *= factor
     else:  # two runs' difference says next to nothing of the spread (its 95% bound is 16x it): YOUNG_BAND rules
         samples = runs[-1].samples
-        spread = 1.2533 * robust_sigma(list(samples)) / math.sqrt(len(samples)) if len(samples) >= 3 else 0.0
+        spread = median_standard_error(robust_sigma(list(samples)), len(samples)) if len(samples) >= 3 else 0.0
         source = (f"the last run's median, its standard error ({len(runs)} run(s): no run-to-run spread until "
                   f"{RUNS_FOR_SPREAD})")
     band = max(min_effect, SPREAD_MULTIPLE * spread)

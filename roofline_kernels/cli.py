@@ -125,7 +125,9 @@ def cmd_measure(args, out):
 
 
 def _cmd_measure(args, out, sim):
-    check_op_flags(args)  # a flag the operator does not read is refused before anything runs (--groups too)
+    # a flag the operator does not read is refused before anything runs (--groups too); measure times the path's own
+    # output format, so --out-precision (predict's) is one it does not read
+    check_op_flags(args, exclude=("out_precision",))
     groups_of(args)
     if _is_spot_check(args):
         return cmd_spot_check(args, out, sim)

@@ -149,13 +149,14 @@ class DeviceInfo:
 
 def history_dir(info: DeviceInfo) -> str:
     """The folder a device's timing history (pytest-benchmark's saved runs) lives in beside other devices': its
-    registry key, a Jetson's power mode, a CPU's model and threads. One folder per board family let an H100 PCIe
+    registry key, a Jetson's power mode, a CPU's model and torch's threads. One folder per board family let an H100 PCIe
     (2000 GB/s) be gated against an H100 SXM's last run (3350 GB/s), and a 15 W Orin against a MAXN one."""
     parts = [info.hardware_key]
     if info.power_mode and info.power_mode.get("mode"):
         parts.append(str(info.power_mode["mode"]))
-    if info.kind == "cpu":
-        parts += [info.cpu.model or "unknown-cpu", f"{info.cpu.threads}t"]
+    if info.kind == "cpu":  # torch's threads, as the calibration's fingerprint: OMP_NUM_THREADS=1 is another trend
+        import torch
+        parts += [info.cpu.model or "unknown-cpu", f"{torch.get_num_threads()}t"]
     return re.sub(r"[^a-z0-9._]+", "-", "-".join(parts).lower()).strip("-")
 
 

@@ -197,7 +197,8 @@ class Measurement:
 
     @property
     def beats_ceiling(self) -> bool:
-        """Beyond what it truly cannot beat, by more than the timer's spread: a bug to explain (roofline.judge)."""
+        """Beyond what it truly cannot beat, by more than the timer's jitter allows (roofline.judge.physics, the one
+        rule): a bug to explain."""
         if self.ceiling_time_s is None:
             return False
         return not physics(Observation(self.timing.median_s, self.timing.p20_s, self.ceiling_time_s,

@@ -163,6 +163,8 @@ IGNORED = [
     (["energy", "gemv", "--m", "4"], "--m 4: gemv does not use it"),
     (["measure", "gemv", "--m", "4", "--n", "256", "--k", "256"], "--m 4: gemv does not use it"),
     (["measure", "attention", "--n", "256"], "--n 256: attention does not use it"),
+    # measure times the path's own output format: predict's --out-precision was ignored there
+    (["measure", "gemv", "--out-precision", "fp32", "--n", "256", "--k", "256"], "--out-precision fp32: gemv does"),
 ]
 
 

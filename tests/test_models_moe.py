@@ -150,6 +150,6 @@ def test_a_layer_count_override_keeps_the_sliding_window_share():
     from roofline import get_model_config
     base = get_model_config("gpt-oss-20b")
     assert (base.layers, base.sliding_layers) == (24, 12)
-    for layers, sliding in ((1, 0), (2, 1), (13, 6), (48, 24)):
+    for layers, sliding in ((1, 1), (2, 1), (3, 2), (13, 7), (48, 24)):  # even layers slide, layer 0 first
         assert get_model_config("gpt-oss-20b", layers=layers).sliding_layers == sliding
     assert get_model_config("gpt-oss-20b", layers=4, sliding_layers=4).sliding_layers == 4  # given: kept

@@ -168,12 +168,13 @@ OP_FLAGS = {
 IMPLIED = {("gemv", "m"): 1}  # a flag an operator does not read, at the one value it implies: said, not refused
 
 
-def check_op_flags(args) -> None:
+def check_op_flags(args, exclude: tuple[str, ...] = ()) -> None:
     """A flag given that the operator does not read is refused (UsageError, one line naming it and what the operator
-    takes), not ignored."""
+    takes), not ignored. ``exclude``: flags this command does not read for any operator."""
     takes = OP_FLAGS.get(args.op)
     if takes is None:
         return
+    takes = takes - set(exclude)
     for dest, (flag, value) in (getattr(args, "given", None) or {}).items():
         if dest not in takes and IMPLIED.get((args.op, dest), object()) != value:
             allowed = sorted("--" + d.replace("_", "-") for d in takes)
