@@ -6,6 +6,7 @@ theory commands beside these) never imports torch.
 from __future__ import annotations
 
 import json
+import os
 import math
 import sys
 
@@ -220,6 +221,10 @@ def cmd_spot_check(args, out, sim=None):
             raise ValueError(f"cannot write a figure to {path!r}; use a .html, .svg or .png name")
     if args.html and not args.html.lower().endswith((".html", ".htm")):
         raise ValueError(f"--html {args.html!r}: the page is HTML; name it .html (--plot takes .svg or .png)")
+    for flag, path in (("--html", args.html), ("--plot", args.plot)):  # refused before measuring, not after
+        if path and (os.path.isdir(path) or not os.path.isdir(os.path.dirname(os.path.abspath(path)))):
+            raise ValueError(f"{flag} {path!r}: " + ("a directory, not a file name" if os.path.isdir(path) else
+                                                      "its directory does not exist"))
     precisions = resolve_precisions(args.op, args.precision or "all")
     target = _target(args, sim)
     info, hw, peaks = target.info, target.hardware, target.peaks

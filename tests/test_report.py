@@ -251,3 +251,60 @@ def test_what_changed_uses_the_regression_checks_test_on_samples(tmp_path):
     found = compare.changes(a, p, compare.threshold_for(a, None))
     assert [(c["case"], c["change"]) for c in found] == [("gemv 1x4096x4096 int8", "slower")]
     assert "Mann-Whitney" in found[0]["why"] and "smallest detectable" in found[0]["why"]
+
+
+def test_compare_keeps_what_a_number_must_not_be_read_without(tmp_path):
+    """Found by an audit of the report: a hot run was compared with a cold one and a power mode's records overwrote
+    the full-speed ones (keyed on op, shape and precision alone); 2x faster read "0.50x faster"; a run whose bf16 was
+    skipped quoted its speedups against fp16 unsaid; skipped cases vanished; failed ones and ones past their roof
+    read as plain numbers."""
+    before = [record("fp16"), record("bf16"), record("int8", median=6e-4)]
+    after = [record("fp16", median=5e-4),                          # 2x faster
+             dict(record("bf16"), mode="hot", median_s=2e-4),      # hot: no twin of the cold one
+             dict(record("int8", median=6e-4), outcome="failed"),
+             dict(record("int8"), hardware="gb10@15W"),            # a power mode's record beside the full-speed one
+             dict(record("fp16", shape="1x8192x8192", eff=1.3)),   # past its roof
+             {k: v for k, v in record("bf16", shape="1x8192x8192").items() if k not in ("median_s",)} | {
+                 "outcome": "skipped"}]
+    a = compare.load_run(str(write_run(tmp_path / "a", before)))
+    b = compare.load_run(str(write_run(tmp_path / "b", after, when="2026-11-21T10:00:00+00:00")))
+    data = compare.comparison([a, b])
+    moved = {c["case"]: c["moved"] for c in data["pairs"][0]["changes"]}
+    assert moved == {"gemv 1x4096x4096 fp16": "2.00x faster"}  # the hot bf16 and the 15 W int8 compared with nothing
+    cases = {row["case"] for row in data["efficiency"]}
+    assert {"gemv 1x4096x4096 bf16 hot", "gemv 1x4096x4096 int8 @15W", "gemv 1x4096x4096 int8"} <= cases
+    runs = {r["label"]: r for r in data["runs"]}
+    assert runs[b.label]["not_measured"] == {"skipped": 1} and runs[a.label]["not_measured"] == {}
+    marks = {row["case"]: row["marks"].get(b.label) for row in data["efficiency"]}
+    assert marks["gemv 1x4096x4096 int8"] == "FAILED" and marks["gemv 1x8192x8192 fp16"] == "BEYOND ROOF"
+    sp = {row["case"]: row for row in data["speedups"]}
+    # b's cold gemv 1x4096x4096 has no bf16 (its bf16 ran hot): fp16 is its baseline, and named
+    assert sp["gemv 1x4096x4096 int8"]["baselines"] == {a.label: "fp16", b.label: "fp16"}
+    html = compare.compare_html([a, b])
+    assert "vs fp16" in html and "<b>FAILED</b>" in html and "<b>BEYOND ROOF</b>" in html and "(+1 skipped)" in html
+    text = io.StringIO()
+    assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "c.html")], out=text) == 0
+    assert "fp16: 2.00x faster" in text.getvalue()
+
+
+def test_history_keeps_each_device_folder_its_own_trend(tmp_path):
+    # two hosts whose machine_info reads alike ("cpu (AMD EPYC)"), each in its device folder (device.history_dir)
+    write_history(tmp_path / "cpu-amd-epyc-2t", [{"case_a": 1.0e-3}, {"case_a": 1.0e-3}])
+    write_history(tmp_path / "cpu-amd-epyc-16t", [{"case_a": 3.0e-3}])
+    series = history.load_series(tmp_path, "cpu")
+    assert len(series) == 2 and sorted(len(s.runs) for s in series) == [1, 2]
+    assert not any(s.over_gate(10) for s in series)  # the 3 ms host's run is no 1 ms host's regression
+
+
+def test_a_page_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, capsys):
+    # a directory as -o was an IsADirectoryError traceback (exit 1); the spot check's --html wrote its figure before
+    # its table, so every measurement of the run was lost with it: refused before measuring now
+    run_dir = write_run(tmp_path / "a", [record("fp16")])
+    assert main(["report", str(run_dir), "-o", str(tmp_path)], out=io.StringIO()) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and repr(str(tmp_path)) in err and "Traceback" not in err
+    from roofline.__main__ import main as full_main
+    for bad, says in ((tmp_path, "a directory"), (tmp_path / "none" / "x.html", "does not exist")):
+        rc = full_main(["measure", "gemv", "--n", "64", "--k", "64", "--precision", "bf16,fp32", "--html", str(bad)])
+        err = capsys.readouterr().err
+        assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err

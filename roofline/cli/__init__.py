@@ -56,4 +56,8 @@ def main(argv=None, out=None, layers=()) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except OSError as e:  # a path the user gave that cannot be written or read (a directory, no permission)
+        name = e.filename2 or e.filename  # an atomic write's rename names the target second, its temp file first
+        print(f"roofline: error: {e.strerror or e}: {name!r}" if name else f"roofline: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     return 0

@@ -40,4 +40,4 @@ def cmd_report(args, out):
     out.write(f"wrote {args.output}: {len(runs)} runs, {len(data['efficiency'])} cases\n")
     for p in data["pairs"]:
         out.write(f"  {p['device']}: {p['old']} -> {p['new']}: {len(p['changes'])} case(s) changed"
-                  + "".join(f"\n    {c['case']}: {c['ratio']:.2f}x {c['change']}" for c in p["changes"]) + "\n")
+                  + "".join(f"\n    {c['case']}: {c['moved']}" for c in p["changes"]) + "\n")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from . import export
 from . import runs as R
+from ..judge import RESOLUTION
 from ..regress import SPREAD_MULTIPLE, YOUNG_BAND, Reference, compare, robust_sigma
 from .svg import figure_block, html_page, roofline_svg
 
@@ -55,7 +56,23 @@ class Run:
 
 
 def case_key(r: dict) -> tuple:
-    return (str(r.get("op")), str(r.get("shape")), str(r.get("precision")))
+    """(op, shape, precision[, "hot"][, "@power mode"]): a hot run is no cold run's twin, nor a power mode's record
+    (hardware ``orin@15W``) its full-speed one's; keyed on the first three alone they overwrote each other or were
+    compared. Boards stay one row (the table compares them); the defaults (cold, no mode) add nothing to the name."""
+    mode = str(r.get("mode") or "cold")
+    power = str(r.get("hardware") or "").partition("@")[2]
+    return (str(r.get("op")), str(r.get("shape")), str(r.get("precision")),
+            *(() if mode == "cold" else (mode,)), *((f"@{power}",) if power else ()))
+
+
+def moved(ratio: float) -> str:
+    """A new/old time ratio in words: 0.5 is "2.00x faster" (it was printed "0.50x faster")."""
+    return f"{ratio:.2f}x slower" if ratio > 1 else f"{1 / ratio:.2f}x faster"
+
+
+def beyond_roof(r: dict) -> bool:
+    """A measurement past the roof it was held to: a bug or a slow calibration to explain, not a result."""
+    return (r.get("efficiency") or 0) > 1 + RESOLUTION
 
 
 def load_run(path: str) -> Run:
@@ -93,15 +110,19 @@ def _unique_labels(runs: list[Run]) -> None:
             r.label = f"{r.label} #{n + 1}"
 
 
-def speedups(run: Run) -> dict[tuple, float]:
-    """(op, shape, precision) -> baseline median / median, per (op, shape) where a 16-bit baseline ran."""
+def speedups(run: Run) -> dict[tuple, tuple[float, str]]:
+    """case key -> (baseline median / median, the baseline's precision), per (op, shape, mode, hardware) where a
+    16-bit baseline ran. The baseline is named: a run whose bf16 was skipped falls back to fp16, and its speedups are
+    not the other runs'."""
     cases = run.cases()
     out = {}
-    for (op, shape, prec), rec in cases.items():
-        name = R.pick_baseline({p: bool(r.get("emulated")) for (o, s, p), r in cases.items() if (o, s) == (op, shape)})
-        base = cases[(op, shape, name)] if name else None
+    for key, rec in cases.items():
+        op, shape, prec, *rest = key
+        name = R.pick_baseline({k[2]: bool(r.get("emulated")) for k, r in cases.items()
+                                if (k[0], k[1], *k[3:]) == (op, shape, *rest)})
+        base = cases[(op, shape, name, *rest)] if name else None
         if base is not None:
-            out[(op, shape, prec)] = base["median_s"] / rec["median_s"]
+            out[key] = (base["median_s"] / rec["median_s"], name)
     return out
 
 
@@ -121,7 +142,7 @@ def changes(old: Run, new: Run, threshold: float = DEFAULT_THRESHOLD) -> list[di
         changed, why = how
         if changed:
             out.append({"case": " ".join(key), "old_median_s": ra["median_s"], "new_median_s": rb["median_s"],
-                        "ratio": ratio, "change": "slower" if ratio > 1 else "faster", "why": why,
+                        "ratio": ratio, "change": "slower" if ratio > 1 else "faster", "moved": moved(ratio), "why": why,
                         "old_efficiency": ra.get("efficiency"), "new_efficiency": rb.get("efficiency")})
     return out
 
@@ -155,21 +176,42 @@ def comparison(runs: list[Run], threshold: float | None = None) -> dict:
     """Everything the page shows, as data (``--json``)."""
     _unique_labels(runs)
     keys = sorted(set().union(*(r.cases().keys() for r in runs)))
-    table = [{"case": " ".join(k), **{r.label: (r.cases().get(k) or {}).get("efficiency") for r in runs}} for k in keys]
+    table = [{"case": " ".join(k), **{r.label: (r.cases().get(k) or {}).get("efficiency") for r in runs},
+              "marks": {r.label: _marks(r.cases().get(k)) for r in runs if _marks(r.cases().get(k))}} for k in keys]
     ups = {r.label: speedups(r) for r in runs}
-    speed = [{"case": " ".join(k), **{r.label: ups[r.label].get(k) for r in runs}} for k in keys
+    speed = [{"case": " ".join(k), **{r.label: (ups[r.label].get(k) or (None,))[0] for r in runs},
+              "baselines": {r.label: ups[r.label][k][1] for r in runs if k in ups[r.label]}} for k in keys
              if any(k in ups[r.label] for r in runs)]
     pairs = [{"device": o.device_key, "old": o.label, "new": n.label, "versions": version_changes(o, n),
               "threshold": threshold_for(o, threshold), "changes": changes(o, n, threshold_for(o, threshold))}
              for o, n in device_pairs(runs)]
     return {"runs": [{"label": r.label, "source": r.source, "hardware": r.hardware, "device": r.device,
-                      "when": r.when, "cases": len(r.cases()), "SIMULATED": r.simulated,
+                      "when": r.when, "cases": len(r.cases()), "not_measured": _not_measured(r),
+                      "SIMULATED": r.simulated,
                       **{k: r.machine.get(k) for k in VERSION_KEYS if r.machine.get(k)}} for r in runs],
             "efficiency": table, "speedups": speed, "pairs": pairs, "threshold": threshold}
 
 
-def _cell(v, fmt):
-    return "-" if v is None else fmt(v)
+def _marks(rec: dict | None) -> str:
+    """What a number in a table must not be read without: the case failed, or it ran past its roof."""
+    if not rec:
+        return ""
+    return " ".join(m for m in ("FAILED" if rec.get("outcome") == "failed" else "",
+                                "BEYOND ROOF" if beyond_roof(rec) else "") if m)
+
+
+def _not_measured(run: Run) -> dict[str, int]:
+    """Records without a measurement (skipped, over the budget, refused), by outcome: counted, not dropped unsaid."""
+    out: dict[str, int] = {}
+    for r in run.records:
+        if r not in R.measured([r]):
+            key = str(r.get("outcome") or "not measured")
+            out[key] = out.get(key, 0) + 1
+    return out
+
+
+def _cell(v, fmt, mark: str = ""):
+    return "-" if v is None else fmt(v) + (f" <b>{escape(mark)}</b>" if mark else "")
 
 
 def compare_html(runs: list[Run], threshold: float | None = None, history: str = "") -> str:
@@ -178,7 +220,8 @@ def compare_html(runs: list[Run], threshold: float | None = None, history: str =
     sections = []
     run_rows = "".join(f"<tr><td>{escape(r['label'])}</td><td>{escape(r['device'])}</td><td>{escape(r['when'])}</td>"
                        f"<td>{escape(str(r.get('torch', '-')))}</td><td>{escape(str(r.get('torchao', '-')))}</td>"
-                       f"<td>{r['cases']}</td><td>{'SIMULATED ' + escape(str(r['SIMULATED'])) if r['SIMULATED'] else ''}"
+                       f"<td>{r['cases']}" + "".join(f" (+{n} {escape(k)})" for k, n in r["not_measured"].items())
+                       + f"</td><td>{'SIMULATED ' + escape(str(r['SIMULATED'])) if r['SIMULATED'] else ''}"
                        f"</td><td>{escape(r['source'])}</td></tr>" for r in data["runs"])
     sections.append(("Runs", '<div class="rlfig"><table><thead><tr><th>run</th><th>device</th><th>when</th>'
                      "<th>torch</th><th>torchao</th><th>cases</th><th></th><th>source</th></tr></thead>"
@@ -191,14 +234,16 @@ def compare_html(runs: list[Run], threshold: float | None = None, history: str =
     svg = roofline_svg(roofs, points, "measured cases of every run (markers: run; colours: precision)")
     sections.append(("Rooflines overlaid", figure_block("overlay", svg, R.ROW_HEADERS, rows, {"grp": labels})))
     pct = lambda v: f"{v:.1%}"  # noqa: E731
-    eff = "".join(f"<tr><td>{escape(row['case'])}</td>" + "".join(f"<td>{_cell(row[lb], pct)}</td>" for lb in labels)
-                  + "</tr>" for row in data["efficiency"])
+    eff = "".join(f"<tr><td>{escape(row['case'])}</td>" + "".join(
+        f"<td>{_cell(row[lb], pct, row['marks'].get(lb, ''))}</td>" for lb in labels) + "</tr>"
+                  for row in data["efficiency"])
     head = "".join(f"<th>{escape(lb)}</th>" for lb in labels)
     sections.append(("Efficiency per case (against each run's own roof)",
                      f'<div class="rlfig"><table><thead><tr><th>case</th>{head}</tr></thead><tbody>{eff}</tbody>'
                      "</table></div>"))
     sp = "".join(f"<tr><td>{escape(row['case'])}</td>" + "".join(
-        f"<td>{_cell(row[lb], lambda v: f'{v:.2f}x')}</td>" for lb in labels) + "</tr>" for row in data["speedups"])
+        f"<td>{_cell(row[lb], lambda v: f'{v:.2f}x vs ' + escape(row['baselines'].get(lb, '')))}</td>"
+        for lb in labels) + "</tr>" for row in data["speedups"])
     sections.append(("Speedup against the 16-bit baseline of the same run (fp16, else bf16; native first)",
                      f'<div class="rlfig"><table><thead><tr><th>case</th>{head}</tr></thead><tbody>{sp}</tbody>'
                      "</table></div>"))
@@ -206,7 +251,7 @@ def compare_html(runs: list[Run], threshold: float | None = None, history: str =
     for p in data["pairs"]:
         vers = "; ".join(f"{k} {a} -> {b}" for k, (a, b) in p["versions"].items()) or "no version changed"
         items = "".join(f"<tr class=\"{c['change']}\"><td>{escape(c['case'])}</td><td>{R.fmt_s(c['old_median_s'])}</td>"
-                        f"<td>{R.fmt_s(c['new_median_s'])}</td><td>{c['ratio']:.2f}x {c['change']}</td></tr>"
+                        f"<td>{R.fmt_s(c['new_median_s'])}</td><td>{c['moved']}</td></tr>"
                         for c in p["changes"])
         changed.append(f"<h3>{escape(p['device'])}: {escape(p['old'])} -> {escape(p['new'])}</h3><p>{escape(vers)}; "
                        f"{len(p['changes'])} case(s) moved by more than {p['threshold']:.0%} beyond their p20-p80 spans"

@@ -69,6 +69,12 @@ def load_series(root, hardware: str | None = None) -> list[Series]:
         if hardware is not None and hw != hardware:
             continue
         device = f"{hw or machine.get('node', '?')} ({machine.get('device') or machine.get('cpu', {}).get('brand_raw', '?')})"
+        # the storage's device folder (``device.history_dir``: key, power mode, a CPU's model and threads) parts what
+        # the machine_info alone merged: two hosts both "cpu (AMD EPYC)" made one trend, and one's runs crossed the gate
+        # against the other's
+        rel = path.parent.parent.relative_to(root) if path.parent.parent != Path(root) else None
+        if rel is not None and str(rel) not in (".", ""):
+            device += f" [{rel}]"
         for b in benches:
             try:
                 median = float(b["stats"]["median"])

@@ -7,6 +7,7 @@ outcome. Pure data in, SVG parts out: no pytest, no torch.
 """
 from __future__ import annotations
 
+from ..judge import RESOLUTION
 from .plot import CLASS_COLOURS
 from .plot import Roof
 from .svg import SvgPoint, slug
@@ -113,6 +114,8 @@ def rows_of(records: list[dict], group: str = "") -> list[tuple]:
                                       f"{fmt_s(r.get('p20_s'))}-{fmt_s(r.get('p80_s'))}",
                                       f"{fmt_s(r.get('predicted_time_s'))} {r.get('bound', '')}",
                                       fmt_s(r.get("expected_time_s")),
-                                      f"{r['efficiency']:.1%}" if r.get("efficiency") is not None else "-",
+                                      (f"{r['efficiency']:.1%}" + (" BEYOND ROOF" if r["efficiency"] > 1 + RESOLUTION
+                                                                    else ""))
+                                      if r.get("efficiency") is not None else "-",
                                       r.get("outcome", "")], cls))
     return rows
