@@ -304,7 +304,8 @@ def test_a_page_that_cannot_be_written_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and repr(str(tmp_path)) in err and "Traceback" not in err
     from roofline.__main__ import main as full_main
-    for bad, says in ((tmp_path, "a directory"), (tmp_path / "none" / "x.html", "does not exist")):
+    (tmp_path / "d.html").mkdir()
+    for bad, says in ((tmp_path / "d.html", "a directory"), (tmp_path / "none" / "x.html", "does not exist")):
         rc = full_main(["measure", "gemv", "--n", "64", "--k", "64", "--precision", "bf16,fp32", "--html", str(bad)])
         err = capsys.readouterr().err
         assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
