@@ -12,7 +12,7 @@ import sys
 
 from roofline import load_hardware_file
 from roofline.efficiency import model_of
-from roofline.cli.options import (MEASURE_OPS, check_op_flags, add_hardware_options, add_op_arguments, add_precision_options, fmt_time,
+from roofline.cli.options import (MEASURE_OPS, Given, check_op_flags, add_hardware_options, add_op_arguments, add_precision_options, fmt_time,
                           formats_kwargs, groups_of, positive_float)
 
 
@@ -150,8 +150,10 @@ def _cmd_measure(args, out, sim):
                                 args.head_dim, f["precision"] or f["act"] or "fp32", kv=args.kv_precision,
                                 device=info.torch_device, target="cpu" if info.kind == "cpu" else "cuda")
     _progress(f"measuring {kernel.op} {kernel.precision} on {info.name} ({args.mode})")
+    given = getattr(args, "given", None) or {}
     m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms, cuda_graph=args.cuda_graph,
-                       model=target.model, timer=sim.timer if sim else None, ceiling=target.ceiling)
+                       model=target.model, timer=sim.timer if sim else None, ceiling=target.ceiling,
+                       max_wall_s=args.max_seconds if "max_seconds" in given else None)  # ignored before, said now
     if target.learns:
         _learner(hw.calibration, info)(kernel, m)
     if args.json:
@@ -167,6 +169,18 @@ def _cmd_measure(args, out, sim):
                                    m.ceiling_note) + "\n")
     out.write(f"  achieved   {m.achieved_gbs:.4g} GB/s, {m.achieved_tflops:.4g} TFLOP/s\n"
               f"  contention {', '.join(m.contention) or 'none seen'}\n")
+
+
+def _refuse_unrunnable(args, info, hw, peaks) -> None:
+    """What no precision of a spot check can run with is refused once, before measuring (one line, exit 2), as the
+    single measure refuses it: not a "failed" row per precision and exit 0 (--peaks datasheet on a CPU, which has
+    no datasheet; --cuda-graph off CUDA, which was ignored)."""
+    if args.cuda_graph and info.torch_device != "cuda":
+        raise ValueError(f"--cuda-graph needs a CUDA device; this one is {info.torch_device} ({info.name})")
+    try:
+        hw.bandwidth_gbs(peaks)
+    except ValueError as e:
+        raise ValueError(f"--peaks {peaks}: {e}") from None
 
 
 def _learner(cal, info):
@@ -228,6 +242,7 @@ def cmd_spot_check(args, out, sim=None):
     precisions = resolve_precisions(args.op, args.precision or "all")
     target = _target(args, sim)
     info, hw, peaks = target.info, target.hardware, target.peaks
+    _refuse_unrunnable(args, info, hw, peaks)
     shape = _spot_shape(args)
     _progress(f"spot check of {args.op} {'x'.join(map(str, shape.values()))} on {info.name}: "
               f"{', '.join(p for p, _ in precisions)} ({args.mode}), one at a time")
@@ -236,7 +251,7 @@ def cmd_spot_check(args, out, sim=None):
         seams["on_measured"] = _learner(hw.calibration, info)
     report = spot_check(args.op, shape, precisions, info, hw, peaks, args.mode, args.warmup_ms, args.rep_ms,
                         max_wall_s=args.max_seconds, check=not args.no_check, progress=_progress,
-                        model=target.model, ceiling=target.ceiling, **seams)
+                        model=target.model, ceiling=target.ceiling, cuda_graph=args.cuda_graph, **seams)
     for path in (args.html, args.plot):
         if path:
             from roofline_kernels.spot import write_figure
@@ -441,8 +456,9 @@ def add_commands(sub) -> None:
     p.add_argument("--rep-ms", type=positive_float, default=100.0)
     p.add_argument("--cuda-graph", action="store_true", help="replay the kernel from a CUDA graph (launch-bound kernels)")
     g = p.add_argument_group("spot check (--precision all or a comma list: each precision in turn, one table)")
-    g.add_argument("--max-seconds", type=positive_float, default=10.0,
-                   help="per-precision timing budget; a precision that cannot fit it is reported, not run (default 10)")
+    g.add_argument("--max-seconds", type=positive_float, default=10.0, action=Given,
+                   help="per-precision timing budget; a precision that cannot fit it is reported, not run (default 10; "
+                        "a single precision's measure is bounded only when it is given)")
     g.add_argument("--no-check", action="store_true", help="skip the correctness check against the FP32 reference")
     g.add_argument("--html", help="write the shape's roofline with every precision's points and the table here "
                    "(a spot check even for one precision: --json then prints its {records: [...]} form)")

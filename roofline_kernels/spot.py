@@ -166,7 +166,7 @@ def build(op: str, shape: dict, kwargs: dict, device: str, target: str):
 def spot_check(op: str, shape: dict, precisions: list[tuple[str, dict]], info, hw, peaks: str = "calibrated",
                mode: str = "cold", warmup_ms: float = 25.0, rep_ms: float = 100.0, max_wall_s: float | None = 10.0,
                check: bool = True, progress=None, builder=build, timer=None, model=None, ceiling=None,
-               on_measured=None) -> SpotReport:
+               on_measured=None, cuda_graph: bool = False) -> SpotReport:
     """Each precision in turn: build -> check -> measure. ``builder`` and ``timer`` are seams for tests and
     simulated devices; ``max_wall_s`` bounds each precision's timing (``BudgetExceeded`` -> "over budget")."""
     report = SpotReport(op, dict(shape), hw.key, info.name, peaks, mode, simulated=info.simulated)
@@ -204,7 +204,7 @@ def spot_check(op: str, shape: dict, precisions: list[tuple[str, dict]], info, h
                     progress(f"{op} {label}: measuring ({kernel.path})")
                 res.measurement = measure_kernel(kernel, info, hw, mode, peaks, warmup_ms, rep_ms,
                                                  max_wall_s=max_wall_s, timer=timer, warm=check, model=model,
-                                                 ceiling=ceiling)
+                                                 ceiling=ceiling, cuda_graph=cuda_graph)
                 if on_measured is not None:
                     on_measured(kernel, res.measurement)
             except AssertionError as e:  # the correctness check: a wrong result is not timed

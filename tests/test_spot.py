@@ -349,3 +349,22 @@ def test_measure_all_on_a_simulated_board_has_one_record_per_precision_and_refus
 def test_simulate_names_what_it_accepts():
     rc, _ = run("measure", "gemv", "--precision", "bf16", "--simulate", "tpu_v9")
     assert rc == 2
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--cuda-graph"], "--cuda-graph needs a CUDA device"),  # was ignored: timed without a graph, exit 0
+    (["--peaks", "datasheet"], "--peaks datasheet: cpu has no datasheet bandwidth"),  # a "failed" row each, exit 0
+])
+def test_what_no_precision_can_run_with_is_refused_before_measuring(argv, says, capsys):
+    from roofline.__main__ import main
+    rc = main(["measure", "gemv", "--n", "64", "--k", "64", "--precision", "bf16,fp32", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_single_measure_keeps_to_max_seconds_when_given(capsys):
+    # --max-seconds was the spot check's alone: a single measure took 405 samples under --max-seconds 0.001
+    from roofline.__main__ import main
+    rc = main(["measure", "gemv", "--n", "2048", "--k", "2048", "--precision", "fp32", "--max-seconds", "0.0001"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "over the per-case budget of 0.0001 s" in err

@@ -175,8 +175,9 @@ def check_op_flags(args, exclude: tuple[str, ...] = ()) -> None:
     if takes is None:
         return
     takes = takes - set(exclude)
+    op_flags = set().union(*OP_FLAGS.values())
     for dest, (flag, value) in (getattr(args, "given", None) or {}).items():
-        if dest not in takes and IMPLIED.get((args.op, dest), object()) != value:
+        if dest in op_flags | set(exclude) and dest not in takes and IMPLIED.get((args.op, dest), object()) != value:
             allowed = sorted("--" + d.replace("_", "-") for d in takes)
             raise UsageError(f"{flag} {value}: {args.op} does not use it (it takes {', '.join(allowed)})")
 
