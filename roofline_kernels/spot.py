@@ -138,7 +138,7 @@ class SpotReport:
                     converged=t.converged, efficiency=m.efficiency, beats_roof=m.beats_roof,
                     ceiling_time_s=m.ceiling_time_s, ceiling_note=m.ceiling_note, beats_ceiling=m.beats_ceiling,
                     achieved_gbs=m.achieved_gbs, achieved_tflops=m.achieved_tflops, contention=m.contention,
-                    cold_note=m.cold_note,
+                    cold_note=m.cold_note, telemetry=m.telemetry,  # clocks, throttling, energy: the single measure's
                     baseline=base.precision if base else None,
                     speedup_vs_baseline=(base.measurement.median_s / t.median_s) if base else None)
             rows.append(rec)
@@ -283,6 +283,19 @@ def notes(report: SpotReport) -> list[str]:
                "speedup: no 16-bit baseline (fp16 or bf16) ran in this spot check; add one to --precision")
     if any(r.emulated for r in report.results if r.ok):
         out.append("EMULATED: converted in software on this device; no compute roof applies")
+    # what a row's number must not be read without (the table has no room): a run under contention, or whose
+    # spread never settled, and the baseline every speedup leans on above all
+    for r in report.results:
+        m = r.measurement
+        if m is None:
+            continue
+        why = [f"contention: {', '.join(m.contention)}"] if m.contention else []
+        if not m.timing.converged:
+            why.append(f"spread not settled (p20-p80 {fmt_s(m.timing.p20_s)}-{fmt_s(m.timing.p80_s)}, "
+                       f"n={m.timing.count})")
+        if why:
+            lean = " (the baseline: every speedup above leans on it)" if base is r else ""
+            out.append(f"{r.precision}{lean}: " + "; ".join(why))
     if report.interrupted:
         out.append(f"interrupted (Ctrl-C) while {report.interrupted} ran: the rows above are what finished")
     if report.simulated:

@@ -368,3 +368,21 @@ def test_a_single_measure_keeps_to_max_seconds_when_given(capsys):
     rc = main(["measure", "gemv", "--n", "2048", "--k", "2048", "--precision", "fp32", "--max-seconds", "0.0001"])
     err = capsys.readouterr().err
     assert rc == 2 and "over the per-case budget of 0.0001 s" in err
+
+
+def test_the_notes_say_which_rows_ran_under_contention_or_unsettled(device_info, hardware_entry, monkeypatch):
+    # an audit saw a bf16 baseline at p20-p80 181 us - 8 ms, unsettled, "busy CPU: 80%" in the JSON, while the
+    # table and its notes quoted "fp16 5.23x" against it and said nothing; the records dropped the telemetry too
+    import dataclasses
+    script = _Script({"fp32": 4e-5, "bf16": 2e-5})
+    wobbly = dataclasses.replace(_fake_timing(2e-5), converged=False, p20_s=2e-6, p80_s=8e-5)
+    timer = script.timer
+    script.timer = lambda kernel, *a: wobbly if kernel.precision == "bf16" else timer(kernel, *a)
+    from roofline_kernels import measure as measure_mod
+    monkeypatch.setattr(measure_mod.Measurement, "contention", property(
+        lambda self: ["busy CPU: 80%"] if self.precision == "bf16" else []))
+    rep = _run(device_info, hardware_entry, script, "fp32,bf16")
+    said = [n for n in spot.notes(rep) if n.startswith("bf16")]
+    assert len(said) == 1 and "the baseline" in said[0] and "busy CPU: 80%" in said[0] and "not settled" in said[0]
+    assert not any(n.startswith("fp32") for n in spot.notes(rep))
+    assert all("telemetry" in r for r in rep.records())
