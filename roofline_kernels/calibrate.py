@@ -322,15 +322,17 @@ def profile_path(info: DeviceInfo, cache_dir: str | os.PathLike | None = None) -
     return store_dir(cache_dir) / f"calibration-{info.hardware_key}-{fingerprint(info)}.json"
 
 
-def stored_profiles(cache_dir: str | os.PathLike | None = None) -> list[Calibration]:
-    """Every readable profile in the store, newest first (``calibrate --show``)."""
+def stored_profiles(cache_dir: str | os.PathLike | None = None, unreadable: list | None = None) -> list[Calibration]:
+    """Every readable profile in the store, newest first (``calibrate --show``); ``unreadable`` collects (path, why)
+    of the others, which ``--show`` names rather than leave out unsaid."""
     from roofline import load_calibration
     out = []
     for path in sorted(store_dir(cache_dir).glob("calibration-*.json")):
         try:
             out.append(load_calibration(path))
-        except ValueError:
-            continue
+        except ValueError as e:
+            if unreadable is not None:
+                unreadable.append((str(path), str(e)))
     return sorted(out, key=lambda c: c.timestamp, reverse=True)
 
 

@@ -281,7 +281,17 @@ def cmd_calibrate(args, out):
     from roofline_kernels.device import detect
     from roofline_kernels.measure import hardware_for
     if args.show:
-        return _show_profiles(stored_profiles(args.cache_dir), store_dir(args.cache_dir), args.json, out)
+        given = [flag for flag, on in (("--hardware", args.hardware), ("--hardware-file", args.hardware_file),
+                                       ("--quick", args.quick), ("--refresh", args.refresh),
+                                       ("--efficiency", args.efficiency), ("--score", args.score),
+                                       ("--efficiency-budget-s", args.efficiency_budget_s is not None),
+                                       ("--output", args.output)) if on]
+        if given:  # --show reads the store and measures nothing: these were ignored
+            raise ValueError(f"--show prints the stored profiles and measures nothing; {', '.join(given)} "
+                             "belong to a calibration (drop --show)")
+        unreadable: list = []
+        profiles = stored_profiles(args.cache_dir, unreadable)
+        return _show_profiles(profiles, store_dir(args.cache_dir), args.json, out, unreadable)
     if args.hardware_file:
         load_hardware_file(args.hardware_file)
     info = detect(args.hardware)
@@ -411,10 +421,13 @@ def _print_score(scored: dict, out, cpu: bool = False) -> None:
                      "OMP_NUM_THREADS=1 is steadier, and calibrates a profile of its own)" if cpu else "") + "\n")
 
 
-def _show_profiles(profiles, store, as_json, out):
+def _show_profiles(profiles, store, as_json, out, unreadable=()):
+    for path, why in unreadable:  # said, on stderr, whatever the format: a profile is never left out unsaid
+        _progress(f"unreadable profile, not shown: {path}: {why}")
     if as_json:
         return json.dump([dict(c.to_dict(), path=c.path) for c in profiles], out, indent=2, default=str)
-    out.write(f"profile store {store}: {len(profiles)} profile(s)\n")
+    out.write(f"profile store {store}: {len(profiles)} profile(s)"
+              + (f", {len(unreadable)} unreadable (named above)" if unreadable else "") + "\n")
     for c in profiles:
         d = c.details
         out.write(f"- {c.hardware} ({c.device.get('name', '?')}), measured {c.timestamp}"

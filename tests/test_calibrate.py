@@ -214,3 +214,17 @@ def test_the_memory_ceiling_counts_the_bytes_each_stream_kernel_really_moves():
     row = {"read_gbs": 10.0, "amax_gbs": 9.0, "copy_gbs": 8.0, "triad_gbs": 9.0}
     assert cal_mod.traffic_of(row) == pytest.approx(12.0)  # copy 8 x 3/2 and triad 9 x 4/3
     assert cal_mod.TRAFFIC_ARRAYS["read"] == cal_mod.STREAM_ARRAYS["read"] == 1
+
+
+def test_calibrate_show_names_an_unreadable_profile_and_refuses_what_it_would_ignore(tmp_path, capsys):
+    # it printed "0 profile(s)" beside two calibration-*.json files, and took --output (writing nothing) with exit 0
+    from roofline.__main__ import main
+    (tmp_path / "calibration-bad.json").write_text('{"x": 1}')
+    assert main(["calibrate", "--show", "--cache-dir", str(tmp_path)]) == 0
+    got = capsys.readouterr()
+    assert "1 unreadable" in got.out and "calibration-bad.json" in got.err and "peaks_tflops" in got.err
+    for flag in (["--output", str(tmp_path / "o.json")], ["--refresh"], ["--score"], ["--quick"]):
+        assert main(["calibrate", "--show", "--cache-dir", str(tmp_path), *flag]) == 2
+        err = capsys.readouterr().err
+        assert flag[0] in err and "measures nothing" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.json").exists()
