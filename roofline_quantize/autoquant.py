@@ -23,7 +23,7 @@ DEFAULT_TOP_K = 3
 class Trial:
     precision: str
     from_roofline: str          # the recommender's label it came from, e.g. "int8/bf16"
-    roofline_rank: int
+    roofline_rank: int          # its place among the paths the recommender priced: 1 is the roofline's own pick
     status: str = "measured"    # "measured", "unsupported", "failed"
     reason: str = ""
     decode_s: float | None = None
@@ -49,11 +49,14 @@ def candidates(rec, top_k: int = DEFAULT_TOP_K) -> list[tuple[str, str, int]]:
     """(torchao precision, recommender label, rank) of the best-ranked paths that run, fit and have a config."""
     from .configs import FROM_RECOMMENDATION  # torch-backed: imported when used, so the CLI's parser stays light
     out, seen = [], set()
-    # ranked paths first, in their order; then those the recommender could not rank (never measured here)
-    rows = sorted(enumerate(rec.ranking), key=lambda r: (r[1][3].startswith("not ranked"), r[0]))
+    # ranked paths first, in their order; then those the recommender could not rank (never measured here). The rank
+    # is the place among the priced paths, 1 the roofline's pick: counting the rows of paths that cannot run (listed
+    # first) put the pick at 4
+    priced = [row for row in rec.ranking if row[2] is not None]
+    rows = sorted(enumerate(priced, 1), key=lambda r: (r[1][3].startswith("not ranked"), r[0]))
     for rank, (label, _method, t, note) in rows:
         prec = FROM_RECOMMENDATION.get(label)
-        if t is None or prec is None or prec in seen or "exceed" in note:
+        if prec is None or prec in seen or "exceed" in note:
             continue
         seen.add(prec)
         out.append((prec, label, rank))

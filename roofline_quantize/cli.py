@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import json
 
-from roofline.cli.options import PHASES, fmt_time, positive_int, positive_float
+from roofline.cli.options import PHASES, Given, fmt_time, positive_int, positive_float
 from roofline_kernels.cli import _progress, add_store_option
 from roofline_quantize.autoquant import DEFAULT_MAX_LOGIT_ERROR, DEFAULT_TOP_K
 
 
 def cmd_quantize(args, out):
+    given = getattr(args, "given", None) or {}
+    if args.precision != "auto" and given:  # auto's own options: with a forced precision they were ignored
+        raise ValueError(f"{', '.join(f'{f} {v}' for f, v in given.values())}: only --precision auto measures "
+                         f"candidates; --precision {args.precision} applies that one")
     from roofline_kernels.target import resolve_target
     from roofline_quantize.pipeline import load_local_model, run_pipeline
     target = resolve_target(args.hardware, calibration=args.calibration, store=args.cache_dir, progress=_progress)
@@ -32,8 +36,11 @@ def cmd_quantize(args, out):
     for ph in ("decode", "prefill"):
         b, a = getattr(rep.before, f"{ph}_s"), getattr(rep.after, f"{ph}_s")
         pred = rep.predicted["speedup"][ph]
-        out.write(f"  {ph:<11} {fmt_time(b)} -> {fmt_time(a)}: measured {rep.measured_speedup[ph]:.2f}x, predicted "
-                  + (f"{pred:.2f}x" if pred else "n/a") + "\n")
+        out.write(f"  {ph:<11} {fmt_time(b)}{_span(rep.before, ph)} -> {fmt_time(a)}{_span(rep.after, ph)} (hot): "
+                  f"measured {rep.measured_speedup[ph]:.2f}x, predicted " + (f"{pred:.2f}x" if pred else "n/a") + "\n")
+    for name, t in (("before", rep.before), ("after", rep.after)):
+        if t.contention:
+            out.write(f"  contention  {name}: {', '.join(t.contention)}\n")
     out.write(f"  decode      {rep.before.tokens_per_s:.1f} -> {rep.after.tokens_per_s:.1f} tokens/s; bandwidth "
               f"achieved {rep.before.bandwidth_achieved_gbs:.1f} -> {rep.after.bandwidth_achieved_gbs:.1f} GB/s\n"
               f"  accuracy    logits {rep.accuracy['logits_rel_error']:.2%} from FP32, top-1 agreement "
@@ -55,6 +62,12 @@ def _autoquant_lines(auto) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _span(timing, phase: str) -> str:
+    """`` (p20-p80, n)`` of a phase's timing, where it was kept."""
+    sp = (getattr(timing, "spread", None) or {}).get(phase)
+    return f" (p20-p80 {fmt_time(sp['p20_s'])}-{fmt_time(sp['p80_s'])}, n={sp['count']})" if sp else ""
+
+
 def add_commands(sub) -> None:
     """Register this layer's subcommands on ``sub`` (an argparse subparsers action)."""
     p = sub.add_parser("quantize", help="recommend -> quantize -> measure -> compare on this device")
@@ -63,10 +76,10 @@ def add_commands(sub) -> None:
                    help="auto (the roofline's recommendation), int8, int8_dynamic, int4, fp8, fp8_weight_only, "
                         "nvfp4, mxfp4")
     p.add_argument("--phase", choices=PHASES, default="decode")
-    p.add_argument("--max-logit-error", type=positive_float, default=DEFAULT_MAX_LOGIT_ERROR,
+    p.add_argument("--max-logit-error", type=positive_float, default=DEFAULT_MAX_LOGIT_ERROR, action=Given,
                    help="auto: the largest relative logit error vs FP32 a candidate may have "
                         f"(default {DEFAULT_MAX_LOGIT_ERROR})")
-    p.add_argument("--candidates", type=positive_int, default=DEFAULT_TOP_K,
+    p.add_argument("--candidates", type=positive_int, default=DEFAULT_TOP_K, action=Given,
                    help=f"auto: how many of the roofline's best-ranked paths to measure (default {DEFAULT_TOP_K})")
     p.add_argument("--prompt-len", type=positive_int, default=64)
     p.add_argument("--rep-ms", type=positive_float, default=200.0)

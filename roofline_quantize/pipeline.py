@@ -44,6 +44,9 @@ class PhaseTiming:
     param_bytes: int
     device: str = "cpu"               # where the model ran and was timed (the device under test)
     telemetry: dict = field(default_factory=dict)  # the decode steps' region: clocks, throttling, energy
+    mode: str = "hot"                 # a whole model step, its weights in whatever cache holds them (not cold)
+    spread: dict = field(default_factory=dict)     # per phase: p20_s, p80_s, count (a median alone hid 1.1-1.9x)
+    contention: list = field(default_factory=list)  # what the host showed just before timing (busy CPU, throttle)
 
 
 @dataclass
@@ -68,8 +71,11 @@ class PipelineReport:
 
 def _time(fn, rep_ms, device="cpu", region=None):
     from roofline_kernels.timer import bench
-    t = bench(fn, device=device, mode="hot", warmup_ms=20, rep_ms=rep_ms, min_reps=5, region=region)
-    return t.median_s, t.count
+    return bench(fn, device=device, mode="hot", warmup_ms=20, rep_ms=rep_ms, min_reps=5, region=region)
+
+
+def _spread(t) -> dict:
+    return {"p20_s": t.p20_s, "p80_s": t.p80_s, "count": t.count, "converged": t.converged}
 
 
 def model_device(model) -> str:
@@ -84,18 +90,24 @@ def measure_model(model, tokens: torch.Tensor, rep_ms: float = 200.0, info=None)
     device = info.torch_device if info is not None else model_device(model)
     tokens = tokens.to(device)
     prompt_len = tokens.shape[1]
-    prefill, _ = _time(lambda: model(tokens, 0), rep_ms, device)
+    contention = []
+    if info is not None:  # as measure_kernel does: a number timed beside a busy neighbour says so
+        from roofline_kernels import telemetry
+        contention = list(telemetry.snapshot(info.kind, busy_interval_s=0.05, info=info).get("contention", []))
+    pre = _time(lambda: model(tokens, 0), rep_ms, device)
     model(tokens, 0)  # a filled cache for the decode step
     nxt = tokens[:, -1:]
     region = None
     if info is not None:
         from roofline_kernels.region import RegionMonitor
         region = RegionMonitor(info)
-    decode, calls = _time(lambda: model(nxt, prompt_len), rep_ms, device, region)
+    dec = _time(lambda: model(nxt, prompt_len), rep_ms, device, region)
     nbytes = param_bytes(model)
-    tps = tokens.shape[0] / decode
-    return PhaseTiming(decode, prefill, tps, nbytes * tps / 1e9, nbytes, device,
-                       region.result(calls) if region is not None else {})
+    tps = tokens.shape[0] / dec.median_s
+    telem = region.result(dec.count) if region is not None else {}
+    return PhaseTiming(dec.median_s, pre.median_s, tps, nbytes * tps / 1e9, nbytes, device, telem, "hot",
+                       {"decode": _spread(dec), "prefill": _spread(pre)},
+                       contention + list(telem.get("flags", [])))
 
 
 def accuracy(model, reference, tokens) -> dict:

@@ -221,13 +221,16 @@ def test_autoquant_picks_by_measurement_and_says_why_the_roofline_lost(monkeypat
         state["prec"] = prec
         return f"report {prec}"
     monkeypatch.setattr(roofline_quantize.apply, "apply_quantization", fake_apply)
-    ranking = (("int8/bf16", "wo", 1e-4, "chosen"), ("int4_tinygemm/bf16", "wo", 1.1e-4, "memory-bound"),
+    ranking = (("nvfp4", "w4a4", None, "cannot run: no FP4 units"),  # listed first, as the recommender lists them
+               ("int8/bf16", "wo", 1e-4, "chosen"), ("int4_tinygemm/bf16", "wo", 1.1e-4, "memory-bound"),
                ("fp8_e4m3/bf16", "fp8", 1.2e-4, "memory-bound"), ("int8", "w8a8", 1.3e-4, "memory-bound"),
                ("bf16", "base", 2e-4, "memory-bound"))
     rec = Recommendation("int8/bf16", "wo", "", 2.0, None, None, ranking)
     auto, trials = autoquant.run(object(), None, None, rec, info, "decode", _FakeTiming(1e-3), measure,
                                  lambda q, r, t: {"logits_rel_error": errors[state["prec"]]}, 10, 0.1, top_k=4)
     assert [t.precision for t in auto.trials] == ["int8", "int4", "fp8_weight_only", "int8_dynamic"]
+    # the roofline's own pick is rank 1: a path that cannot run is not counted (it put the pick at 2 here, 4 on a CPU)
+    assert [t.roofline_rank for t in auto.trials] == [1, 2, 3, 4]
     assert auto.roofline_pick == "int8" and auto.measured_pick == "int8_dynamic"
     assert {t.precision: t.status for t in auto.trials}["fp8_weight_only"] == "unsupported"
     assert "int8" in auto.why and "0.50x" in auto.why and "does not reach its roof" in auto.why
@@ -376,3 +379,26 @@ def test_the_pipeline_builds_runs_and_times_the_model_on_the_device_under_test(m
     assert timed and set(timed) == {"cuda"}  # every timing ran on CUDA's timer (events), none on the host's clock
     assert rep.before.device == rep.after.device == "cuda" and rep.hardware == "h100_sxm"
     assert rep.after.telemetry  # the decode steps' telemetry region, on the device under test
+
+
+def test_autos_options_are_refused_beside_a_forced_precision(capsys):
+    # --candidates and --max-logit-error were ignored when --precision named one path (exit 0, nothing said)
+    from roofline.__main__ import main
+    assert main(["quantize", "--precision", "int8", "--candidates", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--candidates 2: only --precision auto measures candidates" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_model_steps_timing_keeps_its_spread_mode_and_contention(info, monkeypatch):
+    # only the median and count were kept: three runs' int8 decode speedups of 1.88x, 1.12x and 1.50x printed bare,
+    # and a busy host (which measure flagged seconds before) went unsaid: flags [] in the JSON
+    from roofline_kernels import telemetry
+    from roofline_quantize.pipeline import measure_model
+    real = telemetry.snapshot
+    monkeypatch.setattr(telemetry, "snapshot", lambda *a, **k: dict(real(*a, **k), contention=["busy CPU: 83%"]))
+    model = build_tiny(TinyConfig(n_layers=1))
+    t = measure_model(model, torch.randint(0, 100, (1, 8)), rep_ms=10, info=info)
+    assert t.mode == "hot" and "busy CPU: 83%" in t.contention
+    for phase in ("decode", "prefill"):
+        sp = t.spread[phase]
+        assert sp["count"] >= 5 and sp["p20_s"] <= getattr(t, f"{phase}_s") <= sp["p80_s"]
