@@ -157,7 +157,7 @@ IGNORED = [
     (["predict", "layer", "--heads", "64"], "--heads 64: layer does not use it"),
     (["predict", "gemm", "--kv-precision", "fp8_e4m3"], "--kv-precision fp8_e4m3: gemm does not use it"),
     (["predict", "gemm", "--phase", "prefill"], "--phase prefill: gemm does not use it"),
-    (["predict", "gemm", "--memory-limit-gb", "3"], "--memory-limit-gb 3.0: gemm does not use it"),
+    (["predict", "gemm", "--memory-limit-gb", "3"], "--memory-limit-gb 3: gemm does not use it"),
     (["predict", "gemm", "--deployment", "hf"], "--deployment hf: gemm does not use it"),
     (["predict", "gemm", "--model", "llama3-8b"], "--model llama3-8b: gemm does not use it"),
     (["energy", "gemv", "--m", "4"], "--m 4: gemv does not use it"),

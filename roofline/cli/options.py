@@ -179,7 +179,8 @@ def check_op_flags(args, exclude: tuple[str, ...] = ()) -> None:
     for dest, (flag, value) in (getattr(args, "given", None) or {}).items():
         if dest in op_flags | set(exclude) and dest not in takes and IMPLIED.get((args.op, dest), object()) != value:
             allowed = sorted("--" + d.replace("_", "-") for d in takes)
-            raise UsageError(f"{flag} {value}: {args.op} does not use it (it takes {', '.join(allowed)})")
+            shown = f"{value:g}" if isinstance(value, float) else value  # 3, as typed, not the parsed 3.0
+            raise UsageError(f"{flag} {shown}: {args.op} does not use it (it takes {', '.join(allowed)})")
 
 
 def build_cost(args):
