@@ -23,16 +23,18 @@ BUSY_CPU_FRACTION = 0.25  # other processes using more than this share of the CP
 # --- NVML -----------------------------------------------------------------------------------------
 
 def throttle_reason_names(mask: int, pynvml) -> list[str]:
-    """Names of the set bits of an NVML clocks-event mask, idle excluded (idle is not a throttle)."""
-    names = []
-    for attr in dir(pynvml):
+    """Names of the set bits of an NVML clocks-event mask, idle excluded (idle is not a throttle): one name a bit,
+    the first in sorted order of the names pynvml gives it (0x2 is both ApplicationsClocksSetting and its alias
+    UserDefinedClocks, and was reported twice)."""
+    by_bit: dict[int, str] = {}
+    for attr in sorted(dir(pynvml)):
         m = re.fullmatch(r"nvmlClocksEventReason(\w+)", attr) or re.fullmatch(r"nvmlClocksThrottleReason(\w+)", attr)
         if not m or m.group(1) in ("None", "All", "GpuIdle", "Unknown"):
             continue
         bit = getattr(pynvml, attr)
-        if isinstance(bit, int) and bit and mask & bit and m.group(1) not in names:
-            names.append(m.group(1))
-    return sorted(names)
+        if isinstance(bit, int) and bit and bit & (bit - 1) == 0 and mask & bit:
+            by_bit[bit] = min(by_bit.get(bit, m.group(1)), m.group(1))
+    return sorted(by_bit.values())
 
 
 def nvml_queries(pynvml, h) -> dict:

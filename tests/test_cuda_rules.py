@@ -80,7 +80,9 @@ def test_an_ampere_gpu_has_no_scaled_mm(simulated):
 
 def test_every_rule_cites_its_upstream_file_and_probe_shapes_keep_every_verdict():
     for rule in cuda_rules.RULES:
-        assert rule.source.startswith(("aten/src/ATen/native/cuda/", "aten/src/ATen/native/GroupedMMUtils.h")), rule
+        # PyTorch's own checks cite its file; cuBLASLt's, which PyTorch does not check, where they are documented
+        assert rule.source.startswith(("aten/src/ATen/native/cuda/", "aten/src/ATen/native/GroupedMMUtils.h",
+                                       "cuBLASLt (")), rule
         assert PROBE_MODULUS % rule.modulus == 0, rule  # a probe shape keeps the residue the rule tests
     for rule in GEMM_RULES:
         assert rule.source.startswith(("aten/src/ATen/native/cuda/", "torchao ")), rule
@@ -218,3 +220,90 @@ def test_grouped_experts_that_would_not_fit_the_boards_memory_are_refused_before
     with pytest.raises(ValueError, match=rf"groups={fits + 1}: .* allowed here: groups <= {fits}$"):
         _check_room(fits + 1, 1, 4096, 4096, "cuda")  # the board's memory refuses it, whatever the host has
 
+
+
+# --- rules a read of ScaledBlas.cpp (0174dfab), GroupedMMUtils.h and cuBLASLt's layouts added (stop 41 audit) ------
+
+def _e4(m=32, k=64):
+    return torch.randn(m, k).to(torch.float8_e4m3fn)
+
+
+@pytest.mark.parametrize("key, refused", [("h100_sxm", "Only multiplication of row-major"),
+                                          ("rtx4090", "CUBLAS_STATUS_NOT_SUPPORTED"),
+                                          ("gb10", "CUBLAS_STATUS_NOT_SUPPORTED"), ("b200", None)])
+def test_fp8_layouts_are_held_to_what_each_arch_takes(simulated, key, refused):
+    """_scaled_gemm checks TN itself on sm_90 only, for F.scaled_mm as for torch._scaled_mm (both reach it);
+    cuBLASLt refuses a non-TN FP8 layout on sm_89 and sm_12x and takes it on Blackwell's sm_10x."""
+    import torch.nn.functional as F
+    one = torch.tensor(1.0)
+    a, b_row = _e4(), _e4(64, 32)  # b row-major: an NN layout
+    simulated(key)
+    calls = [lambda: torch._scaled_mm(a, b_row, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)]
+    if hasattr(F, "scaled_mm"):
+        calls.append(lambda: F.scaled_mm(a, b_row, one, F.ScalingType.TensorWise, one, F.ScalingType.TensorWise))
+    for call in calls:
+        if refused:
+            with pytest.raises(RuntimeError, match=refused):
+                call()
+        else:
+            assert call().shape == (32, 32)
+    # the TN layout the product builds runs everywhere that has FP8
+    assert torch._scaled_mm(a, _e4().t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16).shape == (32, 32)
+
+
+def test_scaled_mm_bias_rules(simulated):
+    simulated("h100_sxm")
+    one = torch.tensor(1.0)
+    a, b = _e4(), _e4().t()
+    for bias, out, says in ((torch.zeros(32, dtype=torch.bfloat16), torch.float32, "Bias is not supported when "
+                             "out_dtype is set to Float32"),
+                            (torch.zeros(32), torch.bfloat16, "Bias must be BFloat16 or Half"),
+                            (torch.zeros(32, dtype=torch.float16), torch.bfloat16, "Bias must be BFloat16 to compute"),
+                            (torch.zeros(32, dtype=torch.bfloat16), torch.float16, "Bias must be Float16 to compute")):
+        with pytest.raises(RuntimeError, match=says):
+            torch._scaled_mm(a, b, scale_a=one, scale_b=one, bias=bias, out_dtype=out)
+    assert torch._scaled_mm(a, b, scale_a=one, scale_b=one, bias=torch.zeros(32, dtype=torch.bfloat16),
+                            out_dtype=torch.bfloat16).shape == (32, 32)
+
+
+def test_scaled_mm_v2_raises_what_v2_raises(simulated):
+    import torch.nn.functional as F
+    if not hasattr(F, "scaled_mm"):
+        pytest.skip("this torch has no F.scaled_mm")
+    simulated("h100_sxm")
+    one = torch.tensor(1.0)
+    bf = torch.randn(32, 64, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="Expected mat_a to be Float8 or Float4_x2 matrix"):  # TORCH_CHECK_VALUE
+        F.scaled_mm(bf, bf.t(), one, F.ScalingType.TensorWise, one, F.ScalingType.TensorWise)
+    with pytest.raises(ValueError, match="Bias must be BFloat16 or Half"):
+        F.scaled_mm(_e4(), _e4().t(), one, F.ScalingType.TensorWise, one, F.ScalingType.TensorWise,
+                    bias=torch.zeros(32))
+    with pytest.raises(RuntimeError, match="Invalid scaling configuration"):  # v1 refuses in get_joint_scaling
+        torch._scaled_mm(bf, bf.t(), scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+
+
+def test_only_the_mx_recipe_is_held_to_b200s_fp4_arch(simulated):
+    """_check_mxfp4_support is _scaled_mxfp4_mxfp4's (e8m0 block scales); NVFP4 (e4m3 block scales) has no arch check
+    of PyTorch's: on a GB10 it passes every rule (and the CPU then has no FP4 kernel)."""
+    import torch.nn.functional as F
+    if not hasattr(F, "scaled_mm") or not hasattr(torch, "float8_e8m0fnu"):
+        pytest.skip("this torch has no F.scaled_mm or e8m0")
+    simulated("gb10")
+    a = torch.zeros(128, 32, dtype=torch.uint8).view(torch.float4_e2m1fn_x2)
+    b = torch.zeros(128, 32, dtype=torch.uint8).view(torch.float4_e2m1fn_x2).t()
+    mx = torch.ones(128 * 4, dtype=torch.float8_e8m0fnu)
+    nv = torch.ones(128 * 4, dtype=torch.float8_e4m3fn)
+    with pytest.raises(NotImplementedError, match="MXFP4 scaling only supported in CUDA for B200/B300"):
+        F.scaled_mm(a, b, mx, F.ScalingType.BlockWise1x32, mx, F.ScalingType.BlockWise1x32)
+    with pytest.raises(cuda_rules.SimulatedKernelUnavailable):
+        F.scaled_mm(a, b, nv, F.ScalingType.BlockWise1x16, nv, F.ScalingType.BlockWise1x16)
+
+
+def test_grouped_mm_refuses_an_operand_off_16_byte_alignment(simulated):
+    simulated("h100_sxm")
+    w = torch.randn(2, 64, 32, dtype=torch.bfloat16).transpose(-2, -1)
+    base = torch.randn(64 * 40 + 8, dtype=torch.bfloat16)
+    off = base[1:1 + 64 * 40].view(40, 64)  # 2 bytes past an aligned start
+    offs = torch.tensor([20, 40], dtype=torch.int32)
+    with pytest.raises(RuntimeError, match="expected data_ptr to be aligned to 16 bytes"):
+        torch._grouped_mm(off, w.transpose(-2, -1).transpose(-2, -1), offs=offs)

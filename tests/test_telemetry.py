@@ -303,3 +303,27 @@ def test_snapshot_on_this_machine():
     assert "cpu" in s and "nvml" in s and isinstance(s["contention"], list)
     nv = s["nvml"]
     assert nv["name"] if nv["available"] else nv["reason"].startswith("NVML unavailable")
+
+
+def test_the_fake_pynvml_names_and_types_what_nvidia_ml_py_does():
+    """The fake answered busId as bytes (the real struct decodes it on access: str), had a
+    nvmlDeviceGetHandleByPciBusId_v2 the real module has not (so the product took that branch only under the fake),
+    and lacked UserDefinedClocks, BoardLimit and Reliability (mask 0x200 named nothing under it)."""
+    real = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed (extra 'gpu')")
+    from tests.fakes.devices import SIMULATED as DEVICES
+    from tests.fakes.nvml import make_fake_pynvml
+    fake = make_fake_pynvml([DEVICES["h100_sxm"]])
+    for name in dir(fake):
+        if name.startswith(("nvmlDevice", "nvmlClocks", "nvmlSystem", "nvmlInit", "nvmlShutdown")):
+            assert hasattr(real, name), f"the fake has {name}, nvidia-ml-py has not"
+        if name.startswith("nvmlClocks"):
+            assert getattr(fake, name) == getattr(real, name), name
+    assert {n for n in dir(real) if n.startswith("nvmlClocks")} <= set(dir(fake))
+    fake.nvmlInit()
+    info = fake.nvmlDeviceGetPciInfo(fake.nvmlDeviceGetHandleByIndex(0))
+    struct = real.nvmlPciInfo_t()
+    struct.busId = b"00000000:18:00.0"
+    assert type(info.busId) is type(struct.busId) is str
+    for mask in (0x2, 0x200 | 0x4):  # one name a bit, aliases or not, and the same under both modules
+        assert telemetry.throttle_reason_names(mask, fake) == telemetry.throttle_reason_names(mask, real)
+    assert telemetry.throttle_reason_names(0x2, real) == ["ApplicationsClocksSetting"]

@@ -2,7 +2,7 @@
 
 Names, signatures, constants and errors follow the installed ``pynvml.py``: ``NVMLError(value)`` returns
 the matching ``NVMLError_*`` subclass, strings come back as ``str``, ``nvmlDeviceGetPciInfo`` returns a
-struct whose ``busId`` is bytes, calls before ``nvmlInit`` (or after the last ``nvmlShutdown``; init is
+struct whose ``busId`` is a str (the real struct decodes its bytes on access), calls before ``nvmlInit`` (or after the last ``nvmlShutdown``; init is
 counted) raise Uninitialized. Readings move with a clock (``clock``, default ``time.monotonic``) from
 the moment the module is made: the total-energy counter advances at each GPU's stated power, and a
 ``clock_drop`` lowers the SM clock (and sets throttle bits) after a given time. Install with
@@ -31,6 +31,10 @@ CLOCK_EVENT_REASONS = {  # pynvml's nvmlClocksEventReason* bits
     "GpuIdle": 0x1, "ApplicationsClocksSetting": 0x2, "SwPowerCap": 0x4, "HwSlowdown": 0x8, "SyncBoost": 0x10,
     "SwThermalSlowdown": 0x20, "HwThermalSlowdown": 0x40, "HwPowerBrakeSlowdown": 0x80, "DisplayClockSetting": 0x100,
 }
+# nvidia-ml-py 13's pynvml.py also names 0x2 UserDefinedClocks (an alias, in both families), and keeps in the older
+# nvmlClocksThrottleReason* family two bits the event family lacks (the throttle family's All is 0x7ff)
+CLOCK_EVENT_ALIASES = {"UserDefinedClocks": 0x2}
+THROTTLE_ONLY_REASONS = {"BoardLimit": 0x200, "Reliability": 0x400}
 
 
 # Fixture readings where the registry has no number (H100s list no clock): not specs, not measurements.
@@ -107,10 +111,13 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
         if name.startswith("NVML_ERROR_") or name == "NVML_SUCCESS":
             setattr(m, name, value)
     m.NVML_TEMPERATURE_GPU, m.NVML_CLOCK_GRAPHICS, m.NVML_CLOCK_SM, m.NVML_CLOCK_MEM = 0, 0, 1, 2
-    for reason, bit in CLOCK_EVENT_REASONS.items():
+    for reason, bit in {**CLOCK_EVENT_REASONS, **CLOCK_EVENT_ALIASES}.items():
         setattr(m, f"nvmlClocksEventReason{reason}", bit)
-    m.nvmlClocksEventReasonNone = 0
+    for reason, bit in {**CLOCK_EVENT_REASONS, **CLOCK_EVENT_ALIASES, **THROTTLE_ONLY_REASONS}.items():
+        setattr(m, f"nvmlClocksThrottleReason{reason}", bit)
+    m.nvmlClocksEventReasonNone = m.nvmlClocksThrottleReasonNone = 0
     m.nvmlClocksEventReasonAll = sum(CLOCK_EVENT_REASONS.values())
+    m.nvmlClocksThrottleReasonAll = sum(CLOCK_EVENT_REASONS.values()) + sum(THROTTLE_ONLY_REASONS.values())
     t0 = clock()
     state = {"inits": 0}
     has_jetson = any(d.is_jetson for d in gpus)
@@ -179,8 +186,6 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
                 return g
         raise Err(NVML_ERROR_NOT_FOUND)
 
-    m.nvmlDeviceGetHandleByPciBusId_v2 = m.nvmlDeviceGetHandleByPciBusId
-
     @api
     def nvmlDeviceGetName(h):
         return handle(h).dev.cuda_name
@@ -193,7 +198,7 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
     def nvmlDeviceGetPciInfo(h):
         g = handle(h)
         domain, bus, device = _pci_tuple(g.dev.pci_bus_id)
-        bus_id = g.dev.pci_bus_id.encode()
+        bus_id = g.dev.pci_bus_id  # str: nvmlPciInfo_t's __getattribute__ decodes its char arrays (_PrintableStructure)
         return types.SimpleNamespace(busId=bus_id, busIdLegacy=bus_id, domain=domain, bus=bus, device=device,
                                      pciDeviceId=0x233010DE, pciSubSystemId=0)
 
