@@ -830,6 +830,7 @@ def _row(kernel, m, shape, run: int, **mark) -> dict:
             "roof": "memory" if m.memory_roof_only else "full", "efficiency": m.efficiency,
             "rel_iqr": m.timing.rel_iqr, "key": model_key(kernel.op, kernel.precision),
             "model_shape": model_shape(kernel.op, kernel.cost.shape),
+            "short": "SHORT of target" in (getattr(m, "cold_note", "") or ""),  # partly cached: raises no roof
             **{k: pred.get(k) for k in ("flops", "bytes", "compute_class", "peak_tflops", "bandwidth_gbs", "t_memory_s",
                                         "t_compute_s")}, **mark}
 
@@ -854,8 +855,8 @@ def raise_roofs(cal, model: EfficiencyModel, rows: list, ceiling: dict | None = 
     beat: dict[str, list[tuple[float, dict]]] = {}  # roof -> (rate, run) of every run past it by more than the
     # timer's resolution; a run may beat both (a compute-bound run that also read faster than the bandwidth)
     for r in rows:
-        if r.get("flops") is None or r.get("peak_tflops") is None:
-            continue
+        if r.get("flops") is None or r.get("peak_tflops") is None or r.get("short"):
+            continue  # a rotation kept short of its target read partly from cache: no evidence of a roof
         gbs = r["bytes"] / r["median_s"] / BYTES_PER_GB
         if gbs > r["bandwidth_gbs"] * (1 + RESOLUTION):
             beat.setdefault("bandwidth", []).append((gbs, r))
@@ -1155,6 +1156,8 @@ def learn(cal, kernel, m, info) -> str | None:
            or ("an emulated kernel" if kernel.emulated else None)
            or (f"held to the {m.peaks} roof, the model to the calibrated one" if m.peaks != "calibrated" else None)
            or (f"measured under contention ({', '.join(m.contention)})" if m.contention else None)
+           or ("its cold rotation fell SHORT of its target (partly cached: no cold sample)"
+               if "SHORT of target" in (m.cold_note or "") else None)
            or ("a grouped_gemm: its expected time is read from the GEMM model at one expert's shape, which a grouped "
                "kernel does not sample" if kernel.op == "grouped_gemm" else None)
            or (f"a {kernel.op} (the model covers GEMV, GEMM and attention)" if op_class(kernel.op) is None

@@ -127,3 +127,15 @@ def test_a_memory_ceiling_seen_only_under_contention_is_unsettled(tmp_path):
     offer_dram(info, tmp_path, 24.1, "a quiet calibration")
     assert dram_settled(info, tmp_path)
     assert ceiling_of(k, ceiling_hardware(info, host_cpu_hardware(info.cpu), tmp_path), info, False).time_s
+
+
+def test_a_short_rotation_never_re_reads_the_dram_ceiling_over_a_cached_span():
+    # a rotation memory kept short (2 GiB free beside a 480 MiB L3) is partly cached; re-read over that span the
+    # "DRAM" look was cache speed (16.5 MiB: 223 GB/s on a host whose DRAM read 43-57) and raised the ceiling for good
+    from roofline_kernels.calibrate import cold_span_bytes
+    from roofline_kernels.ceiling import remeasure_span
+    from roofline_kernels.device import DeviceInfo, read_cpu_info
+    info = DeviceInfo("cpu", "cpu", "x", "y", read_cpu_info("/nonexistent"))
+    full = cold_span_bytes(info)
+    assert remeasure_span(info, full // 8) == full and remeasure_span(info, None) == full
+    assert remeasure_span(info, 3 * full) == 3 * full  # a longer rotation keeps its own span

@@ -249,11 +249,12 @@ def _store_profile(tmp_path, model=None):
     return load_calibration(path)
 
 
-def _measured(mode="cold", emulated=False, contention=(), op="gemv", shape=None, eff=0.6, peaks="calibrated"):
+def _measured(mode="cold", emulated=False, contention=(), op="gemv", shape=None, eff=0.6, peaks="calibrated",
+              cold_note="cold by rotation: 4 copies spanning 66 MiB (target 66 MiB = 2x caches)"):
     kernel = SimpleNamespace(op=op, precision="fp32", emulated=emulated,
                              cost=SimpleNamespace(shape=shape or {"m": 1, "n": 2048, "k": 2048}))
     m = SimpleNamespace(timing=SimpleNamespace(mode=mode), peaks=peaks, contention=list(contention),
-                        efficiency=eff, memory_roof_only=False)
+                        efficiency=eff, memory_roof_only=False, cold_note=cold_note)
     return kernel, m
 
 
@@ -282,7 +283,10 @@ def test_an_attention_measurement_joins_its_own_class(tmp_path):
     (dict(mode="hot"), "hot timing"), (dict(emulated=True), "emulated"), (dict(contention=["busy CPU: 80%"]),
                                                                          "under contention"),
     (dict(op="elementwise"), "covers GEMV, GEMM and attention"), (dict(peaks="datasheet"), "datasheet roof"),
-    (dict(eff=float("nan")), "efficiency nan")])
+    (dict(eff=float("nan")), "efficiency nan"),
+    # a rotation memory kept short is partly cached: its run says nothing of a cold one
+    (dict(cold_note="cold by rotation: 2 copies spanning 512 MiB (target 962 MiB = 2x caches); SHORT of target "
+                    "(memory budget 512 MiB): samples may be partly cached"), "SHORT of its target")])
 def test_what_does_not_join_the_model_says_why(tmp_path, kw, why):
     cal = _store_profile(tmp_path)
     got = keff.learn(cal, *_measured(**kw), SimpleNamespace(simulated=None))

@@ -180,3 +180,19 @@ def test_the_first_calibration_saves_its_raised_roofs_and_calibrate_shows_them(t
     kcli._show_profiles([saved], tmp_path, False, out)
     assert "bf16 60 TFLOP/s (calibrated 50; raised: the efficiency sweep's gemm bf16 " in out.getvalue()
     assert math.isclose(got.bandwidth_gbs, BANDWIDTH)
+
+
+def test_a_run_whose_rotation_fell_short_raises_no_roof():
+    # a rotation memory kept short of 2x the caches read partly from cache: its rate is no evidence of a roof
+    cal = calibration(peaks={"bf16": 100.0})
+    model, rows = swept(cal, lambda c: true_time(c, peak=100.0, stream=1.1 * BANDWIDTH))
+    for r in rows:
+        r["short"] = True
+    new, out = keff.raise_roofs(cal, model, rows)
+    assert out.get("raised", {}) == {} and new.bandwidth_gbs == BANDWIDTH
+    short = SimpleNamespace(cold_note="cold by rotation: 2 copies spanning 512 MiB (target 962 MiB = 2x caches); "
+                                      "SHORT of target (memory budget 512 MiB): samples may be partly cached",
+                            prediction={}, timing=SimpleNamespace(median_s=1e-3, rel_iqr=0.01), predicted_time_s=1e-3,
+                            memory_roof_only=False, efficiency=1.0)
+    kernel = SimpleNamespace(op="gemv", precision="bf16", cost=gemm(1, 2048, 2048, precision="bf16"))
+    assert keff._row(kernel, short, (1, 2048, 2048), 1)["short"] is True

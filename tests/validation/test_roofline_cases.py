@@ -18,7 +18,7 @@ import pytest
 
 from roofline_kernels import telemetry
 from roofline_kernels.calibrate import dram_bandwidth_now
-from roofline_kernels.ceiling import dram_settled, offer_dram
+from roofline_kernels.ceiling import dram_settled, offer_dram, remeasure_span
 from roofline_kernels.measure import cold_rotation, measure_kernel, predict_kernel
 from roofline_kernels.ops import UnsupportedKernel, make_attention, make_gemm, make_grouped_gemm
 from roofline_kernels.timer import BudgetExceeded
@@ -204,10 +204,10 @@ def test_measured_case(family, case, request, suite, device_info, hardware_entry
 
     def dram_now():  # the best shown so far may be understated: read this case's cold span now, raise it if beaten
         before = ceiling_entry.bandwidth.value
-        span = last["m"].timing.rotation_bytes or None
+        span = remeasure_span(device_info, last["m"].timing.rotation_bytes)  # a short rotation: the full span
         busy = bool(telemetry.snapshot(device_info.kind, busy_interval_s=0.1, info=device_info)["contention"])
         hist = offer_dram(device_info, profile_store, dram_bandwidth_now(device_info, nbytes=span, traffic=True),
-                          f"re-measured by {case.id} over its {(span or 0) / 2**20:.0f} MiB cold span", busy)
+                          f"re-measured by {case.id} over its {span / 2**20:.0f} MiB cold span", busy)
         return hist["best_gbs"] / before
 
     w_fmt = kernel.cost.weight_format
