@@ -7,14 +7,18 @@ ceiling (a healthy int8 GEMM once "beat" a peak calibrated while the host ran sl
 
 peak = cores x max clock x FLOPs per cycle per core of the units that run the format:
 
-1. FP32: two FMA pipes of the widest vector the CPU advertises (AVX-512: 2 x 16 lanes x 2 = 64 FLOP/cycle;
-   AVX2+FMA: 32; SSE2 or NEON: 16). Two pipes is the most an x86 or Arm core has; a one-pipe part only
-   makes the ceiling looser.
+1. FP32: two FMA pipes of the widest vector an x86 CPU advertises (AVX-512: 2 x 16 lanes x 2 = 64 FLOP/cycle;
+   AVX2+FMA: 32; SSE2: 16); two pipes is the most an x86 core has. An Arm core (``asimd``) has more 128-bit
+   pipes: up to six (Cortex-X925, GB10's big cores; Neoverse V2 four, Cortex-A78AE two), so 6 x 4 lanes x 2 = 48.
+   A part with fewer pipes only makes the ceiling looser.
 2. BF16: AMX-BF16 1024 FLOP/cycle/core; AVX512-BF16 (VDPBF16PS: a pair of products per FP32 lane) 2x FP32.
    Without either, bf16 is converted and FMA'd in FP32, so the FP32 rate bounds it.
-3. FP16: AMX-FP16 1024; AVX512-FP16 2x FP32; else converted (F16C): the FP32 rate.
+   Arm's BF16 (BFMMLA: a 2x4 by 4x2 block, 16 products in a 128-bit pipe where an FMA does 4) 4x FP32.
+3. FP16: AMX-FP16 1024; AVX512-FP16 2x FP32; Arm's FP16 arithmetic (``asimdhp``: 8 lanes of 128 bits) 2x FP32;
+   else converted (F16C): the FP32 rate.
 4. INT8: AMX-INT8 2048 OP/cycle/core; VNNI (VPDPBUSD: four u8 x s8 products per 32-bit lane) 4x FP32.
    Without VNNI the same products take VPMADDUBSW + VPMADDWD, never more per cycle than VNNI: 4x FP32.
+   Arm's I8MM (SMMLA: 32 products per 128-bit pipe) 8x FP32; its dot product (``asimddp``, SDOT) 4x.
 5. FP8 and FP4 have no CPU units: emulated through FP32, so the FP32 rate bounds them.
 6. Clock: cpufreq's ``cpuinfo_max_freq`` where the OS exposes it. A VM shows only a base (or current) clock
    in /proc/cpuinfo while boost runs above it, up to ~1.9x base on shipping parts (Xeon Platinum 8480+:
@@ -38,8 +42,10 @@ def fp32_flops_per_cycle(flags: frozenset[str]) -> tuple[int, str]:
         return 64, "AVX-512: 2 FMA pipes x 16 lanes x 2"
     if "avx2" in flags and "fma" in flags:
         return 32, "AVX2+FMA: 2 FMA pipes x 8 lanes x 2"
-    if {"asimd", "sse2"} & flags:
-        return 16, "128-bit SIMD: 2 FMA pipes x 4 lanes x 2"
+    if "asimd" in flags:
+        return 48, "Arm 128-bit ASIMD: up to 6 FMA pipes (Cortex-X925) x 4 lanes x 2"
+    if "sse2" in flags:
+        return 16, "SSE2: 2 FMA pipes x 4 lanes x 2"
     return 2, "scalar: 1 FMA x 2"
 
 
@@ -51,18 +57,26 @@ def flops_per_cycle(flags: frozenset[str]) -> dict[str, tuple[int, str, bool]]:
         out["bf16"] = (1024, f"AMX-BF16 ({AMX_SOURCE})", True)
     elif "avx512_bf16" in flags:
         out["bf16"] = (2 * fp32, "AVX512-BF16 VDPBF16PS: 2x FP32", True)
+    elif {"asimd", "bf16"} <= flags:
+        out["bf16"] = (4 * fp32, "Arm BF16 BFMMLA: 16 products per 128-bit pipe, 4x FP32", True)
     else:
         out["bf16"] = (fp32, "no BF16 units: converted and FMA'd in FP32, bounded by the FP32 rate", False)
     if "amx_fp16" in flags:
         out["fp16"] = (1024, f"AMX-FP16 ({AMX_SOURCE})", True)
     elif "avx512_fp16" in flags:
         out["fp16"] = (2 * fp32, "AVX512-FP16: 2x FP32", True)
+    elif {"asimd", "asimdhp"} <= flags:
+        out["fp16"] = (2 * fp32, "Arm FP16 arithmetic (asimdhp): 8 lanes, 2x FP32", True)
     else:
         out["fp16"] = (fp32, "no FP16 units: converted (F16C) and FMA'd in FP32, bounded by the FP32 rate", False)
     if "amx_int8" in flags:
         out["int8"] = (2048, f"AMX-INT8 ({AMX_SOURCE})", True)
     elif {"avx512_vnni", "avx_vnni"} & flags:
         out["int8"] = (4 * fp32, "VNNI VPDPBUSD: 4 products per 32-bit lane, 4x FP32", True)
+    elif {"asimd", "i8mm"} <= flags:
+        out["int8"] = (8 * fp32, "Arm I8MM SMMLA: 32 products per 128-bit pipe, 8x FP32", True)
+    elif {"asimd", "asimddp"} <= flags:
+        out["int8"] = (4 * fp32, "Arm dot product SDOT: 4 products per 32-bit lane, 4x FP32", True)
     else:
         out["int8"] = (4 * fp32, "no VNNI: VPMADDUBSW+VPMADDWD, never faster than VNNI's 4x FP32", False)
     for cls in ("fp8", "fp4"):

@@ -219,6 +219,8 @@ def fingerprint(info: DeviceInfo) -> str:
 def fingerprint_fields(info: DeviceInfo) -> dict:
     return {"method": CALIBRATION_METHOD, "hardware": info.hardware_key, "name": info.name, "cpu": info.cpu.model,
             "threads": info.cpu.threads, "torch_threads": _threads(), "sm_count": info.sm_count,
+            # the caches a cold span and the bandwidth sweep's levels are sized from (every instance counted)
+            "caches": dict(info.cpu.caches) if info.kind == "cpu" else None,
             "power_mode": (info.power_mode or {}).get("mode"), "driver": info.driver, "cuda": info.cuda,
             "max_clock_mhz": _max_clock_mhz(info),
             **{k: info.versions.get(k) for k in ("torch", "torchao")}}

@@ -71,8 +71,8 @@ def remeasure_span(info: DeviceInfo, rotation_bytes: int | None) -> int:
     """The span a case that beat the DRAM ceiling is re-read over: its own cold span, never less than the full
     target (``calibrate.cold_span_bytes``). A rotation memory kept short is partly cached, and a look over it read
     cache speed (here 16.5 MiB: 223 GB/s against DRAM's 43-57) and raised the ceiling, which only ever rises."""
-    from .calibrate import cold_span_bytes
-    return max(int(rotation_bytes or 0), cold_span_bytes(info))
+    from .measure import ROTATION_CACHE_MULTIPLE, cache_bytes  # calibrate.cold_span_bytes, without its import cycle
+    return max(int(rotation_bytes or 0), ROTATION_CACHE_MULTIPLE * cache_bytes(info))
 
 
 def dram_settled(info: DeviceInfo, store) -> bool:

@@ -62,6 +62,15 @@ def _size_bytes(text: str) -> int:
     return int(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)]
 
 
+def _instances(root: Path, index: str) -> int:
+    """How many separate caches of this index the CPUs have (distinct ``shared_cpu_list``): an EPYC's 12 L3s of
+    32 MiB are 384 MiB a multithreaded kernel spreads over, where cpu0's one (32 MiB) left a "cold" rotation of
+    2x it hot. 1 where sysfs does not say."""
+    lists = {_read(cpu / "cache" / index / "shared_cpu_list")
+             for cpu in (root / "sys/devices/system/cpu").glob("cpu[0-9]*")}
+    return max(1, len(lists - {""}))
+
+
 def read_cpu_info(root: str | os.PathLike = "/") -> CpuInfo:
     root = Path(root)
     cpuinfo = _read(root / "proc/cpuinfo")
@@ -78,7 +87,8 @@ def read_cpu_info(root: str | os.PathLike = "/") -> CpuInfo:
         level, kind = _read(index / "level"), _read(index / "type")
         if kind == "Instruction" or not level:
             continue
-        caches[f"L{level}{'d' if kind == 'Data' else ''}"] = _size_bytes(_read(index / "size"))
+        caches[f"L{level}{'d' if kind == 'Data' else ''}"] = (_size_bytes(_read(index / "size"))
+                                                           * _instances(root, index.name))
     max_khz = _read(root / "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
     if max_khz.isdigit():
         max_mhz, clock_source = int(max_khz) / 1000, CPUFREQ_MAX
@@ -87,7 +97,10 @@ def read_cpu_info(root: str | os.PathLike = "/") -> CpuInfo:
     else:
         max_mhz, clock_source = None, "unknown"
     return CpuInfo(model=fields.get("model name", platform.processor() or "unknown CPU"), cores=cores,
-                   threads=threads, max_mhz=max_mhz, flags=frozenset(fields.get("flags", "").split()), caches=caches,
+                   threads=threads, max_mhz=max_mhz, caches=caches,
+                   # x86 names its ISA extensions "flags", arm64 "Features" (asimd, asimdhp, bf16, i8mm, sve...): read
+                   # as flags, so an Arm host is no longer a scalar CPU (2 FLOP/cycle) to the physics ceiling
+                   flags=frozenset((fields.get("flags") or fields.get("Features", "")).split()),
                    clock_source=clock_source)
 
 

@@ -231,3 +231,33 @@ def test_a_gpu_hosts_cpu_asked_by_hardware_cpu_has_the_hosts_ram_not_the_gpus(tm
     fake_cpu_tree(tmp_path)
     gpu, host = detect(root=tmp_path), detect("cpu", root=tmp_path)
     assert gpu.kind == "cuda" and host.kind == "cpu" and host.memory_bytes == 32768000 * 1024 != gpu.memory_bytes
+
+
+def test_caches_count_every_instance_the_cpus_have(tmp_path):
+    # cpu0's L3 alone was read: an EPYC's twelve 32 MiB L3s made a "cold" rotation of 2x 32 MiB that stayed hot
+    from tests.fakes.host import write
+    root = fake_cpu_tree(tmp_path)
+    for cpu in range(4):
+        for index, shared in (("index0", str(cpu)), ("index2", str(cpu)), ("index3", "0-1" if cpu < 2 else "2-3")):
+            write(root, f"sys/devices/system/cpu/cpu{cpu}/cache/{index}/shared_cpu_list", shared + "\n")
+    cpu = read_cpu_info(root)
+    assert cpu.caches == {"L1d": 4 * 32 * 2**10, "L2": 4 * 2**20, "L3": 2 * 16 * 2**20}
+
+
+def test_an_arm_host_reads_its_features_and_gets_arm_ceilings(tmp_path):
+    """arm64's /proc/cpuinfo names its extensions "Features": read as no flags, a Neoverse was a scalar CPU
+    (2 FLOP/cycle), and every compute-bound GEMM on it "beat" physics."""
+    from tests.fakes.host import write
+    root = fake_cpu_tree(tmp_path)
+    write(root, "proc/cpuinfo", "".join(
+        f"processor\t: {i}\nBogoMIPS\t: 2000.00\nFeatures\t: fp asimd evtstrm aes asimdhp asimddp sve bf16 i8mm\n"
+        f"CPU implementer\t: 0x41\n\n" for i in range(4)))
+    cpu = read_cpu_info(root)
+    assert {"asimd", "bf16", "i8mm", "asimdhp"} <= cpu.flags
+    from roofline.cpu_ceiling import flops_per_cycle
+    per = flops_per_cycle(cpu.flags)
+    assert per["fp32"][0] == 48 and per["bf16"][0] == 4 * 48 and per["int8"][0] == 8 * 48 and per["fp16"][0] == 96
+    assert all(per[c][2] for c in ("fp32", "bf16", "fp16", "int8"))
+    # without the matrix extensions: dot product and FP16 arithmetic alone, and a bare NEON core
+    assert flops_per_cycle(frozenset({"asimd", "asimddp"}))["int8"][0] == 4 * 48
+    assert flops_per_cycle(frozenset({"asimd"}))["bf16"][0] == 48  # converted: the FP32 rate
