@@ -1124,6 +1124,13 @@ def ensure_model(cal, info, hw, budget_s: float, progress=lambda s: None):
             if fresh is not None and fresh.timestamp == cal.timestamp:
                 learned = model_of(fresh)  # samples another process added while this swept stay, unless held to
                 # roofs the sweep raised since
+                if learned is not None and not learned.meta.get("learned_only"):
+                    # another process's sweep of this very profile finished first: its model and any roof it raised
+                    # stand. Merged, its samples (held to its raised roofs) and these (to the roofs before) were one
+                    # model while the profile said the roof was both raised and not
+                    progress("another process's efficiency sweep of this profile finished first: its model and roofs "
+                             "are kept, this sweep's are not")
+                    return fresh
                 if learned and model.meta.get("raised_roofs"):
                     progress(f"{sum(map(len, learned.samples.values()))} samples learned while the sweep ran were "
                              "held to the roofs before it raised them: not kept")

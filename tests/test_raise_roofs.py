@@ -162,7 +162,7 @@ def test_the_first_calibration_saves_its_raised_roofs_and_calibrate_shows_them(t
     learner = EfficiencyModel()
     learner.add("gemm", "bf16", {"m": 64, "n": 1024, "k": 1024}, 0.5)
     keff.write_json_atomic(path, dict(cal.to_dict(), details={"quick": True, "efficiency": dict(
-        learner.to_dict(), meta={"calibration": "t0"})}))
+        learner.to_dict(), meta={"calibration": "t0", "learned_only": True})}))  # as learn() writes it
     monkeypatch.setattr(keff, "sweep_precisions", lambda info, hw: [("bf16", {"precision": "bf16"})])
     monkeypatch.setattr(keff, "run_sweep", lambda *a, **k: swept(cal))
     info = SimpleNamespace(kind="cuda", simulated=None)
@@ -196,3 +196,26 @@ def test_a_run_whose_rotation_fell_short_raises_no_roof():
                             memory_roof_only=False, efficiency=1.0)
     kernel = SimpleNamespace(op="gemv", precision="bf16", cost=gemm(1, 2048, 2048, precision="bf16"))
     assert keff._row(kernel, short, (1, 2048, 2048), 1)["short"] is True
+
+
+def test_a_sweep_that_finishes_second_keeps_the_first_sweeps_model_and_roofs(tmp_path, monkeypatch):
+    """Two processes swept one profile that had no model: the first raised the bandwidth 20 -> 25 and saved; the
+    second, which raised nothing, merged the first's samples (held to 25) with its own (held to 20) and wrote the
+    bandwidth back to 20 beside a raised_by_sweep saying 25. The first sweep's model and roofs now stand."""
+    path = tmp_path / "calibration-gb10-x.json"
+    cal = Calibration.from_dict(calibration(peaks={"bf16": 100.0}, details={"quick": True}).to_dict(), path=str(path))
+    first, _ = swept(cal, lambda c: true_time(c, peak=100.0, stream=1.1 * BANDWIDTH))
+    won, _ = keff.raise_roofs(cal, first, swept(cal, lambda c: true_time(c, peak=100.0, stream=1.1 * BANDWIDTH))[1])
+    keff.attach(won, first)
+    path.write_text(json.dumps(won.to_dict()))  # the first process's save
+    monkeypatch.setattr(keff, "sweep_precisions", lambda info, hw: [("bf16", {"precision": "bf16"})])
+    monkeypatch.setattr(keff, "run_sweep", lambda *a, **k: swept(cal, lambda c: true_time(c, peak=100.0)))
+    said = []
+    got = keff.ensure_model(cal, SimpleNamespace(kind="cuda", simulated=None),
+                            get_hardware("gb10").with_calibration(cal), 1.0, said.append)
+    saved = load_calibration(path)
+    for c in (got, saved):
+        assert c.bandwidth_gbs == pytest.approx(won.bandwidth_gbs) and won.bandwidth_gbs > BANDWIDTH
+        assert c.details["raised_by_sweep"]["bandwidth"]["rate"] == pytest.approx(c.bandwidth_gbs)
+        assert len(model_of(c).samples["gemm:bf16"]) == len(MS) * len(NKS)  # the first sweep's alone
+    assert any("finished first" in s for s in said), said
