@@ -222,16 +222,23 @@ def fingerprint_fields(info: DeviceInfo) -> dict:
             # the caches a cold span and the bandwidth sweep's levels are sized from (every instance counted)
             "caches": dict(info.cpu.caches) if info.kind == "cpu" else None,
             "power_mode": (info.power_mode or {}).get("mode"), "driver": info.driver, "cuda": info.cuda,
-            "max_clock_mhz": _max_clock_mhz(info),
+            **_limits(info),
             **{k: info.versions.get(k) for k in ("torch", "torchao")}}
 
 
-def _max_clock_mhz(info: DeviceInfo):
-    """The clock ceiling the roof was measured under: NVML's max SM clock, a Jetson's devfreq max, the CPU's max."""
+def _limits(info: DeviceInfo) -> dict:
+    """The clock ceiling the roof was measured under (NVML's max SM clock, a Jetson's devfreq max, the CPU's max) and,
+    on an NVML GPU, the power limit it enforces: a board capped with ``nvidia-smi -pl`` runs its roofs lower under
+    the same max clock, so a profile measured before the cap is not reused after it (or the reverse)."""
     if info.kind == "cpu":
-        return info.cpu.max_mhz
+        return {"max_clock_mhz": info.cpu.max_mhz}
     snap = telemetry.snapshot(info.kind, busy_interval_s=0, info=info)
-    return (snap.get("nvml") or {}).get("max_sm_clock_mhz") or (snap.get("jetson") or {}).get("gpu_max_mhz")
+    nv = snap.get("nvml") or {}
+    limit = nv.get("power_limit_w")
+    out = {"max_clock_mhz": nv.get("max_sm_clock_mhz") or (snap.get("jetson") or {}).get("gpu_max_mhz")}
+    if limit is not None:
+        out["power_limit_w"] = round(float(limit))
+    return out
 
 
 def _threads() -> int:

@@ -190,9 +190,26 @@ def test_the_profile_key_moves_with_everything_that_moves_a_roof(device_info):
     for change in (dict(power_mode={"mode": "7W", "id": 1}), dict(driver="580.65"),
                    dict(versions={**device_info.versions, "torch": "2.14.0"}),
                    dict(versions={**device_info.versions, "torchao": "0.19.0"}),
-                   dict(cpu=dataclasses.replace(device_info.cpu, max_mhz=(device_info.cpu.max_mhz or 1) * 2))):
+                   dict(cpu=dataclasses.replace(device_info.cpu, max_mhz=(device_info.cpu.max_mhz or 1) * 2)),
+                   # the caches a cold span is sized from (every instance counted now: an older reading is stale)
+                   dict(cpu=dataclasses.replace(device_info.cpu, caches={**device_info.cpu.caches, "L3": 2**30}))):
         assert cal_mod.fingerprint(dataclasses.replace(device_info, **change)) != base, change
     assert cal_mod.fingerprint(dataclasses.replace(device_info)) == base
+
+
+def test_a_gpus_power_cap_moves_its_profile_key(monkeypatch, device_info):
+    """NVML's max SM clock is the hardware's: a board capped with ``nvidia-smi -pl`` keeps it, and its profile from
+    before the cap (higher roofs) was reused after it. The enforced power limit is in the key."""
+    import dataclasses
+    gpu = dataclasses.replace(device_info, kind="cuda", hardware_key="h100_sxm")
+    limit = {"w": 700.0}
+    monkeypatch.setattr(cal_mod.telemetry, "snapshot", lambda *a, **k: {
+        "nvml": {"max_sm_clock_mhz": 1980, "power_limit_w": limit["w"]}})
+    full = cal_mod.fingerprint(gpu)
+    limit["w"] = 400.0
+    assert cal_mod.fingerprint(gpu) != full
+    limit["w"] = 700.2  # a reading's jitter is no new profile
+    assert cal_mod.fingerprint(gpu) == full
 
 
 @pytest.mark.parametrize("key, has, lacks", [("gb10", {"nvfp4", "tf32", "fp8_e4m3", "int8"}, set()),
