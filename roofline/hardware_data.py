@@ -142,7 +142,13 @@ HARDWARE_DATA: list[dict] = [
                                   "bytes); " + _JETSON_OS_SOURCE),
          gpu_clock_mhz=_p(1300.5), mem_clock_mhz=_p(3199, "EMC max of the 204.8 GB/s figure", derived=True),
          native=_AMPERE,
-         peaks_tflops=dict(fp32=_p(5.3), tf32=_p(10.6, derived=True), fp16=_p(42.6, derived=True),
+         # TF32: hardware.md's 10.6 is FP16 / 4, where its own Orin Nano rows take FP16 / 2 (5.1 of 10.2, measured
+         # 4.9) and GA10B's per-SM rate gives 16 x 1300.5 MHz x 1024 = 21.3: a ceiling at 10.6 would fail a real
+         # AGX TF32 GEMM at 15 TFLOP/s for beating it
+         peaks_tflops=dict(fp32=_p(5.3), tf32=_p(round(16 * 1300.5e6 * _GA10B_PER_SM_CLOCK["tf32"] / 1e12, 2),
+                                                 "16 SMs x 1300.5 MHz x 1024 per SM per clock (GA10B); the reference's "
+                                                 "10.6 is FP16 / 4, against its own FP16 / 2 for the Orin Nano",
+                                                 derived=True, unverified=True), fp16=_p(42.6, derived=True),
                            bf16=_p(42.6, derived=True), int8=_p(85, "170 sparse / 2"),
                            int4=_p(170, "2x dense INT8 as on Ampere A100", derived=True, unverified=True))),
     dict(key="jetson_orin_nx_16gb", family="jetson", aliases=("orin_nx_16gb", "orin_nx"),

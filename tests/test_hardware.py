@@ -235,3 +235,13 @@ def test_consumer_fp8_peaks_are_the_fp32_accumulate_rate_like_their_fp16(key):
     assert peaks["fp16"].note.startswith("fp32 accumulate") and peaks["fp8"].note.startswith("fp32 accumulate")
     assert peaks["fp8"].value == pytest.approx(2 * peaks["fp16"].value, rel=1e-3)
     assert "with fp16 accumulate" in peaks["fp8"].note  # the other rate is named, not stored
+
+
+def test_every_orin_gpus_tf32_ceiling_is_half_its_fp16():
+    # GA10B runs TF32 at half its FP16 rate per SM per clock; the AGX entry took hardware.md's 10.6 (FP16 / 4), a
+    # ceiling a real TF32 GEMM at 15 TFLOP/s would have "beaten"
+    from roofline import REGISTRY
+    orins = [hw for hw in REGISTRY.values() if hw.arch == "sm_87"]
+    assert len(orins) >= 4
+    for hw in orins:
+        assert hw.peaks["tf32"].value == pytest.approx(hw.peaks["fp16"].value / 2, rel=0.01), hw.key
