@@ -112,8 +112,14 @@ def apply_quantization(model: torch.nn.Module, precision: str, device_info=None,
             report.skipped.append((name, why))
             continue
         eligible.append(name)
-        weight_bytes_before += tensor_storage_bytes(mod.weight)
         predicted += tensor_bytes(prec.weight_format, mod.weight.numel())
+    # a weight shared with a module left as it is (a tied embedding: lm_head.weight is embed_tokens.weight) stays in
+    # memory beside its quantized copy: its storage is not freed, so it is not taken off (the table was counted zero
+    # times: a tiny tied Llama's int8 prediction read 3.28 MB against 7.54 measured)
+    chosen = set(eligible)
+    kept = {p.data_ptr() for n, m in model.named_modules() if n not in chosen for p in m.parameters(recurse=False)}
+    weight_bytes_before = sum(tensor_storage_bytes(model.get_submodule(n).weight) for n in eligible
+                              if model.get_submodule(n).weight.data_ptr() not in kept)
     if not eligible:
         raise QuantizationUnsupported(prec.name, info.hardware_key, "no linear layer is eligible: " +
                                       "; ".join(f"{n}: {w}" for n, w in report.skipped) if report.skipped

@@ -23,10 +23,30 @@ class HFDims:
         self.hf_config, self.name = hf_config, name
 
     def to_roofline(self) -> ModelConfig:
+        """Every field the theory prices, read from config.json as transformers names it: the routed experts
+        (``num_local_experts`` or ``num_experts``, ``num_experts_per_tok``, Qwen's ``moe_intermediate_size``), the
+        sliding-window layers (``layer_types``, or every layer where ``sliding_window`` is set and not switched off by
+        ``use_sliding_window``), tied embeddings and the context limit. Only the dense dims were read: Mixtral was
+        priced as one 14336-wide FFN (1.44e10 decode bytes for 2.57e10), gpt-oss without its experts or windows."""
         c = self.hf_config
+        experts = getattr(c, "num_local_experts", None) or getattr(c, "num_experts", None) or 0
+        per_token = (getattr(c, "num_experts_per_tok", None) or getattr(c, "experts_per_token", None) or 0) \
+            if experts else 0
+        window = getattr(c, "sliding_window", None)
+        types = list(getattr(c, "layer_types", None) or [])
+        if not window or getattr(c, "use_sliding_window", True) is False:
+            window, sliding = None, 0
+        else:
+            sliding = sum(t == "sliding_attention" for t in types) if types else c.num_hidden_layers
+            window = window if sliding else None
         return ModelConfig(self.name, c.hidden_size, c.num_attention_heads,
                            getattr(c, "num_key_value_heads", None) or c.num_attention_heads, c.intermediate_size,
-                           c.num_hidden_layers, c.vocab_size, head_dim=getattr(c, "head_dim", None))
+                           c.num_hidden_layers, c.vocab_size, head_dim=getattr(c, "head_dim", None),
+                           tied_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
+                           experts=experts, experts_per_token=per_token,
+                           expert_intermediate=(getattr(c, "moe_intermediate_size", None) or None) if experts else None,
+                           sliding_window=window, sliding_layers=sliding,
+                           max_context=getattr(c, "max_position_embeddings", None))
 
 
 class HFCausalLM(nn.Module):
@@ -39,6 +59,7 @@ class HFCausalLM(nn.Module):
         # earlier releases take only `past_key_values`
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._logits_to_keep = "logits_to_keep" in params  # transformers 4.50 on; **kwargs alone is no promise
 
     def setup_cache(self, batch: int = 1, dtype=None):
         self._cache = None
@@ -52,7 +73,11 @@ class HFCausalLM(nn.Module):
             # a negative count (drop that many tokens) means the same in transformers 4 and 5; v5
             # refuses a positive one
             self._cache.crop(-(self._cache.get_seq_length() - start_pos))
-        out = self.model(input_ids=tokens, use_cache=True, **{self._cache_kwarg: self._cache})
+        # the last position's logits alone where that is all a step uses, as the theory prices a step's LM head
+        # (one row a sequence): without it the head ran over every prompt position (a 512-token prefill of a 1B
+        # model: a quarter of its FLOPs) and the measured prefill was not the predicted one
+        keep = {"logits_to_keep": 1} if last_only and self._logits_to_keep else {}
+        out = self.model(input_ids=tokens, use_cache=True, **{self._cache_kwarg: self._cache}, **keep)
         logits = out.logits[:, -1:] if last_only else out.logits
         return logits.float()
 

@@ -153,3 +153,17 @@ def test_a_layer_count_override_keeps_the_sliding_window_share():
     for layers, sliding in ((1, 1), (2, 1), (3, 2), (13, 7), (48, 24)):  # even layers slide, layer 0 first
         assert get_model_config("gpt-oss-20b", layers=layers).sliding_layers == sliding
     assert get_model_config("gpt-oss-20b", layers=4, sliding_layers=4).sliding_layers == 4  # given: kept
+
+
+def test_intermediate_size_sets_a_moe_models_expert_width():
+    # it set the dense width, which a MoE model's experts do not use: mixtral priced alike with and without it
+    import io
+    import json
+    from roofline.cli import main
+    def flops(*extra):
+        out = io.StringIO()
+        assert main(["predict", "model", "--model", "mixtral", "--json", *extra], out=out) == 0
+        return json.loads(out.getvalue())["flops"]
+    from roofline import get_model_config, model_step
+    narrow = model_step(get_model_config("mixtral", expert_intermediate=1024), "decode", 1, 1024)
+    assert flops("--intermediate-size", "1024") == pytest.approx(narrow.flops) and flops() > 4 * narrow.flops

@@ -402,3 +402,73 @@ def test_a_model_steps_timing_keeps_its_spread_mode_and_contention(info, monkeyp
     for phase in ("decode", "prefill"):
         sp = t.spread[phase]
         assert sp["count"] >= 5 and sp["p20_s"] <= getattr(t, f"{phase}_s") <= sp["p80_s"]
+
+
+def _hf():
+    why = transformers_problem()
+    if why:
+        pytest.skip(why)
+    import transformers
+    return transformers
+
+
+def test_a_local_hf_models_dims_are_every_field_the_theory_prices():
+    """Only the dense dims were read: a local Mixtral was priced as one 14336-wide FFN (1.44e10 decode bytes for the
+    registry's 2.57e10), gpt-oss without its experts and sliding windows. Each config, built as config.json states it
+    (no download), reads as the registry's entry for the same model."""
+    t = _hf()
+    from roofline import get_model_config
+    from roofline_quantize.hf import HFDims
+    configs = {
+        "mixtral-8x7b": t.MixtralConfig(hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
+                                        intermediate_size=14336, num_hidden_layers=32, vocab_size=32000,
+                                        num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=32768,
+                                        sliding_window=None),
+        "gpt-oss-20b": t.GptOssConfig(hidden_size=2880, num_attention_heads=64, num_key_value_heads=8, head_dim=64,
+                                      intermediate_size=2880, num_hidden_layers=24, vocab_size=201088,
+                                      num_local_experts=32, num_experts_per_tok=4, sliding_window=128,
+                                      max_position_embeddings=131072),
+        "qwen3-30b-a3b": t.Qwen3MoeConfig(hidden_size=2048, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+                                          intermediate_size=6144, moe_intermediate_size=768, num_hidden_layers=48,
+                                          vocab_size=151936, num_experts=128, num_experts_per_tok=8,
+                                          max_position_embeddings=40960),
+    }
+    for name, config in configs.items():
+        got, want = HFDims(config, name).to_roofline(), get_model_config(name)
+        for f in ("hidden", "heads", "kv_heads", "layers", "vocab", "dim_per_head", "experts", "experts_per_token",
+                  "expert_width", "sliding_window", "sliding_layers", "max_context", "tied_embeddings"):
+            assert getattr(got, f) == getattr(want, f), (name, f)
+    tied = t.LlamaConfig(hidden_size=2048, num_attention_heads=32, num_key_value_heads=8, intermediate_size=8192,
+                         num_hidden_layers=16, vocab_size=128256, tie_word_embeddings=True)
+    assert HFDims(tied, "llama3.2-1b").to_roofline().tied_embeddings
+    qwen2 = t.Qwen2Config(sliding_window=4096, use_sliding_window=False)  # set but switched off: no window
+    assert HFDims(qwen2, "q").to_roofline().sliding_layers == 0
+
+
+def test_a_hf_prefill_computes_the_last_positions_logits_alone():
+    # without logits_to_keep the LM head ran over every prompt position (a 64-token prefill: [1, 64, vocab]), while
+    # the theory prices one row a sequence
+    t = _hf()
+    from roofline_quantize.hf import HFCausalLM
+    config = t.LlamaConfig(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+                           num_hidden_layers=1, vocab_size=256)
+    lm = HFCausalLM(t.LlamaForCausalLM(config).eval(), None, "/tmp/tiny")
+    rows = []
+    lm.model.lm_head.register_forward_hook(lambda mod, inp, out: rows.append(out.shape[-2]))
+    out = lm(torch.randint(0, 256, (1, 64)), 0)
+    assert out.shape == (1, 1, 256) and rows == [1]
+    lm(torch.randint(0, 256, (1, 8)), 0, last_only=False)
+    assert rows[-1] == 8  # every position, where every position is asked for
+
+
+@needs_torchao
+def test_a_tied_embedding_stays_beside_its_quantized_lm_head_in_the_byte_prediction(info):
+    # lm_head.weight is embed_tokens.weight: the table stays (the embedding is not quantized) and was taken off the
+    # prediction anyway (a tiny tied Llama's int8: 3.28 MB predicted, 7.54 measured)
+    t = _hf()
+    config = t.LlamaConfig(hidden_size=256, num_attention_heads=4, num_key_value_heads=2, intermediate_size=512,
+                           num_hidden_layers=1, vocab_size=4096, tie_word_embeddings=True)
+    model = t.LlamaForCausalLM(config).to(torch.bfloat16).eval()
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    report = apply_quantization(model, "int8", info)
+    assert report.bytes_after == pytest.approx(report.predicted_bytes_after, rel=0.02), report

@@ -213,9 +213,14 @@ def build_cost(args):
 def model_args(args):
     """(model config, the format keywords of model_step and memory_plan) the predict flags describe: a
     ``--deployment``'s formats (``roofline.deployments``) with any precision flag given beside it on top."""
+    # a MoE model's FFN is its experts: --intermediate-size sets their width (it set the dense width, which the
+    # experts do not use, and changed nothing: mixtral priced alike with and without it)
+    moe = bool(get_model_config(args.model).experts) if args.intermediate_size else False
     cfg = get_model_config(args.model, hidden=args.hidden_size, heads=args.model_heads, kv_heads=args.model_kv_heads,
-                           intermediate=args.intermediate_size, layers=args.layers, vocab=args.vocab_size,
-                           head_dim=args.model_head_dim, max_context=getattr(args, "model_max_context", None))
+                           intermediate=None if moe else args.intermediate_size,
+                           expert_intermediate=args.intermediate_size if moe else None, layers=args.layers,
+                           vocab=args.vocab_size, head_dim=args.model_head_dim,
+                           max_context=getattr(args, "model_max_context", None))
     explicit = dict(kv=args.kv_precision, lm_head=getattr(args, "lm_head_precision", None),
                     expert_weight=getattr(args, "expert_precision", None))
     if getattr(args, "deployment", None):
@@ -254,7 +259,8 @@ def add_op_arguments(p, ops=PREDICT_OPS):
     g.add_argument("--phase", action=Given, choices=PHASES, default="decode")
     g.add_argument("--model", action=Given, default="llama3-8b", help="model config for layer/model")
     g.add_argument("--hidden-size", action=Given, type=positive_int)
-    g.add_argument("--intermediate-size", action=Given, type=positive_int)
+    g.add_argument("--intermediate-size", action=Given, type=positive_int,
+                   help="the FFN's width (a MoE model: its experts' width)")
     g.add_argument("--layers", action=Given, type=positive_int)
     g.add_argument("--vocab-size", action=Given, type=positive_int)
     g.add_argument("--model-heads", action=Given, type=positive_int, help="override the model's attention heads")
