@@ -43,6 +43,11 @@ def hardware_for(info: DeviceInfo, calibration=None, power_mode: str | None = No
     runs, so an option can say how it runs, never change it."""
     hw = host_cpu_hardware(info.cpu) if info.hardware_key == "cpu" else get_hardware(info.hardware_key)
     mode = _mode_to_apply(hw, info, power_mode)
+    if mode is None and hw.key in POWER_MODES and info.kind == "jetson":
+        mode = mode_from_caps(hw, info)  # no nvpmodel (a container): the caps the mode set say which it is
+        if mode is None and any(jetson_caps(info).values()):
+            hw = at_measured_caps(hw, "unreported", info, why="no nvpmodel to ask, and its caps match no mode of "
+                                                              "the table")
     if mode and hw.key in POWER_MODES and not find_power_mode(hw.key, mode):
         hw, mode = at_measured_caps(hw, mode, info), None
     clocks = {k: v for k, v in (clocks or {}).items() if v is not None}
@@ -75,12 +80,37 @@ def _mode_to_apply(hw: Hardware, info: DeviceInfo, stated: str | None) -> str | 
     return found[0]
 
 
-def at_measured_caps(hw: Hardware, mode: str, info: DeviceInfo) -> Hardware:
-    """A Jetson in an nvpmodel mode no table lists (a custom mode in /etc/nvpmodel.conf, an AGX Orin 32GB's
-    MODE_40W): its roofs at the caps the board reports now (GPU devfreq max_freq, the EMC cap, the SMs CUDA sees),
-    named as such, instead of an error that stopped every measured case."""
+def jetson_caps(info: DeviceInfo) -> dict:
     from . import jetson
-    caps = jetson.mode_caps(info.sysfs_root)
+    return jetson.mode_caps(info.sysfs_root)
+
+
+def mode_from_caps(hw: Hardware, info: DeviceInfo) -> str | None:
+    """The power mode a Jetson runs in, read from the caps it set (GPU devfreq ``max_freq``, the EMC cap) where no
+    ``nvpmodel`` answers (a container has none): the one mode of the board's table that sets both, or None. Without
+    it a container's board got its MAXN roofs in every mode (an AGX in its default MODE_30W held to FP16 42.6 where
+    its mode gives about 10)."""
+    caps = jetson_caps(info)
+    gpu, emc = caps["gpu_max_mhz"], caps["emc_cap_mhz"]
+    if not gpu:
+        return None
+    top = hw.mem_clock.value if hw.mem_clock is not None else None
+
+    def emc_fits(spec_emc):
+        if spec_emc is None:  # uncapped: the real configs write 0 (no cap file value), or the board's full clock
+            return emc is None or (top is not None and emc >= 0.99 * top)
+        return emc is not None and abs(emc - spec_emc) <= 0.01 * spec_emc
+    found = [name for name, (_, mhz, _, spec_emc) in POWER_MODES[hw.key].items()
+             if abs(gpu - mhz) <= 0.01 * mhz and emc_fits(spec_emc)]
+    return found[0] if len(found) == 1 else None
+
+
+def at_measured_caps(hw: Hardware, mode: str, info: DeviceInfo, why: str = "in no power-mode table") -> Hardware:
+    """A Jetson in an nvpmodel mode no table lists (a custom mode in /etc/nvpmodel.conf, an AGX Orin 32GB's
+    MODE_40W), or whose mode nothing reports and whose caps match none: its roofs at the caps the board reports now
+    (GPU devfreq max_freq, the EMC cap, the SMs CUDA sees), named as such, instead of an error that stopped every
+    measured case."""
+    caps = jetson_caps(info)
     gpu, emc = caps["gpu_max_mhz"], caps["emc_cap_mhz"]
     sms = info.sm_count if info.sm_count and hw.sm_count and info.sm_count < hw.sm_count else None
     seen = ", ".join(x for x in (f"GPU {gpu:g} MHz" if gpu else "", f"EMC {emc:g} MHz" if emc else "",
@@ -89,8 +119,7 @@ def at_measured_caps(hw: Hardware, mode: str, info: DeviceInfo) -> Hardware:
     scaled = scale_clocks(hw, gpu_clock_mhz=gpu, active_sms=sms,
                           mem_clock_mhz=emc if hw.mem_clock is not None else None, label=label)
     return dataclasses.replace(scaled, power_mode=mode,
-                               name=f"{hw.name}, nvpmodel {mode}: in no power-mode table, run at the caps measured "
-                                    f"now ({seen})")
+                               name=f"{hw.name}, nvpmodel {mode}: {why}, run at the caps measured now ({seen})")
 
 
 def ceiling_is_physical(info: DeviceInfo, compute_class: str | None) -> bool:

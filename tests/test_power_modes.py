@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from roofline import REGISTRY
 from roofline_kernels.power_modes import PowerModeError, PowerModeRefused, PowerModes, conf_ids
 from tests.fakes.host import write
 from tests.fakes.jetson import (install_fake_sudo, install_switchable_nvpmodel, make_jetson_tree, mode_rails,
@@ -276,3 +277,31 @@ def test_a_mode_no_table_lists_runs_at_its_measured_caps_and_says_so(monkeypatch
     assert hw.key == "jetson_agx_orin@nvpmodel MODE_40W" and "in no power-mode table" in hw.name
     assert "GPU 1000 MHz" in hw.name
     assert hw.peaks["fp16"].value == pytest.approx(nominal.peaks["fp16"].value * 1000 / nominal.gpu_clock.value)
+
+
+@pytest.mark.parametrize("key, mode", [("jetson_agx_orin", "MODE_30W"), ("jetson_orin_nano", "7W"),
+                                       ("jetson_orin_nano_super", "25W"), ("jetson_orin_nx_16gb", "10W")])
+def test_a_container_without_nvpmodel_reads_its_mode_from_the_caps(tmp_path, key, mode):
+    """A container has no nvpmodel: the board got its top mode's roofs whatever it ran (an AGX Orin in its default
+    MODE_30W held to FP16 42.6 where its mode gives about 10). The caps the mode set name it."""
+    from roofline.clocks import resolve
+    from roofline_kernels.device import DeviceInfo, read_cpu_info
+    from roofline_kernels.measure import hardware_for
+    root = make_jetson_tree(tmp_path, key, mode, docker=True)
+    info = DeviceInfo(key, "jetson", "x", "y", read_cpu_info("/nonexistent"), sysfs_root=str(root),
+                      sm_count=REGISTRY[key].sm_count)
+    hw = hardware_for(info)
+    assert hw.power_mode == mode and hw.peaks["fp16"].value == pytest.approx(resolve(key, mode).peaks["fp16"].value)
+    assert hw.peaks["fp16"].value < REGISTRY[key].peaks["fp16"].value
+
+
+def test_caps_that_name_no_one_mode_scale_the_roofs_to_themselves(tmp_path):
+    # an Orin NX Super's MAXN_SUPER and 40W set the same caps: either way the roofs are those caps', said so
+    from roofline_kernels.device import DeviceInfo, read_cpu_info
+    from roofline_kernels.measure import hardware_for
+    key = "jetson_orin_nx_16gb_super"
+    root = make_jetson_tree(tmp_path, key, "40W", docker=True)
+    info = DeviceInfo(key, "jetson", "x", "y", read_cpu_info("/nonexistent"), sysfs_root=str(root),
+                      sm_count=REGISTRY[key].sm_count)
+    hw = hardware_for(info)
+    assert hw.power_mode == "unreported" and "no nvpmodel to ask" in hw.name and "GPU 1173 MHz" in hw.name
