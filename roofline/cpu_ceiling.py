@@ -9,7 +9,8 @@ peak = cores x max clock x FLOPs per cycle per core of the units that run the fo
 
 1. FP32: two FMA pipes of the widest vector an x86 CPU advertises (AVX-512: 2 x 16 lanes x 2 = 64 FLOP/cycle;
    AVX2+FMA: 32; SSE2: 16); two pipes is the most an x86 core has. An Arm core (``asimd``) has more 128-bit
-   pipes: up to six (Cortex-X925, GB10's big cores; Neoverse V2 four, Cortex-A78AE two), so 6 x 4 lanes x 2 = 48.
+   pipes: up to six (Cortex-X925, GB10's big cores; Neoverse V2 four, Cortex-A78AE two), so 6 x 4 lanes x 2 = 48;
+   with SVE up to two 512-bit pipes (A64FX: 64); with SME an outer-product unit (512 at a 512-bit SVL).
    A part with fewer pipes only makes the ceiling looser.
 2. BF16: AMX-BF16 1024 FLOP/cycle/core; AVX512-BF16 (VDPBF16PS: a pair of products per FP32 lane) 2x FP32.
    Without either, bf16 is converted and FMA'd in FP32, so the FP32 rate bounds it.
@@ -42,6 +43,10 @@ def fp32_flops_per_cycle(flags: frozenset[str]) -> tuple[int, str]:
         return 64, "AVX-512: 2 FMA pipes x 16 lanes x 2"
     if "avx2" in flags and "fma" in flags:
         return 32, "AVX2+FMA: 2 FMA pipes x 8 lanes x 2"
+    if "sme" in flags:  # outer products into the ZA tile: 16 x 16 FP32 a cycle at a 512-bit SVL, an upper bound
+        return 512, "Arm SME: a 16 x 16 FP32 outer product a cycle (512-bit SVL)"
+    if "sve" in flags:  # A64FX: two 512-bit SVE FMA pipes; every 128/256-bit SVE core is under it
+        return 64, "Arm SVE: up to 2 FMA pipes x 16 lanes x 2 (A64FX, 512-bit)"
     if "asimd" in flags:
         return 48, "Arm 128-bit ASIMD: up to 6 FMA pipes (Cortex-X925) x 4 lanes x 2"
     if "sse2" in flags:

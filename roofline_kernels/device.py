@@ -44,7 +44,7 @@ class CpuInfo:
     threads: int
     max_mhz: float | None
     flags: frozenset[str]
-    caches: dict[str, int]  # "L1d", "L2", "L3" -> bytes (per instance, from sysfs)
+    caches: dict[str, int]  # "L1d", "L2", "L3" -> bytes, every instance this process may run on summed (sysfs)
     clock_source: str = "unknown"
 
     @property
@@ -62,13 +62,30 @@ def _size_bytes(text: str) -> int:
     return int(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)]
 
 
-def _instances(root: Path, index: str) -> int:
-    """How many separate caches of this index the CPUs have (distinct ``shared_cpu_list``): an EPYC's 12 L3s of
-    32 MiB are 384 MiB a multithreaded kernel spreads over, where cpu0's one (32 MiB) left a "cold" rotation of
-    2x it hot. 1 where sysfs does not say."""
-    lists = {_read(cpu / "cache" / index / "shared_cpu_list")
-             for cpu in (root / "sys/devices/system/cpu").glob("cpu[0-9]*")}
-    return max(1, len(lists - {""}))
+def _caches(root: Path) -> dict[str, int]:
+    """Each data cache level's capacity over the CPUs this process may run on: every separate instance (distinct
+    ``shared_cpu_list``) counted once at its own size, grouped by level and type, not by cpu0's index names (a
+    DynamIQ part's cpu0 index2 is the shared L3 where a big core's is its private L2). An EPYC's 12 L3s of 32 MiB
+    are 384 MiB a multithreaded kernel spreads over, where cpu0's one (32 MiB) left a "cold" rotation of 2x it hot.
+    A CPU sysfs lists without a shared_cpu_list (a fake or old kernel) counts cpu0's caches once."""
+    base = root / "sys/devices/system/cpu"
+    allowed = None
+    if str(root) == "/" and hasattr(os, "sched_getaffinity"):  # a container pinned to some CPUs: theirs alone
+        allowed = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+    seen: dict[tuple, dict[str, int]] = {}
+    for cpu in sorted(base.glob("cpu[0-9]*")):
+        if allowed is not None and cpu.name not in allowed:
+            continue
+        for index in sorted((cpu / "cache").glob("index*")):
+            level, kind = _read(index / "level"), _read(index / "type")
+            if kind == "Instruction" or not level:
+                continue
+            shared = _read(index / "shared_cpu_list") or f"{cpu.name}/{index.name}"
+            if cpu.name != "cpu0" and not _read(index / "shared_cpu_list"):
+                continue  # no sharing said: cpu0's own reading stands for the level
+            seen.setdefault((level, kind), {})[shared] = _size_bytes(_read(index / "size"))
+    return {f"L{level}{'d' if kind == 'Data' else ''}": sum(sizes.values())
+            for (level, kind), sizes in sorted(seen.items())}
 
 
 def read_cpu_info(root: str | os.PathLike = "/") -> CpuInfo:
@@ -82,13 +99,7 @@ def read_cpu_info(root: str | os.PathLike = "/") -> CpuInfo:
     threads = len(re.findall(r"^processor\s*:", cpuinfo, re.M)) or os.cpu_count() or 1
     cores = int(fields.get("cpu cores", 0)) * max(1, len(set(re.findall(r"^physical id\s*:\s*(\d+)", cpuinfo, re.M)))) \
         or threads
-    caches: dict[str, int] = {}
-    for index in sorted((root / "sys/devices/system/cpu/cpu0/cache").glob("index*")):
-        level, kind = _read(index / "level"), _read(index / "type")
-        if kind == "Instruction" or not level:
-            continue
-        caches[f"L{level}{'d' if kind == 'Data' else ''}"] = (_size_bytes(_read(index / "size"))
-                                                           * _instances(root, index.name))
+    caches = _caches(root)
     max_khz = _read(root / "sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
     if max_khz.isdigit():
         max_mhz, clock_source = int(max_khz) / 1000, CPUFREQ_MAX

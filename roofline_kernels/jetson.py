@@ -56,8 +56,12 @@ def mode_caps(root: Path) -> dict:
     root = Path(root)
     gpu = find_gpu_devfreq(root)
     hz = read_int(gpu / "max_freq") if gpu else None
-    emc = read_int(root / "sys/kernel/nvpmodel_emc_cap/emc_iso_cap") or read_int(root / "sys/kernel/nvpmodel_clk_cap/emc")
-    return {"gpu_max_mhz": hz / 1e6 if hz else None, "emc_cap_mhz": emc / 1e6 if emc else None}
+    files = (root / "sys/kernel/nvpmodel_emc_cap/emc_iso_cap", root / "sys/kernel/nvpmodel_clk_cap/emc")
+    emc = read_int(files[0]) or read_int(files[1])
+    # 0 or -1 (a config's "EMC MAX_FREQ 0"; the Super configs' -1, which jtop reads as no cap too) is no cap; no file
+    # at all says nothing either way (emc_cap_known False)
+    return {"gpu_max_mhz": hz / 1e6 if hz else None, "emc_cap_mhz": emc / 1e6 if emc and emc > 0 else None,
+            "emc_cap_known": any(f.exists() for f in files)}
 
 
 def gpu_clock_and_load(root: Path, gpu: Path | None = None) -> tuple[float | None, float | None]:
@@ -164,7 +168,7 @@ def jetson_snapshot(root: str | Path = "/", nvpmodel_output: str | None = None) 
     out["gpu_load_pct"] = gpu_clock_and_load(root)[1]
     emc = (read_int(root / "sys/kernel/nvpmodel_emc_cap/emc_iso_cap")
            or read_int(root / "sys/kernel/nvpmodel_clk_cap/emc"))
-    out["emc_cap_mhz"] = emc / 1e6 if emc else None
+    out["emc_cap_mhz"] = emc / 1e6 if emc and emc > 0 else None  # 0 or -1: no cap
     rate = read_int(root / "sys/kernel/debug/bpmp/debug/clk/emc/rate")
     out["emc_rate_mhz"] = rate / 1e6 if rate else None
     out["rails"] = ina3221_rails(root)

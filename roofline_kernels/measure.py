@@ -96,9 +96,14 @@ def mode_from_caps(hw: Hardware, info: DeviceInfo) -> str | None:
         return None
     top = hw.mem_clock.value if hw.mem_clock is not None else None
 
+    def uncapped(mhz):  # no cap, or a cap at the board's top clock (the Orin Nano's 15W lists 2133 and writes 0)
+        return mhz is None or (top is not None and mhz >= 0.99 * top)
+
     def emc_fits(spec_emc):
-        if spec_emc is None:  # uncapped: the real configs write 0 (no cap file value), or the board's full clock
-            return emc is None or (top is not None and emc >= 0.99 * top)
+        if not caps.get("emc_cap_known", True):  # no cap file: the EMC says nothing, so it tells no mode apart
+            return True
+        if uncapped(spec_emc):
+            return uncapped(emc)
         return emc is not None and abs(emc - spec_emc) <= 0.01 * spec_emc
     found = [name for name, (_, mhz, _, spec_emc) in POWER_MODES[hw.key].items()
              if abs(gpu - mhz) <= 0.01 * mhz and emc_fits(spec_emc)]

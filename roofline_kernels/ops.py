@@ -296,7 +296,7 @@ def quantize_int4_groupwise(w32):
 
 def _cpu_has_fp16() -> bool:
     from .device import read_cpu_info
-    return bool({"avx512_fp16", "amx_fp16"} & read_cpu_info().flags)
+    return bool({"avx512_fp16", "amx_fp16", "asimdhp"} & read_cpu_info().flags)  # Arm's FP16 arithmetic too
 
 
 def _torchao_kernel(kern, label, w, a, x32, w32, device, target):

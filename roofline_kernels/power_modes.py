@@ -166,7 +166,7 @@ class PowerModes:
         emc = (_jetson.read_int(self.root / "sys/kernel/nvpmodel_emc_cap/emc_iso_cap")
                or _jetson.read_int(self.root / "sys/kernel/nvpmodel_clk_cap/emc"))
         cur, _ = _jetson.gpu_clock_and_load(self.root, gpu)
-        return {"gpu_max_mhz": hz / 1e6 if hz else None, "emc_cap_mhz": emc / 1e6 if emc else None,
+        return {"gpu_max_mhz": hz / 1e6 if hz else None, "emc_cap_mhz": emc / 1e6 if emc and emc > 0 else None,
                 "gpu_cur_mhz": cur}
 
     def settle(self, name: str) -> dict:

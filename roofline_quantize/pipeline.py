@@ -125,7 +125,9 @@ def predicted_times(cfg, hw, peaks, batch, prompt_len, weight, act) -> dict:
         try:
             step = model_step(cfg, phase, batch, seq, weight=weight, act=act, out="bf16")
             out[phase] = predict(step, hw, peaks).time_s
-        except UnsupportedPathError as e:
+        except (UnsupportedPathError, ValueError) as e:  # no math path; or a context past the model's limit (a
+            # --prompt-len at max_position_embeddings prices its decode at one more token), said, not a crash after
+            # both measurements
             out[phase] = None
             out[f"{phase}_note"] = str(e)
     return out

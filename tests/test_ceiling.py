@@ -137,5 +137,5 @@ def test_a_short_rotation_never_re_reads_the_dram_ceiling_over_a_cached_span():
     from roofline_kernels.device import DeviceInfo, read_cpu_info
     info = DeviceInfo("cpu", "cpu", "x", "y", read_cpu_info("/nonexistent"))
     full = cold_span_bytes(info)
-    assert remeasure_span(info, full // 8) == full and remeasure_span(info, None) == full
-    assert remeasure_span(info, 3 * full) == 3 * full  # a longer rotation keeps its own span
+    assert remeasure_span(info, full // 8) is None and remeasure_span(info, None) is None  # no re-read, no raise
+    assert remeasure_span(info, 3 * full) == 3 * full and remeasure_span(info, full) == full  # its own span

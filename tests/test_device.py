@@ -236,12 +236,27 @@ def test_a_gpu_hosts_cpu_asked_by_hardware_cpu_has_the_hosts_ram_not_the_gpus(tm
 def test_caches_count_every_instance_the_cpus_have(tmp_path):
     # cpu0's L3 alone was read: an EPYC's twelve 32 MiB L3s made a "cold" rotation of 2x 32 MiB that stayed hot
     from tests.fakes.host import write
-    root = fake_cpu_tree(tmp_path)
+
+    def cache(root, cpu, index, level, kind, size, shared):
+        for name, value in (("level", level), ("type", kind), ("size", size), ("shared_cpu_list", shared)):
+            write(root, f"sys/devices/system/cpu/cpu{cpu}/cache/{index}/{name}", f"{value}\n")
+    root = fake_cpu_tree(tmp_path / "epyc")
     for cpu in range(4):
-        for index, shared in (("index0", str(cpu)), ("index2", str(cpu)), ("index3", "0-1" if cpu < 2 else "2-3")):
-            write(root, f"sys/devices/system/cpu/cpu{cpu}/cache/{index}/shared_cpu_list", shared + "\n")
-    cpu = read_cpu_info(root)
-    assert cpu.caches == {"L1d": 4 * 32 * 2**10, "L2": 4 * 2**20, "L3": 2 * 16 * 2**20}
+        cache(root, cpu, "index0", 1, "Data", "32K", cpu)
+        cache(root, cpu, "index2", 2, "Unified", "1024K", cpu)
+        cache(root, cpu, "index3", 3, "Unified", "16384K", "0-1" if cpu < 2 else "2-3")
+    assert read_cpu_info(root).caches == {"L1d": 4 * 32 * 2**10, "L2": 4 * 2**20, "L3": 2 * 16 * 2**20}
+    # a DynamIQ-style mix: cpu0 (a little core) has no L2 of its own and its index2 is the shared L3, the big
+    # core's index2 is its 2 MiB L2 and its index3 that same L3: grouped by level, not by cpu0's index names
+    import shutil
+    root = fake_cpu_tree(tmp_path / "dynamiq")
+    shutil.rmtree(root / "sys/devices/system/cpu/cpu0/cache")
+    cache(root, 0, "index0", 1, "Data", "32K", 0)
+    cache(root, 0, "index2", 3, "Unified", "3072K", "0-1")
+    cache(root, 1, "index0", 1, "Data", "64K", 1)
+    cache(root, 1, "index2", 2, "Unified", "2048K", 1)
+    cache(root, 1, "index3", 3, "Unified", "3072K", "0-1")
+    assert read_cpu_info(root).caches == {"L1d": 96 * 2**10, "L2": 2 * 2**20, "L3": 3 * 2**20}
 
 
 def test_an_arm_host_reads_its_features_and_gets_arm_ceilings(tmp_path):
@@ -256,8 +271,11 @@ def test_an_arm_host_reads_its_features_and_gets_arm_ceilings(tmp_path):
     assert {"asimd", "bf16", "i8mm", "asimdhp"} <= cpu.flags
     from roofline.cpu_ceiling import flops_per_cycle
     per = flops_per_cycle(cpu.flags)
-    assert per["fp32"][0] == 48 and per["bf16"][0] == 4 * 48 and per["int8"][0] == 8 * 48 and per["fp16"][0] == 96
+    assert per["fp32"][0] == 64 and per["bf16"][0] == 4 * 64 and per["int8"][0] == 8 * 64 and per["fp16"][0] == 128
     assert all(per[c][2] for c in ("fp32", "bf16", "fp16", "int8"))
     # without the matrix extensions: dot product and FP16 arithmetic alone, and a bare NEON core
     assert flops_per_cycle(frozenset({"asimd", "asimddp"}))["int8"][0] == 4 * 48
     assert flops_per_cycle(frozenset({"asimd"}))["bf16"][0] == 48  # converted: the FP32 rate
+    # a ceiling must bound: A64FX's two 512-bit SVE pipes (64 FP32 FLOP/cycle), an SME outer-product unit
+    assert flops_per_cycle(frozenset({"asimd", "sve"}))["fp32"][0] >= 64
+    assert flops_per_cycle(frozenset({"asimd", "sve", "sme"}))["fp32"][0] >= 512

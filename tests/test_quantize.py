@@ -472,3 +472,13 @@ def test_a_tied_embedding_stays_beside_its_quantized_lm_head_in_the_byte_predict
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
     report = apply_quantization(model, "int8", info)
     assert report.bytes_after == pytest.approx(report.predicted_bytes_after, rel=0.02), report
+
+
+def test_a_context_past_the_models_limit_is_a_note_not_a_crash():
+    # decode is priced at prompt_len + 1: at the model's max_position_embeddings model_step raises ValueError, which
+    # predicted_times let through after both measurements had run
+    from roofline import ModelConfig, get_hardware
+    from roofline_quantize.pipeline import predicted_times
+    cfg = ModelConfig("hf", 256, 8, 2, 512, 2, 512, max_context=128)
+    got = predicted_times(cfg, get_hardware("h100"), "datasheet", 1, 128, "bf16", "bf16")
+    assert got["decode"] is None and "128" in got["decode_note"] and got["prefill"] > 0

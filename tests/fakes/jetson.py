@@ -76,9 +76,10 @@ def mode_files(key: str, mode=None, layout: str = "jp6", gpu_cur_mhz: float | No
     _, (_, gpu_mhz, _, emc_mhz) = _mode(key, mode)
     gpu = f"sys/class/devfreq/{LAYOUTS[layout][0]}"
     # an uncapped mode's config writes EMC MAX_FREQ 0 (nvpmodel_p3701_0000.conf MAXN/30W/50W, p3767_0000 MAXN/15W/25W,
-    # p3767_0003 15W): the cap file reads 0, "no cap", not the board's full clock
+    # p3767_0003 15W, whose table lists the board's full 2133): the cap file reads 0, "no cap", not a clock
     files = {f"{gpu}/cur_freq": f"{int((gpu_cur_mhz or gpu_mhz) * 1e6)}\n", f"{gpu}/max_freq": f"{int(gpu_mhz * 1e6)}\n",
-             "sys/kernel/nvpmodel_emc_cap/emc_iso_cap": f"{int((emc_mhz or 0) * 1e6)}\n"}
+             "sys/kernel/nvpmodel_emc_cap/emc_iso_cap":
+                 f"{int((emc_mhz if emc_mhz and emc_mhz < REGISTRY[key].mem_clock.value else 0) * 1e6)}\n"}
     files.update(rail_files(rails if rails is not None else mode_rails(key, mode)))
     return files
 
