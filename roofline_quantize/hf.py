@@ -23,7 +23,7 @@ class HFDims:
         self.hf_config, self.name = hf_config, name
 
     def to_roofline(self) -> ModelConfig:
-        """Every field the theory prices, read from config.json as transformers names it: the routed experts
+        """The fields the theory prices, read from config.json as transformers names it: the routed experts
         (``num_local_experts`` or ``num_experts``, ``num_experts_per_tok``, Qwen's ``moe_intermediate_size``), the
         sliding-window layers (``layer_types``, or every layer where ``sliding_window`` is set and not switched off by
         ``use_sliding_window``), tied embeddings and the context limit. Only the dense dims were read: Mixtral was
@@ -32,6 +32,17 @@ class HFDims:
         experts = getattr(c, "num_local_experts", None) or getattr(c, "num_experts", None) or 0
         per_token = (getattr(c, "num_experts_per_tok", None) or getattr(c, "experts_per_token", None) or 0) \
             if experts else 0
+        if experts and not per_token:
+            raise ValueError(f"{self.name}: config.json has {experts} experts but no num_experts_per_tok: how many a "
+                             "token runs is what its experts cost")
+        if experts and (getattr(c, "first_k_dense_replace", 0) or 0):  # DeepSeek: the first layers dense, the rest MoE
+            raise ValueError(f"{self.name}: its first {c.first_k_dense_replace} layers are dense and the rest MoE "
+                             "(first_k_dense_replace): a mix of layer kinds the theory does not price")
+        width = (getattr(c, "moe_intermediate_size", None) or None) if experts else None
+        # shared experts every token runs: DeepSeek counts them, Qwen2-MoE gives their summed width
+        shared = getattr(c, "n_shared_experts", None) or 0
+        if experts and not shared and getattr(c, "shared_expert_intermediate_size", None):
+            shared = max(1, round(c.shared_expert_intermediate_size / (width or c.intermediate_size)))
         window = getattr(c, "sliding_window", None)
         types = list(getattr(c, "layer_types", None) or [])
         if not window or getattr(c, "use_sliding_window", True) is False:
@@ -43,8 +54,8 @@ class HFDims:
                            getattr(c, "num_key_value_heads", None) or c.num_attention_heads, c.intermediate_size,
                            c.num_hidden_layers, c.vocab_size, head_dim=getattr(c, "head_dim", None),
                            tied_embeddings=bool(getattr(c, "tie_word_embeddings", False)),
-                           experts=experts, experts_per_token=per_token,
-                           expert_intermediate=(getattr(c, "moe_intermediate_size", None) or None) if experts else None,
+                           experts=experts, experts_per_token=per_token, shared_experts=shared if experts else 0,
+                           expert_intermediate=width,
                            sliding_window=window, sliding_layers=sliding,
                            max_context=getattr(c, "max_position_embeddings", None))
 

@@ -443,6 +443,14 @@ def test_a_local_hf_models_dims_are_every_field_the_theory_prices():
     assert HFDims(tied, "llama3.2-1b").to_roofline().tied_embeddings
     qwen2 = t.Qwen2Config(sliding_window=4096, use_sliding_window=False)  # set but switched off: no window
     assert HFDims(qwen2, "q").to_roofline().sliding_layers == 0
+    # Qwen2-MoE's shared experts (5632 wide: four experts of 1408) every token runs
+    moe = t.Qwen2MoeConfig(moe_intermediate_size=1408, shared_expert_intermediate_size=5632, num_experts=60,
+                           num_experts_per_tok=4)
+    assert HFDims(moe, "qwen2-moe").to_roofline().shared_experts == 4
+    mixed = t.Qwen2MoeConfig(num_experts=8, num_experts_per_tok=2)
+    mixed.first_k_dense_replace = 3  # DeepSeek's dense-then-MoE layers: refused, named, not priced all-MoE
+    with pytest.raises(ValueError, match="first_k_dense_replace"):
+        HFDims(mixed, "ds").to_roofline()
 
 
 def test_a_hf_prefill_computes_the_last_positions_logits_alone():
