@@ -36,7 +36,7 @@ from roofline.atomic import write_json_atomic
 
 from . import telemetry
 from .device import DeviceInfo
-from .measure import available_memory_bytes, cache_bytes
+from .measure import available_memory_bytes, cache_bytes, cold_span_bytes
 from .ops import UnsupportedKernel, make_peak_gemm
 from .timer import bench
 
@@ -138,12 +138,6 @@ def dram_bandwidth_now(info: DeviceInfo, rep_ms: float = 30.0, nbytes: int | Non
 def traffic_of(row: dict) -> float:
     """A bandwidth-sweep row's best kernel, counting the bytes each really moves."""
     return max(row[f"{k}_gbs"] * TRAFFIC_ARRAYS[k] / STREAM_ARRAYS[k] for k in STREAM_ARRAYS)
-
-
-def cold_span_bytes(info: DeviceInfo) -> int:
-    """The span a cold case's rotation covers (measure.cold_rotation's target): what its bytes really stream from."""
-    from .measure import ROTATION_CACHE_MULTIPLE
-    return ROTATION_CACHE_MULTIPLE * cache_bytes(info)
 
 
 def native_precisions(info: DeviceInfo, hw=None) -> tuple[str, ...]:

@@ -69,13 +69,12 @@ def offer_dram(info: DeviceInfo, store, gbs: float, how: str, contention: bool =
 
 def remeasure_span(info: DeviceInfo, rotation_bytes: int | None) -> int | None:
     """The span a case that beat the DRAM ceiling is re-read over: its own cold span, or None where that fell short
-    of the full target (``calibrate.cold_span_bytes``): then no re-read raises the ceiling. A rotation memory kept
+    of the full target (``measure.cold_span_bytes``): then no re-read raises the ceiling. A rotation memory kept
     short is partly cached, and a look over it read cache speed (here 16.5 MiB: 223 GB/s against DRAM's 43-57) and
     raised the ceiling, which only ever rises; a look over the full target would not fit the memory that kept it
     short."""
-    from .measure import ROTATION_CACHE_MULTIPLE, cache_bytes  # calibrate.cold_span_bytes, without its import cycle
-    target = ROTATION_CACHE_MULTIPLE * cache_bytes(info)
-    return int(rotation_bytes) if rotation_bytes and rotation_bytes >= target else None
+    from .measure import cold_span_bytes
+    return int(rotation_bytes) if rotation_bytes and rotation_bytes >= cold_span_bytes(info) else None
 
 
 def dram_settled(info: DeviceInfo, store) -> bool:

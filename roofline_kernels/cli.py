@@ -12,8 +12,8 @@ import sys
 
 from roofline import load_hardware_file
 from roofline.efficiency import model_of
-from roofline.cli.options import (MEASURE_OPS, Given, check_op_flags, add_hardware_options, add_op_arguments, add_precision_options, fmt_time,
-                          formats_kwargs, groups_of, positive_float)
+from roofline.cli.options import (MEASURE_OPS, Given, add_hardware_options, add_op_arguments, add_precision_options,
+                                  check_op_flags, fmt_time, formats_kwargs, groups_of, positive_float)
 
 
 def _progress(line: str) -> None:
@@ -352,14 +352,15 @@ def _refit(args, info, cal, hw):
     """``--efficiency``: a new sweep of this calibration's efficiency model, saved into its profile (atomically); the
     calibration returned (its roofs raised where the sweep ran faster)."""
     from roofline_kernels.calibrate import save
-    from roofline_kernels.efficiency import _locked, attach, default_budget_s, sweep, sweep_precisions
+    from roofline.atomic import locked
+    from roofline_kernels.efficiency import attach, default_budget_s, sweep, sweep_precisions
     budget = args.efficiency_budget_s if args.efficiency_budget_s is not None else \
         default_budget_s(bool(cal.details.get("quick")))
     precisions = sweep_precisions(info, hw)
     _progress(f"efficiency sweep of {', '.join(p for p, _ in precisions)}: up to {budget:g} s")
     model, cal = sweep(cal, info, hw, precisions, budget, _progress)
     attach(cal, model)
-    with _locked(cal.path):  # one writer at a time: a suite's cases learn into this profile under the same lock
+    with locked(cal.path):  # one writer at a time: a suite's cases learn into this profile under the same lock
         save(cal, cal.path)
     _progress(f"efficiency model saved in {cal.path}")
     if model.meta.get("contention"):

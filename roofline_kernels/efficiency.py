@@ -65,7 +65,7 @@ from roofline.moe import grouped_gemm
 from roofline.predict import BYTES_PER_GB, FLOPS_PER_TFLOP, UnsupportedPathError, roofline_time
 
 from . import telemetry
-from .measure import measure_kernel
+from .measure import measure_kernel, rotation_short
 from .kernel import _cuda_capability
 from .ops import (ATTENTION_KERNELS, GEMM_KERNELS, UnsupportedKernel, attention_refusal, gemm_formats,
                   gemm_refusal, make_attention, make_gemm, make_grouped_gemm)
@@ -830,7 +830,7 @@ def _row(kernel, m, shape, run: int, **mark) -> dict:
             "roof": "memory" if m.memory_roof_only else "full", "efficiency": m.efficiency,
             "rel_iqr": m.timing.rel_iqr, "key": model_key(kernel.op, kernel.precision),
             "model_shape": model_shape(kernel.op, kernel.cost.shape),
-            "short": "SHORT of target" in (getattr(m, "cold_note", "") or ""),  # partly cached: raises no roof
+            "short": rotation_short(m),  # partly cached: raises no roof
             **{k: pred.get(k) for k in ("flops", "bytes", "compute_class", "peak_tflops", "bandwidth_gbs", "t_memory_s",
                                         "t_compute_s")}, **mark}
 
@@ -1075,9 +1075,6 @@ def attach(cal, model: EfficiencyModel) -> None:
     cal.details["efficiency"] = model.to_dict()
 
 
-_locked = locked  # one writer of a profile at a time (a suite and a `measure` may learn at once)
-
-
 def sweep(cal, info, hw, precisions, budget_s: float, progress=lambda s: None) -> tuple:
     """(model, calibration): a sweep of ``cal``'s efficiency model (``run_sweep``), and ``cal`` with any roof the
     sweep ran faster than raised (``raise_roofs``, never past what truly bounds this device); the model is not yet
@@ -1115,7 +1112,7 @@ def ensure_model(cal, info, hw, budget_s: float, progress=lambda s: None):
              f"up to {budget_s:g} s")
     model, cal = sweep(cal, info, hw, precisions, budget_s, progress)
     if cal.path:
-        with _locked(cal.path):
+        with locked(cal.path):
             from roofline import load_calibration
             try:
                 fresh = load_calibration(cal.path)
@@ -1164,7 +1161,7 @@ def learn(cal, kernel, m, info) -> str | None:
            or (f"held to the {m.peaks} roof, the model to the calibrated one" if m.peaks != "calibrated" else None)
            or (f"measured under contention ({', '.join(m.contention)})" if m.contention else None)
            or ("its cold rotation fell SHORT of its target (partly cached: no cold sample)"
-               if "SHORT of target" in (m.cold_note or "") else None)
+               if rotation_short(m) else None)
            or ("a grouped_gemm: its expected time is read from the GEMM model at one expert's shape, which a grouped "
                "kernel does not sample" if kernel.op == "grouped_gemm" else None)
            or (f"a {kernel.op} (the model covers GEMV, GEMM and attention)" if op_class(kernel.op) is None
@@ -1174,7 +1171,7 @@ def learn(cal, kernel, m, info) -> str | None:
         return why
     from roofline import load_calibration
     roof = "memory" if m.memory_roof_only else "full"
-    with _locked(cal.path):
+    with locked(cal.path):
         try:
             fresh = load_calibration(cal.path)
         except (OSError, ValueError) as e:

@@ -167,16 +167,29 @@ def available_memory_bytes(info: DeviceInfo) -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+def cold_span_bytes(info: DeviceInfo) -> int:
+    """The span a cold case's rotation covers (``cold_rotation``'s target): what its bytes really stream from."""
+    return ROTATION_CACHE_MULTIPLE * cache_bytes(info)
+
+
+SHORT_MARK = "SHORT of target"  # a cold note's words where memory kept the rotation short of its span (partly cached)
+
+
+def rotation_short(m) -> bool:
+    """Whether a measurement's cold rotation fell short of its span (``cold_rotation`` said so in its note)."""
+    return SHORT_MARK in (getattr(m, "cold_note", "") or "")
+
+
 def cold_rotation(kernel: Kernel, info: DeviceInfo):
     """(callables, bytes spanned, note): copies of the kernel's operands spanning 2x the caches, bounded by
     a quarter of the memory available; the note says when the bound kept the span short of the target."""
-    target = ROTATION_CACHE_MULTIPLE * cache_bytes(info)
+    target = cold_span_bytes(info)
     budget = int(ROTATION_MEMORY_FRACTION * available_memory_bytes(info))
     fns, spanned = kernel.rotation(target, budget)
     note = (f"cold by rotation: {len(fns)} copies spanning {spanned / 2**20:.0f} MiB (target {target / 2**20:.0f} "
             f"MiB = {ROTATION_CACHE_MULTIPLE}x caches)")
     if spanned < target:
-        note += f"; SHORT of target (memory budget {budget / 2**20:.0f} MiB): samples may be partly cached"
+        note += f"; {SHORT_MARK} (memory budget {budget / 2**20:.0f} MiB): samples may be partly cached"
     return fns, spanned, note
 
 

@@ -161,13 +161,9 @@ class PowerModes:
         return {"gpu_max_mhz": max(under) if under else gpu, "emc_cap_mhz": emc}
 
     def read_caps(self) -> dict:
-        gpu = _jetson.find_gpu_devfreq(self.root)
-        hz = _jetson.read_int(gpu / "max_freq") if gpu else None
-        emc = (_jetson.read_int(self.root / "sys/kernel/nvpmodel_emc_cap/emc_iso_cap")
-               or _jetson.read_int(self.root / "sys/kernel/nvpmodel_clk_cap/emc"))
-        cur, _ = _jetson.gpu_clock_and_load(self.root, gpu)
-        return {"gpu_max_mhz": hz / 1e6 if hz else None, "emc_cap_mhz": emc / 1e6 if emc and emc > 0 else None,
-                "gpu_cur_mhz": cur}
+        caps = _jetson.mode_caps(self.root)  # the one reading of the caps (0 or -1: no EMC cap)
+        cur, _ = _jetson.gpu_clock_and_load(self.root)
+        return {"gpu_max_mhz": caps["gpu_max_mhz"], "emc_cap_mhz": caps["emc_cap_mhz"], "gpu_cur_mhz": cur}
 
     def settle(self, name: str) -> dict:
         """Wait until the caps are the mode's and the GPU clock holds still; the last reading, or PowerModeError."""

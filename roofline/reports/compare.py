@@ -22,7 +22,6 @@ from pathlib import Path
 
 from . import export
 from . import runs as R
-from ..judge import RESOLUTION
 from ..regress import SPREAD_MULTIPLE, YOUNG_BAND, Reference, compare, robust_sigma
 from .svg import figure_block, html_page, roofline_svg
 
@@ -68,11 +67,6 @@ def case_key(r: dict) -> tuple:
 def moved(ratio: float) -> str:
     """A new/old time ratio in words: 0.5 is "2.00x faster" (it was printed "0.50x faster")."""
     return f"{ratio:.2f}x slower" if ratio > 1 else f"{1 / ratio:.2f}x faster"
-
-
-def beyond_roof(r: dict) -> bool:
-    """A measurement past the roof it was held to: a bug or a slow calibration to explain, not a result."""
-    return (r.get("efficiency") or 0) > 1 + RESOLUTION
 
 
 def load_run(path: str) -> Run:
@@ -197,7 +191,7 @@ def _marks(rec: dict | None) -> str:
     if not rec:
         return ""
     return " ".join(m for m in ("FAILED" if rec.get("outcome") == "failed" else "",
-                                "BEYOND ROOF" if beyond_roof(rec) else "") if m)
+                                "BEYOND ROOF" if R.beyond_roof(rec) else "") if m)
 
 
 def _not_measured(run: Run) -> dict[str, int]:
