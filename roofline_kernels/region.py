@@ -11,7 +11,9 @@ a 1 s average (NVML docs): a 0.2 s run sampled that way mixes idle and load. So:
    ``energy_source`` says why; per-call energy divides the region's energy by the timed calls only.
    The region includes what the timer does between calls (rotating cold operands), and says so.
 3. A background thread samples the SM clock, throttle reasons, temperature and load every
-   ``interval_s``; a clock drop (``CLOCK_DROP_FRACTION``) or any throttle reason becomes a flag.
+   ``interval_s``; a clock drop (``CLOCK_DROP_FRACTION``) or a disturbing throttle reason becomes a flag. The
+   board's own settings (its power limit, clocks a user set: ``telemetry.CLOCK_SETTING_REASONS``) are a note,
+   and so is a drop they alone explain: they hold every run alike.
 4. Cheap and never raises: a query the device refuses is dropped after its first refusal; anything
    that fails becomes a note. On the CPU it only reads the cores' frequency at start and stop.
 """
@@ -51,13 +53,17 @@ def _largest_drop(clocks: list[float]) -> tuple[float, float] | None:
 
 
 def region_flags(samples: list[Sample], clock_name: str = "SM clock") -> list[str]:
+    """Contention seen during the region: a disturbing throttle reason, or a clock drop no board setting explains
+    (a dense GEMM at its power limit settles below boost in every run; a thermal slowdown does not)."""
+    from .telemetry import disturbing
     flags = []
+    reasons = {r for s in samples for r in s.throttle}
+    bad = disturbing(reasons)
     drop = _largest_drop([s.clock_mhz for s in samples if s.clock_mhz is not None])
-    if drop and drop[1] < drop[0] * (1 - CLOCK_DROP_FRACTION):
+    if drop and drop[1] < drop[0] * (1 - CLOCK_DROP_FRACTION) and (bad or reasons == set(bad)):
         flags.append(f"{clock_name} dropped from {drop[0]:g} to {drop[1]:g} MHz during the timed region")
-    reasons = sorted({r for s in samples for r in s.throttle})
-    if reasons:
-        flags.append(f"throttled during the timed region: {', '.join(reasons)}")
+    if bad:
+        flags.append(f"throttled during the timed region: {', '.join(bad)}")
     return flags
 
 
@@ -208,6 +214,7 @@ class RegionMonitor:
         return None, "none: no energy counter on the host CPU"
 
     def result(self, calls: int) -> dict:
+        from .telemetry import settings_note
         try:
             energy, source = self._energy_j()
             clock_name = "GPU clock" if self.kind == "jetson" else "SM clock"
@@ -222,6 +229,7 @@ class RegionMonitor:
                    "temperature_c_min": temps[0], "temperature_c_max": temps[1],
                    "load_pct_min": loads[0], "load_pct_max": loads[1],
                    "throttle_reasons": sorted({r for s in self.samples for r in s.throttle}),
+                   "clock_settings": settings_note({r for s in self.samples for r in s.throttle}, clocks),
                    "matched_by": self.matched_by, "notes": list(self.notes)}
             if energy is not None:
                 out["energy_note"] = "the timed loop, including the timer's work between calls"

@@ -19,6 +19,30 @@ from .jetson import jetson_snapshot, read_int, read_text
 
 BUSY_CPU_FRACTION = 0.25  # other processes using more than this share of the CPUs flag contention
 
+# Clocks-event reasons that are the board's own standing settings, not a disturbance of one measurement: its enforced
+# power limit (SwPowerCap: a dense GEMM on a data-centre board runs at it, every run alike; the limit itself is in the
+# calibration's fingerprint), clocks a user set (ApplicationsClocksSetting, alias UserDefinedClocks: ``-ac``, ``-lgc``)
+# and the display clock. Counted as contention, they kept every such case out of its history, so its regression
+# check never ran. NVIDIA's validation suite fails a run on HW slowdown, SW and HW thermal slowdown and the power
+# brake alone (DCGM, nvvs/src/DcgmRecorder.cpp, DcgmRecorder::CheckForClocksEvent's ``failureMask``). Those, sync
+# boost (other GPUs' load sets it) and any reason not named here stay contention. The record keeps every reason.
+CLOCK_SETTING_REASONS = frozenset({"SwPowerCap", "ApplicationsClocksSetting", "UserDefinedClocks",
+                                   "DisplayClockSetting"})
+
+
+def disturbing(reasons) -> list[str]:
+    """The clocks-event reasons that make a measurement unrepresentative (contention): all but the board's settings."""
+    return sorted(r for r in reasons if r not in CLOCK_SETTING_REASONS)
+
+
+def settings_note(reasons, clock_span=None) -> str | None:
+    """What held the clocks by the board's own settings (not contention), with the clocks seen; None if nothing."""
+    held = sorted(r for r in reasons if r in CLOCK_SETTING_REASONS)
+    if not held:
+        return None
+    seen = f" (SM {clock_span[0]:g}-{clock_span[1]:g} MHz)" if clock_span and None not in clock_span else ""
+    return f"clocks held by the board's settings: {', '.join(held)}{seen}; a standing condition, not contention"
+
 
 # --- NVML -----------------------------------------------------------------------------------------
 
@@ -167,8 +191,8 @@ def contention(snap: dict) -> list[str]:
         if count:
             who = ", ".join(str(p["pid"]) for p in named) if named else nv.get("processes_note") or "unnamed"
             flags.append(f"other GPU processes: {count} ({who})")
-        if nv.get("throttle_reasons"):
-            flags.append(f"GPU clocks throttled: {', '.join(nv['throttle_reasons'])}")
+        if disturbing(nv.get("throttle_reasons") or []):
+            flags.append(f"GPU clocks throttled: {', '.join(disturbing(nv['throttle_reasons']))}")
     busy = (snap.get("cpu") or {}).get("busy_fraction")
     if busy is not None and busy > BUSY_CPU_FRACTION:
         flags.append(f"busy CPU: {busy:.0%} of CPU time used by others before the measurement")

@@ -217,6 +217,57 @@ def test_a_clock_drop_and_throttle_during_the_region_are_flagged(monkeypatch):
     assert r["temperature_c_min"] == gpus[0].temperature_c and r["load_pct_max"] == gpus[0].utilization_pct
 
 
+@pytest.mark.parametrize("reasons, contention", [
+    (("SwPowerCap",), False), (("ApplicationsClocksSetting",), False), (("SwPowerCap", "DisplayClockSetting"), False),
+    (("HwSlowdown",), True), (("SwPowerCap", "HwThermalSlowdown"), True), (("HwPowerBrakeSlowdown",), True),
+    (("SyncBoost",), True), ((), True)])
+def test_a_clock_drop_the_boards_own_settings_explain_is_not_contention(monkeypatch, reasons, contention):
+    """Before: every clocks-event reason and every drop was contention. A dense GEMM on an H100 runs at its power
+    limit (SwPowerCap) in every run, and a board whose clocks a user locked reports ApplicationsClocksSetting in every
+    run: such a case was never measured "without contention", so its history never started and its regression check
+    never ran. DCGM fails a run on HW slowdown, thermal slowdowns and the power brake alone
+    (nvvs/src/DcgmRecorder.cpp, CheckForClocksEvent's failureMask); those, sync boost and a drop no setting
+    explains stay contention. The settings stay in the record, with the clocks they held."""
+    gpus = multi_gpu("h100_sxm", 1)
+    top = int(gpus[0].gpu_clock_mhz or FAKE_SM_CLOCK_MHZ)
+    low = int(top * 0.85)
+    region, clock, _ = cuda_region(monkeypatch, gpus, clock_drop=ClockDrop(after_s=0.5, to_mhz=low, reasons=reasons))
+    region.start()
+    clock.t = 1.0
+    region.stop()
+    r = region.result(50)
+    assert bool(r["flags"]) == contention, r["flags"]
+    assert r["throttle_reasons"] == sorted(reasons)  # every reason kept, contention or not
+    settings = sorted(set(reasons) & telemetry.CLOCK_SETTING_REASONS)
+    if settings:
+        assert r["clock_settings"].startswith(f"clocks held by the board's settings: {', '.join(settings)} "
+                                              f"(SM {low}-{top} MHz)")
+    else:
+        assert r["clock_settings"] is None
+    if contention and not settings:
+        assert f"SM clock dropped from {top} to {low} MHz during the timed region" in r["flags"]
+
+
+@pytest.mark.parametrize("reasons", [("SwPowerCap",), ("ApplicationsClocksSetting",), ("HwSlowdown",)])
+def test_a_measurement_at_the_boards_settings_is_not_under_contention(monkeypatch, tmp_path, reasons):
+    """End to end on a simulated H100 whose NVML reports the reason before and throughout the timed calls: the
+    measurement's contention (which keeps a case out of its history) names only what disturbs it."""
+    import dataclasses
+    from roofline import get_hardware
+    from roofline_kernels.measure import measure_kernel
+    from roofline_kernels.ops import make_gemm
+    from roofline_kernels.timer import summarize
+    install_device(monkeypatch, "h100_sxm", tmp_path, throttle_reasons=reasons)
+    info = dataclasses.replace(detect(root=tmp_path), simulated="h100_sxm")
+    kernel = make_gemm(1, 256, 256, precision="bf16", device="cpu", target="cuda")
+    m = measure_kernel(kernel, info, get_hardware("h100_sxm"), "hot", "datasheet",
+                       timer=lambda *a: summarize([1e-3] * 10, "hot", "simulated"))
+    disturbing = reasons == ("HwSlowdown",)
+    assert m.contention == (["GPU clocks throttled: HwSlowdown", "throttled during the timed region: HwSlowdown"]
+                            if disturbing else [])
+    assert (m.telemetry["region"]["clock_settings"] is None) == disturbing
+
+
 def test_the_sampler_thread_samples_during_the_region(monkeypatch):
     gpus = multi_gpu("h100_sxm", 1)
     use_nvml(monkeypatch, make_fake_pynvml(gpus))
