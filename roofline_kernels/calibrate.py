@@ -217,6 +217,9 @@ def fingerprint_fields(info: DeviceInfo) -> dict:
             "caches": dict(info.cpu.caches) if info.kind == "cpu" else None,
             "power_mode": (info.power_mode or {}).get("mode"), "driver": info.driver, "cuda": info.cuda,
             **_limits(info),
+            # a cgroup's CPU limit moves every multithreaded roof (the key only where one binds: profiles of hosts
+            # without one keep their fingerprint)
+            **({"cpu_quota": info.cpu.quota_cpus} if info.kind == "cpu" and info.cpu.quota_cpus else {}),
             **{k: info.versions.get(k) for k in ("torch", "torchao")}}
 
 
@@ -233,6 +236,16 @@ def _limits(info: DeviceInfo) -> dict:
     if limit is not None:
         out["power_limit_w"] = round(float(limit))
     return out
+
+
+def quota_warning(info: DeviceInfo) -> str | None:
+    """More torch threads than the cgroup's CPU quota has CPUs: every pass spends the quota early and stops until the
+    next period, so the roofs measure the quota's stops (a CI pod with a 2-CPU limit on a 64-core node)."""
+    quota, threads = info.cpu.quota_cpus, _threads()
+    if info.kind != "cpu" or not quota or threads <= quota:
+        return None
+    return (f"torch runs {threads} threads under a cgroup CPU quota of {quota:g} CPUs ({info.cpu.quota_source}): "
+            f"timed calls will stop for the quota (flagged as contention); OMP_NUM_THREADS={max(1, int(quota))} fits it")
 
 
 def _threads() -> int:
@@ -265,6 +278,8 @@ def calibrate(info: DeviceInfo, quick: bool = False, progress: Callable[[str], N
     started = time.perf_counter()
     progress(f"{'quick' if quick else 'full'} calibration of {info.hardware_key}: up to "
              f"~{expected_seconds(info, quick, hw):.0f} s")
+    if quota_warning(info):
+        progress(f"WARNING: {quota_warning(info)}")
     before = wait_for_quiet(info, progress)
     bw = bandwidth_sweep(info, quick, progress)
     peaks, skipped, compute_sweep, rising, peak_spread = compute_peaks(info, quick, progress, hw)

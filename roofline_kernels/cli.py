@@ -323,6 +323,7 @@ def cmd_calibrate(args, out):
         return json.dump(dict(cal.to_dict(), score=scored), out, indent=2, default=str)
     threads = cal.details.get("threads")
     on = f", {threads} torch thread{'s' if threads != 1 else ''}" if info.kind == "cpu" and threads else ""
+    on += f", cgroup CPU quota {info.cpu.quota_cpus:g}" if info.kind == "cpu" and info.cpu.quota_cpus else ""
     out.write(f"calibration for {cal.hardware} ({info.name}{on}), {cal.timestamp}; profile: {cal.path}\n"
               f"  DRAM bandwidth {cal.bandwidth_gbs:.4g} GB/s{_raised(cal, 'bandwidth')}; caches: "
               + ", ".join(f"{k} {v:.4g}" for k, v in cal.cache_bandwidth_gbs.items()) + " GB/s\n")

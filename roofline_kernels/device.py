@@ -27,6 +27,7 @@ from roofline import Hardware, Spec, get_hardware
 from roofline.cpu_ceiling import cpu_ceilings
 
 from . import jetson as _jetson
+from .cgroup import cpu_quota
 from .identify import JetsonFacts, check_override_kind, identify_cuda, identify_jetson
 
 
@@ -46,6 +47,10 @@ class CpuInfo:
     flags: frozenset[str]
     caches: dict[str, int]  # "L1d", "L2", "L3" -> bytes, every instance this process may run on summed (sysfs)
     clock_source: str = "unknown"
+    # a cgroup's CPU bandwidth limit on this process, in CPUs' worth of time (None: no limit); roofline_kernels/cgroup.py
+    quota_cpus: float | None = None
+    quota_source: str = ""
+    quota_stat: str = ""  # the binding cgroup's cpu.stat (its throttle counters)
 
     @property
     def llc_bytes(self) -> int:
@@ -107,8 +112,11 @@ def read_cpu_info(root: str | os.PathLike = "/") -> CpuInfo:
         max_mhz, clock_source = float(fields["cpu MHz"]), "/proc/cpuinfo 'cpu MHz' (base or current, not boost)"
     else:
         max_mhz, clock_source = None, "unknown"
+    quota = cpu_quota(root)
     return CpuInfo(model=fields.get("model name", platform.processor() or "unknown CPU"), cores=cores,
                    threads=threads, max_mhz=max_mhz, caches=caches,
+                   quota_cpus=quota.cpus if quota else None, quota_source=quota.source if quota else "",
+                   quota_stat=quota.stat if quota else "",
                    # x86 names its ISA extensions "flags", arm64 "Features" (asimd, asimdhp, bf16, i8mm, sve...): read
                    # as flags, so an Arm host is no longer a scalar CPU (2 FLOP/cycle) to the physics ceiling
                    flags=frozenset((fields.get("flags") or fields.get("Features", "")).split()),
@@ -181,6 +189,8 @@ def history_dir(info: DeviceInfo) -> str:
     if info.kind == "cpu":  # torch's threads, as the calibration's fingerprint: OMP_NUM_THREADS=1 is another trend
         import torch
         parts += [info.cpu.model or "unknown-cpu", f"{torch.get_num_threads()}t"]
+        if info.cpu.quota_cpus:  # a cgroup's CPU limit: another trend (a 1-CPU CI pod is not the 2-CPU one)
+            parts.append(f"q{info.cpu.quota_cpus:g}")
     return re.sub(r"[^a-z0-9._]+", "-", "-".join(parts).lower()).strip("-")
 
 

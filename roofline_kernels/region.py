@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import jetson as _jetson
 from . import nvml as _nvml
+from .cgroup import throttled
 
 # A clock that falls more than this below a level it held earlier in the same region is reported: boost
 # clocks wander by a few bins under steady load; a fall past 5% is a power, thermal or other cap acting.
@@ -94,6 +95,7 @@ class RegionMonitor:
         self._energy = [None, None]  # NVML counter at start and stop, mJ
         self._energy_why = None
         self._cpu_mhz = [None, None]
+        self._throttled = [None, None]  # the binding cgroup's (periods, seconds) throttled at start and stop
         self._stop = threading.Event()
         self._thread = None
         self._session = self._pynvml = self._handle = None
@@ -109,6 +111,7 @@ class RegionMonitor:
                 self._gpu_dir, self._rail_files = _jetson.find_gpu_devfreq(self.root), _jetson.vdd_in_files(self.root)
             if self.kind == "cpu":
                 self._cpu_mhz[0] = self._cpu_now()
+                self._throttled[0] = self._throttled_now()
             elif self.kind == "jetson" or self._handle is not None:
                 self.samples.append(self._sample(time.perf_counter()))
                 self._thread = threading.Thread(target=self._run, daemon=True, name="RegionMonitor")
@@ -128,6 +131,7 @@ class RegionMonitor:
                 self.samples.append(self._sample(self._t1))
             if self.kind == "cpu":
                 self._cpu_mhz[1] = self._cpu_now()
+                self._throttled[1] = self._throttled_now()
         except Exception as e:
             self.notes.append(f"stop: {_nvml.error_text(e)}")
         finally:
@@ -192,6 +196,22 @@ class RegionMonitor:
         freqs = cpu_freqs_mhz(self.root)
         return sum(freqs) / len(freqs) if freqs else None
 
+    def _throttled_now(self):
+        stat = getattr(getattr(self.info, "cpu", None), "quota_stat", "")
+        return throttled(stat) if stat else None
+
+    def _quota_flag(self) -> list[str]:
+        """A stop by the cgroup's CPU quota during the timed calls: those calls lasted up to a period longer for a
+        reason not of the kernel (contention; the quota is also in the profile's fingerprint)."""
+        a, b = self._throttled
+        if a is None or b is None or b[0] <= a[0]:
+            return []
+        import torch
+        quota = self.info.cpu.quota_cpus
+        return [f"throttled by the cgroup's CPU quota during the timed region: {b[0] - a[0]} period(s), "
+                f"{(b[1] - a[1]) * 1e3:.1f} ms stopped ({quota:g} CPUs' worth for torch's {torch.get_num_threads()} "
+                f"threads{'; OMP_NUM_THREADS=' + str(max(1, int(quota))) + ' fits it' if torch.get_num_threads() > quota else ''})"]
+
     # --- the record --------------------------------------------------------------------------------
     def _energy_j(self) -> tuple[float | None, str]:
         if self._t0 is None or self._t1 is None:
@@ -221,7 +241,7 @@ class RegionMonitor:
             clocks = _span(s.clock_mhz for s in self.samples)
             temps = _span(s.temperature_c for s in self.samples)
             loads = _span(s.load_pct for s in self.samples)
-            out = {"samples": len(self.samples), "flags": region_flags(self.samples, clock_name),
+            out = {"samples": len(self.samples), "flags": region_flags(self.samples, clock_name) + self._quota_flag(),
                    "energy_j": energy, "energy_per_call_j": energy / calls if energy is not None and calls else None,
                    "energy_source": source, "calls": calls,
                    "duration_s": self._t1 - self._t0 if self._t0 is not None and self._t1 is not None else None,

@@ -1,0 +1,114 @@
+"""The CPU bandwidth limit a Linux cgroup puts on this process, and how often it throttled it.
+
+A container or CI runner is often given fewer CPUs' worth of time than it sees: a Kubernetes pod with a 2-CPU limit on
+a 64-core node sees 64 CPUs, and torch starts a thread per core. The kernel then stops every thread of the group for
+the rest of each period once the group's quota is spent, and a timed call that meets the stop lasts a period longer.
+A profile calibrated under one quota does not hold under another, and a timing that met the stop says nothing of the
+kernel. Read here, under a filesystem root (fake trees in tests):
+
+- the quota: cgroup v2 ``cpu.max`` ("$MAX $PERIOD", ``max`` for no limit) and cgroup v1 ``cpu.cfs_quota_us`` /
+  ``cpu.cfs_period_us`` (-1 for no limit): Linux Documentation/admin-guide/cgroup-v2.rst ("cpu.max") and
+  Documentation/scheduler/sched-bwc.rst. Every cgroup from the process's own up to the root limits it, so the
+  smallest quota over that path binds.
+- the throttling: ``cpu.stat``'s ``nr_throttled`` (periods in which the group was throttled), and ``throttled_usec``
+  (v2) or ``throttled_time`` (v1, ns), read from the cgroup whose quota binds.
+
+The process's cgroup comes from ``/proc/self/cgroup``. Inside a container the path it names may be the host's, which
+the container's mount does not have: the mount's own root is then the process's cgroup (as runtimes mount it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+V1_MOUNTS = ("cpu,cpuacct", "cpu", "cpuacct,cpu")
+
+
+@dataclass(frozen=True)
+class Quota:
+    cpus: float  # CPUs' worth of time per period
+    source: str  # the file and its words
+    stat: str    # the cpu.stat of the cgroup whose quota binds
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _ancestry(base: Path, rel: str) -> list[Path]:
+    """The process's cgroup directory under ``base`` and each parent up to ``base``; where the named path is not
+    under this mount (a container's mount is its own cgroup), from its nearest directory that is."""
+    own = base / rel.strip("/") if rel.strip("/") else base
+    while own != base and not own.is_dir():
+        own = own.parent
+    if not own.is_dir():
+        return []
+    dirs = [own]
+    while dirs[-1] != base and base in dirs[-1].parents:
+        dirs.append(dirs[-1].parent)
+    return dirs
+
+
+def _v2(d: Path) -> tuple[float, str] | None:
+    words = _read(d / "cpu.max").split()
+    if len(words) != 2 or words[0] == "max":
+        return None
+    try:
+        quota, period = int(words[0]), int(words[1])
+    except ValueError:
+        return None
+    return (quota / period, f"cgroup v2 {d / 'cpu.max'}: {' '.join(words)}") if quota > 0 and period > 0 else None
+
+
+def _v1(d: Path) -> tuple[float, str] | None:
+    try:
+        quota, period = int(_read(d / "cpu.cfs_quota_us")), int(_read(d / "cpu.cfs_period_us"))
+    except ValueError:
+        return None
+    if quota <= 0 or period <= 0:  # -1: no limit
+        return None
+    return quota / period, f"cgroup v1 {d / 'cpu.cfs_quota_us'}: {quota} per {period} us"
+
+
+def cpu_quota(root: str | Path = "/") -> Quota | None:
+    """The binding CPU quota of this process's cgroups, or None (no limit, or no cgroup file readable)."""
+    root = Path(root)
+    fs = root / "sys/fs/cgroup"
+    found: list[tuple[float, str, Path]] = []
+    for line in _read(root / "proc/self/cgroup").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, controllers, rel = parts
+        if hid == "0" and controllers == "":  # the v2 hierarchy: at the root, or at unified/ on a hybrid host
+            base = fs if (fs / "cgroup.controllers").exists() else fs / "unified"
+            read = _v2
+        elif "cpu" in controllers.split(","):
+            base = next((fs / m for m in V1_MOUNTS if (fs / m).is_dir()), fs / "cpu")
+            read = _v1
+        else:
+            continue
+        for d in _ancestry(base, rel):
+            got = read(d)
+            if got:
+                found.append((got[0], got[1], d / "cpu.stat"))
+    if not found:
+        return None
+    cpus, source, stat = min(found, key=lambda f: f[0])
+    return Quota(round(cpus, 3), source, str(stat))
+
+
+def throttled(stat: str | Path) -> tuple[int, float] | None:
+    """(periods throttled, seconds throttled) so far from a cgroup's ``cpu.stat``; None if unreadable."""
+    fields = {}
+    for line in _read(Path(stat)).splitlines():
+        words = line.split()
+        if len(words) == 2 and words[1].lstrip("-").isdigit():
+            fields[words[0]] = int(words[1])
+    if "nr_throttled" not in fields:
+        return None
+    seconds = fields["throttled_usec"] / 1e6 if "throttled_usec" in fields else fields.get("throttled_time", 0) / 1e9
+    return fields["nr_throttled"], seconds

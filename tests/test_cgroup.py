@@ -1,0 +1,129 @@
+"""A cgroup's CPU quota on fake trees (cgroup v2, v1, hybrid, containers): read, keyed into the profile and the
+timing history, and a stop by it during the timed calls flagged as contention.
+
+The layouts are the kernel's: cgroup v2 ``cpu.max`` ("$MAX $PERIOD", "max" for none; Documentation/admin-guide/
+cgroup-v2.rst), v1 ``cpu.cfs_quota_us``/``cpu.cfs_period_us`` (-1 for none; Documentation/scheduler/sched-bwc.rst),
+``cpu.stat``'s ``nr_throttled`` with ``throttled_usec`` (v2) or ``throttled_time`` in ns (v1)."""
+import pytest
+
+from roofline_kernels import cgroup
+from roofline_kernels.calibrate import fingerprint, fingerprint_fields, quota_warning
+from roofline_kernels.device import detect, history_dir
+from roofline_kernels.region import RegionMonitor
+from tests.fakes.host import fake_cpu_tree, write
+
+V2_STAT = "usage_usec 900\nuser_usec 800\nsystem_usec 100\nnr_periods {periods}\nnr_throttled {n}\nthrottled_usec {us}\n"
+V1_STAT = "nr_periods {periods}\nnr_throttled {n}\nthrottled_time {ns}\n"
+
+
+def v2_host(root, limits: dict, own="/ci/job"):
+    """A cgroup v2 host: the process in ``own``; ``limits`` maps a cgroup path to its cpu.max."""
+    write(root, "proc/self/cgroup", f"0::{own}\n")
+    write(root, "sys/fs/cgroup/cgroup.controllers", "cpuset cpu io memory pids\n")
+    for path, words in limits.items():
+        d = f"sys/fs/cgroup{path}".rstrip("/")
+        write(root, f"{d}/cpu.max", words + "\n")
+        write(root, f"{d}/cpu.stat", V2_STAT.format(periods=10, n=0, us=0))
+    return root
+
+
+def test_v2_the_smallest_quota_on_the_path_binds(tmp_path):
+    """A job's own cgroup without a limit sits under a 2-CPU pod: the pod's quota binds, and its cpu.stat counts the
+    stops."""
+    v2_host(tmp_path, {"/ci": "200000 100000", "/ci/job": "max 100000", "": "max 100000"})
+    q = cgroup.cpu_quota(tmp_path)
+    assert q.cpus == 2.0 and "cpu.max: 200000 100000" in q.source
+    assert q.stat == str(tmp_path / "sys/fs/cgroup/ci/cpu.stat")
+    v2_host(tmp_path, {"/ci": "200000 100000", "/ci/job": "50000 100000"})
+    assert cgroup.cpu_quota(tmp_path).cpus == 0.5  # the tighter child binds
+
+
+def test_v2_in_a_container_reads_its_mounts_root(tmp_path):
+    """/proc/self/cgroup names the host's path, which the container's mount lacks: its mount root is its cgroup."""
+    write(tmp_path, "proc/self/cgroup", "0::/kubepods/burstable/pod1234/abcdef\n")
+    write(tmp_path, "sys/fs/cgroup/cgroup.controllers", "cpu memory\n")
+    write(tmp_path, "sys/fs/cgroup/cpu.max", "150000 100000\n")
+    assert cgroup.cpu_quota(tmp_path).cpus == 1.5
+
+
+@pytest.mark.parametrize("mount", ["cpu,cpuacct", "cpu"])
+def test_v1_quota_and_period(tmp_path, mount):
+    write(tmp_path, "proc/self/cgroup", "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n1:name=systemd:/\n")
+    write(tmp_path, f"sys/fs/cgroup/{mount}/cpu.cfs_quota_us", "50000\n")
+    write(tmp_path, f"sys/fs/cgroup/{mount}/cpu.cfs_period_us", "100000\n")
+    q = cgroup.cpu_quota(tmp_path)
+    assert q.cpus == 0.5 and "50000 per 100000 us" in q.source
+
+
+@pytest.mark.parametrize("layout", ["v2 max", "v1 -1", "hybrid", "no files"])
+def test_no_limit_is_none(tmp_path, layout):
+    if layout == "v2 max":
+        v2_host(tmp_path, {"/ci/job": "max 100000"})
+    elif layout in ("v1 -1", "hybrid"):  # hybrid: cpu on v1, the v2 hierarchy at unified/ with no cpu controller
+        write(tmp_path, "proc/self/cgroup", "1:cpu:/\n0::/\n")
+        write(tmp_path, "sys/fs/cgroup/cpu/cpu.cfs_quota_us", "-1\n")
+        write(tmp_path, "sys/fs/cgroup/cpu/cpu.cfs_period_us", "100000\n")
+        if layout == "hybrid":
+            write(tmp_path, "sys/fs/cgroup/unified/cpu.pressure", "some avg10=0.00\n")
+    else:
+        write(tmp_path, "proc/self/cgroup", "0::/\n")
+    assert cgroup.cpu_quota(tmp_path) is None
+
+
+def test_throttle_counters_v1_and_v2(tmp_path):
+    v2 = write(tmp_path, "a/cpu.stat", V2_STAT.format(periods=100, n=7, us=35000))
+    v1 = write(tmp_path, "b/cpu.stat", V1_STAT.format(periods=100, n=3, ns=12_000_000))
+    assert cgroup.throttled(v2) == (7, 0.035)
+    assert cgroup.throttled(v1) == (3, 0.012)
+    assert cgroup.throttled(tmp_path / "missing/cpu.stat") is None
+
+
+def _cpu_host(tmp_path, limit: str | None):
+    fake_cpu_tree(tmp_path)
+    v2_host(tmp_path, {"/ci": limit or "max 100000"})
+    return detect(root=tmp_path)
+
+
+def test_the_quota_keys_the_profile_and_the_history(tmp_path, monkeypatch):
+    """A profile calibrated under a 2-CPU limit is not reused under a 1-CPU one, nor its timing history; a host
+    without a limit keeps the fingerprint it had before the quota was read (no key at all)."""
+    import torch
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    two = _cpu_host(tmp_path / "two", "200000 100000")
+    one = _cpu_host(tmp_path / "one", "100000 100000")
+    free = _cpu_host(tmp_path / "free", None)
+    assert (two.cpu.quota_cpus, one.cpu.quota_cpus, free.cpu.quota_cpus) == (2.0, 1.0, None)
+    assert fingerprint_fields(two)["cpu_quota"] == 2.0 and "cpu_quota" not in fingerprint_fields(free)
+    assert len({fingerprint(two), fingerprint(one), fingerprint(free)}) == 3
+    assert history_dir(two).endswith("-2t-q2") and history_dir(one).endswith("-2t-q1")
+    assert history_dir(free).endswith("-2t")
+
+
+def test_more_threads_than_the_quota_is_warned(tmp_path, monkeypatch):
+    import torch
+    info = _cpu_host(tmp_path, "150000 100000")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert "torch runs 4 threads under a cgroup CPU quota of 1.5 CPUs" in quota_warning(info)
+    assert "OMP_NUM_THREADS=1 fits it" in quota_warning(info)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert quota_warning(info) is None
+
+
+@pytest.mark.parametrize("stopped", [0, 4])
+def test_a_stop_by_the_quota_during_the_timed_calls_is_contention(tmp_path, monkeypatch, stopped):
+    """The timed calls that met the quota's stop lasted up to a period longer for no reason of the kernel."""
+    import torch
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    info = _cpu_host(tmp_path, "200000 100000")
+    stat = tmp_path / "sys/fs/cgroup/ci/cpu.stat"
+    region = RegionMonitor(info)
+    region.start()
+    stat.write_text(V2_STAT.format(periods=20, n=stopped, us=stopped * 25000))
+    region.stop()
+    flags = region.result(10)["flags"]
+    if stopped:
+        assert flags == ["throttled by the cgroup's CPU quota during the timed region: 4 period(s), 100.0 ms stopped "
+                         "(2 CPUs' worth for torch's 4 threads; OMP_NUM_THREADS=2 fits it)"]
+    else:
+        assert flags == []
+
