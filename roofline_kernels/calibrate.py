@@ -220,6 +220,10 @@ def fingerprint_fields(info: DeviceInfo) -> dict:
             # a cgroup's CPU limit moves every multithreaded roof (the key only where one binds: profiles of hosts
             # without one keep their fingerprint)
             **({"cpu_quota": info.cpu.quota_cpus} if info.kind == "cpu" and info.cpu.quota_cpus else {}),
+            # boost switched off and a lowered scaling_max_freq likewise (keys only where set: a host with boost on,
+            # or one that shows neither, keeps its fingerprint)
+            **({"cpu_boost": False} if info.kind == "cpu" and info.cpu.boost is False else {}),
+            **({"cpu_clock_cap_mhz": info.cpu.clock_cap_mhz} if info.kind == "cpu" and info.cpu.clock_cap_mhz else {}),
             **{k: info.versions.get(k) for k in ("torch", "torchao")}}
 
 

@@ -51,6 +51,10 @@ class CpuInfo:
     quota_cpus: float | None = None
     quota_source: str = ""
     quota_stat: str = ""  # the binding cgroup's cpu.stat (its throttle counters)
+    # clock settings that move every roof while the hardware stays the same (None: not visible here): boost (cpufreq's
+    # global ``boost``, or intel_pstate's ``no_turbo`` inverted) and a lowered ``scaling_max_freq`` (cpupower -u)
+    boost: bool | None = None
+    clock_cap_mhz: float | None = None
 
     @property
     def llc_bytes(self) -> int:
@@ -113,10 +117,11 @@ def read_cpu_info(root: str | os.PathLike = "/") -> CpuInfo:
     else:
         max_mhz, clock_source = None, "unknown"
     quota = cpu_quota(root)
+    boost, cap = _clock_settings(root, max_mhz if clock_source == CPUFREQ_MAX else None)
     return CpuInfo(model=fields.get("model name", platform.processor() or "unknown CPU"), cores=cores,
                    threads=threads, max_mhz=max_mhz, caches=caches,
                    quota_cpus=quota.cpus if quota else None, quota_source=quota.source if quota else "",
-                   quota_stat=quota.stat if quota else "",
+                   quota_stat=quota.stat if quota else "", boost=boost, clock_cap_mhz=cap,
                    # x86 names its ISA extensions "flags", arm64 "Features" (asimd, asimdhp, bf16, i8mm, sve...): read
                    # as flags, so an Arm host is no longer a scalar CPU (2 FLOP/cycle) to the physics ceiling
                    flags=frozenset((fields.get("flags") or fields.get("Features", "")).split()),
@@ -124,6 +129,19 @@ def read_cpu_info(root: str | os.PathLike = "/") -> CpuInfo:
 
 
 CPUFREQ_MAX = "cpufreq cpuinfo_max_freq"
+
+
+def _clock_settings(root: Path, max_mhz: float | None) -> tuple[bool | None, float | None]:
+    """(boost on?, the lowest ``scaling_max_freq`` in MHz where it is below the hardware's max). Linux
+    Documentation/admin-guide/pm/cpufreq.rst: ``cpufreq/boost`` (1 on, 0 off; acpi-cpufreq, amd-pstate);
+    intel_pstate.rst: ``intel_pstate/no_turbo`` (1: turbo off). A VM shows neither: None, None."""
+    base = root / "sys/devices/system/cpu"
+    words = {"boost": _read(base / "cpufreq/boost"), "no_turbo": _read(base / "intel_pstate/no_turbo")}
+    boost = (words["boost"] == "1") if words["boost"] in ("0", "1") else \
+        (words["no_turbo"] == "0") if words["no_turbo"] in ("0", "1") else None
+    caps = [int(k) / 1000 for k in (_read(c / "cpufreq/scaling_max_freq") for c in base.glob("cpu[0-9]*")) if k.isdigit()]
+    cap = min(caps) if caps else None
+    return boost, (cap if cap and max_mhz and cap < max_mhz else None)
 
 
 def cpu_ceilings_of(cpu: CpuInfo, threads: int | None = None) -> dict:
@@ -191,6 +209,10 @@ def history_dir(info: DeviceInfo) -> str:
         parts += [info.cpu.model or "unknown-cpu", f"{torch.get_num_threads()}t"]
         if info.cpu.quota_cpus:  # a cgroup's CPU limit: another trend (a 1-CPU CI pod is not the 2-CPU one)
             parts.append(f"q{info.cpu.quota_cpus:g}")
+        if info.cpu.boost is False:  # boost switched off, or the clock capped: the same CPU, slower
+            parts.append("noboost")
+        if info.cpu.clock_cap_mhz:
+            parts.append(f"cap{info.cpu.clock_cap_mhz:g}")
     return re.sub(r"[^a-z0-9._]+", "-", "-".join(parts).lower()).strip("-")
 
 

@@ -1,5 +1,6 @@
-"""A cgroup's CPU quota on fake trees (cgroup v2, v1, hybrid, containers): read, keyed into the profile and the
-timing history, and a stop by it during the timed calls flagged as contention.
+"""A host's limits on the same CPU: a cgroup's CPU quota on fake trees (cgroup v2, v1, hybrid, containers): read, keyed
+into the profile and the timing history, and a stop by it during the timed calls flagged as contention; and boost
+switched off or the clock capped, keyed likewise.
 
 The layouts are the kernel's: cgroup v2 ``cpu.max`` ("$MAX $PERIOD", "max" for none; Documentation/admin-guide/
 cgroup-v2.rst), v1 ``cpu.cfs_quota_us``/``cpu.cfs_period_us`` (-1 for none; Documentation/scheduler/sched-bwc.rst),
@@ -127,3 +128,29 @@ def test_a_stop_by_the_quota_during_the_timed_calls_is_contention(tmp_path, monk
     else:
         assert flags == []
 
+
+
+@pytest.mark.parametrize("files, boost, cap", [
+    ({"cpufreq/boost": "0"}, False, None),                      # acpi-cpufreq / amd-pstate, boost off
+    ({"cpufreq/boost": "1"}, True, None),
+    ({"intel_pstate/no_turbo": "1"}, False, None),              # intel_pstate: turbo off
+    ({"cpu0/cpufreq/scaling_max_freq": "2000000", "cpu1/cpufreq/scaling_max_freq": "3500000"}, None, 2000.0),
+    ({"cpu0/cpufreq/scaling_max_freq": "3500000"}, None, None),  # at the hardware's max: no cap
+    ({}, None, None)])                                          # a VM shows neither
+def test_boost_and_a_clock_cap_key_the_profile(tmp_path, monkeypatch, files, boost, cap):
+    """The same CPU with boost off or its clock capped (cpupower frequency-set -u) runs every roof slower: a profile
+    calibrated with boost is not reused without it. Keys appear only where set, so a host with boost on, or a VM
+    that shows neither, keeps the fingerprint it had."""
+    import torch
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    fake_cpu_tree(tmp_path / "plain")  # cpuinfo_max_freq 3.5 GHz, nothing else
+    plain = detect(root=tmp_path / "plain")
+    fake_cpu_tree(tmp_path / "set")
+    for rel, text in files.items():
+        write(tmp_path / "set", f"sys/devices/system/cpu/{rel}", text + "\n")
+    info = detect(root=tmp_path / "set")
+    assert (info.cpu.boost, info.cpu.clock_cap_mhz) == (boost, cap)
+    fields = fingerprint_fields(info)
+    assert fields.get("cpu_boost") == (False if boost is False else None) and fields.get("cpu_clock_cap_mhz") == cap
+    assert (fingerprint(info) == fingerprint(plain)) == (boost is not False and cap is None)
+    assert history_dir(info).endswith({(False, None): "-noboost", (None, 2000.0): "-cap2000"}.get((boost, cap), "-2t"))
