@@ -239,6 +239,9 @@ def _limits(info: DeviceInfo) -> dict:
     out = {"max_clock_mhz": nv.get("max_sm_clock_mhz") or (snap.get("jetson") or {}).get("gpu_max_mhz")}
     if limit is not None:
         out["power_limit_w"] = round(float(limit))
+    app, default = nv.get("app_sm_clock_mhz"), nv.get("default_app_sm_clock_mhz")
+    if app is not None and default is not None and app != default:  # -ac set: key only then (defaults keep theirs)
+        out["app_sm_clock_mhz"] = int(app)
     return out
 
 

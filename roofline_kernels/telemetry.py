@@ -71,6 +71,10 @@ def nvml_queries(pynvml, h) -> dict:
         "sm_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM),
         "mem_clock_mhz": lambda: pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM),
         "max_sm_clock_mhz": lambda: pynvml.nvmlDeviceGetMaxClockInfo(h, pynvml.NVML_CLOCK_SM),
+        # applications clocks (``nvidia-smi -ac``) and their default: a board set below its default runs every roof
+        # slower under the same max clock (locked clocks, ``-lgc``, have no NVML getter)
+        "app_sm_clock_mhz": lambda: pynvml.nvmlDeviceGetApplicationsClock(h, pynvml.NVML_CLOCK_SM),
+        "default_app_sm_clock_mhz": lambda: pynvml.nvmlDeviceGetDefaultApplicationsClock(h, pynvml.NVML_CLOCK_SM),
         "gpu_util_pct": lambda: pynvml.nvmlDeviceGetUtilizationRates(h).gpu,
         "mem_util_pct": lambda: pynvml.nvmlDeviceGetUtilizationRates(h).memory,
         "throttle_reasons": lambda: throttle_reason_names(pynvml.nvmlDeviceGetCurrentClocksEventReasons(h), pynvml),

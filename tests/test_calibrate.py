@@ -212,6 +212,23 @@ def test_a_gpus_power_cap_moves_its_profile_key(monkeypatch, device_info):
     assert cal_mod.fingerprint(gpu) == full
 
 
+def test_a_gpus_applications_clocks_move_its_profile_key(monkeypatch, tmp_path):
+    """On the fake NVML (its applications-clock queries as NVML answers them): a board set with ``nvidia-smi -ac``
+    below its default keeps its max clock and power limit, and its profile from the default clocks was reused. The
+    set clock joins the key; a board at its default, or one without the query (Not Supported), keeps its key."""
+    import dataclasses
+    from roofline_kernels.device import detect
+    from tests.fakes.install import install_device
+    keys = {}
+    for name, options in (("default", {}), ("-ac 1410", {"app_clock_mhz": 1410}),
+                          ("no applications clocks", {"unsupported": {"nvmlDeviceGetApplicationsClock"}})):
+        install_device(monkeypatch, "h100_sxm", tmp_path / str(len(keys)), **options)
+        info = dataclasses.replace(detect(root=tmp_path / str(len(keys))), simulated="h100_sxm")
+        keys[name] = (cal_mod.fingerprint(info), cal_mod.fingerprint_fields(info).get("app_sm_clock_mhz"))
+    assert keys["-ac 1410"][1] == 1410 and keys["default"][1] is None and keys["no applications clocks"][1] is None
+    assert keys["-ac 1410"][0] != keys["default"][0] == keys["no applications clocks"][0]
+
+
 @pytest.mark.parametrize("key, has, lacks", [("gb10", {"nvfp4", "tf32", "fp8_e4m3", "int8"}, set()),
                                             ("jetson_orin_nano", {"int8", "tf32", "bf16"}, {"fp8_e4m3", "nvfp4"}),
                                             ("h100_sxm", {"fp8_e4m3", "int8"}, {"nvfp4"})])

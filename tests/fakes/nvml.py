@@ -96,12 +96,13 @@ def _pci_tuple(text: str) -> tuple[int, int, int]:
 def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons=(),
                      clock_drop: ClockDrop | None = None, processes: dict | None = None, driver: str | None = None,
                      init_error: int | None = None, clock=time.monotonic,
-                     energy_start_mj: int = 123_456_789) -> types.ModuleType:
+                     energy_start_mj: int = 123_456_789, app_clock_mhz: float | None = None) -> types.ModuleType:
     """A ``pynvml`` module for ``gpus`` (NVML's own order, i.e. the whole machine, not CUDA_VISIBLE_DEVICES).
 
     unsupported: names of functions that raise Not Supported (e.g. "nvmlDeviceGetTotalEnergyConsumption");
     throttle_reasons: clocks-event reason names set from the start; processes: {gpu index: [(pid, bytes)]};
-    init_error: an NVML_ERROR_* code nvmlInit raises (no library, no driver)."""
+    init_error: an NVML_ERROR_* code nvmlInit raises (no library, no driver); app_clock_mhz: SM applications clocks a
+    user set (``nvidia-smi -ac``); the default applications clock is the SM clock's max."""
     m = types.ModuleType("pynvml")
     m.__file__ = "<fake pynvml>"
     Err = m.NVMLError = NVMLError
@@ -227,6 +228,21 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
 
     @api
     def nvmlDeviceGetMaxClockInfo(h, kind):
+        g = handle(h)
+        return int(g.mem_clock_mhz if kind == m.NVML_CLOCK_MEM else g.sm_clock_mhz)
+
+    # nvmlDeviceGetApplicationsClock / nvmlDeviceGetDefaultApplicationsClock (NVML API reference, Device Queries:
+    # "For Kepler or newer fully supported devices"; a device without them answers Not Supported, as ``unsupported``
+    # makes it): the clock ``-ac`` set, and the one it resets to
+    @api
+    def nvmlDeviceGetApplicationsClock(h, kind):
+        g = handle(h)
+        if kind == m.NVML_CLOCK_MEM:
+            return int(g.mem_clock_mhz)
+        return int(app_clock_mhz if app_clock_mhz is not None else g.sm_clock_mhz)
+
+    @api
+    def nvmlDeviceGetDefaultApplicationsClock(h, kind):
         g = handle(h)
         return int(g.mem_clock_mhz if kind == m.NVML_CLOCK_MEM else g.sm_clock_mhz)
 
