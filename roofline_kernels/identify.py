@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from roofline import REGISTRY, get_hardware
-from roofline.clocks import find_power_mode
+from roofline.clocks import POWER_MODES, find_power_mode
 
 # (pattern in the CUDA device name, registry key): first match wins, so specific names come first.
 # Names as CUDA reports them: "NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H200",
@@ -56,6 +56,14 @@ def hardware_key_from_cuda_name(name: str) -> str | None:
 
 def _gib(memory_bytes: int | None) -> float | None:
     return memory_bytes / 2**30 if memory_bytes else None
+
+
+def _sm_counts(key: str) -> set[int]:
+    """A board's SM count and each count its power modes leave powered (``roofline.clocks.POWER_MODES``)."""
+    return {REGISTRY[key].sm_count} | {spec[2] for spec in POWER_MODES.get(key, {}).values() if spec[2]}
+
+
+MEMORY_SLACK = 1.05  # a nominal "64 GB" is 64 GiB of DRAM, of which less is visible: 5% spare for the units' rounding
 
 
 def _nearest_memory(keys: list[str], memory_bytes: int | None) -> list[str]:
@@ -133,14 +141,24 @@ def identify_jetson(facts: JetsonFacts) -> Identified:
         if re.search(rf"\b{word}\b", model):
             narrow([k for k in keys if k.startswith(prefix)], f"device-tree model {facts.model!r}")
             break
+    if facts.memory_bytes and _gib(facts.memory_bytes):
+        # a board never shows more memory than it has, where its SMs may read fewer than it has (a power mode that
+        # gates TPCs, if CUDA counts only the powered ones): boards too small for the memory seen go first, so a
+        # masked AGX Orin showing 8 SMs is not taken for an 8-SM NX 16GB at a quarter of its memory
+        seen = _gib(facts.memory_bytes)
+        able = [k for k in keys if REGISTRY[k].memory is None or REGISTRY[k].memory.value * MEMORY_SLACK >= seen]
+        if able and set(able) != set(keys):
+            narrow(able, f"{seen:.1f} GiB of memory: more than {', '.join(k for k in keys if k not in able)} have")
     if facts.sm_count is not None:
-        same = [k for k in keys if REGISTRY[k].sm_count == facts.sm_count]
+        # the board's SMs, or those a power mode of its own leaves powered (an NX in 15W runs 4 of its 8)
+        same = [k for k in keys if facts.sm_count in _sm_counts(k)]
         if same:
             narrow(same, f"{facts.sm_count} SMs")
         else:
-            why.append(f"{facts.sm_count} SMs: no Orin entry has that many (a board the registry lacks; "
-                       "the nearest entry's roofs stand in)")
-            keys = [min(keys, key=lambda k: abs(REGISTRY[k].sm_count - facts.sm_count))]
+            why.append(f"{facts.sm_count} SMs: no Orin entry left has that many, in any of its modes (a board the "
+                       "registry lacks; the nearest entry's roofs stand in)")
+            gap = min(abs(REGISTRY[k].sm_count - facts.sm_count) for k in keys)
+            keys = [k for k in keys if abs(REGISTRY[k].sm_count - facts.sm_count) == gap]  # ties: the facts below
     if facts.memory_bytes:
         narrow(_nearest_memory(keys, facts.memory_bytes), f"{_gib(facts.memory_bytes):.1f} GiB of memory")
     mode = facts.power_mode or {}

@@ -68,6 +68,26 @@ def test_a_jetson_in_a_container_is_still_its_board(key, tmp_path, monkeypatch):
     assert info.hardware_key == key and "device tree masked" in info.detected_by, info.detected_by
 
 
+@pytest.mark.parametrize("key, mode", [("jetson_agx_orin", "MODE_30W"), ("jetson_agx_orin", "MODE_15W"),
+                                       ("jetson_orin_nx_16gb", "15W"), ("jetson_orin_nx_8gb", "10W")])
+def test_a_masked_jetson_showing_only_its_powered_sms_is_still_its_board(key, mode):
+    """If CUDA counts only the SMs a power mode leaves powered (no source says it does not; the fakes show the full
+    count), a masked board was named by that count: an AGX Orin in MODE_30W (8 SMs) became an NX 16GB at a quarter
+    of its memory and half its bandwidth, and an NX 16GB in 15W (4 SMs) matched no entry and took the first 8-SM
+    one, an Orin Nano (68 GB/s for 102). Memory a board shows is never more than it has, and a mode's SMs are the
+    board's own: with the GPU's top clock, they name it with no mode reading at all (a container without nvpmodel)."""
+    from roofline import get_hardware
+    from roofline.clocks import POWER_MODES
+    from roofline_kernels.identify import JetsonFacts, identify_jetson
+    sms = POWER_MODES[key][mode][2]
+    visible = int(get_hardware(key).memory.value * 0.93 * 2**30)  # carve-outs: a board shows less than it has
+    top = get_hardware(key).gpu_clock.value  # the devfreq table's top clock, which a container still shows
+    found = identify_jetson(JetsonFacts(sm_count=sms, memory_bytes=visible, gpu_max_mhz=top))
+    assert found.key == key, found.evidence
+    assert identify_jetson(JetsonFacts(sm_count=get_hardware(key).sm_count, memory_bytes=visible,
+                                       gpu_max_mhz=top)).key == key
+
+
 @pytest.mark.parametrize("key", ["jetson_orin_nx_16gb", "jetson_orin_nx_8gb"])
 def test_orin_nx_is_not_an_orin_nano(key, tmp_path, monkeypatch):
     """Orin NX has 102 GB/s: held to the Nano's 68 GB/s roof, its cases would "beat" it. Before: nano."""
