@@ -35,7 +35,8 @@ from roofline import Calibration, get_format
 from roofline.atomic import write_json_atomic
 
 from . import telemetry
-from .device import DeviceInfo
+from .device import DeviceInfo, host_limits
+from .cgroup import overrun
 from .measure import available_memory_bytes, cache_bytes, cold_span_bytes
 from .ops import UnsupportedKernel, make_peak_gemm
 from .timer import bench
@@ -217,13 +218,9 @@ def fingerprint_fields(info: DeviceInfo) -> dict:
             "caches": dict(info.cpu.caches) if info.kind == "cpu" else None,
             "power_mode": (info.power_mode or {}).get("mode"), "driver": info.driver, "cuda": info.cuda,
             **_limits(info),
-            # a cgroup's CPU limit moves every multithreaded roof (the key only where one binds: profiles of hosts
-            # without one keep their fingerprint)
-            **({"cpu_quota": info.cpu.quota_cpus} if info.kind == "cpu" and info.cpu.quota_cpus else {}),
-            # boost switched off and a lowered scaling_max_freq likewise (keys only where set: a host with boost on,
-            # or one that shows neither, keeps its fingerprint)
-            **({"cpu_boost": False} if info.kind == "cpu" and info.cpu.boost is False else {}),
-            **({"cpu_clock_cap_mhz": info.cpu.clock_cap_mhz} if info.kind == "cpu" and info.cpu.clock_cap_mhz else {}),
+            # a binding cgroup quota, boost off, a capped clock: each moves every roof of the same CPU (keys only
+            # where set, so a host without them keeps its fingerprint)
+            **(host_limits(info.cpu) if info.kind == "cpu" else {}),
             **{k: info.versions.get(k) for k in ("torch", "torchao")}}
 
 
@@ -248,11 +245,10 @@ def _limits(info: DeviceInfo) -> dict:
 def quota_warning(info: DeviceInfo) -> str | None:
     """More torch threads than the cgroup's CPU quota has CPUs: every pass spends the quota early and stops until the
     next period, so the roofs measure the quota's stops (a CI pod with a 2-CPU limit on a 64-core node)."""
-    quota, threads = info.cpu.quota_cpus, _threads()
-    if info.kind != "cpu" or not quota or threads <= quota:
+    if info.kind != "cpu":
         return None
-    return (f"torch runs {threads} threads under a cgroup CPU quota of {quota:g} CPUs ({info.cpu.quota_source}): "
-            f"timed calls will stop for the quota (flagged as contention); OMP_NUM_THREADS={max(1, int(quota))} fits it")
+    over = overrun(info.cpu.quota_cpus, _threads())
+    return f"{over} ({info.cpu.quota_source}): every timed pass will stop for it" if over else None
 
 
 def _threads() -> int:
@@ -285,8 +281,9 @@ def calibrate(info: DeviceInfo, quick: bool = False, progress: Callable[[str], N
     started = time.perf_counter()
     progress(f"{'quick' if quick else 'full'} calibration of {info.hardware_key}: up to "
              f"~{expected_seconds(info, quick, hw):.0f} s")
-    if quota_warning(info):
-        progress(f"WARNING: {quota_warning(info)}")
+    warning = quota_warning(info)
+    if warning:
+        progress(f"WARNING: {warning}")
     before = wait_for_quiet(info, progress)
     bw = bandwidth_sweep(info, quick, progress)
     peaks, skipped, compute_sweep, rising, peak_spread = compute_peaks(info, quick, progress, hw)

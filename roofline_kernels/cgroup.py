@@ -18,6 +18,7 @@ the container's mount does not have: the mount's own root is then the process's 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,9 +43,9 @@ def _ancestry(base: Path, rel: str) -> list[Path]:
     """The process's cgroup directory under ``base`` and each parent up to ``base``; where the named path is not
     under this mount (a container's mount is its own cgroup), from its nearest directory that is."""
     own = base / rel.strip("/") if rel.strip("/") else base
-    while own != base and not own.is_dir():
+    while own != base and not os.path.isdir(own):  # os.path: False on EACCES, where Path.is_dir raises (3.10-3.13)
         own = own.parent
-    if not own.is_dir():
+    if not os.path.isdir(own):
         return []
     dirs = [own]
     while dirs[-1] != base and base in dirs[-1].parents:
@@ -73,9 +74,29 @@ def _v1(d: Path) -> tuple[float, str] | None:
     return quota / period, f"cgroup v1 {d / 'cpu.cfs_quota_us'}: {quota} per {period} us"
 
 
-def cpu_quota(root: str | Path = "/") -> Quota | None:
-    """The binding CPU quota of this process's cgroups, or None (no limit, or no cgroup file readable)."""
-    root = Path(root)
+def cpu_quota(root: str | Path = "/", cpus: int | None = None) -> Quota | None:
+    """The binding CPU quota of this process's cgroups, or None: no limit, none readable, or one no smaller than the
+    ``cpus`` it may run on (``docker --cpus=$(nproc)`` slows nothing, and keys nothing)."""
+    try:
+        quota = _smallest_quota(Path(root))
+    except OSError:  # a cgroup tree this user may not read says nothing either way
+        return None
+    return quota if quota and (cpus is None or quota.cpus < cpus) else None
+
+
+def overrun(quota: float | None, threads: int) -> str | None:
+    """What a quota smaller than torch's threads does (None where the threads fit it): the one sentence the
+    calibration's warning and a timed region's note both say."""
+    if not quota or threads <= quota:
+        return None
+    if quota < 1:
+        return (f"torch runs {threads} thread{'s' if threads != 1 else ''} under a cgroup CPU quota of {quota:g} CPUs, "
+                "less than one: even one thread stops for it")
+    return (f"torch runs {threads} threads under a cgroup CPU quota of {quota:g} CPUs; "
+            f"OMP_NUM_THREADS={int(quota)} fits it")
+
+
+def _smallest_quota(root: Path) -> Quota | None:
     fs = root / "sys/fs/cgroup"
     found: list[tuple[float, str, Path]] = []
     for line in _read(root / "proc/self/cgroup").splitlines():
@@ -84,10 +105,10 @@ def cpu_quota(root: str | Path = "/") -> Quota | None:
             continue
         hid, controllers, rel = parts
         if hid == "0" and controllers == "":  # the v2 hierarchy: at the root, or at unified/ on a hybrid host
-            base = fs if (fs / "cgroup.controllers").exists() else fs / "unified"
+            base = fs if os.path.exists(fs / "cgroup.controllers") else fs / "unified"
             read = _v2
         elif "cpu" in controllers.split(","):
-            base = next((fs / m for m in V1_MOUNTS if (fs / m).is_dir()), fs / "cpu")
+            base = next((fs / m for m in V1_MOUNTS if os.path.isdir(fs / m)), fs / "cpu")
             read = _v1
         else:
             continue

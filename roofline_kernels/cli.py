@@ -169,8 +169,8 @@ def _cmd_measure(args, out, sim):
                                    m.ceiling_note) + "\n")
     out.write(f"  achieved   {m.achieved_gbs:.4g} GB/s, {m.achieved_tflops:.4g} TFLOP/s\n"
               f"  contention {', '.join(m.contention) or 'none seen'}\n")
-    if (m.telemetry.get("region") or {}).get("clock_settings"):
-        out.write(f"  clocks     {m.telemetry['region']['clock_settings']}\n")
+    for note in (m.telemetry.get("region") or {}).get("settings") or []:
+        out.write(f"  settings   {note}\n")
 
 
 def _refuse_unrunnable(args, info, hw, peaks) -> None:

@@ -71,6 +71,15 @@ def _size_bytes(text: str) -> int:
     return int(m.group(1)) * {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2)]
 
 
+def _allowed_cpus(root: Path) -> list[Path]:
+    """The sysfs directories of the CPUs this process may run on (its affinity; under a fake root, every one)."""
+    cpus = sorted(Path(root, "sys/devices/system/cpu").glob("cpu[0-9]*"))
+    if str(root) == "/" and hasattr(os, "sched_getaffinity"):  # a container pinned to some CPUs: theirs alone
+        allowed = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        cpus = [c for c in cpus if c.name in allowed]
+    return cpus
+
+
 def _caches(root: Path) -> dict[str, int]:
     """Each data cache level's capacity over the CPUs this process may run on: every separate instance (distinct
     ``shared_cpu_list``) counted once at its own size, grouped by level and type, not by cpu0's index names (a
@@ -78,13 +87,8 @@ def _caches(root: Path) -> dict[str, int]:
     are 384 MiB a multithreaded kernel spreads over, where cpu0's one (32 MiB) left a "cold" rotation of 2x it hot.
     A CPU sysfs lists without a shared_cpu_list (a fake or old kernel) counts cpu0's caches once."""
     base = root / "sys/devices/system/cpu"
-    allowed = None
-    if str(root) == "/" and hasattr(os, "sched_getaffinity"):  # a container pinned to some CPUs: theirs alone
-        allowed = {f"cpu{i}" for i in os.sched_getaffinity(0)}
     seen: dict[tuple, dict[str, int]] = {}
-    for cpu in sorted(base.glob("cpu[0-9]*")):
-        if allowed is not None and cpu.name not in allowed:
-            continue
+    for cpu in _allowed_cpus(root):
         for index in sorted((cpu / "cache").glob("index*")):
             level, kind = _read(index / "level"), _read(index / "type")
             if kind == "Instruction" or not level:
@@ -116,8 +120,9 @@ def read_cpu_info(root: str | os.PathLike = "/") -> CpuInfo:
         max_mhz, clock_source = float(fields["cpu MHz"]), "/proc/cpuinfo 'cpu MHz' (base or current, not boost)"
     else:
         max_mhz, clock_source = None, "unknown"
-    quota = cpu_quota(root)
-    boost, cap = _clock_settings(root, max_mhz if clock_source == CPUFREQ_MAX else None)
+    usable = len(os.sched_getaffinity(0)) if str(root) == "/" and hasattr(os, "sched_getaffinity") else threads
+    quota = cpu_quota(root, usable)  # only a quota below the CPUs this process may use binds
+    boost, cap = _clock_settings(root)
     return CpuInfo(model=fields.get("model name", platform.processor() or "unknown CPU"), cores=cores,
                    threads=threads, max_mhz=max_mhz, caches=caches,
                    quota_cpus=quota.cpus if quota else None, quota_source=quota.source if quota else "",
@@ -131,17 +136,29 @@ def read_cpu_info(root: str | os.PathLike = "/") -> CpuInfo:
 CPUFREQ_MAX = "cpufreq cpuinfo_max_freq"
 
 
-def _clock_settings(root: Path, max_mhz: float | None) -> tuple[bool | None, float | None]:
-    """(boost on?, the lowest ``scaling_max_freq`` in MHz where it is below the hardware's max). Linux
+def _clock_settings(root: Path) -> tuple[bool | None, float | None]:
+    """(boost on?, the lowest ``scaling_max_freq`` in MHz of a CPU capped below its own ``cpuinfo_max_freq``). Each
+    CPU against its own maximum: a hybrid part's E-cores and a part's favoured cores top out lower uncapped. Linux
     Documentation/admin-guide/pm/cpufreq.rst: ``cpufreq/boost`` (1 on, 0 off; acpi-cpufreq, amd-pstate);
     intel_pstate.rst: ``intel_pstate/no_turbo`` (1: turbo off). A VM shows neither: None, None."""
     base = root / "sys/devices/system/cpu"
     words = {"boost": _read(base / "cpufreq/boost"), "no_turbo": _read(base / "intel_pstate/no_turbo")}
     boost = (words["boost"] == "1") if words["boost"] in ("0", "1") else \
         (words["no_turbo"] == "0") if words["no_turbo"] in ("0", "1") else None
-    caps = [int(k) / 1000 for k in (_read(c / "cpufreq/scaling_max_freq") for c in base.glob("cpu[0-9]*")) if k.isdigit()]
-    cap = min(caps) if caps else None
-    return boost, (cap if cap and max_mhz and cap < max_mhz else None)
+    caps = []
+    for cpu in _allowed_cpus(root):
+        cap, top = _read(cpu / "cpufreq/scaling_max_freq"), _read(cpu / "cpufreq/cpuinfo_max_freq")
+        if cap.isdigit() and top.isdigit() and int(cap) < int(top):
+            caps.append(int(cap) / 1000)
+    return boost, (min(caps) if caps else None)
+
+
+def host_limits(cpu: CpuInfo) -> dict:
+    """The settings that slow this same CPU, for the profile's fingerprint and the timing history's folder (one list
+    for both): a binding cgroup quota, boost switched off, a capped clock. Only those set appear, so a host without
+    them keeps the key it had."""
+    return {k: v for k, v in (("cpu_quota", cpu.quota_cpus), ("cpu_boost", False if cpu.boost is False else None),
+                              ("cpu_clock_cap_mhz", cpu.clock_cap_mhz)) if v is not None}
 
 
 def cpu_ceilings_of(cpu: CpuInfo, threads: int | None = None) -> dict:
@@ -207,12 +224,11 @@ def history_dir(info: DeviceInfo) -> str:
     if info.kind == "cpu":  # torch's threads, as the calibration's fingerprint: OMP_NUM_THREADS=1 is another trend
         import torch
         parts += [info.cpu.model or "unknown-cpu", f"{torch.get_num_threads()}t"]
-        if info.cpu.quota_cpus:  # a cgroup's CPU limit: another trend (a 1-CPU CI pod is not the 2-CPU one)
-            parts.append(f"q{info.cpu.quota_cpus:g}")
-        if info.cpu.boost is False:  # boost switched off, or the clock capped: the same CPU, slower
-            parts.append("noboost")
-        if info.cpu.clock_cap_mhz:
-            parts.append(f"cap{info.cpu.clock_cap_mhz:g}")
+        # a cgroup's CPU limit, boost off, a capped clock: another trend (a 1-CPU CI pod is not the 2-CPU one)
+        limits = host_limits(info.cpu)
+        parts += [f"{tag}{limits[k]:g}" if tag else word for k, tag, word in
+                  (("cpu_quota", "q", ""), ("cpu_boost", "", "noboost"), ("cpu_clock_cap_mhz", "cap", ""))
+                  if k in limits]
     return re.sub(r"[^a-z0-9._]+", "-", "-".join(parts).lower()).strip("-")
 
 

@@ -12,8 +12,8 @@ a 1 s average (NVML docs): a 0.2 s run sampled that way mixes idle and load. So:
    The region includes what the timer does between calls (rotating cold operands), and says so.
 3. A background thread samples the SM clock, throttle reasons, temperature and load every
    ``interval_s``; a clock drop (``CLOCK_DROP_FRACTION``) or a disturbing throttle reason becomes a flag. The
-   board's own settings (its power limit, clocks a user set: ``telemetry.CLOCK_SETTING_REASONS``) are a note,
-   and so is a drop they alone explain: they hold every run alike.
+   board's own settings (its power limit, clocks a user set: ``telemetry.CLOCK_SETTING_REASONS``) are a note
+   (``settings``), and so is a drop whose low samples the power limit alone explains: they hold every run alike.
 4. Cheap and never raises: a query the device refuses is dropped after its first refusal; anything
    that fails becomes a note. On the CPU it only reads the cores' frequency at start and stop.
 """
@@ -53,16 +53,22 @@ def _largest_drop(clocks: list[float]) -> tuple[float, float] | None:
     return best
 
 
+# The one setting that lowers a clock part-way through a region: the board reaching its power limit (a dense GEMM
+# settles below boost in every run). Applications or display clocks are fixed ceilings, which explain no fall.
+DROP_SETTINGS = frozenset({"SwPowerCap"})
+
+
 def region_flags(samples: list[Sample], clock_name: str = "SM clock") -> list[str]:
-    """Contention seen during the region: a disturbing throttle reason, or a clock drop no board setting explains
-    (a dense GEMM at its power limit settles below boost in every run; a thermal slowdown does not)."""
+    """Contention seen during the region: a disturbing throttle reason, or a clock drop its low samples do not
+    owe to the power limit alone."""
     from .telemetry import disturbing
     flags = []
-    reasons = {r for s in samples for r in s.throttle}
-    bad = disturbing(reasons)
+    bad = disturbing({r for s in samples for r in s.throttle})
     drop = _largest_drop([s.clock_mhz for s in samples if s.clock_mhz is not None])
-    if drop and drop[1] < drop[0] * (1 - CLOCK_DROP_FRACTION) and (bad or reasons == set(bad)):
-        flags.append(f"{clock_name} dropped from {drop[0]:g} to {drop[1]:g} MHz during the timed region")
+    if drop and drop[1] < drop[0] * (1 - CLOCK_DROP_FRACTION):
+        low = [set(s.throttle) for s in samples if s.clock_mhz is not None and s.clock_mhz <= drop[1]]
+        if bad or not all(r & DROP_SETTINGS for r in low):
+            flags.append(f"{clock_name} dropped from {drop[0]:g} to {drop[1]:g} MHz during the timed region")
     if bad:
         flags.append(f"throttled during the timed region: {', '.join(bad)}")
     return flags
@@ -200,17 +206,24 @@ class RegionMonitor:
         stat = getattr(getattr(self.info, "cpu", None), "quota_stat", "")
         return throttled(stat) if stat else None
 
-    def _quota_flag(self) -> list[str]:
-        """A stop by the cgroup's CPU quota during the timed calls: those calls lasted up to a period longer for a
-        reason not of the kernel (contention; the quota is also in the profile's fingerprint)."""
+    def _quota_stops(self) -> tuple[list[str], list[str]]:
+        """(flags, settings) for stops by the cgroup's CPU quota during the timed calls, which lasted up to a period
+        longer for them. With torch's threads within the quota, a stop is other work in the group: contention. With
+        more threads than it has CPUs, every region stops alike: a standing setting (in the profile's key, and warned
+        at calibration), said on the record, as a board's power limit is."""
         a, b = self._throttled
         if a is None or b is None or b[0] <= a[0]:
-            return []
+            return [], []
         import torch
-        quota = self.info.cpu.quota_cpus
-        return [f"throttled by the cgroup's CPU quota during the timed region: {b[0] - a[0]} period(s), "
-                f"{(b[1] - a[1]) * 1e3:.1f} ms stopped ({quota:g} CPUs' worth for torch's {torch.get_num_threads()} "
-                f"threads{'; OMP_NUM_THREADS=' + str(max(1, int(quota))) + ' fits it' if torch.get_num_threads() > quota else ''})"]
+        from .cgroup import overrun
+        quota, threads = self.info.cpu.quota_cpus, torch.get_num_threads()
+        stopped = f"{b[0] - a[0]} period(s), {(b[1] - a[1]) * 1e3:.1f} ms stopped"
+        over = overrun(quota, threads)
+        if over:
+            return [], [f"stopped by the cgroup's CPU quota during the timed region ({stopped}): a standing setting, "
+                        f"not contention: {over}"]
+        return [f"throttled by the cgroup's CPU quota during the timed region: {stopped}, with torch's {threads} "
+                f"thread{'s' if threads != 1 else ''} within its {quota:g} CPUs (other work in the group)"], []
 
     # --- the record --------------------------------------------------------------------------------
     def _energy_j(self) -> tuple[float | None, str]:
@@ -241,7 +254,9 @@ class RegionMonitor:
             clocks = _span(s.clock_mhz for s in self.samples)
             temps = _span(s.temperature_c for s in self.samples)
             loads = _span(s.load_pct for s in self.samples)
-            out = {"samples": len(self.samples), "flags": region_flags(self.samples, clock_name) + self._quota_flag(),
+            quota_flags, quota_settings = self._quota_stops()
+            held = settings_note({r for s in self.samples for r in s.throttle}, clocks)
+            out = {"samples": len(self.samples), "flags": region_flags(self.samples, clock_name) + quota_flags,
                    "energy_j": energy, "energy_per_call_j": energy / calls if energy is not None and calls else None,
                    "energy_source": source, "calls": calls,
                    "duration_s": self._t1 - self._t0 if self._t0 is not None and self._t1 is not None else None,
@@ -249,7 +264,8 @@ class RegionMonitor:
                    "temperature_c_min": temps[0], "temperature_c_max": temps[1],
                    "load_pct_min": loads[0], "load_pct_max": loads[1],
                    "throttle_reasons": sorted({r for s in self.samples for r in s.throttle}),
-                   "clock_settings": settings_note({r for s in self.samples for r in s.throttle}, clocks),
+                   # the board's or host's standing settings that held this region back (not contention)
+                   "settings": ([held] if held else []) + quota_settings,
                    "matched_by": self.matched_by, "notes": list(self.notes)}
             if energy is not None:
                 out["energy_note"] = "the timed loop, including the timer's work between calls"

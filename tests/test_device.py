@@ -86,6 +86,9 @@ def test_a_masked_jetson_showing_only_its_powered_sms_is_still_its_board(key, mo
     assert found.key == key, found.evidence
     assert identify_jetson(JetsonFacts(sm_count=get_hardware(key).sm_count, memory_bytes=visible,
                                        gpu_max_mhz=top)).key == key
+    # without the memory, the mode's SM count alone must still admit the board (an AGX in MODE_15W shows 6 SMs,
+    # which no board has outside a mode: the nearest entry by SMs was an 8-SM one)
+    assert identify_jetson(JetsonFacts(sm_count=sms, gpu_max_mhz=top)).key == key
 
 
 @pytest.mark.parametrize("key", ["jetson_orin_nx_16gb", "jetson_orin_nx_8gb"])

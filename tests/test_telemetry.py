@@ -218,7 +218,9 @@ def test_a_clock_drop_and_throttle_during_the_region_are_flagged(monkeypatch):
 
 
 @pytest.mark.parametrize("reasons, contention", [
-    (("SwPowerCap",), False), (("ApplicationsClocksSetting",), False), (("SwPowerCap", "DisplayClockSetting"), False),
+    (("SwPowerCap",), False), (("SwPowerCap", "DisplayClockSetting"), False),
+    (("SwPowerCap", "ApplicationsClocksSetting"), False),
+    (("ApplicationsClocksSetting",), True),  # a fixed ceiling explains no fall part-way through
     (("HwSlowdown",), True), (("SwPowerCap", "HwThermalSlowdown"), True), (("HwPowerBrakeSlowdown",), True),
     (("SyncBoost",), True), ((), True)])
 def test_a_clock_drop_the_boards_own_settings_explain_is_not_contention(monkeypatch, reasons, contention):
@@ -226,8 +228,9 @@ def test_a_clock_drop_the_boards_own_settings_explain_is_not_contention(monkeypa
     limit (SwPowerCap) in every run, and a board whose clocks a user locked reports ApplicationsClocksSetting in every
     run: such a case was never measured "without contention", so its history never started and its regression check
     never ran. DCGM fails a run on HW slowdown, thermal slowdowns and the power brake alone
-    (nvvs/src/DcgmRecorder.cpp, CheckForClocksEvent's failureMask); those, sync boost and a drop no setting
-    explains stay contention. The settings stay in the record, with the clocks they held."""
+    (nvvs/src/DcgmRecorder.cpp, CheckForClocksEvent's failureMask); those, sync boost and a drop the power limit
+    does not explain stay contention (applications clocks are a fixed ceiling: no fall part-way through is theirs).
+    The settings stay in the record, with the clocks they held."""
     gpus = multi_gpu("h100_sxm", 1)
     top = int(gpus[0].gpu_clock_mhz or FAKE_SM_CLOCK_MHZ)
     low = int(top * 0.85)
@@ -240,12 +243,11 @@ def test_a_clock_drop_the_boards_own_settings_explain_is_not_contention(monkeypa
     assert r["throttle_reasons"] == sorted(reasons)  # every reason kept, contention or not
     settings = sorted(set(reasons) & telemetry.CLOCK_SETTING_REASONS)
     if settings:
-        assert r["clock_settings"].startswith(f"clocks held by the board's settings: {', '.join(settings)} "
-                                              f"(SM {low}-{top} MHz)")
+        assert len(r["settings"]) == 1 and r["settings"][0].startswith(
+            f"clocks held by the board's settings: {', '.join(settings)} (SM {low}-{top} MHz)")
     else:
-        assert r["clock_settings"] is None
-    if contention and not settings:
-        assert f"SM clock dropped from {top} to {low} MHz during the timed region" in r["flags"]
+        assert r["settings"] == []
+    assert (f"SM clock dropped from {top} to {low} MHz during the timed region" in r["flags"]) == contention
 
 
 @pytest.mark.parametrize("reasons", [("SwPowerCap",), ("ApplicationsClocksSetting",), ("HwSlowdown",)])
@@ -265,7 +267,7 @@ def test_a_measurement_at_the_boards_settings_is_not_under_contention(monkeypatc
     disturbing = reasons == ("HwSlowdown",)
     assert m.contention == (["GPU clocks throttled: HwSlowdown", "throttled during the timed region: HwSlowdown"]
                             if disturbing else [])
-    assert (m.telemetry["region"]["clock_settings"] is None) == disturbing
+    assert (m.telemetry["region"]["settings"] == []) == disturbing
 
 
 def test_the_sampler_thread_samples_during_the_region(monkeypatch):

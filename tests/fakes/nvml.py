@@ -125,6 +125,15 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
     table = [_Gpu(d, d.gpu_clock_mhz or FAKE_SM_CLOCK_MHZ, FAKE_MEM_CLOCK_MHZ, d.power_w * FAKE_POWER_LIMIT_FACTOR,
                   list((processes or {}).get(i, ()))) for i, d in enumerate(gpus) if not d.is_jetson]
     base_mask = sum(CLOCK_EVENT_REASONS[r] for r in throttle_reasons)
+    if app_clock_mhz is not None:
+        # nvmlDeviceSetApplicationsClocks takes only clocks the board supports (NVML API reference: "See
+        # nvmlDeviceGetSupportedGraphicsClocks"; others give NVML_ERROR_INVALID_ARGUMENT): none above its max
+        for g in table:
+            if app_clock_mhz > g.sm_clock_mhz:
+                raise ValueError(f"applications clock {app_clock_mhz} MHz is above {g.dev.key}'s max "
+                                 f"{g.sm_clock_mhz:g} MHz: NVML refuses it")
+        if any(app_clock_mhz < g.sm_clock_mhz for g in table):  # the clocks now sit at the setting, and NVML says so
+            base_mask |= CLOCK_EVENT_REASONS["ApplicationsClocksSetting"]
     unsupported = set(unsupported)
 
     def api(fn):
@@ -224,7 +233,8 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
         g = handle(h)
         if kind == m.NVML_CLOCK_MEM:
             return int(g.mem_clock_mhz)
-        return int(clock_drop.to_mhz if dropped() else g.sm_clock_mhz)
+        now = clock_drop.to_mhz if dropped() else g.sm_clock_mhz
+        return int(min(now, app_clock_mhz) if app_clock_mhz is not None else now)
 
     @api
     def nvmlDeviceGetMaxClockInfo(h, kind):

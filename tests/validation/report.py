@@ -96,7 +96,7 @@ def _table(rec: dict) -> str:
             ("bound", rec.get("bound"), ""), ("path", rec.get("path"), "emulated" if rec.get("emulated") else ""),
             ("mode / count / rel IQR", f"{rec.get('mode')} / {rec.get('count')} / {_fmt(rec.get('rel_iqr'))}", ""),
             ("contention", ", ".join(rec.get("contention") or []) or "none seen", ""),
-            *([("clocks", rec["clock_settings"], "")] if rec.get("clock_settings") else []),
+            *([("settings", "; ".join(rec["settings"]), "")] if rec.get("settings") else []),
             ("energy per call", rec.get("energy_j"), rec.get("energy_source") or ""),
             ("verdict", "; ".join(f"{c['name']}: {'ok' if c['ok'] else 'FAILED' if c['enforced'] else 'reported'}"
                                   for c in (rec.get("verdict") or {}).get("checks", [])), ""),

@@ -262,7 +262,7 @@ def test_measured_case(family, case, request, suite, device_info, hardware_entry
         verdict=verdict.to_dict(), correctness_error=error, stored_bits=kernel.weight_bits_per_element(),
         energy_j=m.telemetry.get("region", {}).get("energy_per_call_j"),
         energy_source=m.telemetry.get("region", {}).get("energy_source"),
-        clock_settings=m.telemetry.get("region", {}).get("clock_settings"),
+        settings=m.telemetry.get("region", {}).get("settings") or [],
         calibrated_peak_tflops=pred.get("peak_tflops"),
         calibrated_bandwidth_gbs=hardware_entry.bandwidth_gbs("calibrated"),
         datasheet_peak_tflops=sheet.peak_tflops if sheet else None,
