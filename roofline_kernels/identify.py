@@ -179,8 +179,10 @@ def identify_jetson(facts: JetsonFacts) -> Identified:
         best = min(abs(REGISTRY[k].gpu_clock.value - facts.gpu_max_mhz) for k in keys)
         narrow([k for k in keys if abs(REGISTRY[k].gpu_clock.value - facts.gpu_max_mhz) == best],
                f"GPU maximum clock {facts.gpu_max_mhz:g} MHz")
-    if len(keys) > 1:
-        base = sorted(keys, key=lambda k: (k.endswith("_super"), k))[0]
+    if len(keys) > 1:  # a board whose full SM count was seen before one that shows it only in a gated mode
+        full = facts.sm_count
+        base = sorted(keys, key=lambda k: (full is not None and REGISTRY[k].sm_count != full, k.endswith("_super"),
+                                           k))[0]
         why.append(f"ambiguous between {', '.join(keys)}: took {base}")
         keys = [base]
     return Identified(keys[0], why or ["an Orin board (no fact narrowed it further)"])

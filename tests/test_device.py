@@ -76,7 +76,7 @@ def test_a_masked_jetson_showing_only_its_powered_sms_is_still_its_board(key, mo
     of its memory and half its bandwidth, and an NX 16GB in 15W (4 SMs) matched no entry and took the first 8-SM
     one, an Orin Nano (68 GB/s for 102). Memory a board shows is never more than it has, and a mode's SMs are the
     board's own: with the GPU's top clock, they name it with no mode reading at all (a container without nvpmodel)."""
-    from roofline import get_hardware
+    from roofline import REGISTRY, get_hardware
     from roofline.clocks import POWER_MODES
     from roofline_kernels.identify import JetsonFacts, identify_jetson
     sms = POWER_MODES[key][mode][2]
@@ -89,6 +89,8 @@ def test_a_masked_jetson_showing_only_its_powered_sms_is_still_its_board(key, mo
     # without the memory, the mode's SM count alone must still admit the board (an AGX in MODE_15W shows 6 SMs,
     # which no board has outside a mode: the nearest entry by SMs was an 8-SM one)
     assert identify_jetson(JetsonFacts(sm_count=sms, gpu_max_mhz=top)).key == key
+    # and with nothing but 8 SMs, a board with 8 SMs of its own comes before an AGX that shows 8 only in MODE_30W
+    assert REGISTRY[identify_jetson(JetsonFacts(sm_count=8)).key].sm_count == 8
 
 
 @pytest.mark.parametrize("key", ["jetson_orin_nx_16gb", "jetson_orin_nx_8gb"])
