@@ -78,13 +78,15 @@ def _ratio(name: str, value, nominal: Spec | float | None, hw: Hardware) -> floa
     return value / (nominal.value if isinstance(nominal, Spec) else nominal)
 
 
-def scale_clocks(hardware, gpu_clock_mhz=None, active_sms=None, mem_clock_mhz=None, label=None) -> Hardware:
+def scale_clocks(hardware, gpu_clock_mhz=None, active_sms=None, mem_clock_mhz=None, label=None,
+                 memory_fraction: float | None = None) -> Hardware:
+    """``memory_fraction``: the share of the memory system a partition owns (a MIG slice's memory slices)."""
     hw = get_hardware(hardware)
     if active_sms is not None and hw.sm_count and active_sms > hw.sm_count:
         raise ValueError(f"active_sms={active_sms} exceeds {hw.key}'s {hw.sm_count} SMs")
     compute = _ratio("gpu_clock_mhz", gpu_clock_mhz, hw.gpu_clock, hw) * _ratio("active_sms", active_sms,
                                                                                 hw.sm_count, hw)
-    memory = _ratio("mem_clock_mhz", mem_clock_mhz, hw.mem_clock, hw)
+    memory = _ratio("mem_clock_mhz", mem_clock_mhz, hw.mem_clock, hw) * (memory_fraction or 1.0)
     what = label or ", ".join(f"{n}={v}" for n, v in (("gpu_clock_mhz", gpu_clock_mhz), ("active_sms", active_sms),
                                                       ("mem_clock_mhz", mem_clock_mhz)) if v is not None)
 
@@ -144,6 +146,37 @@ def resolve(hardware, power_mode=None, gpu_clock_mhz=None, active_sms=None, mem_
     if gpu_clock_mhz or active_sms or mem_clock_mhz:
         hw = scale_clocks(hw, gpu_clock_mhz, active_sms, mem_clock_mhz)
     return hw.with_calibration(calibration) if calibration is not None else hw
+
+
+MIG_PROFILE = re.compile(r"\bMIG\s+(\d+)g\.(\d+)gb", re.IGNORECASE)  # "NVIDIA H100 80GB HBM3 MIG 1g.10gb"
+MIG_MEMORY_SLICES = 8  # A100, H100, H200, B200: 8 memory slices (7 compute); the A30's 4 is not in the registry
+
+
+def mig_profile(name: str) -> str | None:
+    """The MIG profile (``1g.10gb``) a CUDA device name carries, or None for a whole GPU."""
+    m = MIG_PROFILE.search(name or "")
+    return f"{m.group(1)}g.{m.group(2)}gb" if m else None
+
+
+def mig_slice(hardware, name: str, sm_count: int) -> Hardware:
+    """The roofs of a MIG slice of ``hardware``, named by its CUDA device name and SM count: compute scales with the
+    slice's SMs, bandwidth with its memory slices. NVIDIA's MIG User Guide ("Supported MIG Profiles") gives each
+    profile its fraction of memory and of SMs, and each instance its own memory controllers, L2 and DRAM bandwidth
+    (NVIDIA Technical Blog, "Dividing NVIDIA A30 GPUs and Conquering Multiple Workloads"): a 1g.10gb of an H100 80GB
+    owns 1 of 8 memory slices, 16 of 132 SMs. The memory fraction is the profile's GB over the board's (the name's
+    "80GB" where it has one, else the entry's), rounded to its memory slices."""
+    hw = get_hardware(hardware)
+    m = MIG_PROFILE.search(name or "")
+    if m is None:
+        raise ValueError(f"{name!r} names no MIG profile (e.g. 'MIG 1g.10gb')")
+    whole = re.search(r"(\d+)\s*GB\b(?!.*MIG)", name[:m.start()], re.IGNORECASE)
+    board_gb = float(whole.group(1)) if whole else (hw.memory.value if hw.memory else None)
+    if not board_gb:
+        raise ValueError(f"{hw.key} has no memory size in the registry; cannot size the MIG slice {m.group(0)}")
+    slices = max(1, min(MIG_MEMORY_SLICES, round(MIG_MEMORY_SLICES * int(m.group(2)) / board_gb)))
+    return scale_clocks(hw, active_sms=sm_count, memory_fraction=slices / MIG_MEMORY_SLICES,
+                        label=f"MIG {m.group(1)}g.{m.group(2)}gb: {sm_count} of {hw.sm_count} SMs, "
+                              f"{slices} of {MIG_MEMORY_SLICES} memory slices")
 
 
 def profile_power_mode(key: str, calibration) -> str | None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from roofline import Hardware, Spec, get_hardware
+from roofline.clocks import mig_profile
 from roofline.cpu_ceiling import cpu_ceilings
 
 from . import jetson as _jetson
@@ -219,6 +220,8 @@ def history_dir(info: DeviceInfo) -> str:
     registry key, a Jetson's power mode, a CPU's model and torch's threads. One folder per board family let an H100 PCIe
     (2000 GB/s) be gated against an H100 SXM's last run (3350 GB/s), and a 15 W Orin against a MAXN one."""
     parts = [info.hardware_key]
+    if info.kind == "cuda" and mig_profile(info.name):  # a MIG slice is gated against its own profile's runs
+        parts.append(f"mig-{mig_profile(info.name)}")
     if info.power_mode and info.power_mode.get("mode"):
         parts.append(str(info.power_mode["mode"]))
     if info.kind == "cpu":  # torch's threads, as the calibration's fingerprint: OMP_NUM_THREADS=1 is another trend

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from roofline import REGISTRY, get_hardware
-from roofline.clocks import POWER_MODES, find_power_mode
+from roofline.clocks import POWER_MODES, find_power_mode, mig_profile
 
 # (pattern in the CUDA device name, registry key): first match wins, so specific names come first.
 # Names as CUDA reports them: "NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H200",
@@ -85,6 +85,10 @@ def identify_cuda(name: str, sm_count: int | None = None, memory_bytes: int | No
         return Identified(None, [f"CUDA device name {name!r} matches no registry entry"])
     found = Identified(key, [f"CUDA device name {name!r}"])
     hw = REGISTRY[key]
+    if mig_profile(name):  # its SMs and memory are the slice's: they name the board no better than its name does
+        found.evidence.append(f"a MIG slice ({mig_profile(name)}) of {key}: its roofs are the slice's share "
+                              f"({sm_count} of {hw.sm_count} SMs and its memory slices)")
+        return found
     if hw.kind != "gpu" or sm_count is None:
         return found
     family = [k for k, h in REGISTRY.items() if h.family == hw.family and h.arch == hw.arch and h.kind == "gpu"]

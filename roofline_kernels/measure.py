@@ -18,7 +18,8 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from roofline import Hardware, get_format, get_hardware, predict
-from roofline.clocks import POWER_MODES, find_power_mode, resolve, scale_clocks, unknown_power_mode
+from roofline.clocks import (POWER_MODES, find_power_mode, mig_profile, mig_slice, resolve, scale_clocks,
+                             unknown_power_mode)
 from roofline.judge import RESOLUTION, Observation, physics
 from roofline.predict import UnsupportedPathError, roofline_time
 
@@ -42,6 +43,8 @@ def hardware_for(info: DeviceInfo, calibration=None, power_mode: str | None = No
     device, and is refused with the reason where it cannot (ValueError): a measurement times the device as it
     runs, so an option can say how it runs, never change it."""
     hw = host_cpu_hardware(info.cpu) if info.hardware_key == "cpu" else get_hardware(info.hardware_key)
+    if info.kind == "cuda" and info.sm_count and mig_profile(info.name) and hw.kind == "gpu":
+        hw = mig_slice(hw, info.name, info.sm_count)  # a MIG slice: its SMs and memory slices, not the board's
     mode = _mode_to_apply(hw, info, power_mode)
     if mode is None and hw.key in POWER_MODES and info.kind == "jetson":
         mode = mode_from_caps(hw, info)  # no nvpmodel (a container): the caps the mode set say which it is

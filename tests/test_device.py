@@ -59,6 +59,35 @@ def test_every_simulated_device_is_detected_as_itself(key, tmp_path, monkeypatch
     assert info.sysfs_root == str(tmp_path)
 
 
+@pytest.mark.parametrize("profile, sms, gib, slices", [("1g.10gb", 16, 9.75, 1), ("3g.40gb", 60, 39.4, 4),
+                                                      ("7g.80gb", 132, 79.2, 8)])
+def test_a_mig_slice_is_held_to_its_share_of_the_board(tmp_path, monkeypatch, profile, sms, gib, slices):
+    """CUDA names a MIG slice by its board and profile ("NVIDIA H100 80GB HBM3 MIG 1g.10gb") with the slice's SMs
+    and memory. Before: it was held to the whole H100's roofs (3350 GB/s, every SM), so a healthy 1g.10gb read ~1/8
+    of its roof and failed the sourced floors, and its timing history was gated against the whole board's. Now its
+    compute scales with its SMs and its bandwidth with its memory slices (NVIDIA MIG User Guide, "Supported MIG
+    Profiles"), and its history has a folder of its own."""
+    import dataclasses
+    from roofline import get_hardware
+    from roofline_kernels.calibrate import fingerprint
+    from roofline_kernels.device import history_dir
+    from roofline_kernels.measure import hardware_for
+    whole = SIMULATED["h100_sxm"]
+    mig = whole.replace(cuda_name=f"NVIDIA H100 80GB HBM3 MIG {profile}", sm_count=sms,
+                        memory_bytes=int(gib * 2**30), uuid="MIG-0b8e9a3c-8f2e-5b1a-9f0e-1c2d3e4f5a6b")
+    install_device(monkeypatch, "h100_sxm", tmp_path / "mig", device=mig)
+    info = detect(root=tmp_path / "mig")
+    assert info.hardware_key == "h100_sxm" and f"a MIG slice ({profile}) of h100_sxm" in info.detected_by
+    hw, board = hardware_for(info), get_hardware("h100_sxm")
+    assert hw.bandwidth.value == pytest.approx(board.bandwidth.value * slices / 8)
+    assert hw.peaks["bf16"].value == pytest.approx(board.peaks["bf16"].value * sms / 132)
+    assert f"mig-{profile}" in history_dir(info)
+    install_device(monkeypatch, "h100_sxm", tmp_path / "whole", device=whole)
+    full = detect(root=tmp_path / "whole")
+    assert hardware_for(full).bandwidth.value == board.bandwidth.value and "mig" not in history_dir(full)
+    assert fingerprint(full) != fingerprint(info)
+
+
 @pytest.mark.parametrize("key", JETSONS)
 def test_a_jetson_in_a_container_is_still_its_board(key, tmp_path, monkeypatch):
     """No device tree (docker masks it): SM count, memory, power mode and GPU clocks name the board.
