@@ -99,7 +99,18 @@ def identify_cuda(name: str, sm_count: int | None = None, memory_bytes: int | No
         found.evidence.append(f"{sm_count} SMs and {_gib(memory_bytes) or 0:.1f} GiB fit {fits[0]}, not {key}")
     elif not same_sms:
         found.evidence.append(f"{sm_count} SMs: no {hw.family} entry has that many ({key} has {hw.sm_count})")
+    entry = REGISTRY[found.key]
+    gib = _gib(memory_bytes)
+    if gib and entry.memory and not (entry.memory.value * VARIANT_MEMORY_LOW <= gib <= entry.memory.value * MEMORY_SLACK):
+        # an A100 40GB (1555 GB/s) or a board's other memory variant: the registry has no entry of it, and the
+        # one that stands in may have other roofs; said, as the verdicts' reader needs it
+        found.evidence.append(f"{gib:.1f} GiB of memory where {found.key} ({entry.name}) has {entry.memory.value:g} "
+                              f"GB: a variant the registry lacks, held to {found.key}'s roofs (its bandwidth may be "
+                              "lower: add its entry with --hardware-file)")
     return found
+
+
+VARIANT_MEMORY_LOW = 0.85  # a board shows 90-97% of its nominal memory; below 85% it is another variant
 
 
 # --- Jetson ---------------------------------------------------------------------------------------

@@ -24,6 +24,19 @@ def test_cuda_device_names(name, key):
     assert hardware_key_from_cuda_name(name) == key
 
 
+@pytest.mark.parametrize("name, gib, variant", [("NVIDIA A100-SXM4-40GB", 39.4, True), ("NVIDIA A100-SXM4-80GB", 79.2, False),
+                                               ("NVIDIA H100 80GB HBM3", 79.1, False), ("NVIDIA H200", 139.8, False)])
+def test_a_memory_variant_the_registry_lacks_is_said(name, gib, variant):
+    """An A100 40GB (1555 GB/s) was held to the A100 80GB SXM's roofs (2039 GB/s) without a word: its healthy
+    memory-bound cases read ~76% of what they should and could fail the floors. The stand-in is now said, with the
+    way out (an entry of its own); boards at their own memory (90-99% of nominal visible) say nothing."""
+    found = identify_cuda(name, sm_count=132 if "H" in name.split()[1] else 108, memory_bytes=int(gib * 2**30))
+    said = [e for e in found.evidence if "a variant the registry lacks" in e]
+    assert bool(said) == variant, found.evidence
+    if variant:
+        assert said[0].startswith("39.4 GiB of memory where a100 (NVIDIA A100 80GB SXM) has 80 GB")
+
+
 def test_sm_count_and_memory_correct_an_ambiguous_name():
     """An H100 named without its form factor is told apart by what CUDA reports about it."""
     pcie = identify_cuda("NVIDIA H100", sm_count=114, memory_bytes=80 * 2**30)
