@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from .hardware import Hardware, Spec, get_hardware
+from .hardware import MIG_PROFILE, Hardware, Spec, get_hardware, mig_profile
 
 # board key -> mode name -> (mode id, GPU max MHz, active SMs or None, EMC max MHz or None)
 POWER_MODES: dict[str, dict[str, tuple]] = {
@@ -143,40 +143,54 @@ def resolve(hardware, power_mode=None, gpu_clock_mhz=None, active_sms=None, mem_
                              f"in {asked[0]}")
     if power_mode is not None:
         hw = apply_power_mode(hw, power_mode)
+    sliced_on = (calibration.device or {}).get("name") if calibration is not None else None
+    if mig_profile(sliced_on) and not mig_profile(hw.key):  # a slice's profile: held to that slice's roofs
+        hw = mig_slice(hw, sliced_on, (calibration.device or {}).get("sm_count"))
     if gpu_clock_mhz or active_sms or mem_clock_mhz:
         hw = scale_clocks(hw, gpu_clock_mhz, active_sms, mem_clock_mhz)
     return hw.with_calibration(calibration) if calibration is not None else hw
 
 
-MIG_PROFILE = re.compile(r"\bMIG\s+(\d+)g\.(\d+)gb", re.IGNORECASE)  # "NVIDIA H100 80GB HBM3 MIG 1g.10gb"
 MIG_MEMORY_SLICES = 8  # A100, H100, H200, B200: 8 memory slices (7 compute); the A30's 4 is not in the registry
 
 
-def mig_profile(name: str) -> str | None:
-    """The MIG profile (``1g.10gb``) a CUDA device name carries, or None for a whole GPU."""
+def mig_board_gb(name: str, hw: Hardware) -> float | None:
+    """The whole board's memory a MIG slice's fraction is of: the size its CUDA name states ("A100-SXM4-40GB") where
+    that is a plausible size of this entry's board (40-105% of it; a GH200's "480GB" counts its LPDDR too), else the
+    entry's."""
     m = MIG_PROFILE.search(name or "")
-    return f"{m.group(1)}g.{m.group(2)}gb" if m else None
+    stated = re.findall(r"(\d+)\s*GB\b", (name or "")[:m.start()] if m else "", re.IGNORECASE)
+    entry = hw.memory.value if hw.memory else None
+    if stated and (entry is None or 0.4 * entry <= float(stated[-1]) <= 1.05 * entry):
+        return float(stated[-1])
+    return entry
 
 
-def mig_slice(hardware, name: str, sm_count: int) -> Hardware:
+def mig_slice(hardware, name: str, sm_count: int | None) -> Hardware:
     """The roofs of a MIG slice of ``hardware``, named by its CUDA device name and SM count: compute scales with the
-    slice's SMs, bandwidth with its memory slices. NVIDIA's MIG User Guide ("Supported MIG Profiles") gives each
-    profile its fraction of memory and of SMs, and each instance its own memory controllers, L2 and DRAM bandwidth
-    (NVIDIA Technical Blog, "Dividing NVIDIA A30 GPUs and Conquering Multiple Workloads"): a 1g.10gb of an H100 80GB
-    owns 1 of 8 memory slices, 16 of 132 SMs. The memory fraction is the profile's GB over the board's (the name's
-    "80GB" where it has one, else the entry's), rounded to its memory slices."""
+    slice's SMs, bandwidth, memory and L2 with its memory slices. NVIDIA's MIG User Guide ("Supported MIG Profiles")
+    gives each profile its fraction of memory and of SMs, and each instance its own memory controllers, L2 and DRAM
+    bandwidth (NVIDIA Technical Blog, "Dividing NVIDIA A30 GPUs and Conquering Multiple Workloads"): a 1g.10gb of an
+    H100 80GB owns 1 of 8 memory slices and 16 of 132 SMs. A compute instance (``1c.3g.40gb``) shares its GPU
+    instance's memory: the same fraction, and its own SMs as CUDA counts them. The memory fraction is the profile's
+    GB over the board's (``mig_board_gb``), rounded to its memory slices."""
     hw = get_hardware(hardware)
     m = MIG_PROFILE.search(name or "")
     if m is None:
         raise ValueError(f"{name!r} names no MIG profile (e.g. 'MIG 1g.10gb')")
-    whole = re.search(r"(\d+)\s*GB\b(?!.*MIG)", name[:m.start()], re.IGNORECASE)
-    board_gb = float(whole.group(1)) if whole else (hw.memory.value if hw.memory else None)
+    board_gb = mig_board_gb(name, hw)
     if not board_gb:
         raise ValueError(f"{hw.key} has no memory size in the registry; cannot size the MIG slice {m.group(0)}")
     slices = max(1, min(MIG_MEMORY_SLICES, round(MIG_MEMORY_SLICES * int(m.group(2)) / board_gb)))
-    return scale_clocks(hw, active_sms=sm_count, memory_fraction=slices / MIG_MEMORY_SLICES,
-                        label=f"MIG {m.group(1)}g.{m.group(2)}gb: {sm_count} of {hw.sm_count} SMs, "
-                              f"{slices} of {MIG_MEMORY_SLICES} memory slices")
+    sms = min(sm_count, hw.sm_count) if sm_count and hw.sm_count else None  # an override's entry may have fewer
+    fraction = slices / MIG_MEMORY_SLICES
+    sliced = scale_clocks(hw, active_sms=sms, memory_fraction=fraction,
+                          label=f"MIG {mig_profile(name)}: {sms or hw.sm_count} of {hw.sm_count} SMs, {slices} of "
+                                f"{MIG_MEMORY_SLICES} memory slices")
+    note = f"{fraction:g} of the board's ({mig_profile(name)}: {slices} of {MIG_MEMORY_SLICES} memory slices)"
+    return dataclasses.replace(
+        sliced, memory=Spec(float(m.group(2)), "the MIG profile's name", note, derived=True),
+        l2_mb=hw.l2_mb * fraction if hw.l2_mb else hw.l2_mb)
 
 
 def profile_power_mode(key: str, calibration) -> str | None:

@@ -31,6 +31,17 @@ _SPEC_FIELDS = {"bandwidth_gbs": "bandwidth", "memory_gb": "memory", "usable_mem
 COUNT_FIELDS = ("sm_count", "l2_mb")
 
 
+# A MIG slice in a CUDA device name: "NVIDIA H100 80GB HBM3 MIG 1g.10gb", a compute instance "... MIG 1c.3g.40gb"
+MIG_PROFILE = re.compile(r"\bMIG\s+(?:\d+c\.)?(\d+)g\.(\d+)gb", re.IGNORECASE)
+
+
+def mig_profile(name: str | None) -> str | None:
+    """The MIG GPU-instance profile (``1g.10gb``) a CUDA device name (or a sliced entry's key) carries; None for a
+    whole GPU."""
+    m = MIG_PROFILE.search(name or "")
+    return f"{m.group(1)}g.{m.group(2)}gb" if m else None
+
+
 BYTES_PER_GB = 1e9  # GB is 1e9 bytes, as every byte figure in this package (predict, memory and plan use this one)
 
 
@@ -215,6 +226,16 @@ class Hardware:
         return get_format(fmt).name in self.native
 
     def with_calibration(self, cal: Calibration) -> "Hardware":
+        measured_slice, slice_here = mig_profile((cal.device or {}).get("name")), mig_profile(self.key)
+        if measured_slice != slice_here:  # a MIG slice's roofs are its share of the board's: a profile is of one
+            where = f" ({cal.path})" if cal.path else ""
+            raise ValueError(f"calibration profile{where} was measured on "
+                             f"{'a MIG ' + measured_slice + ' slice' if measured_slice else 'the whole GPU'}, and this "
+                             f"is {'a MIG ' + slice_here + ' slice' if slice_here else 'the whole GPU'} of "
+                             f"{self.base_key}: load a profile measured on it")
+        return self._with_calibration(cal)
+
+    def _with_calibration(self, cal: Calibration) -> "Hardware":
         """This entry with a profile beside it: one measured on this device (its registry key, or an alias; a Jetson's
         in any power mode, the profile saying which). A profile of another device is refused: its peaks and efficiency
         model describe that device, and held beside this one's name and memory they gave numbers of neither (a CPU

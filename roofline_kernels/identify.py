@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 
 from roofline import REGISTRY, get_hardware
-from roofline.clocks import POWER_MODES, find_power_mode, mig_profile
+from roofline.clocks import POWER_MODES, find_power_mode, mig_board_gb, mig_profile
 
 # (pattern in the CUDA device name, registry key): first match wins, so specific names come first.
 # Names as CUDA reports them: "NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H200",
@@ -86,8 +86,12 @@ def identify_cuda(name: str, sm_count: int | None = None, memory_bytes: int | No
     found = Identified(key, [f"CUDA device name {name!r}"])
     hw = REGISTRY[key]
     if mig_profile(name):  # its SMs and memory are the slice's: they name the board no better than its name does
-        found.evidence.append(f"a MIG slice ({mig_profile(name)}) of {key}: its roofs are the slice's share "
-                              f"({sm_count} of {hw.sm_count} SMs and its memory slices)")
+        sms = f"{sm_count} of {hw.sm_count} SMs and " if sm_count else ""
+        found.evidence.append(f"a MIG slice ({mig_profile(name)}) of {key}: its roofs are the slice's share ({sms}its "
+                              "memory slices)")
+        board = mig_board_gb(name, hw)
+        if board and hw.memory and not VARIANT_MEMORY_LOW * hw.memory.value <= board <= MEMORY_SLACK * hw.memory.value:
+            found.evidence.append(_variant(found.key, board, "GB board"))
         return found
     if hw.kind != "gpu" or sm_count is None:
         return found
@@ -104,10 +108,14 @@ def identify_cuda(name: str, sm_count: int | None = None, memory_bytes: int | No
     if gib and entry.memory and not (entry.memory.value * VARIANT_MEMORY_LOW <= gib <= entry.memory.value * MEMORY_SLACK):
         # an A100 40GB (1555 GB/s) or a board's other memory variant: the registry has no entry of it, and the
         # one that stands in may have other roofs; said, as the verdicts' reader needs it
-        found.evidence.append(f"{gib:.1f} GiB of memory where {found.key} ({entry.name}) has {entry.memory.value:g} "
-                              f"GB: a variant the registry lacks, held to {found.key}'s roofs (its bandwidth may be "
-                              "lower: add its entry with --hardware-file)")
+        found.evidence.append(_variant(found.key, gib, "GiB of memory"))
     return found
+
+
+def _variant(key: str, size: float, what: str) -> str:
+    entry = REGISTRY[key]
+    return (f"{size:.1f} {what} where {key} ({entry.name}) has {entry.memory.value:g} GB: a variant the registry "
+            f"lacks, held to {key}'s roofs (its bandwidth may be lower: add its entry with --hardware-file)")
 
 
 VARIANT_MEMORY_LOW = 0.85  # a board shows 90-97% of its nominal memory; below 85% it is another variant

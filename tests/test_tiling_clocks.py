@@ -105,3 +105,45 @@ def test_one_unknown_power_mode_error_for_every_caller(tmp_path):
             call()
         messages.add(str(e.value))
     assert messages == {"unknown power mode '7W' for jetson_orin_nano_super; known: 15W (0), 25W (1), MAXN_SUPER (2)"}
+
+
+@pytest.mark.parametrize("key, name, slices, sms", [
+    ("h100_sxm", "NVIDIA H100 80GB HBM3 MIG 1g.10gb", 1, 16), ("h100_sxm", "NVIDIA H100 80GB HBM3 MIG 1g.20gb", 2, 16),
+    ("h100_sxm", "NVIDIA H100 80GB HBM3 MIG 3g.40gb", 4, 60), ("h100_sxm", "NVIDIA H100 80GB HBM3 MIG 1g.10gb+me", 1, 16),
+    ("h100_sxm", "NVIDIA H100 80GB HBM3 MIG 1c.3g.40gb", 4, 16),   # a compute instance: its GPU instance's memory
+    ("a100", "NVIDIA A100-SXM4-40GB MIG 1g.5gb", 1, 14),            # the name's 40GB board, not the entry's 80
+    ("a100", "NVIDIA A100-SXM4-40GB MIG 1g.10gb", 2, 14),
+    ("h200", "NVIDIA H200 MIG 1g.18gb", 1, 16), ("h200", "NVIDIA H200 MIG 2g.35gb", 2, 32),  # no GB in the name:
+    ("h200", "NVIDIA H200 MIG 3g.71gb", 4, 60), ("h200", "NVIDIA H200 MIG 7g.141gb", 8, 132),  # the entry's 141
+    ("h100_nvl", "NVIDIA H100 NVL MIG 1g.12gb", 1, 16), ("b200", "NVIDIA B200 MIG 1g.23gb", 1, 18),
+    ("h200", "NVIDIA GH200 480GB MIG 1g.18gb", 1, 16)])             # "480GB" counts LPDDR: not the board's HBM
+def test_a_mig_slice_owns_its_memory_slices_and_its_sms(key, name, slices, sms):
+    """MIG User Guide, "Supported MIG Profiles": each profile's fraction of memory (of 8 memory slices, each with its
+    memory controllers and L2) and its SMs. Bandwidth, memory and L2 scale with the memory slices, compute with the
+    SMs CUDA reports."""
+    from roofline.clocks import mig_profile, mig_slice
+    board = get_hardware(key)
+    hw = mig_slice(key, name, sms)
+    assert mig_profile(hw.key) == mig_profile(name)
+    assert hw.bandwidth.value == pytest.approx(board.bandwidth.value * slices / 8)
+    assert hw.l2_mb == (pytest.approx(board.l2_mb * slices / 8) if board.l2_mb else None)
+    assert hw.peaks["bf16"].value == pytest.approx(board.peaks["bf16"].value * sms / board.sm_count)
+    assert f"{slices} of 8 memory slices" in hw.key
+
+
+def test_a_profile_is_held_to_the_partition_it_was_measured_on():
+    """A slice's calibration beside the whole board's roofs (or the reverse) gave numbers of neither: refused. The
+    theory's --calibration with a slice's profile takes that slice's roofs."""
+    from roofline import Calibration
+    from roofline.clocks import mig_slice, resolve
+    name = "NVIDIA H100 80GB HBM3 MIG 1g.10gb"
+    on_slice = Calibration("h100_sxm", {"bf16": 100.0}, 380.0, device={"name": name, "sm_count": 16})
+    on_board = Calibration("h100_sxm", {"bf16": 700.0}, 3000.0, device={"name": "NVIDIA H100 80GB HBM3"})
+    sliced = mig_slice("h100_sxm", name, 16)
+    with pytest.raises(ValueError, match="measured on the whole GPU, and this is a MIG 1g.10gb slice"):
+        sliced.with_calibration(on_board)
+    with pytest.raises(ValueError, match="measured on a MIG 1g.10gb slice, and this is the whole GPU"):
+        get_hardware("h100_sxm").with_calibration(on_slice)
+    assert sliced.with_calibration(on_slice).calibration is on_slice
+    theory = resolve("h100_sxm", calibration=on_slice)
+    assert theory.bandwidth.value == pytest.approx(3350 / 8) and theory.calibration is on_slice
