@@ -166,9 +166,7 @@ def jetson_snapshot(root: str | Path = "/", nvpmodel_output: str | None = None) 
         out[f"gpu_{key.replace('_freq', '')}_mhz"] = hz / 1e6 if hz is not None else None
     out["gpu_available_mhz"] = gpu_available_mhz(root)
     out["gpu_load_pct"] = gpu_clock_and_load(root)[1]
-    emc = (read_int(root / "sys/kernel/nvpmodel_emc_cap/emc_iso_cap")
-           or read_int(root / "sys/kernel/nvpmodel_clk_cap/emc"))
-    out["emc_cap_mhz"] = emc / 1e6 if emc and emc > 0 else None  # 0 or -1: no cap
+    out["emc_cap_mhz"] = mode_caps(root)["emc_cap_mhz"]  # the one reading of the caps (0 or -1: no cap)
     rate = read_int(root / "sys/kernel/debug/bpmp/debug/clk/emc/rate")
     out["emc_rate_mhz"] = rate / 1e6 if rate else None
     out["rails"] = ina3221_rails(root)
