@@ -13,6 +13,10 @@ kernel. Read here, under a filesystem root (fake trees in tests):
 - the throttling: ``cpu.stat``'s ``nr_throttled`` (periods in which the group was throttled), and ``throttled_usec``
   (v2) or ``throttled_time`` (v1, ns), read from the cgroup whose quota binds.
 
+- the CPU pressure: PSI's ``some`` line (``total=`` microseconds in which at least one task waited for a CPU;
+  Documentation/accounting/psi.rst), of the process's own cgroup v2 (``cpu.pressure``) where it has one, else the
+  system's (``/proc/pressure/cpu``).
+
 The process's cgroup comes from ``/proc/self/cgroup``. Inside a container the path it names may be the host's, which
 the container's mount does not have: the mount's own root is then the process's cgroup (as runtimes mount it).
 """
@@ -133,3 +137,30 @@ def throttled(stat: str | Path) -> tuple[int, float] | None:
         return None
     seconds = fields["throttled_usec"] / 1e6 if "throttled_usec" in fields else fields.get("throttled_time", 0) / 1e9
     return fields["nr_throttled"], seconds
+
+
+def cpu_pressure_file(root: str | Path = "/") -> Path | None:
+    """The PSI file that says whether this process's tasks waited for a CPU: its own cgroup v2's ``cpu.pressure``,
+    else the system's ``/proc/pressure/cpu``; None where the kernel keeps no PSI (before 4.20, or psi=0)."""
+    root = Path(root)
+    fs = root / "sys/fs/cgroup"
+    for line in _read(root / "proc/self/cgroup").splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and parts[0] == "0" and parts[1] == "" and parts[2].strip("/"):  # a v2 cgroup of its own
+            base = fs if os.path.exists(fs / "cgroup.controllers") else fs / "unified"
+            own = base / parts[2].strip("/") / "cpu.pressure"
+            if os.path.exists(own):
+                return own
+    system = root / "proc/pressure/cpu"
+    return system if os.path.exists(system) else None
+
+
+def pressure_some_s(path: str | Path | None) -> float | None:
+    """Seconds so far in which some task (of the file's cgroup, or of the system) waited for a CPU: PSI ``some``'s
+    ``total``; None if unreadable."""
+    for line in _read(Path(path)).splitlines() if path else ():
+        if line.startswith("some "):
+            for word in line.split():
+                if word.startswith("total=") and word[6:].isdigit():
+                    return int(word[6:]) / 1e6
+    return None

@@ -26,11 +26,14 @@ from pathlib import Path
 
 from . import jetson as _jetson
 from . import nvml as _nvml
-from .cgroup import throttled
+from .cgroup import cpu_pressure_file, pressure_some_s, throttled
 
 # A clock that falls more than this below a level it held earlier in the same region is reported: boost
 # clocks wander by a few bins under steady load; a fall past 5% is a power, thermal or other cap acting.
 CLOCK_DROP_FRACTION = 0.05
+# A CPU region in which some task waited for a CPU longer than this share of it ran beside other work (PSI "some"):
+# on this project's 2-core VMs a quiet 2-thread GEMM loop read 0.2-0.5%, the same beside one busy process 43-45%
+CPU_WAIT_FRACTION = 0.10
 
 
 @dataclass
@@ -102,6 +105,8 @@ class RegionMonitor:
         self._energy_why = None
         self._cpu_mhz = [None, None]
         self._throttled = [None, None]  # the binding cgroup's (periods, seconds) throttled at start and stop
+        self._pressure = [None, None]  # PSI "some" seconds at start and stop (tasks waiting for a CPU)
+        self._pressure_file = None
         self._stop = threading.Event()
         self._thread = None
         self._session = self._pynvml = self._handle = None
@@ -118,6 +123,8 @@ class RegionMonitor:
             if self.kind == "cpu":
                 self._cpu_mhz[0] = self._cpu_now()
                 self._throttled[0] = self._throttled_now()
+                self._pressure_file = cpu_pressure_file(self.root)
+                self._pressure[0] = pressure_some_s(self._pressure_file)
             elif self.kind == "jetson" or self._handle is not None:
                 self.samples.append(self._sample(time.perf_counter()))
                 self._thread = threading.Thread(target=self._run, daemon=True, name="RegionMonitor")
@@ -138,6 +145,7 @@ class RegionMonitor:
             if self.kind == "cpu":
                 self._cpu_mhz[1] = self._cpu_now()
                 self._throttled[1] = self._throttled_now()
+                self._pressure[1] = pressure_some_s(self._pressure_file)
         except Exception as e:
             self.notes.append(f"stop: {_nvml.error_text(e)}")
         finally:
@@ -225,6 +233,21 @@ class RegionMonitor:
         return [f"throttled by the cgroup's CPU quota during the timed region: {stopped}, with torch's {threads} "
                 f"thread{'s' if threads != 1 else ''} within its {quota:g} CPUs (other work in the group)"], []
 
+    def _waited(self) -> float | None:
+        """The share of the timed region in which some task waited for a CPU (PSI), or None without PSI."""
+        a, b = self._pressure
+        if a is None or b is None or self._t0 is None or self._t1 is None or self._t1 <= self._t0:
+            return None
+        return max(0.0, b - a) / (self._t1 - self._t0)
+
+    def _pressure_flags(self) -> list[str]:
+        """Other work during the timed calls: the snapshot before them cannot see load that starts while they run."""
+        waited = self._waited()
+        if waited is None or waited <= CPU_WAIT_FRACTION:
+            return []
+        return [f"CPU pressure during the timed region: tasks waited for a CPU {waited:.0%} of it (PSI some, "
+                f"{self._pressure_file})"]
+
     # --- the record --------------------------------------------------------------------------------
     def _energy_j(self) -> tuple[float | None, str]:
         if self._t0 is None or self._t1 is None:
@@ -256,7 +279,8 @@ class RegionMonitor:
             loads = _span(s.load_pct for s in self.samples)
             quota_flags, quota_settings = self._quota_stops()
             held = settings_note({r for s in self.samples for r in s.throttle}, clocks)
-            out = {"samples": len(self.samples), "flags": region_flags(self.samples, clock_name) + quota_flags,
+            out = {"samples": len(self.samples),
+                   "flags": region_flags(self.samples, clock_name) + quota_flags + self._pressure_flags(),
                    "energy_j": energy, "energy_per_call_j": energy / calls if energy is not None and calls else None,
                    "energy_source": source, "calls": calls,
                    "duration_s": self._t1 - self._t0 if self._t0 is not None and self._t1 is not None else None,
@@ -270,7 +294,7 @@ class RegionMonitor:
             if energy is not None:
                 out["energy_note"] = "the timed loop, including the timer's work between calls"
             if self.kind == "cpu":
-                out.update(cpu_mhz_start=self._cpu_mhz[0], cpu_mhz_stop=self._cpu_mhz[1])
+                out.update(cpu_mhz_start=self._cpu_mhz[0], cpu_mhz_stop=self._cpu_mhz[1], cpu_wait_fraction=self._waited())
             return out
         except Exception as e:  # a record, never a crash
             return {"samples": len(self.samples), "flags": [], "energy_j": None, "energy_per_call_j": None,
