@@ -103,13 +103,9 @@ def overrun(quota: float | None, threads: int) -> str | None:
 def _smallest_quota(root: Path) -> Quota | None:
     fs = root / "sys/fs/cgroup"
     found: list[tuple[float, str, Path]] = []
-    for line in _read(root / "proc/self/cgroup").splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        hid, controllers, rel = parts
+    for hid, controllers, rel in _cgroup_lines(root):
         if hid == "0" and controllers == "":  # the v2 hierarchy: at the root, or at unified/ on a hybrid host
-            base = fs if os.path.exists(fs / "cgroup.controllers") else fs / "unified"
+            base = _v2_base(root)
             read = _v2
         elif "cpu" in controllers.split(","):
             base = next((fs / m for m in V1_MOUNTS if os.path.isdir(fs / m)), fs / "cpu")
@@ -140,19 +136,30 @@ def throttled(stat: str | Path) -> tuple[int, float] | None:
 
 
 def cpu_pressure_file(root: str | Path = "/") -> Path | None:
-    """The PSI file that says whether this process's tasks waited for a CPU: its own cgroup v2's ``cpu.pressure``,
-    else the system's ``/proc/pressure/cpu``; None where the kernel keeps no PSI (before 4.20, or psi=0)."""
+    """The PSI file that says whether this process's tasks waited for a CPU: its cgroup v2's ``cpu.pressure`` (in a
+    container with its own cgroup namespace, ``0::/`` names the mount's root, which is the container's cgroup: not
+    the host's ``/proc/pressure/cpu``, which other pods' waits fill), else the system's; None where the kernel keeps
+    no PSI (before 4.20, or psi=0)."""
     root = Path(root)
-    fs = root / "sys/fs/cgroup"
-    for line in _read(root / "proc/self/cgroup").splitlines():
-        parts = line.split(":", 2)
-        if len(parts) == 3 and parts[0] == "0" and parts[1] == "" and parts[2].strip("/"):  # a v2 cgroup of its own
-            base = fs if os.path.exists(fs / "cgroup.controllers") else fs / "unified"
-            own = base / parts[2].strip("/") / "cpu.pressure"
-            if os.path.exists(own):
-                return own
+    for hid, controllers, rel in _cgroup_lines(root):
+        if hid == "0" and controllers == "":
+            for d in _ancestry(_v2_base(root), rel)[:1]:
+                if os.path.exists(d / "cpu.pressure"):
+                    return d / "cpu.pressure"
     system = root / "proc/pressure/cpu"
     return system if os.path.exists(system) else None
+
+
+def _cgroup_lines(root: Path) -> list[tuple[str, str, str]]:
+    """(hierarchy id, controllers, path) of each line of ``/proc/self/cgroup``."""
+    return [tuple(parts) for parts in (line.split(":", 2) for line in _read(root / "proc/self/cgroup").splitlines())
+            if len(parts) == 3]
+
+
+def _v2_base(root: Path) -> Path:
+    """The cgroup v2 mount: ``/sys/fs/cgroup`` itself, or ``unified/`` under it on a hybrid host."""
+    fs = root / "sys/fs/cgroup"
+    return fs if os.path.exists(fs / "cgroup.controllers") else fs / "unified"
 
 
 def pressure_some_s(path: str | Path | None) -> float | None:

@@ -19,6 +19,7 @@ a 1 s average (NVML docs): a 0.2 s run sampled that way mixes idle and load. So:
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ CLOCK_DROP_FRACTION = 0.05
 # A CPU region in which some task waited for a CPU longer than this share of it ran beside other work (PSI "some"):
 # on this project's 2-core VMs a quiet 2-thread GEMM loop read 0.2-0.5%, the same beside one busy process 43-45%
 CPU_WAIT_FRACTION = 0.10
+CPU_WAIT_MIN_S = 0.002  # and at least this long: one daemon's wake-up is a large share of a 2 ms region
 
 
 @dataclass
@@ -124,12 +126,13 @@ class RegionMonitor:
                 self._cpu_mhz[0] = self._cpu_now()
                 self._throttled[0] = self._throttled_now()
                 self._pressure_file = cpu_pressure_file(self.root)
-                self._pressure[0] = pressure_some_s(self._pressure_file)
             elif self.kind == "jetson" or self._handle is not None:
                 self.samples.append(self._sample(time.perf_counter()))
                 self._thread = threading.Thread(target=self._run, daemon=True, name="RegionMonitor")
                 self._thread.start()
             self._energy[0] = self._energy_now()
+            if self.kind == "cpu":  # last before the region opens, first after it closes: its window is the region's
+                self._pressure[0] = pressure_some_s(self._pressure_file)
             self._t0 = time.perf_counter()
         except Exception as e:
             self.notes.append(f"start: {_nvml.error_text(e)}")
@@ -138,6 +141,8 @@ class RegionMonitor:
         try:
             self._energy[1] = self._energy_now()
             self._t1 = time.perf_counter()
+            if self.kind == "cpu":
+                self._pressure[1] = pressure_some_s(self._pressure_file)
             self._stop.set()
             if self._thread is not None:
                 self._thread.join()
@@ -145,7 +150,6 @@ class RegionMonitor:
             if self.kind == "cpu":
                 self._cpu_mhz[1] = self._cpu_now()
                 self._throttled[1] = self._throttled_now()
-                self._pressure[1] = pressure_some_s(self._pressure_file)
         except Exception as e:
             self.notes.append(f"stop: {_nvml.error_text(e)}")
         finally:
@@ -240,13 +244,34 @@ class RegionMonitor:
             return None
         return max(0.0, b - a) / (self._t1 - self._t0)
 
-    def _pressure_flags(self) -> list[str]:
-        """Other work during the timed calls: the snapshot before them cannot see load that starts while they run."""
+    def _pressure_notes(self) -> tuple[list[str], list[str]]:
+        """(flags, settings) for tasks waiting for a CPU during the timed calls (PSI): other work the snapshot before
+        them cannot see when it starts while they run. Where torch's own threads outnumber the CPUs they may use (a
+        cgroup quota they overrun, or more threads than the affinity's CPUs), they wait on each other in every
+        region: a standing setting (PSI counts a task the quota throttles as waiting, Linux 5.7+), said, not
+        contention."""
         waited = self._waited()
-        if waited is None or waited <= CPU_WAIT_FRACTION:
-            return []
-        return [f"CPU pressure during the timed region: tasks waited for a CPU {waited:.0%} of it (PSI some, "
-                f"{self._pressure_file})"]
+        if waited is None or waited <= CPU_WAIT_FRACTION or \
+                waited * (self._t1 - self._t0) <= CPU_WAIT_MIN_S:
+            return [], []
+        said = f"tasks waited for a CPU {waited:.0%} of the timed region (PSI some, {self._pressure_file})"
+        own = self._own_overrun()
+        if own:
+            return [], [f"{said}: a standing setting, not contention: {own}"]
+        return [f"CPU pressure during the timed region: {said}"], []
+
+    def _own_overrun(self) -> str | None:
+        """Why torch's own threads wait on each other here (None where they fit the CPUs and the quota)."""
+        import torch
+        from .cgroup import overrun
+        threads, cpu = torch.get_num_threads(), getattr(self.info, "cpu", None)
+        over = overrun(getattr(cpu, "quota_cpus", None), threads)
+        if over:
+            return over
+        usable = len(os.sched_getaffinity(0)) if str(self.root) == "/" and hasattr(os, "sched_getaffinity") else \
+            getattr(cpu, "threads", None)
+        return (f"torch runs {threads} threads on {usable} CPUs; OMP_NUM_THREADS={usable} fits them"
+                if usable and threads > usable else None)
 
     # --- the record --------------------------------------------------------------------------------
     def _energy_j(self) -> tuple[float | None, str]:
@@ -278,9 +303,10 @@ class RegionMonitor:
             temps = _span(s.temperature_c for s in self.samples)
             loads = _span(s.load_pct for s in self.samples)
             quota_flags, quota_settings = self._quota_stops()
+            pressure_flags, pressure_settings = self._pressure_notes()
             held = settings_note({r for s in self.samples for r in s.throttle}, clocks)
             out = {"samples": len(self.samples),
-                   "flags": region_flags(self.samples, clock_name) + quota_flags + self._pressure_flags(),
+                   "flags": region_flags(self.samples, clock_name) + quota_flags + pressure_flags,
                    "energy_j": energy, "energy_per_call_j": energy / calls if energy is not None and calls else None,
                    "energy_source": source, "calls": calls,
                    "duration_s": self._t1 - self._t0 if self._t0 is not None and self._t1 is not None else None,
@@ -289,7 +315,7 @@ class RegionMonitor:
                    "load_pct_min": loads[0], "load_pct_max": loads[1],
                    "throttle_reasons": sorted({r for s in self.samples for r in s.throttle}),
                    # the board's or host's standing settings that held this region back (not contention)
-                   "settings": ([held] if held else []) + quota_settings,
+                   "settings": ([held] if held else []) + quota_settings + pressure_settings,
                    "matched_by": self.matched_by, "notes": list(self.notes)}
             if energy is not None:
                 out["energy_note"] = "the timed loop, including the timer's work between calls"
