@@ -267,8 +267,12 @@ def detect(override: str | None = None, root: str | os.PathLike = "/") -> Device
                           detected_by=f"--hardware {override}: the host CPU (also present: {info.name})")
     if override:
         key = check_override_kind(override, info.kind, f"{info.hardware_key}: {info.name}; {info.detected_by}")
+        # a device no entry named (a GPU or Jetson the registry lacks) is measurable against the entry the user names,
+        # as its refusal says; a reason that is not about the registry (a Jetson's torch without CUDA) stands
+        unnamed = info.kind != "cpu" and info.hardware_key == "cpu"
         info = dataclasses.replace(info, hardware_key=key, detected_by=f"--hardware {override} (detected: "
-                                   f"{info.hardware_key}, {info.detected_by})")
+                                   f"{info.hardware_key}, {info.detected_by})",
+                                   unavailable=None if unnamed else info.unavailable)
     return info
 
 

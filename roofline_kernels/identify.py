@@ -27,7 +27,7 @@ from roofline.clocks import POWER_MODES, find_power_mode, mig_board_gb, mig_prof
 # which names the board from its device tree, memory and SMs (a name rule could only guess one of seven).
 CUDA_NAME_RULES: tuple[tuple[str, str], ...] = (
     (r"GB10", "gb10"),
-    (r"H200", "h200"),
+    (r"(?<!G)H200", "h200"),  # a GH200 (Grace Hopper: 96 GB HBM3 at 4 TB/s, or 144 GB HBM3e) is no H200 SXM
     (r"H100.*NVL", "h100_nvl"),
     (r"H100.*PCIe", "h100_pcie"),
     (r"H100", "h100_sxm"),

@@ -19,6 +19,7 @@ JETSONS = [k for k, d in SIMULATED.items() if d.is_jetson]
     ("NVIDIA H100 NVL", "h100_nvl"), ("NVIDIA H200", "h200"), ("NVIDIA A100-SXM4-80GB", "a100"),
     ("NVIDIA B200", "b200"), ("NVIDIA GeForce RTX 4090", "rtx4090"), ("NVIDIA GeForce RTX 5090", "rtx5090"),
     ("Orin", None), ("Tesla T4", None),  # a Jetson's GPU is named by identify_jetson, never by its CUDA name
+    ("NVIDIA GH200 480GB", None),  # Grace Hopper: not the registry's H200 SXM (its "H200" was matched)
 ])
 def test_cuda_device_names(name, key):
     assert hardware_key_from_cuda_name(name) == key
@@ -187,6 +188,8 @@ def test_a_jetson_without_cuda_torch_is_unavailable_with_the_reason(tmp_path, mo
     assert info.torch_device == "cpu"
     assert "Jetson Orin Nano" in info.unavailable and f"torch {torch.__version__} has no CUDA" in info.unavailable
     assert "JetPack torch wheel" in info.unavailable
+    # naming the board changes nothing there: no --hardware gives torch CUDA
+    assert "has no CUDA" in detect("jetson_orin_nano", root=tmp_path).unavailable
 
 
 def test_an_unknown_gpu_is_unavailable_not_a_cpu(tmp_path, monkeypatch):
@@ -195,6 +198,16 @@ def test_an_unknown_gpu_is_unavailable_not_a_cpu(tmp_path, monkeypatch):
     info = detect(root=tmp_path)
     assert info.kind == "cuda" and "'Tesla T4' has no registry entry" in info.unavailable
     assert info.torch_device == "cpu"
+
+
+def test_a_gpu_the_registry_lacks_is_measured_against_the_entry_named(tmp_path, monkeypatch):
+    """Its refusal says "pass --hardware KEY naming one that describes it", and doing so still left it unavailable
+    (the suite skipped, measure refused). A GH200 ("H200" in its name was taken for the H200 SXM) is one."""
+    dev = SIMULATED["h200"].replace(cuda_name="NVIDIA GH200 480GB", memory_bytes=95 * 2**30)
+    install_device(monkeypatch, "h200", tmp_path, device=dev)
+    assert "has no registry entry: pass --hardware KEY" in detect(root=tmp_path).unavailable
+    info = detect("h200", root=tmp_path)
+    assert info.hardware_key == "h200" and info.unavailable is None and info.torch_device == "cuda"
 
 
 def test_the_cuda_device_torch_uses_is_the_one_described(tmp_path, monkeypatch):
