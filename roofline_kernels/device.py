@@ -17,6 +17,7 @@ calibration.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import platform
 import re
@@ -29,7 +30,7 @@ from roofline.cpu_ceiling import cpu_ceilings
 
 from . import jetson as _jetson
 from .cgroup import cpu_quota
-from .identify import JetsonFacts, check_override_kind, identify_cuda, identify_jetson
+from .identify import JetsonFacts, check_override_kind, identify_cuda, identify_jetson, memory_variant
 
 
 def _read(path: Path) -> str:
@@ -220,8 +221,12 @@ def history_dir(info: DeviceInfo) -> str:
     registry key, a Jetson's power mode, a CPU's model and torch's threads. One folder per board family let an H100 PCIe
     (2000 GB/s) be gated against an H100 SXM's last run (3350 GB/s), and a 15 W Orin against a MAXN one."""
     parts = [info.hardware_key]
-    if info.kind == "cuda" and mig_profile(info.name):  # a MIG slice is gated against its own profile's runs
-        parts.append(f"mig-{mig_profile(info.name)}")
+    if info.kind == "cuda":
+        variant = memory_variant(info.hardware_key, info.name, info.memory_bytes)
+        if variant:  # an A100 40GB is not gated against the 80GB's runs, nor its slices against theirs
+            parts.append(f"{math.ceil(variant)}gb")  # a board shows a little under its nominal size
+        if mig_profile(info.name):  # a MIG slice is gated against its own profile's runs
+            parts.append(f"mig-{mig_profile(info.name)}")
     if info.power_mode and info.power_mode.get("mode"):
         parts.append(str(info.power_mode["mode"]))
     if info.kind == "cpu":  # torch's threads, as the calibration's fingerprint: OMP_NUM_THREADS=1 is another trend

@@ -89,9 +89,9 @@ def identify_cuda(name: str, sm_count: int | None = None, memory_bytes: int | No
         sms = f"{sm_count} of {hw.sm_count} SMs and " if sm_count else ""
         found.evidence.append(f"a MIG slice ({mig_profile(name)}) of {key}: its roofs are the slice's share ({sms}its "
                               "memory slices)")
-        board = mig_board_gb(name, hw)
-        if board and hw.memory and not VARIANT_MEMORY_LOW * hw.memory.value <= board <= MEMORY_SLACK * hw.memory.value:
-            found.evidence.append(_variant(found.key, board, "GB board"))
+        variant = memory_variant(key, name, memory_bytes)
+        if variant:
+            found.evidence.append(_variant(found.key, variant, "GB board"))
         return found
     if hw.kind != "gpu" or sm_count is None:
         return found
@@ -103,13 +103,23 @@ def identify_cuda(name: str, sm_count: int | None = None, memory_bytes: int | No
         found.evidence.append(f"{sm_count} SMs and {_gib(memory_bytes) or 0:.1f} GiB fit {fits[0]}, not {key}")
     elif not same_sms:
         found.evidence.append(f"{sm_count} SMs: no {hw.family} entry has that many ({key} has {hw.sm_count})")
-    entry = REGISTRY[found.key]
-    gib = _gib(memory_bytes)
-    if gib and entry.memory and not (entry.memory.value * VARIANT_MEMORY_LOW <= gib <= entry.memory.value * MEMORY_SLACK):
-        # an A100 40GB (1555 GB/s) or a board's other memory variant: the registry has no entry of it, and the
-        # one that stands in may have other roofs; said, as the verdicts' reader needs it
-        found.evidence.append(_variant(found.key, gib, "GiB of memory"))
+    variant = memory_variant(found.key, name, memory_bytes)
+    if variant:  # the registry has no entry of it, and the one that stands in may have other roofs: said
+        found.evidence.append(_variant(found.key, variant, "GiB of memory"))
     return found
+
+
+def memory_variant(key: str, name: str, memory_bytes: int | None) -> float | None:
+    """The memory of a board that is another variant than entry ``key`` (an A100 40GB, 1555 GB/s, beside the 80GB
+    SXM's 2039), in GiB (a MIG slice: its board's GB, from its name): None where it shows its entry's (85-105%).
+    Detection says it; the timing history keeps it apart."""
+    entry = REGISTRY.get(key)
+    if entry is None or entry.memory is None:
+        return None
+    seen = mig_board_gb(name, entry) if mig_profile(name) else _gib(memory_bytes)
+    if not seen or VARIANT_MEMORY_LOW * entry.memory.value <= seen <= MEMORY_SLACK * entry.memory.value:
+        return None
+    return seen
 
 
 def _variant(key: str, size: float, what: str) -> str:

@@ -38,6 +38,20 @@ def test_a_memory_variant_the_registry_lacks_is_said(name, gib, variant):
         assert said[0].startswith("39.4 GiB of memory where a100 (NVIDIA A100 80GB SXM) has 80 GB")
 
 
+@pytest.mark.parametrize("name, gib, folder", [
+    ("NVIDIA A100-SXM4-80GB", 79.2, "a100"), ("NVIDIA A100-SXM4-40GB", 39.4, "a100-40gb"),
+    ("NVIDIA A100-SXM4-40GB MIG 1g.10gb", 9.75, "a100-40gb-mig-1g.10gb"),
+    ("NVIDIA A100-SXM4-80GB MIG 1g.10gb", 9.75, "a100-mig-1g.10gb")])
+def test_a_memory_variant_keeps_a_timing_history_of_its_own(tmp_path, monkeypatch, name, gib, folder):
+    """An A100 40GB (1555 GB/s) was gated against the A100 80GB's runs (2039 GB/s), and a 40GB board's 1g.10gb (2
+    of 8 memory slices) against an 80GB board's (1 of 8): one folder each now."""
+    from roofline_kernels.device import history_dir
+    dev = SIMULATED["a100"].replace(cuda_name=name, memory_bytes=int(gib * 2**30),
+                                    sm_count=14 if "MIG" in name else 108)
+    install_device(monkeypatch, "a100", tmp_path, device=dev)
+    assert history_dir(detect(root=tmp_path)) == folder
+
+
 def test_sm_count_and_memory_correct_an_ambiguous_name():
     """An H100 named without its form factor is told apart by what CUDA reports about it."""
     pcie = identify_cuda("NVIDIA H100", sm_count=114, memory_bytes=80 * 2**30)
