@@ -274,7 +274,7 @@ def detect(override: str | None = None, root: str | os.PathLike = "/") -> Device
         key = check_override_kind(override, info.kind, f"{info.hardware_key}: {info.name}; {info.detected_by}")
         # a device no entry named (a GPU or Jetson the registry lacks) is measurable against the entry the user names,
         # as its refusal says; a reason that is not about the registry (a Jetson's torch without CUDA) stands
-        unnamed = info.kind != "cpu" and info.hardware_key == "cpu"
+        unnamed = info.kind != "cpu" and info.hardware_key == "cpu" and cuda is not None  # no entry: the only reason
         info = dataclasses.replace(info, hardware_key=key, detected_by=f"--hardware {override} (detected: "
                                    f"{info.hardware_key}, {info.detected_by})",
                                    unavailable=None if unnamed else info.unavailable)
@@ -313,7 +313,9 @@ def _detect_jetson(cuda: dict | None, model: str, tegra: str | None, root: Path,
     if found.key is None:
         return DeviceInfo(hardware_key="cpu", kind="jetson", name=model or "Jetson", detected_by=detected_by, cpu=cpu,
                           versions=versions, driver=driver, power_mode=mode,
-                          unavailable=f"a Jetson the registry lacks ({model or 'unknown board'})",
+                          unavailable=f"a Jetson the registry lacks ({model or 'unknown board'})" + (
+                              "" if cuda else f"; and torch {_torch_version(versions)} has no CUDA: install "
+                                              "NVIDIA's JetPack torch wheel"),
                           **(_cuda_fields(cuda) if cuda else {}))
     name = get_hardware(found.key).name
     unavailable = None

@@ -206,6 +206,17 @@ def test_a_jetson_without_cuda_torch_is_unavailable_with_the_reason(tmp_path, mo
     assert "has no CUDA" in detect("jetson_orin_nano", root=tmp_path).unavailable
 
 
+def test_a_jetson_the_registry_lacks_without_cuda_stays_unavailable_under_an_override(tmp_path, monkeypatch):
+    """An unknown Jetson (a Xavier) whose torch has no CUDA carried only "the registry lacks" it, which an override
+    clears: it then ran as a CUDA device without CUDA. Both reasons are said, and the override clears neither."""
+    install_device(monkeypatch, "jetson_orin_nano", tmp_path, cuda=False)
+    write(tmp_path, "proc/device-tree/model", "NVIDIA Jetson AGX Xavier\x00")
+    bare = detect(root=tmp_path)
+    assert "a Jetson the registry lacks" in bare.unavailable and "has no CUDA" in bare.unavailable
+    named = detect("jetson_orin_nano", root=tmp_path)
+    assert "has no CUDA" in named.unavailable and named.torch_device == "cpu"
+
+
 def test_an_unknown_gpu_is_unavailable_not_a_cpu(tmp_path, monkeypatch):
     dev = SIMULATED["h100_sxm"].replace(cuda_name="Tesla T4", sm_count=40)
     install_device(monkeypatch, "h100_sxm", tmp_path, device=dev)
