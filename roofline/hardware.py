@@ -226,26 +226,21 @@ class Hardware:
         return get_format(fmt).name in self.native
 
     def with_calibration(self, cal: Calibration) -> "Hardware":
-        measured_slice, slice_here = mig_profile((cal.device or {}).get("name")), mig_profile(self.key)
-        if measured_slice != slice_here:  # a MIG slice's roofs are its share of the board's: a profile is of one
-            where = f" ({cal.path})" if cal.path else ""
-            raise ValueError(f"calibration profile{where} was measured on "
-                             f"{'a MIG ' + measured_slice + ' slice' if measured_slice else 'the whole GPU'}, and this "
-                             f"is {'a MIG ' + slice_here + ' slice' if slice_here else 'the whole GPU'} of "
-                             f"{self.base_key}: load a profile measured on it")
-        return self._with_calibration(cal)
-
-    def _with_calibration(self, cal: Calibration) -> "Hardware":
         """This entry with a profile beside it: one measured on this device (its registry key, or an alias; a Jetson's
         in any power mode, the profile saying which). A profile of another device is refused: its peaks and efficiency
         model describe that device, and held beside this one's name and memory they gave numbers of neither (a CPU
         host's profile under ``predict``'s default gb10 planned a model against gb10's 121 GB)."""
-        measured_on = registry_name(base_key(cal.hardware))
+        measured_on, where = registry_name(base_key(cal.hardware)), f" ({cal.path})" if cal.path else ""
         if measured_on not in {registry_name(n) for n in (self.key, self.base_key, *self.aliases)}:
-            where = f" ({cal.path})" if cal.path else ""
             raise ValueError(f"calibration profile{where} was measured on {cal.hardware!r}, not {self.key!r}: predict "
                              f"against {measured_on!r} (--hardware {measured_on}), or load a profile of "
                              f"{self.base_key!r}")
+        measured_slice, slice_here = mig_profile((cal.device or {}).get("name")), mig_profile(self.key)
+        if measured_slice != slice_here:  # a MIG slice's roofs are its share of the board's: a profile is of one
+            raise ValueError(f"calibration profile{where} was measured on "
+                             f"{'a MIG ' + measured_slice + ' slice' if measured_slice else 'the whole GPU'}, and this "
+                             f"is {'a MIG ' + slice_here + ' slice' if slice_here else 'the whole GPU'} of "
+                             f"{self.base_key}: load a profile measured on it")
         native = self.native
         if self.kind == "cpu":
             # A CPU without bf16/VNNI units still runs torch's bf16 and int8 GEMMs (in software, through oneDNN):

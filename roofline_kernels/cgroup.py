@@ -12,7 +12,6 @@ kernel. Read here, under a filesystem root (fake trees in tests):
   smallest quota over that path binds.
 - the throttling: ``cpu.stat``'s ``nr_throttled`` (periods in which the group was throttled), and ``throttled_usec``
   (v2) or ``throttled_time`` (v1, ns), read from the cgroup whose quota binds.
-
 - the CPU pressure: PSI's ``some`` line (``total=`` microseconds in which at least one task waited for a CPU;
   Documentation/accounting/psi.rst), of the process's own cgroup v2 (``cpu.pressure``) where it has one, else the
   system's (``/proc/pressure/cpu``).
@@ -26,6 +25,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .jetson import read_text
+
 V1_MOUNTS = ("cpu,cpuacct", "cpu", "cpuacct,cpu")
 
 
@@ -37,10 +38,13 @@ class Quota:
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
+    return read_text(path) or ""
+
+
+def usable_cpus(root: str | Path, threads: int) -> int:
+    """The CPUs this process may run on: its affinity on the real host, the fake tree's CPU count (``threads``) under a
+    fake root. A quota binds below it; torch's threads past it wait on each other."""
+    return len(os.sched_getaffinity(0)) if str(root) == "/" and hasattr(os, "sched_getaffinity") else threads
 
 
 def _ancestry(base: Path, rel: str) -> list[Path]:

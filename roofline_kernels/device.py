@@ -29,7 +29,7 @@ from roofline.clocks import mig_profile
 from roofline.cpu_ceiling import cpu_ceilings
 
 from . import jetson as _jetson
-from .cgroup import cpu_quota
+from .cgroup import cpu_quota, usable_cpus
 from .identify import JetsonFacts, check_override_kind, identify_cuda, identify_jetson, memory_variant
 
 
@@ -122,8 +122,7 @@ def read_cpu_info(root: str | os.PathLike = "/") -> CpuInfo:
         max_mhz, clock_source = float(fields["cpu MHz"]), "/proc/cpuinfo 'cpu MHz' (base or current, not boost)"
     else:
         max_mhz, clock_source = None, "unknown"
-    usable = len(os.sched_getaffinity(0)) if str(root) == "/" and hasattr(os, "sched_getaffinity") else threads
-    quota = cpu_quota(root, usable)  # only a quota below the CPUs this process may use binds
+    quota = cpu_quota(root, usable_cpus(root, threads))  # only a quota below the CPUs this process may use binds
     boost, cap = _clock_settings(root)
     return CpuInfo(model=fields.get("model name", platform.processor() or "unknown CPU"), cores=cores,
                    threads=threads, max_mhz=max_mhz, caches=caches,
@@ -314,17 +313,20 @@ def _detect_jetson(cuda: dict | None, model: str, tegra: str | None, root: Path,
         return DeviceInfo(hardware_key="cpu", kind="jetson", name=model or "Jetson", detected_by=detected_by, cpu=cpu,
                           versions=versions, driver=driver, power_mode=mode,
                           unavailable=f"a Jetson the registry lacks ({model or 'unknown board'})" + (
-                              "" if cuda else f"; and torch {_torch_version(versions)} has no CUDA: install "
-                                              "NVIDIA's JetPack torch wheel"),
+                              "" if cuda else f"; and {_no_cuda(versions)}"),
                           **(_cuda_fields(cuda) if cuda else {}))
     name = get_hardware(found.key).name
     unavailable = None
     if cuda is None:
-        unavailable = (f"{name} detected ({', '.join(seen[:2])}) but torch {_torch_version(versions)} has no CUDA: "
-                       "install NVIDIA's JetPack torch wheel")
+        unavailable = f"{name} detected ({', '.join(seen[:2])}) but {_no_cuda(versions)}"
     return DeviceInfo(hardware_key=found.key, kind="jetson", name=model or name, detected_by=detected_by, cpu=cpu,
                       versions=versions, driver=driver, power_mode=mode, unavailable=unavailable,
                       **(_cuda_fields(cuda) if cuda else {}))
+
+
+def _no_cuda(versions: dict) -> str:
+    """Why a Jetson's torch cannot measure its GPU, and the way out."""
+    return f"torch {_torch_version(versions)} has no CUDA: install NVIDIA's JetPack torch wheel"
 
 
 def _torch_version(versions: dict) -> str:

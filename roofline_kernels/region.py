@@ -15,11 +15,12 @@ a 1 s average (NVML docs): a 0.2 s run sampled that way mixes idle and load. So:
    board's own settings (its power limit, clocks a user set: ``telemetry.CLOCK_SETTING_REASONS``) are a note
    (``settings``), and so is a drop whose low samples the power limit alone explains: they hold every run alike.
 4. Cheap and never raises: a query the device refuses is dropped after its first refusal; anything
-   that fails becomes a note. On the CPU it only reads the cores' frequency at start and stop.
+   that fails becomes a note. On the CPU it reads at start and stop only: the cores' frequency, the cgroup quota's
+   stops (``cgroup.throttled``) and the CPU pressure (PSI ``some``): a stop or a wait is contention, or a standing
+   setting where torch's own threads overrun the quota or the CPUs.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from . import jetson as _jetson
 from . import nvml as _nvml
-from .cgroup import cpu_pressure_file, pressure_some_s, throttled
+from .cgroup import cpu_pressure_file, overrun, pressure_some_s, throttled, usable_cpus
 
 # A clock that falls more than this below a level it held earlier in the same region is reported: boost
 # clocks wander by a few bins under steady load; a fall past 5% is a power, thermal or other cap acting.
@@ -227,7 +228,6 @@ class RegionMonitor:
         if a is None or b is None or b[0] <= a[0]:
             return [], []
         import torch
-        from .cgroup import overrun
         quota, threads = self.info.cpu.quota_cpus, torch.get_num_threads()
         stopped = f"{b[0] - a[0]} period(s), {(b[1] - a[1]) * 1e3:.1f} ms stopped"
         over = overrun(quota, threads)
@@ -263,13 +263,11 @@ class RegionMonitor:
     def _own_overrun(self) -> str | None:
         """Why torch's own threads wait on each other here (None where they fit the CPUs and the quota)."""
         import torch
-        from .cgroup import overrun
         threads, cpu = torch.get_num_threads(), getattr(self.info, "cpu", None)
         over = overrun(getattr(cpu, "quota_cpus", None), threads)
         if over:
             return over
-        usable = len(os.sched_getaffinity(0)) if str(self.root) == "/" and hasattr(os, "sched_getaffinity") else \
-            getattr(cpu, "threads", None)
+        usable = usable_cpus(self.root, getattr(cpu, "threads", None))
         return (f"torch runs {threads} threads on {usable} CPUs; OMP_NUM_THREADS={usable} fits them"
                 if usable and threads > usable else None)
 

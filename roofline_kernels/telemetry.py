@@ -195,8 +195,9 @@ def contention(snap: dict) -> list[str]:
         if count:
             who = ", ".join(str(p["pid"]) for p in named) if named else nv.get("processes_note") or "unnamed"
             flags.append(f"other GPU processes: {count} ({who})")
-        if disturbing(nv.get("throttle_reasons") or []):
-            flags.append(f"GPU clocks throttled: {', '.join(disturbing(nv['throttle_reasons']))}")
+        bad = disturbing(nv.get("throttle_reasons") or [])
+        if bad:
+            flags.append(f"GPU clocks throttled: {', '.join(bad)}")
     busy = (snap.get("cpu") or {}).get("busy_fraction")
     if busy is not None and busy > BUSY_CPU_FRACTION:
         flags.append(f"busy CPU: {busy:.0%} of CPU time used by others before the measurement")

@@ -227,6 +227,10 @@ def test_a_gpus_applications_clocks_move_its_profile_key(monkeypatch, tmp_path):
         keys[name] = (cal_mod.fingerprint(info), cal_mod.fingerprint_fields(info).get("app_sm_clock_mhz"))
     assert keys["-ac 1410"][1] == 1410 and keys["default"][1] is None and keys["no applications clocks"][1] is None
     assert keys["-ac 1410"][0] != keys["default"][0] == keys["no applications clocks"][0]
+    from tests.fakes.devices import SIMULATED
+    from tests.fakes.nvml import make_fake_pynvml
+    with pytest.raises(ValueError, match="above h100_sxm's max"):  # the fake refuses what the driver refuses
+        make_fake_pynvml([SIMULATED["h100_sxm"]], app_clock_mhz=99999)
 
 
 @pytest.mark.parametrize("key, has, lacks", [("gb10", {"nvfp4", "tf32", "fp8_e4m3", "int8"}, set()),
