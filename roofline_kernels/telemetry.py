@@ -10,6 +10,7 @@ sysfs/procfs. Every source degrades to ``{"available": False, "reason": ...}``, 
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -127,24 +128,73 @@ def _describe(pynvml, uuid, pci_bus_id, index, root) -> dict:
 
 # --- CPU ------------------------------------------------------------------------------------------
 
-def _proc_stat_times(root: Path):
-    line = (read_text(root / "proc/stat") or "").splitlines()[:1]
-    if not line or not line[0].startswith("cpu "):
+def own_cpus(root: str | Path = "/") -> set[int] | None:
+    """The CPUs this process may run on (its affinity: a cpuset, ``taskset``, ``docker --cpuset-cpus``) on the real
+    host, where they are fewer than the host's; None (every CPU counts) where they are all of them, under a fake root,
+    or where the platform has no affinity."""
+    if str(root) != "/" or not hasattr(os, "sched_getaffinity"):
         return None
-    vals = [int(x) for x in line[0].split()[1:]]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
-    return sum(vals), idle
+    mine = set(os.sched_getaffinity(0))
+    return mine if len(mine) < (os.cpu_count() or 0) else None
 
 
-def cpu_busy_fraction(root: str | Path = "/", interval_s: float = 0.1) -> float | None:
-    """Share of all CPU time that was busy over a short interval (our process sleeps meanwhile)."""
+def _proc_stat_times(root: Path, cpus: set[int] | None = None):
+    """(total, idle) jiffies over ``cpus`` (all CPUs: None), from /proc/stat; None if a CPU asked for is not there.
+    The first eight fields are the whole: guest and guest_nice are already inside user and nice (proc(5)), so summing
+    them counted a KVM host's guest time twice."""
+    lines = (read_text(root / "proc/stat") or "").splitlines()
+    want = {"cpu"} if cpus is None else {f"cpu{c}" for c in cpus}
+    total = idle = 0
+    seen = set()
+    for line in lines:
+        words = line.split()
+        if not words or words[0] not in want:
+            continue
+        vals = [int(x) for x in words[1:9]]
+        if len(vals) < 4:
+            return None
+        seen.add(words[0])
+        total += sum(vals)
+        idle += vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle and iowait
+    return (total, idle) if seen == want else None
+
+
+def cpu_busy_fraction(root: str | Path = "/", interval_s: float = 0.1, cpus: set[int] | None = None) -> float | None:
+    """Share of CPU time that was busy over a short interval (our process sleeps meanwhile), over ``cpus`` (all: None)."""
+    return busy_fractions(root, interval_s, cpus)[0]
+
+
+def busy_fractions(root: str | Path = "/", interval_s: float = 0.1,
+                   cpus: set[int] | None = None) -> tuple[float | None, float | None]:
+    """(busy share over ``cpus``, over the whole host) from the same two reads of /proc/stat, ``interval_s`` apart.
+    ``cpus``: the CPUs this process may run on. The host-wide figure alone diluted load on a pinned process's own
+    few CPUs below the flag (a pod pinned to 2 of 64 CPUs, both taken by others, read 3% busy); it is kept beside, for
+    load elsewhere still shares the memory and the last-level cache."""
     root = Path(root)
-    a = _proc_stat_times(root)
+    a = _proc_stat_times(root, cpus), _proc_stat_times(root)
     time.sleep(interval_s)
-    b = _proc_stat_times(root)
-    if a is None or b is None or b[0] == a[0]:
-        return None
-    return 1 - (b[1] - a[1]) / (b[0] - a[0])
+    b = _proc_stat_times(root, cpus), _proc_stat_times(root)
+
+    def share(x, y):
+        return None if x is None or y is None or y[0] == x[0] else 1 - (y[1] - x[1]) / (y[0] - x[0])
+    return share(a[0], b[0]), share(a[1], b[1])
+
+
+def _cpus_word(cpu_list: str) -> str:
+    return "CPU" if cpu_list.isdigit() else "CPUs"
+
+
+def _cpu_list(cpus) -> str:
+    """{0, 1, 2, 5} -> "0-2,5" (the kernel's cpulist form)."""
+    runs, out = [], []
+    for c in sorted(cpus):
+        if runs and c == runs[-1][1] + 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    for a, b in runs:
+        out.append(f"{a}" if a == b else f"{a}-{b}")
+    return ",".join(out)
 
 
 def cpu_freqs_mhz(root: str | Path = "/") -> list[float]:
@@ -156,14 +206,22 @@ def cpu_freqs_mhz(root: str | Path = "/") -> list[float]:
     return freqs
 
 
-def cpu_snapshot(root: str | Path = "/", busy_interval_s: float = 0.1) -> dict:
+def cpu_snapshot(root: str | Path = "/", busy_interval_s: float = 0.1, cpus: set[int] | None = None) -> dict:
+    """``cpus``: the CPUs to read the busy share over (default: this process's affinity on the real host)."""
     root = Path(root)
     governors = {g for cpu in sorted((root / "sys/devices/system/cpu").glob("cpu[0-9]*"))
                  if (g := read_text(cpu / "cpufreq/scaling_governor"))}
     load = (read_text(root / "proc/loadavg") or "").split()
-    return {"available": True, "freq_mhz": cpu_freqs_mhz(root) or None, "governor": sorted(governors) or None,
-            "loadavg_1m": float(load[0]) if load else None,
-            "busy_fraction": cpu_busy_fraction(root, busy_interval_s) if busy_interval_s else None}
+    cpus = own_cpus(root) if cpus is None else set(cpus)
+    busy, host = busy_fractions(root, busy_interval_s, cpus) if busy_interval_s else (None, None)
+    if busy is None and cpus is not None:  # a /proc/stat without those CPUs' lines: the whole host's share
+        busy, cpus = host, None
+    out = {"available": True, "freq_mhz": cpu_freqs_mhz(root) or None, "governor": sorted(governors) or None,
+           "loadavg_1m": float(load[0]) if load else None,
+           "busy_fraction": busy, "busy_cpus": _cpu_list(cpus) if cpus is not None else "all"}
+    if cpus is not None:
+        out["host_busy_fraction"] = host
+    return out
 
 
 # --- together -------------------------------------------------------------------------------------
@@ -198,9 +256,14 @@ def contention(snap: dict) -> list[str]:
         bad = disturbing(nv.get("throttle_reasons") or [])
         if bad:
             flags.append(f"GPU clocks throttled: {', '.join(bad)}")
-    busy = (snap.get("cpu") or {}).get("busy_fraction")
+    cpu = snap.get("cpu") or {}
+    busy, host, on = cpu.get("busy_fraction"), cpu.get("host_busy_fraction"), cpu.get("busy_cpus")
     if busy is not None and busy > BUSY_CPU_FRACTION:
-        flags.append(f"busy CPU: {busy:.0%} of CPU time used by others before the measurement")
+        where = f" on {_cpus_word(on)} {on} (this process's)" if on and on != "all" else ""
+        flags.append(f"busy CPU: {busy:.0%} of CPU time{where} used by others before the measurement")
+    elif host is not None and host > BUSY_CPU_FRACTION:  # the host's other CPUs: they share its memory and cache
+        flags.append(f"busy CPU: {host:.0%} of the host's CPU time used by others before the measurement (not on "
+                     f"this process's {_cpus_word(on)} {on}, but sharing the memory and cache)")
     js = snap.get("jetson") or {}
     if js.get("available") and js.get("gpu_cur_mhz") and js.get("gpu_max_mhz") and \
             js["gpu_cur_mhz"] < 0.9 * js["gpu_max_mhz"] and (js.get("gpu_load_pct") or 0) > 50:

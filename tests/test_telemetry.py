@@ -347,6 +347,70 @@ def test_cpu_snapshot_from_a_fake_tree(tmp_path):
     assert s["busy_fraction"] is None  # the fake /proc/stat does not move: no number rather than a wrong one
 
 
+def _stat(per_cpu: dict[int, tuple[int, int]], guest: int = 0) -> str:
+    """A /proc/stat of CPUs {id: (busy jiffies, idle jiffies)}: its "cpu" line is their sum, as the kernel writes it;
+    ``guest`` jiffies of each CPU's user time ran a virtual machine (counted inside user, and again in guest)."""
+    def line(name, busy, idle, g):
+        return f"{name} {busy} 0 0 {idle} 0 0 0 0 {g} 0"
+    rows = [line("cpu ", sum(b for b, _ in per_cpu.values()), sum(i for _, i in per_cpu.values()), guest * len(per_cpu))]
+    rows += [line(f"cpu{c}", b, i, guest) for c, (b, i) in sorted(per_cpu.items())]
+    return "\n".join(rows + ["intr 0", "ctxt 0"]) + "\n"
+
+
+def _moving_stat(monkeypatch, tmp_path, before: str, after: str):
+    """/proc/stat reads ``before`` until the busy look sleeps, ``after`` once it wakes."""
+    write(tmp_path, "proc/stat", before)
+    monkeypatch.setattr(telemetry.time, "sleep", lambda s: write(tmp_path, "proc/stat", after))
+
+
+def test_load_on_a_pinned_process_cpus_is_not_diluted_by_the_host(monkeypatch, tmp_path):
+    """A pod pinned to CPUs 4-5 of 64 (a cpuset), both taken by other work. Before: the busy look read the host's
+    "cpu" line, 2 of 64 CPUs busy = 3%, under the 25% flag, and the slow run was judged as a clean one. Now it reads
+    the process's own CPUs: 100% busy, flagged, and the record says which CPUs it read."""
+    idle = {c: (0, 0) for c in range(64)}
+    later = {c: ((100, 0) if c in (4, 5) else (0, 100)) for c in range(64)}
+    _moving_stat(monkeypatch, tmp_path, _stat(idle), _stat(later))
+    assert telemetry.busy_fractions(tmp_path, 0.1)[0] == pytest.approx(2 / 64)  # what the host-wide line says
+    _moving_stat(monkeypatch, tmp_path, _stat(idle), _stat(later))
+    s = telemetry.cpu_snapshot(tmp_path, busy_interval_s=0.1, cpus={4, 5})
+    assert s["busy_fraction"] == 1.0 and s["busy_cpus"] == "4-5" and s["host_busy_fraction"] == pytest.approx(2 / 64)
+    assert telemetry.contention({"cpu": s}) == \
+        ["busy CPU: 100% of CPU time on CPUs 4-5 (this process's) used by others before the measurement"]
+    # its own CPUs quiet, the host's others busy: still flagged (they share the memory and the cache), and said so
+    later = {c: ((0, 100) if c in (4, 5) else (100, 0)) for c in range(64)}
+    _moving_stat(monkeypatch, tmp_path, _stat(idle), _stat(later))
+    s = telemetry.cpu_snapshot(tmp_path, busy_interval_s=0.1, cpus={4, 5})
+    assert s["busy_fraction"] == 0.0 and s["host_busy_fraction"] == pytest.approx(62 / 64)
+    assert telemetry.contention({"cpu": s}) == \
+        ["busy CPU: 97% of the host's CPU time used by others before the measurement (not on this process's CPUs "
+         "4-5, but sharing the memory and cache)"]
+
+
+def test_a_stat_without_the_pinned_cpus_lines_reads_the_whole_host(monkeypatch, tmp_path):
+    before, after = "cpu  0 0 0 0 0 0 0 0 0 0\n", "cpu  30 0 0 70 0 0 0 0 0 0\n"
+    _moving_stat(monkeypatch, tmp_path, before, after)
+    s = telemetry.cpu_snapshot(tmp_path, busy_interval_s=0.1, cpus={4, 5})
+    assert s["busy_fraction"] == pytest.approx(0.3) and s["busy_cpus"] == "all" and "host_busy_fraction" not in s
+
+
+def test_a_vm_host_guest_time_is_not_counted_twice(monkeypatch, tmp_path):
+    """On a KVM host, a guest's time is in user and again in guest (proc(5): "guest ... included in user"). Summing
+    every field counted it twice: 50 busy and 50 idle jiffies, 40 of the busy a guest's, read 64% busy, not 50%."""
+    _moving_stat(monkeypatch, tmp_path, _stat({0: (0, 0)}), _stat({0: (50, 50)}, guest=40))
+    assert telemetry.cpu_busy_fraction(tmp_path, 0.1) == pytest.approx(0.5)
+
+
+def test_own_cpus_is_the_affinity_only_where_it_is_a_subset(monkeypatch, tmp_path):
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no sched_getaffinity on this platform: every CPU counts, which the other tests cover")
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5})
+    assert telemetry.own_cpus("/") == {4, 5}
+    assert telemetry.own_cpus(tmp_path) is None  # a fake tree's CPUs are not this process's
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert telemetry.own_cpus("/") is None  # all of them: the host's line, as before
+
+
 def test_cpu_snapshot_of_an_empty_tree_degrades(tmp_path):
     s = telemetry.cpu_snapshot(tmp_path, busy_interval_s=0.001)
     assert s["available"] and s["freq_mhz"] is None and s["loadavg_1m"] is None and s["busy_fraction"] is None
