@@ -338,9 +338,14 @@ def _torch_version(versions: dict) -> str:
 
 
 def _uuid(props) -> str | None:
+    """NVML's spelling of the UUID torch prints bare: a MIG slice's is its instance's (CUDA Driver API,
+    cuDeviceGetUuid: "If the device is in MIG mode, returns its MIG UUID which uniquely identifies the subscribed MIG
+    compute instance"), "MIG-..." to NVML; a GPU's is "GPU-..."."""
     raw = getattr(props, "uuid", None)
     text = str(raw).strip() if raw is not None else ""
-    return None if not text else text if re.match(r"(?i)^(GPU|MIG)-", text) else f"GPU-{text}"
+    if not text or re.match(r"(?i)^(GPU|MIG)-", text):
+        return text or None
+    return f"{'MIG' if mig_profile(getattr(props, 'name', None)) else 'GPU'}-{text}"
 
 
 def _pci_bus_id(props) -> str | None:

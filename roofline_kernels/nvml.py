@@ -8,7 +8,13 @@
    process". ``other_gpu_processes`` detects that case (its own PID absent from the list while listed
    PIDs do not exist in its /proc), counts the processes instead of naming them, and counts one of
    them as itself when it holds a CUDA context. ``docker run --pid=host`` lets it name them.
-3. Every query degrades to None with the reason; nothing here raises past ``session``.
+3. A MIG slice: torch's UUID is its instance's, and ``nvmlDeviceGetHandleByUUID`` returns the instance's handle
+   (nvml.h, NVIDIA/go-nvml pkg/nvml/nvml.h at 2f9e261fe40a, L4699-4721). Its processes are the instance's own; the
+   board's handle lists every instance's, and only to a privileged caller (L7399-7404). Clocks, clocks-event
+   reasons, power, energy, power limit and temperature are documented for no MIG handle and are the board's (one SM
+   clock for every instance: NVIDIA/dcgm-exporter#50): ``board_handle`` gives the board's handle for them
+   (``nvmlDeviceGetDeviceHandleFromMigDeviceHandle``, L13468-13483).
+4. Every query degrades to None with the reason; nothing here raises past ``session``.
 """
 from __future__ import annotations
 
@@ -62,14 +68,23 @@ def nvml_bus_id(pci_bus_id: str) -> str:
     return f"{domain:08X}:{bus:02X}:{device:02X}.0"
 
 
+def _spellings(uuid: str) -> list[str]:
+    """The UUID as detection spelt it, then with the other prefix: a MIG instance's bare UUID taken for a GPU's (a
+    device name without its profile), or the reverse (nvitop's lookup does the same: XuehaiPan/nvitop device.py)."""
+    first = nvml_uuid(uuid)
+    prefix, rest = first[:4].upper(), first[4:]
+    return [first, ("GPU-" if prefix == "MIG-" else "MIG-") + rest]
+
+
 def find_handle(pynvml, uuid: str | None = None, pci_bus_id: str | None = None, index: int = 0):
-    """(handle, how it was matched) for the GPU torch measures; LookupError if it is known but NVML lacks it."""
+    """(handle, how it was matched) for the GPU torch measures (a MIG slice: its instance's handle); LookupError if it
+    is known but NVML lacks it."""
     tried = []
-    if uuid:
+    for spelt in _spellings(uuid) if uuid else []:
         try:
-            return pynvml.nvmlDeviceGetHandleByUUID(nvml_uuid(uuid)), f"UUID {nvml_uuid(uuid)}"
+            return pynvml.nvmlDeviceGetHandleByUUID(spelt), f"UUID {spelt}"
         except Exception as e:
-            tried.append(f"UUID {nvml_uuid(uuid)} ({error_text(e)})")
+            tried.append(f"UUID {spelt} ({error_text(e)})")
     if pci_bus_id:
         by_bus = getattr(pynvml, "nvmlDeviceGetHandleByPciBusId_v2", None) or pynvml.nvmlDeviceGetHandleByPciBusId
         try:
@@ -80,6 +95,21 @@ def find_handle(pynvml, uuid: str | None = None, pci_bus_id: str | None = None, 
         raise LookupError(f"no NVML device matches the measured GPU: {'; '.join(tried)}")
     return (pynvml.nvmlDeviceGetHandleByIndex(index),
             f"index {index}: no UUID or PCI bus id known, so under CUDA_VISIBLE_DEVICES this may be another GPU")
+
+
+def board_handle(pynvml, handle):
+    """(the handle of the board ``handle`` is on, whether ``handle`` is a MIG instance's). A pynvml without the MIG
+    calls, or a GPU that answers them Not Supported (before Ampere), is a whole board."""
+    try:
+        if pynvml.nvmlDeviceIsMigDeviceHandle(handle):
+            return pynvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle), True
+    except Exception:
+        pass
+    return handle, False
+
+
+MIG_READINGS = ("a MIG slice: clocks, clocks-event reasons, power, energy, power limit and temperature are its "
+                "board's, which every instance shares; processes are this instance's")
 
 
 def self_on_gpu() -> bool:

@@ -113,6 +113,7 @@ class RegionMonitor:
         self._stop = threading.Event()
         self._thread = None
         self._session = self._pynvml = self._handle = None
+        self._board, self._mig = None, False  # the board's handle (a MIG slice's: its parent's) for its readings
         self._refused: set[str] = set()
         self._gpu_dir = self._rail_files = None
 
@@ -163,6 +164,7 @@ class RegionMonitor:
             self._pynvml = self._session.__enter__()
             self._handle, self.matched_by = _nvml.find_handle(self._pynvml, getattr(self.info, "uuid", None),
                                                               getattr(self.info, "pci_bus_id", None))
+            self._board, self._mig = _nvml.board_handle(self._pynvml, self._handle)
         except Exception as e:
             self._energy_why = (f"NVML: {e}" if isinstance(e, LookupError)
                                 else f"NVML unavailable ({_nvml.error_text(e)})")
@@ -187,7 +189,7 @@ class RegionMonitor:
     def _energy_now(self):
         if self.kind != "cuda" or self._handle is None:
             return None
-        return self._ask("energy", lambda: self._pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
+        return self._ask("energy", lambda: self._pynvml.nvmlDeviceGetTotalEnergyConsumption(self._board))
 
     def _sample(self, t: float) -> Sample:
         if self.kind == "jetson":
@@ -195,7 +197,7 @@ class RegionMonitor:
             return Sample(t, mhz, _jetson.gpu_temperature_c(self.root), load, [],
                           _jetson.board_power_w(self.root, self._rail_files) if self._rail_files else None)
         from .telemetry import throttle_reason_names
-        p, h = self._pynvml, self._handle
+        p, h = self._pynvml, self._board
         mask = self._ask("throttle", lambda: p.nvmlDeviceGetCurrentClocksEventReasons(h))
         return Sample(t, self._ask("sm_clock", lambda: p.nvmlDeviceGetClockInfo(h, p.NVML_CLOCK_SM)),
                       self._ask("temperature", lambda: p.nvmlDeviceGetTemperature(h, p.NVML_TEMPERATURE_GPU)),
@@ -279,6 +281,10 @@ class RegionMonitor:
         span_ms = (self._t1 - self._t0) * 1e3 if self._t0 is not None and self._t1 is not None else 0.0
         if self.kind == "cuda":
             e0, e1 = self._energy
+            if e0 is not None and e1 is not None and self._mig:
+                return None, (f"none: a MIG slice: NVML's energy counter is the board's, which every instance shares "
+                              f"(the board used {(e1 - e0) / 1e3:.4g} J over the {span_ms:.1f} ms region: this "
+                              f"slice's calls, other instances' work and the board's idle power)")
             if e0 is not None and e1 is not None:
                 if e1 > e0:
                     return (e1 - e0) / 1e3, "nvml total energy counter"
@@ -317,6 +323,10 @@ class RegionMonitor:
                    "matched_by": self.matched_by, "notes": list(self.notes)}
             if energy is not None:
                 out["energy_note"] = "the timed loop, including the timer's work between calls"
+            if self._mig:
+                e0, e1 = self._energy
+                out["board_energy_j"] = (e1 - e0) / 1e3 if e0 is not None and e1 is not None and e1 > e0 else None
+                out["mig"] = _nvml.MIG_READINGS
             if self.kind == "cpu":
                 out.update(cpu_mhz_start=self._cpu_mhz[0], cpu_mhz_stop=self._cpu_mhz[1], cpu_wait_fraction=self._waited())
             return out

@@ -111,11 +111,14 @@ def _describe(pynvml, uuid, pci_bus_id, index, root) -> dict:
         h, matched = _nvml.find_handle(pynvml, uuid, pci_bus_id, index)
     except Exception as e:
         return {"available": False, "reason": str(e) if isinstance(e, LookupError) else _nvml.error_text(e)}
+    board, is_mig = _nvml.board_handle(pynvml, h)
     out = {"available": True, "matched_by": matched}
+    if is_mig:
+        out["mig"] = _nvml.MIG_READINGS
     run_queries({"name": lambda: _nvml.as_str(pynvml.nvmlDeviceGetName(h)),
                  "uuid": lambda: _nvml.as_str(pynvml.nvmlDeviceGetUUID(h)),
                  "driver": lambda: _nvml.as_str(pynvml.nvmlSystemGetDriverVersion())}, out)
-    run_queries(nvml_queries(pynvml, h), out)
+    run_queries(nvml_queries(pynvml, board), out)
     try:
         procs = _nvml.running_processes(pynvml, h)
         count, named, note = _nvml.other_gpu_processes(procs, _nvml.own_pid(), root)

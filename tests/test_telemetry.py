@@ -445,3 +445,87 @@ def test_the_fake_pynvml_names_and_types_what_nvidia_ml_py_does():
     for mask in (0x2, 0x200 | 0x4):  # one name a bit, aliases or not, and the same under both modules
         assert telemetry.throttle_reason_names(mask, fake) == telemetry.throttle_reason_names(mask, real)
     assert telemetry.throttle_reason_names(0x2, real) == ["ApplicationsClocksSetting"]
+
+
+# --- a MIG slice ----------------------------------------------------------------------------------------
+
+MIG_UUID = "MIG-0b8e9a3c-8f2e-5b1a-9f0e-1c2d3e4f5a6b"
+
+
+def mig_slice(profile="1g.10gb", sms=16, gib=9.75):
+    """An H100's MIG instance as CUDA shows it: the slice's name, SMs and memory; its UUID is the instance's (CUDA
+    Driver API, cuDeviceGetUuid: "If the device is in MIG mode, returns its MIG UUID"), which torch prints bare."""
+    return SIMULATED["h100_sxm"].replace(cuda_name=f"NVIDIA H100 80GB HBM3 MIG {profile}", sm_count=sms,
+                                         memory_bytes=int(gib * 2**30), uuid=MIG_UUID)
+
+
+def test_a_mig_slice_reads_its_instance_and_its_board(monkeypatch, tmp_path):
+    """On a MIG slice, torch's bare UUID is the instance's. Before: it was looked up as "GPU-<uuid>", found nothing,
+    and the PCI bus id gave the board, whose process list (all instances, and refused to a user without
+    privileges) was the slice's "other GPU processes". Now the instance's handle is found by its MIG UUID; its own
+    processes are the ones that share its SMs, and the board's handle gives the clocks, power limit and
+    temperature, which nvml.h documents for no MIG handle."""
+    board = SIMULATED["h100_sxm"]
+    install_device(monkeypatch, "h100_sxm", tmp_path, device=mig_slice(), processes={MIG_UUID: []})
+    info = detect(root=tmp_path)
+    assert info.uuid == MIG_UUID
+    s = telemetry.snapshot(info.kind, busy_interval_s=0, info=info)
+    nv = s["nvml"]
+    assert nv["matched_by"] == f"UUID {MIG_UUID}" and nv["name"] == "NVIDIA H100 80GB HBM3 MIG 1g.10gb"
+    assert nv["sm_clock_mhz"] and nv["power_limit_w"] and nv["temperature_c"] == board.temperature_c
+    assert nv["gpu_util_pct"] is None  # not on a MIG-enabled GPU (nvml.h): said in "unsupported", not guessed
+    assert "board" in nv["mig"] and nv["other_process_count"] == 0 and s["contention"] == []
+
+
+def test_on_a_mig_slice_only_its_own_instance_processes_are_contention(monkeypatch, tmp_path):
+    other = "MIG-11111111-2222-3333-4444-555555555555"
+    neighbour = mig_slice("3g.40gb", 60, 39.4).replace(uuid=other)
+    me = os.getpid()
+    for mine, contended in (([(me, 2**30)], False), ([(me, 2**30), (4242, 2**30)], True)):
+        monkeypatch.undo()
+        gpus = [SIMULATED["h100_sxm"]]
+        use_nvml(monkeypatch, make_fake_pynvml(gpus, mig={0: [mig_slice(), neighbour]},
+                                               processes={MIG_UUID: mine, other: [(5151, 2**34)]}))
+        install_fake_cuda(monkeypatch, [mig_slice()])
+        info = detect(root=tmp_path)
+        s = telemetry.snapshot(info.kind, busy_interval_s=0, info=info)
+        assert s["nvml"]["other_process_count"] == int(contended)  # 5151 on the 3g.40gb shares none of its SMs
+        assert s["contention"] == (["other GPU processes: 1 (4242)"] if contended else [])
+
+
+def test_a_mig_slice_region_samples_the_boards_clocks_and_claims_no_energy(monkeypatch, tmp_path):
+    """The energy counter is the board's, which every instance shares: divided by this slice's calls it charged
+    them the other instances' work and the whole board's idle power. Now the region samples the board's clocks
+    and clocks-event reasons (a throttle there slows the slice) and says what the board used, per call nothing."""
+    clock = ManualClock()
+    gpus = [SIMULATED["h100_sxm"]]
+    top = int(gpus[0].gpu_clock_mhz or FAKE_SM_CLOCK_MHZ)
+    use_nvml(monkeypatch, make_fake_pynvml(gpus, mig={0: [mig_slice()]}, clock=clock,
+                                           clock_drop=ClockDrop(after_s=0.5, to_mhz=top * 0.7)))
+    install_fake_cuda(monkeypatch, [mig_slice()])
+    region = RegionMonitor(detect(root=tmp_path), interval_s=60)
+    region.start()
+    clock.t = 1.0
+    region.stop()
+    r = region.result(100)
+    assert r["matched_by"] == f"UUID {MIG_UUID}" and r["sm_clock_mhz_max"] == top
+    assert "throttled during the timed region: HwSlowdown" in r["flags"]
+    assert r["energy_j"] is None and r["energy_per_call_j"] is None and "MIG" in r["energy_source"]
+    assert r["board_energy_j"] == pytest.approx(gpus[0].power_w * 1.0, abs=1e-3)
+
+
+def test_a_mig_instance_is_found_whichever_prefix_detection_gave_its_uuid(monkeypatch):
+    """A slice whose CUDA name lacks its profile is spelt "GPU-<its MIG UUID>" by detection: the lookup tries the
+    other prefix before the PCI bus id (which gives the board, and with it every instance's processes)."""
+    from roofline_kernels.nvml import board_handle, find_handle
+    fake = make_fake_pynvml([SIMULATED["h100_sxm"]], mig={0: [mig_slice()]})
+    fake.nvmlInit()
+    bare = MIG_UUID.split("-", 1)[1]
+    for spelt in (MIG_UUID, f"GPU-{bare}", bare):
+        h, how = find_handle(fake, spelt, SIMULATED["h100_sxm"].pci_bus_id)
+        assert how == f"UUID {MIG_UUID}" and board_handle(fake, h)[1]
+    board, how = find_handle(fake, None, SIMULATED["h100_sxm"].pci_bus_id)
+    assert how.startswith("PCI bus id") and board_handle(fake, board) == (board, False)
+    with pytest.raises(fake.NVMLError_NotSupported):  # the instance's handle has no clock of its own (see the fake)
+        fake.nvmlDeviceGetClockInfo(h, fake.NVML_CLOCK_SM)
+    fake.nvmlShutdown()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from roofline.hardware import mig_profile
+
 from .cuda import install_fake_cuda
 from .cuda_rules import install_cuda_rules
 from .devices import SIMULATED, FakeDevice
@@ -20,12 +22,15 @@ def install_device(mp, key: str, root: Path, *, docker: bool = False, mode: str 
     docker: the device tree is masked (a container); mode: the Jetson's current power mode (default: the
     board's default); cuda=False: torch without CUDA (a CPU wheel on a Jetson); nvpmodel=False: no
     ``nvpmodel`` on PATH; sudo=False: ``sudo -n`` refuses (no passwordless sudo); nvml_options go to
-    ``make_fake_pynvml``."""
+    ``make_fake_pynvml``. A MIG slice (``device`` named "... MIG 1g.10gb") is an instance of ``key``'s board."""
     dev = device or SIMULATED[key]
     if cuda:
         install_fake_cuda(mp, [dev])
         install_cuda_rules(mp, dev.capability)  # what CUDA refuses, refused here (tests/fakes/cuda_rules.py)
-    fake = make_fake_pynvml([dev], **nvml_options)
+    if mig_profile(dev.cuda_name):  # CUDA sees the slice; NVML, its board in MIG mode with the slice an instance of it
+        fake = make_fake_pynvml([SIMULATED[key]], mig={0: [dev]}, **nvml_options)
+    else:
+        fake = make_fake_pynvml([dev], **nvml_options)
     mp.setitem(sys.modules, "pynvml", fake)
     if dev.is_jetson:
         make_jetson_tree(root, dev.key, mode=mode, docker=docker)

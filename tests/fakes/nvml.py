@@ -10,6 +10,24 @@ the moment the module is made: the total-energy counter advances at each GPU's s
 
 A Jetson Orin's GPU is not an NVML device (``nvmlDeviceGetHandleByUUID`` answers Not Found there:
 NVIDIA/nvbandwidth#55); only the driver version is answered for it.
+
+MIG (``mig``: a GPU's instances). nvml.h is cited from NVIDIA/go-nvml ``pkg/nvml/nvml.h`` at 2f9e261fe40a (API 13;
+the 12.9 and 11.x headers say the same):
+- ``nvmlDeviceGetHandleByUUID`` takes a GPU's or a MIG instance's UUID and returns a device or MIG device handle
+  (L4699-4721); by index and by PCI bus id there are only GPUs ("A compute device is a single GPU", and the bus-id
+  call documents "the target GPU" alone, L4746-4779), so a MIG-enabled board's bus id gives the board.
+- ``nvmlDeviceIsMigDeviceHandle`` (L13359-13378), ``nvmlDeviceGetDeviceHandleFromMigDeviceHandle`` (L13468-13483),
+  ``nvmlDeviceGetGpuInstanceId`` (L13381-13399); name and UUID of a MIG handle are the instance's (L4790, L5191).
+- Utilization: "On MIG-enabled GPUs, querying device utilization rates is not currently supported" (L7096; Not
+  Supported on an A100 in MIG mode, XuehaiPan/nvitop#5), on the board's handle and the instances' alike.
+- Running processes: an instance's handle lists its own; the board's handle "returns aggregate information, only if
+  the caller has appropriate privileges" (L7399-7404): ``mig_privileged`` False (the default: a user of one slice)
+  answers No Permission there, as gpustat reports it ("lack of permission on the root GPU", wookayin/gpustat#102).
+- Clocks, clocks-event reasons, power, energy, power limit and temperature document no MIG handle at all ("usable
+  with some restrictions", L13359-13378, names none); they are the board's (one SM clock for every instance:
+  NVIDIA/dcgm-exporter#50; whole-GPU power per instance: NVIDIA/dcgm-exporter#257). On an instance's handle this
+  fake answers Not Supported, stricter than any driver may be: code that reads them from the board's handle (the
+  documented way) works on either answer, and code that relies on the undocumented one fails here.
 """
 from __future__ import annotations
 
@@ -56,6 +74,16 @@ class _Gpu:
     mem_clock_mhz: float
     power_limit_w: float
     processes: list = field(default_factory=list)  # [(pid, used bytes)]
+    instances: list = field(default_factory=list)  # its MIG instances (_Mig), when MIG is enabled
+
+
+@dataclass
+class _Mig:
+    """A MIG device handle: one compute instance of a board (``parent``), GPU instance ``gi``."""
+    dev: FakeDevice
+    parent: _Gpu
+    gi: int
+    processes: list = field(default_factory=list)
 
 
 class NVMLError(Exception):
@@ -96,13 +124,16 @@ def _pci_tuple(text: str) -> tuple[int, int, int]:
 def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons=(),
                      clock_drop: ClockDrop | None = None, processes: dict | None = None, driver: str | None = None,
                      init_error: int | None = None, clock=time.monotonic,
-                     energy_start_mj: int = 123_456_789, app_clock_mhz: float | None = None) -> types.ModuleType:
+                     energy_start_mj: int = 123_456_789, app_clock_mhz: float | None = None,
+                     mig: dict | None = None, mig_privileged: bool = False) -> types.ModuleType:
     """A ``pynvml`` module for ``gpus`` (NVML's own order, i.e. the whole machine, not CUDA_VISIBLE_DEVICES).
 
     unsupported: names of functions that raise Not Supported (e.g. "nvmlDeviceGetTotalEnergyConsumption");
     throttle_reasons: clocks-event reason names set from the start; processes: {gpu index: [(pid, bytes)]};
     init_error: an NVML_ERROR_* code nvmlInit raises (no library, no driver); app_clock_mhz: SM applications clocks a
-    user set (``nvidia-smi -ac``); the default applications clock is the SM clock's max."""
+    user set (``nvidia-smi -ac``); the default applications clock is the SM clock's max; mig: {gpu index: [its MIG
+    instances as FakeDevices]} (the board runs in MIG mode; ``processes`` takes an instance's UUID as a key too);
+    mig_privileged: the caller may list every instance's processes on the board's handle."""
     m = types.ModuleType("pynvml")
     m.__file__ = "<fake pynvml>"
     Err = m.NVMLError = NVMLError
@@ -124,6 +155,9 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
     has_jetson = any(d.is_jetson for d in gpus)
     table = [_Gpu(d, d.gpu_clock_mhz or FAKE_SM_CLOCK_MHZ, FAKE_MEM_CLOCK_MHZ, d.power_w * FAKE_POWER_LIMIT_FACTOR,
                   list((processes or {}).get(i, ()))) for i, d in enumerate(gpus) if not d.is_jetson]
+    for i, devs in (mig or {}).items():
+        g = table[i]
+        g.instances = [_Mig(d, g, gi, list((processes or {}).get(d.uuid, ()))) for gi, d in enumerate(devs, start=1)]
     base_mask = sum(CLOCK_EVENT_REASONS[r] for r in throttle_reasons)
     if app_clock_mhz is not None:
         # nvmlDeviceSetApplicationsClocks takes only clocks the board supports (NVML API reference: "See
@@ -164,7 +198,16 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
         return clock_drop is not None and clock() - t0 >= clock_drop.after_s
 
     def handle(h) -> _Gpu:
+        """A board's handle: an instance's is refused where nvml.h documents no MIG handle (see the docstring)."""
+        if isinstance(h, _Mig):
+            raise Err(NVML_ERROR_NOT_SUPPORTED)
         if not isinstance(h, _Gpu):
+            raise Err(NVML_ERROR_INVALID_ARGUMENT)
+        return h
+
+    def any_handle(h):
+        """A board's or an instance's handle (the calls nvml.h documents for both)."""
+        if not isinstance(h, (_Gpu, _Mig)):
             raise Err(NVML_ERROR_INVALID_ARGUMENT)
         return h
 
@@ -187,7 +230,26 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
         for g in table:
             if g.dev.uuid == uuid:
                 return g
+            for inst in g.instances:
+                if inst.dev.uuid == uuid:
+                    return inst
         raise Err(NVML_ERROR_NOT_FOUND)
+
+    @api
+    def nvmlDeviceIsMigDeviceHandle(h):
+        return int(isinstance(any_handle(h), _Mig))
+
+    @api
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(h):
+        if not isinstance(any_handle(h), _Mig):
+            raise Err(NVML_ERROR_INVALID_ARGUMENT)
+        return h.parent
+
+    @api
+    def nvmlDeviceGetGpuInstanceId(h):
+        if not isinstance(any_handle(h), _Mig):
+            raise Err(NVML_ERROR_INVALID_ARGUMENT)
+        return h.gi
 
     @api
     def nvmlDeviceGetHandleByPciBusId(bus_id):
@@ -198,11 +260,11 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
 
     @api
     def nvmlDeviceGetName(h):
-        return handle(h).dev.cuda_name
+        return any_handle(h).dev.cuda_name
 
     @api
     def nvmlDeviceGetUUID(h):
-        return handle(h).dev.uuid
+        return any_handle(h).dev.uuid
 
     @api
     def nvmlDeviceGetPciInfo(h):
@@ -258,7 +320,10 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
 
     @api
     def nvmlDeviceGetUtilizationRates(h):
-        return types.SimpleNamespace(gpu=handle(h).dev.utilization_pct, memory=handle(h).dev.utilization_pct // 2)
+        g = any_handle(h)
+        if isinstance(g, _Mig) or g.instances:  # not on MIG-enabled GPUs (nvml.h L7096)
+            raise Err(NVML_ERROR_NOT_SUPPORTED)
+        return types.SimpleNamespace(gpu=g.dev.utilization_pct, memory=g.dev.utilization_pct // 2)
 
     @api
     def nvmlDeviceGetCurrentClocksEventReasons(h):
@@ -268,10 +333,21 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
 
     m.nvmlDeviceGetCurrentClocksThrottleReasons = m.nvmlDeviceGetCurrentClocksEventReasons
 
+    def listed(processes, gi):
+        none = 0xFFFFFFFF  # nvmlProcessInfo_t: "gpuInstanceId is set to 0xFFFFFFFF otherwise" (nvml.h L316-319)
+        return [types.SimpleNamespace(pid=pid, usedGpuMemory=used, gpuInstanceId=none if gi is None else gi,
+                                      computeInstanceId=none if gi is None else 0) for pid, used in processes]
+
     @api
     def nvmlDeviceGetComputeRunningProcesses(h):
-        return [types.SimpleNamespace(pid=pid, usedGpuMemory=used, gpuInstanceId=0xFFFFFFFF,
-                                      computeInstanceId=0xFFFFFFFF) for pid, used in handle(h).processes]
+        g = any_handle(h)
+        if isinstance(g, _Mig):
+            return listed(g.processes, g.gi)
+        if not g.instances:
+            return listed(g.processes, None)
+        if not mig_privileged:  # the board's aggregate, "only if the caller has appropriate privileges"
+            raise Err(NVML_ERROR_NO_PERMISSION)
+        return [p for inst in g.instances for p in listed(inst.processes, inst.gi)]
 
     m.fake_state = state  # tests read init counts (every session must close)
     return m
