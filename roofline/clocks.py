@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from .hardware import MIG_PROFILE, Hardware, Spec, get_hardware, mig_profile
+from .hardware import MIG_PROFILE, Hardware, Spec, get_hardware, mig_parts, mig_profile, vgpu_type
 
 # board key -> mode name -> (mode id, GPU max MHz, active SMs or None, EMC max MHz or None)
 POWER_MODES: dict[str, dict[str, tuple]] = {
@@ -156,8 +156,11 @@ MIG_MEMORY_SLICES = 8  # A100, H100, H200, B200: 8 memory slices (7 compute); th
 
 def mig_board_gb(name: str, hw: Hardware) -> float | None:
     """The whole board's memory a MIG slice's fraction is of: the size its CUDA name states ("A100-SXM4-40GB") where
-    that is a plausible size of this entry's board (40-105% of it; a GH200's "480GB" counts its LPDDR too), else the
-    entry's."""
+    that is a plausible size of this entry's board (40-105% of it; a GH200's "480GB" counts its LPDDR too), a vGPU's
+    board by its type's code ("A100X": the 40GB HGX board), else the entry's."""
+    vgpu = vgpu_type(name)
+    if vgpu is not None:
+        return vgpu.board_gb
     m = MIG_PROFILE.search(name or "")
     stated = re.findall(r"(\d+)\s*GB\b", (name or "")[:m.start()] if m else "", re.IGNORECASE)
     entry = hw.memory.value if hw.memory else None
@@ -175,13 +178,14 @@ def mig_slice(hardware, name: str, sm_count: int | None) -> Hardware:
     instance's memory: the same fraction, and its own SMs as CUDA counts them. The memory fraction is the profile's
     GB over the board's (``mig_board_gb``), rounded to its memory slices."""
     hw = get_hardware(hardware)
-    m = MIG_PROFILE.search(name or "")
-    if m is None:
-        raise ValueError(f"{name!r} names no MIG profile (e.g. 'MIG 1g.10gb')")
+    parts = mig_parts(name)
+    if parts is None:
+        raise ValueError(f"{name!r} names no MIG profile (e.g. 'MIG 1g.10gb', or a MIG-backed vGPU 'H100XM-1-10C')")
     board_gb = mig_board_gb(name, hw)
     if not board_gb:
-        raise ValueError(f"{hw.key} has no memory size in the registry; cannot size the MIG slice {m.group(0)}")
-    slices = max(1, min(MIG_MEMORY_SLICES, round(MIG_MEMORY_SLICES * int(m.group(2)) / board_gb)))
+        raise ValueError(f"{hw.key} has no memory size in the registry; cannot size the MIG slice {mig_profile(name)}")
+    gb = parts[1]
+    slices = max(1, min(MIG_MEMORY_SLICES, round(MIG_MEMORY_SLICES * gb / board_gb)))
     sms = min(sm_count, hw.sm_count) if sm_count and hw.sm_count else None  # an override's entry may have fewer
     fraction = slices / MIG_MEMORY_SLICES
     sliced = scale_clocks(hw, active_sms=sms, memory_fraction=fraction,
@@ -189,7 +193,7 @@ def mig_slice(hardware, name: str, sm_count: int | None) -> Hardware:
                                 f"{MIG_MEMORY_SLICES} memory slices")
     note = f"{fraction:g} of the board's ({mig_profile(name)}: {slices} of {MIG_MEMORY_SLICES} memory slices)"
     return dataclasses.replace(
-        sliced, memory=Spec(float(m.group(2)), "the MIG profile's name", note, derived=True),
+        sliced, memory=Spec(float(gb), "the MIG profile's name", note, derived=True),
         l2_mb=hw.l2_mb * fraction if hw.l2_mb else hw.l2_mb)
 
 

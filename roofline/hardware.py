@@ -34,12 +34,72 @@ COUNT_FIELDS = ("sm_count", "l2_mb")
 # A MIG slice in a CUDA device name: "NVIDIA H100 80GB HBM3 MIG 1g.10gb", a compute instance "... MIG 1c.3g.40gb"
 MIG_PROFILE = re.compile(r"\bMIG\s+(?:\d+c\.)?(\d+)g\.(\d+)gb", re.IGNORECASE)
 
+# A vGPU in a guest VM is named by its vGPU type (the driver's name table, NVIDIA/open-gpu-kernel-modules
+# src/nvidia/generated/g_nv_name_released.h: "GRID A100X-1-5C", "NVIDIA H100XM-1-10C", "NVIDIA H100XM-20C"): the
+# board's code, the GPU instance's slices where the vGPU is MIG-backed, its frame buffer in GB and its series letter
+# (C compute, Q workstation, B desktop, A apps). NVIDIA AI Enterprise, "Virtual GPU Types for Supported GPUs": a
+# MIG-backed type's row names its "Corresponding GPU Instance Profile" ("H100XM-1-10C | 10 | 7 | 1 | 1 | MIG
+# 1g.10gb"); a time-sliced type has no slices, and "Each vGPU gets full access to all streaming multiprocessors (SMs)
+# and engines, but only for a specific time slice". Board code -> (registry key, the board's GB), from those tables'
+# headings; a board the registry lacks stands in by its nearest entry, and its GB says it is a variant.
+VGPU_BOARDS = {
+    "H100XM": ("h100_sxm", 80.0),  # H100 SXM5 80GB
+    "H100XL": ("h100_sxm", 94.0),  # H100 SXM5 94GB: a variant the registry lacks
+    "H100XS": ("h100_sxm", 64.0),  # H100 SXM5 64GB: a variant the registry lacks
+    "H100L": ("h100_nvl", 94.0),  # H100 PCIe 94GB (H100 NVL)
+    "H100": ("h100_pcie", 80.0),  # H100 PCIe 80GB
+    "H200X": ("h200", 141.0),  # H200 SXM5 141GB
+    "H200": ("h200", 141.0),  # H200 NVL: held to the SXM's entry, as its own CUDA name "NVIDIA H200 NVL" is
+    "A100DX": ("a100", 80.0),  # A100 HGX 80GB
+    "A100D": ("a100", 80.0),  # A100 PCIe 80GB
+    "A100X": ("a100", 40.0),  # A100 HGX 40GB: a variant (the registry's A100 is the 80GB SXM)
+    "A100": ("a100", 40.0),  # A100 PCIe 40GB: a variant
+    "B200X": ("b200", 180.0),  # B200 (the driver's table: "NVIDIA B200X-1-23C" on device 0x2901, "NVIDIA B200")
+}
+VGPU_TYPE = re.compile(r"\b(?:GRID|NVIDIA)\s+(" + "|".join(sorted(VGPU_BOARDS, key=len, reverse=True))
+                       + r")-(?:(\d)-)?(\d+)([CQBA])\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class VgpuType:
+    """A vGPU type a guest's device name carries (``VGPU_TYPE``)."""
+    name: str  # "H100XM-1-10C"
+    board: str  # the registry key that stands for its board
+    board_gb: float  # the board's memory (the frame buffer it is cut from)
+    slices: int | None  # GPU-instance slices of a MIG-backed type; None: time-sliced
+    framebuffer_gb: int
+
+    @property
+    def time_sliced(self) -> bool:
+        return self.slices is None
+
+
+def vgpu_type(name: str | None) -> VgpuType | None:
+    """The vGPU type in a CUDA device name ("NVIDIA H100XM-1-10C"); None for a GPU or a MIG slice on bare metal."""
+    m = VGPU_TYPE.search(name or "")
+    if not m:
+        return None
+    code = next(c for c in VGPU_BOARDS if c.upper() == m.group(1).upper())
+    key, board_gb = VGPU_BOARDS[code]
+    return VgpuType(m.group(0).split(None, 1)[1].upper(), key, board_gb, int(m.group(2)) if m.group(2) else None,
+                    int(m.group(3)))
+
+
+def mig_parts(name: str | None) -> tuple[int, int] | None:
+    """(GPU-instance slices, GB) of the MIG slice a name carries: "MIG 1g.10gb" on bare metal, or a MIG-backed vGPU
+    ("H100XM-1-10C": MIG 1g.10gb); None for a whole GPU or a time-sliced vGPU."""
+    m = MIG_PROFILE.search(name or "")
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    v = vgpu_type(name)
+    return (v.slices, v.framebuffer_gb) if v and v.slices else None
+
 
 def mig_profile(name: str | None) -> str | None:
     """The MIG GPU-instance profile (``1g.10gb``) a CUDA device name (or a sliced entry's key) carries; None for a
     whole GPU."""
-    m = MIG_PROFILE.search(name or "")
-    return f"{m.group(1)}g.{m.group(2)}gb" if m else None
+    parts = mig_parts(name)
+    return f"{parts[0]}g.{parts[1]}gb" if parts else None
 
 
 BYTES_PER_GB = 1e9  # GB is 1e9 bytes, as every byte figure in this package (predict, memory and plan use this one)

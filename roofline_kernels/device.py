@@ -26,6 +26,7 @@ from pathlib import Path
 
 from roofline import Hardware, Spec, get_hardware
 from roofline.clocks import mig_profile
+from roofline.hardware import vgpu_type
 from roofline.cpu_ceiling import cpu_ceilings
 
 from . import jetson as _jetson
@@ -226,6 +227,9 @@ def history_dir(info: DeviceInfo) -> str:
             parts.append(f"{math.ceil(variant)}gb")  # a board shows a little under its nominal size
         if mig_profile(info.name):  # a MIG slice is gated against its own profile's runs
             parts.append(f"mig-{mig_profile(info.name)}")
+        vgpu = vgpu_type(info.name)
+        if vgpu is not None and vgpu.time_sliced:  # shares the board in time with VMs it cannot see: a trend apart
+            parts.append(f"vgpu-{vgpu.name}")
     if info.power_mode and info.power_mode.get("mode"):
         parts.append(str(info.power_mode["mode"]))
     if info.kind == "cpu":  # torch's threads, as the calibration's fingerprint: OMP_NUM_THREADS=1 is another trend

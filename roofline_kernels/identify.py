@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from roofline import REGISTRY, get_hardware
 from roofline.clocks import POWER_MODES, find_power_mode, mig_board_gb, mig_profile
+from roofline.hardware import vgpu_type
 
 # (pattern in the CUDA device name, registry key): first match wins, so specific names come first.
 # Names as CUDA reports them: "NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H200",
@@ -48,6 +49,9 @@ class Identified:
 
 
 def hardware_key_from_cuda_name(name: str) -> str | None:
+    vgpu = vgpu_type(name)  # a guest's vGPU: its type's board code names the board ("H100-1-10C" is an H100 PCIe)
+    if vgpu is not None:
+        return vgpu.board
     for pattern, key in CUDA_NAME_RULES:
         if re.search(pattern, name, re.IGNORECASE):
             return key
@@ -85,6 +89,18 @@ def identify_cuda(name: str, sm_count: int | None = None, memory_bytes: int | No
         return Identified(None, [f"CUDA device name {name!r} matches no registry entry"])
     found = Identified(key, [f"CUDA device name {name!r}"])
     hw = REGISTRY[key]
+    vgpu = vgpu_type(name)
+    if vgpu is not None and vgpu.time_sliced:  # every SM, in turn: SMs and the frame buffer do not name the board
+        found.evidence.append(
+            f"a time-sliced vGPU ({vgpu.name}) of {key}: every SM and the board's bandwidth, but only in the time "
+            f"slices the host's vGPU scheduler gives it beside other VMs' vGPUs, which this guest cannot see (NVIDIA "
+            f"vGPU: best effort by default), and {vgpu.framebuffer_gb} GB of the board's frame buffer")
+        variant = memory_variant(key, name, memory_bytes)
+        if variant:
+            found.evidence.append(_variant(found.key, variant, "GB board"))
+        return found
+    if vgpu is not None:
+        found.evidence.append(f"a MIG-backed vGPU ({vgpu.name}): a GPU instance of its own, MIG {mig_profile(name)}")
     if mig_profile(name):  # its SMs and memory are the slice's: they name the board no better than its name does
         sms = f"{sm_count} of {hw.sm_count} SMs and " if sm_count else ""
         found.evidence.append(f"a MIG slice ({mig_profile(name)}) of {key}: its roofs are the slice's share ({sms}its "
@@ -116,7 +132,7 @@ def memory_variant(key: str, name: str, memory_bytes: int | None) -> float | Non
     entry = REGISTRY.get(key)
     if entry is None or entry.memory is None:
         return None
-    seen = mig_board_gb(name, entry) if mig_profile(name) else _gib(memory_bytes)
+    seen = mig_board_gb(name, entry) if mig_profile(name) or vgpu_type(name) else _gib(memory_bytes)
     if not seen or VARIANT_MEMORY_LOW * entry.memory.value <= seen <= MEMORY_SLACK * entry.memory.value:
         return None
     return seen

@@ -392,3 +392,58 @@ def test_an_arm_host_reads_its_features_and_gets_arm_ceilings(tmp_path):
     # a ceiling must bound: A64FX's two 512-bit SVE pipes (64 FP32 FLOP/cycle), an SME outer-product unit
     assert flops_per_cycle(frozenset({"asimd", "sve"}))["fp32"][0] >= 64
     assert flops_per_cycle(frozenset({"asimd", "sve", "sme"}))["fp32"][0] >= 512
+
+
+@pytest.mark.parametrize("name, sms, gib, key, slices, board_gb", [
+    ("NVIDIA H100XM-1-10C", 16, 9.75, "h100_sxm", 1, 80),     # MIG-backed: MIG 1g.10gb of an H100 SXM5 80GB
+    ("NVIDIA H100XM-3-40C", 60, 39.4, "h100_sxm", 4, 80),     # MIG 3g.40gb: 4 of 8 memory slices
+    ("NVIDIA H100-1-10C", 14, 9.75, "h100_pcie", 1, 80),      # "H100" is the PCIe board, not the SXM
+    ("NVIDIA H100L-3-47C", 60, 46.0, "h100_nvl", 4, 94),      # "H100L": the H100 NVL
+    ("GRID A100X-2-10C", 28, 9.75, "a100", 2, 40),            # "A100X": the 40GB HGX board: 10 of 40 GB is 2 slices
+    ("NVIDIA H200X-1-18C", 16, 17.5, "h200", 1, 141)])
+def test_a_mig_backed_vgpu_is_held_to_its_slice(tmp_path, monkeypatch, name, sms, gib, key, slices, board_gb):
+    """A guest VM names its vGPU by its type (the driver's name table, NVIDIA/open-gpu-kernel-modules
+    g_nv_name_released.h: "NVIDIA H100XM-1-10C", "GRID A100X-1-5C"); a type with a slice count is MIG-backed ("Slices
+    per vGPU", "Corresponding GPU Instance Profile": MIG 1g.10gb). Before: "H100XM-1-10C" was an H100 SXM held to the
+    whole board's roofs (132 SMs, 3350 GB/s) with a "10 GiB variant" note, so a healthy slice read an eighth of its
+    roof; "H100-1-10C" (a PCIe board) was taken for an SXM; "A100X-2-10C" was sized against 80 GB (1 slice, not 2)."""
+    from roofline import get_hardware
+    from roofline_kernels.device import history_dir
+    from roofline_kernels.measure import hardware_for
+    dev = SIMULATED[key].replace(cuda_name=name, sm_count=sms, memory_bytes=int(gib * 2**30))
+    install_device(monkeypatch, key, tmp_path, device=dev)
+    info = detect(root=tmp_path)
+    profile = name.split("-", 1)[1].rsplit("C", 1)[0].split("-")
+    assert info.hardware_key == key, info.detected_by
+    assert f"a MIG-backed vGPU ({name.split()[1]})" in info.detected_by
+    hw, board = hardware_for(info), get_hardware(key)
+    assert hw.bandwidth.value == pytest.approx(board.bandwidth.value * slices / 8)
+    assert hw.peaks["bf16"].value == pytest.approx(board.peaks["bf16"].value * sms / board.sm_count)
+    assert hw.memory.value == float(profile[1])
+    assert history_dir(info).endswith(f"mig-{profile[0]}g.{profile[1]}gb")
+    assert ("a variant the registry lacks" in info.detected_by) == (board_gb != board.memory.value)
+
+
+def test_a_time_sliced_vgpu_is_its_whole_board_shared_in_time(tmp_path, monkeypatch):
+    """"NVIDIA H100XM-20C": no slice count, so time-sliced (NVIDIA: "Each vGPU gets full access to all streaming
+    multiprocessors (SMs) ... but only for a specific time slice"), 20 GB of the board's frame buffer. Before: its 20
+    GiB read as "a variant the registry lacks" (bandwidth perhaps lower: wrong, it is the board's), and its runs,
+    slowed by other VMs it cannot see, were gated against the bare board's history. Now the record says what it is,
+    the roofs are the board's, and its history is its own."""
+    from roofline import get_hardware
+    from roofline_kernels.device import history_dir
+    from roofline_kernels.measure import hardware_for
+    dev = SIMULATED["h100_sxm"].replace(cuda_name="NVIDIA H100XM-20C", memory_bytes=20 * 2**30)
+    install_device(monkeypatch, "h100_sxm", tmp_path, device=dev)
+    info = detect(root=tmp_path)
+    assert info.hardware_key == "h100_sxm" and "a time-sliced vGPU (H100XM-20C) of h100_sxm" in info.detected_by
+    assert "variant" not in info.detected_by and "other VMs" in info.detected_by
+    assert hardware_for(info).bandwidth.value == get_hardware("h100_sxm").bandwidth.value
+    assert history_dir(info) == "h100_sxm-vgpu-h100xm-20c"
+
+
+@pytest.mark.parametrize("name", ["NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3", "NVIDIA H100 NVL", "NVIDIA H200",
+                                  "NVIDIA H100 80GB HBM3 MIG 1g.10gb", "NVIDIA GB10", "NVIDIA B200"])
+def test_bare_metal_names_are_no_vgpu_type(name):
+    from roofline.hardware import vgpu_type
+    assert vgpu_type(name) is None

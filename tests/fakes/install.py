@@ -4,9 +4,10 @@ files under ``root`` and ``nvpmodel`` on PATH. Everything goes through ``mp`` (a
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
-from roofline.hardware import mig_profile
+from roofline.hardware import mig_profile, vgpu_type
 
 from .cuda import install_fake_cuda
 from .cuda_rules import install_cuda_rules
@@ -24,10 +25,15 @@ def install_device(mp, key: str, root: Path, *, docker: bool = False, mode: str 
     ``nvpmodel`` on PATH; sudo=False: ``sudo -n`` refuses (no passwordless sudo); nvml_options go to
     ``make_fake_pynvml``. A MIG slice (``device`` named "... MIG 1g.10gb") is an instance of ``key``'s board."""
     dev = device or SIMULATED[key]
+    bare_metal_slice = mig_profile(dev.cuda_name) and not vgpu_type(dev.cuda_name)
+    if bare_metal_slice and not dev.uuid.upper().startswith("MIG-"):  # the instance's own UUID, never its board's
+        dev = dev.replace(uuid=f"MIG-{uuid.uuid5(uuid.NAMESPACE_OID, dev.uuid + dev.cuda_name)}")
     if cuda:
         install_fake_cuda(mp, [dev])
         install_cuda_rules(mp, dev.capability)  # what CUDA refuses, refused here (tests/fakes/cuda_rules.py)
-    if mig_profile(dev.cuda_name):  # CUDA sees the slice; NVML, its board in MIG mode with the slice an instance of it
+    if bare_metal_slice:
+        # CUDA sees the slice; NVML, its board in MIG mode with the slice an instance of it (a guest's MIG-backed vGPU
+        # is the guest's one NVML device)
         fake = make_fake_pynvml([SIMULATED[key]], mig={0: [dev]}, **nvml_options)
     else:
         fake = make_fake_pynvml([dev], **nvml_options)
