@@ -12,8 +12,9 @@
    (nvml.h, NVIDIA/go-nvml pkg/nvml/nvml.h at 2f9e261fe40a, L4699-4721). Its processes are the instance's own; the
    board's handle lists every instance's, and only to a privileged caller (L7399-7404). Clocks, clocks-event
    reasons, power, energy, power limit and temperature are documented for no MIG handle and are the board's (one SM
-   clock for every instance: NVIDIA/dcgm-exporter#50): ``board_handle`` gives the board's handle for them
-   (``nvmlDeviceGetDeviceHandleFromMigDeviceHandle``, L13468-13483).
+   clock for every instance: NVIDIA/dcgm-exporter#50): ``open_target`` gives the board's handle for them
+   (``nvmlDeviceGetDeviceHandleFromMigDeviceHandle``, L13468-13483). Utilization "is not currently supported" on a
+   MIG-enabled GPU (L7096), and is not asked there.
 4. Every query degrades to None with the reason; nothing here raises past ``session``.
 """
 from __future__ import annotations
@@ -22,7 +23,10 @@ import os
 import re
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from roofline.hardware import mig_profile, vgpu_type
 
 
 @contextmanager
@@ -76,15 +80,21 @@ def _spellings(uuid: str) -> list[str]:
     return [first, ("GPU-" if prefix == "MIG-" else "MIG-") + rest]
 
 
+def _not_found(pynvml, e: Exception) -> bool:
+    return getattr(e, "value", None) == getattr(pynvml, "NVML_ERROR_NOT_FOUND", 6)
+
+
 def find_handle(pynvml, uuid: str | None = None, pci_bus_id: str | None = None, index: int = 0):
     """(handle, how it was matched) for the GPU torch measures (a MIG slice: its instance's handle); LookupError if it
-    is known but NVML lacks it."""
+    is known but NVML lacks it. The UUID's other prefix is tried only where NVML found no device by the first."""
     tried = []
     for spelt in _spellings(uuid) if uuid else []:
         try:
             return pynvml.nvmlDeviceGetHandleByUUID(spelt), f"UUID {spelt}"
         except Exception as e:
             tried.append(f"UUID {spelt} ({error_text(e)})")
+            if not _not_found(pynvml, e):
+                break
     if pci_bus_id:
         by_bus = getattr(pynvml, "nvmlDeviceGetHandleByPciBusId_v2", None) or pynvml.nvmlDeviceGetHandleByPciBusId
         try:
@@ -97,19 +107,49 @@ def find_handle(pynvml, uuid: str | None = None, pci_bus_id: str | None = None, 
             f"index {index}: no UUID or PCI bus id known, so under CUDA_VISIBLE_DEVICES this may be another GPU")
 
 
-def board_handle(pynvml, handle):
-    """(the handle of the board ``handle`` is on, whether ``handle`` is a MIG instance's). A pynvml without the MIG
-    calls, or a GPU that answers them Not Supported (before Ampere), is a whole board."""
-    try:
-        if pynvml.nvmlDeviceIsMigDeviceHandle(handle):
-            return pynvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle), True
-    except Exception:
-        pass
-    return handle, False
-
-
 MIG_READINGS = ("a MIG slice: clocks, clocks-event reasons, power, energy, power limit and temperature are its "
-                "board's, which every instance shares; processes are this instance's")
+                "board's, which every instance shares, and utilization is not supported on a MIG-enabled GPU (nvml.h); "
+                "processes are this instance's (a compute instance's siblings in its GPU instance, which share its "
+                "memory and L2, are not among them)")
+
+
+@dataclass
+class Target:
+    """The NVML handles of the GPU torch measures. ``handle``: its own (a MIG slice's instance), for its name, UUID and
+    processes; ``board``: the board's, for clocks, clocks-event reasons, power, energy, power limit and temperature
+    (None where NVML would not give it); ``mig``: a MIG slice, whose board is shared; ``processes``: whether
+    ``handle``'s process list is the slice's own."""
+    handle: object
+    board: object
+    matched_by: str
+    mig: bool = False
+    processes: bool = True
+    notes: list = field(default_factory=list)
+
+
+def open_target(pynvml, uuid: str | None = None, pci_bus_id: str | None = None, name: str | None = None,
+                index: int = 0) -> Target:
+    """``find_handle``, then the board of a MIG slice. A slice is known by its handle (``nvmlDeviceIsMigDeviceHandle``)
+    or by its CUDA name ("... MIG 1g.10gb" on bare metal): one whose lookup ended on its board (a torch that gave the
+    board's UUID, or the PCI bus id) is still a slice, and the board's process list (every instance's) is not its."""
+    handle, matched = find_handle(pynvml, uuid, pci_bus_id, index)
+    named = bool(mig_profile(name)) and vgpu_type(name) is None  # a guest's vGPU is its VM's own device
+    try:
+        is_mig = bool(pynvml.nvmlDeviceIsMigDeviceHandle(handle))
+    except Exception:  # a pynvml without MIG, or a GPU before Ampere (Not Supported): a whole board
+        is_mig = False
+    if not is_mig:
+        target = Target(handle, handle, matched, mig=named, processes=not named)
+        if named:
+            target.notes.append(f"matched the board ({matched}), not the MIG slice's own instance: its processes are "
+                                f"every instance's, not counted")
+        return target
+    try:
+        board = pynvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle)
+    except Exception as e:
+        return Target(handle, None, matched, mig=True,
+                      notes=[f"board readings: NVML gave no board for the MIG instance ({error_text(e)})"])
+    return Target(handle, board, matched, mig=True)
 
 
 def self_on_gpu() -> bool:

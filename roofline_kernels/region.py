@@ -162,9 +162,12 @@ class RegionMonitor:
         try:
             self._session = _nvml.session()
             self._pynvml = self._session.__enter__()
-            self._handle, self.matched_by = _nvml.find_handle(self._pynvml, getattr(self.info, "uuid", None),
-                                                              getattr(self.info, "pci_bus_id", None))
-            self._board, self._mig = _nvml.board_handle(self._pynvml, self._handle)
+            t = _nvml.open_target(self._pynvml, getattr(self.info, "uuid", None),
+                                  getattr(self.info, "pci_bus_id", None), getattr(self.info, "name", None))
+            self._handle, self._board, self._mig, self.matched_by = t.handle, t.board, t.mig, t.matched_by
+            self.notes += t.notes
+            if self._mig:  # not supported on a MIG-enabled GPU (nvml.h L7096): not asked, not noted each run
+                self._refused.add("utilization")
         except Exception as e:
             self._energy_why = (f"NVML: {e}" if isinstance(e, LookupError)
                                 else f"NVML unavailable ({_nvml.error_text(e)})")
@@ -176,8 +179,8 @@ class RegionMonitor:
         self._session = None
 
     def _ask(self, name, call):
-        """One NVML query; a query refused once is not asked again (keeps sampling cheap)."""
-        if self._handle is None or name in self._refused:
+        """One NVML query of the board's state; a query refused once is not asked again (keeps sampling cheap)."""
+        if self._board is None or name in self._refused:
             return None
         try:
             return call()
@@ -187,7 +190,7 @@ class RegionMonitor:
             return None
 
     def _energy_now(self):
-        if self.kind != "cuda" or self._handle is None:
+        if self.kind != "cuda" or self._board is None:
             return None
         return self._ask("energy", lambda: self._pynvml.nvmlDeviceGetTotalEnergyConsumption(self._board))
 
@@ -281,10 +284,11 @@ class RegionMonitor:
         span_ms = (self._t1 - self._t0) * 1e3 if self._t0 is not None and self._t1 is not None else 0.0
         if self.kind == "cuda":
             e0, e1 = self._energy
-            if e0 is not None and e1 is not None and self._mig:
-                return None, (f"none: a MIG slice: NVML's energy counter is the board's, which every instance shares "
-                              f"(the board used {(e1 - e0) / 1e3:.4g} J over the {span_ms:.1f} ms region: this "
-                              f"slice's calls, other instances' work and the board's idle power)")
+            if self._mig:
+                used = (f"the board used {(e1 - e0) / 1e3:.4g} J over the {span_ms:.1f} ms region: this slice's "
+                        f"calls, other instances' work and the board's idle power" if e0 is not None and e1 is not None
+                        else "no board reading either")
+                return None, f"none: a MIG slice: NVML's energy counter is the board's, which every instance shares ({used})"
             if e0 is not None and e1 is not None:
                 if e1 > e0:
                     return (e1 - e0) / 1e3, "nvml total energy counter"

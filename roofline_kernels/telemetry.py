@@ -94,31 +94,47 @@ def run_queries(queries: dict, out: dict, names=None) -> dict:
 
 
 def nvml_snapshot(index: int = 0, uuid: str | None = None, pci_bus_id: str | None = None,
-                  root: str | Path = "/") -> dict:
-    """The measured GPU's state (matched by UUID / PCI bus id; index ``index`` only when neither is known).
+                  root: str | Path = "/", name: str | None = None) -> dict:
+    """The measured GPU's state (matched by UUID / PCI bus id; index ``index`` only when neither is known; ``name``:
+    its CUDA name, which says whether it is a MIG slice).
 
     ``power_w`` is NVML's board power: a 1 s average on Ampere (except GA100) and newer (NVML docs), so
     it describes the last second, not a measurement; RegionMonitor uses the energy counter instead."""
     try:
         with _nvml.session() as pynvml:
-            return _describe(pynvml, uuid, pci_bus_id, index, root)
+            return _describe(pynvml, uuid, pci_bus_id, index, root, name)
     except Exception as e:  # no library, no driver, no GPU
         return {"available": False, "reason": f"NVML unavailable: {type(e).__name__}: {e}"}
 
 
-def _describe(pynvml, uuid, pci_bus_id, index, root) -> dict:
+MIG_UNASKED = ("gpu_util_pct", "mem_util_pct")  # "not currently supported" on a MIG-enabled GPU (nvml.h L7096)
+
+
+def _describe(pynvml, uuid, pci_bus_id, index, root, name=None) -> dict:
     try:
-        h, matched = _nvml.find_handle(pynvml, uuid, pci_bus_id, index)
+        t = _nvml.open_target(pynvml, uuid, pci_bus_id, name, index)
     except Exception as e:
         return {"available": False, "reason": str(e) if isinstance(e, LookupError) else _nvml.error_text(e)}
-    board, is_mig = _nvml.board_handle(pynvml, h)
-    out = {"available": True, "matched_by": matched}
-    if is_mig:
+    h = t.handle
+    out = {"available": True, "matched_by": t.matched_by}
+    if t.mig:
         out["mig"] = _nvml.MIG_READINGS
+    if t.notes:
+        out["notes"] = list(t.notes)
     run_queries({"name": lambda: _nvml.as_str(pynvml.nvmlDeviceGetName(h)),
                  "uuid": lambda: _nvml.as_str(pynvml.nvmlDeviceGetUUID(h)),
                  "driver": lambda: _nvml.as_str(pynvml.nvmlSystemGetDriverVersion())}, out)
-    run_queries(nvml_queries(pynvml, board), out)
+    queries = nvml_queries(pynvml, t.board)
+    if t.board is None:  # a MIG instance whose board NVML withheld: none of the board's state (t.notes says why)
+        out.update(dict.fromkeys(queries))
+        queries = {}
+    for key in MIG_UNASKED if t.mig else ():
+        queries.pop(key, None)
+        out[key] = None
+    run_queries(queries, out)
+    if not t.processes:
+        out.update(other_process_count=None, other_processes=None)
+        return out
     try:
         procs = _nvml.running_processes(pynvml, h)
         count, named, note = _nvml.other_gpu_processes(procs, _nvml.own_pid(), root)
@@ -133,33 +149,42 @@ def _describe(pynvml, uuid, pci_bus_id, index, root) -> dict:
 
 def own_cpus(root: str | Path = "/") -> set[int] | None:
     """The CPUs this process may run on (its affinity: a cpuset, ``taskset``, ``docker --cpuset-cpus``) on the real
-    host, where they are fewer than the host's; None (every CPU counts) where they are all of them, under a fake root,
-    or where the platform has no affinity."""
+    host; None under a fake root or where the platform has no affinity."""
     if str(root) != "/" or not hasattr(os, "sched_getaffinity"):
         return None
-    mine = set(os.sched_getaffinity(0))
-    return mine if len(mine) < (os.cpu_count() or 0) else None
+    return set(os.sched_getaffinity(0))
 
 
-def _proc_stat_times(root: Path, cpus: set[int] | None = None):
-    """(total, idle) jiffies over ``cpus`` (all CPUs: None), from /proc/stat; None if a CPU asked for is not there.
-    The first eight fields are the whole: guest and guest_nice are already inside user and nice (proc(5)), so summing
-    them counted a KVM host's guest time twice."""
-    lines = (read_text(root / "proc/stat") or "").splitlines()
-    want = {"cpu"} if cpus is None else {f"cpu{c}" for c in cpus}
-    total = idle = 0
-    seen = set()
-    for line in lines:
+def _stat(root: Path) -> dict[str, tuple[int, int]]:
+    """{"cpu": (total, idle), "cpu0": ..., ...} jiffies from one read of /proc/stat. The first eight fields are the
+    whole: guest and guest_nice are already inside user and nice (proc(5)), so summing them counted a KVM host's guest
+    time twice. Idle is idle + iowait."""
+    out = {}
+    for line in (read_text(root / "proc/stat") or "").splitlines():
         words = line.split()
-        if not words or words[0] not in want:
+        if not words or not words[0].startswith("cpu"):
             continue
-        vals = [int(x) for x in words[1:9]]
-        if len(vals) < 4:
-            return None
-        seen.add(words[0])
-        total += sum(vals)
-        idle += vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle and iowait
-    return (total, idle) if seen == want else None
+        try:
+            vals = [int(x) for x in words[1:9]]
+        except ValueError:
+            continue
+        if len(vals) >= 4:
+            out[words[0]] = (sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0))
+    return out
+
+
+def _own_jiffies(root: Path) -> int | None:
+    """This process's CPU time (utime + stime, every thread) in /proc/stat's jiffies (proc(5), /proc/[pid]/stat fields
+    14-15); None where it cannot be read (a fake root has no /proc/self)."""
+    text = read_text(root / "proc/self/stat") or ""
+    fields = text[text.rfind(")") + 1:].split()  # after "pid (comm)": the comm may hold spaces
+    try:
+        return int(fields[11]) + int(fields[12])
+    except (IndexError, ValueError):
+        return None
+
+
+MIN_BUSY_TICKS = 20  # the busy look spans at least this many jiffies of the CPUs it reads (one tick of 20 is 5%)
 
 
 def cpu_busy_fraction(root: str | Path = "/", interval_s: float = 0.1, cpus: set[int] | None = None) -> float | None:
@@ -167,20 +192,35 @@ def cpu_busy_fraction(root: str | Path = "/", interval_s: float = 0.1, cpus: set
     return busy_fractions(root, interval_s, cpus)[0]
 
 
-def busy_fractions(root: str | Path = "/", interval_s: float = 0.1,
-                   cpus: set[int] | None = None) -> tuple[float | None, float | None]:
-    """(busy share over ``cpus``, over the whole host) from the same two reads of /proc/stat, ``interval_s`` apart.
-    ``cpus``: the CPUs this process may run on. The host-wide figure alone diluted load on a pinned process's own
-    few CPUs below the flag (a pod pinned to 2 of 64 CPUs, both taken by others, read 3% busy); it is kept beside, for
-    load elsewhere still shares the memory and the last-level cache."""
+def busy_fractions(root: str | Path = "/", interval_s: float = 0.1, cpus: set[int] | None = None
+                   ) -> tuple[float | None, float | None, str | None]:
+    """(others' busy share of ``cpus``, of the whole host, why ``cpus`` were not read) over ``interval_s``, from one
+    read of /proc/stat before and one after. ``cpus``: the CPUs this process may run on. The host-wide figure alone
+    diluted load on a pinned process's own few CPUs below the flag (a pod pinned to 2 of 64 CPUs, both taken by
+    others, read 3% busy); it is kept beside, for load elsewhere still shares the memory and the last-level cache.
+    This process's own CPU time over the interval (torch's threads still spinning after the warmup) is not others'
+    and is taken out. A look over a few CPUs is stretched to ``MIN_BUSY_TICKS`` jiffies of them (at 100 Hz, 50 ms of
+    one CPU is 5 ticks, and 2 of them crossed the flag)."""
     root = Path(root)
-    a = _proc_stat_times(root, cpus), _proc_stat_times(root)
+    names = [f"cpu{c}" for c in sorted(cpus)] if cpus else []
+    first, own0 = _stat(root), _own_jiffies(root)
+    missing = [n for n in names if n not in first]
+    why = f"CPU {missing[0][3:]} of this process's is not in /proc/stat" if missing else None
+    if names and not missing:
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        interval_s = max(interval_s, MIN_BUSY_TICKS / (tick * len(names)))
     time.sleep(interval_s)
-    b = _proc_stat_times(root, cpus), _proc_stat_times(root)
+    second, own1 = _stat(root), _own_jiffies(root)
+    mine = own1 - own0 if own0 is not None and own1 is not None else 0
 
-    def share(x, y):
-        return None if x is None or y is None or y[0] == x[0] else 1 - (y[1] - x[1]) / (y[0] - x[0])
-    return share(a[0], b[0]), share(a[1], b[1])
+    def share(over):
+        if not over or any(n not in first or n not in second for n in over):
+            return None
+        total = sum(second[n][0] - first[n][0] for n in over)
+        idle = sum(second[n][1] - first[n][1] for n in over)
+        return None if total <= 0 else min(1.0, max(0.0, (total - idle - mine) / total))
+    host = share(["cpu"])
+    return (share(names) if names and not missing else host), host, why
 
 
 def _cpus_word(cpu_list: str) -> str:
@@ -210,19 +250,20 @@ def cpu_freqs_mhz(root: str | Path = "/") -> list[float]:
 
 
 def cpu_snapshot(root: str | Path = "/", busy_interval_s: float = 0.1, cpus: set[int] | None = None) -> dict:
-    """``cpus``: the CPUs to read the busy share over (default: this process's affinity on the real host)."""
+    """``cpus``: the CPUs to read the busy share over (default: this process's affinity on the real host; where that
+    is every CPU /proc/stat lists, the host's line)."""
     root = Path(root)
     governors = {g for cpu in sorted((root / "sys/devices/system/cpu").glob("cpu[0-9]*"))
                  if (g := read_text(cpu / "cpufreq/scaling_governor"))}
     load = (read_text(root / "proc/loadavg") or "").split()
     cpus = own_cpus(root) if cpus is None else set(cpus)
-    busy, host = busy_fractions(root, busy_interval_s, cpus) if busy_interval_s else (None, None)
-    if busy is None and cpus is not None:  # a /proc/stat without those CPUs' lines: the whole host's share
-        busy, cpus = host, None
+    if cpus is not None and {f"cpu{c}" for c in cpus} >= {n for n in _stat(root) if n != "cpu"}:
+        cpus = None  # all of them: the host's line, as before
+    busy, host, why = busy_fractions(root, busy_interval_s, cpus) if busy_interval_s else (None, None, None)
     out = {"available": True, "freq_mhz": cpu_freqs_mhz(root) or None, "governor": sorted(governors) or None,
-           "loadavg_1m": float(load[0]) if load else None,
-           "busy_fraction": busy, "busy_cpus": _cpu_list(cpus) if cpus is not None else "all"}
-    if cpus is not None:
+           "loadavg_1m": float(load[0]) if load else None, "busy_fraction": busy,
+           "busy_cpus": _cpu_list(cpus) if cpus is not None and not why else f"all ({why})" if why else "all"}
+    if cpus is not None and not why:
         out["host_busy_fraction"] = host
     return out
 
@@ -239,6 +280,7 @@ def snapshot(kind: str = "cpu", root: str | Path = "/", busy_interval_s: float =
     snap = {"cpu": cpu_snapshot(root, busy_interval_s)}
     if kind == "cuda":
         snap["nvml"] = nvml_snapshot(uuid=getattr(info, "uuid", None), pci_bus_id=getattr(info, "pci_bus_id", None),
+                                     name=getattr(info, "name", None),
                                      root=root)
     if kind == "jetson":
         snap["jetson"] = jetson_snapshot(root)
@@ -260,13 +302,14 @@ def contention(snap: dict) -> list[str]:
         if bad:
             flags.append(f"GPU clocks throttled: {', '.join(bad)}")
     cpu = snap.get("cpu") or {}
-    busy, host, on = cpu.get("busy_fraction"), cpu.get("host_busy_fraction"), cpu.get("busy_cpus")
+    busy, host, on = cpu.get("busy_fraction"), cpu.get("host_busy_fraction"), cpu.get("busy_cpus") or "all"
+    pinned = host is not None and not on.startswith("all")
     if busy is not None and busy > BUSY_CPU_FRACTION:
-        where = f" on {_cpus_word(on)} {on} (this process's)" if on and on != "all" else ""
-        flags.append(f"busy CPU: {busy:.0%} of CPU time{where} used by others before the measurement")
-    elif host is not None and host > BUSY_CPU_FRACTION:  # the host's other CPUs: they share its memory and cache
-        flags.append(f"busy CPU: {host:.0%} of the host's CPU time used by others before the measurement (not on "
-                     f"this process's {_cpus_word(on)} {on}, but sharing the memory and cache)")
+        flags.append(f"busy CPU: others used {busy:.0%} of this process's {_cpus_word(on)} {on} before the measurement"
+                     if pinned else f"busy CPU: {busy:.0%} of CPU time used by others before the measurement")
+    elif pinned and host > BUSY_CPU_FRACTION:  # the host's other CPUs: they share its memory and cache
+        flags.append(f"busy CPU: others used {host:.0%} of the host's CPU time before the measurement (this "
+                     f"process's {_cpus_word(on)} {on} below the flag), sharing its memory and cache")
     js = snap.get("jetson") or {}
     if js.get("available") and js.get("gpu_cur_mhz") and js.get("gpu_max_mhz") and \
             js["gpu_cur_mhz"] < 0.9 * js["gpu_max_mhz"] and (js.get("gpu_load_pct") or 0) > 50:

@@ -375,22 +375,63 @@ def test_load_on_a_pinned_process_cpus_is_not_diluted_by_the_host(monkeypatch, t
     s = telemetry.cpu_snapshot(tmp_path, busy_interval_s=0.1, cpus={4, 5})
     assert s["busy_fraction"] == 1.0 and s["busy_cpus"] == "4-5" and s["host_busy_fraction"] == pytest.approx(2 / 64)
     assert telemetry.contention({"cpu": s}) == \
-        ["busy CPU: 100% of CPU time on CPUs 4-5 (this process's) used by others before the measurement"]
+        ["busy CPU: others used 100% of this process's CPUs 4-5 before the measurement"]
     # its own CPUs quiet, the host's others busy: still flagged (they share the memory and the cache), and said so
     later = {c: ((0, 100) if c in (4, 5) else (100, 0)) for c in range(64)}
     _moving_stat(monkeypatch, tmp_path, _stat(idle), _stat(later))
     s = telemetry.cpu_snapshot(tmp_path, busy_interval_s=0.1, cpus={4, 5})
     assert s["busy_fraction"] == 0.0 and s["host_busy_fraction"] == pytest.approx(62 / 64)
     assert telemetry.contention({"cpu": s}) == \
-        ["busy CPU: 97% of the host's CPU time used by others before the measurement (not on this process's CPUs "
-         "4-5, but sharing the memory and cache)"]
+        ["busy CPU: others used 97% of the host's CPU time before the measurement (this process's CPUs 4-5 below the "
+         "flag), sharing its memory and cache"]
 
 
-def test_a_stat_without_the_pinned_cpus_lines_reads_the_whole_host(monkeypatch, tmp_path):
-    before, after = "cpu  0 0 0 0 0 0 0 0 0 0\n", "cpu  30 0 0 70 0 0 0 0 0 0\n"
+def test_a_stat_without_a_pinned_cpus_line_reads_the_whole_host_and_says_why(monkeypatch, tmp_path):
+    before, after = _stat({0: (0, 0), 1: (0, 0)}), _stat({0: (30, 70), 1: (30, 70)})
     _moving_stat(monkeypatch, tmp_path, before, after)
-    s = telemetry.cpu_snapshot(tmp_path, busy_interval_s=0.1, cpus={4, 5})
-    assert s["busy_fraction"] == pytest.approx(0.3) and s["busy_cpus"] == "all" and "host_busy_fraction" not in s
+    s = telemetry.cpu_snapshot(tmp_path, busy_interval_s=0.1, cpus={1, 12})
+    assert s["busy_fraction"] == pytest.approx(0.3) and "host_busy_fraction" not in s
+    assert s["busy_cpus"] == "all (CPU 12 of this process's is not in /proc/stat)"
+    assert telemetry.contention({"cpu": s}) == ["busy CPU: 30% of CPU time used by others before the measurement"]
+
+
+def test_affinity_over_every_listed_cpu_reads_the_hosts_line(monkeypatch, tmp_path):
+    """Pinned or not is read from /proc/stat's own CPU lines, not os.cpu_count() (which PYTHON_CPU_COUNT moves)."""
+    _moving_stat(monkeypatch, tmp_path, _stat({0: (0, 0), 1: (0, 0)}), _stat({0: (100, 0), 1: (0, 100)}))
+    s = telemetry.cpu_snapshot(tmp_path, busy_interval_s=0.1, cpus={0, 1})
+    assert s["busy_cpus"] == "all" and s["busy_fraction"] == pytest.approx(0.5) and "host_busy_fraction" not in s
+
+
+def test_this_process_own_cpu_time_is_not_others(monkeypatch, tmp_path):
+    """torch's threads spinning on after a warmup are this process's, not contention. Before: a process pinned to one
+    CPU read its own spin as "100% used by others"."""
+    _moving_stat(monkeypatch, tmp_path, _stat({0: (0, 0), 1: (0, 0)}), _stat({0: (100, 0), 1: (0, 100)}))
+    write(tmp_path, "proc/self/stat", "4242 (python3 x) S " + " ".join(["0"] * 10) + " 500 100 0 0\n")
+    real_sleep = telemetry.time.sleep
+
+    def sleep(s):  # the interval: others' nothing, this process 100 jiffies (80 user, 20 system) on CPU 0
+        real_sleep(0)
+        write(tmp_path, "proc/stat", _stat({0: (100, 0), 1: (0, 100)}))
+        write(tmp_path, "proc/self/stat", "4242 (python3 x) S " + " ".join(["0"] * 10) + " 580 120 0 0\n")
+    monkeypatch.setattr(telemetry.time, "sleep", sleep)
+    write(tmp_path, "proc/stat", _stat({0: (0, 0), 1: (0, 0)}))
+    s = telemetry.cpu_snapshot(tmp_path, busy_interval_s=0.1, cpus={0})
+    assert s["busy_fraction"] == 0.0 and s["host_busy_fraction"] == 0.0 and telemetry.contention({"cpu": s}) == []
+
+
+def test_a_look_over_few_cpus_is_stretched_to_enough_ticks(monkeypatch, tmp_path):
+    """At 100 Hz, 50 ms of one CPU is 5 jiffies, and two of them (40%) crossed the 25% flag."""
+    slept = []
+    _moving_stat(monkeypatch, tmp_path, _stat({0: (0, 0), 1: (0, 0)}), _stat({0: (1, 19), 1: (0, 20)}))
+    monkeypatch.setattr(telemetry.time, "sleep", lambda s: (slept.append(s), write(
+        tmp_path, "proc/stat", _stat({0: (1, 19), 1: (0, 20)}))))
+    monkeypatch.setattr(os, "sysconf", lambda name: 100)
+    telemetry.cpu_snapshot(tmp_path, busy_interval_s=0.05, cpus={0})
+    assert slept == [pytest.approx(telemetry.MIN_BUSY_TICKS / 100)]
+    slept.clear()
+    write(tmp_path, "proc/stat", _stat({0: (0, 0), 1: (0, 0)}))
+    telemetry.cpu_snapshot(tmp_path, busy_interval_s=0.05)  # the host's line: as it was
+    assert slept == [0.05]
 
 
 def test_a_vm_host_guest_time_is_not_counted_twice(monkeypatch, tmp_path):
@@ -400,15 +441,12 @@ def test_a_vm_host_guest_time_is_not_counted_twice(monkeypatch, tmp_path):
     assert telemetry.cpu_busy_fraction(tmp_path, 0.1) == pytest.approx(0.5)
 
 
-def test_own_cpus_is_the_affinity_only_where_it_is_a_subset(monkeypatch, tmp_path):
+def test_own_cpus_is_the_affinity_on_the_real_host_only(monkeypatch, tmp_path):
     if not hasattr(os, "sched_getaffinity"):
         pytest.skip("no sched_getaffinity on this platform: every CPU counts, which the other tests cover")
-    monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5})
     assert telemetry.own_cpus("/") == {4, 5}
     assert telemetry.own_cpus(tmp_path) is None  # a fake tree's CPUs are not this process's
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
-    assert telemetry.own_cpus("/") is None  # all of them: the host's line, as before
 
 
 def test_cpu_snapshot_of_an_empty_tree_degrades(tmp_path):
@@ -517,15 +555,63 @@ def test_a_mig_slice_region_samples_the_boards_clocks_and_claims_no_energy(monke
 def test_a_mig_instance_is_found_whichever_prefix_detection_gave_its_uuid(monkeypatch):
     """A slice whose CUDA name lacks its profile is spelt "GPU-<its MIG UUID>" by detection: the lookup tries the
     other prefix before the PCI bus id (which gives the board, and with it every instance's processes)."""
-    from roofline_kernels.nvml import board_handle, find_handle
+    from roofline_kernels.nvml import find_handle, open_target
     fake = make_fake_pynvml([SIMULATED["h100_sxm"]], mig={0: [mig_slice()]})
     fake.nvmlInit()
-    bare = MIG_UUID.split("-", 1)[1]
+    bare, bus = MIG_UUID.split("-", 1)[1], SIMULATED["h100_sxm"].pci_bus_id
     for spelt in (MIG_UUID, f"GPU-{bare}", bare):
-        h, how = find_handle(fake, spelt, SIMULATED["h100_sxm"].pci_bus_id)
-        assert how == f"UUID {MIG_UUID}" and board_handle(fake, h)[1]
-    board, how = find_handle(fake, None, SIMULATED["h100_sxm"].pci_bus_id)
-    assert how.startswith("PCI bus id") and board_handle(fake, board) == (board, False)
+        t = open_target(fake, spelt, bus, "NVIDIA H100 80GB HBM3")
+        assert t.matched_by == f"UUID {MIG_UUID}" and t.mig and t.board is not t.handle and t.processes
+    board = open_target(fake, None, bus, "NVIDIA H100 80GB HBM3")
+    assert board.matched_by.startswith("PCI bus id") and not board.mig and board.board is board.handle
     with pytest.raises(fake.NVMLError_NotSupported):  # the instance's handle has no clock of its own (see the fake)
-        fake.nvmlDeviceGetClockInfo(h, fake.NVML_CLOCK_SM)
+        fake.nvmlDeviceGetClockInfo(t.handle, fake.NVML_CLOCK_SM)
+    # a plain GPU not found: the other prefix is tried after Not Found only, and said
+    with pytest.raises(LookupError, match=r"UUID GPU-dead\S* \(NVMLError_NotFound.*UUID MIG-dead"):
+        find_handle(fake, "GPU-dead0000-0000-0000-0000-000000000000")
     fake.nvmlShutdown()
+
+
+def test_a_slice_whose_lookup_ends_on_its_board_is_still_a_slice(monkeypatch, tmp_path):
+    """A MIG-named device whose UUID NVML does not know (found by its PCI bus id: the board). Before the name counted,
+    it was a whole board: per-call energy from the board's counter, and the board's process list (every instance's)
+    as its contention. Now it stays a slice: no energy per call, its processes unknown, and the record says why."""
+    clock = ManualClock()
+    gpus = [SIMULATED["h100_sxm"]]
+    lost = mig_slice().replace(uuid="MIG-99999999-9999-9999-9999-999999999999")  # not among the board's instances
+    use_nvml(monkeypatch, make_fake_pynvml(gpus, mig={0: [mig_slice()]}, clock=clock, mig_privileged=True,
+                                           processes={MIG_UUID: [(5151, 2**30)]}))
+    install_fake_cuda(monkeypatch, [lost])
+    info = detect(root=tmp_path)
+    s = telemetry.snapshot(info.kind, busy_interval_s=0, info=info)
+    nv = s["nvml"]
+    assert nv["matched_by"].startswith("PCI bus id") and "not the MIG slice's own instance" in nv["notes"][0]
+    assert nv["other_process_count"] is None and s["contention"] == [] and nv["sm_clock_mhz"]
+    region = RegionMonitor(info, interval_s=60)
+    region.start()
+    clock.t = 1.0
+    region.stop()
+    r = region.result(100)
+    assert r["energy_per_call_j"] is None and "a MIG slice" in r["energy_source"]
+
+
+def test_a_mig_instance_whose_board_nvml_withholds_reads_no_board_state(monkeypatch, tmp_path):
+    """``nvmlDeviceGetDeviceHandleFromMigDeviceHandle`` refused: the instance's handle is not asked in its stead (nvml.h
+    documents none of the board's readings there), and the record says why."""
+    clock = ManualClock()
+    fake = make_fake_pynvml([SIMULATED["h100_sxm"]], mig={0: [mig_slice()]}, clock=clock,
+                            unsupported={"nvmlDeviceGetDeviceHandleFromMigDeviceHandle"})
+    use_nvml(monkeypatch, fake)
+    install_fake_cuda(monkeypatch, [mig_slice()])
+    info = detect(root=tmp_path)
+    nv = telemetry.snapshot(info.kind, busy_interval_s=0, info=info)["nvml"]
+    assert nv["mig"] and "NVML gave no board" in nv["notes"][0] and "unsupported" not in nv
+    assert nv["sm_clock_mhz"] is None and nv["other_process_count"] == 0
+    region = RegionMonitor(info, interval_s=60)
+    region.start()
+    clock.t = 1.0
+    region.stop()
+    r = region.result(100)
+    assert r["energy_j"] is None and "no board reading either" in r["energy_source"]
+    assert any("NVML gave no board" in n for n in r["notes"])
+    assert not any(n.startswith(("sm_clock", "throttle", "temperature", "energy")) for n in r["notes"])  # not asked

@@ -155,6 +155,12 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
     has_jetson = any(d.is_jetson for d in gpus)
     table = [_Gpu(d, d.gpu_clock_mhz or FAKE_SM_CLOCK_MHZ, FAKE_MEM_CLOCK_MHZ, d.power_w * FAKE_POWER_LIMIT_FACTOR,
                   list((processes or {}).get(i, ()))) for i, d in enumerate(gpus) if not d.is_jetson]
+    uuids = [d.uuid for devs in (mig or {}).values() for d in devs]
+    if any(not u.upper().startswith("MIG-") for u in uuids) or len(set(uuids)) != len(uuids) or \
+            set(uuids) & {g.dev.uuid for g in table}:
+        # nvmlDeviceGetUUID on a MIG handle: "globally unique UUIDs which can be used to identify MIG devices across
+        # both GPU and MIG devices" (nvml.h L5191-5192), spelt "MIG-..." (NVML change log, R470)
+        raise ValueError(f"MIG instance UUIDs must be unique, start with MIG- and differ from every GPU's: {uuids}")
     for i, devs in (mig or {}).items():
         g = table[i]
         g.instances = [_Mig(d, g, gi, list((processes or {}).get(d.uuid, ()))) for gi, d in enumerate(devs, start=1)]
