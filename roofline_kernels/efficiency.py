@@ -748,6 +748,12 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
             p.spent += time.perf_counter() - t0
             return
         p.measured.add(shape)
+        if rotation_short(m):  # partly cached: no cold sample (``learn`` refuses one too), no neighbour, no re-run
+            skipped.setdefault(f"{p.label} {'x'.join(map(str, shape))}", SHORT_NO_SAMPLE)
+            p.dead.add(shape)
+            rows.append(_row(kernel, m, shape, p.runs.get(shape, 0) + 1))
+            p.spent += time.perf_counter() - t0
+            return
         p.runs[shape] = p.runs.get(shape, 0) + 1
         woken = []
         if p.runs[shape] == 1:
@@ -819,6 +825,9 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
                             "attention_prefill": list(ATTN_PREFILL)},
                       skipped=skipped, contention=contention, interleaved=[p.label for p in paths], drift=drift)
     return model, rows
+
+
+SHORT_NO_SAMPLE = "its cold rotation fell SHORT of its target (partly cached: no cold sample)"
 
 
 def _row(kernel, m, shape, run: int, **mark) -> dict:
@@ -937,6 +946,9 @@ def _measure_drift(paths, model: EfficiencyModel, rows: list, info, hw, skipped:
             kernel, m = _measure(p.label, p.kwargs, shape, info, hw, p.costs(shape))
         except (UnsupportedKernel, BudgetExceeded, ValueError, RuntimeError) as e:
             skipped.setdefault(f"{p.label} {'x'.join(map(str, shape))} again", str(e)[:160])
+            return None, None
+        if rotation_short(m):  # no cold sample: neither the model's nor the drift's
+            skipped.setdefault(f"{p.label} {'x'.join(map(str, shape))} again", SHORT_NO_SAMPLE)
             return None, None
         roof = "memory" if m.memory_roof_only else "full"
         model.add(kernel.op, kernel.precision, kernel.cost.shape, m.efficiency, roof)
@@ -1160,8 +1172,7 @@ def learn(cal, kernel, m, info) -> str | None:
            or ("an emulated kernel" if kernel.emulated else None)
            or (f"held to the {m.peaks} roof, the model to the calibrated one" if m.peaks != "calibrated" else None)
            or (f"measured under contention ({', '.join(m.contention)})" if m.contention else None)
-           or ("its cold rotation fell SHORT of its target (partly cached: no cold sample)"
-               if rotation_short(m) else None)
+           or (SHORT_NO_SAMPLE if rotation_short(m) else None)
            or ("a grouped_gemm: its expected time is read from the GEMM model at one expert's shape, which a grouped "
                "kernel does not sample" if kernel.op == "grouped_gemm" else None)
            or (f"a {kernel.op} (the model covers GEMV, GEMM and attention)" if op_class(kernel.op) is None

@@ -11,7 +11,7 @@ import pytest
 
 import roofline_kernels.efficiency as keff
 from roofline import Calibration, load_calibration
-from roofline.efficiency import EfficiencyModel, m_residuals, model_of
+from roofline.efficiency import EfficiencyModel, m_residuals, model_key, model_of
 from roofline.models import MODEL_CONFIGS
 
 
@@ -1231,3 +1231,29 @@ def test_a_twin_is_priced_by_its_whole_first_run_too():
         p = keff._Path("fp32", {"precision": "fp32"}, None, None, 0.0, None)
         p.costs, p.precision, p.twins = Priced(wall_s), "fp32", [twin]
         assert (p.next_shape(EfficiencyModel(), None, 2.0) == twin) is taken, wall_s
+
+
+def test_a_sweep_run_whose_cold_rotation_fell_short_is_no_sample(monkeypatch):
+    """Where memory kept a shape's cold rotation short of its span, its samples read partly from cache. ``learn``
+    already refused such a case, but the sweep added its own to the model, which then expected a colder run faster
+    than it is. Now the sweep says why it has no sample there, and its neighbours are planned without it."""
+    from roofline_kernels.measure import SHORT_MARK
+    calls, clean = [], fake_measure([])
+    short = (256, 4096, 4096)
+
+    def measure(label, kwargs, shape, *a, **k):
+        calls.append(shape)
+        kernel, m = clean(label, kwargs, shape, *a, **k)
+        m.cold_note = f"cold by rotation: 3 copies; {SHORT_MARK} (memory budget 12 MiB)" if shape == short else "cold"
+        return kernel, m
+    monkeypatch.setattr(keff, "_measure", measure)
+    monkeypatch.setattr(keff, "make_gemm", lambda *a, **k: SimpleNamespace(precision=k["precision"]))
+    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
+    monkeypatch.setattr(keff.telemetry, "snapshot", lambda *a, **k: {"contention": []})
+    info = SimpleNamespace(kind="cpu", torch_device="cpu", simulated=None)
+    shapes = [(1, 4096, 4096), short, (16, 4096, 4096)]
+    model, rows = keff.run_sweep(info, None, shapes=shapes, precisions=[("fp32", {"precision": "fp32"})], budget_s=1.0)
+    sampled = {tuple(int(s[a]) for a in "mnk") for s, _ in model.samples[model_key("gemm", "fp32")]}
+    assert short in calls and short not in sampled and {(16, 4096, 4096)} <= sampled
+    assert model.meta["skipped"]["fp32 256x4096x4096"] == keff.SHORT_NO_SAMPLE
+    assert [r["short"] for r in rows if tuple(r["shape"]) == short] == [True]
