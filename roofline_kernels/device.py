@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from roofline import Hardware, Spec, get_hardware
+from roofline import REGISTRY, Hardware, Spec, get_hardware
 from roofline.clocks import mig_profile
 from roofline.hardware import vgpu_type
 from roofline.cpu_ceiling import cpu_ceilings
@@ -205,6 +205,7 @@ class DeviceInfo:
     sysfs_root: str = "/"  # the root detection read; telemetry reads the same
     unavailable: str | None = None  # why measurement cannot run here (the suite skips with it)
     simulated: str | None = None  # the registry key a simulated run stands in for (tests/simulation.py)
+    detected_as: str | None = None  # under --hardware naming another entry: the key detection found (or the CUDA name)
 
     @property
     def torch_device(self) -> str:
@@ -219,10 +220,14 @@ class DeviceInfo:
 def history_dir(info: DeviceInfo) -> str:
     """The folder a device's timing history (pytest-benchmark's saved runs) lives in beside other devices': its
     registry key, a Jetson's power mode, a CPU's model and torch's threads. One folder per board family let an H100 PCIe
-    (2000 GB/s) be gated against an H100 SXM's last run (3350 GB/s), and a 15 W Orin against a MAXN one."""
-    parts = [info.hardware_key]
+    (2000 GB/s) be gated against an H100 SXM's last run (3350 GB/s), and a 15 W Orin against a MAXN one. Under
+    ``--hardware`` naming another entry, the board measured is said too (``h100_pcie-on-h100_sxm``): an H100 SXM held
+    to the PCIe entry's roofs shared the real PCIe boards' folder, and one held to the H200's read "h200-80gb"."""
+    parts = [info.hardware_key] + ([f"on-{info.detected_as}"] if info.detected_as else [])
     if info.kind == "cuda":
-        variant = memory_variant(info.hardware_key, info.name, info.memory_bytes)
+        # a variant of the board measured (a board no entry names is named whole by its CUDA name already)
+        variant = memory_variant(info.detected_as or info.hardware_key, info.name, info.memory_bytes) \
+            if info.detected_as is None or info.detected_as in REGISTRY else None
         if variant:  # an A100 40GB is not gated against the 80GB's runs, nor its slices against theirs
             parts.append(f"{math.ceil(variant)}gb")  # a board shows a little under its nominal size
         if mig_profile(info.name):  # a MIG slice is gated against its own profile's runs
@@ -278,9 +283,11 @@ def detect(override: str | None = None, root: str | os.PathLike = "/") -> Device
         # a device no entry named (a GPU or Jetson the registry lacks) is measurable against the entry the user names,
         # as its refusal says; a reason that is not about the registry (a Jetson's torch without CUDA) stands
         unnamed = info.kind != "cpu" and info.hardware_key == "cpu" and cuda is not None  # no entry: the only reason
+        found = info.name if unnamed else info.hardware_key
         info = dataclasses.replace(info, hardware_key=key, detected_by=f"--hardware {override} (detected: "
                                    f"{info.hardware_key}, {info.detected_by})",
-                                   unavailable=None if unnamed else info.unavailable)
+                                   unavailable=None if unnamed else info.unavailable,
+                                   detected_as=found if found != key else None)
     return info
 
 

@@ -447,3 +447,24 @@ def test_a_time_sliced_vgpu_is_its_whole_board_shared_in_time(tmp_path, monkeypa
 def test_bare_metal_names_are_no_vgpu_type(name):
     from roofline.hardware import vgpu_type
     assert vgpu_type(name) is None
+
+
+@pytest.mark.parametrize("override, folder", [("h100_pcie", "h100_pcie-on-h100_sxm"), ("h200", "h200-on-h100_sxm"),
+                                              ("h100_sxm", "h100_sxm")])
+def test_a_board_measured_under_another_entry_keeps_a_history_of_its_own(tmp_path, monkeypatch, override, folder):
+    """``--hardware h100_pcie`` on an H100 SXM: before, its runs went to the real PCIe boards' folder and were gated
+    against theirs (2000 against 3350 GB/s); under ``--hardware h200`` they read "h200-80gb", an H200 that is not.
+    The folder now names the entry and the board measured; naming the detected entry itself changes nothing."""
+    from roofline_kernels.device import history_dir
+    install_device(monkeypatch, "h100_sxm", tmp_path)
+    info = detect(override, root=tmp_path)
+    assert info.hardware_key == override and history_dir(info) == folder
+    assert info.detected_as == (None if override == "h100_sxm" else "h100_sxm")
+
+
+def test_a_board_no_entry_names_is_said_by_its_cuda_name_under_an_override(tmp_path, monkeypatch):
+    from roofline_kernels.device import history_dir
+    l40s = SIMULATED["h100_pcie"].replace(cuda_name="NVIDIA L40S", sm_count=142, memory_bytes=48 * 2**30)
+    install_device(monkeypatch, "h100_pcie", tmp_path, device=l40s)
+    info = detect("h100_pcie", root=tmp_path)
+    assert info.unavailable is None and history_dir(info) == "h100_pcie-on-nvidia-l40s"
