@@ -37,7 +37,7 @@ MIG_PROFILE = re.compile(r"\bMIG\s+(?:\d+c\.)?(\d+)g\.(\d+)gb", re.IGNORECASE)
 # A vGPU in a guest VM is named by its vGPU type (the driver's name table, NVIDIA/open-gpu-kernel-modules
 # src/nvidia/generated/g_nv_name_released.h: "GRID A100X-1-5C", "NVIDIA H100XM-1-10C", "NVIDIA H100XM-20C"): the
 # board's code, the GPU instance's slices where the vGPU is MIG-backed, its frame buffer in GB and its series letter
-# (C compute, Q workstation, B desktop, A apps). NVIDIA AI Enterprise, "Virtual GPU Types for Supported GPUs": a
+# (C compute; Q, B and A are graphics series, which these boards do not offer). NVIDIA AI Enterprise, "Virtual GPU Types for Supported GPUs": a
 # MIG-backed type's row names its "Corresponding GPU Instance Profile" ("H100XM-1-10C | 10 | 7 | 1 | 1 | MIG
 # 1g.10gb"); a time-sliced type has no slices, and "Each vGPU gets full access to all streaming multiprocessors (SMs)
 # and engines, but only for a specific time slice". Board code -> (registry key, the board's GB), from those tables'
@@ -57,7 +57,8 @@ VGPU_BOARDS = {
     "B200X": ("b200", 180.0),  # B200 (the driver's table: "NVIDIA B200X-1-23C" on device 0x2901, "NVIDIA B200")
 }
 VGPU_TYPE = re.compile(r"\b(?:GRID|NVIDIA)\s+(" + "|".join(sorted(VGPU_BOARDS, key=len, reverse=True))
-                       + r")-(?:(\d)-)?(\d+)([CQBA])\b", re.IGNORECASE)
+                       + r")-(?:([1-47])-)?(\d+)C(?:ME)?\b", re.IGNORECASE)  # C: these boards' vGPUs are compute
+# types; ME: a MIG-backed type with the media engines (MIG 1g.10gb+me); slices: the GPU-instance sizes 1, 2, 3, 4, 7
 
 
 @dataclass(frozen=True)

@@ -233,7 +233,7 @@ def history_dir(info: DeviceInfo) -> str:
         if mig_profile(info.name):  # a MIG slice is gated against its own profile's runs
             parts.append(f"mig-{mig_profile(info.name)}")
         vgpu = vgpu_type(info.name)
-        if vgpu is not None and vgpu.time_sliced:  # shares the board in time with VMs it cannot see: a trend apart
+        if vgpu is not None:  # through a hypervisor (a time-sliced one shares the board in time): a trend apart
             parts.append(f"vgpu-{vgpu.name}")
     if info.power_mode and info.power_mode.get("mode"):
         parts.append(str(info.power_mode["mode"]))
@@ -356,7 +356,8 @@ def _uuid(props) -> str | None:
     text = str(raw).strip() if raw is not None else ""
     if not text or re.match(r"(?i)^(GPU|MIG)-", text):
         return text or None
-    return f"{'MIG' if mig_profile(getattr(props, 'name', None)) else 'GPU'}-{text}"
+    name = getattr(props, "name", None)  # a guest's MIG-backed vGPU is its VM's own GPU to NVML: "GPU-..."
+    return f"{'MIG' if mig_profile(name) and vgpu_type(name) is None else 'GPU'}-{text}"
 
 
 def _pci_bus_id(props) -> str | None:

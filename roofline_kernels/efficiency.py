@@ -748,10 +748,11 @@ def run_sweep(info, hw, shapes=None, precisions=None, budget_s: float = DEFAULT_
             p.spent += time.perf_counter() - t0
             return
         p.measured.add(shape)
-        if rotation_short(m):  # partly cached: no cold sample (``learn`` refuses one too), no neighbour, no re-run
-            skipped.setdefault(f"{p.label} {'x'.join(map(str, shape))}", SHORT_NO_SAMPLE)
-            p.dead.add(shape)
-            rows.append(_row(kernel, m, shape, p.runs.get(shape, 0) + 1))
+        if rotation_short(m):  # partly cached: no cold sample (``learn`` refuses one too)
+            again = p.runs.get(shape, 0) > 0
+            skipped.setdefault(f"{p.label} {'x'.join(map(str, shape))}{' again' if again else ''}", SHORT_NO_SAMPLE)
+            if not again:  # no neighbour and no re-run; a shape with a sample keeps it, and its due re-runs
+                p.dead.add(shape)
             p.spent += time.perf_counter() - t0
             return
         p.runs[shape] = p.runs.get(shape, 0) + 1

@@ -22,8 +22,9 @@ BUSY_CPU_FRACTION = 0.25  # other processes using more than this share of the CP
 
 # Clocks-event reasons that are the board's own standing settings, not a disturbance of one measurement: its enforced
 # power limit (SwPowerCap: a dense GEMM on a data-centre board runs at it, every run alike; the limit itself is in the
-# calibration's fingerprint), clocks a user set (ApplicationsClocksSetting, alias UserDefinedClocks: ``-ac``, ``-lgc``)
-# and the display clock. Counted as contention, they kept every such case out of its history, so its regression
+# calibration's fingerprint), applications clocks a user set (ApplicationsClocksSetting, alias UserDefinedClocks: ``-ac``;
+# nvml.h documents the bit for applications clocks only, and NVML 13's header marks it "No longer used"; whether
+# ``-lgc`` raises it is documented nowhere) and the display clock. Counted as contention, they kept every such case out of its history, so its regression
 # check never ran. NVIDIA's validation suite fails a run on HW slowdown, SW and HW thermal slowdown and the power
 # brake alone (DCGM, nvvs/src/DcgmRecorder.cpp, DcgmRecorder::CheckForClocksEvent's ``failureMask``). Those, sync
 # boost (other GPUs' load sets it) and any reason not named here stay contention. The record keeps every reason.
@@ -149,10 +150,21 @@ def _describe(pynvml, uuid, pci_bus_id, index, root, name=None) -> dict:
 
 def own_cpus(root: str | Path = "/") -> set[int] | None:
     """The CPUs this process may run on (its affinity: a cpuset, ``taskset``, ``docker --cpuset-cpus``) on the real
-    host; None under a fake root or where the platform has no affinity."""
+    host: every thread's, together (OpenMP may bind torch's threads elsewhere than the main thread, OMP_PROC_BIND,
+    and their time is taken out of these CPUs' busy share); None under a fake root or without affinity."""
     if str(root) != "/" or not hasattr(os, "sched_getaffinity"):
         return None
-    return set(os.sched_getaffinity(0))
+    cpus = set(os.sched_getaffinity(0))
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except (OSError, ValueError):
+        return cpus
+    for tid in tids:
+        try:
+            cpus |= os.sched_getaffinity(tid)
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return cpus
 
 
 def _stat(root: Path) -> dict[str, tuple[int, int]]:

@@ -3,6 +3,8 @@ import dataclasses
 
 import pytest
 
+from roofline_kernels import telemetry
+
 from roofline_kernels.device import DeviceInfo, detect, host_cpu_hardware, read_cpu_info
 from roofline_kernels.identify import hardware_key_from_cuda_name, hardware_key_from_jetson, identify_cuda
 from tests.fakes.cuda import install_fake_cuda
@@ -400,7 +402,9 @@ def test_an_arm_host_reads_its_features_and_gets_arm_ceilings(tmp_path):
     ("NVIDIA H100-1-10C", 14, 9.75, "h100_pcie", 1, 80),      # "H100" is the PCIe board, not the SXM
     ("NVIDIA H100L-3-47C", 60, 46.0, "h100_nvl", 4, 94),      # "H100L": the H100 NVL
     ("GRID A100X-2-10C", 28, 9.75, "a100", 2, 40),            # "A100X": the 40GB HGX board: 10 of 40 GB is 2 slices
-    ("NVIDIA H200X-1-18C", 16, 17.5, "h200", 1, 141)])
+    ("NVIDIA H200X-1-18C", 16, 17.5, "h200", 1, 141),
+    ("NVIDIA H100-1-10CME", 14, 9.75, "h100_pcie", 1, 80),    # with the media engines (MIG 1g.10gb+me)
+    ("GRID A100-1-5CME", 14, 4.75, "a100", 1, 40)])
 def test_a_mig_backed_vgpu_is_held_to_its_slice(tmp_path, monkeypatch, name, sms, gib, key, slices, board_gb):
     """A guest VM names its vGPU by its type (the driver's name table, NVIDIA/open-gpu-kernel-modules
     g_nv_name_released.h: "NVIDIA H100XM-1-10C", "GRID A100X-1-5C"); a type with a slice count is MIG-backed ("Slices
@@ -415,12 +419,15 @@ def test_a_mig_backed_vgpu_is_held_to_its_slice(tmp_path, monkeypatch, name, sms
     info = detect(root=tmp_path)
     profile = name.split("-", 1)[1].rsplit("C", 1)[0].split("-")
     assert info.hardware_key == key, info.detected_by
+    # the guest's one NVML device, a GPU to it: "GPU-<uuid>", found by it (not by the other prefix, nor the bus id)
+    assert info.uuid.startswith("GPU-")
+    assert telemetry.snapshot(info.kind, busy_interval_s=0, info=info)["nvml"]["matched_by"] == f"UUID {info.uuid}"
     assert f"a MIG-backed vGPU ({name.split()[1]})" in info.detected_by
     hw, board = hardware_for(info), get_hardware(key)
     assert hw.bandwidth.value == pytest.approx(board.bandwidth.value * slices / 8)
     assert hw.peaks["bf16"].value == pytest.approx(board.peaks["bf16"].value * sms / board.sm_count)
     assert hw.memory.value == float(profile[1])
-    assert history_dir(info).endswith(f"mig-{profile[0]}g.{profile[1]}gb")
+    assert history_dir(info).endswith(f"mig-{profile[0]}g.{profile[1]}gb-vgpu-{name.split()[1].lower()}")
     assert ("a variant the registry lacks" in info.detected_by) == (board_gb != board.memory.value)
 
 
@@ -443,7 +450,11 @@ def test_a_time_sliced_vgpu_is_its_whole_board_shared_in_time(tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("name", ["NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3", "NVIDIA H100 NVL", "NVIDIA H200",
-                                  "NVIDIA H100 80GB HBM3 MIG 1g.10gb", "NVIDIA GB10", "NVIDIA B200"])
+                                  "NVIDIA H100 80GB HBM3 MIG 1g.10gb", "NVIDIA GB10", "NVIDIA B200",
+                                  "NVIDIA A100-PCIE-40GB", "NVIDIA A100-SXM4-80GB MIG 1g.10gb", "NVIDIA A100 80GB PCIe",
+                                  "NVIDIA H100 PCIe", "NVIDIA H800", "NVIDIA H200 NVL",
+                                  # not vGPU types of these boards: no such slice count, a graphics series
+                                  "NVIDIA H100XM-9-10C", "NVIDIA H100XM-0-10C", "NVIDIA H100XM-20Q"])
 def test_bare_metal_names_are_no_vgpu_type(name):
     from roofline.hardware import vgpu_type
     assert vgpu_type(name) is None

@@ -48,3 +48,30 @@ def test_the_pytest_options_it_passes_are_ones_the_suite_takes(tmp_path):
                           cwd=SCRIPT.parents[1], capture_output=True, text=True, timeout=300)
     assert proc.returncode in (0, 5), proc.stdout[-2000:] + proc.stderr[-2000:]
     assert len(_commands("roofline")) >= 4
+
+
+def _identity_snippet() -> str:
+    """The Python the script's identity step runs (``python3 -c "..."``)."""
+    m = re.search(r'step identity \d+ python3 -c "\n(.*?)\n"\n', SCRIPT.read_text(), re.S)
+    assert m, "the identity step is not a python3 -c block"
+    return m.group(1)
+
+
+def test_the_identity_step_runs_on_a_simulated_mig_slice(tmp_path, monkeypatch, capsys):
+    """The step exists to show, on the first real board, what nvml.py assumed: torch's bare UUID against NVML's, the
+    handle matched, MIG mode. Run here on a simulated H100 MIG 1g.10gb (fake CUDA and NVML), it prints each part."""
+    import json
+    from tests.fakes.devices import SIMULATED
+    from tests.fakes.install import install_device
+    slice_ = SIMULATED["h100_sxm"].replace(cuda_name="NVIDIA H100 80GB HBM3 MIG 1g.10gb", sm_count=16,
+                                           memory_bytes=int(9.75 * 2**30))
+    install_device(monkeypatch, "h100_sxm", tmp_path, device=slice_)
+    exec(compile(_identity_snippet(), ".ci/device-check identity", "exec"), {})
+    parts = {}
+    for line in capsys.readouterr().out.splitlines():
+        parts.update(json.loads(line))
+    assert parts["torch"]["name"].endswith("MIG 1g.10gb") and "-" in parts["torch"]["uuid"]
+    assert parts["detected"]["uuid"] == "MIG-" + parts["torch"]["uuid"] and parts["nvmlInit"] is None
+    assert parts["target"]["matched_by"] == f"UUID {parts['detected']['uuid']}" and parts["target"]["mig"]
+    assert parts["nvmlDeviceGetUUID"] == parts["detected"]["uuid"] and parts["nvmlDeviceIsMigDeviceHandle"] == 1
+    assert parts["snapshot"]["nvml"]["mig"]

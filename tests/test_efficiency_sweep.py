@@ -1256,4 +1256,33 @@ def test_a_sweep_run_whose_cold_rotation_fell_short_is_no_sample(monkeypatch):
     sampled = {tuple(int(s[a]) for a in "mnk") for s, _ in model.samples[model_key("gemm", "fp32")]}
     assert short in calls and short not in sampled and {(16, 4096, 4096)} <= sampled
     assert model.meta["skipped"]["fp32 256x4096x4096"] == keff.SHORT_NO_SAMPLE
-    assert [r["short"] for r in rows if tuple(r["shape"]) == short] == [True]
+    assert not [r for r in rows if tuple(r["shape"]) == short] and model.meta["measured"] == 2
+
+
+def test_a_short_rerun_of_a_sampled_shape_keeps_its_sample_and_is_said(monkeypatch):
+    """A full (planned) sweep runs its first shapes again at its end (the drift): where that re-run came back short,
+    it joins neither the model nor the drift, the shape keeps its first sample, and the skipped list says "again"."""
+    from roofline_kernels.measure import SHORT_MARK
+    calls, clean, seen = [], fake_measure([]), {}
+
+    def measure(label, kwargs, shape, *a, **k):
+        calls.append(shape)
+        seen[shape] = seen.get(shape, 0) + 1
+        kernel, m = clean(label, kwargs, shape, *a, **k)
+        short = shape == calls[0] and seen[shape] > 1  # the first shape measured, on every run after its first
+        m.cold_note = f"cold by rotation; {SHORT_MARK} (memory budget 12 MiB)" if short else "cold"
+        return kernel, m
+    monkeypatch.setattr(keff, "_measure", measure)
+    monkeypatch.setattr(keff, "make_gemm", lambda *a, **k: SimpleNamespace(precision=k["precision"]))
+    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
+    monkeypatch.setattr(keff.telemetry, "snapshot", lambda *a, **k: {"contention": []})
+    info = SimpleNamespace(kind="cpu", torch_device="cpu", simulated=None)
+    model, rows = keff.run_sweep(info, None, precisions=[("fp32", {"precision": "fp32"})], budget_s=1.0)
+    first = calls[0]
+    assert seen[first] > 1  # it was run again, and came back short
+    label = "x".join(map(str, first))
+    assert model.meta["skipped"][f"fp32 {label} again"] == keff.SHORT_NO_SAMPLE
+    assert [r["run"] for r in rows if tuple(r["shape"]) == first] == [1]
+    sampled = [s for s, _ in model.samples[model_key("gemm" if first[0] > 1 else "gemv", "fp32")]
+               if tuple(int(s[a]) for a in "mnk") == first]
+    assert len(sampled) == 1

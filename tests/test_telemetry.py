@@ -447,6 +447,12 @@ def test_own_cpus_is_the_affinity_on_the_real_host_only(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 5})
     assert telemetry.own_cpus("/") == {4, 5}
     assert telemetry.own_cpus(tmp_path) is None  # a fake tree's CPUs are not this process's
+    # an OpenMP thread bound elsewhere (OMP_PROC_BIND): its CPU is this process's too, and its time taken out there
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: ["100", "101"] if str(path) == "/proc/self/task" else
+                        real_listdir(path))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0: {4, 5}, 100: {4, 5}, 101: {9}}[pid])
+    assert telemetry.own_cpus("/") == {4, 5, 9}
 
 
 def test_cpu_snapshot_of_an_empty_tree_degrades(tmp_path):
