@@ -1233,6 +1233,16 @@ def test_a_twin_is_priced_by_its_whole_first_run_too():
         assert (p.next_shape(EfficiencyModel(), None, 2.0) == twin) is taken, wall_s
 
 
+def _fp32_sweep(monkeypatch, measure, shapes=None):
+    """An fp32 sweep of a 1 s budget on a CPU, every run from ``measure`` (the planning's costs made up)."""
+    monkeypatch.setattr(keff, "_measure", measure)
+    monkeypatch.setattr(keff, "make_gemm", lambda *a, **k: SimpleNamespace(precision=k["precision"]))
+    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
+    monkeypatch.setattr(keff.telemetry, "snapshot", lambda *a, **k: {"contention": []})
+    info = SimpleNamespace(kind="cpu", torch_device="cpu", simulated=None)
+    return keff.run_sweep(info, None, shapes=shapes, precisions=[("fp32", {"precision": "fp32"})], budget_s=1.0)
+
+
 def test_a_sweep_run_whose_cold_rotation_fell_short_is_no_sample(monkeypatch):
     """Where memory kept a shape's cold rotation short of its span, its samples read partly from cache. ``learn``
     already refused such a case, but the sweep added its own to the model, which then expected a colder run faster
@@ -1246,13 +1256,7 @@ def test_a_sweep_run_whose_cold_rotation_fell_short_is_no_sample(monkeypatch):
         kernel, m = clean(label, kwargs, shape, *a, **k)
         m.cold_note = f"cold by rotation: 3 copies; {SHORT_MARK} (memory budget 12 MiB)" if shape == short else "cold"
         return kernel, m
-    monkeypatch.setattr(keff, "_measure", measure)
-    monkeypatch.setattr(keff, "make_gemm", lambda *a, **k: SimpleNamespace(precision=k["precision"]))
-    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
-    monkeypatch.setattr(keff.telemetry, "snapshot", lambda *a, **k: {"contention": []})
-    info = SimpleNamespace(kind="cpu", torch_device="cpu", simulated=None)
-    shapes = [(1, 4096, 4096), short, (16, 4096, 4096)]
-    model, rows = keff.run_sweep(info, None, shapes=shapes, precisions=[("fp32", {"precision": "fp32"})], budget_s=1.0)
+    model, rows = _fp32_sweep(monkeypatch, measure, shapes=[(1, 4096, 4096), short, (16, 4096, 4096)])
     sampled = {tuple(int(s[a]) for a in "mnk") for s, _ in model.samples[model_key("gemm", "fp32")]}
     assert short in calls and short not in sampled and {(16, 4096, 4096)} <= sampled
     assert model.meta["skipped"]["fp32 256x4096x4096"] == keff.SHORT_NO_SAMPLE
@@ -1272,12 +1276,7 @@ def test_a_short_rerun_of_a_sampled_shape_keeps_its_sample_and_is_said(monkeypat
         short = shape == calls[0] and seen[shape] > 1  # the first shape measured, on every run after its first
         m.cold_note = f"cold by rotation; {SHORT_MARK} (memory budget 12 MiB)" if short else "cold"
         return kernel, m
-    monkeypatch.setattr(keff, "_measure", measure)
-    monkeypatch.setattr(keff, "make_gemm", lambda *a, **k: SimpleNamespace(precision=k["precision"]))
-    monkeypatch.setattr(keff, "_Costs", _FakeCosts)
-    monkeypatch.setattr(keff.telemetry, "snapshot", lambda *a, **k: {"contention": []})
-    info = SimpleNamespace(kind="cpu", torch_device="cpu", simulated=None)
-    model, rows = keff.run_sweep(info, None, precisions=[("fp32", {"precision": "fp32"})], budget_s=1.0)
+    model, rows = _fp32_sweep(monkeypatch, measure)
     first = calls[0]
     assert seen[first] > 1  # it was run again, and came back short
     label = "x".join(map(str, first))

@@ -578,6 +578,15 @@ def test_a_mig_instance_is_found_whichever_prefix_detection_gave_its_uuid(monkey
     fake.nvmlShutdown()
 
 
+def _one_second_region(info, clock, calls=100) -> dict:
+    """A timed region of one second on the fake NVML's ``clock``, its record."""
+    region = RegionMonitor(info, interval_s=60)
+    region.start()
+    clock.t += 1.0
+    region.stop()
+    return region.result(calls)
+
+
 def test_a_slice_whose_lookup_ends_on_its_board_is_still_a_slice(monkeypatch, tmp_path):
     """A MIG-named device whose UUID NVML does not know (found by its PCI bus id: the board). Before the name counted,
     it was a whole board: per-call energy from the board's counter, and the board's process list (every instance's)
@@ -593,11 +602,7 @@ def test_a_slice_whose_lookup_ends_on_its_board_is_still_a_slice(monkeypatch, tm
     nv = s["nvml"]
     assert nv["matched_by"].startswith("PCI bus id") and "not the MIG slice's own instance" in nv["notes"][0]
     assert nv["other_process_count"] is None and s["contention"] == [] and nv["sm_clock_mhz"]
-    region = RegionMonitor(info, interval_s=60)
-    region.start()
-    clock.t = 1.0
-    region.stop()
-    r = region.result(100)
+    r = _one_second_region(info, clock)
     assert r["energy_per_call_j"] is None and "a MIG slice" in r["energy_source"]
 
 
@@ -613,11 +618,7 @@ def test_a_mig_instance_whose_board_nvml_withholds_reads_no_board_state(monkeypa
     nv = telemetry.snapshot(info.kind, busy_interval_s=0, info=info)["nvml"]
     assert nv["mig"] and "NVML gave no board" in nv["notes"][0] and "unsupported" not in nv
     assert nv["sm_clock_mhz"] is None and nv["other_process_count"] == 0
-    region = RegionMonitor(info, interval_s=60)
-    region.start()
-    clock.t = 1.0
-    region.stop()
-    r = region.result(100)
+    r = _one_second_region(info, clock)
     assert r["energy_j"] is None and "no board reading either" in r["energy_source"]
     assert any("NVML gave no board" in n for n in r["notes"])
     assert not any(n.startswith(("sm_clock", "throttle", "temperature", "energy")) for n in r["notes"])  # not asked
