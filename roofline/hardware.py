@@ -96,6 +96,20 @@ def mig_parts(name: str | None) -> tuple[int, int] | None:
     return (v.slices, v.framebuffer_gb) if v and v.slices else None
 
 
+def shares_board(name: str | None) -> bool:
+    """Whether a device named so shares its board with tenants it cannot see, and with them the board's power limit:
+    a MIG GPU instance of under 7 slices, a compute instance smaller than its GPU instance ("MIG 1c.3g.40gb"), a vGPU
+    of fewer slices, or of less frame buffer, than its board."""
+    m = MIG_PROFILE.search(name or "")
+    if m:
+        ci = re.search(r"\bMIG\s+(\d+)c\.", name or "", re.IGNORECASE)
+        return int(m.group(1)) < 7 or (ci is not None and int(ci.group(1)) < int(m.group(1)))
+    v = vgpu_type(name)
+    if v is None:
+        return False
+    return v.slices < 7 if v.slices else v.framebuffer_gb < v.board_gb
+
+
 def mig_profile(name: str | None) -> str | None:
     """The MIG GPU-instance profile (``1g.10gb``) a CUDA device name (or a sliced entry's key) carries; None for a
     whole GPU."""

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from roofline.hardware import shares_board, vgpu_type
+
 from . import jetson as _jetson
 from . import nvml as _nvml
 from .cgroup import cpu_pressure_file, overrun, pressure_some_s, throttled, usable_cpus
@@ -289,6 +291,11 @@ class RegionMonitor:
                         f"calls, other instances' work and the board's idle power" if e0 is not None and e1 is not None
                         else "no board reading either")
                 return None, f"none: a MIG slice: NVML's energy counter is the board's, which every instance shares ({used})"
+            if e0 is not None and e1 is not None and vgpu_type(getattr(self.info, "name", None)) is not None:
+                # NVIDIA's vGPU guide lists no energy among a guest's metrics: a counter a guest reads is not shown to
+                # be its own, and a board shared with other VMs would charge their work to these calls
+                return None, (f"none: a vGPU: the energy counter a guest reads ({(e1 - e0) / 1e3:.4g} J over the "
+                              f"{span_ms:.1f} ms region) is not documented as its own, and may be the board's")
             if e0 is not None and e1 is not None:
                 if e1 > e0:
                     return (e1 - e0) / 1e3, "nvml total energy counter"
@@ -312,7 +319,8 @@ class RegionMonitor:
             loads = _span(s.load_pct for s in self.samples)
             quota_flags, quota_settings = self._quota_stops()
             pressure_flags, pressure_settings = self._pressure_notes()
-            held = settings_note({r for s in self.samples for r in s.throttle}, clocks)
+            held = settings_note({r for s in self.samples for r in s.throttle}, clocks,
+                                 shares_board(getattr(self.info, "name", None)))
             out = {"samples": len(self.samples),
                    "flags": region_flags(self.samples, clock_name) + quota_flags + pressure_flags,
                    "energy_j": energy, "energy_per_call_j": energy / calls if energy is not None and calls else None,

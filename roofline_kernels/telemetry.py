@@ -37,13 +37,19 @@ def disturbing(reasons) -> list[str]:
     return sorted(r for r in reasons if r not in CLOCK_SETTING_REASONS)
 
 
-def settings_note(reasons, clock_span=None) -> str | None:
-    """What held the clocks by the board's own settings (not contention), with the clocks seen; None if nothing."""
+def settings_note(reasons, clock_span=None, shared: bool = False) -> str | None:
+    """What held the clocks by the board's own settings (not contention), with the clocks seen; None if nothing.
+    ``shared``: the device shares its board (``roofline.hardware.shares_board``), whose power limit other tenants'
+    load may have reached: said, for this slice alone may not reach it (a run is kept as it was measured)."""
     held = sorted(r for r in reasons if r in CLOCK_SETTING_REASONS)
     if not held:
         return None
     seen = f" (SM {clock_span[0]:g}-{clock_span[1]:g} MHz)" if clock_span and None not in clock_span else ""
-    return f"clocks held by the board's settings: {', '.join(held)}{seen}; a standing condition, not contention"
+    note = f"clocks held by the board's settings: {', '.join(held)}{seen}; a standing condition, not contention"
+    if shared and "SwPowerCap" in held:
+        note += ("; the power limit is the whole board's, which every tenant on it draws on: other instances' or "
+                 "VMs' load may have brought it on, which this slice cannot see")
+    return note
 
 
 # --- NVML -----------------------------------------------------------------------------------------

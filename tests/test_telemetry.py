@@ -622,3 +622,31 @@ def test_a_mig_instance_whose_board_nvml_withholds_reads_no_board_state(monkeypa
     assert r["energy_j"] is None and "no board reading either" in r["energy_source"]
     assert any("NVML gave no board" in n for n in r["notes"])
     assert not any(n.startswith(("sm_clock", "throttle", "temperature", "energy")) for n in r["notes"])  # not asked
+
+
+@pytest.mark.parametrize("profile, sms, shared", [("1g.10gb", 16, True), ("1c.3g.40gb", 16, True),
+                                                  ("7g.80gb", 132, False)])
+def test_a_slice_held_at_the_boards_power_limit_says_others_may_have_reached_it(monkeypatch, tmp_path, profile, sms,
+                                                                                shared):
+    """SwPowerCap is a standing setting of a whole board (its own dense GEMM reaches the limit in every run). On a
+    slice the limit is the whole board's: other instances' load may have brought it on, unseen. The record says so
+    (it stays a setting: a slice that reaches it alone would otherwise never start its history)."""
+    clock = ManualClock()
+    dev = mig_slice(profile, sms, 9.75)
+    use_nvml(monkeypatch, make_fake_pynvml([SIMULATED["h100_sxm"]], mig={0: [dev]}, clock=clock,
+                                           throttle_reasons=("SwPowerCap",)))
+    install_fake_cuda(monkeypatch, [dev])
+    r = _one_second_region(detect(root=tmp_path), clock)
+    assert r["flags"] == [] and len(r["settings"]) == 1 and "SwPowerCap" in r["settings"][0]
+    assert ("other instances' or VMs' load may have brought it on" in r["settings"][0]) == shared
+
+
+def test_a_vgpu_claims_no_energy_per_call(monkeypatch, tmp_path):
+    """A guest's vGPU (time-sliced here): NVIDIA's vGPU guide lists no energy among a guest's metrics, so a counter it
+    reads is not shown to be its own; it is said, not divided by its calls."""
+    clock = ManualClock()
+    dev = SIMULATED["h100_sxm"].replace(cuda_name="NVIDIA H100XM-20C", memory_bytes=20 * 2**30)
+    use_nvml(monkeypatch, make_fake_pynvml([dev], clock=clock))
+    install_fake_cuda(monkeypatch, [dev])
+    r = _one_second_region(detect(root=tmp_path), clock)
+    assert r["energy_per_call_j"] is None and r["energy_source"].startswith("none: a vGPU")
