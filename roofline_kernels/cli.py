@@ -33,13 +33,15 @@ def _simulation(args):
 
 
 def _target(args, sim):
-    """The device under test (``roofline_kernels.target``) from measure's options, real or simulated."""
+    """The device under test (``roofline_kernels.target``) from measure's options, real or simulated; what no
+    measurement on it can run with is refused before its calibration is loaded or measured."""
     from roofline_kernels.target import CLOCK_OPTIONS, resolve_target, simulated_target
     clocks = {k: getattr(args, k, None) for k in CLOCK_OPTIONS}
     if sim is None:
         return resolve_target(args.hardware, hardware_file=args.hardware_file, power_mode=args.power_mode or None,
                               clocks=clocks, calibration=args.calibration, peaks=args.peaks, store=args.cache_dir,
-                              progress=_progress)
+                              progress=_progress, check=lambda info, hw: _refuse_unrunnable(
+                                  args, info, hw, args.peaks if args.peaks == "datasheet" else None))
     if args.calibration:
         raise ValueError("--simulate synthesises its calibration; --calibration does not combine with it")
     return simulated_target(sim, args.hardware, hardware_file=args.hardware_file, power_mode=args.power_mode or None,
@@ -177,8 +179,10 @@ def _refuse_unrunnable(args, info, hw, peaks) -> None:
     """What no precision of a spot check can run with is refused once, before measuring (one line, exit 2), as the
     single measure refuses it: not a "failed" row per precision and exit 0 (--peaks datasheet on a CPU, which has
     no datasheet; --cuda-graph off CUDA, which was ignored)."""
-    if args.cuda_graph and info.torch_device != "cuda":
+    if getattr(args, "cuda_graph", False) and info.torch_device != "cuda":
         raise ValueError(f"--cuda-graph needs a CUDA device; this one is {info.torch_device} ({info.name})")
+    if peaks is None:  # the roof is decided later (calibrated where a profile is)
+        return
     try:
         hw.bandwidth_gbs(peaks)
     except ValueError as e:

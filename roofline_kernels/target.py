@@ -53,10 +53,13 @@ def stated_clocks(clocks: dict | None, peaks: str | None) -> dict:
 
 def resolve_target(hardware: str | None = None, *, hardware_file=None, power_mode: str | None = None,
                    clocks: dict | None = None, calibration=None, peaks: str | None = None, store=None,
-                   progress: Callable[[str], None] = lambda s: None) -> Target:
+                   progress: Callable[[str], None] = lambda s: None, check=None) -> Target:
     """The device detected (or named by ``hardware``, a ``hardware_file``'s entry included), scaled to the power mode
     and clocks stated, with its calibration (``calibration``: a path or a profile; else the store's, measured
-    quickly where the roof needs one). Stated clocks scale the datasheet roof: they refuse ``peaks="calibrated"``."""
+    quickly where the roof needs one). Stated clocks scale the datasheet roof: they refuse ``peaks="calibrated"``.
+    ``check(info, hw)``: what refuses the request on this device (ValueError), asked before any calibration runs:
+    a bad option was refused only after a quick calibration (a minute), or one of a cached profile measured under
+    contention, had run."""
     from .calibrate import load_or_calibrate, store_dir
     from .ceiling import ceiling_hardware
     from .device import detect
@@ -67,6 +70,8 @@ def resolve_target(hardware: str | None = None, *, hardware_file=None, power_mod
     info = detect(hardware)
     cal = load_calibration(calibration) if isinstance(calibration, str) else calibration
     hw = hardware_for(info, cal, power_mode=power_mode, clocks=clocks)
+    if check is not None:
+        check(info, hw)
     if cal is None and peaks != "datasheet" and (peaks == "calibrated" or hw.bandwidth is None):
         cal = load_or_calibrate(info, store, quick=True, progress=progress, hw=hardware_for(info))
         hw = hardware_for(info, cal, power_mode=power_mode, clocks=clocks)

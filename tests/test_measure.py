@@ -94,7 +94,7 @@ def test_cli_measure_text_and_attention(calibration):
     (["measure", "model"], "invalid choice"),
     (["measure", "gemv", "--mode", "warm"], "invalid choice"),
     (["measure", "gemv", "--n", "0"], ">= 1"),
-    (["measure", "gemv", "--cuda-graph"], "cuda_graph=True needs a CUDA device"),
+    (["measure", "gemv", "--cuda-graph"], "--cuda-graph needs a CUDA device; this one is cpu"),
 ])
 def test_cli_measure_bad_input(argv, needle, capsys, calibration):
     rc, text = run(*argv, "--calibration", calibration.path)

@@ -362,6 +362,24 @@ def test_what_no_precision_can_run_with_is_refused_before_measuring(argv, says, 
     assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("precision", ["bf16", "bf16,fp32"])
+@pytest.mark.parametrize("argv, says", [(["--cuda-graph"], "--cuda-graph needs a CUDA device"),
+                                        (["--peaks", "datasheet"], "--peaks datasheet: cpu has no datasheet")])
+def test_a_refusal_comes_before_any_calibration(argv, says, precision, capsys, monkeypatch):
+    """The refusal above came after the store's profile was loaded: on a loaded host, where the cached profile had been
+    measured under contention, a quick calibration (a minute, 30 lines) ran first and the test failed on them (a
+    test that flipped with host load). Now nothing is calibrated before the options are refused."""
+    import roofline_kernels.calibrate as kcal
+    from roofline.__main__ import main
+
+    def never(*a, **k):
+        raise AssertionError("calibrated before refusing")
+    monkeypatch.setattr(kcal, "load_or_calibrate", never)
+    rc = main(["measure", "gemv", "--n", "64", "--k", "64", "--precision", precision, *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_a_single_measure_keeps_to_max_seconds_when_given(capsys):
     # --max-seconds was the spot check's alone: a single measure took 405 samples under --max-seconds 0.001
     from roofline.__main__ import main
