@@ -181,6 +181,9 @@ def _refuse_unrunnable(args, info, hw, peaks) -> None:
     no datasheet; --cuda-graph off CUDA, which was ignored)."""
     if getattr(args, "cuda_graph", False) and info.torch_device != "cuda":
         raise ValueError(f"--cuda-graph needs a CUDA device; this one is {info.torch_device} ({info.name})")
+    if getattr(args, "op", None) == "grouped_gemm":  # experts that would not fit: before a calibration, not after
+        from roofline_kernels.ops import _check_room
+        _check_room(groups_of(args), args.m, args.n, args.k, info.torch_device)
     if peaks is None:  # the roof is decided later (calibrated where a profile is)
         return
     try:
