@@ -40,8 +40,7 @@ def _target(args, sim):
     if sim is None:
         return resolve_target(args.hardware, hardware_file=args.hardware_file, power_mode=args.power_mode or None,
                               clocks=clocks, calibration=args.calibration, peaks=args.peaks, store=args.cache_dir,
-                              progress=_progress, check=lambda info, hw: _refuse_unrunnable(
-                                  args, info, hw, args.peaks if args.peaks == "datasheet" else None))
+                              progress=_progress, check=lambda info, hw: _refuse_before_calibrating(args, info, hw))
     if args.calibration:
         raise ValueError("--simulate synthesises its calibration; --calibration does not combine with it")
     return simulated_target(sim, args.hardware, hardware_file=args.hardware_file, power_mode=args.power_mode or None,
@@ -175,16 +174,27 @@ def _cmd_measure(args, out, sim):
         out.write(f"  settings   {note}\n")
 
 
-def _refuse_unrunnable(args, info, hw, peaks) -> None:
-    """What no precision of a spot check can run with is refused once, before measuring (one line, exit 2), as the
-    single measure refuses it: not a "failed" row per precision and exit 0 (--peaks datasheet on a CPU, which has
-    no datasheet; --cuda-graph off CUDA, which was ignored)."""
-    if getattr(args, "cuda_graph", False) and info.torch_device != "cuda":
-        raise ValueError(f"--cuda-graph needs a CUDA device; this one is {info.torch_device} ({info.name})")
-    if getattr(args, "op", None) == "grouped_gemm":  # experts that would not fit: before a calibration, not after
+def _refuse_before_calibrating(args, info, hw) -> None:
+    """What a measurement on this (real) device cannot run with, refused once the device is known and before its
+    calibration is loaded or measured (``resolve_target``'s ``check``): a bad option had cost a quick calibration
+    first, and on a loaded host, where the cached profile had been measured under contention, its progress lines.
+    Experts that would not fit this host's memory are refused here too (a simulated board builds a small probe of
+    them, and is not held to this host's memory)."""
+    stated = any(getattr(args, k, None) for k in ("gpu_clock_mhz", "mem_clock_mhz", "active_sms"))
+    _refuse_unrunnable(args, info, hw, args.peaks or ("datasheet" if stated else None))
+    if getattr(args, "op", None) == "grouped_gemm":
         from roofline_kernels.ops import _check_room
         _check_room(groups_of(args), args.m, args.n, args.k, info.torch_device)
-    if peaks is None:  # the roof is decided later (calibrated where a profile is)
+
+
+def _refuse_unrunnable(args, info, hw, peaks) -> None:
+    """What no precision of a measurement can run with, refused once, before measuring (one line, exit 2): not a
+    "failed" row per precision of a spot check and exit 0 (--peaks datasheet on a CPU, which has no datasheet;
+    --cuda-graph off CUDA, which was ignored). ``peaks`` None: the roof is decided later (calibrated where a profile
+    is), and only --cuda-graph is asked."""
+    if getattr(args, "cuda_graph", False) and info.torch_device != "cuda":
+        raise ValueError(f"--cuda-graph needs a CUDA device; this one is {info.torch_device} ({info.name})")
+    if peaks is None:
         return
     try:
         hw.bandwidth_gbs(peaks)

@@ -293,7 +293,7 @@ class RegionMonitor:
                 return None, f"none: a MIG slice: NVML's energy counter is the board's, which every instance shares ({used})"
             if e0 is not None and e1 is not None and vgpu_type(getattr(self.info, "name", None)) is not None:
                 # NVIDIA's vGPU guide lists no energy among a guest's metrics: a counter a guest reads is not shown to
-                # be its own, and a board shared with other VMs would charge their work to these calls
+                # be its own, and where the board is shared with other VMs it would charge their work to these calls
                 return None, (f"none: a vGPU: the energy counter a guest reads ({(e1 - e0) / 1e3:.4g} J over the "
                               f"{span_ms:.1f} ms region) is not documented as its own, and may be the board's")
             if e0 is not None and e1 is not None:

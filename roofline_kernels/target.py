@@ -57,9 +57,8 @@ def resolve_target(hardware: str | None = None, *, hardware_file=None, power_mod
     """The device detected (or named by ``hardware``, a ``hardware_file``'s entry included), scaled to the power mode
     and clocks stated, with its calibration (``calibration``: a path or a profile; else the store's, measured
     quickly where the roof needs one). Stated clocks scale the datasheet roof: they refuse ``peaks="calibrated"``.
-    ``check(info, hw)``: what refuses the request on this device (ValueError), asked before any calibration runs:
-    a bad option was refused only after a quick calibration (a minute), or one of a cached profile measured under
-    contention, had run."""
+    ``check(info, hw)``: what refuses the request on this device (ValueError), asked before any calibration is
+    loaded or measured."""
     from .calibrate import load_or_calibrate, store_dir
     from .ceiling import ceiling_hardware
     from .device import detect

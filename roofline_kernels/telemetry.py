@@ -40,7 +40,7 @@ def disturbing(reasons) -> list[str]:
 def settings_note(reasons, clock_span=None, shared: bool = False) -> str | None:
     """What held the clocks by the board's own settings (not contention), with the clocks seen; None if nothing.
     ``shared``: the device shares its board (``roofline.hardware.shares_board``), whose power limit other tenants'
-    load may have reached: said, for this slice alone may not reach it (a run is kept as it was measured)."""
+    load may have reached: said so, since this device's own load may not have reached it (the run is kept)."""
     held = sorted(r for r in reasons if r in CLOCK_SETTING_REASONS)
     if not held:
         return None
@@ -48,7 +48,7 @@ def settings_note(reasons, clock_span=None, shared: bool = False) -> str | None:
     note = f"clocks held by the board's settings: {', '.join(held)}{seen}; a standing condition, not contention"
     if shared and "SwPowerCap" in held:
         note += ("; the power limit is the whole board's, which every tenant on it draws on: other instances' or "
-                 "VMs' load may have brought it on, which this slice cannot see")
+                 "VMs' load may have brought it on, which this device cannot see")
     return note
 
 

@@ -14,8 +14,15 @@ def cmd_quantize(args, out):
         raise ValueError(f"{', '.join(f'{f} {v}' for f, v in given.values())}: only --precision auto measures "
                          f"candidates; --precision {args.precision} applies that one")
     from roofline_kernels.target import resolve_target
+    from roofline_quantize.configs import check_supported, get_precision
+    from roofline_quantize.hf import check_model_dir
     from roofline_quantize.pipeline import load_local_model, run_pipeline
-    target = resolve_target(args.hardware, calibration=args.calibration, store=args.cache_dir, progress=_progress)
+    # what the request cannot be, refused before a calibration is loaded or measured (it had run first)
+    if args.model != "tiny":
+        check_model_dir(args.model)
+    forced = None if args.precision == "auto" else get_precision(args.precision)
+    target = resolve_target(args.hardware, calibration=args.calibration, store=args.cache_dir, progress=_progress,
+                            check=(lambda info, hw: check_supported(forced, info)) if forced else None)
     info, cal = target.info, target.calibration
     model = None if args.model == "tiny" else load_local_model(args.model)
     _progress(f"recommend -> quantize ({args.precision}) -> measure on {info.name}")

@@ -98,10 +98,15 @@ class HFCausalLM(nn.Module):
         return math.exp(float(self.model(input_ids=ids, labels=ids).loss))
 
 
-def load_local_model(path: str) -> HFCausalLM:
+def check_model_dir(path: str) -> None:
+    """A local model directory, or ValueError naming it (nothing is downloaded at run time)."""
     if not os.path.isdir(path):
         raise ValueError(f"--model {path!r}: not 'tiny' and not a local model directory (models are never "
                          "downloaded at run time)")
+
+
+def load_local_model(path: str) -> HFCausalLM:
+    check_model_dir(path)
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
     except ImportError as e:

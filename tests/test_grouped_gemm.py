@@ -356,3 +356,11 @@ def test_a_step_lists_its_bare_kernels_under_short_reasons_not_their_notes():
     note = expected_fields(step, hw, model)["expected_note"]
     assert "expert_gate, expert_up, expert_down (" in note and "; not measured near its experts' GEMMs)" in note, note
     assert "nearest:" not in note, note
+
+
+def test_a_simulated_boards_experts_are_not_held_to_this_hosts_memory(capsys):
+    """A simulated board builds a small probe of its experts: the room check (before calibrating, on a real device)
+    held a simulated H100's 20000 experts to this host's memory and refused them."""
+    rc, _ = run("measure", "grouped_gemm", "--groups", "20000", "--m", "1", "--n", "768", "--k", "256", "--precision",
+                "fp32,bf16", "--simulate", "h100_sxm", "--mode", "hot")
+    assert rc == 0, capsys.readouterr().err

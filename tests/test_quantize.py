@@ -490,3 +490,23 @@ def test_a_context_past_the_models_limit_is_a_note_not_a_crash():
     cfg = ModelConfig("hf", 256, 8, 2, 512, 2, 512, max_context=128)
     got = predicted_times(cfg, get_hardware("h100"), "datasheet", 1, 128, "bf16", "bf16")
     assert got["decode"] is None and "128" in got["decode_note"] and got["prefill"] > 0
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--model", "/nonexistent/model"], "--model '/nonexistent/model': not 'tiny' and not a local model directory"),
+    (["--precision", "bogus"], "unknown quantization precision 'bogus'"),
+    (["--precision", "nvfp4"], "cannot quantize to nvfp4 on"),
+])
+def test_a_request_quantize_cannot_run_is_refused_before_any_calibration(argv, says, capsys, monkeypatch):
+    """A missing model directory, an unknown precision, or one this device cannot run were refused only after the
+    store's profile was loaded (a quick calibration on a fresh store, a re-measured one where it had seen
+    contention): now before it, in one line."""
+    import roofline_kernels.calibrate as kcal
+    from roofline.__main__ import main
+
+    def never(*a, **k):
+        raise AssertionError("calibrated before refusing")
+    monkeypatch.setattr(kcal, "load_or_calibrate", never)
+    assert main(["quantize", *argv]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1, err
