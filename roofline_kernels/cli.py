@@ -133,9 +133,13 @@ def _cmd_measure(args, out, sim):
     groups_of(args)
     if _is_spot_check(args):
         return cmd_spot_check(args, out, sim)
+    from roofline.formats import get_format
     from roofline_kernels.measure import measure_kernel
     from roofline_kernels.ops import make_attention
     from roofline_kernels.spot import build as spot_build
+    for name in (args.precision, args.weight_precision, args.act_precision, getattr(args, "kv_precision", None)):
+        if name:
+            get_format(name)  # an unknown name is refused before a calibration runs, not after
     target = _target(args, sim)
     info, hw, peaks = target.info, target.hardware, target.peaks
     f = formats_kwargs(args, precision_default="fp32")

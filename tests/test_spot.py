@@ -378,7 +378,10 @@ def test_a_refusal_comes_before_any_calibration(argv, says, precision, capsys, m
     rc = main(["measure", "gemv", "--n", "64", "--k", "64", "--precision", precision, *argv])
     err = capsys.readouterr().err
     assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
-    # experts that would not fit the memory: refused before a calibration too, as before anything is built
+    # an unknown precision name, and experts that would not fit the memory: refused before a calibration too
+    rc = main(["measure", "gemv", "--precision", "fp99" if "," not in precision else "fp32,fp99"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown precision 'fp99'" in err and len(err.strip().splitlines()) == 1, err
     rc = main(["measure", "grouped_gemm", "--groups", "100000", "--n", "4096", "--k", "4096", "--precision", precision])
     err = capsys.readouterr().err
     assert rc == 2 and "groups=100000: 100000 experts of" in err and len(err.strip().splitlines()) == 1, err
