@@ -32,13 +32,14 @@ COUNT_FIELDS = ("sm_count", "l2_mb")
 
 
 # A MIG slice in a CUDA device name: "NVIDIA H100 80GB HBM3 MIG 1g.10gb", a compute instance "... MIG 1c.3g.40gb"
-MIG_PROFILE = re.compile(r"\bMIG\s+(?:\d+c\.)?(\d+)g\.(\d+)gb", re.IGNORECASE)
+MIG_PROFILE = re.compile(r"\bMIG\s+(?:(?P<ci>\d+)c\.)?(?P<gi>\d+)g\.(?P<gb>\d+)gb", re.IGNORECASE)
+MIG_GPU_SLICES = 7  # GPU-instance slices of a whole A100, H100, H200 or B200 (7g): the most a MIG profile names
 
 # A vGPU in a guest VM is named by its vGPU type (the driver's name table, NVIDIA/open-gpu-kernel-modules
 # src/nvidia/generated/g_nv_name_released.h: "GRID A100X-1-5C", "NVIDIA H100XM-1-10C", "NVIDIA H100XM-20C"): the
 # board's code, the GPU instance's slices where the vGPU is MIG-backed, its frame buffer in GB and its series letter
-# (C compute; Q, B and A are graphics series, which these boards do not offer). NVIDIA AI Enterprise, "Virtual GPU Types for Supported GPUs": a
-# MIG-backed type's row names its "Corresponding GPU Instance Profile" ("H100XM-1-10C | 10 | 7 | 1 | 1 | MIG
+# (C compute; Q, B and A are graphics series, which these boards do not offer). NVIDIA AI Enterprise, "Virtual GPU
+# Types for Supported GPUs": a MIG-backed type's row names its "Corresponding GPU Instance Profile" ("H100XM-1-10C | 10 | 7 | 1 | 1 | MIG
 # 1g.10gb"); a time-sliced type has no slices, and "Each vGPU gets full access to all streaming multiprocessors (SMs)
 # and engines, but only for a specific time slice". Board code -> (registry key, the board's GB), from those tables'
 # headings; a board the registry lacks stands in by its nearest entry, and its GB says it is a variant.
@@ -91,9 +92,15 @@ def mig_parts(name: str | None) -> tuple[int, int] | None:
     ("H100XM-1-10C": MIG 1g.10gb); None for a whole GPU or a time-sliced vGPU."""
     m = MIG_PROFILE.search(name or "")
     if m:
-        return int(m.group(1)), int(m.group(2))
+        return int(m["gi"]), int(m["gb"])
     v = vgpu_type(name)
     return (v.slices, v.framebuffer_gb) if v and v.slices else None
+
+
+def bare_metal_mig(name: str | None) -> bool:
+    """Whether a CUDA name is a MIG instance on bare metal, NVML's own MIG device ("... MIG 1g.10gb"); a guest's
+    MIG-backed vGPU is its VM's one GPU to NVML there."""
+    return mig_profile(name) is not None and vgpu_type(name) is None
 
 
 def shares_board(name: str | None) -> bool:
@@ -102,12 +109,11 @@ def shares_board(name: str | None) -> bool:
     of fewer slices, or of less frame buffer, than its board."""
     m = MIG_PROFILE.search(name or "")
     if m:
-        ci = re.search(r"\bMIG\s+(\d+)c\.", name or "", re.IGNORECASE)
-        return int(m.group(1)) < 7 or (ci is not None and int(ci.group(1)) < int(m.group(1)))
+        return int(m["gi"]) < MIG_GPU_SLICES or (m["ci"] is not None and int(m["ci"]) < int(m["gi"]))
     v = vgpu_type(name)
     if v is None:
         return False
-    return v.slices < 7 if v.slices else v.framebuffer_gb < v.board_gb
+    return v.slices < MIG_GPU_SLICES if v.slices else v.framebuffer_gb < v.board_gb
 
 
 def mig_profile(name: str | None) -> str | None:

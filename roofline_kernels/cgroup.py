@@ -41,10 +41,30 @@ def _read(path: Path) -> str:
     return read_text(path) or ""
 
 
+def own_cpus(root: str | Path = "/") -> set[int] | None:
+    """The CPUs this process may run on (its affinity: a cpuset, ``taskset``, ``docker --cpuset-cpus``) on the real
+    host: every thread's, together (OpenMP may bind torch's threads elsewhere than the main thread, OMP_PROC_BIND,
+    and their time is taken out of these CPUs' busy share); None under a fake root or without affinity."""
+    if str(root) != "/" or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = set(os.sched_getaffinity(0))
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except (OSError, ValueError):
+        return cpus
+    for tid in tids:
+        try:
+            cpus |= os.sched_getaffinity(tid)
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return cpus
+
+
 def usable_cpus(root: str | Path, threads: int) -> int:
-    """The CPUs this process may run on: its affinity on the real host, the fake tree's CPU count (``threads``) under a
-    fake root. A quota binds below it; torch's threads past it wait on each other."""
-    return len(os.sched_getaffinity(0)) if str(root) == "/" and hasattr(os, "sched_getaffinity") else threads
+    """How many CPUs this process may run on (``own_cpus``), the fake tree's CPU count (``threads``) under a fake root.
+    A quota binds below it; torch's threads past it wait on each other."""
+    mine = own_cpus(root)
+    return len(mine) if mine is not None else threads
 
 
 def _ancestry(base: Path, rel: str) -> list[Path]:

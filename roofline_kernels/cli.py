@@ -187,8 +187,8 @@ def _refuse_before_calibrating(args, info, hw) -> None:
     stated = any(getattr(args, k, None) for k in ("gpu_clock_mhz", "mem_clock_mhz", "active_sms"))
     _refuse_unrunnable(args, info, hw, args.peaks or ("datasheet" if stated else None))
     if getattr(args, "op", None) == "grouped_gemm":
-        from roofline_kernels.ops import _check_room
-        _check_room(groups_of(args), args.m, args.n, args.k, info.torch_device)
+        from roofline_kernels.ops import check_grouped_room
+        check_grouped_room(groups_of(args), args.m, args.n, args.k, info.torch_device)
 
 
 def _refuse_unrunnable(args, info, hw, peaks) -> None:

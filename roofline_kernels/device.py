@@ -26,11 +26,11 @@ from pathlib import Path
 
 from roofline import REGISTRY, Hardware, Spec, get_hardware
 from roofline.clocks import mig_profile
-from roofline.hardware import vgpu_type
+from roofline.hardware import bare_metal_mig, vgpu_type
 from roofline.cpu_ceiling import cpu_ceilings
 
 from . import jetson as _jetson
-from .cgroup import cpu_quota, usable_cpus
+from .cgroup import cpu_quota, own_cpus, usable_cpus
 from .identify import JetsonFacts, check_override_kind, identify_cuda, identify_jetson, memory_variant
 
 
@@ -77,10 +77,8 @@ def _size_bytes(text: str) -> int:
 def _allowed_cpus(root: Path) -> list[Path]:
     """The sysfs directories of the CPUs this process may run on (its affinity; under a fake root, every one)."""
     cpus = sorted(Path(root, "sys/devices/system/cpu").glob("cpu[0-9]*"))
-    if str(root) == "/" and hasattr(os, "sched_getaffinity"):  # a container pinned to some CPUs: theirs alone
-        allowed = {f"cpu{i}" for i in os.sched_getaffinity(0)}
-        cpus = [c for c in cpus if c.name in allowed]
-    return cpus
+    mine = own_cpus(root)  # a container pinned to some CPUs: theirs alone
+    return cpus if mine is None else [c for c in cpus if c.name in {f"cpu{i}" for i in mine}]
 
 
 def _caches(root: Path) -> dict[str, int]:
@@ -356,8 +354,7 @@ def _uuid(props) -> str | None:
     text = str(raw).strip() if raw is not None else ""
     if not text or re.match(r"(?i)^(GPU|MIG)-", text):
         return text or None
-    name = getattr(props, "name", None)  # a guest's MIG-backed vGPU is its VM's own GPU to NVML: "GPU-..."
-    return f"{'MIG' if mig_profile(name) and vgpu_type(name) is None else 'GPU'}-{text}"
+    return f"{'MIG' if bare_metal_mig(getattr(props, 'name', None)) else 'GPU'}-{text}"
 
 
 def _pci_bus_id(props) -> str | None:

@@ -95,16 +95,13 @@ def identify_cuda(name: str, sm_count: int | None = None, memory_bytes: int | No
             f"a time-sliced vGPU ({vgpu.name}) of {key}: every SM and the board's bandwidth, but only in the time "
             f"slices the host's vGPU scheduler gives it beside other VMs' vGPUs, which this guest cannot see (NVIDIA "
             f"vGPU: best effort by default), and {vgpu.framebuffer_gb} GB of the board's frame buffer")
-        variant = memory_variant(key, name, memory_bytes)
-        if variant:
-            found.evidence.append(_variant(found.key, variant, "GB board"))
-        return found
-    if vgpu is not None:
+    elif vgpu is not None:
         found.evidence.append(f"a MIG-backed vGPU ({vgpu.name}): a GPU instance of its own, MIG {mig_profile(name)}")
     if mig_profile(name):  # its SMs and memory are the slice's: they name the board no better than its name does
         sms = f"{sm_count} of {hw.sm_count} SMs and " if sm_count else ""
         found.evidence.append(f"a MIG slice ({mig_profile(name)}) of {key}: its roofs are the slice's share ({sms}its "
                               "memory slices)")
+    if vgpu is not None or mig_profile(name):  # the board's GB come from the name, not from what CUDA shows
         variant = memory_variant(key, name, memory_bytes)
         if variant:
             found.evidence.append(_variant(found.key, variant, "GB board"))

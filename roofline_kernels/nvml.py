@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from roofline.hardware import mig_profile, vgpu_type
+from roofline.hardware import bare_metal_mig
 
 
 @contextmanager
@@ -133,7 +133,7 @@ def open_target(pynvml, uuid: str | None = None, pci_bus_id: str | None = None, 
     or by its CUDA name ("... MIG 1g.10gb" on bare metal): one whose lookup ended on its board (a torch that gave the
     board's UUID, or the PCI bus id) is still a slice, and the board's process list (every instance's) is not its."""
     handle, matched = find_handle(pynvml, uuid, pci_bus_id, index)
-    named = bool(mig_profile(name)) and vgpu_type(name) is None  # a guest's vGPU is its VM's own device
+    named = bare_metal_mig(name)
     try:
         is_mig = bool(pynvml.nvmlDeviceIsMigDeviceHandle(handle))
     except Exception:  # a pynvml without MIG, or a GPU before Ampere (Not Supported): a whole board

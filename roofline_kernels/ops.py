@@ -214,7 +214,7 @@ def make_grouped_gemm(groups, m, n, k, precision=None, weight=None, act=None, de
     grouped_gemm(groups, m, n, k, weight=w, act=a)  # validates every dimension with the theory's messages
     target = target or device
     _check_device(device, target)
-    _check_room(groups, m, n, k, device)
+    check_grouped_room(groups, m, n, k, device)
     not_fused = grouped_mm_refusal(w, a, groups, k, _cuda_capability(target) if target != "cpu" else None)
     if fused is not None and target != "cpu":  # decided at another shape (a simulated board's probe: the full one)
         not_fused = None if fused is True else (fused or not_fused or "decided at the full shape")
@@ -267,7 +267,7 @@ GROUPED_BUILD_BYTES = 12  # per element of each expert's operands while built: i
 GROUPED_MEMORY_FRACTION = 0.5  # of the memory available now: the cold rotation's copies need the rest
 
 
-def _check_room(groups: int, m: int, n: int, k: int, device: str) -> None:
+def check_grouped_room(groups: int, m: int, n: int, k: int, device: str) -> None:
     """Refuse, naming ``groups`` and how many fit, a grouped kernel whose experts would not fit the memory available
     now: each expert is built on its own (many mid-sized allocations succeed until the kernel's OOM killer ends the
     process, where one too-large allocation fails cleanly)."""

@@ -16,16 +16,17 @@ import time
 from pathlib import Path
 
 from . import nvml as _nvml
+from .cgroup import own_cpus
 from .jetson import jetson_snapshot, read_int, read_text
 
 BUSY_CPU_FRACTION = 0.25  # other processes using more than this share of the CPUs flag contention
 
 # Clocks-event reasons that are the board's own standing settings, not a disturbance of one measurement: its enforced
 # power limit (SwPowerCap: a dense GEMM on a data-centre board runs at it, every run alike; the limit itself is in the
-# calibration's fingerprint), applications clocks a user set (ApplicationsClocksSetting, alias UserDefinedClocks: ``-ac``;
-# nvml.h documents the bit for applications clocks only, and NVML 13's header marks it "No longer used"; whether
-# ``-lgc`` raises it is documented nowhere) and the display clock. Counted as contention, they kept every such case out of its history, so its regression
-# check never ran. NVIDIA's validation suite fails a run on HW slowdown, SW and HW thermal slowdown and the power
+# calibration's fingerprint), applications clocks a user set (ApplicationsClocksSetting, alias UserDefinedClocks:
+# ``-ac``; nvml.h documents the bit for applications clocks only, and NVML 13's header marks it "No longer used";
+# whether ``-lgc`` raises it is documented nowhere) and the display clock. Counted as contention, they kept every such
+# case out of its history, so its regression check never ran. NVIDIA's validation suite fails a run on HW slowdown, SW and HW thermal slowdown and the power
 # brake alone (DCGM, nvvs/src/DcgmRecorder.cpp, DcgmRecorder::CheckForClocksEvent's ``failureMask``). Those, sync
 # boost (other GPUs' load sets it) and any reason not named here stay contention. The record keeps every reason.
 CLOCK_SETTING_REASONS = frozenset({"SwPowerCap", "ApplicationsClocksSetting", "UserDefinedClocks",
@@ -154,25 +155,6 @@ def _describe(pynvml, uuid, pci_bus_id, index, root, name=None) -> dict:
 
 # --- CPU ------------------------------------------------------------------------------------------
 
-def own_cpus(root: str | Path = "/") -> set[int] | None:
-    """The CPUs this process may run on (its affinity: a cpuset, ``taskset``, ``docker --cpuset-cpus``) on the real
-    host: every thread's, together (OpenMP may bind torch's threads elsewhere than the main thread, OMP_PROC_BIND,
-    and their time is taken out of these CPUs' busy share); None under a fake root or without affinity."""
-    if str(root) != "/" or not hasattr(os, "sched_getaffinity"):
-        return None
-    cpus = set(os.sched_getaffinity(0))
-    try:
-        tids = [int(t) for t in os.listdir("/proc/self/task")]
-    except (OSError, ValueError):
-        return cpus
-    for tid in tids:
-        try:
-            cpus |= os.sched_getaffinity(tid)
-        except OSError:  # a thread that ended meanwhile
-            pass
-    return cpus
-
-
 def _stat(root: Path) -> dict[str, tuple[int, int]]:
     """{"cpu": (total, idle), "cpu0": ..., ...} jiffies from one read of /proc/stat. The first eight fields are the
     whole: guest and guest_nice are already inside user and nice (proc(5)), so summing them counted a KVM host's guest
@@ -203,11 +185,6 @@ def _own_jiffies(root: Path) -> int | None:
 
 
 MIN_BUSY_TICKS = 20  # the busy look spans at least this many jiffies of the CPUs it reads (one tick of 20 is 5%)
-
-
-def cpu_busy_fraction(root: str | Path = "/", interval_s: float = 0.1, cpus: set[int] | None = None) -> float | None:
-    """Share of CPU time that was busy over a short interval (our process sleeps meanwhile), over ``cpus`` (all: None)."""
-    return busy_fractions(root, interval_s, cpus)[0]
 
 
 def busy_fractions(root: str | Path = "/", interval_s: float = 0.1, cpus: set[int] | None = None
@@ -280,7 +257,7 @@ def cpu_snapshot(root: str | Path = "/", busy_interval_s: float = 0.1, cpus: set
     busy, host, why = busy_fractions(root, busy_interval_s, cpus) if busy_interval_s else (None, None, None)
     out = {"available": True, "freq_mhz": cpu_freqs_mhz(root) or None, "governor": sorted(governors) or None,
            "loadavg_1m": float(load[0]) if load else None, "busy_fraction": busy,
-           "busy_cpus": _cpu_list(cpus) if cpus is not None and not why else f"all ({why})" if why else "all"}
+           "busy_cpus": f"all ({why})" if why else "all" if cpus is None else _cpu_list(cpus)}
     if cpus is not None and not why:
         out["host_busy_fraction"] = host
     return out

@@ -209,16 +209,16 @@ def test_a_rocm_build_never_takes_cudas_fused_grouped_kernel(simulated, monkeypa
 def test_grouped_experts_that_would_not_fit_the_boards_memory_are_refused_before_building(simulated, monkeypatch):
     """A grouped kernel on the GPU is built on the host and stored on the device: both must have room, the device's
     from ``torch.cuda.mem_get_info`` (the simulated H100 reports its 80 GB free; here a board with 2 GiB left)."""
-    from roofline_kernels.ops import GROUPED_BUILD_BYTES, GROUPED_MEMORY_FRACTION, _check_room
+    from roofline_kernels.ops import GROUPED_BUILD_BYTES, GROUPED_MEMORY_FRACTION, check_grouped_room
     simulated("h100_sxm")
     assert torch.cuda.mem_get_info()[0] > 10**10  # the fake board reports its memory free
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2 * 2**30, 80 * 10**9))
     one = GROUPED_BUILD_BYTES * (4096 * 4096 + 4096 + 4096)
     fits = int(GROUPED_MEMORY_FRACTION * 2 * 2**30 // one)
     assert fits >= 2
-    _check_room(fits, 1, 4096, 4096, "cuda")  # room on the board (and on any host with 2 GiB available)
+    check_grouped_room(fits, 1, 4096, 4096, "cuda")  # room on the board (and on any host with 2 GiB available)
     with pytest.raises(ValueError, match=rf"groups={fits + 1}: .* allowed here: groups <= {fits}$"):
-        _check_room(fits + 1, 1, 4096, 4096, "cuda")  # the board's memory refuses it, whatever the host has
+        check_grouped_room(fits + 1, 1, 4096, 4096, "cuda")  # the board's memory refuses it, whatever the host has
 
 
 

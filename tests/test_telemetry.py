@@ -438,7 +438,7 @@ def test_a_vm_host_guest_time_is_not_counted_twice(monkeypatch, tmp_path):
     """On a KVM host, a guest's time is in user and again in guest (proc(5): "guest ... included in user"). Summing
     every field counted it twice: 50 busy and 50 idle jiffies, 40 of the busy a guest's, read 64% busy, not 50%."""
     _moving_stat(monkeypatch, tmp_path, _stat({0: (0, 0)}), _stat({0: (50, 50)}, guest=40))
-    assert telemetry.cpu_busy_fraction(tmp_path, 0.1) == pytest.approx(0.5)
+    assert telemetry.busy_fractions(tmp_path, 0.1)[0] == pytest.approx(0.5)
 
 
 def test_own_cpus_is_the_affinity_on_the_real_host_only(monkeypatch, tmp_path):

@@ -7,7 +7,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from roofline.hardware import mig_profile, vgpu_type
+from roofline.hardware import bare_metal_mig
 
 from .cuda import install_fake_cuda
 from .cuda_rules import install_cuda_rules
@@ -25,7 +25,7 @@ def install_device(mp, key: str, root: Path, *, docker: bool = False, mode: str 
     ``nvpmodel`` on PATH; sudo=False: ``sudo -n`` refuses (no passwordless sudo); nvml_options go to
     ``make_fake_pynvml``. A MIG slice (``device`` named "... MIG 1g.10gb") is an instance of ``key``'s board."""
     dev = device or SIMULATED[key]
-    bare_metal_slice = mig_profile(dev.cuda_name) and not vgpu_type(dev.cuda_name)
+    bare_metal_slice = bare_metal_mig(dev.cuda_name)
     if bare_metal_slice and not dev.uuid.upper().startswith("MIG-"):  # the instance's own UUID, never its board's
         dev = dev.replace(uuid=f"MIG-{uuid.uuid5(uuid.NAMESPACE_OID, dev.uuid + dev.cuda_name)}")
     if cuda:

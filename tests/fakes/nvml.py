@@ -172,7 +172,9 @@ def make_fake_pynvml(gpus: list[FakeDevice], *, unsupported=(), throttle_reasons
             if app_clock_mhz > g.sm_clock_mhz:
                 raise ValueError(f"applications clock {app_clock_mhz} MHz is above {g.dev.key}'s max "
                                  f"{g.sm_clock_mhz:g} MHz: NVML refuses it")
-        if any(app_clock_mhz < g.sm_clock_mhz for g in table):  # the clocks now sit at the setting, and NVML says so
+        # the clocks now sit at the setting, and NVML before 13 says so (bit 0x2, "limited by current setting of
+        # applications clocks"; NVML 13's nvml.h marks the bit "@deprecated No longer used", so a driver of 13 may not)
+        if any(app_clock_mhz < g.sm_clock_mhz for g in table):
             base_mask |= CLOCK_EVENT_REASONS["ApplicationsClocksSetting"]
     unsupported = set(unsupported)
 
