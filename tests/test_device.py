@@ -479,3 +479,16 @@ def test_a_board_no_entry_names_is_said_by_its_cuda_name_under_an_override(tmp_p
     install_device(monkeypatch, "h100_pcie", tmp_path, device=l40s)
     info = detect("h100_pcie", root=tmp_path)
     assert info.unavailable is None and history_dir(info) == "h100_pcie-on-nvidia-l40s"
+
+
+@pytest.mark.parametrize("name, shared", [
+    ("NVIDIA H100 80GB HBM3 MIG 1g.10gb", True), ("NVIDIA H100 80GB HBM3 MIG 1g.10gb+me", True),
+    ("NVIDIA H100 80GB HBM3 MIG 1c.7g.80gb", True), ("NVIDIA H100 80GB HBM3 MIG 7c.7g.80gb", False),
+    ("NVIDIA H100 80GB HBM3 MIG 7g.80gb", False), ("NVIDIA H100 80GB HBM3", False),
+    ("NVIDIA H100XM-1-10C", True), ("NVIDIA H100XM-7-80C", False), ("NVIDIA H100XM-20C", True),
+    ("NVIDIA H100XM-80C", False), ("GRID A100X-40C", False)])
+def test_which_devices_share_their_board(name, shared):
+    """The board's power limit is other tenants' too where the device is a part of it: a GPU instance under 7 slices,
+    a compute instance under its GPU instance, a vGPU under its board's slices or frame buffer."""
+    from roofline.hardware import shares_board
+    assert shares_board(name) is shared
