@@ -559,6 +559,32 @@ class EfficiencyModel:
             note += f"; against calibration {self.meta['calibration']}"
         return Expected(eff, "profile", note, self.roofs.get(model_key(op, precision), "full"), unc)
 
+    def run_to_run(self, op: str, precision: str, shape: dict) -> tuple[float, str] | None:
+        """How far two runs of a shape near ``shape`` lie apart on this device: the median run-to-run spread
+        (``Point.noise``, as a relative sigma) of the ``LOO_NEIGHBOURS`` measured shapes nearest it that were run more
+        than once, each within ``NEAR_OCTAVES``; with the shape's own runs among them where the model holds them (the
+        sweep's re-runs, and each accepted run a suite or ``measure`` added). None where none near was run twice.
+        A regression band is never narrower than this (``roofline.regress``): one history run is no witness of how
+        far the next may lie, and the device's own runs here are (a 2-core Zen 5 VM ran one int8 GEMV at 0.33, 0.57
+        and 0.58 ms in three healthy suite runs)."""
+        if op == "grouped_gemm":
+            one_op, one, _ = expert_gemm(shape)
+            return self.run_to_run(one_op, precision, one)
+        if op_class(op) is None:
+            return None
+        shape = model_shape(op, shape)
+        q = _features(shape)
+        near = sorted((p for p in self.points(op, precision) if p.noise is not None
+                       and octaves_apart(p.shape, shape) <= NEAR_OCTAVES + 1e-9),
+                      key=lambda p: math.dist(q, p.features))[:LOO_NEIGHBOURS]
+        if not near:
+            return None
+        noise = sorted(p.noise for p in near)
+        sigma = math.exp(noise[len(noise) // 2]) - 1
+        own = next((p for p in near if _shape_key(p.shape) == _shape_key(shape)), None)
+        return sigma, (f"{sigma:.1%} sigma, the median of {len(near)} repeated shape(s) near it in this device's "
+                       "efficiency model" + (f", its own {len(own.efficiencies)} runs among them" if own else ""))
+
     def drift(self, op: str, precision: str) -> float:
         """How far (log) this device's speed moves between a run and a later one: the spread of the sweep's first
         shapes measured again at its end (``meta["drift"]["sigma"]``, pooled over the paths: the host's, not one

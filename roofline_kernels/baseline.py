@@ -35,8 +35,10 @@ class HistoryBook:
     added: dict = field(default_factory=dict)      # case id -> [Run] added this session
     min_effect: float = MIN_EFFECT                 # roofline.regress.MIN_EFFECT_CPU on a shared host CPU
 
-    def reference(self, case_id: str) -> Reference | None:
-        return reference(self.cases.get(case_id, []), self.min_effect)
+    def reference(self, case_id: str, device_spread: tuple[float, str] | None = None) -> Reference | None:
+        """``device_spread``: this device's run-to-run spread near the case's shape (``EfficiencyModel.run_to_run``),
+        which the band is never narrower than."""
+        return reference(self.cases.get(case_id, []), self.min_effect, device_spread)
 
     def add(self, case_id: str, run: Run) -> None:
         self.cases.setdefault(case_id, []).append(run)

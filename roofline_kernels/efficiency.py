@@ -1162,6 +1162,16 @@ def ensure_model(cal, info, hw, budget_s: float, progress=lambda s: None):
     return cal
 
 
+def device_spread(cal, kernel) -> tuple[float, str] | None:
+    """This device's run-to-run spread near a kernel's shape, from its calibration's efficiency model
+    (``EfficiencyModel.run_to_run``): what a regression band is never narrower than. None without a model, for an
+    emulated kernel (the model has none) or an operator it does not cover."""
+    model = model_of(cal) if cal is not None else None
+    if model is None or kernel.emulated:
+        return None
+    return model.run_to_run(kernel.op, kernel.precision, kernel.cost.shape)
+
+
 def learn(cal, kernel, m, info) -> str | None:
     """Add a measured case's efficiency to its calibration's model (saved in the profile, atomically, under a
     lock), so the model grows with use. Returns None when added, else why not (said, never an error)."""

@@ -88,6 +88,30 @@ def test_repeated_runs_give_the_run_to_run_noise_and_only_the_last_ones_are_kept
     assert model.expected("gemm", "bf16", shape).efficiency == pytest.approx(0.5)
 
 
+def test_the_run_to_run_spread_near_a_shape_is_read_from_its_repeated_neighbours():
+    """What a regression band is never narrower than (``roofline.regress``): the spread of this device's runs near
+    the case's shape; none where nothing near it ran twice, and a shape ran twice far away says nothing here."""
+    model = fitted()  # one run per shape: no spread seen
+    here = {"m": 1, "n": 4096, "k": 4096}
+    assert model.run_to_run("gemv", "bf16", here) is None
+    model.add("gemm", "bf16", {"m": 16, "n": 8192, "k": 8192}, 0.1)  # 4 octaves of M away: not near
+    assert model.run_to_run("gemv", "bf16", here) is None
+    for e in (0.46, 0.54, 0.82):  # the Zen 5 int8 GEMV's runs: two of the sweep's, one of a suite run
+        model.add("gemm", "bf16", here, e)
+    sigma, why = model.run_to_run("gemv", "bf16", here)
+    logs = [math.log(e) for e in (smooth(here), 0.46, 0.54, 0.82)]
+    mean = sum(logs) / 4
+    assert sigma == pytest.approx(math.exp(math.sqrt(sum((x - mean) ** 2 for x in logs) / 3)) - 1)
+    assert "its own 4 runs among them" in why and "1 repeated shape(s)" in why
+    model.add("gemm", "bf16", {"m": 2, "n": 4096, "k": 4096}, smooth({"m": 2, "n": 4096, "k": 4096}))  # a quiet
+    model.add("gemm", "bf16", {"m": 1, "n": 2048, "k": 4096}, smooth({"m": 1, "n": 2048, "k": 4096}))  # pair near
+    sigma2, why2 = model.run_to_run("gemv", "bf16", here)
+    assert sigma2 == pytest.approx(0.0, abs=1e-9) and "median of 3" in why2  # the median, not the noisiest
+    assert model.run_to_run("grouped_gemm", "bf16", {"groups": 8, "m": 1, "n": 4096, "k": 4096}) == (sigma2, why2)
+    assert model.run_to_run("elementwise", "bf16", {"n": 4096}) is None
+    assert model.run_to_run("gemv", "fp32", here) is None  # another path's runs are not this one's
+
+
 def test_uncertainty_grows_where_neighbours_disagree():
     """Leave-one-out near the query: a smooth device is predicted to a few percent, a jagged one is not."""
     checker = lambda s: sum(int(math.log2(s[k])) for k in ("m", "n", "k")) % 2  # noqa: E731 - flips every octave

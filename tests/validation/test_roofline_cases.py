@@ -26,7 +26,7 @@ from roofline import REGISTRY, attention, gemm, get_format, predict
 from roofline.hardware import hardware_families
 from roofline.moe import grouped_gemm
 from roofline.efficiency import model_of
-from roofline_kernels.efficiency import learn
+from roofline_kernels.efficiency import device_spread, learn
 from roofline.reports.runs import MEMORY_ONLY
 from roofline.judge import (REPRODUCE_PAUSES_S, Evidence, Observation, judge_measurement, ratio, untimed_checks,
                             untimed_regression)
@@ -214,7 +214,7 @@ def test_measured_case(family, case, request, suite, device_info, hardware_entry
 
     w_fmt = kernel.cost.weight_format
     charged = get_format(w_fmt).bits_per_element if kernel.weight_elements else 0.0
-    ref = None if sim else history_book.reference(case.id)
+    ref = None if sim else history_book.reference(case.id, device_spread(calibration, kernel))
     evidence = Evidence(floor=tol.floor, floor_source=tol.floor_source, reference=ref,
                         reference_source=f"this device's history ({hardware_entry.key})")
     try:
