@@ -250,11 +250,11 @@ def _store_profile(tmp_path, model=None):
 
 
 def _measured(mode="cold", emulated=False, contention=(), op="gemv", shape=None, eff=0.6, peaks="calibrated",
-              cold_note="cold by rotation: 4 copies spanning 66 MiB (target 66 MiB = 2x caches)"):
+              cold_note="cold by rotation: 4 copies spanning 66 MiB (target 66 MiB = 2x caches)", beats_ceiling=False):
     kernel = SimpleNamespace(op=op, precision="fp32", emulated=emulated,
                              cost=SimpleNamespace(shape=shape or {"m": 1, "n": 2048, "k": 2048}))
     m = SimpleNamespace(timing=SimpleNamespace(mode=mode), peaks=peaks, contention=list(contention),
-                        efficiency=eff, memory_roof_only=False, cold_note=cold_note)
+                        efficiency=eff, memory_roof_only=False, cold_note=cold_note, beats_ceiling=beats_ceiling)
     return kernel, m
 
 
@@ -283,7 +283,7 @@ def test_an_attention_measurement_joins_its_own_class(tmp_path):
     (dict(mode="hot"), "hot timing"), (dict(emulated=True), "emulated"), (dict(contention=["busy CPU: 80%"]),
                                                                          "under contention"),
     (dict(op="elementwise"), "covers GEMV, GEMM and attention"), (dict(peaks="datasheet"), "datasheet roof"),
-    (dict(eff=float("nan")), "efficiency nan"),
+    (dict(eff=float("nan")), "efficiency nan"), (dict(beats_ceiling=True), "beats its ceiling"),
     # a rotation memory kept short is partly cached: its run says nothing of a cold one
     (dict(cold_note="cold by rotation: 2 copies spanning 512 MiB (target 962 MiB = 2x caches); SHORT of target "
                     "(memory budget 512 MiB): samples may be partly cached"), "SHORT of its target")])
