@@ -397,9 +397,10 @@ def _refit(args, info, cal, hw):
 def _print_score(scored: dict, out, cpu: bool = False) -> None:
     from roofline.efficiency import TARGET_GEOMEAN, TARGET_WORST
     cell = lambda x: f"{x['geomean']:.1%} / {x['worst']:.0%}" if x else "-"  # noqa: E731
+    w0 = max([26, *(len(p) + 2 for p in scored)])  # the path column: grouped_gemm:int4_tinygemm/bf16 is 31 wide
     out.write(f"  accuracy (error = |log(predicted / measured)|, as geomean / worst; target on held-out shapes: "
               f"{TARGET_GEOMEAN:.0%} / {TARGET_WORST:.0%}):\n"
-              f"    {'path':<26}{'test':<15}{'n':>4}{'not near':>9}{'expected':>18}{'bound':>19}{'run to run':>18}"
+              f"    {'path':<{w0}}{'test':<15}{'n':>4}{'not near':>9}{'expected':>18}{'bound':>19}{'run to run':>18}"
               f"{'within +-':>11}\n")
     noisy, moved, understated = [], [], []
     for prec, tests in scored.items():
@@ -412,18 +413,18 @@ def _print_score(scored: dict, out, cpu: bool = False) -> None:
                 noisy.append(f"{prec} {r['geomean']:.1%}")
             w = d.get("within_uncertainty")
             within = f"{w['within']} of {w['n']}" if w else ""
-            out.write(f"    {prec:<26}{test:<15}{(e or {}).get('n', 0):>4}{d.get('not_near', 0):>9}{cell(e):>18}"
+            out.write(f"    {prec:<{w0}}{test:<15}{(e or {}).get('n', 0):>4}{d.get('not_near', 0):>9}{cell(e):>18}"
                       f"{cell(b):>19}{cell(r) if test == 'held_out' else '':>18}{within:>11}{verdict}\n")
             if w and w["understated"]:
                 understated.append(f"{prec} {w['within']} of {w['n']}")
             worst = next((x for x in d.get("shapes", ()) if x.get("error") is not None), None)
             if test == "held_out" and not d["meets_target"] and worst:
                 unc = f" +-{worst['uncertainty']:.0%}" if worst.get("uncertainty") is not None else ""
-                out.write(f"    {'':<26}{'worst':<15}{worst['shape']}: measured {worst['measured_s'] * 1e3:.4g} ms, "
+                out.write(f"    {'':<{w0}}{'worst':<15}{worst['shape']}: measured {worst['measured_s'] * 1e3:.4g} ms, "
                           f"expected {worst['expected_s'] * 1e3:.4g} ms{unc} ({worst['error']:+.0%})\n")
             drift = tests.get("drift")
             if test == "held_out" and drift:
-                out.write(f"    {'':<26}{'host moved':<15}{drift['n']:>4}{'':>9}"
+                out.write(f"    {'':<{w0}}{'host moved':<15}{drift['n']:>4}{'':>9}"
                           f"{cell(d.get('expected_drift_removed')):>18}  (its swept shapes took {drift['mean']:+.0%} "
                           f"{'longer' if drift['mean'] >= 0 else 'less time'} now than in the sweep; expected error "
                           "with that taken out)\n")

@@ -223,6 +223,11 @@ def test_the_score_says_whether_held_out_shapes_lie_within_their_stated_uncertai
     out = io.StringIO()
     _print_score(score(model, held(1.0)), out)
     assert "understates" not in out.getvalue() and "4 of 4" in out.getvalue() and " worst " not in out.getvalue()
+    # a path name wider than the column (grouped_gemm:int4_tinygemm/bf16, 31 characters) still stands apart
+    long = "grouped_gemm:int4_tinygemm/bf16"
+    out = io.StringIO()
+    _print_score({long: score(model, held(1.0))["gemm:bf16"]}, out)
+    assert re.search(rf"^    {long} +held_out +4 ", out.getvalue(), re.M), out.getvalue()
     far = {"m": 1024, "n": 3072, "k": 1536}  # six octaves of M past the grid: no number, said in the row
     none = score(model, [("gemm", "bf16", far, 1e-3, [1e-3])])["gemm:bf16"]["held_out"]
     assert none["not_near"] == 1 and "not measured near" in none["shapes"][0]["note"]
