@@ -142,18 +142,14 @@ def _cmd_measure(args, out, sim):
             get_format(name)  # an unknown name is refused before a calibration runs, not after
     target = _target(args, sim)
     info, hw, peaks = target.info, target.hardware, target.peaks
-    f = formats_kwargs(args, precision_default="fp32")
-    f.pop("out")
+    shape, kwargs = _measure_request(args)
     if args.op in ("gemv", "gemm", "grouped_gemm"):
-        kwargs = {k: v for k, v in f.items() if v is not None}
-        shape = _spot_shape(args)
         builder = sim.spot_builder(info) if sim else spot_build
         kernel = builder(args.op, shape, kwargs, info.torch_device, "cpu" if info.kind == "cpu" else "cuda")
     else:
-        seq_q = args.seq_q or (1 if args.phase == "decode" else args.seq_kv)
-        kernel = make_attention(args.batch, args.heads, args.kv_heads or args.heads, seq_q, args.seq_kv,
-                                args.head_dim, f["precision"] or f["act"] or "fp32", kv=args.kv_precision,
-                                device=info.torch_device, target="cpu" if info.kind == "cpu" else "cuda")
+        kernel = make_attention(shape["batch"], shape["heads"], shape["kv_heads"], shape["seq_q"], shape["seq_kv"],
+                                shape["head_dim"], kwargs["precision"], kv=shape["kv"], device=info.torch_device,
+                                target="cpu" if info.kind == "cpu" else "cuda")
     _progress(f"measuring {kernel.op} {kernel.precision} on {info.name} ({args.mode})")
     given = getattr(args, "given", None) or {}
     m = measure_kernel(kernel, info, hw, args.mode, peaks, args.warmup_ms, args.rep_ms, cuda_graph=args.cuda_graph,
@@ -178,6 +174,16 @@ def _cmd_measure(args, out, sim):
         out.write(f"  settings   {note}\n")
 
 
+def _measure_request(args) -> tuple[dict, dict]:
+    """(shape, builder keyword arguments) of a single measurement, as ``spot.build`` takes them: one reading of the
+    options for the kernel built and for what is refused before it (``_refuse_before_calibrating``)."""
+    f = formats_kwargs(args, precision_default="fp32")
+    f.pop("out")
+    if args.op in ("gemv", "gemm", "grouped_gemm"):
+        return _spot_shape(args), {k: v for k, v in f.items() if v is not None}
+    return {**_spot_shape(args), "kv": args.kv_precision}, {"precision": f["precision"] or f["act"] or "fp32"}
+
+
 def _refuse_before_calibrating(args, info, hw) -> None:
     """What a measurement on this (real) device cannot run with, refused once the device is known and before its
     calibration is loaded or measured (``resolve_target``'s ``check``): a bad option had cost a quick calibration
@@ -186,7 +192,13 @@ def _refuse_before_calibrating(args, info, hw) -> None:
     them, and is not held to this host's memory)."""
     stated = any(getattr(args, k, None) for k in ("gpu_clock_mhz", "mem_clock_mhz", "active_sms"))
     _refuse_unrunnable(args, info, hw, args.peaks or ("datasheet" if stated else None))
-    if getattr(args, "op", None) == "grouped_gemm":
+    op = getattr(args, "op", None)
+    if op in ("gemv", "gemm", "grouped_gemm", "attention") and not _is_spot_check(args):  # the shape's and the
+        # path's own refusals (a packed INT4 weight with K = 100, query heads no multiple of KV heads) came after a
+        # 30 s quick calibration; a spot check reports each precision's refusal as its row
+        from roofline_kernels.ops import refuse_unbuildable
+        refuse_unbuildable(op, *_measure_request(args), "cpu" if info.kind == "cpu" else "cuda")
+    if op == "grouped_gemm":
         from roofline_kernels.ops import check_grouped_room
         check_grouped_room(groups_of(args), args.m, args.n, args.k, info.torch_device)
 

@@ -113,9 +113,9 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
                     {"activations": [x], "weights": [Wi, s]}, rtol=2e-2, atol=2e-2)
 
     if a == "bf16" and w == "int4_tinygemm":
-        if k % INT4_GROUP or n % 16:
-            raise UnsupportedKernel(label, target, f"the packed INT4 kernel needs K % {INT4_GROUP} == 0 and "
-                                    f"N % 16 == 0; got N={n}, K={k}")
+        why = cpu_int4_refusal(n, k)
+        if why:
+            raise UnsupportedKernel(label, target, why)
         x = x32.to(torch.bfloat16)
         q, scale, zero = quantize_int4_groupwise(w32)
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
@@ -136,6 +136,40 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
     raise UnsupportedKernel(label, target, f"no kernel for {w} weights x {a} activations{hint}; kernels: "
                             "fp32, bf16, fp16, fp8_e4m3/fp8_e5m2 W8A8, int8 W8A8, int8/bf16 and "
                             "int4_tinygemm/bf16 weight-only")
+
+
+def cpu_int4_refusal(n: int, k: int) -> str | None:
+    """Why the CPU's packed INT4 kernel refuses an [N, K] weight, or None (``aten._convert_weight_to_int4pack_for_cpu``
+    packs groups of ``INT4_GROUP`` along K and 16 rows of N at a time)."""
+    if k % INT4_GROUP or n % 16:
+        return f"the packed INT4 kernel needs K % {INT4_GROUP} == 0 and N % 16 == 0; got N={n}, K={k}"
+    return None
+
+
+def refuse_unbuildable(op: str, shape: dict, kwargs: dict, target: str) -> None:
+    """Raise what building this kernel (``spot.build``: ``make_gemm``, ``make_grouped_gemm``, ``make_attention``)
+    would refuse on ``target``, asked without making a tensor, so a command refuses it before a calibration runs: a
+    shape the theory rejects (ValueError, its message) or the path's rule (``UnsupportedKernel``, as the builder words
+    it). Only the rules that need no device are asked here (a GPU's capability gates stay with the builder)."""
+    if op == "attention":
+        a = get_format(kwargs.get("precision") or "fp32").name
+        kv = get_format(shape.get("kv") or a).name
+        attention(shape["batch"], shape["heads"], shape["kv_heads"], shape["seq_q"], shape["seq_kv"],
+                  shape["head_dim"], act=a, kv=kv, causal=shape["seq_q"] > 1)  # the theory's own messages
+        why = (SDPA_ONE_DTYPE if a not in _FLOAT_DTYPES or kv != a else
+               attention_refusal(a, shape["heads"], shape["kv_heads"], shape["seq_q"], shape["seq_kv"], target))
+        if why:
+            raise UnsupportedKernel(f"{a} (kv {kv})" if why is SDPA_ONE_DTYPE else a, target, why)
+        return
+    w, a, label = gemm_formats(kwargs.get("precision"), kwargs.get("weight"), kwargs.get("act"))
+    m = 1 if op == "gemv" else shape["m"]
+    if op == "grouped_gemm":
+        grouped_gemm(shape["groups"], m, shape["n"], shape["k"], weight=w, act=a)
+    else:
+        gemm(m, shape["n"], shape["k"], weight=w, act=a)
+    why = cpu_int4_refusal(shape["n"], shape["k"]) if target == "cpu" and (w, a) == ("int4_tinygemm", "bf16") else None
+    if why:
+        raise UnsupportedKernel(label, target, why)
 
 
 TINYGEMM_PAD_K, TINYGEMM_PAD_N = 1024, 8
@@ -326,6 +360,9 @@ def _torchao_kernel(kern, label, w, a, x32, w32, device, target):
     return dataclasses.replace(kernel, launches=count_launches(kernel.fn))  # a tensor subclass: several ops per call
 
 
+SDPA_ONE_DTYPE = "SDPA runs fp32/bf16/fp16 with Q, K and V in one dtype; a quantized KV cache needs a dedicated kernel"
+
+
 def attention_refusal(precision: str, heads: int, kv_heads: int, seq_q: int, seq_kv: int, target: str) -> str | None:
     """Why ``make_attention`` refuses this SDPA shape on ``target`` (before any tensor is made), or None."""
     if seq_q > 1 and seq_q != seq_kv:
@@ -348,8 +385,7 @@ def make_attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, precision="b
     a = get_format(precision).name
     kv_name = get_format(kv).name if kv is not None else a
     if a not in _FLOAT_DTYPES or kv_name != a:
-        raise UnsupportedKernel(f"{a} (kv {kv_name})", target, "SDPA runs fp32/bf16/fp16 with Q, K and V in one "
-                                "dtype; a quantized KV cache needs a dedicated kernel")
+        raise UnsupportedKernel(f"{a} (kv {kv_name})", target, SDPA_ONE_DTYPE)
     causal = seq_q > 1
     cost = attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, act=a, kv=kv_name, causal=causal)
     # refused before any tensor is made: a sweep tries many shapes a device refuses

@@ -387,6 +387,58 @@ def test_a_refusal_comes_before_any_calibration(argv, says, precision, capsys, m
     assert rc == 2 and "groups=100000: 100000 experts of" in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["gemv", "--n", "4096", "--k", "100", "--precision", "int4_tinygemm"],
+     "no int4_tinygemm/bf16 kernel on cpu: the packed INT4 kernel needs K % 128 == 0 and N % 16 == 0; got N=4096, K=100"),
+    (["gemm", "--m", "4", "--n", "4100", "--k", "4096", "--weight-precision", "int4_tinygemm", "--act-precision",
+      "bf16"], "got N=4100, K=4096"),
+    (["grouped_gemm", "--groups", "4", "--n", "4096", "--k", "100", "--precision", "int4_tinygemm"], "K % 128 == 0"),
+    (["attention", "--heads", "32", "--kv-heads", "7", "--seq-kv", "1024", "--precision", "fp32"],
+     "heads=32 is not a multiple of kv_heads=7"),
+    (["attention", "--kv-precision", "fp8_e4m3", "--precision", "bf16"], "no bf16 (kv fp8_e4m3) kernel on cpu: SDPA"),
+    (["attention", "--phase", "prefill", "--seq-q", "128", "--seq-kv", "1024", "--precision", "bf16"],
+     "chunked prefill (seq_q=128 < seq_kv=1024) needs an explicit mask kernel"),
+])
+def test_a_kernel_its_builder_would_refuse_is_refused_before_any_calibration(argv, says, capsys, monkeypatch):
+    """A shape or path the builder refuses (a packed INT4 weight with K = 100, query heads no multiple of KV heads)
+    was refused only when built: after a 30 s quick calibration of a fresh store. Now before it, in the builder's
+    words, one line, exit 2."""
+    import roofline_kernels.calibrate as kcal
+    from roofline.__main__ import main
+
+    def never(*a, **k):
+        raise AssertionError("calibrated before refusing")
+    monkeypatch.setattr(kcal, "load_or_calibrate", never)
+    rc = main(["measure", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_what_the_early_refusal_asks_is_what_the_builder_refuses():
+    """``refuse_unbuildable`` words a refusal as the builder does, and passes what the builder builds."""
+    from roofline_kernels.ops import UnsupportedKernel, make_attention, make_gemm, refuse_unbuildable
+    for n, k in ((64, 100), (72, 128), (64, 128)):
+        try:
+            make_gemm(1, n, k, weight="int4_tinygemm", act="bf16", op="gemv")
+            built = None
+        except UnsupportedKernel as e:
+            built = str(e)
+        try:
+            refuse_unbuildable("gemv", {"n": n, "k": k}, {"weight": "int4_tinygemm", "act": "bf16"}, "cpu")
+            early = None
+        except UnsupportedKernel as e:
+            early = str(e)
+        assert early == built, (n, k)
+    with pytest.raises(UnsupportedKernel) as built:
+        make_attention(1, 8, 2, 1, 64, 16, "bf16", kv="int8")
+    with pytest.raises(UnsupportedKernel) as early:
+        refuse_unbuildable("attention", {"batch": 1, "heads": 8, "kv_heads": 2, "seq_q": 1, "seq_kv": 64,
+                                         "head_dim": 16, "kv": "int8"}, {"precision": "bf16"}, "cpu")
+    assert str(early.value) == str(built.value)
+    refuse_unbuildable("attention", {"batch": 1, "heads": 8, "kv_heads": 2, "seq_q": 1, "seq_kv": 64, "head_dim": 16,
+                                     "kv": None}, {"precision": "bf16"}, "cpu")  # builds: nothing raised
+
+
 def test_a_single_measure_keeps_to_max_seconds_when_given(capsys):
     # --max-seconds was the spot check's alone: a single measure took 405 samples under --max-seconds 0.001
     from roofline.__main__ import main
