@@ -387,6 +387,16 @@ def _decode(features: tuple[float, ...]) -> bool:
     return features[0] < 1e-9
 
 
+def _near_noise(q, pts: list[Point]) -> tuple[float, list[Point]]:
+    """(the run-to-run noise near features ``q``, the repeated shapes it is read from): of the ``LOO_NEIGHBOURS``
+    measured shapes nearest ``q``, those run more than once, and the median of their spreads (the upper one of an
+    even count); (0.0, []) where none was. The expected time's +- and a young history's regression band both read it."""
+    near = sorted(pts, key=lambda p: math.dist(q, p.features))[:LOO_NEIGHBOURS]
+    repeated = [p for p in near if p.noise is not None]
+    noise = sorted(p.noise for p in repeated)
+    return (noise[len(noise) // 2] if noise else 0.0), repeated
+
+
 def _same_kind(pts: list[Point], shape: dict) -> list[Point]:
     """The measured shapes a query is fitted from: a GEMV from GEMVs and decode attention from decode (a library runs
     another kernel for one row than for several: one sweep here streamed its M = 1 shapes at 45-50% of the roof and
@@ -560,30 +570,30 @@ class EfficiencyModel:
         return Expected(eff, "profile", note, self.roofs.get(model_key(op, precision), "full"), unc)
 
     def run_to_run(self, op: str, precision: str, shape: dict) -> tuple[float, str] | None:
-        """How far two runs of a shape near ``shape`` lie apart on this device: the median run-to-run spread
-        (``Point.noise``, as a relative sigma) of the ``LOO_NEIGHBOURS`` measured shapes nearest it that were run more
-        than once, each within ``NEAR_OCTAVES``; with the shape's own runs among them where the model holds them (the
-        sweep's re-runs, and each accepted run a suite or ``measure`` added). None where none near was run twice.
-        A regression band is never narrower than this (``roofline.regress``): one history run is no witness of how
-        far the next may lie, and the device's own runs here are (a 2-core Zen 5 VM ran one int8 GEMV at 0.33, 0.57
-        and 0.58 ms in three healthy suite runs)."""
+        """How far two runs of a shape near ``shape`` lie apart on this device: the run-to-run noise the expected
+        time's +- carries there (``_near_noise``: the median spread of the repeated shapes among the
+        ``LOO_NEIGHBOURS`` of its own kind nearest it, the shape's own runs among them where the model holds them: the
+        sweep's re-runs, and the last ``REPEATS_KEPT`` accepted runs that a suite or ``measure`` added), as a
+        relative sigma. None where none of them was run twice. A young history's regression band is never narrower
+        than this (``roofline.regress``): one run is no witness of how far the next may lie, the device's runs here are
+        (a 2-core Zen 5 VM ran one int8 GEMV at 0.57, 0.33 and 0.58 ms in three healthy suite runs)."""
         if op == "grouped_gemm":
             one_op, one, _ = expert_gemm(shape)
             return self.run_to_run(one_op, precision, one)
         if op_class(op) is None:
             return None
         shape = model_shape(op, shape)
-        q = _features(shape)
-        near = sorted((p for p in self.points(op, precision) if p.noise is not None
-                       and octaves_apart(p.shape, shape) <= NEAR_OCTAVES + 1e-9),
-                      key=lambda p: math.dist(q, p.features))[:LOO_NEIGHBOURS]
+        pts = self.points(op, precision)
+        if not pts:
+            return None
+        noise, near = _near_noise(_features(shape), _same_kind(pts, shape))
         if not near:
             return None
-        noise = sorted(p.noise for p in near)
-        sigma = math.exp(noise[len(noise) // 2]) - 1
+        sigma = math.exp(noise) - 1
         own = next((p for p in near if _shape_key(p.shape) == _shape_key(shape)), None)
-        return sigma, (f"{sigma:.1%} sigma, the median of {len(near)} repeated shape(s) near it in this device's "
-                       "efficiency model" + (f", its own {len(own.efficiencies)} runs among them" if own else ""))
+        return sigma, (f"{sigma:.1%} sigma, the run-to-run noise of the {len(near)} repeated shape(s) nearest it in "
+                       "this device's efficiency model" + (f", this shape's own {len(own.efficiencies)} runs among "
+                                                           "them" if own else ""))
 
     def drift(self, op: str, precision: str) -> float:
         """How far (log) this device's speed moves between a run and a later one: the spread of the sweep's first
@@ -600,23 +610,21 @@ class EfficiencyModel:
         path's ``drift`` (how far the host's speed moved while it was swept: a later run may find it moved as far)
         and ``off_line`` (an M whose own residual no M line measured: the RMS of the residuals that were) and ``align``
         (K's alignment residual taken into account: how far the pairs it is read from lie apart about it)."""
+        noise_s, repeated = _near_noise(q, pts)
         near = sorted(pts, key=lambda p: math.dist(q, p.features))[:LOO_NEIGHBOURS]
         loo = []
         for p in near:
             rest = [r for r in pts if r is not p and not twins(r.shape, p.shape)]  # as ``points(exclude=...)`` does
             if rest and min(octaves_apart(r.shape, p.shape) for r in rest) <= NEAR_OCTAVES + 1e-9:
                 loo.append((_interpolate(p.features, rest, p.intensity, memory_roof) - p.log_eff) ** 2)
-        noise = [p.noise for p in near if p.noise is not None]
         if not loo:  # the run-to-run noise alone would read as the model's error: a 16% move off the one shape
             # near, stated +-1%
-            seen = (f"; its runs alone lie +-{math.exp(sorted(noise)[len(noise) // 2]) - 1:.0%} apart" if noise
-                    else "")
+            seen = f"; its runs alone lie +-{math.exp(noise_s) - 1:.0%} apart" if repeated else ""
             return None, f"uncertainty unknown (no measured shape near it has a neighbour to judge it by{seen})"
         loo_s = math.sqrt(sum(loo) / len(loo)) if loo else 0.0
-        noise_s = sorted(noise)[len(noise) // 2] if noise else 0.0
         unc = math.exp(math.sqrt(loo_s ** 2 + noise_s ** 2 + drift ** 2 + off_line ** 2 + align ** 2)) - 1
         parts = [f"leave-one-out {math.exp(loo_s) - 1:.0%}",
-                 f"run-to-run {math.exp(noise_s) - 1:.0%} ({len(noise)} repeated shapes)" if noise else
+                 f"run-to-run {math.exp(noise_s) - 1:.0%} ({len(repeated)} repeated shapes)" if repeated else
                  "run-to-run noise not yet seen here (one run per shape)"]
         if drift:
             parts.append(f"the host's speed moved +-{math.exp(drift) - 1:.0%} while the sweep ran")

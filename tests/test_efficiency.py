@@ -102,11 +102,15 @@ def test_the_run_to_run_spread_near_a_shape_is_read_from_its_repeated_neighbours
     logs = [math.log(e) for e in (smooth(here), 0.46, 0.54, 0.82)]
     mean = sum(logs) / 4
     assert sigma == pytest.approx(math.exp(math.sqrt(sum((x - mean) ** 2 for x in logs) / 3)) - 1)
-    assert "its own 4 runs among them" in why and "1 repeated shape(s)" in why
-    model.add("gemm", "bf16", {"m": 2, "n": 4096, "k": 4096}, smooth({"m": 2, "n": 4096, "k": 4096}))  # a quiet
-    model.add("gemm", "bf16", {"m": 1, "n": 2048, "k": 4096}, smooth({"m": 1, "n": 2048, "k": 4096}))  # pair near
+    assert "this shape's own 4 runs among them" in why and "of the 1 repeated shape(s)" in why
+    model.add("gemm", "bf16", {"m": 2, "n": 4096, "k": 4096}, 0.01)  # a GEMM's runs far apart: another kernel
+    assert model.run_to_run("gemv", "bf16", here) == (sigma, why)
+    for near in ({"m": 1, "n": 2048, "k": 4096}, {"m": 1, "n": 4096, "k": 2048}):  # two quiet GEMVs near
+        model.add("gemm", "bf16", near, smooth(near))
     sigma2, why2 = model.run_to_run("gemv", "bf16", here)
-    assert sigma2 == pytest.approx(0.0, abs=1e-9) and "median of 3" in why2  # the median, not the noisiest
+    assert sigma2 == pytest.approx(0.0, abs=1e-9) and "of the 3 repeated" in why2  # the median, not the noisiest
+    # the expected time's +- reads the same noise there
+    assert "run-to-run 0% (3 repeated shapes)" in model.expected("gemv", "bf16", here).note
     assert model.run_to_run("grouped_gemm", "bf16", {"groups": 8, "m": 1, "n": 4096, "k": 4096}) == (sigma2, why2)
     assert model.run_to_run("elementwise", "bf16", {"n": 4096}) is None
     assert model.run_to_run("gemv", "fp32", here) is None  # another path's runs are not this one's

@@ -140,28 +140,30 @@ def test_a_host_cpus_minimum_effect():
 # A 2-core Zen 5 VM (not a host this project was tuned on) ran one healthy int8 GEMV at 0.33, 0.57 and 0.58 ms in
 # three suite runs from one store; the first became a one-run history and the third failed at 1.77x it. The device's
 # efficiency model held that shape's runs (0.458, 0.541 from the sweep, 0.821 from the first suite run: efficiencies)
-# and put their spread at 38% sigma: the band is never narrower than 3 of those sigmas.
+# and put their spread at 38% sigma: a young history's band is never narrower than 3 of those sigmas.
 ZEN5_SPREAD = (0.385, "38.5% sigma, the median of 4 repeated shape(s) near it in this device's efficiency model")
 
 
-def test_a_history_band_is_never_narrower_than_the_devices_own_spread_near_the_shape():
+def test_a_young_history_band_is_never_narrower_than_the_devices_own_spread_near_the_shape():
     one = _runs(0.326e-3, rel=0.2)
     healthy = [0.578e-3 * (1 + 0.06 * ((i % 5) - 2) / 2) for i in range(40)]
     assert compare(healthy, reference(one, MIN_EFFECT)).slower  # one fast run: a healthy run fails at 1.77x
     ref = reference(one, MIN_EFFECT, ZEN5_SPREAD)
     assert ref.band == MAX_BAND and "this device's run-to-run spread near this shape" in ref.spread_from
     assert not compare(healthy, ref).slower
-    assert compare([3 * t for t in healthy], ref).slower  # a 3x slowdown is claimed whatever the spread
-    # three runs, two of them in the host's fast spell: their MAD is of that spell alone
-    three = _runs(0.326e-3, 0.330e-3, 0.569e-3)
-    assert compare(healthy, reference(three, MIN_EFFECT)).slower
-    assert not compare(healthy, reference(three, MIN_EFFECT, ZEN5_SPREAD)).slower
+    at = lambda factor: [ref.median * factor * (1 + 0.02 * ((i % 5) - 2) / 2) for i in range(40)]  # noqa: E731
+    assert compare(at(2.1), ref).slower and compare(at(3), ref).slower  # past 2x: claimed whatever the spread
+    assert not compare(at(1.9), ref).slower
+    two = _runs(0.326e-3, 0.330e-3, rel=0.2)  # two runs: still young, the floor holds
+    assert not compare(healthy, reference(two, MIN_EFFECT, ZEN5_SPREAD)).slower
+    # from three runs the case's own spread rules: a run the floor let in joins the model and would widen it, so a
+    # persistent slowdown let in could hold the band open by itself
+    three = _runs(0.326e-3, 0.330e-3, 0.340e-3)
+    assert reference(three, MIN_EFFECT, ZEN5_SPREAD).band == reference(three, MIN_EFFECT).band < 0.5
 
 
 def test_a_quiet_devices_spread_never_narrows_the_band():
     young = reference(_runs(1.0), MIN_EFFECT, (0.01, "1.0% sigma"))
     assert young.band == YOUNG_BAND and "this device's run-to-run" not in young.spread_from
-    grown = _runs(1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
-    assert reference(grown, MIN_EFFECT, (0.001, "0.1% sigma")).band == reference(grown, MIN_EFFECT).band
-    widened = reference(grown, MIN_EFFECT, (0.2, "20.0% sigma"))
+    widened = reference(_runs(1.0, 1.0), MIN_EFFECT, (0.2, "20.0% sigma"))
     assert widened.band == pytest.approx(0.6) and "20.0% sigma" in widened.spread_from
