@@ -68,10 +68,10 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
         cost, elements = priced_gemm(op, m, n, k, w, a, out, target)
         return Kernel(op, label, target, call, inputs, ref, cost, path, emulated, operands, rtol, atol, note, elements)
 
-    if not on_cpu:  # what CUDA refuses is refused here, naming the rule, before anything is built
-        why = gemm_refusal(w, a, m, n, k, _cuda_capability(target))
-        if why:
-            raise UnsupportedKernel(label, target, why)
+    # what the target refuses is refused here, naming the rule, before anything is built
+    why = cpu_gemm_refusal(w, a, n, k) if on_cpu else gemm_refusal(w, a, m, n, k, _cuda_capability(target))
+    if why:
+        raise UnsupportedKernel(label, target, why)
 
     if w == a and w in _FLOAT_DTYPES:
         dt = _dtype(w)
@@ -112,10 +112,7 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
                     "aten._weight_int8pack_mm (int8 weight-only, per-channel bf16 scale)",
                     {"activations": [x], "weights": [Wi, s]}, rtol=2e-2, atol=2e-2)
 
-    if a == "bf16" and w == "int4_tinygemm":
-        why = cpu_int4_refusal(n, k)
-        if why:
-            raise UnsupportedKernel(label, target, why)
+    if a == "bf16" and w == "int4_tinygemm":  # on a CPU (CUDA's is torchao's, above); its shape rule asked above
         x = x32.to(torch.bfloat16)
         q, scale, zero = quantize_int4_groupwise(w32)
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
@@ -127,15 +124,33 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
                     "aten._weight_int4pack_mm_for_cpu (packed 4-bit weight, bf16 scale+zero per 128)",
                     {"activations": [x], "weights": [packed, sz]}, rtol=2e-2, atol=2e-2)
 
+    raise UnsupportedKernel(label, target, _no_gemm_kernel(w, a, label, target))
+
+
+def _no_gemm_kernel(w: str, a: str, label: str, target: str) -> str:
+    """Why no GEMM kernel of this module takes these formats on ``target`` (the last branch of ``make_gemm``)."""
     if w in ("nvfp4", "mxfp4") or a in ("nvfp4", "mxfp4"):
-        where = "this CPU has none, and no emulated path is offered" if on_cpu else (
+        where = "this CPU has none, and no emulated path is offered" if target == "cpu" else (
             f"on {target} the FP4 kernels take {w if w in ('nvfp4', 'mxfp4') else a} for both operands; got {label}")
-        raise UnsupportedKernel(label, target, "native block-scaled FP4 matmul needs Blackwell (sm_100 or "
-                                f"sm_120/121) and matching formats: {where}")
+        return ("native block-scaled FP4 matmul needs Blackwell (sm_100 or sm_120/121) and matching formats: "
+                + where)
     hint = " (INT4 weight-only is 'int4_tinygemm' with bf16 activations)" if "int4" in (w, a) else ""
-    raise UnsupportedKernel(label, target, f"no kernel for {w} weights x {a} activations{hint}; kernels: "
-                            "fp32, bf16, fp16, fp8_e4m3/fp8_e5m2 W8A8, int8 W8A8, int8/bf16 and "
-                            "int4_tinygemm/bf16 weight-only")
+    return (f"no kernel for {w} weights x {a} activations{hint}; kernels: fp32, bf16, fp16, fp8_e4m3/fp8_e5m2 W8A8, "
+            "int8 W8A8, int8/bf16 and int4_tinygemm/bf16 weight-only")
+
+
+def cpu_gemm_refusal(w: str, a: str, n: int, k: int) -> str | None:
+    """Why ``make_gemm`` builds no kernel for these formats and [N, K] weight on a CPU, or None: the formats its CPU
+    branches take (same-dtype floats, FP8 W8A8 emulated, int8 W8A8, int8 and packed int4 weight-only with bf16
+    activations) and the packed INT4 kernel's shape rule. Asked by ``make_gemm`` first and by ``refuse_unbuildable``
+    without tensors."""
+    w_fmt, a_fmt = get_format(w), get_format(a)
+    if (w == a and w in _FLOAT_DTYPES or w == a == "int8" or (w, a) == ("int8", "bf16")
+            or w_fmt.compute_class == a_fmt.compute_class == "fp8" and w_fmt.kind == a_fmt.kind == "float"):
+        return None
+    if (w, a) == ("int4_tinygemm", "bf16"):
+        return cpu_int4_refusal(n, k)
+    return _no_gemm_kernel(w, a, f"{w}/{a}" if w != a else w, "cpu")
 
 
 def cpu_int4_refusal(n: int, k: int) -> str | None:
@@ -148,18 +163,20 @@ def cpu_int4_refusal(n: int, k: int) -> str | None:
 
 def refuse_unbuildable(op: str, shape: dict, kwargs: dict, target: str) -> None:
     """Raise what building this kernel (``spot.build``: ``make_gemm``, ``make_grouped_gemm``, ``make_attention``)
-    would refuse on ``target``, asked without making a tensor, so a command refuses it before a calibration runs: a
-    shape the theory rejects (ValueError, its message) or the path's rule (``UnsupportedKernel``, as the builder words
-    it). Only the rules that need no device are asked here (a GPU's capability gates stay with the builder)."""
+    would refuse on ``target``, in the builder's words and order, without making a tensor, so a command refuses it
+    before a calibration runs: a shape the theory rejects (ValueError, its message) or the path's rule
+    (``UnsupportedKernel``). On CUDA the capability is asked of the device present, as the builder asks it."""
     if op == "attention":
         a = get_format(kwargs.get("precision") or "fp32").name
         kv = get_format(shape.get("kv") or a).name
+        why = sdpa_dtype_refusal(a, kv)
+        if why:
+            raise UnsupportedKernel(f"{a} (kv {kv})", target, why)
         attention(shape["batch"], shape["heads"], shape["kv_heads"], shape["seq_q"], shape["seq_kv"],
                   shape["head_dim"], act=a, kv=kv, causal=shape["seq_q"] > 1)  # the theory's own messages
-        why = (SDPA_ONE_DTYPE if a not in _FLOAT_DTYPES or kv != a else
-               attention_refusal(a, shape["heads"], shape["kv_heads"], shape["seq_q"], shape["seq_kv"], target))
+        why = attention_refusal(a, shape["heads"], shape["kv_heads"], shape["seq_q"], shape["seq_kv"], target)
         if why:
-            raise UnsupportedKernel(f"{a} (kv {kv})" if why is SDPA_ONE_DTYPE else a, target, why)
+            raise UnsupportedKernel(a, target, why)
         return
     w, a, label = gemm_formats(kwargs.get("precision"), kwargs.get("weight"), kwargs.get("act"))
     m = 1 if op == "gemv" else shape["m"]
@@ -167,7 +184,8 @@ def refuse_unbuildable(op: str, shape: dict, kwargs: dict, target: str) -> None:
         grouped_gemm(shape["groups"], m, shape["n"], shape["k"], weight=w, act=a)
     else:
         gemm(m, shape["n"], shape["k"], weight=w, act=a)
-    why = cpu_int4_refusal(shape["n"], shape["k"]) if target == "cpu" and (w, a) == ("int4_tinygemm", "bf16") else None
+    why = (cpu_gemm_refusal(w, a, shape["n"], shape["k"]) if target == "cpu"
+           else gemm_refusal(w, a, m, shape["n"], shape["k"], _cuda_capability(target)))
     if why:
         raise UnsupportedKernel(label, target, why)
 
@@ -360,7 +378,11 @@ def _torchao_kernel(kern, label, w, a, x32, w32, device, target):
     return dataclasses.replace(kernel, launches=count_launches(kernel.fn))  # a tensor subclass: several ops per call
 
 
-SDPA_ONE_DTYPE = "SDPA runs fp32/bf16/fp16 with Q, K and V in one dtype; a quantized KV cache needs a dedicated kernel"
+def sdpa_dtype_refusal(act: str, kv: str) -> str | None:
+    """Why ``make_attention`` builds no SDPA for these Q and KV formats (names), or None."""
+    if act not in _FLOAT_DTYPES or kv != act:
+        return "SDPA runs fp32/bf16/fp16 with Q, K and V in one dtype; a quantized KV cache needs a dedicated kernel"
+    return None
 
 
 def attention_refusal(precision: str, heads: int, kv_heads: int, seq_q: int, seq_kv: int, target: str) -> str | None:
@@ -384,8 +406,8 @@ def make_attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, precision="b
     torch = _torch()
     a = get_format(precision).name
     kv_name = get_format(kv).name if kv is not None else a
-    if a not in _FLOAT_DTYPES or kv_name != a:
-        raise UnsupportedKernel(f"{a} (kv {kv_name})", target, SDPA_ONE_DTYPE)
+    if sdpa_dtype_refusal(a, kv_name):
+        raise UnsupportedKernel(f"{a} (kv {kv_name})", target, sdpa_dtype_refusal(a, kv_name))
     causal = seq_q > 1
     cost = attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, act=a, kv=kv_name, causal=causal)
     # refused before any tensor is made: a sweep tries many shapes a device refuses

@@ -414,29 +414,48 @@ def test_a_kernel_its_builder_would_refuse_is_refused_before_any_calibration(arg
     assert rc == 2 and says in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_what_the_early_refusal_asks_is_what_the_builder_refuses():
-    """``refuse_unbuildable`` words a refusal as the builder does, and passes what the builder builds."""
-    from roofline_kernels.ops import UnsupportedKernel, make_attention, make_gemm, refuse_unbuildable
-    for n, k in ((64, 100), (72, 128), (64, 128)):
-        try:
-            make_gemm(1, n, k, weight="int4_tinygemm", act="bf16", op="gemv")
-            built = None
-        except UnsupportedKernel as e:
-            built = str(e)
-        try:
-            refuse_unbuildable("gemv", {"n": n, "k": k}, {"weight": "int4_tinygemm", "act": "bf16"}, "cpu")
-            early = None
-        except UnsupportedKernel as e:
-            early = str(e)
-        assert early == built, (n, k)
-    with pytest.raises(UnsupportedKernel) as built:
-        make_attention(1, 8, 2, 1, 64, 16, "bf16", kv="int8")
-    with pytest.raises(UnsupportedKernel) as early:
-        refuse_unbuildable("attention", {"batch": 1, "heads": 8, "kv_heads": 2, "seq_q": 1, "seq_kv": 64,
-                                         "head_dim": 16, "kv": "int8"}, {"precision": "bf16"}, "cpu")
-    assert str(early.value) == str(built.value)
-    refuse_unbuildable("attention", {"batch": 1, "heads": 8, "kv_heads": 2, "seq_q": 1, "seq_kv": 64, "head_dim": 16,
-                                     "kv": None}, {"precision": "bf16"}, "cpu")  # builds: nothing raised
+def _outcome(fn):
+    from roofline_kernels.ops import UnsupportedKernel
+    try:
+        fn()
+    except (UnsupportedKernel, ValueError) as e:
+        return f"{type(e).__name__}: {e}"
+    return "builds"
+
+
+EARLY_GEMMS = [*GEMM_KERNELS, ("int8/fp16", dict(weight="int8", act="fp16")),
+               ("int4_tinygemm/fp16", dict(weight="int4_tinygemm", act="fp16")), ("int4", dict(precision="int4")),
+               ("fp8_e4m3/bf16", dict(weight="fp8_e4m3", act="bf16"))]
+
+
+@pytest.mark.parametrize("op, shape", [("gemv", {"n": 64, "k": 128}), ("gemv", {"n": 64, "k": 100}),
+                                       ("gemm", {"m": 3, "n": 72, "k": 256}), ("gemm", {"m": 2, "n": 0, "k": 128}),
+                                       ("grouped_gemm", {"groups": 2, "m": 2, "n": 48, "k": 384})])
+@pytest.mark.parametrize("label, kwargs", EARLY_GEMMS, ids=[x[0] for x in EARLY_GEMMS])
+def test_what_the_early_refusal_asks_is_what_the_builder_refuses(op, shape, label, kwargs):
+    """``refuse_unbuildable`` (asked before any calibration) refuses what the builder refuses, in its words, and passes
+    what it builds: every GEMM kernel of the list, and pairs no kernel takes, at shapes the packed INT4 rule and the
+    theory accept and refuse."""
+    from roofline_kernels.ops import refuse_unbuildable
+    from roofline_kernels.spot import build
+    early = _outcome(lambda: refuse_unbuildable(op, shape, kwargs, "cpu"))
+    built = _outcome(lambda: build(op, shape, kwargs, "cpu", "cpu"))
+    assert early == built
+
+
+ATTENTIONS = [dict(precision=p, kv=kv, heads=h, kv_heads=kvh, seq_q=q)
+              for p, kv in (("fp32", None), ("bf16", None), ("bf16", "fp8_e4m3"), ("int8", None), ("fp16", "bf16"))
+              for h, kvh in ((8, 2), (8, 3)) for q in (1, 16, 64)]
+
+
+@pytest.mark.parametrize("a", ATTENTIONS, ids=lambda a: "-".join(str(v) for v in a.values()))
+def test_the_early_attention_refusal_is_the_builders(a):
+    from roofline_kernels.ops import refuse_unbuildable
+    from roofline_kernels.spot import build
+    shape = {"batch": 1, "heads": a["heads"], "kv_heads": a["kv_heads"], "seq_q": a["seq_q"], "seq_kv": 64,
+             "head_dim": 16, "kv": a["kv"]}
+    early = _outcome(lambda: refuse_unbuildable("attention", shape, {"precision": a["precision"]}, "cpu"))
+    assert early == _outcome(lambda: build("attention", shape, {"precision": a["precision"]}, "cpu", "cpu"))
 
 
 def test_a_single_measure_keeps_to_max_seconds_when_given(capsys):
