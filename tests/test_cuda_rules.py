@@ -307,3 +307,27 @@ def test_grouped_mm_refuses_an_operand_off_16_byte_alignment(simulated):
     offs = torch.tensor([20, 40], dtype=torch.int32)
     with pytest.raises(RuntimeError, match="expected data_ptr to be aligned to 16 bytes"):
         torch._grouped_mm(off, w.transpose(-2, -1).transpose(-2, -1), offs=offs)
+
+
+@pytest.mark.parametrize("key", GPUS)
+def test_the_early_refusal_on_a_board_is_its_builders(simulated, key):
+    """``refuse_unbuildable`` (what a single ``measure`` on a real board asks before its calibration) refuses on CUDA
+    what ``make_gemm`` refuses there, in its words, and passes what it builds (a tensorless check of CUDA's rules, at
+    the capability of the board present): every GEMM kernel at every shape of the table above."""
+    from roofline_kernels.ops import refuse_unbuildable
+    simulated(key)
+    outcomes = set()
+    for (m, n, k), (label, kwargs) in itertools.product(SHAPES, GEMM_KERNELS):
+        try:
+            make_gemm(m, n, k, device="cpu", target="cuda", **kwargs)
+            built = "builds"
+        except UnsupportedKernel as e:
+            built = str(e)
+        try:
+            refuse_unbuildable("gemm", {"m": m, "n": n, "k": k}, kwargs, "cuda")
+            early = "builds"
+        except UnsupportedKernel as e:
+            early = str(e)
+        assert early == built, (label, (m, n, k))
+        outcomes.add(early == "builds")
+    assert outcomes == {True, False}  # some refused early, some pass: the check is exercised both ways
