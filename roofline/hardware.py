@@ -36,13 +36,13 @@ MIG_PROFILE = re.compile(r"\bMIG\s+(?:(?P<ci>\d+)c\.)?(?P<gi>\d+)g\.(?P<gb>\d+)g
 MIG_GPU_SLICES = 7  # GPU-instance slices of a whole A100, H100, H200 or B200 (7g): the most a MIG profile names
 
 # A vGPU in a guest VM is named by its vGPU type (the driver's name table, NVIDIA/open-gpu-kernel-modules
-# src/nvidia/generated/g_nv_name_released.h: "GRID A100X-1-5C", "NVIDIA H100XM-1-10C", "NVIDIA H100XM-20C"): the
-# board's code, the GPU instance's slices where the vGPU is MIG-backed, its frame buffer in GB and its series letter
-# (C compute; Q, B and A are graphics series, which these boards do not offer). NVIDIA AI Enterprise, "Virtual GPU
-# Types for Supported GPUs": a MIG-backed type's row names its "Corresponding GPU Instance Profile" ("H100XM-1-10C | 10 | 7 | 1 | 1 | MIG
-# 1g.10gb"); a time-sliced type has no slices, and "Each vGPU gets full access to all streaming multiprocessors (SMs)
-# and engines, but only for a specific time slice". Board code -> (registry key, the board's GB), from those tables'
-# headings; a board the registry lacks stands in by its nearest entry, and its GB says it is a variant.
+# src/nvidia/generated/g_nv_name_released.h: "GRID A100X-1-5C", "NVIDIA H100XM-1-10C", "NVIDIA H100XM-20C"): the board's
+# code, the GPU instance's slices where the vGPU is MIG-backed, its frame buffer in GB and its series letter (C compute;
+# Q, B and A are graphics series, which these boards do not offer). NVIDIA AI Enterprise, "Virtual GPU Types for
+# Supported GPUs": a MIG-backed type's row names its "Corresponding GPU Instance Profile" ("H100XM-1-10C | 10 | 7 | 1 |
+# 1 | MIG 1g.10gb"); a time-sliced type has no slices, and "Each vGPU gets full access to all streaming multiprocessors
+# (SMs) and engines, but only for a specific time slice". Board code -> (registry key, the board's GB), from those
+# tables' headings; a board the registry lacks stands in by its nearest entry, and its GB says it is a variant.
 VGPU_BOARDS = {
     "H100XM": ("h100_sxm", 80.0),  # H100 SXM5 80GB
     "H100XL": ("h100_sxm", 94.0),  # H100 SXM5 94GB: a variant the registry lacks

@@ -1184,7 +1184,7 @@ def learn(cal, kernel, m, info) -> str | None:
            or (f"held to the {m.peaks} roof, the model to the calibrated one" if m.peaks != "calibrated" else None)
            or (f"measured under contention ({', '.join(m.contention)})" if m.contention else None)
            or ("it beats its ceiling: a bug to explain (bytes or FLOPs mis-counted, or the ceiling is wrong), not this "
-               "device's speed" if getattr(m, "beats_ceiling", False) else None)
+               "device's speed" if m.beats_ceiling else None)
            or (SHORT_NO_SAMPLE if rotation_short(m) else None)
            or ("a grouped_gemm: its expected time is read from the GEMM model at one expert's shape, which a grouped "
                "kernel does not sample" if kernel.op == "grouped_gemm" else None)

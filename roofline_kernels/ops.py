@@ -124,11 +124,12 @@ def make_gemm(m, n, k, precision=None, weight=None, act=None, device="cpu", seed
                     "aten._weight_int4pack_mm_for_cpu (packed 4-bit weight, bf16 scale+zero per 128)",
                     {"activations": [x], "weights": [packed, sz]}, rtol=2e-2, atol=2e-2)
 
-    raise UnsupportedKernel(label, target, _no_gemm_kernel(w, a, label, target))
+    raise UnsupportedKernel(label, target, _no_gemm_kernel(w, a, target, label))
 
 
-def _no_gemm_kernel(w: str, a: str, label: str, target: str) -> str:
-    """Why no GEMM kernel of this module takes these formats on ``target`` (the last branch of ``make_gemm``)."""
+def _no_gemm_kernel(w: str, a: str, target: str, label: str = "") -> str:
+    """Why no GEMM kernel of this module takes these formats on ``target`` (the last branch of ``make_gemm``;
+    ``label``, the kernel's name, is said off a CPU)."""
     if w in ("nvfp4", "mxfp4") or a in ("nvfp4", "mxfp4"):
         where = "this CPU has none, and no emulated path is offered" if target == "cpu" else (
             f"on {target} the FP4 kernels take {w if w in ('nvfp4', 'mxfp4') else a} for both operands; got {label}")
@@ -150,7 +151,7 @@ def cpu_gemm_refusal(w: str, a: str, n: int, k: int) -> str | None:
         return None
     if (w, a) == ("int4_tinygemm", "bf16"):
         return cpu_int4_refusal(n, k)
-    return _no_gemm_kernel(w, a, f"{w}/{a}" if w != a else w, "cpu")
+    return _no_gemm_kernel(w, a, "cpu")
 
 
 def cpu_int4_refusal(n: int, k: int) -> str | None:
@@ -406,8 +407,9 @@ def make_attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, precision="b
     torch = _torch()
     a = get_format(precision).name
     kv_name = get_format(kv).name if kv is not None else a
-    if sdpa_dtype_refusal(a, kv_name):
-        raise UnsupportedKernel(f"{a} (kv {kv_name})", target, sdpa_dtype_refusal(a, kv_name))
+    why = sdpa_dtype_refusal(a, kv_name)
+    if why:
+        raise UnsupportedKernel(f"{a} (kv {kv_name})", target, why)
     causal = seq_q > 1
     cost = attention(batch, heads, kv_heads, seq_q, seq_kv, head_dim, act=a, kv=kv_name, causal=causal)
     # refused before any tensor is made: a sweep tries many shapes a device refuses

@@ -290,7 +290,8 @@ class RegionMonitor:
                 used = (f"the board used {(e1 - e0) / 1e3:.4g} J over the {span_ms:.1f} ms region: this slice's "
                         f"calls, other instances' work and the board's idle power" if e0 is not None and e1 is not None
                         else "no board reading either")
-                return None, f"none: a MIG slice: NVML's energy counter is the board's, which every instance shares ({used})"
+                return None, (f"none: a MIG slice: NVML's energy counter is the board's, which every instance "
+                              f"shares ({used})")
             if e0 is not None and e1 is not None and vgpu_type(getattr(self.info, "name", None)) is not None:
                 # NVIDIA's vGPU guide lists no energy among a guest's metrics: a counter a guest reads is not shown to
                 # be its own, and where the board is shared with other VMs it would charge their work to these calls

@@ -26,9 +26,10 @@ BUSY_CPU_FRACTION = 0.25  # other processes using more than this share of the CP
 # calibration's fingerprint), applications clocks a user set (ApplicationsClocksSetting, alias UserDefinedClocks:
 # ``-ac``; nvml.h documents the bit for applications clocks only, and NVML 13's header marks it "No longer used";
 # whether ``-lgc`` raises it is documented nowhere) and the display clock. Counted as contention, they kept every such
-# case out of its history, so its regression check never ran. NVIDIA's validation suite fails a run on HW slowdown, SW and HW thermal slowdown and the power
-# brake alone (DCGM, nvvs/src/DcgmRecorder.cpp, DcgmRecorder::CheckForClocksEvent's ``failureMask``). Those, sync
-# boost (other GPUs' load sets it) and any reason not named here stay contention. The record keeps every reason.
+# case out of its history, so its regression check never ran. NVIDIA's validation suite fails a run on HW slowdown, SW
+# and HW thermal slowdown and the power brake alone (DCGM, nvvs/src/DcgmRecorder.cpp,
+# DcgmRecorder::CheckForClocksEvent's ``failureMask``). Those, sync boost (other GPUs' load sets it) and any reason not
+# named here stay contention. The record keeps every reason.
 CLOCK_SETTING_REASONS = frozenset({"SwPowerCap", "ApplicationsClocksSetting", "UserDefinedClocks",
                                    "DisplayClockSetting"})
 

@@ -64,13 +64,13 @@ TINY_BUDGET = ("--case-budget-s", "0.001")
 OVER_BUDGET_MUST_FAIL = {"int8", "int8_bf16", "int4", "bf16"}
 
 
-# Healthy runs before the mutations: the reference is the median of two runs, not one that a slow spell of a shared
-# host may have measured alone (a CI missed a planted 2x int8 against such a run). Two, not RUNS_FOR_SPREAD: until
-# three runs show a spread the band is the young history's 50% (or 3x the device's run-to-run spread near the shape
-# where that is wider: on a host whose int4 GEMV runs lay over 33% sigma apart the planted 2x would not be claimed,
-# and the case's record would say its smallest detectable slowdown is 2x); three runs' spread at its 95% bound is wider (runs
-# 1.22, 1.31 and 1.70 ms of an int4 GEMV would give 2.3x), and honestly so, but then a 2x cannot be claimed. The
-# slowdowns come first (MUST_FAIL), so their cases are compared with those two runs alone.
+# Healthy runs before the mutations: the reference is the median of two runs, not one that a slow spell of a shared host
+# may have measured alone (a CI missed a planted 2x int8 against such a run). Two, not RUNS_FOR_SPREAD: until three runs
+# show a spread the band is the young history's 50% (or 3x the device's run-to-run spread near the shape where that is
+# wider: on a host whose int4 GEMV runs lay over 33% sigma apart the planted 2x would not be claimed, and the case's
+# record would say its smallest detectable slowdown is 2x); three runs' spread at its 95% bound is wider (runs 1.22,
+# 1.31 and 1.70 ms of an int4 GEMV would give 2.3x), and honestly so, but then a 2x cannot be claimed. The slowdowns
+# come first (MUST_FAIL), so their cases are compared with those two runs alone.
 SEED_RUNS = 2
 
 

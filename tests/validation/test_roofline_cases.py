@@ -278,8 +278,7 @@ def test_measured_case(family, case, request, suite, device_info, hardware_entry
         # 2.22 ms, its measured 1.64 ms now "faster than expected")
         comparison = compare(list(obs.scores), ref) if ref and len(obs.scores) >= 2 else None
         ok, why = acceptable(comparison, bool(obs.contention), verdict.passed)
-        roofline_record["efficiency_model"] = ((learn(calibration, kernel, m, device_info) or "added") if ok
-                                               else f"not added: {why}")
+        roofline_record["efficiency_model"] = (learn(calibration, kernel, m, device_info) or "added") if ok else why
         # timing history: device time of the same kernel, cold (rotating copies), with the prediction beside it;
         # asked for only here, so a simulated run never touches a history
         benchmark = request.getfixturevalue("benchmark")
